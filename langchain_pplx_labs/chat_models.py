@@ -1,0 +1,305 @@
+"""ChatPerplexityLabs: the LangChain chat model over the Perplexity Labs playground."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LangSmithParams
+from langchain_core.language_models.chat_models import (
+    BaseChatModel,
+    agenerate_from_stream,
+    generate_from_stream,
+)
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.utils import from_env
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+
+from langchain_pplx_labs._sync import iterate_sync, run_sync
+from langchain_pplx_labs.client import LabsClient
+from langchain_pplx_labs.connection import DEFAULT_HEADERS, ConnectionSettings, Timeouts
+from langchain_pplx_labs.errors import PerplexityLabsError, PerplexityLabsInputError
+from langchain_pplx_labs.messages import to_labs_messages
+from langchain_pplx_labs.pool import PoolSettings
+from langchain_pplx_labs.protocol import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
+    Finished,
+    ReasoningDelta,
+    StreamDecoder,
+    StreamEvent,
+    TextDelta,
+    build_payload,
+    validate_model_name,
+)
+
+PROVIDER = "perplexity_labs"
+# Labs reports no prompt token count; this is the usual ~4 characters per token estimate.
+_CHARS_PER_TOKEN = 4
+
+
+class ChatPerplexityLabs(BaseChatModel):
+    """Chat model for the Perplexity Labs playground, streamed over its Socket.IO WebSocket.
+
+    Setup:
+        ``pip install langchain-pplx-labs``; no API key is needed. Point ``base_url``
+        (or ``PPLX_LABS_BASE_URL``) at the bundled emulator to run offline.
+
+    Example:
+        .. code-block:: python
+
+            from langchain_pplx_labs import ChatPerplexityLabs
+
+            llm = ChatPerplexityLabs(model="sonar-pro")
+            msg = llm.invoke("What is the capital of France?")
+            msg.content, msg.response_metadata["citations"]
+
+    Sources come back in ``response_metadata["citations"]`` (URLs, in the order the
+    answer's ``[n]`` markers use) and ``additional_kwargs["citations"]``; reasoning
+    models put their thinking in ``additional_kwargs["reasoning_content"]``.
+    """
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    model: str = Field(default=DEFAULT_MODEL, alias="model_name")
+    """Labs model: r1-1776, sonar-pro, sonar, sonar-reasoning, sonar-reasoning-pro, or any newer name."""
+    base_url: str = Field(default_factory=from_env("PPLX_LABS_BASE_URL", default=DEFAULT_BASE_URL))
+    """Server root; ``/socket.io/`` is appended. Env: ``PPLX_LABS_BASE_URL``."""
+    timeout: float | None = Field(default=300.0, alias="request_timeout")
+    """Upper bound in seconds on a whole answer; ``None`` for no bound."""
+    connect_timeout: float = 10.0
+    """Seconds to open the socket and finish the handshake."""
+    first_token_timeout: float | None = 60.0
+    """Seconds to wait for the first frame after the question is sent."""
+    idle_timeout: float | None = 30.0
+    """Seconds of silence allowed between two frames of an answer."""
+    max_retries: int = 2
+    """Retries for failures before the first token (never after text was streamed)."""
+    retry_server_failures: bool = False
+    """Also retry when the server answers ``status: failed``."""
+    proxy: str | None = None
+    """``http://``, ``https://``, ``socks5://`` or ``socks4://`` proxy URL."""
+    default_headers: dict[str, str] | None = Field(default=None, repr=False)
+    """Extra HTTP headers (e.g. cookies); never logged, shown masked."""
+    verify_ssl: bool = True
+    """Verify TLS certificates (on by default)."""
+    ssl_context: ssl.SSLContext | None = Field(default=None, exclude=True, repr=False)
+    """A custom TLS context, e.g. to trust a private CA; overrides ``verify_ssl``."""
+    streaming: bool = False
+    """Stream internally even for ``invoke`` (callbacks then see each token)."""
+    reasoning: bool | None = None
+    """``None``/``True``: thinking goes to ``reasoning_content``; ``False``: dropped."""
+    stream_usage: bool = True
+    """Attach ``usage_metadata`` to the last chunk of a stream."""
+    max_connections: int = Field(default=16, ge=1)
+    """Sockets this model may hold per event loop; also its concurrency limit."""
+    pool_idle_timeout: float | None = 60.0
+    """Seconds a warm socket stays open unused."""
+    max_input_chars: int | None = 256_000
+    """Refuse conversations longer than this before sending them."""
+
+    _client: LabsClient | None = PrivateAttr(default=None)
+    _client_key: tuple[Any, ...] | None = PrivateAttr(default=None)
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str) -> str:
+        return validate_model_name(value)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+            raise PerplexityLabsInputError(
+                f"Invalid base_url {value!r}: expected http(s)://host[:port], e.g. {DEFAULT_BASE_URL}"
+            )
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+        return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+    @property
+    def _llm_type(self) -> str:
+        return "perplexity-labs-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, "base_url": self.base_url, "reasoning": self.reasoning}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(ls_provider=PROVIDER, ls_model_name=self.model, ls_model_type="chat")
+        if stop:
+            params["ls_stop"] = stop
+        return params
+
+    # -- connection management ---------------------------------------------------------
+
+    def _settings(self) -> tuple[ConnectionSettings, PoolSettings]:
+        headers = {**DEFAULT_HEADERS, **(self.default_headers or {})}
+        timeouts = Timeouts(
+            connect=self.connect_timeout,
+            first_token=self.first_token_timeout,
+            idle=self.idle_timeout,
+            total=self.timeout,
+        )
+        ssl_option: ssl.SSLContext | bool = self.ssl_context or self.verify_ssl
+        return (
+            ConnectionSettings(self.base_url, tuple(headers.items()), timeouts),
+            PoolSettings(self.max_connections, self.pool_idle_timeout, self.proxy, ssl_option),
+        )
+
+    def _labs_client(self) -> LabsClient:
+        connection, pool = self._settings()
+        key = (connection, pool, self.max_retries, self.retry_server_failures)
+        if self._client is None or self._client_key != key:
+            self._client = LabsClient(
+                connection,
+                pool,
+                max_retries=self.max_retries,
+                retry_server_failures=self.retry_server_failures,
+            )
+            self._client_key = key
+        return self._client
+
+    async def awarmup(self) -> None:
+        """Open a socket now, on this event loop, so the first question skips the handshake."""
+        await self._labs_client().warmup()
+
+    def warmup(self) -> None:
+        """Open a socket for sync calls ahead of the first question."""
+        run_sync(self._labs_client().warmup())
+
+    async def aclose(self) -> None:
+        """Close this model's sockets on the current event loop."""
+        if self._client is not None:
+            await self._client.aclose()
+
+    def close(self) -> None:
+        """Close the sockets sync calls use."""
+        if self._client is not None:
+            run_sync(self._client.aclose())
+
+    def __enter__(self) -> ChatPerplexityLabs:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ChatPerplexityLabs:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- generation ----------------------------------------------------------------------
+
+    def _payload(self, messages: Sequence[BaseMessage]) -> dict[str, Any]:
+        return build_payload(self.model, to_labs_messages(messages), max_input_chars=self.max_input_chars)
+
+    async def _chunks(
+        self, messages: list[BaseMessage], *, include_usage: bool
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        payload = self._payload(messages)
+        input_tokens = _estimate_tokens(sum(len(m["content"]) for m in payload["messages"]))
+        decoder = StreamDecoder(self.model, keep_reasoning=self.reasoning is not False)
+        try:
+            async for frame in self._labs_client().stream(payload):
+                for event in decoder.feed(frame):
+                    yield self._chunk(event, decoder, input_tokens if include_usage else None)
+        except PerplexityLabsError as exc:
+            exc.partial_content = exc.partial_content or decoder.answer_so_far
+            raise
+
+    def _chunk(
+        self, event: StreamEvent, decoder: StreamDecoder, input_tokens: int | None
+    ) -> ChatGenerationChunk:
+        if isinstance(event, TextDelta):
+            return ChatGenerationChunk(message=AIMessageChunk(content=event.text))
+        if isinstance(event, ReasoningDelta):
+            return ChatGenerationChunk(
+                message=AIMessageChunk(content="", additional_kwargs={"reasoning_content": event.text})
+            )
+        return ChatGenerationChunk(message=self._final_message(event, decoder, input_tokens))
+
+    def _final_message(
+        self, event: Finished, decoder: StreamDecoder, input_tokens: int | None
+    ) -> AIMessageChunk:
+        citations = [source.url for source in event.sources]
+        metadata: dict[str, Any] = {
+            "model_name": self.model,
+            "finish_reason": "stop",
+            "citations": citations,
+        }
+        if event.rich_sources:
+            metadata["search_results"] = [source.model_dump(exclude_none=True) for source in event.sources]
+        if event.elapsed_time is not None:
+            metadata["elapsed_time"] = event.elapsed_time
+        usage = None
+        if input_tokens is not None:
+            output_tokens = event.tokens_streamed
+            if output_tokens is None:
+                output_tokens = _estimate_tokens(len(decoder.answer_so_far))
+            usage = UsageMetadata(
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                total_tokens=input_tokens + output_tokens,
+            )
+        return AIMessageChunk(
+            content="",
+            additional_kwargs={"citations": list(citations)},
+            response_metadata=metadata,
+            usage_metadata=usage,
+            chunk_position="last",
+        )
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        include_usage = bool(kwargs.get("stream_usage", self.stream_usage))
+        async for chunk in self._chunks(messages, include_usage=include_usage):
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        include_usage = bool(kwargs.get("stream_usage", self.stream_usage))
+        for chunk in iterate_sync(self._chunks(messages, include_usage=include_usage)):
+            if run_manager is not None:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return await agenerate_from_stream(self._chunks(messages, include_usage=True))
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return generate_from_stream(iterate_sync(self._chunks(messages, include_usage=True)))
+
+
+def _estimate_tokens(chars: int) -> int:
+    return max(1, -(-chars // _CHARS_PER_TOKEN)) if chars else 0

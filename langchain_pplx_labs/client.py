@@ -1,0 +1,150 @@
+"""The Labs client: a pool per event loop, retries before the first token, one query = one frame stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from langchain_pplx_labs.connection import ConnectionSettings
+from langchain_pplx_labs.errors import (
+    PerplexityLabsBlockedError,
+    PerplexityLabsConnectionError,
+    PerplexityLabsError,
+    PerplexityLabsServerError,
+    PerplexityLabsTimeoutError,
+)
+from langchain_pplx_labs.pool import ConnectionPool, PoolSettings
+from langchain_pplx_labs.protocol import ProgressFrame, parse_frame
+
+logger = logging.getLogger(__name__)
+
+
+class LabsClient:
+    """Streams Labs answers as parsed frames, reusing warm sockets on each event loop.
+
+    A pool belongs to one loop; each loop that uses the client gets its own, and
+    the pool closes itself when that loop shuts down (``asyncio.run`` ends).
+    """
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        pool: PoolSettings | None = None,
+        *,
+        max_retries: int = 2,
+        retry_server_failures: bool = False,
+        backoff_base: float = 0.25,
+        backoff_max: float = 8.0,
+    ) -> None:
+        self.settings = settings
+        self.pool_settings = pool or PoolSettings()
+        self.max_retries = max_retries
+        self.retry_server_failures = retry_server_failures
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._pools: dict[asyncio.AbstractEventLoop, ConnectionPool] = {}
+        self._lifespans: dict[asyncio.AbstractEventLoop, AsyncIterator[None]] = {}
+
+    async def pool(self) -> ConnectionPool:
+        """This loop's pool, created on first use."""
+        loop = asyncio.get_running_loop()
+        self._forget_closed_loops()
+        pool = self._pools.get(loop)
+        if pool is None:
+            pool = ConnectionPool(self.settings, self.pool_settings)
+            self._pools[loop] = pool
+            lifespan = self._lifespan(loop, pool)
+            await lifespan.__anext__()
+            self._lifespans[loop] = lifespan
+        return pool
+
+    async def _lifespan(self, loop: asyncio.AbstractEventLoop, pool: ConnectionPool) -> AsyncIterator[None]:
+        # An async generator is finalised by loop.shutdown_asyncgens(), which asyncio.run
+        # calls: that is our hook to close the sockets before the loop goes away.
+        try:
+            yield
+        finally:
+            if self._pools.get(loop) is pool:
+                del self._pools[loop]
+                self._lifespans.pop(loop, None)
+            await pool.aclose()
+
+    def _forget_closed_loops(self) -> None:
+        for loop in [loop for loop in self._pools if loop.is_closed()]:
+            del self._pools[loop]
+            self._lifespans.pop(loop, None)
+
+    async def warmup(self) -> None:
+        """Open a socket now so the first question skips the handshake."""
+        await (await self.pool()).warmup()
+
+    async def aclose(self) -> None:
+        """Close this loop's pool (other loops close theirs when they shut down)."""
+        loop = asyncio.get_running_loop()
+        pool = self._pools.pop(loop, None)
+        lifespan = self._lifespans.pop(loop, None)
+        if pool is not None:
+            await pool.aclose()
+        if lifespan is not None:
+            await lifespan.aclose()  # type: ignore[attr-defined]
+
+    async def stream(self, payload: Mapping[str, Any]) -> AsyncIterator[ProgressFrame]:
+        """Send ``payload`` and yield frames up to and including the final (or failed) one.
+
+        Failures before the first frame are retried with backoff; once a frame
+        was yielded nothing is re-asked, so callers never see duplicated text.
+        """
+        pool = await self.pool()
+        attempt = 0
+        while True:
+            yielded = False
+            try:
+                async for frame in self._attempt(pool, payload):
+                    yielded = True
+                    yield frame
+                return
+            except PerplexityLabsError as exc:
+                if yielded or not self._retryable(exc) or attempt >= self.max_retries:
+                    raise
+                delay = self._backoff(attempt, exc)
+                attempt += 1
+                logger.info("Labs attempt %d failed (%s); retrying in %.2fs", attempt, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _attempt(self, pool: ConnectionPool, payload: Mapping[str, Any]) -> AsyncIterator[ProgressFrame]:
+        started = time.monotonic()
+        async with pool.lease() as lease:
+            try:
+                async for data in lease.connection.query(payload, started=started):
+                    frame = parse_frame(data)
+                    yield frame
+                    if frame.final or frame.failed:
+                        lease.reusable = frame.final
+                        return
+            except _StaleSocket.causes as exc:
+                if not lease.fresh and lease.connection.queries_run > 1:
+                    raise _StaleSocket(str(exc)) from exc
+                raise
+
+    def _retryable(self, exc: PerplexityLabsError) -> bool:
+        if isinstance(exc, PerplexityLabsBlockedError):
+            return False
+        if isinstance(exc, PerplexityLabsServerError):
+            return self.retry_server_failures
+        return isinstance(exc, PerplexityLabsConnectionError | PerplexityLabsTimeoutError)
+
+    def _backoff(self, attempt: int, exc: PerplexityLabsError) -> float:
+        if isinstance(exc, _StaleSocket):
+            return 0.0  # a pooled socket died while idle: a fresh one needs no wait
+        ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
+        return random.uniform(ceiling / 2, ceiling)
+
+
+class _StaleSocket(PerplexityLabsConnectionError):
+    """A reused socket turned out dead before answering; retried at once on a fresh one."""
+
+    causes = (PerplexityLabsConnectionError,)

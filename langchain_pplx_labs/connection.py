@@ -1,0 +1,267 @@
+"""One Socket.IO connection to Labs: the handshake, then one query at a time as a stream of frames."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+import socketio
+from socketio import exceptions as sio_exceptions
+
+from langchain_pplx_labs._json import OrjsonPacket
+from langchain_pplx_labs.errors import (
+    PerplexityLabsBlockedError,
+    PerplexityLabsConnectionError,
+    PerplexityLabsDisconnectedError,
+    PerplexityLabsProtocolError,
+    PerplexityLabsTimeoutError,
+    excerpt_of,
+)
+from langchain_pplx_labs.protocol import (
+    ANONYMOUS_AUTH,
+    LABS_ORIGIN,
+    QUERY_EVENT,
+    SOCKETIO_PATH,
+    is_progress_event,
+)
+
+logger = logging.getLogger(__name__)
+
+Transport = Literal["websocket", "polling"]
+
+BROWSER_USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+DEFAULT_HEADERS: Mapping[str, str] = {
+    "Origin": LABS_ORIGIN,
+    "Referer": LABS_ORIGIN + "/",
+    "User-Agent": BROWSER_USER_AGENT,
+}
+_BLOCK_MARKERS = ("cloudflare", "cf-chl", "challenge-platform", "just a moment", "attention required")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Every wait a query can make, in seconds; ``None`` waits forever."""
+
+    connect: float = 10.0
+    first_token: float | None = 60.0
+    idle: float | None = 30.0
+    total: float | None = 300.0
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """What a connection needs to know; hashable, so pools can be keyed by it."""
+
+    base_url: str
+    headers: tuple[tuple[str, str], ...] = field(default_factory=lambda: tuple(DEFAULT_HEADERS.items()))
+    timeouts: Timeouts = Timeouts()
+
+    @property
+    def header_dict(self) -> dict[str, str]:
+        return dict(self.headers)
+
+
+class _LabsSocketIO(socketio.AsyncClient):  # type: ignore[misc]
+    """python-socketio client that reports undecodable packets instead of only logging them."""
+
+    def __init__(self, on_bad_packet: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_bad_packet = on_bad_packet
+
+    async def _handle_eio_message(self, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(data)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            self._binary_packet = None
+            self._on_bad_packet(data, exc)
+
+
+class LabsConnection:
+    """A connected Labs socket that runs one query at a time."""
+
+    def __init__(self, settings: ConnectionSettings, session: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self.transport: Transport | None = None
+        self.queries_run = 0
+        self._inbox: asyncio.Queue[tuple[str, Any]] | None = None
+        self._closed = False
+        self._sio = _LabsSocketIO(
+            self._on_bad_packet,
+            reconnection=False,
+            http_session=session,
+            serializer=OrjsonPacket,
+            request_timeout=settings.timeouts.connect,
+            logger=False,
+            engineio_logger=False,
+        )
+        self._sio.on("*", self._on_event)
+        self._sio.on("disconnect", self._on_disconnect)
+
+    @property
+    def alive(self) -> bool:
+        """True while the socket is connected and not closed by us."""
+        return not self._closed and bool(self._sio.connected) and self._sio.eio.state == "connected"
+
+    @property
+    def busy(self) -> bool:
+        return self._inbox is not None
+
+    async def open(self, transport: Transport) -> None:
+        """Connect with ``transport``: a direct WebSocket, or the polling handshake then upgrade."""
+        transports = ["websocket"] if transport == "websocket" else ["polling", "websocket"]
+        url = self.settings.base_url
+        connect_timeout = self.settings.timeouts.connect
+        try:
+            await asyncio.wait_for(
+                self._sio.connect(
+                    url,
+                    headers=self.settings.header_dict,
+                    auth=dict(ANONYMOUS_AUTH),
+                    transports=transports,
+                    socketio_path=SOCKETIO_PATH,
+                    wait_timeout=connect_timeout,
+                ),
+                connect_timeout,
+            )
+        except TimeoutError:
+            await self.close()
+            raise PerplexityLabsTimeoutError("connect", connect_timeout) from None
+        except sio_exceptions.ConnectionError as exc:
+            await self.close()
+            raise PerplexityLabsConnectionError(
+                f"Could not connect to {url} over {transport}: {exc}"
+            ) from exc
+        self.transport = transport
+
+    async def close(self) -> None:
+        """Disconnect; safe to call twice and from a cancelled task."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.shield(self._disconnect())
+        except (asyncio.CancelledError, Exception) as exc:  # closing must never raise
+            logger.debug("error while closing a Labs socket: %r", exc)
+
+    async def _disconnect(self) -> None:
+        await self._sio.disconnect()
+        await self._sio.eio.disconnect(abort=True)
+
+    async def query(self, payload: Mapping[str, Any], *, started: float | None = None) -> AsyncIterator[Any]:
+        """Send one question and yield the data of each progress frame until the caller stops.
+
+        The caller ends the iteration when a frame is final or failed; this method
+        only enforces the first-token, idle and total timeouts and turns a lost
+        socket or an undecodable packet into a typed error.
+        """
+        if self._inbox is not None:
+            raise RuntimeError("a Labs connection runs one query at a time")
+        timeouts = self.settings.timeouts
+        begun = time.monotonic() if started is None else started
+        inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._inbox = inbox
+        self.queries_run += 1
+        try:
+            await self._sio.emit(QUERY_EVENT, dict(payload))
+            which, limit = "first_token", timeouts.first_token
+            while True:
+                kind, value = await self._next(inbox, which, limit, begun, timeouts.total)
+                if kind == "frame":
+                    which, limit = "idle", timeouts.idle
+                    yield value
+                elif kind == "gone":
+                    raise PerplexityLabsDisconnectedError(
+                        f"Perplexity Labs closed the connection mid-answer ({value})"
+                    )
+                else:
+                    raise PerplexityLabsProtocolError(
+                        "Received a Socket.IO packet that cannot be decoded", excerpt=excerpt_of(value)
+                    )
+        finally:
+            self._inbox = None
+
+    @staticmethod
+    async def _next(
+        inbox: asyncio.Queue[tuple[str, Any]],
+        which: str,
+        limit: float | None,
+        begun: float,
+        total: float | None,
+    ) -> tuple[str, Any]:
+        if not inbox.empty():
+            return inbox.get_nowait()
+        if total is not None:
+            left = total - (time.monotonic() - begun)
+            if limit is None or left < limit:
+                which, limit = "total", total
+                if left <= 0:
+                    raise PerplexityLabsTimeoutError("total", total)
+                try:
+                    return await asyncio.wait_for(inbox.get(), left)
+                except TimeoutError:
+                    raise PerplexityLabsTimeoutError("total", total) from None
+        try:
+            return await asyncio.wait_for(inbox.get(), limit)
+        except TimeoutError:
+            raise PerplexityLabsTimeoutError(which, limit or 0.0) from None
+
+    def _on_event(self, event: str, *args: Any) -> None:
+        if self._inbox is None or not is_progress_event(event):
+            logger.debug("ignoring Labs event %r", event)
+            return
+        self._inbox.put_nowait(("frame", args[0] if args else None))
+
+    def _on_disconnect(self, reason: Any = None) -> None:
+        if self._inbox is not None:
+            self._inbox.put_nowait(("gone", reason or "disconnected"))
+
+    def _on_bad_packet(self, data: Any, exc: Exception) -> None:
+        logger.debug("undecodable Socket.IO packet (%s): %s", exc, excerpt_of(data))
+        if self._inbox is not None:
+            self._inbox.put_nowait(("bad", data))
+
+
+async def diagnose_refusal(
+    settings: ConnectionSettings, session: aiohttp.ClientSession, cause: BaseException
+) -> PerplexityLabsConnectionError:
+    """Ask the polling endpoint why a connect failed, turning a block page into a clear error.
+
+    Only runs after a failure, so the happy path pays nothing for it.
+    """
+    url = f"{settings.base_url}/{SOCKETIO_PATH}/?EIO=4&transport=polling"
+    try:
+        async with session.get(
+            url,
+            headers=settings.header_dict,
+            timeout=aiohttp.ClientTimeout(total=settings.timeouts.connect),
+        ) as response:
+            body = (await response.content.read(4096)).decode("utf-8", "replace")
+            status = response.status
+            content_type = response.headers.get("Content-Type", "")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return PerplexityLabsConnectionError(
+            f"Cannot reach Perplexity Labs at {settings.base_url}: {exc or type(exc).__name__}"
+        )
+    looks_html = "html" in content_type.lower() or body.lstrip().lower().startswith(("<!doctype", "<html"))
+    if status in (403, 429, 503) or (looks_html and status >= 400):
+        blocked_by = "a Cloudflare challenge page" if any(m in body.lower() for m in _BLOCK_MARKERS) else "an HTML error page"
+        return PerplexityLabsBlockedError(
+            f"Perplexity Labs blocked the connection: HTTP {status} with {blocked_by}. "
+            "The playground sits behind Cloudflare, which refuses many non-browser clients; "
+            "try again later, from another network, or through a proxy (proxy=...)",
+            status=status,
+            excerpt=excerpt_of(body),
+        )
+    if status >= 300:
+        return PerplexityLabsConnectionError(
+            f"Perplexity Labs refused the connection: HTTP {status}: {excerpt_of(body)}"
+        )
+    return PerplexityLabsConnectionError(f"Perplexity Labs refused the Socket.IO handshake: {cause}")

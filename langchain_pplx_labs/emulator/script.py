@@ -1,0 +1,217 @@
+"""What the emulator says back: scripted steps and the scenarios that build them (pure, no I/O)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from langchain_pplx_labs.protocol import (
+    IMPLICIT_THINK_MODELS,
+    REASONING_MODELS,
+    THINK_CLOSE,
+    THINK_OPEN,
+    progress_event,
+)
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Send a Socket.IO event after ``delay`` seconds."""
+
+    event: str
+    data: Any
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Send a raw Engine.IO message (text or binary) after ``delay``: for garbage frames."""
+
+    data: str | bytes
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Go silent for ``seconds`` while keeping the socket open."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Close the socket abruptly after ``delay``."""
+
+    delay: float = 0.0
+
+
+Step = Emit | Raw | Stall | Drop
+
+
+@dataclass(frozen=True)
+class LabsRequest:
+    """One ``perplexity_labs`` question as the emulator received it."""
+
+    payload: dict[str, Any]
+
+    @property
+    def model(self) -> str:
+        return str(self.payload.get("model", ""))
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        messages = self.payload.get("messages")
+        return messages if isinstance(messages, list) else []
+
+    @property
+    def question(self) -> str:
+        for message in reversed(self.messages):
+            if isinstance(message, dict) and message.get("role") == "user":
+                return str(message.get("content", ""))
+        return ""
+
+
+class Scenario(BaseModel):
+    """A scripted answer: text, sources, pacing and faults, turned into steps per request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answer: str | None = None
+    """Answer text; ``None`` makes one up from the question."""
+    reasoning: str | None = None
+    """Think-section text for reasoning models; ``None`` makes one up, ``""`` sends none."""
+    citations: list[str | dict[str, Any]] | None = None
+    """Sources on the final frame; ``None`` gives two example URLs."""
+    chunk_size: int = Field(default=24, ge=1)
+    """Characters added per progress frame."""
+    delay: float = 0.0
+    """Seconds between frames."""
+    first_delay: float = 0.0
+    """Seconds before the first frame."""
+    fail: str | None = None
+    """Send ``status: failed`` with this text instead of finishing."""
+    fail_after: int = 0
+    """Frames sent before the failure."""
+    stall_after: int | None = None
+    """Frames sent before going silent for good."""
+    drop_after: int | None = None
+    """Frames sent before closing the socket."""
+    garbage_after: int | None = None
+    """Frames sent before an undecodable packet."""
+    wrong_types_after: int | None = None
+    """Frames sent before a frame whose ``output`` is not a string."""
+    extra_events: bool = False
+    """Interleave unknown events, as the live site may."""
+
+    def full_output(self, request: LabsRequest) -> str:
+        """The last cumulative ``output``, think section included."""
+        answer = self.answer if self.answer is not None else made_up_answer(request.question)
+        model = request.model
+        if model not in REASONING_MODELS:
+            return answer
+        thinking = self.reasoning if self.reasoning is not None else made_up_reasoning(request.question)
+        if not thinking:
+            return answer
+        opening = "" if model in IMPLICIT_THINK_MODELS else THINK_OPEN
+        return f"{opening}{thinking}{THINK_CLOSE}\n\n{answer}"
+
+    def steps(self, request: LabsRequest) -> list[Step]:
+        """The steps that answer ``request``."""
+        output = self.full_output(request)
+        event = progress_event(request.model)
+        prefixes = [output[:end] for end in range(self.chunk_size, len(output), self.chunk_size)]
+        steps: list[Step] = []
+        for index, prefix in enumerate(prefixes):
+            fault = self._fault_at(index, event)
+            if fault is not None:
+                return steps + fault
+            delay = self.first_delay if index == 0 else self.delay
+            steps.append(Emit(event, progress_frame(prefix, elapsed=0.05 * (index + 1)), delay))
+            if self.extra_events:
+                steps.append(Emit("query_status", {"status": "pending", "index": index}))
+        fault = self._fault_at(len(prefixes), event)
+        if fault is not None:
+            return steps + fault
+        citations = self.citations if self.citations is not None else default_citations(request.question)
+        final = progress_frame(output, elapsed=0.05 * (len(prefixes) + 1), citations=citations, final=True)
+        steps.append(Emit(event, final, self.first_delay if not prefixes else self.delay))
+        return steps
+
+    def _fault_at(self, index: int, event: str) -> list[Step] | None:
+        if self.fail is not None and index == self.fail_after:
+            return [Emit(event, {"status": "failed", "text": self.fail}, self.delay)]
+        if self.stall_after == index:
+            return [Stall(3600.0)]
+        if self.drop_after == index:
+            return [Drop(self.delay)]
+        if self.garbage_after == index:
+            return [Raw('2["' + event + '", {not json', self.delay), Stall(3600.0)]
+        if self.wrong_types_after == index:
+            return [Emit(event, {"output": 42, "citations": "nope", "final": False}, self.delay), Stall(3600.0)]
+        return None
+
+
+Responder = Callable[[LabsRequest], "Scenario | Sequence[Step]"]
+
+
+def progress_frame(
+    output: str,
+    *,
+    elapsed: float,
+    citations: Sequence[str | dict[str, Any]] = (),
+    final: bool = False,
+) -> dict[str, Any]:
+    """A ``<model>_query_progress`` frame as the playground sends it."""
+    return {
+        "output": output,
+        "citations": list(citations),
+        "chunks": [],
+        "final": final,
+        "elapsed_time": round(elapsed, 3),
+        "tokens_streamed": max(1, len(output) // 4) if output else 0,
+        "status": "completed" if final else "pending",
+    }
+
+
+_FACTS = (
+    (re.compile(r"capital of france", re.I), "The capital of France is Paris [1]. It has been the seat of the French government for most of the country's history [2]."),
+    (re.compile(r"langchain", re.I), "LangChain is a framework for building applications with large language models [1]. It composes prompts, models and tools into chains and agents [2]."),
+    (re.compile(r"socket\.?io", re.I), "Socket.IO is a protocol for bidirectional, event-based communication, built on Engine.IO [1]. It falls back from WebSocket to HTTP long-polling when needed [2]."),
+)
+
+
+def made_up_answer(question: str) -> str:
+    """A plausible, clearly synthetic answer with ``[n]`` citation markers."""
+    for pattern, answer in _FACTS:
+        if pattern.search(question):
+            return answer
+    topic = question.strip().rstrip("?.!") or "your question"
+    return (
+        f"This is the offline Perplexity Labs emulator answering “{topic}” [1]. "
+        "Its answers are synthetic, but they stream and cite sources exactly like the playground [2]."
+    )
+
+
+def made_up_reasoning(question: str) -> str:
+    """A short think section for reasoning models."""
+    return f"The user asks: {question.strip()[:200]}. I should answer briefly and cite my sources."
+
+
+def default_citations(question: str) -> list[str]:
+    """Example source URLs matching :func:`made_up_answer`."""
+    if re.search(r"capital of france", question, re.I):
+        return ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
+    if re.search(r"langchain", question, re.I):
+        return ["https://python.langchain.com/docs/introduction/", "https://github.com/langchain-ai/langchain"]
+    if re.search(r"socket\.?io", question, re.I):
+        return ["https://socket.io/docs/v4/", "https://github.com/socketio/engine.io-protocol"]
+    return ["https://docs.perplexity.ai/", "https://labs.perplexity.ai/"]
+
+
+def default_responder(request: LabsRequest) -> Scenario:
+    """Answer every question with a made-up, cited answer."""
+    return Scenario()

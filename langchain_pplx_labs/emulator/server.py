@@ -1,0 +1,242 @@
+"""The Labs emulator: a real python-socketio server on aiohttp that speaks the playground protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import socketio
+from aiohttp import web
+
+from langchain_pplx_labs.emulator.script import (
+    Drop,
+    Emit,
+    LabsRequest,
+    Raw,
+    Responder,
+    Scenario,
+    Stall,
+    Step,
+    default_responder,
+)
+from langchain_pplx_labs.protocol import ANONYMOUS_AUTH, LABS_ORIGIN, QUERY_EVENT, SOCKETIO_PATH
+
+logger = logging.getLogger(__name__)
+
+CLOUDFLARE_PAGE = """<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title>
+<meta http-equiv="refresh" content="390"></head><body><div class="main-wrapper" role="main">
+<h1>www.perplexity.ai</h1><h2>Checking if the site connection is secure</h2>
+<script src="/cdn-cgi/challenge-platform/h/g/orchestrate/chl_page/v1"></script>
+<div>Performance &amp; security by Cloudflare</div></div></body></html>"""
+
+
+class LabsEmulator:
+    """A Labs playground on a real port, scripted by a responder.
+
+    ``responder`` maps each question to a :class:`Scenario` or a list of steps;
+    the HTTP-level faults (``blocked``, ``refuse_websocket``) apply to every request.
+    Counters (``handshakes``, ``requests``, ``connections``) let tests see what happened.
+    """
+
+    def __init__(
+        self,
+        responder: Responder | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ping_interval: float = 25.0,
+        ping_timeout: float = 20.0,
+        blocked: bool = False,
+        refuse_websocket: bool = False,
+        require_auth: bool = True,
+    ) -> None:
+        self.responder: Responder = responder or default_responder
+        self.host = host
+        self.port = port
+        self.blocked = blocked
+        self.refuse_websocket = refuse_websocket
+        self.require_auth = require_auth
+        self.handshakes: collections.Counter[str] = collections.Counter()
+        self.requests: list[dict[str, Any]] = []
+        self.connections = 0
+        self.open_sockets = 0
+        self.base_url = ""
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            cors_allowed_origins=[LABS_ORIGIN],
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            max_http_buffer_size=16 * 1024 * 1024,
+        )
+        self.app = web.Application(middlewares=[self._gate])
+        self.sio.attach(self.app, socketio_path=SOCKETIO_PATH)
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on(QUERY_EVENT, self._on_query)
+        self._answers: dict[str, asyncio.Task[None]] = {}
+        self._runner: web.AppRunner | None = None
+
+    def script(self, responder: Responder | Scenario | Sequence[Step] | None = None, **scenario: Any) -> None:
+        """Set how the next questions are answered: a responder, a scenario, steps, or scenario fields."""
+        if responder is None:
+            fixed: Scenario | Sequence[Step] = Scenario(**scenario)
+        elif callable(responder):
+            self.responder = responder
+            return
+        else:
+            fixed = responder
+        self.responder = lambda _request: fixed
+
+    def reset(self) -> None:
+        """Back to the default answers and no faults; counters cleared."""
+        self.responder = default_responder
+        self.blocked = False
+        self.refuse_websocket = False
+        self.handshakes.clear()
+        self.requests.clear()
+        self.connections = 0
+
+    async def start(self) -> str:
+        """Listen and return the base URL, e.g. ``http://127.0.0.1:43121``."""
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://{self.host}:{self.port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        """Stop answering, close every socket and the port."""
+        for task in list(self._answers.values()):
+            task.cancel()
+        if self._runner is not None:
+            # Close client sockets first: aiohttp waits for open WebSocket handlers on cleanup.
+            for eio_sid in list(self.sio.eio.sockets):
+                await self.sio.eio.disconnect(eio_sid)
+            await self.sio.shutdown()
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> LabsEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @web.middleware
+    async def _gate(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not request.path.startswith(f"/{SOCKETIO_PATH}"):
+            return await handler(request)
+        if self.blocked:
+            return web.Response(status=403, text=CLOUDFLARE_PAGE, content_type="text/html",
+                                headers={"Server": "cloudflare", "cf-ray": "0000000000000000-EMU"})
+        transport = request.query.get("transport", "")
+        if transport == "websocket" and self.refuse_websocket:
+            return web.Response(status=400, text="WebSocket transport is disabled on this server")
+        if "sid" not in request.query:
+            self.handshakes[transport] += 1
+        return await handler(request)
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if self.require_auth and not (isinstance(auth, dict) and auth.get("jwt")):
+            raise socketio.exceptions.ConnectionRefusedError(
+                f"authentication required: send {ANONYMOUS_AUTH} as the CONNECT payload"
+            )
+        self.connections += 1
+        self.open_sockets += 1
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.open_sockets -= 1
+        task = self._answers.pop(sid, None)
+        if task is not None:
+            task.cancel()
+
+    async def _on_query(self, sid: str, payload: Any) -> None:
+        if not isinstance(payload, dict):
+            return
+        self.requests.append(payload)
+        request = LabsRequest(payload)
+        reply = self.responder(request)
+        steps = reply.steps(request) if isinstance(reply, Scenario) else list(reply)
+        previous = self._answers.get(sid)
+        if previous is not None:
+            previous.cancel()
+        self._answers[sid] = asyncio.get_running_loop().create_task(self._play(sid, steps))
+
+    async def _play(self, sid: str, steps: Sequence[Step]) -> None:
+        try:
+            for step in steps:
+                if isinstance(step, Stall):
+                    await asyncio.sleep(step.seconds)
+                    continue
+                if step.delay:
+                    await asyncio.sleep(step.delay)
+                if isinstance(step, Emit):
+                    await self.sio.emit(step.event, step.data, to=sid)
+                elif isinstance(step, Raw):
+                    await self.sio.eio.send(self.sio.manager.eio_sid_from_sid(sid, "/"), step.data)
+                elif isinstance(step, Drop):
+                    await self.sio.eio.disconnect(self.sio.manager.eio_sid_from_sid(sid, "/"))
+                    return
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if self._answers.get(sid) is asyncio.current_task():
+                del self._answers[sid]
+
+
+class EmulatorThread:
+    """Runs a :class:`LabsEmulator` on its own loop in a daemon thread, for sync code and tests."""
+
+    def __init__(self, emulator: LabsEmulator | None = None) -> None:
+        self.emulator = emulator or LabsEmulator()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="pplx-labs-emulator", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return self.emulator.base_url
+
+    def start(self) -> str:
+        self._thread.start()
+        return asyncio.run_coroutine_threadsafe(self.emulator.start(), self._loop).result(timeout=10)
+
+    def call(self, func: Callable[[], Any]) -> Any:
+        """Run ``func`` on the emulator's loop (for changing it while it serves)."""
+        async def run() -> Any:
+            return func()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
+
+    def stop(self) -> None:
+        if self._loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        await self.emulator.stop()
+        # Server-side ping tasks outlive the sockets; end them before the loop closes.
+        leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
+
+    def __enter__(self) -> EmulatorThread:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

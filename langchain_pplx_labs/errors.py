@@ -1,0 +1,78 @@
+"""The typed errors every failure of a Labs query surfaces as."""
+
+from __future__ import annotations
+
+
+class PerplexityLabsError(Exception):
+    """Base of every error this package raises.
+
+    ``partial_content`` holds the answer text streamed before the failure, so a
+    caller never loses what it already received.
+    """
+
+    def __init__(self, message: str, *, partial_content: str = "") -> None:
+        super().__init__(message)
+        self.partial_content = partial_content
+
+
+class PerplexityLabsInputError(PerplexityLabsError, ValueError):
+    """The request cannot be sent as given (bad message, model name, URL, size)."""
+
+
+class PerplexityLabsConnectionError(PerplexityLabsError, ConnectionError):
+    """The Socket.IO connection could not be opened or was lost."""
+
+
+class PerplexityLabsBlockedError(PerplexityLabsConnectionError):
+    """The server refused us with a block page (Cloudflare 403 / challenge)."""
+
+    def __init__(self, message: str, *, status: int | None = None, excerpt: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.excerpt = excerpt
+
+
+class PerplexityLabsDisconnectedError(PerplexityLabsConnectionError):
+    """The socket closed in the middle of an answer."""
+
+
+class PerplexityLabsServerError(PerplexityLabsError):
+    """The server reported ``status: failed``; ``server_message`` is its own text."""
+
+    def __init__(
+        self, server_message: str, *, model: str = "", partial_content: str = ""
+    ) -> None:
+        where = f" (model {model!r})" if model else ""
+        super().__init__(
+            f"Perplexity Labs failed the query{where}: {server_message}",
+            partial_content=partial_content,
+        )
+        self.server_message = server_message
+        self.model = model
+
+
+class PerplexityLabsProtocolError(PerplexityLabsError):
+    """A frame arrived that we cannot understand; ``excerpt`` shows its start."""
+
+    def __init__(self, message: str, *, excerpt: str = "", partial_content: str = "") -> None:
+        shown = f": {excerpt!r}" if excerpt else ""
+        super().__init__(f"{message}{shown}", partial_content=partial_content)
+        self.excerpt = excerpt
+
+
+class PerplexityLabsTimeoutError(PerplexityLabsError, TimeoutError):
+    """A configured timeout fired; ``which`` names it (connect, first_token, idle, total)."""
+
+    def __init__(self, which: str, seconds: float, *, partial_content: str = "") -> None:
+        super().__init__(
+            f"Perplexity Labs {which} timeout fired after {seconds:g}s",
+            partial_content=partial_content,
+        )
+        self.which = which
+        self.seconds = seconds
+
+
+def excerpt_of(raw: object, limit: int = 120) -> str:
+    """Return a short printable start of ``raw`` for error messages."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return text if len(text) <= limit else text[:limit] + "…"

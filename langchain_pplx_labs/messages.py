@@ -1,0 +1,99 @@
+"""Map LangChain messages to Labs chat turns (pure, no I/O)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+
+from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.protocol import LabsMessage, Role
+
+_TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
+# Parts that carry no text the model needs to see again (e.g. our own reasoning blocks).
+_SKIPPED_PART_TYPES = frozenset({"reasoning", "thinking"})
+_CHAT_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "ai": "assistant",
+}
+
+
+def to_labs_messages(messages: Sequence[BaseMessage]) -> list[LabsMessage]:
+    """Convert a LangChain conversation to Labs turns, raising on unsupported content."""
+    return [to_labs_message(message, index) for index, message in enumerate(messages)]
+
+
+def to_labs_message(message: BaseMessage, index: int = 0) -> LabsMessage:
+    """Convert one message; ``index`` only sharpens error messages."""
+    role = _role_of(message, index)
+    text = content_text(message.content, where=f"message {index} ({message.type})")
+    if isinstance(message, AIMessage) and message.tool_calls:
+        text = _with_tool_calls(text, message)
+    if isinstance(message, ToolMessage):
+        text = f"Result of tool call {message.tool_call_id}" + (
+            f" ({message.name})" if message.name else ""
+        ) + f":\n{text}"
+    elif isinstance(message, FunctionMessage):
+        text = f"Result of function {message.name}:\n{text}"
+    return {"role": role, "content": text}
+
+
+def _role_of(message: BaseMessage, index: int) -> Role:
+    if isinstance(message, SystemMessage):
+        return "system"
+    if isinstance(message, HumanMessage | ToolMessage | FunctionMessage):
+        return "user"
+    if isinstance(message, AIMessage):
+        return "assistant"
+    if isinstance(message, ChatMessage) and message.role.lower() in _CHAT_ROLES:
+        return _CHAT_ROLES[message.role.lower()]
+    detail = f" with role {message.role!r}" if isinstance(message, ChatMessage) else ""
+    raise PerplexityLabsInputError(
+        f"Message {index} is a {type(message).__name__}{detail}, which Perplexity Labs "
+        f"cannot take; use system, human, ai or tool messages"
+    )
+
+
+def content_text(content: str | list[str | dict[Any, Any]], *, where: str) -> str:
+    """Join the text parts of message content; raise naming any non-text part."""
+    if isinstance(content, str):
+        return content
+    pieces: list[str] = []
+    for number, part in enumerate(content):
+        if isinstance(part, str):
+            pieces.append(part)
+            continue
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        if kind in _TEXT_PART_TYPES and isinstance(part.get("text"), str):
+            pieces.append(part["text"])
+        elif kind in _SKIPPED_PART_TYPES:
+            continue
+        else:
+            raise PerplexityLabsInputError(
+                f"{where}: content part {number} has type {kind!r}; Perplexity Labs "
+                f"accepts text only (no images, audio or files)"
+            )
+    return "\n".join(pieces)
+
+
+def _with_tool_calls(text: str, message: AIMessage) -> str:
+    calls = [
+        {"id": call.get("id"), "name": call["name"], "arguments": call["args"]}
+        for call in message.tool_calls
+    ]
+    rendered = json.dumps({"tool_calls": calls}, ensure_ascii=False)
+    return f"{text}\n{rendered}" if text else rendered

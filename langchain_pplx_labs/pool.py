@@ -1,0 +1,161 @@
+"""Warm Labs connections for one event loop: reuse, idle close, dead-socket replacement, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+
+from langchain_pplx_labs.connection import (
+    ConnectionSettings,
+    LabsConnection,
+    Transport,
+    diagnose_refusal,
+)
+from langchain_pplx_labs.errors import PerplexityLabsConnectionError, PerplexityLabsTimeoutError
+
+logger = logging.getLogger(__name__)
+
+# Base URLs whose server refused a direct WebSocket: go straight to the polling handshake.
+_POLLING_ONLY: set[str] = set()
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """How many sockets a pool may hold and how long an unused one stays open."""
+
+    max_connections: int = 16
+    idle_timeout: float | None = 60.0
+    proxy: str | None = None
+    ssl: ssl.SSLContext | bool = True
+
+
+class Lease:
+    """A connection borrowed from the pool; mark it ``reusable`` after a clean answer."""
+
+    def __init__(self, connection: LabsConnection, *, fresh: bool) -> None:
+        self.connection = connection
+        self.fresh = fresh
+        self.reusable = False
+
+
+class ConnectionPool:
+    """Keeps connected Labs sockets for one loop and hands out one per query."""
+
+    def __init__(self, settings: ConnectionSettings, pool: PoolSettings) -> None:
+        self.settings = settings
+        self.pool_settings = pool
+        self.connections_opened = 0
+        self._idle: list[tuple[LabsConnection, asyncio.TimerHandle | None]] = []
+        self._in_use: set[LabsConnection] = set()
+        self._limit = asyncio.Semaphore(pool.max_connections)
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    @asynccontextmanager
+    async def lease(self) -> AsyncIterator[Lease]:
+        """Borrow a connection; it goes back warm only if the lease was marked reusable."""
+        async with self._limit:
+            lease = await self._take()
+            self._in_use.add(lease.connection)
+            try:
+                yield lease
+            finally:
+                self._in_use.discard(lease.connection)
+                if lease.reusable and not self._closed and lease.connection.alive:
+                    self._park(lease.connection)
+                else:
+                    await lease.connection.close()
+
+    async def warmup(self) -> None:
+        """Open one socket ahead of the first question."""
+        async with self.lease() as lease:
+            lease.reusable = True
+
+    async def aclose(self) -> None:
+        """Close every socket and the HTTP session."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection, timer in idle:
+            if timer is not None:
+                timer.cancel()
+        for connection in [c for c, _ in idle] + list(self._in_use):
+            await connection.close()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def _take(self) -> Lease:
+        if self._closed:
+            raise PerplexityLabsConnectionError("This Labs connection pool is closed")
+        while self._idle:
+            connection, timer = self._idle.pop()
+            if timer is not None:
+                timer.cancel()
+            if connection.alive:
+                return Lease(connection, fresh=False)
+            await connection.close()
+        return Lease(await self._open(), fresh=True)
+
+    def _park(self, connection: LabsConnection) -> None:
+        idle_timeout = self.pool_settings.idle_timeout
+        timer = None
+        if idle_timeout is not None:
+            timer = asyncio.get_running_loop().call_later(idle_timeout, self._expire, connection)
+        self._idle.append((connection, timer))
+
+    def _expire(self, connection: LabsConnection) -> None:
+        for index, (candidate, _) in enumerate(self._idle):
+            if candidate is connection:
+                del self._idle[index]
+                task = asyncio.get_running_loop().create_task(connection.close())
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+                return
+
+    async def _open(self) -> LabsConnection:
+        base_url = self.settings.base_url
+        order: list[Transport] = ["polling"] if base_url in _POLLING_ONLY else ["websocket", "polling"]
+        session = self._http_session()
+        failure: PerplexityLabsConnectionError | None = None
+        for transport in order:
+            connection = LabsConnection(self.settings, session)
+            try:
+                await connection.open(transport)
+            except PerplexityLabsTimeoutError:
+                raise
+            except PerplexityLabsConnectionError as exc:
+                failure = exc
+                logger.debug("connect over %s failed: %s", transport, exc)
+                continue
+            if transport == "polling" and "websocket" in order:
+                _POLLING_ONLY.add(base_url)
+            self.connections_opened += 1
+            return connection
+        assert failure is not None
+        raise await diagnose_refusal(self.settings, session, failure.__cause__ or failure) from failure
+
+    def _http_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(connector=self._connector())
+        return self._session
+
+    def _connector(self) -> aiohttp.BaseConnector:
+        ssl_option = self.pool_settings.ssl
+        if self.pool_settings.proxy:
+            from aiohttp_socks import ProxyConnector
+
+            return ProxyConnector.from_url(self.pool_settings.proxy, ssl=ssl_option)
+        return aiohttp.TCPConnector(ssl=ssl_option)
+
+
+_background: set[asyncio.Task[None]] = set()
