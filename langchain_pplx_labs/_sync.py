@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -66,11 +67,9 @@ async def _next(stream: AsyncIterator[T]) -> T:
 def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
     if loop.is_closed():
         return
-    try:
-        # Finalises the pools' lifespan generators, which close their sockets cleanly.
+    # Finalises the pools' lifespan generators, which close their sockets cleanly.
+    with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
         asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result(timeout=5)
-    except (concurrent.futures.TimeoutError, RuntimeError):
-        pass
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=5)
     if not loop.is_running():

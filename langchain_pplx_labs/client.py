@@ -115,7 +115,9 @@ class LabsClient:
                 logger.info("Labs attempt %d failed (%s); retrying in %.2fs", attempt, exc, delay)
                 await asyncio.sleep(delay)
 
-    async def _attempt(self, pool: ConnectionPool, payload: Mapping[str, Any]) -> AsyncIterator[ProgressFrame]:
+    async def _attempt(
+        self, pool: ConnectionPool, payload: Mapping[str, Any]
+    ) -> AsyncIterator[ProgressFrame]:
         started = time.monotonic()
         async with pool.lease() as lease:
             try:

@@ -252,7 +252,11 @@ async def diagnose_refusal(
         )
     looks_html = "html" in content_type.lower() or body.lstrip().lower().startswith(("<!doctype", "<html"))
     if status in (403, 429, 503) or (looks_html and status >= 400):
-        blocked_by = "a Cloudflare challenge page" if any(m in body.lower() for m in _BLOCK_MARKERS) else "an HTML error page"
+        blocked_by = (
+            "a Cloudflare challenge page"
+            if any(m in body.lower() for m in _BLOCK_MARKERS)
+            else "an HTML error page"
+        )
         return PerplexityLabsBlockedError(
             f"Perplexity Labs blocked the connection: HTTP {status} with {blocked_by}. "
             "The playground sits behind Cloudflare, which refuses many non-browser clients; "

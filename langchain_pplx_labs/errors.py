@@ -39,9 +39,7 @@ class PerplexityLabsDisconnectedError(PerplexityLabsConnectionError):
 class PerplexityLabsServerError(PerplexityLabsError):
     """The server reported ``status: failed``; ``server_message`` is its own text."""
 
-    def __init__(
-        self, server_message: str, *, model: str = "", partial_content: str = ""
-    ) -> None:
+    def __init__(self, server_message: str, *, model: str = "", partial_content: str = "") -> None:
         where = f" (model {model!r})" if model else ""
         super().__init__(
             f"Perplexity Labs failed the query{where}: {server_message}",

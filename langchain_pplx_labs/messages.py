@@ -44,9 +44,11 @@ def to_labs_message(message: BaseMessage, index: int = 0) -> LabsMessage:
     if isinstance(message, AIMessage) and message.tool_calls:
         text = _with_tool_calls(text, message)
     if isinstance(message, ToolMessage):
-        text = f"Result of tool call {message.tool_call_id}" + (
-            f" ({message.name})" if message.name else ""
-        ) + f":\n{text}"
+        text = (
+            f"Result of tool call {message.tool_call_id}"
+            + (f" ({message.name})" if message.name else "")
+            + f":\n{text}"
+        )
     elif isinstance(message, FunctionMessage):
         text = f"Result of function {message.name}:\n{text}"
     return {"role": role, "content": text}
@@ -92,8 +94,7 @@ def content_text(content: str | list[str | dict[Any, Any]], *, where: str) -> st
 
 def _with_tool_calls(text: str, message: AIMessage) -> str:
     calls = [
-        {"id": call.get("id"), "name": call["name"], "arguments": call["args"]}
-        for call in message.tool_calls
+        {"id": call.get("id"), "name": call["name"], "arguments": call["args"]} for call in message.tool_calls
     ]
     rendered = json.dumps({"tool_calls": calls}, ensure_ascii=False)
     return f"{text}\n{rendered}" if text else rendered

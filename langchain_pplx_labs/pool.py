@@ -85,7 +85,7 @@ class ConnectionPool:
         """Close every socket and the HTTP session."""
         self._closed = True
         idle, self._idle = self._idle, []
-        for connection, timer in idle:
+        for _, timer in idle:
             if timer is not None:
                 timer.cancel()
         for connection in [c for c, _ in idle] + list(self._in_use):

@@ -151,7 +151,10 @@ class Scenario(BaseModel):
         if self.garbage_after == index:
             return [Raw('2["' + event + '", {not json', self.delay), Stall(3600.0)]
         if self.wrong_types_after == index:
-            return [Emit(event, {"output": 42, "citations": "nope", "final": False}, self.delay), Stall(3600.0)]
+            return [
+                Emit(event, {"output": 42, "citations": "nope", "final": False}, self.delay),
+                Stall(3600.0),
+            ]
         return None
 
 
@@ -178,9 +181,18 @@ def progress_frame(
 
 
 _FACTS = (
-    (re.compile(r"capital of france", re.I), "The capital of France is Paris [1]. It has been the seat of the French government for most of the country's history [2]."),
-    (re.compile(r"langchain", re.I), "LangChain is a framework for building applications with large language models [1]. It composes prompts, models and tools into chains and agents [2]."),
-    (re.compile(r"socket\.?io", re.I), "Socket.IO is a protocol for bidirectional, event-based communication, built on Engine.IO [1]. It falls back from WebSocket to HTTP long-polling when needed [2]."),
+    (
+        re.compile(r"capital of france", re.I),
+        "The capital of France is Paris [1]. It has been the seat of the French government for most of the country's history [2].",
+    ),
+    (
+        re.compile(r"langchain", re.I),
+        "LangChain is a framework for building applications with large language models [1]. It composes prompts, models and tools into chains and agents [2].",
+    ),
+    (
+        re.compile(r"socket\.?io", re.I),
+        "Socket.IO is a protocol for bidirectional, event-based communication, built on Engine.IO [1]. It falls back from WebSocket to HTTP long-polling when needed [2].",
+    ),
 )
 
 
@@ -206,7 +218,10 @@ def default_citations(question: str) -> list[str]:
     if re.search(r"capital of france", question, re.I):
         return ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
     if re.search(r"langchain", question, re.I):
-        return ["https://python.langchain.com/docs/introduction/", "https://github.com/langchain-ai/langchain"]
+        return [
+            "https://python.langchain.com/docs/introduction/",
+            "https://github.com/langchain-ai/langchain",
+        ]
     if re.search(r"socket\.?io", question, re.I):
         return ["https://socket.io/docs/v4/", "https://github.com/socketio/engine.io-protocol"]
     return ["https://docs.perplexity.ai/", "https://labs.perplexity.ai/"]

@@ -107,8 +107,9 @@ class LabsEmulator:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         server = site._server
-        assert server is not None and server.sockets  # type: ignore[union-attr]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        sockets = getattr(server, "sockets", None)
+        assert sockets, "aiohttp did not open a listening socket"
+        self.port = sockets[0].getsockname()[1]
         self.base_url = f"http://{self.host}:{self.port}"
         return self.base_url
 
@@ -118,8 +119,9 @@ class LabsEmulator:
             task.cancel()
         if self._runner is not None:
             # Close client sockets first: aiohttp waits for open WebSocket handlers on cleanup.
-            for eio_sid in list(self.sio.eio.sockets):
-                await self.sio.eio.disconnect(eio_sid)
+            for socket in list(self.sio.eio.sockets.values()):
+                await _close_without_waiting(socket)
+            self.sio.eio.sockets.clear()
             await self.sio.shutdown()
             await self._runner.cleanup()
             self._runner = None
@@ -138,8 +140,12 @@ class LabsEmulator:
         if not request.path.startswith(f"/{SOCKETIO_PATH}"):
             return await handler(request)
         if self.blocked:
-            return web.Response(status=403, text=CLOUDFLARE_PAGE, content_type="text/html",
-                                headers={"Server": "cloudflare", "cf-ray": "0000000000000000-EMU"})
+            return web.Response(
+                status=403,
+                text=CLOUDFLARE_PAGE,
+                content_type="text/html",
+                headers={"Server": "cloudflare", "cf-ray": "0000000000000000-EMU"},
+            )
         transport = request.query.get("transport", "")
         if transport == "websocket" and self.refuse_websocket:
             return web.Response(status=400, text="WebSocket transport is disabled on this server")
@@ -186,13 +192,22 @@ class LabsEmulator:
                 elif isinstance(step, Raw):
                     await self.sio.eio.send(self.sio.manager.eio_sid_from_sid(sid, "/"), step.data)
                 elif isinstance(step, Drop):
-                    await self.sio.eio.disconnect(self.sio.manager.eio_sid_from_sid(sid, "/"))
+                    eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+                    socket = self.sio.eio.sockets.get(eio_sid)
+                    if socket is not None:
+                        await _close_without_waiting(socket)
                     return
         except asyncio.CancelledError:
             pass
         finally:
             if self._answers.get(sid) is asyncio.current_task():
                 del self._answers[sid]
+
+
+async def _close_without_waiting(socket: Any) -> None:
+    # engineio's default close waits for the send queue to drain, which never happens
+    # once the peer is gone; a stopping server must not wait on a vanished client.
+    await socket.close(wait=False, abort=False)
 
 
 class EmulatorThread:
@@ -213,6 +228,7 @@ class EmulatorThread:
 
     def call(self, func: Callable[[], Any]) -> Any:
         """Run ``func`` on the emulator's loop (for changing it while it serves)."""
+
         async def run() -> Any:
             return func()
 

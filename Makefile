@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+QUESTION ?= What is the capital of France?
+
+.PHONY: demo test lint bench soak clean
+
+$(BIN)/pplx-labs: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	touch $@
+
+demo: $(BIN)/pplx-labs  ## stream an answer with sources from the offline emulator through an LCEL chain
+	$(BIN)/pplx-labs ask --emulator "$(QUESTION)"
+
+test: $(BIN)/pplx-labs  ## the whole suite, offline, against the emulator and the cassettes
+	$(BIN)/python -m pytest --record-mode=none
+
+lint: $(BIN)/pplx-labs
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict langchain_pplx_labs
+
+bench: $(BIN)/pplx-labs
+	$(BIN)/python -m benchmarks
+
+soak: $(BIN)/pplx-labs
+	$(BIN)/python -m benchmarks.soak
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
