@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from contextlib import aclosing
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import LangSmithParams
+from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.chat_models import (
     BaseChatModel,
     agenerate_from_stream,
     generate_from_stream,
 )
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.utils import from_env
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils import from_env, secret_from_env
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
+from langchain_pplx_labs._blocks import PROVIDER, annotate_last_chunk
+from langchain_pplx_labs._stop import StopScanner, normalise_stop
 from langchain_pplx_labs._sync import iterate_sync, run_sync
 from langchain_pplx_labs.client import LabsClient
 from langchain_pplx_labs.connection import DEFAULT_HEADERS, ConnectionSettings, Timeouts
@@ -30,6 +36,7 @@ from langchain_pplx_labs.protocol import (
     DEFAULT_BASE_URL,
     DEFAULT_MODEL,
     Finished,
+    ProgressFrame,
     ReasoningDelta,
     StreamDecoder,
     StreamEvent,
@@ -37,8 +44,20 @@ from langchain_pplx_labs.protocol import (
     build_payload,
     validate_model_name,
 )
+from langchain_pplx_labs.structured import Method, SchemaSpec, structured_output
+from langchain_pplx_labs.tools import (
+    ChoiceSpec,
+    convert_tools,
+    parse_tool_stream,
+    prepare_request,
+    request_seed,
+    restore_errors,
+    tool_choice_name,
+)
 
-PROVIDER = "perplexity_labs"
+logger = logging.getLogger(__name__)
+# Header names whose values are credentials: masked by dumpd and never logged.
+_SECRET_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization", "x-api-key"})
 # Labs reports no prompt token count; this is the usual ~4 characters per token estimate.
 _CHARS_PER_TOKEN = 4
 
@@ -102,6 +121,10 @@ class ChatPerplexityLabs(BaseChatModel):
     """Seconds a warm socket stays open unused."""
     max_input_chars: int | None = 256_000
     """Refuse conversations longer than this before sending them."""
+    stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    """Cut the answer at the first of these strings (Labs has no server-side stop)."""
+    cookies: SecretStr | None = Field(default_factory=secret_from_env("PPLX_LABS_COOKIES", default=None))
+    """``Cookie`` header value (e.g. a session); a secret: masked, and a secret in ``dumpd``. Env: ``PPLX_LABS_COOKIES``."""
 
     _client: LabsClient | None = PrivateAttr(default=None)
     _client_key: tuple[Any, ...] | None = PrivateAttr(default=None)
@@ -131,15 +154,50 @@ class ChatPerplexityLabs(BaseChatModel):
         return {"model": self.model, "base_url": self.base_url, "reasoning": self.reasoning}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(ls_provider=PROVIDER, ls_model_name=self.model, ls_model_type="chat")
+        # No ls_temperature/ls_max_tokens: Labs takes neither, so the model has no such fields.
+        model = kwargs.get("model") or self.model
+        params = LangSmithParams(ls_provider=PROVIDER, ls_model_name=model, ls_model_type="chat")
+        stop = stop or self.stop
         if stop:
-            params["ls_stop"] = stop
+            params["ls_stop"] = list(stop)
         return params
+
+    # -- serialization -------------------------------------------------------------------
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["langchain_pplx_labs", "chat_models"]
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        """``cookies`` is a secret; credential headers in ``default_headers`` are masked too."""
+        # langchain-core escapes nested secret markers, so a dump with credential headers
+        # never holds them in clear, but only top-level ``cookies`` is restored by ``load``.
+        headers = {
+            f"default_headers.{name}": "PPLX_LABS_" + name.upper().replace("-", "_")
+            for name in self.default_headers or {}
+            if name.lower() in _SECRET_HEADERS
+        }
+        return {"cookies": "PPLX_LABS_COOKIES", **headers}
+
+    def __getstate__(self) -> dict[Any, Any]:
+        # Sockets and event loops cannot be pickled; the copy opens its own on first use.
+        state: dict[Any, Any] = super().__getstate__()
+        private = dict(state.get("__pydantic_private__") or {})
+        private.update(_client=None, _client_key=None)
+        state["__pydantic_private__"] = private
+        return state
 
     # -- connection management ---------------------------------------------------------
 
     def _settings(self) -> tuple[ConnectionSettings, PoolSettings]:
         headers = {**DEFAULT_HEADERS, **(self.default_headers or {})}
+        if self.cookies is not None:
+            headers["Cookie"] = self.cookies.get_secret_value()
         timeouts = Timeouts(
             connect=self.connect_timeout,
             first_token=self.first_token_timeout,
@@ -195,33 +253,101 @@ class ChatPerplexityLabs(BaseChatModel):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    # -- tools and structured output ---------------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: ChoiceSpec = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools, described to the model in a system instruction (see ``langchain_pplx_labs.tools``).
+
+        ``tool_choice``: ``"auto"`` (default), ``"any"``/``"required"``, a tool name, or ``"none"``.
+        """
+        formatted = convert_tools(tools)
+        tool_choice_name(tool_choice, formatted)  # fail at bind time, not at the first call
+        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: SchemaSpec | None = None,
+        *,
+        method: Method = "function_calling",
+        include_raw: bool = False,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Answers parsed into ``schema`` (pydantic model, TypedDict or JSON Schema).
+
+        ``method="function_calling"`` goes through the tool-call path; ``"json_mode"`` and
+        ``"json_schema"`` ask for bare JSON. ``include_raw=True`` returns ``raw``, ``parsed``
+        and ``parsing_error`` instead of raising ``OutputParserException``.
+        """
+        if kwargs:
+            raise PerplexityLabsInputError(f"Unsupported with_structured_output arguments: {sorted(kwargs)}")
+        return structured_output(self, schema, method=method, include_raw=include_raw)
+
     # -- generation ----------------------------------------------------------------------
 
-    def _payload(self, messages: Sequence[BaseMessage]) -> dict[str, Any]:
-        return build_payload(self.model, to_labs_messages(messages), max_input_chars=self.max_input_chars)
+    def _payload(self, messages: Sequence[BaseMessage], model: str | None = None) -> dict[str, Any]:
+        return build_payload(
+            model or self.model, to_labs_messages(messages), max_input_chars=self.max_input_chars
+        )
 
     async def _chunks(
-        self, messages: list[BaseMessage], *, include_usage: bool
+        self,
+        messages: list[BaseMessage],
+        *,
+        include_usage: bool,
+        stop: list[str] | None = None,
+        model: str | None = None,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        payload = self._payload(messages)
+        model = validate_model_name(model) if model else self.model
+        payload = self._payload(messages, model)
         input_tokens = _estimate_tokens(sum(len(m["content"]) for m in payload["messages"]))
-        decoder = StreamDecoder(self.model, keep_reasoning=self.reasoning is not False)
+        decoder = StreamDecoder(model, keep_reasoning=self.reasoning is not False)
+        scanner = StopScanner(normalise_stop(stop if stop is not None else self.stop))
+        usage_input = input_tokens if include_usage else None
+        logger.debug("Labs query: model=%s, %d messages", model, len(payload["messages"]))
         try:
-            async for frame in self._labs_client().stream(payload):
-                for event in decoder.feed(frame):
-                    yield self._chunk(event, decoder, input_tokens if include_usage else None)
+            # stream() is an async generator; closing it on an early stop releases the socket now.
+            stream = cast("AsyncGenerator[ProgressFrame, None]", self._labs_client().stream(payload))
+            async with aclosing(stream) as frames:
+                async for frame in frames:
+                    for event in decoder.feed(frame):
+                        for out in _apply_stop(event, scanner):
+                            yield self._chunk(out, decoder, usage_input)
+                        if scanner.stopped:
+                            # Leaving the stream drops the socket mid-answer rather than reusing it.
+                            logger.debug("Labs answer cut at a stop sequence")
+                            return
         except PerplexityLabsError as exc:
             exc.partial_content = exc.partial_content or decoder.answer_so_far
             raise
+        logger.debug("Labs answer finished: model=%s, %d chars", model, len(decoder.answer_so_far))
+
+    def _chunks_for(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], usage: bool
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        # Labs has no tools parameter: tools and JSON formats travel as a system instruction.
+        messages, tools = prepare_request(messages, kwargs)
+        chunks = self._chunks(messages, include_usage=usage, stop=stop, model=kwargs.get("model"))
+        return parse_tool_stream(chunks, tools, seed=request_seed(messages)) if tools else chunks
 
     def _chunk(
         self, event: StreamEvent, decoder: StreamDecoder, input_tokens: int | None
     ) -> ChatGenerationChunk:
+        metadata = {"model_provider": PROVIDER}
         if isinstance(event, TextDelta):
-            return ChatGenerationChunk(message=AIMessageChunk(content=event.text))
+            return ChatGenerationChunk(message=AIMessageChunk(content=event.text, response_metadata=metadata))
         if isinstance(event, ReasoningDelta):
             return ChatGenerationChunk(
-                message=AIMessageChunk(content="", additional_kwargs={"reasoning_content": event.text})
+                message=AIMessageChunk(
+                    content="",
+                    additional_kwargs={"reasoning_content": event.text},
+                    response_metadata=metadata,
+                )
             )
         return ChatGenerationChunk(message=self._final_message(event, decoder, input_tokens))
 
@@ -230,7 +356,8 @@ class ChatPerplexityLabs(BaseChatModel):
     ) -> AIMessageChunk:
         citations = [source.url for source in event.sources]
         metadata: dict[str, Any] = {
-            "model_name": self.model,
+            "model_name": decoder.model,
+            "model_provider": PROVIDER,
             "finish_reason": "stop",
             "citations": citations,
         }
@@ -264,7 +391,11 @@ class ChatPerplexityLabs(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         include_usage = bool(kwargs.get("stream_usage", self.stream_usage))
-        async for chunk in self._chunks(messages, include_usage=include_usage):
+        parts: list[str] = []
+        async for chunk in self._chunks_for(messages, stop, kwargs, include_usage):
+            parts.append(chunk.text)
+            if self.output_version == "v1":
+                annotate_last_chunk(chunk.message, "".join(parts))
             if run_manager is not None:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
@@ -277,7 +408,11 @@ class ChatPerplexityLabs(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         include_usage = bool(kwargs.get("stream_usage", self.stream_usage))
-        for chunk in iterate_sync(self._chunks(messages, include_usage=include_usage)):
+        parts: list[str] = []
+        for chunk in iterate_sync(self._chunks_for(messages, stop, kwargs, include_usage)):
+            parts.append(chunk.text)
+            if self.output_version == "v1":
+                annotate_last_chunk(chunk.message, "".join(parts))
             if run_manager is not None:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
@@ -289,7 +424,7 @@ class ChatPerplexityLabs(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return await agenerate_from_stream(self._chunks(messages, include_usage=True))
+        return restore_errors(await agenerate_from_stream(self._chunks_for(messages, stop, kwargs, True)))
 
     def _generate(
         self,
@@ -298,8 +433,25 @@ class ChatPerplexityLabs(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return generate_from_stream(iterate_sync(self._chunks(messages, include_usage=True)))
+        return restore_errors(
+            generate_from_stream(iterate_sync(self._chunks_for(messages, stop, kwargs, True)))
+        )
 
 
 def _estimate_tokens(chars: int) -> int:
     return max(1, -(-chars // _CHARS_PER_TOKEN)) if chars else 0
+
+
+def _apply_stop(event: StreamEvent, scanner: StopScanner) -> list[StreamEvent]:
+    """Pass ``event`` through the stop scanner: answer text may be held back, cut or ended early."""
+    if isinstance(event, TextDelta):
+        text = scanner.feed(event.text)
+        out: list[StreamEvent] = [TextDelta(text)] if text else []
+        if scanner.stopped:
+            # No final frame will come: close the answer here, without the sources it never sent.
+            out.append(Finished(sources=(), rich_sources=False, tokens_streamed=None, elapsed_time=None))
+        return out
+    if isinstance(event, Finished):
+        tail = scanner.flush()
+        return [TextDelta(tail), event] if tail else [event]
+    return [event]

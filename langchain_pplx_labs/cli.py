@@ -8,9 +8,23 @@ import contextlib
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, KNOWN_MODELS
+
+if TYPE_CHECKING:
+    from langchain_pplx_labs.recording import CassetteResponder
+
+
+# Scenario fault fields exposed as ``serve --<name> N``.
+_FAULT_FLAGS = {
+    "stall-after": "go silent with the socket open",
+    "drop-after": "close the socket mid-answer",
+    "garbage-after": "send an undecodable packet",
+    "wrong-types-after": "send a frame whose output is not a string",
+    "binary-after": "send a binary frame",
+    "fail-after": "send status failed (with --fail TEXT)",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--blocked", action="store_true", help="answer every request with a Cloudflare 403")
     serve.add_argument("--refuse-websocket", action="store_true", help="only allow the polling transport")
     serve.add_argument("--fail", metavar="TEXT", default=None, help="fail every query with this server text")
+    for flag, what in _FAULT_FLAGS.items():
+        serve.add_argument(f"--{flag}", type=int, default=None, metavar="N", help=f"after N frames, {what}")
+    serve.add_argument("--first-delay", type=float, default=0.0, help="seconds before the first frame")
     serve.set_defaults(run=_run_serve)
+    _add_cassette_commands(commands, serve)
     return parser
 
 
@@ -110,12 +128,17 @@ def _run_serve(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     from langchain_pplx_labs.emulator import LabsEmulator, Scenario
 
-    scenario = Scenario(chunk_size=args.chunk_size, delay=args.delay, fail=args.fail)
+    fields = (flag.replace("-", "_") for flag in _FAULT_FLAGS)
+    faults = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    scenario = Scenario(
+        chunk_size=args.chunk_size, delay=args.delay, first_delay=args.first_delay, fail=args.fail, **faults
+    )
+    replay = _cassette_responder(args)
     emulator = LabsEmulator(
-        lambda _request: scenario,
+        replay or (lambda _request: scenario),
         host=args.host,
         port=args.port,
-        blocked=args.blocked,
+        blocked=args.blocked or bool(replay and replay.refuses_connections),
         refuse_websocket=args.refuse_websocket,
     )
     stop = asyncio.Event()
@@ -126,6 +149,82 @@ async def _serve(args: argparse.Namespace) -> int:
         print(emulator.base_url, flush=True)
         print(f"Perplexity Labs emulator serving on {emulator.base_url} (Ctrl+C to stop)", file=sys.stderr)
         await stop.wait()
+    return 0
+
+
+def _add_cassette_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], serve: argparse.ArgumentParser
+) -> None:
+    serve.add_argument(
+        "--cassettes", metavar="PATH", default=None, help="replay cassettes (a file or a folder) instead"
+    )
+    serve.add_argument(
+        "--speed", type=float, default=0.0, help="cassette timing: 0 = no waits, 1 = as recorded"
+    )
+    cassette = commands.add_parser("cassette", help="show or record Labs cassettes")
+    actions = cassette.add_subparsers(required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="print a cassette as a readable transcript")
+    show.add_argument("file")
+    show.add_argument("--frames", action="store_true", help="also list every frame with its time")
+    show.set_defaults(run=_run_cassette_show)
+    record = actions.add_parser("record", help="ask one question and save the session as a cassette")
+    record.add_argument("question")
+    record.add_argument("--out", required=True, help="cassette file to write")
+    record.add_argument("--model", default=DEFAULT_MODEL)
+    record.add_argument("--system", default=None, help="optional system prompt sent before the question")
+    where = record.add_mutually_exclusive_group()
+    where.add_argument("--emulator", action="store_true", help="record an in-process emulator (synthetic)")
+    where.add_argument("--base-url", default=DEFAULT_BASE_URL, help="server to record (live)")
+    record.add_argument("--note", default="", help="free text stored in the cassette header")
+    record.add_argument("--redact-user-agent", action="store_true", help="also hide the User-Agent")
+    record.add_argument("--silence", type=float, default=10.0, help="seconds of silence that end a recording")
+    record.set_defaults(run=_run_cassette_record)
+
+
+def _cassette_responder(args: argparse.Namespace) -> CassetteResponder | None:
+    if not args.cassettes:
+        return None
+    from langchain_pplx_labs.recording import CassetteResponder
+
+    return CassetteResponder.from_paths([args.cassettes], speed=args.speed)
+
+
+def _run_cassette_show(args: argparse.Namespace) -> int:
+    from langchain_pplx_labs.recording import CassetteError, load_cassette
+    from langchain_pplx_labs.recording.transcript import format_transcript
+
+    try:
+        cassette = load_cassette(args.file)
+    except CassetteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(format_transcript(cassette, source=args.file, frames=args.frames))
+    return 0
+
+
+def _run_cassette_record(args: argparse.Namespace) -> int:
+    return asyncio.run(_cassette_record(args))
+
+
+async def _cassette_record(args: argparse.Namespace) -> int:
+    from langchain_pplx_labs.protocol import build_payload
+    from langchain_pplx_labs.recording import Redactor, record_cassette, save_cassette
+
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    messages.append({"role": "user", "content": args.question})
+    payload = build_payload(args.model, messages)  # type: ignore[arg-type]
+    async with _maybe_emulator(args.emulator) as emulator_url:
+        cassette = await record_cassette(
+            emulator_url or args.base_url,
+            [payload],
+            provenance="synthetic" if emulator_url else "live",
+            note=args.note,
+            server="pplx-labs emulator" if emulator_url else args.base_url,
+            redactor=Redactor(user_agent=args.redact_user_agent),
+            silence=args.silence,
+        )
+    path = save_cassette(cassette, args.out)
+    print(f"recorded {len(cassette.interactions[0].frames)} frames to {path}", file=sys.stderr)
     return 0
 
 

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import Any
 
 from langchain_pplx_labs.connection import ConnectionSettings
@@ -103,34 +104,51 @@ class LabsClient:
         while True:
             yielded = False
             try:
-                async for frame in self._attempt(pool, payload):
-                    yielded = True
-                    yield frame
+                # aclosing: a consumer that stops at the final frame must release the lease now,
+                # not when the loop gets round to finalising the generator (another task may
+                # be handed the same socket meanwhile).
+                async with aclosing(self._attempt(pool, payload)) as frames:
+                    async for frame in frames:
+                        yielded = True
+                        yield frame
                 return
+            except _StaleSocket as exc:
+                # A pooled socket died while idle: not the server's fault, so ask again at
+                # once on a fresh one without spending a retry (dead sockets are not re-pooled).
+                logger.debug("pooled Labs socket was dead (%s); using a fresh one", exc)
             except PerplexityLabsError as exc:
                 if yielded or not self._retryable(exc) or attempt >= self.max_retries:
                     raise
-                delay = self._backoff(attempt, exc)
+                delay = self._backoff(attempt)
                 attempt += 1
                 logger.info("Labs attempt %d failed (%s); retrying in %.2fs", attempt, exc, delay)
                 await asyncio.sleep(delay)
 
     async def _attempt(
         self, pool: ConnectionPool, payload: Mapping[str, Any]
-    ) -> AsyncIterator[ProgressFrame]:
+    ) -> AsyncGenerator[ProgressFrame, None]:
         started = time.monotonic()
         async with pool.lease() as lease:
+            streamed = False
             try:
-                async for data in lease.connection.query(payload, started=started):
-                    frame = parse_frame(data)
-                    yield frame
-                    if frame.final or frame.failed:
-                        lease.reusable = frame.final
-                        return
-            except _StaleSocket.causes as exc:
-                if not lease.fresh and lease.connection.queries_run > 1:
-                    raise _StaleSocket(str(exc)) from exc
-                raise
+                async with aclosing(lease.connection.query(payload, started=started)) as data_stream:
+                    async for data in data_stream:
+                        frame = parse_frame(data)
+                        if frame.failed:
+                            # Raised here, not by the caller's decoder, so stream() can retry it.
+                            raise PerplexityLabsServerError(
+                                frame.text or "(the server gave no message)",
+                                model=str(payload.get("model", "")),
+                            )
+                        streamed = True
+                        yield frame
+                        if frame.final:
+                            lease.reusable = True
+                            return
+            except PerplexityLabsConnectionError as exc:
+                if lease.fresh or streamed:
+                    raise
+                raise _StaleSocket(str(exc)) from exc
 
     def _retryable(self, exc: PerplexityLabsError) -> bool:
         if isinstance(exc, PerplexityLabsBlockedError):
@@ -139,14 +157,10 @@ class LabsClient:
             return self.retry_server_failures
         return isinstance(exc, PerplexityLabsConnectionError | PerplexityLabsTimeoutError)
 
-    def _backoff(self, attempt: int, exc: PerplexityLabsError) -> float:
-        if isinstance(exc, _StaleSocket):
-            return 0.0  # a pooled socket died while idle: a fresh one needs no wait
+    def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
         return random.uniform(ceiling / 2, ceiling)
 
 
 class _StaleSocket(PerplexityLabsConnectionError):
-    """A reused socket turned out dead before answering; retried at once on a fresh one."""
-
-    causes = (PerplexityLabsConnectionError,)
+    """A reused (not fresh) socket failed; retried at once on a fresh one if nothing was streamed."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
 import socketio
+from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 from socketio import exceptions as sio_exceptions
 
 from langchain_pplx_labs._json import OrjsonPacket
@@ -43,6 +44,8 @@ DEFAULT_HEADERS: Mapping[str, str] = {
     "Referer": LABS_ORIGIN + "/",
     "User-Agent": BROWSER_USER_AGENT,
 }
+# aiohttp-socks raises these outside aiohttp's hierarchy, so engineio lets them escape.
+_PROXY_ERRORS = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
 _BLOCK_MARKERS = ("cloudflare", "cf-chl", "challenge-platform", "just a moment", "attention required")
 
 
@@ -61,7 +64,10 @@ class ConnectionSettings:
     """What a connection needs to know; hashable, so pools can be keyed by it."""
 
     base_url: str
-    headers: tuple[tuple[str, str], ...] = field(default_factory=lambda: tuple(DEFAULT_HEADERS.items()))
+    # Kept out of repr: user headers may carry cookies, and settings end up in logs and tracebacks.
+    headers: tuple[tuple[str, str], ...] = field(
+        default_factory=lambda: tuple(DEFAULT_HEADERS.items()), repr=False
+    )
     timeouts: Timeouts = Timeouts()
 
     @property
@@ -134,7 +140,7 @@ class LabsConnection:
         except TimeoutError:
             await self.close()
             raise PerplexityLabsTimeoutError("connect", connect_timeout) from None
-        except sio_exceptions.ConnectionError as exc:
+        except (sio_exceptions.ConnectionError, *_PROXY_ERRORS) as exc:
             await self.close()
             raise PerplexityLabsConnectionError(
                 f"Could not connect to {url} over {transport}: {exc}"
@@ -152,10 +158,25 @@ class LabsConnection:
             logger.debug("error while closing a Labs socket: %r", exc)
 
     async def _disconnect(self) -> None:
+        eio = self._sio.eio
+        if eio.current_transport == "polling" and eio.state == "connected":
+            # A graceful polling close also waits for the pending long-poll GET, which the
+            # server answers only at its next ping (25 s on Labs): let the write loop deliver
+            # DISCONNECT/CLOSE, then stop the read instead of waiting for it.
+            read_loop, write_loop = eio.read_loop_task, eio.write_loop_task
+            closing = asyncio.ensure_future(self._sio.disconnect())
+            limit = self.settings.timeouts.connect
+            await asyncio.wait([write_loop], timeout=limit)
+            read_loop.cancel()
+            await asyncio.wait([closing, read_loop], timeout=limit)
+            if not closing.done():
+                closing.cancel()
         await self._sio.disconnect()
-        await self._sio.eio.disconnect(abort=True)
+        await eio.disconnect(abort=True)
 
-    async def query(self, payload: Mapping[str, Any], *, started: float | None = None) -> AsyncIterator[Any]:
+    async def query(
+        self, payload: Mapping[str, Any], *, started: float | None = None
+    ) -> AsyncGenerator[Any, None]:
         """Send one question and yield the data of each progress frame until the caller stops.
 
         The caller ends the iteration when a frame is final or failed; this method
@@ -170,7 +191,7 @@ class LabsConnection:
         self._inbox = inbox
         self.queries_run += 1
         try:
-            await self._sio.emit(QUERY_EVENT, dict(payload))
+            await self._emit(payload)
             which, limit = "first_token", timeouts.first_token
             while True:
                 kind, value = await self._next(inbox, which, limit, begun, timeouts.total)
@@ -187,6 +208,15 @@ class LabsConnection:
                     )
         finally:
             self._inbox = None
+
+    async def _emit(self, payload: Mapping[str, Any]) -> None:
+        try:
+            await self._sio.emit(QUERY_EVENT, dict(payload))
+        except sio_exceptions.BadNamespaceError as exc:
+            # The socket went away between the pool's liveness check and the send.
+            raise PerplexityLabsDisconnectedError(
+                "Perplexity Labs closed the connection before the question was sent"
+            ) from exc
 
     @staticmethod
     async def _next(
@@ -246,7 +276,7 @@ async def diagnose_refusal(
             body = (await response.content.read(4096)).decode("utf-8", "replace")
             status = response.status
             content_type = response.headers.get("Content-Type", "")
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except (aiohttp.ClientError, TimeoutError, *_PROXY_ERRORS) as exc:
         return PerplexityLabsConnectionError(
             f"Cannot reach Perplexity Labs at {settings.base_url}: {exc or type(exc).__name__}"
         )

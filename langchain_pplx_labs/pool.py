@@ -70,11 +70,12 @@ class ConnectionPool:
             try:
                 yield lease
             finally:
-                self._in_use.discard(lease.connection)
-                if lease.reusable and not self._closed and lease.connection.alive:
-                    self._park(lease.connection)
+                connection = lease.connection
+                self._in_use.discard(connection)
+                if lease.reusable and not self._closed and connection.alive and not connection.busy:
+                    self._park(connection)
                 else:
-                    await lease.connection.close()
+                    await connection.close()
 
     async def warmup(self) -> None:
         """Open one socket ahead of the first question."""

@@ -282,6 +282,8 @@ class StreamDecoder:
         return False
 
     def _emit(self, text: str, events: list[StreamEvent]) -> None:
+        if not text:
+            return  # a repeated frame: an empty delta would be a spurious chunk
         if self._skip_space:
             text = text.lstrip()
             if not text:

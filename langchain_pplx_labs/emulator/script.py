@@ -104,6 +104,8 @@ class Scenario(BaseModel):
     """Frames sent before an undecodable packet."""
     wrong_types_after: int | None = None
     """Frames sent before a frame whose ``output`` is not a string."""
+    binary_after: int | None = None
+    """Frames sent before a binary Engine.IO message the playground never sends."""
     extra_events: bool = False
     """Interleave unknown events, as the live site may."""
 
@@ -150,6 +152,8 @@ class Scenario(BaseModel):
             return [Drop(self.delay)]
         if self.garbage_after == index:
             return [Raw('2["' + event + '", {not json', self.delay), Stall(3600.0)]
+        if self.binary_after == index:
+            return [Raw(b"\x00\xffnot a socket.io packet", self.delay), Stall(3600.0)]
         if self.wrong_types_after == index:
             return [
                 Emit(event, {"output": 42, "citations": "nope", "final": False}, self.delay),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import logging
+import ssl
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -53,6 +55,7 @@ class LabsEmulator:
         blocked: bool = False,
         refuse_websocket: bool = False,
         require_auth: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.responder: Responder = responder or default_responder
         self.host = host
@@ -60,7 +63,11 @@ class LabsEmulator:
         self.blocked = blocked
         self.refuse_websocket = refuse_websocket
         self.require_auth = require_auth
+        self.ssl_context = ssl_context
         self.handshakes: collections.Counter[str] = collections.Counter()
+        # Bounded: a long-running ``serve`` must not grow with every handshake.
+        self.handshake_headers: collections.deque[dict[str, str]] = collections.deque(maxlen=64)
+        """HTTP headers of the latest handshakes, so tests can see what a client sent."""
         self.requests: list[dict[str, Any]] = []
         self.connections = 0
         self.open_sockets = 0
@@ -97,20 +104,22 @@ class LabsEmulator:
         self.blocked = False
         self.refuse_websocket = False
         self.handshakes.clear()
+        self.handshake_headers.clear()
         self.requests.clear()
         self.connections = 0
 
     async def start(self) -> str:
-        """Listen and return the base URL, e.g. ``http://127.0.0.1:43121``."""
+        """Listen and return the base URL, e.g. ``http://127.0.0.1:43121`` (``https`` with ``ssl_context``)."""
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None)
         assert sockets, "aiohttp did not open a listening socket"
         self.port = sockets[0].getsockname()[1]
-        self.base_url = f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self.base_url = f"{scheme}://{self.host}:{self.port}"
         return self.base_url
 
     async def stop(self) -> None:
@@ -151,6 +160,7 @@ class LabsEmulator:
             return web.Response(status=400, text="WebSocket transport is disabled on this server")
         if "sid" not in request.query:
             self.handshakes[transport] += 1
+            self.handshake_headers.append(dict(request.headers))
         return await handler(request)
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
@@ -172,7 +182,10 @@ class LabsEmulator:
             return
         self.requests.append(payload)
         request = LabsRequest(payload)
-        reply = self.responder(request)
+        reply: Any = self.responder(request)
+        if inspect.isawaitable(reply):
+            # A recording proxy answers asynchronously, after asking the real server.
+            reply = await reply
         steps = reply.steps(request) if isinstance(reply, Scenario) else list(reply)
         previous = self._answers.get(sid)
         if previous is not None:

@@ -1,0 +1,53 @@
+"""Shared benchmark plumbing: the emulator behind the proxy, percentiles and the printed table."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from benchmarks.latency_proxy import DEFAULT_RTT, ProxyThread
+from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
+
+
+@dataclass
+class Row:
+    name: str
+    samples: list[float]
+    unit: str = "ms"
+    scale: float = 1000.0
+    baseline: float | None = None  # the baseline median this row is compared with
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p95(self) -> float:
+        return percentile(self.samples, 95)
+
+
+def percentile(samples: Sequence[float], pct: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def print_table(title: str, rows: Sequence[Row]) -> None:
+    print(f"\n## {title}\n")
+    print("| measurement | n | median | p95 | ratio vs baseline |")
+    print("|---|---:|---:|---:|---:|")
+    for row in rows:
+        ratio = f"{row.median / row.baseline:.2f}x" if row.baseline else "-"
+        print(
+            f"| {row.name} | {len(row.samples)} | {row.median * row.scale:.2f} {row.unit} "
+            f"| {row.p95 * row.scale:.2f} {row.unit} | {ratio} |"
+        )
+
+
+@contextlib.contextmanager
+def emulator_behind_proxy(rtt: float = DEFAULT_RTT) -> Iterator[tuple[LabsEmulator, str]]:
+    """The Labs emulator on a real port, reached through the latency proxy: (emulator, proxied URL)."""
+    with EmulatorThread() as thread, ProxyThread(thread.base_url, rtt) as proxy:
+        yield thread.emulator, proxy.base_url

@@ -1,0 +1,63 @@
+"""Client CPU time to stream long answers (10 KB / 100 KB / 1 MB), this package vs the reference flow."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from benchmarks._common import Row, print_table
+from benchmarks.reference_client import reference_ask
+from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs.emulator import EmulatorThread
+
+FRAMES = 100  # cumulative frames per answer, whatever its size: wire bytes grow linearly with size
+SIZES = {"10 KB": 10_000, "100 KB": 100_000, "1 MB": 1_000_000}
+
+
+def _answer(size: int) -> str:
+    words = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit")
+    text = " ".join(words[i % len(words)] for i in range(size // 5 + 1))
+    return text[:size]
+
+
+async def _ours(chat: ChatPerplexityLabs, size: int) -> float:
+    # thread_time: only this thread's loop (the emulator runs in another thread).
+    started = time.thread_time()
+    received = 0
+    async for chunk in chat.astream("long answer"):
+        received += len(chunk.content)
+    assert received == size, (received, size)
+    return time.thread_time() - started
+
+
+async def _reference(base_url: str, size: int) -> float:
+    started = time.thread_time()
+    answer = await reference_ask(base_url, "long answer")
+    assert len(answer.text) == size
+    return time.thread_time() - started
+
+
+async def _measure(base_url: str, size: int, reps: int) -> tuple[list[float], list[float]]:
+    baseline = [await _reference(base_url, size) for _ in range(reps)]
+    async with ChatPerplexityLabs(base_url=base_url, model="sonar") as chat:
+        await chat.awarmup()
+        ours = [await _ours(chat, size) for _ in range(reps)]
+    return baseline, ours
+
+
+def run(quick: bool, rtt: float) -> None:
+    del rtt  # CPU, not latency: straight to the emulator
+    reps = 2 if quick else 7
+    rows: list[Row] = []
+    with EmulatorThread() as thread:
+        for label, size in SIZES.items():
+            thread.call(
+                lambda size=size: thread.emulator.script(
+                    answer=_answer(size), chunk_size=max(1, size // FRAMES), citations=[]
+                )
+            )
+            baseline, ours = asyncio.run(_measure(thread.base_url, size, reps))
+            reference = Row("", baseline).median
+            rows.append(Row(f"baseline, {label}", baseline, baseline=reference))
+            rows.append(Row(f"ours, {label}", ours, baseline=reference))
+    print_table(f"CPU time to stream an answer ({FRAMES} cumulative frames; lower is better)", rows)

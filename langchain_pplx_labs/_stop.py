@@ -1,0 +1,60 @@
+"""Stop sequences over streamed text: cut at the first match, even when it spans deltas (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_pplx_labs.errors import PerplexityLabsInputError
+
+
+def normalise_stop(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Return the stop sequences as a tuple, refusing empty strings and non-strings."""
+    if stop is None:
+        return ()
+    sequences = (stop,) if isinstance(stop, str) else tuple(stop)
+    for sequence in sequences:
+        if not isinstance(sequence, str) or not sequence:
+            raise PerplexityLabsInputError(f"Invalid stop sequence {sequence!r}: use non-empty strings")
+    return sequences
+
+
+class StopScanner:
+    """Pass text through until a stop sequence appears; the sequence itself is never emitted.
+
+    Text that could be the start of a stop sequence is held back until the next
+    delta shows whether it is one, so a sequence split across deltas is still caught.
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(stops)
+        self.stopped = False
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        """Return the part of ``text`` that is safe to emit now."""
+        if self.stopped:
+            return ""
+        if not self.stops:
+            return text
+        buffer = self._held + text
+        cut = min((i for i in (buffer.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            self._held = ""
+            return buffer[:cut]
+        keep = max(_partial_suffix(buffer, stop) for stop in self.stops)
+        self._held = buffer[len(buffer) - keep :]
+        return buffer[: len(buffer) - keep]
+
+    def flush(self) -> str:
+        """Return text held back when the answer ends without a stop sequence."""
+        held, self._held = self._held, ""
+        return "" if self.stopped else held
+
+
+def _partial_suffix(text: str, stop: str) -> int:
+    """Length of the longest end of ``text`` that is a proper prefix of ``stop``."""
+    for size in range(min(len(stop) - 1, len(text)), 0, -1):
+        if stop.startswith(text[-size:]):
+            return size
+    return 0

@@ -1,0 +1,256 @@
+"""pytest plugin: Labs WebSocket cassettes under pytest-recording's conventions (marker, record mode, fixture)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import pytest
+
+from langchain_pplx_labs.chat_models import ChatPerplexityLabs
+from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator, Responder, default_responder
+from langchain_pplx_labs.recording.cassette import CASSETTE_SUFFIX, Cassette, load_cassette, save_cassette
+from langchain_pplx_labs.recording.replay import CassetteNotFoundError, CassetteResponder, RecordingResponder
+
+try:  # async fixtures need pytest-asyncio's decorator in its strict mode
+    from pytest_asyncio import fixture as _async_fixture
+except ImportError:  # pragma: no cover - the async fixture then works only where another plugin runs it
+    _async_fixture = pytest.fixture  # type: ignore[assignment]
+
+LOOPBACK_HOSTS = r"127\.0\.0\.1$,localhost$,::1$"
+RECORD_MODES = ("none", "once", "new_episodes", "all")
+DEFAULT_MODEL_KWARGS: dict[str, Any] = {
+    "max_retries": 0,
+    "timeout": 60,
+    "first_token_timeout": 10,
+    "idle_timeout": 10,
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pplx-labs", "Perplexity Labs cassettes")
+    group.addoption(
+        "--pplx-labs-record-url",
+        default=None,
+        help="server to record Labs cassettes from (default: an in-process emulator)",
+    )
+    group.addoption(
+        "--pplx-labs-provenance",
+        choices=("synthetic", "live"),
+        default=None,
+        help="provenance written into recorded cassettes (default: synthetic for the emulator, live for a URL)",
+    )
+    parser.addini(
+        "pplx_labs_cassette_dir", "folder of Labs cassettes, relative to rootdir", default="cassettes"
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--block-network", default=False) and not config.getoption(
+        "--allowed-hosts", default=None
+    ):
+        # pytest-recording blocks every host, loopback included; replay servers are loopback
+        # only, so keep remote hosts blocked and let the local replay through.
+        config.option.allowed_hosts = LOOPBACK_HOSTS
+    config.addinivalue_line(
+        "markers",
+        "pplx_labs(cassette=None, speed=0.0, **model_kwargs): Labs cassette name and ChatPerplexityLabs options",
+    )
+
+
+@pytest.fixture(scope="session")
+def pplx_labs_server() -> Iterator[EmulatorThread]:
+    """The emulator that replays (or proxies while recording) Labs cassettes on localhost."""
+    with EmulatorThread() as thread:
+        yield thread
+
+
+@pytest.fixture(scope="session")
+def _pplx_labs_record_emulator() -> Iterator[EmulatorThread]:
+    with EmulatorThread() as thread:
+        yield thread
+
+
+@pytest.fixture
+def pplx_labs_upstream(request: pytest.FixtureRequest) -> str:
+    """Base URL cassettes are recorded from; override it to record from a scripted emulator."""
+    url = request.config.getoption("--pplx-labs-record-url")
+    if url:
+        return str(url)
+    thread = cast(EmulatorThread, request.getfixturevalue("_pplx_labs_record_emulator"))
+    return thread.base_url
+
+
+@pytest.fixture
+def pplx_labs_record_mode(request: pytest.FixtureRequest) -> str:
+    """``--record-mode`` if given, else the ``vcr`` marker's ``record_mode``, else ``none``."""
+    mode = request.config.getoption("--record-mode", default=None)
+    if mode is None:
+        for marker in request.node.iter_markers(name="vcr"):
+            mode = marker.kwargs.get("record_mode", mode)
+    mode = str(mode or "none")
+    if mode not in RECORD_MODES:
+        raise pytest.UsageError(f"unknown record mode {mode!r}; use one of {', '.join(RECORD_MODES)}")
+    return mode
+
+
+@pytest.fixture
+def pplx_labs_cassette_path(request: pytest.FixtureRequest) -> Path:
+    """``<rootdir>/cassettes/<test module>/<test name>.labs.yaml``, or the ``pplx_labs(cassette=...)`` name there."""
+    marker = request.node.get_closest_marker("pplx_labs")
+    name = marker.kwargs.get("cassette") if marker is not None else None
+    if not name:
+        try:  # pytest-recording's name, so users' overrides of it apply here too
+            name = cast(str, request.getfixturevalue("default_cassette_name"))
+        except pytest.FixtureLookupError:
+            name = request.node.name
+    if not str(name).endswith((".yaml", ".yml")):
+        name = f"{name}{CASSETTE_SUFFIX}"
+    root = Path(request.config.rootpath) / str(request.config.getini("pplx_labs_cassette_dir"))
+    module = Path(request.node.path).stem
+    return root / module / str(name)
+
+
+@pytest.fixture
+def pplx_labs_model_kwargs() -> dict[str, Any]:
+    """Extra ``ChatPerplexityLabs`` fields for the cassette model; override to change timeouts etc."""
+    return {}
+
+
+@pytest.fixture
+def pplx_labs_replayer(
+    request: pytest.FixtureRequest,
+    pplx_labs_server: EmulatorThread,
+    pplx_labs_cassette_path: Path,
+    pplx_labs_record_mode: str,
+) -> Iterator[CassetteResponder | RecordingResponder]:
+    """Arms the server for this test: replay the cassette, or record it, per the record mode."""
+    path, mode = pplx_labs_cassette_path, pplx_labs_record_mode
+    marker = request.node.get_closest_marker("pplx_labs")
+    speed = float(marker.kwargs.get("speed", 0.0)) if marker is not None else 0.0
+    existing = load_cassette(path) if path.exists() and mode != "all" else None
+    if existing is None and mode == "none":
+        raise CassetteNotFoundError(path, mode)
+    replay = CassetteResponder({str(path): existing}, speed=speed) if existing is not None else None
+    responder: CassetteResponder | RecordingResponder
+    if replay is not None and mode in ("none", "once"):
+        responder = replay
+    else:
+        responder = RecordingResponder(
+            cast(str, request.getfixturevalue("pplx_labs_upstream")), replay=replay
+        )
+    _arm(
+        pplx_labs_server,
+        cast(Responder, responder),
+        blocked=replay is not None and replay.refuses_connections,
+    )
+    urls = [pplx_labs_server.base_url]
+    if isinstance(responder, RecordingResponder):
+        urls.append(responder.upstream)
+    _let_vcr_pass(request, urls)
+    try:
+        yield responder
+    finally:
+        _arm(pplx_labs_server, default_responder, blocked=False)
+    if isinstance(responder, RecordingResponder) and responder.recorded:
+        _save_recording(request, path, existing, responder)
+    mismatches = responder.mismatches if isinstance(responder, CassetteResponder) else []
+    if mismatches:
+        pytest.fail(str(mismatches[0]), pytrace=False)
+
+
+def _let_vcr_pass(request: pytest.FixtureRequest, urls: list[str]) -> None:
+    """Let our Socket.IO traffic bypass an active vcrpy cassette, which would refuse it in mode ``none``.
+
+    vcrpy patches aiohttp for the whole process; its ``before_record_request``
+    returning ``None`` is its own documented way to let a request through.
+    """
+    try:
+        vcr_cassette = request.getfixturevalue("vcr")
+    except pytest.FixtureLookupError:
+        return
+    original = getattr(vcr_cassette, "_before_record_request", None)
+    if original is None:
+        return
+    ours = {(parsed.hostname, parsed.port) for parsed in map(urlsplit, urls)}
+
+    def before_record_request(vcr_request: Any) -> Any:
+        if (vcr_request.host, vcr_request.port) in ours:
+            return None
+        return original(vcr_request)
+
+    vcr_cassette._before_record_request = before_record_request
+
+
+def _arm(server: EmulatorThread, responder: Responder, *, blocked: bool) -> None:
+    emulator: LabsEmulator = server.emulator
+
+    def apply() -> None:
+        emulator.responder = responder
+        emulator.blocked = blocked
+
+    server.call(apply)
+
+
+def _save_recording(
+    request: pytest.FixtureRequest, path: Path, existing: Cassette | None, recorder: RecordingResponder
+) -> None:
+    from langchain_pplx_labs import __version__
+
+    url = request.config.getoption("--pplx-labs-record-url")
+    provenance = request.config.getoption("--pplx-labs-provenance") or ("live" if url else "synthetic")
+    interactions = [*(existing.interactions if existing else []), *recorder.recorded]
+    cassette = Cassette(
+        provenance=provenance,
+        recorded_at=datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat(),
+        model=str(interactions[0].request.get("model", "")),
+        client_version=__version__,
+        server=str(url or "pplx-labs emulator"),
+        note=f"recorded by {request.node.nodeid}",
+        connection=existing.connection if existing and existing.connection else recorder.connection,
+        interactions=interactions,
+    )
+    save_cassette(cassette, path)
+
+
+def _model_kwargs(request: pytest.FixtureRequest, overrides: dict[str, Any]) -> dict[str, Any]:
+    marker = request.node.get_closest_marker("pplx_labs")
+    from_marker = {
+        k: v for k, v in (marker.kwargs if marker else {}).items() if k not in ("cassette", "speed")
+    }
+    path = cast(Path, request.getfixturevalue("pplx_labs_cassette_path"))
+    model = {"model": load_cassette(path).model} if path.exists() else {}
+    return {**DEFAULT_MODEL_KWARGS, **model, **overrides, **from_marker}
+
+
+@pytest.fixture
+def pplx_labs_cassette(
+    request: pytest.FixtureRequest,
+    pplx_labs_server: EmulatorThread,
+    pplx_labs_replayer: CassetteResponder | RecordingResponder,
+    pplx_labs_model_kwargs: dict[str, Any],
+) -> Iterator[ChatPerplexityLabs]:
+    """A ``ChatPerplexityLabs`` bound to the replay server, answering from this test's cassette (sync use)."""
+    chat = ChatPerplexityLabs(
+        base_url=pplx_labs_server.base_url, **_model_kwargs(request, pplx_labs_model_kwargs)
+    )
+    yield chat
+    chat.close()
+
+
+@_async_fixture
+async def applx_labs_cassette(
+    request: pytest.FixtureRequest,
+    pplx_labs_server: EmulatorThread,
+    pplx_labs_replayer: CassetteResponder | RecordingResponder,
+    pplx_labs_model_kwargs: dict[str, Any],
+) -> AsyncIterator[ChatPerplexityLabs]:
+    """Like ``pplx_labs_cassette`` for async tests: closed on the test's own event loop."""
+    chat = ChatPerplexityLabs(
+        base_url=pplx_labs_server.base_url, **_model_kwargs(request, pplx_labs_model_kwargs)
+    )
+    yield chat
+    await chat.aclose()

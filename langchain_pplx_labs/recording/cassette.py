@@ -1,0 +1,159 @@
+"""The cassette format: a pydantic model of one recorded conversation and its YAML form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from langchain_pplx_labs.errors import PerplexityLabsError
+
+CASSETTE_VERSION = 1
+CASSETTE_SUFFIX = ".labs.yaml"
+"""Distinct from vcrpy's ``.yaml`` so both kinds can share pytest-recording's folders without clashing."""
+_APPEND_KEY = "output_append"
+
+
+class CassetteError(PerplexityLabsError):
+    """A cassette file cannot be read or is not a valid cassette; the message names the file."""
+
+
+class Frame(BaseModel):
+    """One thing the server did, ``at`` seconds after the question was sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: float = Field(ge=0)
+    kind: Literal["event", "stall", "drop", "raw"] = "event"
+    """``event``: a Socket.IO event; ``stall``: silent from here on; ``drop``: socket closed; ``raw``: raw packet."""
+    event: str | None = None
+    data: Any = None
+
+
+class HttpRefusal(BaseModel):
+    """The HTTP answer that refused the Socket.IO handshake (e.g. a Cloudflare 403 page)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: int
+    headers: dict[str, str] = {}
+    body: str = ""
+
+
+class Interaction(BaseModel):
+    """One question (the ``perplexity_labs`` payload) and everything the server answered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request: dict[str, Any]
+    refusal: HttpRefusal | None = None
+    frames: list[Frame] = []
+
+
+class Cassette(BaseModel):
+    """One conversation: a header, the connection as seen (redacted) and its interactions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = CASSETTE_VERSION
+    provenance: Literal["synthetic", "live"]
+    """``synthetic``: recorded from the emulator; ``live``: from the real playground."""
+    recorded_at: str
+    model: str
+    client_version: str
+    server: str = ""
+    note: str = ""
+    connection: dict[str, Any] = {}
+    """Headers, auth and handshake facts of the recorded session, after redaction."""
+    interactions: list[Interaction] = []
+
+
+def dump_cassette(cassette: Cassette) -> str:
+    """The YAML text of ``cassette``; growing ``output`` strings are stored as appended text only."""
+    document = cassette.model_dump(mode="json", exclude_none=True)
+    for interaction in document["interactions"]:
+        _compact_frames(interaction["frames"])
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+def parse_cassette(text: str, *, source: str = "<string>") -> Cassette:
+    """Parse YAML text written by :func:`dump_cassette` (or by hand)."""
+    try:
+        document = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise CassetteError(f"Cassette {source} is not valid YAML: {exc}") from None
+    if not isinstance(document, dict):
+        raise CassetteError(f"Cassette {source} is not a mapping")
+    for interaction in document.get("interactions") or []:
+        if isinstance(interaction, dict):
+            _expand_frames(interaction.get("frames") or [])
+    try:
+        return Cassette.model_validate(document)
+    except ValidationError as exc:
+        raise CassetteError(f"Cassette {source} is malformed: {exc}") from None
+
+
+def load_cassette(path: str | Path) -> Cassette:
+    """Read the cassette at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CassetteError(f"Cannot read cassette {path}: {exc.strerror}") from None
+    return parse_cassette(text, source=str(path))
+
+
+def save_cassette(cassette: Cassette, path: str | Path) -> Path:
+    """Write ``cassette`` to ``path``, creating folders; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump_cassette(cassette), encoding="utf-8")
+    return path
+
+
+def _compact_frames(frames: list[dict[str, Any]]) -> None:
+    # Cumulative outputs make long answers quadratic in size; keeping only the new text
+    # keeps cassettes small and diffs readable, and loading restores the exact frames.
+    previous = ""
+    for frame in frames:
+        if frame.get("kind") == "event":
+            del frame["kind"]  # the default; keeps frames short
+        data = frame.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("output"), str):
+            continue
+        output: str = data["output"]
+        if previous and len(output) > len(previous) and output.startswith(previous):
+            rest = {key: value for key, value in data.items() if key != "output"}
+            frame["data"] = {_APPEND_KEY: output[len(previous) :], **rest}
+        previous = output
+
+
+def _expand_frames(frames: list[Any]) -> None:
+    previous = ""
+    for frame in frames:
+        data = frame.get("data") if isinstance(frame, dict) else None
+        if not isinstance(data, dict):
+            continue
+        if isinstance(data.get(_APPEND_KEY), str):
+            rest = {key: value for key, value in data.items() if key != _APPEND_KEY}
+            frame["data"] = data = {"output": previous + data[_APPEND_KEY], **rest}
+        if isinstance(data.get("output"), str):
+            previous = data["output"]
+
+
+_BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Dumper(_BaseDumper):  # type: ignore[valid-type,misc]
+    """Safe dumper that writes multi-line text as ``|`` blocks, so answers read like text."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)

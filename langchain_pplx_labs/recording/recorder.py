@@ -1,0 +1,183 @@
+"""Record a Labs session into a cassette: a catch-all Socket.IO client that keeps every frame and its time."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import aiohttp
+import socketio
+
+from langchain_pplx_labs._json import OrjsonPacket
+from langchain_pplx_labs.connection import DEFAULT_HEADERS
+from langchain_pplx_labs.protocol import ANONYMOUS_AUTH, QUERY_EVENT, SOCKETIO_PATH, is_progress_event
+from langchain_pplx_labs.recording.cassette import Cassette, Frame, HttpRefusal, Interaction
+from langchain_pplx_labs.recording.redact import Redactor
+
+logger = logging.getLogger(__name__)
+
+Provenance = Literal["synthetic", "live"]
+
+
+async def record_interaction(
+    base_url: str,
+    payload: Mapping[str, Any],
+    *,
+    headers: Mapping[str, str] | None = None,
+    redactor: Redactor | None = None,
+    silence: float = 10.0,
+    connect_timeout: float = 10.0,
+    connection_info: dict[str, Any] | None = None,
+) -> Interaction:
+    """Ask ``payload`` on a fresh socket and record every frame until final, failed, dropped or silent.
+
+    ``silence`` seconds without a frame end the recording with a ``stall``.
+    When given, ``connection_info`` is filled with the (redacted) headers, auth and handshake.
+    """
+    redactor = redactor or Redactor()
+    sent_headers = dict(headers if headers is not None else DEFAULT_HEADERS)
+    inbox: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
+    async with aiohttp.ClientSession() as session:
+        sio = socketio.AsyncClient(
+            reconnection=False,
+            http_session=session,
+            serializer=OrjsonPacket,
+            logger=False,
+            engineio_logger=False,
+        )
+        sio.on("*", lambda event, *args: inbox.put_nowait(("event", event, args[0] if args else None)))
+        sio.on("disconnect", lambda *reason: inbox.put_nowait(("drop", "", None)))
+        request = redactor.redact_data(dict(payload))
+        try:
+            await sio.connect(
+                base_url,
+                headers=dict(sent_headers),  # engineio pops the Cookie header from the dict it gets
+                auth=dict(ANONYMOUS_AUTH),
+                transports=["websocket"],
+                socketio_path=SOCKETIO_PATH,
+                wait_timeout=connect_timeout,
+            )
+        except socketio.exceptions.ConnectionError as exc:
+            logger.info("recording a refused connection to %s: %s", base_url, exc)
+            refusal = await _fetch_refusal(session, base_url, sent_headers, redactor, connect_timeout)
+            return Interaction(request=request, refusal=refusal)
+        try:
+            if connection_info is not None:
+                connection_info.update(
+                    redactor.redact_data(
+                        {
+                            "headers": redactor.redact_headers(sent_headers),
+                            "auth": dict(ANONYMOUS_AUTH),
+                            "transport": sio.transport(),
+                            "sid": sio.get_sid(),
+                        }
+                    )
+                )
+            frames = await _collect(sio, inbox, payload, redactor, silence)
+        finally:
+            await sio.disconnect()
+            await sio.eio.disconnect(abort=True)
+    return Interaction(request=request, frames=frames)
+
+
+async def _collect(
+    sio: socketio.AsyncClient,
+    inbox: asyncio.Queue[tuple[str, str, Any]],
+    payload: Mapping[str, Any],
+    redactor: Redactor,
+    silence: float,
+) -> list[Frame]:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    last = 0.0
+    frames: list[Frame] = []
+    await sio.emit(QUERY_EVENT, dict(payload))
+    while True:
+        try:
+            kind, event, data = await asyncio.wait_for(inbox.get(), silence)
+        except TimeoutError:
+            frames.append(Frame(at=last, kind="stall"))
+            return frames
+        last = round(loop.time() - started, 3)
+        if kind == "drop":
+            frames.append(Frame(at=last, kind="drop"))
+            return frames
+        frames.append(Frame(at=last, event=event, data=redactor.redact_data(data)))
+        if _last_frame(event, data):
+            return frames
+
+
+def _last_frame(event: str, data: Any) -> bool:
+    if not (is_progress_event(event) and isinstance(data, dict)):
+        return False
+    return data.get("final") is True or data.get("status") == "failed"
+
+
+async def _fetch_refusal(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    headers: Mapping[str, str],
+    redactor: Redactor,
+    wait: float,
+) -> HttpRefusal:
+    url = f"{base_url}/{SOCKETIO_PATH}/?EIO=4&transport=polling"
+    try:
+        async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=wait)) as response:
+            body = (await response.content.read(64 * 1024)).decode("utf-8", "replace")
+            kept = {
+                name: value
+                for name, value in response.headers.items()
+                if name.lower() in {"content-type", "server", "cf-ray", "set-cookie", "cf-mitigated"}
+            }
+            return HttpRefusal(status=response.status, headers=redactor.redact_headers(kept), body=body)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return HttpRefusal(status=0, body=f"unreachable: {exc or type(exc).__name__}")
+
+
+async def record_cassette(
+    base_url: str,
+    payloads: Sequence[Mapping[str, Any]],
+    *,
+    provenance: Provenance,
+    note: str = "",
+    server: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    redactor: Redactor | None = None,
+    silence: float = 10.0,
+    connect_timeout: float = 10.0,
+) -> Cassette:
+    """Record one conversation (each payload on its own socket) as a cassette.
+
+    ``provenance`` must say where the frames came from: ``synthetic`` for the
+    emulator, ``live`` for the real playground.
+    """
+    from langchain_pplx_labs import __version__
+
+    if not payloads:
+        raise ValueError("record_cassette needs at least one payload")
+    connection: dict[str, Any] = {}
+    interactions = [
+        await record_interaction(
+            base_url,
+            payload,
+            headers=headers,
+            redactor=redactor,
+            silence=silence,
+            connect_timeout=connect_timeout,
+            connection_info=connection if not connection else None,
+        )
+        for payload in payloads
+    ]
+    return Cassette(
+        provenance=provenance,
+        recorded_at=datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat(),
+        model=str(payloads[0].get("model", "")),
+        client_version=__version__,
+        server=server if server is not None else base_url,
+        note=note,
+        connection=connection,
+        interactions=interactions,
+    )

@@ -1,0 +1,203 @@
+"""Replay cassettes through the emulator: match each question to a recorded interaction and play its frames."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Raw, Stall, Step
+from langchain_pplx_labs.errors import PerplexityLabsError
+from langchain_pplx_labs.protocol import progress_event
+from langchain_pplx_labs.recording.cassette import CASSETTE_SUFFIX, Cassette, Interaction, load_cassette
+from langchain_pplx_labs.recording.recorder import record_interaction
+from langchain_pplx_labs.recording.redact import REDACTED, Redactor
+
+logger = logging.getLogger(__name__)
+
+_FOREVER = 3600.0
+
+
+class CassetteNotFoundError(PerplexityLabsError, FileNotFoundError):
+    """A test asked for a cassette that does not exist and the record mode forbids recording it."""
+
+    def __init__(self, path: Path, record_mode: str) -> None:
+        super().__init__(
+            f"Cassette {path} not found and --record-mode={record_mode} forbids recording it; "
+            "record it with --record-mode=once (or `pplx-labs cassette record --out ...`)"
+        )
+        self.path = path
+
+
+class CassetteMismatchError(PerplexityLabsError):
+    """The question sent does not match any recorded one; ``diff`` is a unified diff expected → sent."""
+
+    def __init__(self, source: str, expected: Mapping[str, Any] | None, sent: Mapping[str, Any]) -> None:
+        self.diff = payload_diff(expected or {}, sent)
+        super().__init__(
+            f"Request does not match cassette {source}; diff of expected (-) vs sent (+) payload:\n{self.diff}"
+        )
+        self.source = source
+        self.expected = expected
+        self.sent = sent
+
+
+def payload_diff(expected: Mapping[str, Any], sent: Mapping[str, Any]) -> str:
+    """A readable unified diff of two payloads, as sorted, indented JSON."""
+    return "".join(
+        difflib.unified_diff(
+            _pretty(expected).splitlines(keepends=True),
+            _pretty(sent).splitlines(keepends=True),
+            fromfile="expected (cassette)",
+            tofile="sent",
+        )
+    )
+
+
+def _pretty(payload: Mapping[str, Any]) -> str:
+    return json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def payload_matches(expected: Any, sent: Any) -> bool:
+    """Equality where a redacted value in the cassette matches whatever was sent."""
+    if expected == REDACTED:
+        return True
+    if isinstance(expected, dict) and isinstance(sent, dict):
+        return expected.keys() == sent.keys() and all(payload_matches(expected[k], sent[k]) for k in expected)
+    if isinstance(expected, list) and isinstance(sent, list):
+        return len(expected) == len(sent) and all(map(payload_matches, expected, sent))
+    return bool(expected == sent)
+
+
+def interaction_steps(interaction: Interaction, *, speed: float = 0.0) -> list[Step]:
+    """The emulator steps that play ``interaction``; delays are recorded gaps × ``speed`` (0 = no waiting)."""
+    steps: list[Step] = []
+    previous = 0.0
+    for frame in interaction.frames:
+        delay = max(0.0, frame.at - previous) * speed
+        previous = frame.at
+        if frame.kind == "event":
+            steps.append(Emit(frame.event or "", frame.data, delay))
+        elif frame.kind == "raw":
+            steps.append(Raw(str(frame.data), delay))
+        elif frame.kind == "drop":
+            steps.append(Drop(delay))
+        else:
+            steps.append(Stall(_FOREVER))
+    if not interaction.frames and interaction.refusal is None:
+        steps.append(Stall(_FOREVER))
+    return steps
+
+
+class CassetteResponder:
+    """An emulator responder answering from cassettes; unmatched questions fail fast with a diff.
+
+    Each question plays the first recorded interaction with an equal payload that
+    was not played yet (then played ones again, so retries and repeats work).
+    Mismatches are kept in ``mismatches`` for the test to report.
+    """
+
+    def __init__(self, cassettes: Mapping[str, Cassette], *, speed: float = 0.0) -> None:
+        self.cassettes = dict(cassettes)
+        self.speed = speed
+        self.mismatches: list[CassetteMismatchError] = []
+        self.played: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[str | Path], *, speed: float = 0.0) -> CassetteResponder:
+        """Load cassette files, or every ``*.labs.yaml`` under folders, recursively."""
+        files: list[Path] = []
+        for path in map(Path, paths):
+            files.extend(sorted(path.rglob(f"*{CASSETTE_SUFFIX}")) if path.is_dir() else [path])
+        return cls({str(file): load_cassette(file) for file in files}, speed=speed)
+
+    @property
+    def refuses_connections(self) -> bool:
+        """True when the only thing recorded is an HTTP refusal (a blocked session)."""
+        interactions = [i for c in self.cassettes.values() for i in c.interactions]
+        return bool(interactions) and all(i.refusal is not None for i in interactions)
+
+    def __call__(self, request: LabsRequest) -> list[Step]:
+        steps = self.match(request)
+        return self._mismatch(request) if steps is None else steps
+
+    def match(self, request: LabsRequest) -> list[Step] | None:
+        """The steps of the recorded interaction matching ``request``, or ``None``."""
+        with self._lock:
+            found = self._find(request.payload)
+            if found is None:
+                return None
+            self.played.append(found)
+        source, index = found
+        return interaction_steps(self.cassettes[source].interactions[index], speed=self.speed)
+
+    def _find(self, sent: Mapping[str, Any]) -> tuple[str, int] | None:
+        candidates = [
+            (source, index)
+            for source, cassette in self.cassettes.items()
+            for index, interaction in enumerate(cassette.interactions)
+            if interaction.refusal is None and payload_matches(interaction.request, sent)
+        ]
+        fresh = [candidate for candidate in candidates if candidate not in self.played]
+        return (fresh or candidates or [None])[0]  # type: ignore[list-item]
+
+    def _mismatch(self, request: LabsRequest) -> list[Step]:
+        source, expected = self._closest()
+        error = CassetteMismatchError(source, expected, request.payload)
+        self.mismatches.append(error)
+        logger.warning("%s", error)
+        # Answer with a failed frame so the client stops at once instead of timing out.
+        return [Emit(progress_event(request.model), {"status": "failed", "text": str(error)})]
+
+    def _closest(self) -> tuple[str, Mapping[str, Any] | None]:
+        for source, cassette in self.cassettes.items():
+            for index, interaction in enumerate(cassette.interactions):
+                if (source, index) not in self.played and interaction.refusal is None:
+                    return source, interaction.request
+        if not self.cassettes:
+            return "<no cassettes>", None
+        source, cassette = next(iter(self.cassettes.items()))
+        return source, cassette.interactions[0].request if cassette.interactions else None
+
+
+class RecordingResponder:
+    """An emulator responder that records unmatched questions from ``upstream`` and plays them back.
+
+    With ``replay`` set, recorded interactions are served first (``new_episodes``);
+    new ones land in ``recorded``. A refused handshake upstream reaches the client
+    as a dropped socket; the cassette keeps the real refusal for later replays.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        replay: CassetteResponder | None = None,
+        redactor: Redactor | None = None,
+        silence: float = 10.0,
+    ) -> None:
+        self.upstream = upstream
+        self.replay = replay
+        self.redactor = redactor or Redactor()
+        self.silence = silence
+        self.recorded: list[Interaction] = []
+        self.connection: dict[str, Any] = {}
+
+    async def __call__(self, request: LabsRequest) -> list[Step]:
+        steps = self.replay.match(request) if self.replay is not None else None
+        if steps is not None:
+            return steps
+        interaction = await record_interaction(
+            self.upstream,
+            request.payload,
+            redactor=self.redactor,
+            silence=self.silence,
+            connection_info=None if self.connection else self.connection,
+        )
+        self.recorded.append(interaction)
+        return interaction_steps(interaction) if interaction.refusal is None else [Drop()]

@@ -1,0 +1,206 @@
+"""ChatPerplexityLabs through a real socket against the emulator: every call style, sources, reasoning."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from functools import reduce
+
+import pytest
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessageChunk, HumanMessage, SystemMessage
+
+from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs.emulator import LabsEmulator, LabsRequest, Scenario
+
+ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
+CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
+THINKING = "The user asks about France; check both sources."
+
+
+def added(chunks: Iterable[BaseMessageChunk]) -> BaseMessageChunk:
+    return reduce(lambda a, b: a + b, chunks)
+
+
+def test_invoke_returns_answer_citations_and_metadata(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=ANSWER, citations=CITATIONS, chunk_size=7, reasoning="")
+    message = model.invoke([SystemMessage("Be brief."), HumanMessage("What is the capital of France?")])
+    assert isinstance(message, AIMessage)
+    assert message.content == ANSWER
+    assert message.response_metadata["citations"] == CITATIONS
+    assert message.additional_kwargs["citations"] == CITATIONS
+    assert message.response_metadata["model_name"] == "r1-1776"
+    assert message.response_metadata["finish_reason"] == "stop"
+    assert "search_results" not in message.response_metadata
+    assert emulator.requests[-1]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+
+
+async def test_ainvoke_sends_model_and_returns_answer(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(answer=ANSWER, citations=CITATIONS)
+    async with ChatPerplexityLabs(model="sonar-pro", base_url=base_url, max_retries=0) as chat:
+        message = await chat.ainvoke("What is the capital of France?")
+    assert message.content == ANSWER
+    assert message.response_metadata["model_name"] == "sonar-pro"
+    assert emulator.requests[-1]["model"] == "sonar-pro"
+
+
+def test_stream_yields_several_chunks_that_add_up_to_invoke(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=ANSWER, citations=CITATIONS, chunk_size=5, reasoning=THINKING)
+    chunks = list(model.stream("What is the capital of France?"))
+    invoked = model.invoke("What is the capital of France?")
+    assert sum(1 for c in chunks if c.content) > 5
+    streamed = added(chunks)
+    assert streamed.content == invoked.content == ANSWER
+    assert streamed.additional_kwargs == invoked.additional_kwargs
+    assert streamed.additional_kwargs["reasoning_content"] == THINKING
+    assert streamed.response_metadata["citations"] == invoked.response_metadata["citations"] == CITATIONS
+    assert streamed.response_metadata["model_name"] == invoked.response_metadata["model_name"]
+    assert streamed.response_metadata["finish_reason"] == invoked.response_metadata["finish_reason"] == "stop"
+    assert streamed.response_metadata == invoked.response_metadata
+    assert isinstance(streamed, AIMessageChunk)
+    assert streamed.usage_metadata == invoked.usage_metadata
+
+
+async def test_astream_chunks_add_up_to_ainvoke(amodel: ChatPerplexityLabs, emulator: LabsEmulator) -> None:
+    emulator.script(answer=ANSWER, citations=CITATIONS, chunk_size=6)
+    chunks = [chunk async for chunk in amodel.astream("Capital of France?")]
+    invoked = await amodel.ainvoke("Capital of France?")
+    streamed = added(chunks)
+    assert len(chunks) > 3
+    assert streamed.content == invoked.content == ANSWER
+    assert streamed.additional_kwargs == invoked.additional_kwargs
+    assert streamed.response_metadata == invoked.response_metadata
+
+
+def _echo(request: LabsRequest) -> Scenario:
+    return Scenario(
+        answer=f"You said: {request.question}", citations=[f"https://example.org/{request.question}"]
+    )
+
+
+def test_batch_keeps_order_and_answers_each_question(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    emulator.script(_echo)
+    questions = ["alpha", "beta", "gamma", "delta"]
+    answers = model.batch(questions)
+    assert [a.content for a in answers] == [f"You said: {q}" for q in questions]
+    assert [a.response_metadata["citations"] for a in answers] == [
+        [f"https://example.org/{q}"] for q in questions
+    ]
+
+
+async def test_abatch_keeps_order_and_answers_each_question(
+    amodel: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    emulator.script(_echo)
+    questions = ["one", "two", "three"]
+    answers = await amodel.abatch(questions)
+    assert [a.content for a in answers] == [f"You said: {q}" for q in questions]
+    assert len(emulator.requests) == 3
+
+
+def test_source_objects_fill_search_results_and_citation_urls(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    sources = [
+        {"url": "https://a.example/1", "title": "First"},
+        {"url": "https://b.example/2", "title": "Second", "snippet": "extra field kept"},
+    ]
+    emulator.script(answer="Cited [1][2].", citations=sources)
+    message = model.invoke("Q?")
+    assert message.response_metadata["citations"] == ["https://a.example/1", "https://b.example/2"]
+    assert message.additional_kwargs["citations"] == ["https://a.example/1", "https://b.example/2"]
+    assert message.response_metadata["search_results"] == sources
+
+
+@pytest.mark.parametrize("name", ["r1-1776", "sonar-reasoning", "sonar-reasoning-pro"])
+async def test_reasoning_models_split_thinking_from_answer(
+    name: str, base_url: str, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=ANSWER, reasoning=THINKING, citations=CITATIONS, chunk_size=4)
+    async with ChatPerplexityLabs(model=name, base_url=base_url, max_retries=0) as chat:
+        message = await chat.ainvoke("Capital of France?")
+        chunks = [chunk async for chunk in chat.astream("Capital of France?")]
+    assert message.content == ANSWER
+    assert message.additional_kwargs["reasoning_content"] == THINKING
+    assert "think>" not in str(message.content)
+    streamed = added(chunks)
+    assert streamed.content == ANSWER
+    assert streamed.additional_kwargs["reasoning_content"] == THINKING
+
+
+async def test_reasoning_false_drops_thinking(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(answer=ANSWER, reasoning=THINKING, citations=CITATIONS, chunk_size=4)
+    async with ChatPerplexityLabs(model="sonar-reasoning-pro", base_url=base_url, reasoning=False) as chat:
+        message = await chat.ainvoke("Capital of France?")
+    assert message.content == ANSWER
+    assert "reasoning_content" not in message.additional_kwargs
+    assert message.additional_kwargs["citations"] == CITATIONS
+
+
+def test_sync_invoke_inside_a_running_event_loop(model: ChatPerplexityLabs, emulator: LabsEmulator) -> None:
+    emulator.script(answer=ANSWER, citations=CITATIONS)
+
+    async def notebook_cell() -> AIMessage:
+        asyncio.get_running_loop()  # as in Jupyter: a loop is running while sync code calls invoke
+        return model.invoke("Capital of France?")
+
+    message = asyncio.run(notebook_cell())
+    assert message.content == ANSWER
+    assert message.response_metadata["citations"] == CITATIONS
+
+
+async def test_sync_invoke_and_stream_from_async_test(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=ANSWER, chunk_size=10)
+    assert model.invoke("Q").content == ANSWER
+    assert "".join(str(c.content) for c in model.stream("Q")) == ANSWER
+
+
+def test_field_aliases_and_defaults() -> None:
+    chat = ChatPerplexityLabs(model_name="sonar", request_timeout=12.5, base_url="http://127.0.0.1:9/")
+    assert chat.model == "sonar"
+    assert chat.timeout == 12.5
+    assert chat.base_url == "http://127.0.0.1:9"
+    assert ChatPerplexityLabs(base_url="http://127.0.0.1:9").model == "r1-1776"
+
+
+def test_base_url_from_environment(monkeypatch: pytest.MonkeyPatch, emulator: LabsEmulator) -> None:
+    monkeypatch.setenv("PPLX_LABS_BASE_URL", emulator.base_url)
+    emulator.script(answer="From the env URL.")
+    with ChatPerplexityLabs(max_retries=0) as chat:
+        assert chat.base_url == emulator.base_url
+        assert chat.invoke("Q").content == "From the env URL."
+    monkeypatch.delenv("PPLX_LABS_BASE_URL")
+    assert ChatPerplexityLabs().base_url == "https://www.perplexity.ai"
+
+
+def test_chunk_types_are_ai_message_chunks(model: ChatPerplexityLabs, emulator: LabsEmulator) -> None:
+    emulator.script(answer="Short.", citations=[])
+    chunks = list(model.stream("Q"))
+    assert all(isinstance(c, AIMessageChunk) for c in chunks)
+    assert added(chunks).response_metadata["citations"] == []
+
+
+def test_unknown_events_between_frames_are_ignored(model: ChatPerplexityLabs, emulator: LabsEmulator) -> None:
+    emulator.script(answer=ANSWER, citations=CITATIONS, chunk_size=9, extra_events=True, reasoning="x")
+    message = model.invoke("Q")
+    assert message.content == ANSWER
+    assert message.response_metadata["citations"] == CITATIONS
+
+
+async def test_falls_back_to_polling_when_websocket_is_refused(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.refuse_websocket = True
+    emulator.script(answer=ANSWER, citations=CITATIONS)
+    async with ChatPerplexityLabs(model="sonar", base_url=base_url, max_retries=1) as chat:
+        message = await chat.ainvoke("Q")
+    assert message.content == ANSWER
+    assert emulator.handshakes["polling"] >= 1

@@ -1,0 +1,73 @@
+"""Mapping LangChain messages to Labs turns: roles, joined text parts, and clear errors for the rest."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
+
+from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.messages import to_labs_messages
+
+
+def test_system_human_ai_map_to_labs_roles() -> None:
+    turns = to_labs_messages(
+        [
+            SystemMessage("Be brief."),
+            HumanMessage("Capital of France?"),
+            AIMessage("Paris."),
+            HumanMessage("Why?"),
+        ]
+    )
+    assert turns == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "Why?"},
+    ]
+
+
+def test_tool_message_becomes_user_text_naming_the_call() -> None:
+    [turn] = to_labs_messages([ToolMessage("42 degrees", tool_call_id="call_7", name="weather")])
+    assert turn["role"] == "user"
+    assert "call_7" in turn["content"]
+    assert "weather" in turn["content"]
+    assert turn["content"].endswith("42 degrees")
+
+
+def test_ai_message_with_tool_calls_keeps_them_as_text() -> None:
+    message = AIMessage("", tool_calls=[{"id": "c1", "name": "search", "args": {"q": "paris"}}])
+    [turn] = to_labs_messages([message])
+    assert turn["role"] == "assistant"
+    assert '"name": "search"' in turn["content"]
+    assert '"q": "paris"' in turn["content"]
+
+
+def test_chat_message_with_known_role_maps_and_unknown_role_raises() -> None:
+    assert to_labs_messages([ChatMessage(content="hi", role="User")]) == [{"role": "user", "content": "hi"}]
+    with pytest.raises(PerplexityLabsInputError, match="role 'critic'"):
+        to_labs_messages([ChatMessage(content="hi", role="critic")])
+
+
+def test_multi_part_string_content_is_joined() -> None:
+    message = HumanMessage(
+        content=[
+            "First part.",
+            {"type": "text", "text": "Second part."},
+            {"type": "reasoning", "reasoning": "x"},
+        ]
+    )
+    assert to_labs_messages([message]) == [{"role": "user", "content": "First part.\nSecond part."}]
+
+
+def test_image_part_raises_value_error_naming_the_part_index_and_message() -> None:
+    message = HumanMessage(
+        content=[
+            {"type": "text", "text": "What is in this picture?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        ]
+    )
+    with pytest.raises(ValueError, match="part 1") as caught:
+        to_labs_messages([SystemMessage("sys"), message])
+    assert isinstance(caught.value, PerplexityLabsInputError)
+    assert "message 1" in str(caught.value)
+    assert "image_url" in str(caught.value)

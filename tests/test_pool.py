@@ -1,0 +1,259 @@
+"""Warm pool behaviour, counted at the emulator: reuse, idle close, dead sockets, fallback, loops, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs import pool as pool_module
+from langchain_pplx_labs.connection import LabsConnection, Transport
+from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
+from langchain_pplx_labs.emulator.script import LabsRequest, Scenario
+from langchain_pplx_labs.errors import PerplexityLabsDisconnectedError
+
+ANSWER = "Pooled sockets answer this one [1]."
+
+
+def _chat(base_url: str, **fields: object) -> ChatPerplexityLabs:
+    options: dict[str, object] = {
+        "timeout": 20,
+        "first_token_timeout": 5,
+        "idle_timeout": 5,
+        "max_retries": 0,
+    }
+    options.update(fields)
+    return ChatPerplexityLabs(base_url=base_url, **options)
+
+
+def _wait_until(condition: Callable[[], bool], what: str, deadline: float = 10.0) -> None:
+    # A bounded wait for something the other side does asynchronously, not a timing assert.
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.01)
+
+
+async def _await_until(condition: Callable[[], bool], what: str, deadline: float = 10.0) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"gave up waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def _drop_all_sockets(thread: EmulatorThread) -> None:
+    """Close every client socket from the server side, as a server dropping idle clients does."""
+
+    def schedule() -> list[asyncio.Task[None]]:
+        sockets = list(thread.emulator.sio.eio.sockets.values())
+        return [asyncio.get_running_loop().create_task(s.close(wait=False, abort=False)) for s in sockets]
+
+    thread.call(schedule)
+
+
+def test_sequential_questions_share_one_connection(emulator: LabsEmulator, base_url: str) -> None:
+    emulator.script(answer=ANSWER)
+    with _chat(base_url) as chat:
+        answers = [chat.invoke(f"question {n}").content for n in range(4)]
+    assert answers == [ANSWER] * 4
+    assert len(emulator.requests) == 4
+    assert emulator.connections == 1
+    assert sum(emulator.handshakes.values()) == 1
+
+
+async def test_async_questions_share_one_connection(emulator: LabsEmulator, base_url: str) -> None:
+    emulator.script(answer=ANSWER)
+    async with _chat(base_url) as chat:
+        for n in range(3):
+            assert (await chat.ainvoke(f"question {n}")).content == ANSWER
+    assert emulator.connections == 1
+    assert emulator.handshakes["websocket"] == 1
+    assert emulator.handshakes["polling"] == 0
+
+
+async def test_idle_socket_closes_after_pool_idle_timeout(emulator: LabsEmulator, base_url: str) -> None:
+    async with _chat(base_url, pool_idle_timeout=0.2) as chat:
+        await chat.ainvoke("first")
+        pool = await chat._labs_client().pool()
+        assert pool.idle_count == 1
+        await _await_until(lambda: pool.idle_count == 0, "the idle socket to expire")
+        await chat.ainvoke("second")
+        assert pool.connections_opened == 2
+    assert emulator.connections == 2
+
+
+async def test_no_idle_timeout_keeps_the_socket(emulator: LabsEmulator, base_url: str) -> None:
+    async with _chat(base_url, pool_idle_timeout=None) as chat:
+        await chat.ainvoke("first")
+        pool = await chat._labs_client().pool()
+        await asyncio.sleep(0.3)
+        assert pool.idle_count == 1
+        await chat.ainvoke("second")
+    assert emulator.connections == 1
+
+
+def test_socket_dropped_while_idle_is_replaced(
+    emulator_thread: EmulatorThread, emulator: LabsEmulator, base_url: str
+) -> None:
+    emulator.script(answer=ANSWER)
+    with _chat(base_url) as chat:
+        chat.invoke("first")
+        _drop_all_sockets(emulator_thread)
+        _wait_until(lambda: not emulator.sio.eio.sockets, "the server to drop the socket")
+        assert chat.invoke("second").content == ANSWER
+    assert emulator.connections == 2
+
+
+def test_pooled_socket_that_dies_before_the_first_token_is_retried_on_a_fresh_one(
+    emulator: LabsEmulator, base_url: str
+) -> None:
+    # The second question lands on a warm socket that the server closes before answering:
+    # it is asked again on a new socket even with max_retries=0, since nothing was streamed.
+    calls: list[LabsRequest] = []
+
+    def responder(request: LabsRequest) -> Scenario:
+        calls.append(request)
+        return Scenario(answer=ANSWER, drop_after=0 if len(calls) == 2 else None)
+
+    emulator.script(responder)
+    with _chat(base_url, max_retries=0) as chat:
+        chat.invoke("first")
+        assert chat.invoke("second").content == ANSWER
+    assert [c.question for c in calls] == ["first", "second", "second"]
+    assert emulator.connections == 2
+
+
+def test_pooled_socket_that_dies_mid_answer_is_not_retried(emulator: LabsEmulator, base_url: str) -> None:
+    calls: list[LabsRequest] = []
+
+    def responder(request: LabsRequest) -> Scenario:
+        calls.append(request)
+        return Scenario(answer=ANSWER * 4, chunk_size=8, drop_after=2 if len(calls) == 2 else None)
+
+    emulator.script(responder)
+    with _chat(base_url, max_retries=2) as chat:
+        chat.invoke("first")
+        with pytest.raises(PerplexityLabsDisconnectedError):
+            list(chat.stream("second"))
+    assert len(calls) == 2
+
+
+def test_refused_websocket_falls_back_to_polling_and_is_remembered(
+    emulator: LabsEmulator, base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pool_module, "_POLLING_ONLY", set())
+    attempts: list[str] = []
+    real_open = LabsConnection.open
+
+    async def recording_open(self: LabsConnection, transport: Transport) -> None:
+        attempts.append(transport)
+        await real_open(self, transport)
+
+    monkeypatch.setattr(LabsConnection, "open", recording_open)
+    emulator.refuse_websocket = True
+    emulator.script(answer=ANSWER)
+    with _chat(base_url) as chat:
+        assert chat.invoke("first").content == ANSWER
+    assert attempts == ["websocket", "polling"]
+    assert emulator.handshakes["polling"] == 1  # the emulator counts only handshakes it accepted
+    assert emulator.handshakes["websocket"] == 0
+    with _chat(base_url) as chat:  # a new pool for the same base URL skips the refused attempt
+        assert chat.invoke("second").content == ANSWER
+    assert attempts == ["websocket", "polling", "polling"]
+    assert emulator.handshakes["polling"] == 2
+
+
+def test_pools_are_never_shared_across_event_loops(emulator: LabsEmulator, base_url: str) -> None:
+    emulator.script(answer=ANSWER)
+    with _chat(base_url) as chat:
+        assert chat.invoke("sync, on the background loop").content == ANSWER
+        for n in range(2):
+            assert asyncio.run(chat.ainvoke(f"asyncio.run {n}")).content == ANSWER
+        assert chat.invoke("sync again").content == ANSWER
+    # background loop: 1 socket reused twice; each asyncio.run: its own socket, closed with its loop
+    assert emulator.connections == 3
+    assert len(emulator.requests) == 4
+
+
+def test_max_connections_is_honoured(emulator: LabsEmulator, base_url: str) -> None:
+    # Six overlapping questions through a pool of two: without the limit each would open a socket.
+    emulator.script(answer=ANSWER, chunk_size=8, delay=0.01)
+
+    async def ask_many(chat: ChatPerplexityLabs) -> list[str]:
+        results = await asyncio.gather(*(chat.ainvoke(f"question {n}") for n in range(6)))
+        return [str(r.content) for r in results]
+
+    with _chat(base_url, max_connections=2) as chat:
+        assert asyncio.run(ask_many(chat)) == [ANSWER] * 6
+    assert len(emulator.requests) == 6
+    assert emulator.connections == 2
+
+
+def test_warmup_opens_a_socket_before_the_first_question(emulator: LabsEmulator, base_url: str) -> None:
+    with _chat(base_url) as chat:
+        chat.warmup()
+        assert emulator.connections == 1
+        assert emulator.requests == []
+        chat.invoke("first")
+    assert emulator.connections == 1
+    assert len(emulator.requests) == 1
+
+
+async def test_awarmup_opens_a_socket_before_the_first_question(
+    emulator: LabsEmulator, base_url: str
+) -> None:
+    async with _chat(base_url) as chat:
+        await chat.awarmup()
+        assert emulator.connections == 1
+        assert emulator.requests == []
+        await chat.ainvoke("first")
+    assert emulator.connections == 1
+
+
+def _new_sockets(emulator: LabsEmulator, before: set[str]) -> set[str]:
+    return set(emulator.sio.eio.sockets) - before
+
+
+def test_close_and_context_manager_close_every_socket(emulator: LabsEmulator, base_url: str) -> None:
+    before = set(emulator.sio.eio.sockets)
+    chat = _chat(base_url)
+    chat.invoke("first")
+    assert len(_new_sockets(emulator, before)) == 1
+    chat.close()
+    _wait_until(lambda: not _new_sockets(emulator, before), "close() to close the socket")
+    with _chat(base_url) as chat:
+        chat.invoke("second")
+        assert len(_new_sockets(emulator, before)) == 1
+    _wait_until(lambda: not _new_sockets(emulator, before), "the context manager to close the socket")
+
+
+async def test_aclose_closes_every_socket(emulator: LabsEmulator, base_url: str) -> None:
+    before = set(emulator.sio.eio.sockets)
+    emulator.script(answer=ANSWER, chunk_size=8, delay=0.01)
+    async with _chat(base_url, max_connections=3) as chat:
+        await asyncio.gather(*(chat.ainvoke(f"q{n}") for n in range(3)))
+        assert len(_new_sockets(emulator, before)) == 3
+    await _await_until(lambda: not _new_sockets(emulator, before), "aclose to close the sockets")
+
+
+def test_benchmarks_quick_mode_prints_a_table() -> None:
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for heading in ("TTFT", "CPU", "overhead", "concurrent"):
+        assert heading in result.stdout
+    assert "baseline" in result.stdout

@@ -1,0 +1,328 @@
+"""Recording, redaction, replay, mismatch diffs, the CLI and the pytest plugin's record modes."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs.emulator import (
+    Drop,
+    Emit,
+    EmulatorThread,
+    LabsEmulator,
+    Scenario,
+    Stall,
+    progress_frame,
+)
+from langchain_pplx_labs.errors import PerplexityLabsServerError
+from langchain_pplx_labs.protocol import build_payload
+from langchain_pplx_labs.recording import (
+    Cassette,
+    CassetteError,
+    CassetteMismatchError,
+    CassetteResponder,
+    Frame,
+    Interaction,
+    Redactor,
+    load_cassette,
+    payload_diff,
+    record_cassette,
+    save_cassette,
+)
+from langchain_pplx_labs.recording.cassette import dump_cassette, parse_cassette
+from langchain_pplx_labs.recording.redact import REDACTED
+from langchain_pplx_labs.recording.replay import interaction_steps, payload_matches
+
+pytest_plugins = ["pytester"]
+
+UNICODE = "Paris 🇫🇷 — ‏שלום‏, مرحبا, 日本語, trailing spaces   \nsecond line\twith tab\n\n"
+
+
+@pytest.fixture
+def model(base_url: str) -> Iterator[ChatPerplexityLabs]:
+    """A sonar-pro model (no think section) bound to the shared emulator."""
+    chat = ChatPerplexityLabs(
+        model="sonar-pro", base_url=base_url, first_token_timeout=5, idle_timeout=5, max_retries=0
+    )
+    yield chat
+    chat.close()
+
+
+def _payload(question: str, model: str = "sonar-pro") -> dict[str, object]:
+    return build_payload(model, [{"role": "user", "content": question}])
+
+
+def _record(emulator_thread: EmulatorThread, payloads: list[dict[str, object]], **kwargs: object) -> Cassette:
+    """Record on a loop of our own, as a user would from a script."""
+    coroutine = record_cassette(
+        emulator_thread.base_url, payloads, provenance="synthetic", silence=0.5, **kwargs
+    )  # type: ignore[arg-type]
+    return asyncio.run(coroutine)
+
+
+def _replay(emulator_thread: EmulatorThread, cassette: Cassette, **kwargs: float) -> CassetteResponder:
+    responder = CassetteResponder({"mem.yaml": cassette}, **kwargs)
+    emulator_thread.call(lambda: emulator_thread.emulator.script(responder))
+    return responder
+
+
+def test_record_then_replay_is_byte_identical(
+    emulator: LabsEmulator, emulator_thread: EmulatorThread, model: ChatPerplexityLabs, tmp_path: Path
+) -> None:
+    emulator.script(
+        answer=UNICODE * 40, chunk_size=7, citations=[{"url": "https://example.org/a", "title": "A"}]
+    )
+    live = model.invoke("Round trip?")
+    cassette = _record(emulator_thread, [_payload("Round trip?")])
+    path = save_cassette(cassette, tmp_path / "round.yaml")
+    loaded = load_cassette(path)
+    assert loaded == cassette
+    assert dump_cassette(loaded) == path.read_text(encoding="utf-8")
+    _replay(emulator_thread, loaded)
+    replayed = model.invoke("Round trip?")
+    assert replayed.content.encode() == live.content.encode() == (UNICODE * 40).encode()  # type: ignore[union-attr]
+    assert replayed.response_metadata["search_results"] == [{"url": "https://example.org/a", "title": "A"}]
+
+
+def test_growing_output_is_stored_as_appended_text(
+    emulator: LabsEmulator, emulator_thread: EmulatorThread
+) -> None:
+    emulator.script(answer="x" * 30_000, chunk_size=3_000)
+    text = dump_cassette(_record(emulator_thread, [_payload("Long?")]))
+    assert "output_append" in text
+    assert len(text) < 2 * 30_000  # cumulative frames would take ~165 KB
+    assert parse_cassette(text).interactions[0].frames[-1].data["output"] == "x" * 30_000
+
+
+def test_shrinking_output_is_kept_verbatim() -> None:
+    frames = [
+        Frame(at=0.1 * n, event="m_query_progress", data={"output": o})
+        for n, o in enumerate(["ab", "abc", "a", "abcd"])
+    ]
+    cassette = Cassette(
+        provenance="synthetic",
+        recorded_at="t",
+        model="m",
+        client_version="0",
+        interactions=[Interaction(request={}, frames=frames)],
+    )
+    assert parse_cassette(dump_cassette(cassette)) == cassette
+
+
+def test_redaction_hides_cookies_auth_sid_and_user_agent(
+    emulator: LabsEmulator, emulator_thread: EmulatorThread
+) -> None:
+    event = "sonar-pro_query_progress"
+    emulator.script(
+        [
+            Emit("session", {"sid": "SERVER-SID-123", "nested": [{"token": "TOKEN-456"}], "keep": "visible"}),
+            Emit(event, progress_frame("Hello", elapsed=0.1, citations=["https://example.org"], final=True)),
+        ]
+    )
+    headers = {
+        "Origin": "https://labs.perplexity.ai",
+        "Cookie": "cf_clearance=COOKIE-789",
+        "Authorization": "Bearer AUTH-000",
+        "User-Agent": "MyMachine/1.0 (host-abc)",
+    }
+    cassette = _record(emulator_thread, [_payload("Hi")], headers=headers, redactor=Redactor(user_agent=True))
+    text = dump_cassette(cassette)
+    for secret in ("SERVER-SID-123", "TOKEN-456", "COOKIE-789", "AUTH-000", "host-abc", "anonymous-ask-user"):
+        assert secret not in text
+    assert cassette.connection["sid"] == REDACTED
+    assert cassette.connection["headers"]["Cookie"] == REDACTED
+    assert "visible" in text
+    assert "https://labs.perplexity.ai" in text
+
+
+def test_user_agent_kept_unless_asked(emulator_thread: EmulatorThread, emulator: LabsEmulator) -> None:
+    headers = {"Origin": "https://labs.perplexity.ai", "User-Agent": "Visible/2.0"}
+    assert "Visible/2.0" in dump_cassette(_record(emulator_thread, [_payload("Hi")], headers=headers))
+
+
+def test_refusal_headers_are_redacted(emulator: LabsEmulator, emulator_thread: EmulatorThread) -> None:
+    emulator.blocked = True
+    cassette = _record(emulator_thread, [_payload("Hi")])
+    refusal = cassette.interactions[0].refusal
+    assert refusal is not None
+    assert refusal.status == 403
+    assert "Cloudflare" in refusal.body
+    assert refusal.headers["cf-ray"] == REDACTED
+    assert "EMU" not in dump_cassette(cassette)
+
+
+def test_redactor_is_configurable() -> None:
+    redactor = Redactor(extra_headers=["X-Trace"], extra_keys=["email"], placeholder="***")
+    assert redactor.redact_headers({"x-trace": "t1", "Accept": "a"}) == {"x-trace": "***", "Accept": "a"}
+    assert redactor.redact_data({"user": {"EMAIL": "a@b.c", "name": "n"}}) == {
+        "user": {"EMAIL": "***", "name": "n"}
+    }
+
+
+def test_mismatch_fails_fast_with_a_readable_diff(
+    emulator_thread: EmulatorThread, emulator: LabsEmulator, model: ChatPerplexityLabs
+) -> None:
+    cassette = _record(emulator_thread, [_payload("What is the capital of France?")])
+    responder = _replay(emulator_thread, cassette)
+    with pytest.raises(PerplexityLabsServerError) as caught:
+        model.invoke("What is the capital of Spain?")
+    message = str(caught.value)
+    assert '-      "content": "What is the capital of France?",' in message
+    assert '+      "content": "What is the capital of Spain?",' in message
+    assert "mem.yaml" in message
+    [mismatch] = responder.mismatches
+    assert isinstance(mismatch, CassetteMismatchError)
+    assert mismatch.sent["messages"][0]["content"] == "What is the capital of Spain?"
+
+
+def test_payload_diff_and_matching() -> None:
+    diff = payload_diff({"model": "sonar", "n": 1}, {"model": "sonar-pro", "n": 1})
+    assert diff.splitlines()[:2] == ["--- expected (cassette)", "+++ sent"]
+    assert '-  "model": "sonar",' in diff
+    assert '+  "model": "sonar-pro",' in diff
+    assert payload_matches({"a": REDACTED, "b": [1]}, {"a": "anything", "b": [1]})
+    assert not payload_matches({"a": 1}, {"a": 1, "b": 2})
+
+
+def test_speed_scales_recorded_gaps() -> None:
+    frames = [
+        Frame(at=0.5, event="e", data={}),
+        Frame(at=1.5, event="e", data={}),
+        Frame(at=2.0, kind="drop"),
+    ]
+    interaction = Interaction(request={}, frames=frames)
+    assert [s.delay for s in interaction_steps(interaction, speed=1.0)] == [0.5, 1.0, 0.5]  # type: ignore[union-attr]
+    assert [s.delay for s in interaction_steps(interaction, speed=0.0)] == [0.0, 0.0, 0.0]  # type: ignore[union-attr]
+    assert isinstance(interaction_steps(interaction)[-1], Drop)
+    assert isinstance(
+        interaction_steps(Interaction(request={}, frames=[Frame(at=1, kind="stall")]))[0], Stall
+    )
+
+
+def test_repeated_question_plays_each_interaction_once_then_repeats(
+    emulator_thread: EmulatorThread, emulator: LabsEmulator, model: ChatPerplexityLabs
+) -> None:
+    emulator.script(responder=lambda request: Scenario(answer=f"answer {len(emulator.requests)}"))
+    cassette = _record(emulator_thread, [_payload("Again?"), _payload("Again?")])
+    _replay(emulator_thread, cassette)
+    assert [model.invoke("Again?").content for _ in range(3)] == ["answer 1", "answer 2", "answer 1"]
+
+
+def test_bad_cassette_file_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("provenance: invented\n")
+    with pytest.raises(CassetteError, match=r"bad\.yaml"):
+        load_cassette(bad)
+    with pytest.raises(CassetteError, match=r"missing\.yaml"):
+        load_cassette(tmp_path / "missing.yaml")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "langchain_pplx_labs.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_record_then_show(tmp_path: Path) -> None:
+    out = tmp_path / "cli.yaml"
+    recorded = _cli(
+        "cassette",
+        "record",
+        "--emulator",
+        "--out",
+        str(out),
+        "--model",
+        "sonar-reasoning",
+        "What is LangChain?",
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    assert load_cassette(out).provenance == "synthetic"
+    shown = _cli("cassette", "show", str(out))
+    assert shown.returncode == 0
+    assert "[user] What is LangChain?" in shown.stdout
+    assert "[reasoning] The user asks: What is LangChain?" in shown.stdout
+    assert "[answer] LangChain is a framework" in shown.stdout
+    assert "[1] https://python.langchain.com/docs/introduction/" in shown.stdout
+    assert "ended: completed" in shown.stdout
+    missing = _cli("cassette", "show", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 1
+    assert "nope.yaml" in missing.stderr
+
+
+def test_cli_serve_cassettes_replays_over_a_real_socket() -> None:
+    folder = Path(__file__).resolve().parents[1] / "cassettes" / "test_cassettes"
+    expected = load_cassette(folder / "test_no_citations.labs.yaml").interactions[0].frames[-1].data["output"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "langchain_pplx_labs.cli", "serve", "--cassettes", str(folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip()
+        with ChatPerplexityLabs(
+            model="sonar-pro", base_url=base_url, max_retries=0, first_token_timeout=5, idle_timeout=5
+        ) as chat:
+            assert chat.invoke("Say hello.").content == expected
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+PLUGIN_TEST = """
+import pytest
+
+@pytest.mark.vcr
+def test_capital(pplx_labs_cassette):
+    message = pplx_labs_cassette.invoke("What is the capital of France?")
+    assert message.content.startswith("The capital of France is Paris")
+    assert message.response_metadata["citations"]
+"""
+
+
+REMOTE_TEST = """
+import socket
+import pytest
+
+def test_remote_hosts_stay_blocked():
+    with pytest.raises(RuntimeError, match="Network is disabled"):
+        socket.create_connection(("198.51.100.7", 80), timeout=1)
+"""
+
+
+def test_plugin_record_modes_none_once_then_replay(pytester: pytest.Pytester) -> None:
+    """none + missing fails naming the file; once records it; none + --block-network replays it."""
+    pytester.makepyfile(test_users_chain=PLUGIN_TEST)
+    path = pytester.path / "cassettes" / "test_users_chain" / "test_capital.labs.yaml"
+    missing = pytester.runpytest_subprocess("--record-mode=none", "-p", "no:cacheprovider")
+    missing.assert_outcomes(errors=1)
+    missing.stdout.fnmatch_lines([f"*Cassette {path} not found*--record-mode=none*"])
+    assert not path.exists()
+
+    recorded = pytester.runpytest_subprocess("--record-mode=once", "-p", "no:cacheprovider")
+    recorded.assert_outcomes(passed=1)
+    cassette = load_cassette(path)
+    assert cassette.provenance == "synthetic"
+    assert cassette.interactions[0].request["messages"] == [
+        {"role": "user", "content": "What is the capital of France?"}
+    ]
+
+    pytester.makepyfile(test_remote=REMOTE_TEST)
+    replayed = pytester.runpytest_subprocess(
+        "--record-mode=none", "--block-network", "-p", "no:cacheprovider"
+    )
+    replayed.assert_outcomes(passed=2)
+    assert load_cassette(path) == cassette  # replay does not rewrite the cassette

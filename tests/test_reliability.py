@@ -1,0 +1,482 @@
+"""Faults end in typed errors: timeouts, retries before the first token, partial text, cancellation, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+from pydantic import ValidationError
+
+from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs.emulator import LabsEmulator
+from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Scenario, Step, progress_frame
+from langchain_pplx_labs.errors import (
+    PerplexityLabsConnectionError,
+    PerplexityLabsDisconnectedError,
+    PerplexityLabsError,
+    PerplexityLabsInputError,
+    PerplexityLabsServerError,
+    PerplexityLabsTimeoutError,
+)
+from langchain_pplx_labs.protocol import progress_event
+
+
+def _model(base_url: str, **overrides: Any) -> ChatPerplexityLabs:
+    settings: dict[str, Any] = {
+        "base_url": base_url,
+        "model": "sonar-pro",
+        "timeout": 20,
+        "connect_timeout": 5,
+        "first_token_timeout": 5,
+        "idle_timeout": 5,
+        "max_retries": 0,
+    }
+    settings.update(overrides)
+    return ChatPerplexityLabs(**settings)
+
+
+async def _collect(chat: ChatPerplexityLabs, received: list[str]) -> None:
+    """Stream an answer into ``received``, as a caller printing tokens would."""
+    async for chunk in chat.astream("hello"):
+        received.append(str(chunk.content))
+
+
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """A port that completes TCP (kernel backlog) but whose server never accepts or answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+@pytest.fixture
+async def mute_server() -> AsyncIterator[str]:
+    """Accepts connections and reads the HTTP upgrade request, then never answers it."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        while await reader.read(4096):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    for writer in held:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+# -- timeouts ------------------------------------------------------------------------------
+
+
+async def test_blackhole_ends_in_connect_timeout(blackhole: str) -> None:
+    async with _model(blackhole, connect_timeout=0.3) as chat:
+        with pytest.raises(PerplexityLabsTimeoutError) as caught:
+            await chat.ainvoke("hello")
+    assert caught.value.which == "connect"
+    assert "connect timeout" in str(caught.value)
+
+
+async def test_unanswered_handshake_ends_in_connect_timeout(mute_server: str) -> None:
+    # The handshake is part of the connect budget: a server that takes the upgrade
+    # request and never answers must fail as fast as one that never accepts.
+    async with _model(mute_server, connect_timeout=0.3) as chat:
+        with pytest.raises(PerplexityLabsTimeoutError) as caught:
+            await chat.ainvoke("hello")
+    assert caught.value.which == "connect"
+
+
+async def test_silent_server_ends_in_first_token_timeout(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(stall_after=0)
+    async with _model(base_url, first_token_timeout=0.3) as chat:
+        with pytest.raises(PerplexityLabsTimeoutError) as caught:
+            await chat.ainvoke("hello")
+    assert caught.value.which == "first_token"
+    assert caught.value.partial_content == ""
+    assert len(emulator.requests) == 1
+
+
+async def test_stall_mid_answer_ends_in_idle_timeout_with_partial_text(
+    base_url: str, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer="abcdefghij" * 5, chunk_size=10, stall_after=2)
+    received: list[str] = []
+    async with _model(base_url, idle_timeout=0.3) as chat:
+        with pytest.raises(PerplexityLabsTimeoutError) as caught:
+            await _collect(chat, received)
+    assert caught.value.which == "idle"
+    assert "".join(received) == "abcdefghij" * 2
+    assert caught.value.partial_content == "".join(received)
+
+
+async def test_slow_answer_ends_in_total_timeout(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(answer="x" * 200, chunk_size=5, delay=0.1)
+    async with _model(base_url, timeout=0.5, idle_timeout=5) as chat:
+        with pytest.raises(PerplexityLabsTimeoutError) as caught:
+            await chat.ainvoke("hello")
+    assert caught.value.which == "total"
+    assert caught.value.partial_content.startswith("xxxxx")
+
+
+def test_sync_invoke_raises_the_same_typed_timeout(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(stall_after=1, chunk_size=4, answer="one two three")
+    with _model(base_url, idle_timeout=0.3) as chat, pytest.raises(PerplexityLabsTimeoutError) as caught:
+        chat.invoke("hello")
+    assert caught.value.which == "idle"
+    assert caught.value.partial_content == "one "
+
+
+# -- retries -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def flaky_front(base_url: str) -> AsyncIterator[tuple[str, list[int]]]:
+    """A TCP relay to the emulator that slams the first ``seen[1]`` connections shut (default 2)."""
+    port = int(base_url.rsplit(":", 1)[1])
+    seen = [0, 2]
+    pipes: set[asyncio.Task[None]] = set()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen[0] += 1
+        if seen[0] <= seen[1]:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        for task in (
+            asyncio.create_task(pipe(reader, up_writer)),
+            asyncio.create_task(pipe(up_reader, writer)),
+        ):
+            pipes.add(task)
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+    server.close()
+    for task in pipes:
+        task.cancel()
+    await asyncio.gather(*pipes, return_exceptions=True)
+    await server.wait_closed()
+
+
+async def test_connect_failures_are_retried(
+    flaky_front: tuple[str, list[int]], emulator: LabsEmulator
+) -> None:
+    url, seen = flaky_front
+    emulator.script(answer="made it")
+    async with _model(url, max_retries=3) as chat:
+        message = await chat.ainvoke("hello")
+    assert message.content == "made it"
+    assert seen[0] > 2  # the two slammed connections were tried, then a good one
+    assert len(emulator.requests) == 1
+
+
+async def test_connect_failures_without_retries_raise_connection_error(
+    flaky_front: tuple[str, list[int]], emulator: LabsEmulator
+) -> None:
+    url, seen = flaky_front
+    seen[1] = 10**6
+    async with _model(url, max_retries=0) as chat:
+        with pytest.raises(PerplexityLabsConnectionError, match=re.escape("127.0.0.1")):
+            await chat.ainvoke("hello")
+    assert emulator.requests == []
+    tried_without_retries = seen[0]
+    seen[0] = 0
+    async with _model(url, max_retries=2) as chat:
+        with pytest.raises(PerplexityLabsConnectionError):
+            await chat.ainvoke("hello")
+    assert seen[0] == 3 * tried_without_retries  # each retry repeats the whole connect
+
+
+async def test_drop_before_first_token_is_retried_once_more(base_url: str, emulator: LabsEmulator) -> None:
+    answers = iter([[Drop()], Scenario(answer="second time lucky")])
+
+    def responder(request: LabsRequest) -> Scenario | list[Step]:
+        return next(answers)
+
+    emulator.script(responder)
+    async with _model(base_url, max_retries=2) as chat:
+        message = await chat.ainvoke("hello")
+    assert message.content == "second time lucky"
+    assert len(emulator.requests) == 2
+
+
+async def test_server_failure_is_not_retried_by_default(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(fail="Error in processing query")
+    async with _model(base_url, max_retries=3) as chat:
+        with pytest.raises(PerplexityLabsServerError) as caught:
+            await chat.ainvoke("hello")
+    assert caught.value.server_message == "Error in processing query"
+    assert len(emulator.requests) == 1
+
+
+async def test_server_failure_is_retried_when_asked(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(fail="Error in processing query")
+    async with _model(base_url, max_retries=2, retry_server_failures=True) as chat:
+        with pytest.raises(PerplexityLabsServerError):
+            await chat.ainvoke("hello")
+    assert len(emulator.requests) == 3
+
+
+async def test_never_reasks_after_text_was_streamed(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(answer="0123456789" * 4, chunk_size=10, drop_after=2)
+    received: list[str] = []
+    async with _model(base_url, max_retries=3) as chat:
+        with pytest.raises(PerplexityLabsDisconnectedError) as caught:
+            await _collect(chat, received)
+    assert len(emulator.requests) == 1
+    assert "".join(received) == "0123456789" * 2
+    assert caught.value.partial_content == "".join(received)
+
+
+async def test_failure_after_text_keeps_partial_content(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(answer="abcd" * 10, chunk_size=4, fail="overloaded", fail_after=3)
+    received: list[str] = []
+    async with _model(base_url, max_retries=2, retry_server_failures=True) as chat:
+        with pytest.raises(PerplexityLabsServerError) as caught:
+            await _collect(chat, received)
+    assert len(emulator.requests) == 1  # text was out: retry_server_failures must not re-ask
+    assert caught.value.partial_content == "".join(received) == "abcd" * 3
+
+
+# -- cancellation --------------------------------------------------------------------------
+
+
+async def _consume(chat: ChatPerplexityLabs, first: asyncio.Event) -> None:
+    async for _ in chat.astream("hello"):
+        first.set()
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_early_break_does_not_leak_sockets(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(answer="word " * 200, chunk_size=5)
+    async with _model(base_url) as chat:
+        async for _ in chat.astream("warm up"):
+            break
+        before = _fd_count()
+        for _ in range(25):
+            async for chunk in chat.astream("hello"):
+                assert chunk.content == "word "
+                break
+        after = _fd_count()
+        message = await chat.ainvoke("still works?")
+    assert message.content == "word " * 200
+    assert after - before <= 2
+    assert emulator.open_sockets <= 2
+
+
+async def test_cancelled_task_does_not_leak_sockets(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(answer="slow " * 100, chunk_size=5, delay=0.02)
+    async with _model(base_url) as chat:
+        await chat.ainvoke("warm up")
+        before = _fd_count()
+        for _ in range(10):
+            first = asyncio.Event()
+            task = asyncio.create_task(_consume(chat, first))
+            await asyncio.wait_for(first.wait(), 5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        after = _fd_count()
+        emulator.script(answer="fine")
+        message = await chat.ainvoke("still works?")
+    assert message.content == "fine"
+    assert after - before <= 2
+
+
+_CANCEL_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, gc, os, sys
+    from langchain_pplx_labs import ChatPerplexityLabs
+
+    def fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    async def main():
+        chat = ChatPerplexityLabs(base_url=sys.argv[1], model="sonar", first_token_timeout=5, idle_timeout=5, max_retries=0)
+        async for _ in chat.astream("warm up"):
+            break
+        start = fds()
+        for _ in range(15):
+            async for _ in chat.astream("break early"):
+                break
+            task = asyncio.create_task(chat.ainvoke("cancel me"))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        gc.collect()
+        print("fd-growth", fds() - start)
+        await chat.aclose()
+
+    asyncio.run(main())
+    chat = ChatPerplexityLabs(base_url=sys.argv[1], model="sonar", first_token_timeout=5, idle_timeout=5)
+    for _ in range(5):
+        for _ in chat.stream("sync break"):
+            break
+    chat.close()
+    gc.collect()
+    """
+)
+
+
+def test_cancellation_is_clean_under_dev_mode_and_warnings_as_errors(
+    base_url: str, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer="tick " * 100, chunk_size=5, delay=0.01)
+    result = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", "-c", _CANCEL_SCRIPT, base_url],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for symptom in ("Unclosed", "was destroyed but it is pending", "was never awaited", "Warning"):
+        assert symptom not in result.stderr, result.stderr
+    growth = int(result.stdout.split("fd-growth")[1].split()[0])
+    assert growth <= 2, result.stdout
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+async def test_too_large_conversation_fails_before_sending(base_url: str, emulator: LabsEmulator) -> None:
+    async with _model(base_url, max_input_chars=100) as chat:
+        with pytest.raises(PerplexityLabsInputError, match="max_input_chars"):
+            await chat.ainvoke("x" * 101)
+    assert emulator.requests == []
+    assert sum(emulator.handshakes.values()) == 0
+
+
+async def test_empty_conversation_is_refused(base_url: str, emulator: LabsEmulator) -> None:
+    async with _model(base_url) as chat:
+        with pytest.raises(PerplexityLabsInputError, match="empty conversation"):
+            await chat.ainvoke([])
+    assert emulator.requests == []
+
+
+async def test_image_part_is_refused_naming_it(base_url: str, emulator: LabsEmulator) -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    message = HumanMessage(content=[{"type": "text", "text": "what is this?"}, image])
+    async with _model(base_url) as chat:
+        with pytest.raises(PerplexityLabsInputError, match="image_url"):
+            await chat.ainvoke([message])
+    assert emulator.requests == []
+
+
+@pytest.mark.parametrize("name", ["sonar pro", "sonar\n", "", "r1;rm -rf", "a" * 300, "ünïcode"])
+def test_invalid_model_names_are_refused(name: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ChatPerplexityLabs(model=name)
+    assert isinstance(caught.value.errors()[0]["ctx"]["error"], PerplexityLabsInputError)
+    assert "Invalid Labs model name" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["", "nonsense", "ftp://example.org", "http://", "file:///etc/passwd"])
+def test_invalid_base_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ChatPerplexityLabs(base_url=url)
+    assert isinstance(caught.value.errors()[0]["ctx"]["error"], PerplexityLabsInputError)
+    assert "Invalid base_url" in str(caught.value)
+
+
+async def test_unreachable_port_is_a_connection_error(emulator: LabsEmulator) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with _model(f"http://127.0.0.1:{port}") as chat:
+        with pytest.raises(PerplexityLabsConnectionError, match=re.escape("127.0.0.1")):
+            await chat.ainvoke("hello")
+
+
+# -- server-side garbage -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault", [{"garbage_after": 1}, {"wrong_types_after": 1}, {"binary_after": 1}], ids=str
+)
+async def test_garbage_frames_are_protocol_errors(
+    base_url: str, emulator: LabsEmulator, fault: dict[str, int]
+) -> None:
+    emulator.script(answer="abcdefgh" * 4, chunk_size=8, **fault)
+    async with _model(base_url, idle_timeout=3) as chat:
+        with pytest.raises(PerplexityLabsError) as caught:
+            await chat.ainvoke("hello")
+    assert type(caught.value).__name__ == "PerplexityLabsProtocolError", caught.value
+    assert caught.value.partial_content == "abcdefgh"
+
+
+async def test_unknown_events_are_ignored(base_url: str, emulator: LabsEmulator) -> None:
+    event = progress_event("sonar-pro")
+    emulator.script(
+        [
+            Emit("whatever_else", {"output": 1}),
+            Emit(event, progress_frame("Hel", elapsed=0.1)),
+            Emit("query_status", ["unexpected", 2]),
+            Emit(event, progress_frame("Hello", elapsed=0.2, final=True)),
+        ]
+    )
+    async with _model(base_url) as chat:
+        message = await chat.ainvoke([HumanMessage("hi"), AIMessage("hey"), HumanMessage("again")])
+    assert message.content == "Hello"
+
+
+async def test_blocked_server_is_a_blocked_error_not_retried(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.blocked = True
+    async with _model(base_url, max_retries=3) as chat:
+        with pytest.raises(PerplexityLabsConnectionError, match="Cloudflare") as caught:
+            await chat.ainvoke("hello")
+    assert type(caught.value).__name__ == "PerplexityLabsBlockedError"
+    assert getattr(caught.value, "status", None) == 403
+
+
+@pytest.fixture
+def faulty_serve() -> Iterator[str]:
+    """``pplx-labs serve`` in a subprocess with fault flags, as a user would run it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "langchain_pplx_labs.cli", "serve", "--chunk-size", "4", "--drop-after", "2"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().strip()
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+    process.stdout.close()
+
+
+async def test_serve_fault_flags_reach_the_scenario(faulty_serve: str) -> None:
+    received: list[str] = []
+    async with _model(faulty_serve, max_retries=2) as chat:
+        with pytest.raises(PerplexityLabsDisconnectedError) as caught:
+            await _collect(chat, received)
+    assert len("".join(received)) == 8  # two frames of four characters, then the drop
+    assert caught.value.partial_content == "".join(received)

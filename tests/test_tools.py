@@ -1,0 +1,264 @@
+"""Prompted tool calling: the parser on its own, then bind_tools through a real socket to the emulator."""
+
+from __future__ import annotations
+
+import json
+from functools import reduce
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import tool
+from pydantic import BaseModel, Field
+from typing_extensions import TypedDict
+
+from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs.emulator import LabsEmulator, LabsRequest
+from langchain_pplx_labs.emulator.rules import offered_tools, tool_call_answer
+from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.tools import TOOLS_HEADER, ToolCallStream, convert_tools, parse_tool_calls
+
+
+@tool
+def get_weather(city: str, unit: str = "celsius") -> str:
+    """Current weather for a city."""
+    return f"18 degrees {unit} in {city}"
+
+
+def lookup_population(city: str) -> int:
+    """Population of a city."""
+    return 2_100_000
+
+
+class Translate(BaseModel):
+    """Translate text to a language."""
+
+    text: str
+    language: str = Field(description="Target language")
+
+
+class Distance(TypedDict):
+    """Distance between two cities in km."""
+
+    origin: str
+    destination: str
+
+
+CALCULATOR = {
+    "type": "function",
+    "function": {
+        "name": "calculator",
+        "description": "Evaluate arithmetic.",
+        "parameters": {
+            "type": "object",
+            "properties": {"expression": {"type": "string"}},
+            "required": ["expression"],
+        },
+    },
+}
+SPECS = convert_tools([get_weather])
+CALL = '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}'
+
+
+# -- the parser ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "prose"),
+    [
+        (CALL, ""),
+        (f"Let me check.\n```json\n{CALL}\n```", "Let me check."),
+        (f"<think>I need {{weather}} data</think>Checking [1].\n{CALL}\nDone.", "Checking [1].\nDone."),
+        ('{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}', ""),
+    ],
+    ids=["bare", "fenced-after-prose", "think-and-citation-marker", "single-call-string-args"],
+)
+def test_parser_finds_the_call_and_keeps_the_prose(answer: str, prose: str) -> None:
+    parsed = parse_tool_calls(answer, SPECS, seed="s")
+    assert [(c["name"], c["args"]) for c in parsed.tool_calls] == [("get_weather", {"city": "Paris"})]
+    assert parsed.invalid_tool_calls == []
+    assert parsed.content == prose
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (
+            '{"tool_calls": [{"name": "get_wether", "arguments": {"city": "Paris"}}]}',
+            "Unknown tool 'get_wether'",
+        ),
+        ('{"tool_calls": [{"name": "get_weather", "arguments": {"town": "Paris"}}]}', "required key 'city'"),
+        ('{"tool_calls": [{"name": "get_weather", "arguments": {"city": 7}}]}', "city should be string"),
+        ('{"tool_calls": [{"name": "get_weather", "arguments": [1, 2]}]}', "must be a JSON object"),
+        ('{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Par', "no well-formed JSON"),
+    ],
+    ids=["unknown-tool", "missing-key", "wrong-type", "args-not-object", "truncated"],
+)
+def test_bad_calls_become_invalid_tool_calls_with_the_error(answer: str, error: str) -> None:
+    parsed = parse_tool_calls(answer, SPECS, seed="s")
+    assert parsed.tool_calls == []
+    [bad] = parsed.invalid_tool_calls
+    assert error in str(bad["error"])
+    # Adding chunks re-parses args; an invalid call must stay invalid, never turn into a runnable one.
+    summed = AIMessageChunk(content="", tool_call_chunks=parsed.chunks())
+    assert summed.tool_calls == []
+    assert [b["id"] for b in summed.invalid_tool_calls] == [bad["id"]]
+
+
+def test_prose_with_braces_and_citation_markers_is_not_a_call() -> None:
+    answer = "Use a dict like {a: 1} [1]; see [2]."
+    parsed = parse_tool_calls(answer, SPECS)
+    assert (parsed.content, parsed.tool_calls, parsed.invalid_tool_calls) == (answer, [], [])
+
+
+def test_ids_are_deterministic_per_conversation_and_distinct_per_call() -> None:
+    two = tool_call_answer(("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"}))
+    first = parse_tool_calls(two, SPECS, seed="conversation A")
+    again = parse_tool_calls(two, SPECS, seed="conversation A")
+    other = parse_tool_calls(two, SPECS, seed="conversation B")
+    ids = [c["id"] for c in first.tool_calls]
+    assert ids == [c["id"] for c in again.tool_calls]
+    assert len(set(ids)) == 2
+    assert set(ids).isdisjoint(c["id"] for c in other.tool_calls)
+
+
+def test_stream_filter_shows_prose_early_and_holds_the_call() -> None:
+    answer = f"Let me check the weather.\n```json\n{CALL}\n```"
+    stream = ToolCallStream(SPECS)
+    shown = [stream.feed(answer[i : i + 5]) for i in range(0, len(answer), 5)]
+    assert "".join(shown) == "Let me check the weather."
+    parsed = stream.finish()
+    assert parsed.content == ""
+    assert [c["args"] for c in parsed.tool_calls] == [{"city": "Paris"}]
+
+
+# -- through the model -----------------------------------------------------------------------
+
+
+def test_bind_tools_accepts_every_tool_kind_and_describes_them(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer="No tool needed.", citations=[])
+    bound = model.bind_tools([get_weather, lookup_population, Translate, Distance, CALCULATOR])
+    message = bound.invoke([SystemMessage("Be brief."), HumanMessage("Hi")])
+    assert message.content == "No tool needed."
+    assert message.tool_calls == []
+    system = emulator.requests[-1]["messages"][0]
+    assert system["role"] == "system"
+    assert system["content"].startswith("Be brief.\n\n" + TOOLS_HEADER)
+    described = [json.loads(line) for line in system["content"].splitlines() if line.startswith('{"name"')]
+    assert [d["name"] for d in described] == [
+        "get_weather",
+        "lookup_population",
+        "Translate",
+        "Distance",
+        "calculator",
+    ]
+    assert described[2]["parameters"]["required"] == ["text", "language"]
+
+
+def test_invoke_and_stream_give_the_same_calls_and_content(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    answer = "I'll look it up.\n" + tool_call_answer(
+        ("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Oslo", "unit": "fahrenheit"})
+    )
+    emulator.script(answer=answer, chunk_size=6, citations=[])
+    bound = model.bind_tools([get_weather])
+    invoked = bound.invoke("Weather in Paris and Oslo?")
+    chunks = list(bound.stream("Weather in Paris and Oslo?"))
+    summed = reduce(lambda a, b: a + b, chunks)
+    assert isinstance(invoked, AIMessage)
+    assert [(c["name"], c["args"]) for c in invoked.tool_calls] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_weather", {"city": "Oslo", "unit": "fahrenheit"}),
+    ]
+    assert summed.tool_calls == invoked.tool_calls
+    assert summed.content == invoked.content == "I'll look it up."
+    assert invoked.response_metadata["finish_reason"] == "tool_calls"
+    # The prose streamed in several chunks before the call arrived on the last one.
+    assert sum(1 for c in chunks if c.content) > 1
+    assert chunks[-1].tool_call_chunks
+    assert not any(c.tool_call_chunks for c in chunks[:-1])
+
+
+async def test_invalid_call_keeps_its_error_on_ainvoke_and_its_id_on_astream(
+    amodel: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=tool_call_answer(("get_weather", {"town": "Paris"})), citations=[])
+    bound = amodel.bind_tools([get_weather])
+    invoked = await bound.ainvoke("Weather?")
+    summed = reduce(lambda a, b: a + b, [c async for c in bound.astream("Weather?")])
+    assert invoked.tool_calls == []
+    assert summed.tool_calls == []
+    [bad] = invoked.invalid_tool_calls
+    assert bad["name"] == "get_weather"
+    assert "required key 'city'" in str(bad["error"])
+    assert [b["id"] for b in summed.invalid_tool_calls] == [bad["id"]]
+
+
+@pytest.mark.parametrize(
+    ("choice", "line"),
+    [
+        ("auto", None),
+        ("any", "You must call at least one tool now."),
+        ("required", "You must call at least one tool now."),
+        ("get_weather", "You must call the tool 'get_weather' now."),
+        (
+            {"type": "function", "function": {"name": "get_weather"}},
+            "You must call the tool 'get_weather' now.",
+        ),
+    ],
+)
+def test_tool_choice_is_stated_in_the_instruction(
+    model: ChatPerplexityLabs, emulator: LabsEmulator, choice: Any, line: str | None
+) -> None:
+    emulator.script(answer=CALL, citations=[])
+    message = model.bind_tools([get_weather, Translate], tool_choice=choice).invoke("Weather in Paris?")
+    assert [c["name"] for c in message.tool_calls] == ["get_weather"]
+    system = emulator.requests[-1]["messages"][0]["content"]
+    assert system.splitlines()[-1] == line if line else "You must" not in system
+
+
+def test_tool_choice_none_sends_no_tools_and_parses_nothing(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=CALL, citations=[])
+    message = model.bind_tools([get_weather], tool_choice="none").invoke("Weather in Paris?")
+    assert message.tool_calls == []
+    assert message.invalid_tool_calls == []
+    assert message.content == CALL
+    assert emulator.requests[-1]["messages"] == [{"role": "user", "content": "Weather in Paris?"}]
+
+
+def test_unknown_tool_choice_fails_at_bind_time(model: ChatPerplexityLabs) -> None:
+    with pytest.raises(PerplexityLabsInputError, match="'get_time'"):
+        model.bind_tools([get_weather], tool_choice="get_time")
+
+
+def test_tool_results_go_back_to_labs_and_the_loop_continues(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=CALL, citations=[])
+    bound = model.bind_tools([get_weather])
+    question = HumanMessage("Weather in Paris?")
+    first = bound.invoke([question])
+    [call] = first.tool_calls
+    result = ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"], name=call["name"])
+    emulator.script(answer="It is 18 degrees in Paris.", citations=[])
+    final = bound.invoke([question, first, result])
+    assert final.content == "It is 18 degrees in Paris."
+    assert final.tool_calls == []
+    request = emulator.requests[-1]
+    assert offered_tools(LabsRequest(request)) == ["get_weather"]
+    assistant, tool_turn = request["messages"][-2:]
+    assert assistant["role"] == "assistant"
+    assert json.loads(assistant["content"])["tool_calls"][0] == {
+        "id": call["id"],
+        "name": "get_weather",
+        "arguments": {"city": "Paris"},
+    }
+    assert tool_turn == {
+        "role": "user",
+        "content": f"Result of tool call {call['id']} (get_weather):\n18 degrees celsius in Paris",
+    }
