@@ -28,10 +28,16 @@ class StopScanner:
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = tuple(stops)
         self.stopped = False
+        self.emitted = 0
         self._held = ""
 
     def feed(self, text: str) -> str:
         """Return the part of ``text`` that is safe to emit now."""
+        safe = self._scan(text)
+        self.emitted += len(safe)
+        return safe
+
+    def _scan(self, text: str) -> str:
         if self.stopped:
             return ""
         if not self.stops:

@@ -192,6 +192,13 @@ class ChatPerplexityLabs(BaseChatModel):
         state["__pydantic_private__"] = private
         return state
 
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> ChatPerplexityLabs:
+        # Deep-copying live sockets and event loops fails; the copy opens its own client instead.
+        memo = {} if memo is None else memo
+        if self._client is not None:
+            memo[id(self._client)] = None
+        return super().__deepcopy__(memo)
+
     # -- connection management ---------------------------------------------------------
 
     def _settings(self) -> tuple[ConnectionSettings, PoolSettings]:
@@ -260,13 +267,14 @@ class ChatPerplexityLabs(BaseChatModel):
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
         *,
         tool_choice: ChoiceSpec = None,
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools, described to the model in a system instruction (see ``langchain_pplx_labs.tools``).
 
         ``tool_choice``: ``"auto"`` (default), ``"any"``/``"required"``, a tool name, or ``"none"``.
         """
-        formatted = convert_tools(tools)
+        formatted = convert_tools(tools, strict=strict)
         tool_choice_name(tool_choice, formatted)  # fail at bind time, not at the first call
         return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
 
@@ -276,13 +284,15 @@ class ChatPerplexityLabs(BaseChatModel):
         *,
         method: Method = "function_calling",
         include_raw: bool = False,
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, Any]:
         """Answers parsed into ``schema`` (pydantic model, TypedDict or JSON Schema).
 
         ``method="function_calling"`` goes through the tool-call path; ``"json_mode"`` and
         ``"json_schema"`` ask for bare JSON. ``include_raw=True`` returns ``raw``, ``parsed``
-        and ``parsing_error`` instead of raising ``OutputParserException``.
+        and ``parsing_error`` instead of raising ``OutputParserException``. ``strict`` is
+        accepted for compatibility; answers are always validated against the schema.
         """
         if kwargs:
             raise PerplexityLabsInputError(f"Unsupported with_structured_output arguments: {sorted(kwargs)}")
@@ -449,7 +459,8 @@ def _apply_stop(event: StreamEvent, scanner: StopScanner) -> list[StreamEvent]:
         out: list[StreamEvent] = [TextDelta(text)] if text else []
         if scanner.stopped:
             # No final frame will come: close the answer here, without the sources it never sent.
-            out.append(Finished(sources=(), rich_sources=False, tokens_streamed=None, elapsed_time=None))
+            tokens = _estimate_tokens(scanner.emitted)
+            out.append(Finished(sources=(), rich_sources=False, tokens_streamed=tokens, elapsed_time=None))
         return out
     if isinstance(event, Finished):
         tail = scanner.flush()

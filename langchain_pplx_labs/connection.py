@@ -13,6 +13,7 @@ import aiohttp
 import socketio
 from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 from socketio import exceptions as sio_exceptions
+from socketio import packet as sio_packet
 
 from langchain_pplx_labs._json import OrjsonPacket
 from langchain_pplx_labs.errors import (
@@ -89,6 +90,14 @@ class _LabsSocketIO(socketio.AsyncClient):  # type: ignore[misc]
             self._binary_packet = None
             self._on_bad_packet(data, exc)
 
+    async def emit_before_ack(self, event: str, data: Any) -> None:
+        """Send an EVENT to ``/`` right behind our CONNECT, before the server acknowledged it.
+
+        Socket.IO servers handle a socket's packets in order, so the question is
+        processed once the namespace is connected; this saves the CONNECT round trip.
+        """
+        await self._send_packet(self.packet_class(sio_packet.EVENT, namespace="/", data=[event, data]))
+
 
 class LabsConnection:
     """A connected Labs socket that runs one query at a time."""
@@ -110,11 +119,20 @@ class LabsConnection:
         )
         self._sio.on("*", self._on_event)
         self._sio.on("disconnect", self._on_disconnect)
+        self._sio.on("connect", self._on_connect)
+        self._sio.on("connect_error", self._on_connect_error)
+        self._ready = asyncio.Event()
+        self._refused: str | None = None
 
     @property
     def alive(self) -> bool:
         """True while the socket is connected and not closed by us."""
-        return not self._closed and bool(self._sio.connected) and self._sio.eio.state == "connected"
+        return (
+            not self._closed
+            and self._refused is None
+            and bool(self._sio.connected)
+            and self._sio.eio.state == "connected"
+        )
 
     @property
     def busy(self) -> bool:
@@ -134,6 +152,9 @@ class LabsConnection:
                     transports=transports,
                     socketio_path=SOCKETIO_PATH,
                     wait_timeout=connect_timeout,
+                    # Direct WebSocket: don't wait for the CONNECT ack, the question is
+                    # pipelined behind it (see _emit); polling keeps the standard wait.
+                    wait=transport != "websocket",
                 ),
                 connect_timeout,
             )
@@ -146,6 +167,16 @@ class LabsConnection:
                 f"Could not connect to {url} over {transport}: {exc}"
             ) from exc
         self.transport = transport
+
+    async def wait_ready(self) -> None:
+        """Wait for the server to acknowledge our CONNECT (``open`` does not, on a WebSocket)."""
+        limit = self.settings.timeouts.connect
+        try:
+            await asyncio.wait_for(self._ready.wait(), limit)
+        except TimeoutError:
+            raise PerplexityLabsTimeoutError("connect", limit) from None
+        if self._refused is not None:
+            raise self._refusal(self._refused)
 
     async def close(self) -> None:
         """Disconnect; safe to call twice and from a cancelled task."""
@@ -202,6 +233,8 @@ class LabsConnection:
                     raise PerplexityLabsDisconnectedError(
                         f"Perplexity Labs closed the connection mid-answer ({value})"
                     )
+                elif kind == "refused":
+                    raise self._refusal(value)
                 else:
                     raise PerplexityLabsProtocolError(
                         "Received a Socket.IO packet that cannot be decoded", excerpt=excerpt_of(value)
@@ -211,7 +244,14 @@ class LabsConnection:
 
     async def _emit(self, payload: Mapping[str, Any]) -> None:
         try:
-            await self._sio.emit(QUERY_EVENT, dict(payload))
+            if "/" in self._sio.namespaces:
+                await self._sio.emit(QUERY_EVENT, dict(payload))
+            elif self._refused is not None:
+                raise self._refusal(self._refused)
+            elif self._sio.eio.state == "connected":
+                await self._sio.emit_before_ack(QUERY_EVENT, dict(payload))
+            else:
+                raise sio_exceptions.BadNamespaceError("/ is not connected")
         except sio_exceptions.BadNamespaceError as exc:
             # The socket went away between the pool's liveness check and the send.
             raise PerplexityLabsDisconnectedError(
@@ -248,6 +288,21 @@ class LabsConnection:
             logger.debug("ignoring Labs event %r", event)
             return
         self._inbox.put_nowait(("frame", args[0] if args else None))
+
+    def _refusal(self, reason: Any) -> PerplexityLabsConnectionError:
+        return PerplexityLabsConnectionError(
+            f"Perplexity Labs refused the Socket.IO connection to {self.settings.base_url}: {reason}"
+        )
+
+    def _on_connect(self) -> None:
+        self._ready.set()
+
+    def _on_connect_error(self, data: Any = None) -> None:
+        message = data.get("message") if isinstance(data, dict) else data
+        self._refused = str(message or "connection refused")
+        self._ready.set()
+        if self._inbox is not None:
+            self._inbox.put_nowait(("refused", self._refused))
 
     def _on_disconnect(self, reason: Any = None) -> None:
         if self._inbox is not None:

@@ -21,7 +21,8 @@ from langchain_pplx_labs.protocol import LabsMessage, Role
 
 _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
 # Parts that carry no text the model needs to see again (e.g. our own reasoning blocks).
-_SKIPPED_PART_TYPES = frozenset({"reasoning", "thinking"})
+# Tool-call parts (Anthropic ``tool_use``, v1 ``tool_call``) are rendered from ``tool_calls`` instead.
+_SKIPPED_PART_TYPES = frozenset({"reasoning", "thinking", "tool_use", "tool_call", "tool_call_chunk"})
 _CHAT_ROLES: dict[str, Role] = {
     "system": "system",
     "developer": "system",

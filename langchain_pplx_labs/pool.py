@@ -80,6 +80,7 @@ class ConnectionPool:
     async def warmup(self) -> None:
         """Open one socket ahead of the first question."""
         async with self.lease() as lease:
+            await lease.connection.wait_ready()
             lease.reusable = True
 
     async def aclose(self) -> None:

@@ -13,7 +13,9 @@ from langchain_core.output_parsers import BaseGenerationOutputParser, BaseOutput
 from langchain_core.outputs import ChatGeneration, Generation
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ValidationError
+from pydantic.v1 import ValidationError as ValidationErrorV1
 
 from langchain_pplx_labs.errors import PerplexityLabsInputError
 from langchain_pplx_labs.tools import find_json, schema_errors, strip_reasoning
@@ -24,7 +26,7 @@ _EXCERPT = 200
 
 
 def _is_pydantic(schema: Any) -> bool:
-    return isinstance(schema, type) and issubclass(schema, BaseModel)
+    return isinstance(schema, type) and is_basemodel_subclass(schema)
 
 
 def _excerpt(text: str) -> str:
@@ -36,19 +38,27 @@ def _validate(value: Any, schema: SchemaSpec | None, answer: str) -> Any:
     if schema is None:
         return value
     if _is_pydantic(schema):
-        try:
-            return schema.model_validate(value)  # type: ignore[union-attr]
-        except ValidationError as exc:
-            raise OutputParserException(
-                f"The answer's JSON does not fit {schema.__name__}: {exc.errors(include_url=False)}",  # type: ignore[union-attr]
-                llm_output=answer,
-            ) from exc
+        return _validate_model(value, schema, answer)  # type: ignore[arg-type]
     problems = schema_errors(value, convert_to_json_schema(schema), "answer")
     if problems:
         raise OutputParserException(
             "The answer's JSON does not match the schema: " + "; ".join(problems), llm_output=answer
         )
     return value
+
+
+def _validate_model(value: Any, model: type[Any], answer: str) -> Any:
+    try:
+        if issubclass(model, BaseModel):
+            return model.model_validate(value)
+        return model.parse_obj(value)  # a pydantic.v1 model
+    except ValidationError as exc:
+        problems: object = exc.errors(include_url=False)
+    except ValidationErrorV1 as exc:
+        problems = exc.errors()
+    raise OutputParserException(
+        f"The answer's JSON does not fit {model.__name__}: {problems}", llm_output=answer
+    )
 
 
 class JsonAnswerParser(BaseOutputParser[Any]):

@@ -59,9 +59,9 @@ _JSON_TYPES: dict[str, type | tuple[type, ...]] = {
 # -- describing tools -------------------------------------------------------------------------
 
 
-def convert_tools(tools: Sequence[Any]) -> list[dict[str, Any]]:
+def convert_tools(tools: Sequence[Any], *, strict: bool | None = None) -> list[dict[str, Any]]:
     """OpenAI-format specs for BaseTools, functions, pydantic models, TypedDicts or dicts."""
-    return [convert_to_openai_tool(tool) for tool in tools]
+    return [convert_to_openai_tool(tool, strict=strict) for tool in tools]
 
 
 def tool_choice_name(tool_choice: ChoiceSpec, tools: Sequence[dict[str, Any]]) -> str:

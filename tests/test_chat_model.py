@@ -197,10 +197,14 @@ def test_unknown_events_between_frames_are_ignored(model: ChatPerplexityLabs, em
     assert message.response_metadata["citations"] == CITATIONS
 
 
-async def test_falls_back_to_polling_when_websocket_is_refused(base_url: str, emulator: LabsEmulator) -> None:
-    emulator.refuse_websocket = True
-    emulator.script(answer=ANSWER, citations=CITATIONS)
-    async with ChatPerplexityLabs(model="sonar", base_url=base_url, max_retries=1) as chat:
-        message = await chat.ainvoke("Q")
-    assert message.content == ANSWER
-    assert emulator.handshakes["polling"] >= 1
+async def test_falls_back_to_polling_when_websocket_is_refused() -> None:
+    # Its own emulator (own base URL): the pool remembers polling-only servers for the whole process.
+    async with LabsEmulator(refuse_websocket=True) as server:
+        server.script(answer=ANSWER, citations=CITATIONS)
+        async with ChatPerplexityLabs(model="sonar", base_url=server.base_url, max_retries=1) as chat:
+            first = await chat.ainvoke("Q")
+            second = await chat.ainvoke("Q again")
+    assert first.content == second.content == ANSWER
+    assert first.response_metadata["citations"] == CITATIONS
+    assert server.handshakes["polling"] >= 1
+    assert len(server.requests) == 2

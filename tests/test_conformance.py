@@ -150,6 +150,9 @@ def test_invoke_stop_truncates_split_sequence(model: ChatPerplexityLabs, emulato
     message = model.invoke("q", stop=["STOP"])
     assert message.content == "alpha beta "
     assert message.response_metadata["finish_reason"] == "stop"
+    assert message.usage_metadata is not None
+    # Estimated from the text kept, not from what the server streamed past the stop.
+    assert message.usage_metadata["output_tokens"] == -(-len("alpha beta ") // 4)
     # The socket was dropped mid-answer; the next question still gets a whole answer.
     emulator.script(answer="second answer", citations=SOURCES)
     assert model.invoke("again").content == "second answer"
@@ -272,6 +275,7 @@ def test_per_call_model_override_reaches_the_wire(model: ChatPerplexityLabs, emu
 _SECRET_HEADERS = {"Cookie": "pplx.session=SECRET-COOKIE-123", "Authorization": "Bearer SECRET-TOKEN-456"}
 
 
+@pytest.mark.filterwarnings("ignore:The function `load` is in beta")
 def test_dumpd_keeps_cookies_secret_and_load_restores_them(base_url: str) -> None:
     chat = ChatPerplexityLabs(model="sonar", base_url=base_url, cookies="pplx.session=SECRET-COOKIE-123")
     assert ChatPerplexityLabs.is_lc_serializable()
@@ -334,6 +338,20 @@ def test_model_copy_changes_the_model_on_the_wire(model: ChatPerplexityLabs, emu
     copy.close()
 
 
+def test_deep_copy_of_a_used_model_opens_its_own_client(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    model.invoke("q")
+    clone = model.model_copy(deep=True)
+    try:
+        assert clone._client is None
+        emulator.script(answer="from the deep copy")
+        assert clone.invoke("q").content == "from the deep copy"
+        assert clone._client is not model._client
+    finally:
+        clone.close()
+
+
 # -- composition ---------------------------------------------------------------------------------
 
 
@@ -371,6 +389,7 @@ def test_with_fallbacks_from_unreachable_server(emulator: LabsEmulator) -> None:
         assert chain.invoke("q").content == "from the second server"
 
 
+@pytest.mark.filterwarnings("ignore:.*deprecated:DeprecationWarning")
 def test_message_history_sends_earlier_turns(model: ChatPerplexityLabs, emulator: LabsEmulator) -> None:
     history = InMemoryChatMessageHistory()
     chain = RunnableWithMessageHistory(model, lambda session_id: history)

@@ -16,9 +16,15 @@ from langchain_pplx_labs import pool as pool_module
 from langchain_pplx_labs.connection import LabsConnection, Transport
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
 from langchain_pplx_labs.emulator.script import LabsRequest, Scenario
-from langchain_pplx_labs.errors import PerplexityLabsDisconnectedError
+from langchain_pplx_labs.errors import PerplexityLabsConnectionError, PerplexityLabsDisconnectedError
 
 ANSWER = "Pooled sockets answer this one [1]."
+
+
+@pytest.fixture(autouse=True)
+def _forget_polling_only_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Other tests refuse WebSocket on the shared emulator; its URL must not stay "polling only" here.
+    monkeypatch.setattr(pool_module, "_POLLING_ONLY", set())
 
 
 def _chat(base_url: str, **fields: object) -> ChatPerplexityLabs:
@@ -149,7 +155,6 @@ def test_pooled_socket_that_dies_mid_answer_is_not_retried(emulator: LabsEmulato
 def test_refused_websocket_falls_back_to_polling_and_is_remembered(
     emulator: LabsEmulator, base_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pool_module, "_POLLING_ONLY", set())
     attempts: list[str] = []
     real_open = LabsConnection.open
 
@@ -257,3 +262,20 @@ def test_benchmarks_quick_mode_prints_a_table() -> None:
     for heading in ("TTFT", "CPU", "overhead", "concurrent"):
         assert heading in result.stdout
     assert "baseline" in result.stdout
+
+
+def test_refused_connect_on_a_pipelined_socket_is_a_clear_error(
+    emulator: LabsEmulator, base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The question rides behind CONNECT without waiting for its ack; a refused CONNECT must
+    # still surface as a typed error naming the refusal, not as a hang or a timeout.
+    from langchain_pplx_labs import connection as connection_module
+
+    monkeypatch.setattr(connection_module, "ANONYMOUS_AUTH", {})
+    with (
+        _chat(base_url, max_retries=0) as chat,
+        pytest.raises(PerplexityLabsConnectionError, match="refused"),
+    ):
+        chat.invoke("first")
+    assert emulator.connections == 0
+    assert emulator.requests == []

@@ -15,6 +15,7 @@ import pytest
 import trustme
 
 from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs import pool as pool_module
 from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.errors import PerplexityLabsConnectionError
 
@@ -151,11 +152,12 @@ async def test_tls_through_a_socks5_proxy(
 
 
 async def test_polling_transport_also_goes_through_the_proxy(
-    pproxy_server: tuple[int, Path], base_url: str, emulator: LabsEmulator
+    pproxy_server: tuple[int, Path], base_url: str, emulator: LabsEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # python-socketio gets our aiohttp session for polling too (http_session=), so the
     # handshake requests must tunnel through the proxy as well as the WebSocket.
     proxy_port, log = pproxy_server
+    monkeypatch.setattr(pool_module, "_POLLING_ONLY", set())  # the pool remembers polling-only hosts
     emulator.refuse_websocket = True
     emulator.script(answer="polled via proxy")
     before = _tunnels_to(log, emulator.port)

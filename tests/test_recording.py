@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs.cli import main
 from langchain_pplx_labs.emulator import (
     Drop,
     Emit,
@@ -223,40 +224,24 @@ def test_bad_cassette_file_names_the_file(tmp_path: Path) -> None:
         load_cassette(tmp_path / "missing.yaml")
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "langchain_pplx_labs.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+def test_cli_record_then_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli.labs.yaml"
+    question = "What is LangChain?"
+    assert (
+        main(["cassette", "record", "--emulator", "--out", str(out), "--model", "sonar-reasoning", question])
+        == 0
     )
-
-
-def test_cli_record_then_show(tmp_path: Path) -> None:
-    out = tmp_path / "cli.yaml"
-    recorded = _cli(
-        "cassette",
-        "record",
-        "--emulator",
-        "--out",
-        str(out),
-        "--model",
-        "sonar-reasoning",
-        "What is LangChain?",
-    )
-    assert recorded.returncode == 0, recorded.stderr
     assert load_cassette(out).provenance == "synthetic"
-    shown = _cli("cassette", "show", str(out))
-    assert shown.returncode == 0
-    assert "[user] What is LangChain?" in shown.stdout
-    assert "[reasoning] The user asks: What is LangChain?" in shown.stdout
-    assert "[answer] LangChain is a framework" in shown.stdout
-    assert "[1] https://python.langchain.com/docs/introduction/" in shown.stdout
-    assert "ended: completed" in shown.stdout
-    missing = _cli("cassette", "show", str(tmp_path / "nope.yaml"))
-    assert missing.returncode == 1
-    assert "nope.yaml" in missing.stderr
+    capsys.readouterr()
+    assert main(["cassette", "show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "[user] What is LangChain?" in shown
+    assert "[reasoning] The user asks: What is LangChain?" in shown
+    assert "[answer] LangChain is a framework" in shown
+    assert "[1] https://python.langchain.com/docs/introduction/" in shown
+    assert "ended: completed" in shown
+    assert main(["cassette", "show", str(tmp_path / "nope.yaml")]) == 1
+    assert "nope.yaml" in capsys.readouterr().err
 
 
 def test_cli_serve_cassettes_replays_over_a_real_socket() -> None:
@@ -298,21 +283,22 @@ import socket
 import pytest
 
 def test_remote_hosts_stay_blocked():
-    with pytest.raises(RuntimeError, match="Network is disabled"):
-        socket.create_connection(("198.51.100.7", 80), timeout=1)
+    with socket.socket() as sock, pytest.raises(RuntimeError, match="Network is disabled"):
+        sock.connect(("198.51.100.7", 80))
 """
 
 
 def test_plugin_record_modes_none_once_then_replay(pytester: pytest.Pytester) -> None:
     """none + missing fails naming the file; once records it; none + --block-network replays it."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(test_users_chain=PLUGIN_TEST)
     path = pytester.path / "cassettes" / "test_users_chain" / "test_capital.labs.yaml"
-    missing = pytester.runpytest_subprocess("--record-mode=none", "-p", "no:cacheprovider")
+    missing = pytester.runpytest("--record-mode=none", "-p", "no:cacheprovider")
     missing.assert_outcomes(errors=1)
     missing.stdout.fnmatch_lines([f"*Cassette {path} not found*--record-mode=none*"])
     assert not path.exists()
 
-    recorded = pytester.runpytest_subprocess("--record-mode=once", "-p", "no:cacheprovider")
+    recorded = pytester.runpytest("--record-mode=once", "-p", "no:cacheprovider")
     recorded.assert_outcomes(passed=1)
     cassette = load_cassette(path)
     assert cassette.provenance == "synthetic"
@@ -321,8 +307,50 @@ def test_plugin_record_modes_none_once_then_replay(pytester: pytest.Pytester) ->
     ]
 
     pytester.makepyfile(test_remote=REMOTE_TEST)
-    replayed = pytester.runpytest_subprocess(
-        "--record-mode=none", "--block-network", "-p", "no:cacheprovider"
-    )
+    replayed = pytester.runpytest("--record-mode=none", "--block-network", "-p", "no:cacheprovider")
     replayed.assert_outcomes(passed=2)
     assert load_cassette(path) == cassette  # replay does not rewrite the cassette
+
+
+SCRIPTED_CONFTEST = """
+import pytest
+from langchain_pplx_labs.emulator import EmulatorThread, Scenario
+
+@pytest.fixture(scope="session")
+def scripted_upstream():
+    with EmulatorThread() as thread:
+        thread.call(lambda: thread.emulator.script(Scenario(answer="Scripted answer [1].", citations=["https://example.org/s"])))
+        yield thread
+
+@pytest.fixture
+def pplx_labs_upstream(scripted_upstream):
+    return scripted_upstream.base_url
+"""
+
+TWO_QUESTIONS = """
+import pytest
+
+@pytest.mark.vcr
+def test_chain(pplx_labs_cassette):
+    assert pplx_labs_cassette.invoke("First?").content == "Scripted answer [1]."
+    if QUESTIONS > 1:
+        assert pplx_labs_cassette.invoke("Second?").response_metadata["citations"] == ["https://example.org/s"]
+"""
+
+
+def test_plugin_records_a_scripted_upstream_and_appends_new_episodes(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makeconftest(SCRIPTED_CONFTEST)
+    pytester.makepyfile(test_scripted="QUESTIONS = 1\n" + TWO_QUESTIONS)
+    pytester.runpytest("--record-mode=once", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    path = pytester.path / "cassettes" / "test_scripted" / "test_chain.labs.yaml"
+    assert len(load_cassette(path).interactions) == 1
+
+    pytester.makepyfile(test_scripted="QUESTIONS = 2\n" + TWO_QUESTIONS)
+    mismatch = pytester.runpytest("--record-mode=none", "-p", "no:cacheprovider")
+    mismatch.assert_outcomes(failed=1, errors=1)
+    mismatch.stdout.fnmatch_lines(['*-      "content": "First?"*', '*+      "content": "Second?"*'])
+
+    pytester.runpytest("--record-mode=new_episodes", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    questions = [i.request["messages"][-1]["content"] for i in load_cassette(path).interactions]
+    assert questions == ["First?", "Second?"]

@@ -11,6 +11,7 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs.client import LabsClient
 from langchain_pplx_labs.emulator import EmulatorThread
 
 # Flags shared by both suites; each one is what the model really does today.
@@ -92,7 +93,8 @@ class _Flags:
 class TestChatPerplexityLabsUnit(_Flags, ChatModelUnitTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {"model": "sonar-pro"}
+        # Explicit base_url so a PPLX_LABS_BASE_URL in the developer's env cannot change the snapshot.
+        return {"model": "sonar-pro", "base_url": "https://www.perplexity.ai"}
 
     @property
     def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
@@ -124,7 +126,19 @@ class TestChatPerplexityLabsIntegration(_Flags, ChatModelIntegrationTests):
         # Models the suite builds itself (not via ``model``) read base_url from the env too.
         emulator_thread.call(emulator_thread.emulator.reset)
         monkeypatch.setenv("PPLX_LABS_BASE_URL", emulator_thread.base_url)
+        # Some suite tests (test_stop_sequence) build a model and never close it; an unclosed
+        # model's aiohttp session would warn when garbage-collected, so close every model used.
+        used: list[ChatPerplexityLabs] = []
+        open_client = ChatPerplexityLabs._labs_client
+
+        def tracking(chat: ChatPerplexityLabs) -> LabsClient:
+            used.append(chat)
+            return open_client(chat)
+
+        monkeypatch.setattr(ChatPerplexityLabs, "_labs_client", tracking)
         yield
+        for chat in used:
+            chat.close()
         emulator_thread.call(emulator_thread.emulator.reset)
 
     @pytest.fixture

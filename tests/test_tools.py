@@ -262,3 +262,28 @@ def test_tool_results_go_back_to_labs_and_the_loop_continues(
         "role": "user",
         "content": f"Result of tool call {call['id']} (get_weather):\n18 degrees celsius in Paris",
     }
+
+
+def test_schema_follower_calls_the_offered_tool_then_summarises(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    from langchain_pplx_labs.emulator.rules import schema_follower
+
+    @tool
+    def add_two(value: int) -> int:
+        """Add two."""
+        return value + 2
+
+    emulator.script(schema_follower)
+    bound = model.bind_tools([get_weather, add_two], tool_choice="add_two")
+    first = bound.invoke("What is add_two of 40?")
+    assert [(c["name"], c["args"]) for c in first.tool_calls] == [("add_two", {"value": 40})]
+    result = ToolMessage(
+        str(add_two.invoke(first.tool_calls[0]["args"])), tool_call_id=first.tool_calls[0]["id"]
+    )
+    final = bound.invoke([HumanMessage("What is add_two of 40?"), first, result])
+    assert final.tool_calls == []
+    assert "42" in final.text
+    assert model.with_structured_output(Translate, method="json_schema").invoke(
+        "Say 'hi' in French"
+    ) == Translate(text="hi", language="hi")
