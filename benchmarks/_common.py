@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,9 +30,9 @@ class Row:
 
 
 def percentile(samples: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile."""
     ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
 def print_table(title: str, rows: Sequence[Row]) -> None:

@@ -28,7 +28,8 @@ class LatencyProxy:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> str:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        # A deep backlog: the concurrency benchmark opens hundreds of sockets at once.
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.base_url
 

@@ -332,8 +332,11 @@ async def diagnose_refusal(
             status = response.status
             content_type = response.headers.get("Content-Type", "")
     except (aiohttp.ClientError, TimeoutError, *_PROXY_ERRORS) as exc:
+        hint = ""
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            hint = " (TLS certificate not trusted: pass ssl_context= with your CA, or verify_ssl=False)"
         return PerplexityLabsConnectionError(
-            f"Cannot reach Perplexity Labs at {settings.base_url}: {exc or type(exc).__name__}"
+            f"Cannot reach Perplexity Labs at {settings.base_url}: {exc or type(exc).__name__}{hint}"
         )
     looks_html = "html" in content_type.lower() or body.lstrip().lower().startswith(("<!doctype", "<html"))
     if status in (403, 429, 503) or (looks_html and status >= 400):

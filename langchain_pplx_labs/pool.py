@@ -142,6 +142,7 @@ class ConnectionPool:
             if transport == "polling" and "websocket" in order:
                 _POLLING_ONLY.add(base_url)
             self.connections_opened += 1
+            logger.debug("opened a Labs socket to %s over %s", base_url, transport)
             return connection
         assert failure is not None
         raise await diagnose_refusal(self.settings, session, failure.__cause__ or failure) from failure
@@ -156,8 +157,10 @@ class ConnectionPool:
         if self.pool_settings.proxy:
             from aiohttp_socks import ProxyConnector
 
-            return ProxyConnector.from_url(self.pool_settings.proxy, ssl=ssl_option)
-        return aiohttp.TCPConnector(ssl=ssl_option)
+            return ProxyConnector.from_url(self.pool_settings.proxy, ssl=ssl_option, limit=0)
+        # limit=0: aiohttp's default cap of 100 would stall sockets past the 100th until the
+        # connect timeout; the pool's own semaphore (max_connections) is the limit.
+        return aiohttp.TCPConnector(ssl=ssl_option, limit=0)
 
 
 _background: set[asyncio.Task[None]] = set()

@@ -208,3 +208,15 @@ async def test_falls_back_to_polling_when_websocket_is_refused() -> None:
     assert first.response_metadata["citations"] == CITATIONS
     assert server.handshakes["polling"] >= 1
     assert len(server.requests) == 2
+
+
+def test_r1_1776_answer_without_think_close_is_not_also_reasoning(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=ANSWER, reasoning="", chunk_size=8)
+    message = model.invoke("Q")
+    assert message.content == ANSWER
+    assert "reasoning_content" not in message.additional_kwargs
+    chunks = list(model.stream("Q"))
+    assert "".join(str(c.content) for c in chunks) == ANSWER
+    assert not any(c.additional_kwargs.get("reasoning_content") for c in chunks)

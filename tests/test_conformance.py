@@ -457,17 +457,19 @@ def test_chain_output_shape_matches_fake_chat_model(
 def test_debug_logs_never_show_credentials(
     base_url: str, emulator: LabsEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="langchain_pplx_labs")
+    caplog.set_level(logging.DEBUG)  # every logger, so socketio/engineio/aiohttp are checked too
     emulator.script(answer="logged answer", extra_events=True)
-    with _chat(base_url, default_headers=_SECRET_HEADERS) as chat:
+    with _chat(base_url, default_headers=_SECRET_HEADERS, cookies="pplx.session=SECRET-FIELD-789") as chat:
         assert chat.invoke("q").content == "logged answer"
         chat.invoke("q", stop=["answer"])
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("langchain_pplx_labs")]
+    assert any("opened a Labs socket" in m for m in messages)
     assert any("Labs query" in m for m in messages)
     assert any("Labs answer finished" in m for m in messages)
     assert any("stop sequence" in m for m in messages)
     assert "SECRET-COOKIE-123" not in caplog.text
     assert "SECRET-TOKEN-456" not in caplog.text
+    assert "SECRET-FIELD-789" not in caplog.text
 
 
 def test_v1_chunk_type_is_ai_message_chunk(model: ChatPerplexityLabs) -> None:

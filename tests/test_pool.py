@@ -202,6 +202,22 @@ def test_max_connections_is_honoured(emulator: LabsEmulator, base_url: str) -> N
     assert emulator.connections == 2
 
 
+def test_more_than_a_hundred_concurrent_sockets_open_without_waiting(
+    emulator: LabsEmulator, base_url: str
+) -> None:
+    # aiohttp's connector caps a session at 100 connections by default; past that a socket
+    # would wait for a free slot until the connect timeout, failing here (no retries).
+    emulator.script(answer=ANSWER, chunk_size=8, delay=0.02)
+
+    async def ask_many(chat: ChatPerplexityLabs) -> list[str]:
+        results = await asyncio.gather(*(chat.ainvoke(f"question {n}") for n in range(110)))
+        return [str(r.content) for r in results]
+
+    with _chat(base_url, max_connections=110, connect_timeout=5) as chat:
+        assert asyncio.run(ask_many(chat)) == [ANSWER] * 110
+    assert emulator.connections == 110
+
+
 def test_warmup_opens_a_socket_before_the_first_question(emulator: LabsEmulator, base_url: str) -> None:
     with _chat(base_url) as chat:
         chat.warmup()

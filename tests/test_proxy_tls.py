@@ -106,8 +106,9 @@ async def tls_emulator(authority: trustme.CA) -> AsyncIterator[LabsEmulator]:
 async def test_default_refuses_a_self_signed_certificate(tls_emulator: LabsEmulator) -> None:
     assert tls_emulator.base_url.startswith("https://")
     async with ChatPerplexityLabs(base_url=tls_emulator.base_url, model="sonar", max_retries=0) as chat:
-        with pytest.raises(PerplexityLabsConnectionError, match=r"(?i)certificate"):
+        with pytest.raises(PerplexityLabsConnectionError, match=r"(?i)certificate") as caught:
             await chat.ainvoke("hello")
+    assert "ssl_context=" in str(caught.value)
     assert tls_emulator.requests == []
 
 
