@@ -19,7 +19,7 @@ def normalise_stop(stop: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 class StopScanner:
-    """Pass text through until a stop sequence appears; the sequence itself is never emitted.
+    """Pass text through until a stop sequence is complete; the sequence itself is never emitted.
 
     Text that could be the start of a stop sequence is held back until the next
     delta shows whether it is one, so a sequence split across deltas is still caught.
@@ -43,8 +43,8 @@ class StopScanner:
         if not self.stops:
             return text
         buffer = self._held + text
-        cut = min((i for i in (buffer.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
+        cut = first_stop(buffer, self.stops)
+        if cut is not None:
             self.stopped = True
             self._held = ""
             return buffer[:cut]
@@ -56,6 +56,13 @@ class StopScanner:
         """Return text held back when the answer ends without a stop sequence."""
         held, self._held = self._held, ""
         return "" if self.stopped else held
+
+
+def first_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Where ``text`` is cut: at the stop sequence that is complete first, as a model stops
+    generating at the first token that completes one (ties go to the longer sequence)."""
+    matches = [(i + len(stop), i) for stop in stops if (i := text.find(stop)) >= 0]
+    return min(matches)[1] if matches else None
 
 
 def _partial_suffix(text: str, stop: str) -> int:

@@ -275,11 +275,11 @@ class LabsConnection:
                 if left <= 0:
                     raise PerplexityLabsTimeoutError("total", total)
                 try:
-                    return await asyncio.wait_for(inbox.get(), left)
+                    return await _get_within(inbox, left)
                 except TimeoutError:
                     raise PerplexityLabsTimeoutError("total", total) from None
         try:
-            return await asyncio.wait_for(inbox.get(), limit)
+            return await _get_within(inbox, limit)
         except TimeoutError:
             raise PerplexityLabsTimeoutError(which, limit or 0.0) from None
 
@@ -312,6 +312,12 @@ class LabsConnection:
         logger.debug("undecodable Socket.IO packet (%s): %s", exc, excerpt_of(data))
         if self._inbox is not None:
             self._inbox.put_nowait(("bad", data))
+
+
+async def _get_within(inbox: asyncio.Queue[tuple[str, Any]], seconds: float | None) -> tuple[str, Any]:
+    # asyncio.timeout, not wait_for: wait_for wraps each get in a new Task, per frame.
+    async with asyncio.timeout(seconds):
+        return await inbox.get()
 
 
 async def diagnose_refusal(

@@ -229,3 +229,11 @@ def test_served_from_a_folder_by_payload(path: Path) -> None:
         assert responder.played[-1] == (str(path), index)
         assert [s.data for s in steps if isinstance(s, Emit)] == [f.data for f in interaction.frames]
     assert responder.mismatches == []
+
+
+@pytest.mark.pplx_labs(cassette="test_plain_answer_with_citations")
+async def test_async_fixture_streams_the_same_cassette(applx_labs_cassette: ChatPerplexityLabs) -> None:
+    final = final_data(cassette("test_plain_answer_with_citations"))
+    chunks = [chunk async for chunk in applx_labs_cassette.astream("What is the capital of France?")]
+    assert "".join(str(c.content) for c in chunks) == final["output"]
+    assert chunks[-1].response_metadata["citations"] == final["citations"]

@@ -136,8 +136,16 @@ def test_stop_scanner_matches_cutting_the_whole_text(text: str, stops: list[str]
     scanner = StopScanner(stops)
     out = "".join(scanner.feed(text[a:b]) for a, b in itertools.pairwise(points))
     out += scanner.flush()
-    first = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
-    assert out == text[:first]
+    # Oracle over the whole text: the occurrence that ends first wins, whatever the chunking.
+    ends = [(i + len(s), i) for s in stops if (i := text.find(s)) >= 0]
+    assert out == text[: min(ends)[1] if ends else len(text)]
+
+
+def test_stop_that_completes_first_wins_like_a_model() -> None:
+    # "c" is complete at the 3rd character, before "abcd" is: a model would stop there.
+    for parts in (["abcd"], ["a", "b", "c", "d"]):
+        scanner = StopScanner(["abcd", "c"])
+        assert "".join(scanner.feed(part) for part in parts) == "ab"
 
 
 def test_empty_stop_sequence_is_refused() -> None:
