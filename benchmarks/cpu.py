@@ -47,7 +47,7 @@ async def _measure(base_url: str, size: int, reps: int) -> tuple[list[float], li
 
 def run(quick: bool, rtt: float) -> None:
     del rtt  # CPU, not latency: straight to the emulator
-    reps = 2 if quick else 7
+    reps = 1 if quick else 7
     rows: list[Row] = []
     with EmulatorThread() as thread:
         for label, size in SIZES.items():

@@ -56,7 +56,7 @@ async def baseline_and_warm(base_url: str, count: int) -> tuple[list[float], lis
 
 
 def run(quick: bool, rtt: float) -> None:
-    count, cold_count = (8, 3) if quick else (40, 10)
+    count, cold_count = (6, 2) if quick else (40, 10)
     with emulator_behind_proxy(rtt) as (_, url):
         baseline, warm = asyncio.run(baseline_and_warm(url, count))
         cold = cold_samples(url, cold_count)

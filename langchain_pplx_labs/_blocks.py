@@ -58,6 +58,21 @@ def _translate(message: AIMessage) -> list[types.ContentBlock]:
         if annotations:
             text_block["annotations"] = list(annotations)
         blocks.append(text_block)
+    blocks.extend(_tool_call_blocks(message))
+    return blocks
+
+
+def _tool_call_blocks(message: AIMessage) -> list[types.ContentBlock]:
+    blocks: list[types.ContentBlock] = [
+        types.ToolCall(type="tool_call", id=call["id"], name=call["name"], args=call["args"])
+        for call in message.tool_calls
+    ]
+    blocks.extend(
+        types.InvalidToolCall(
+            type="invalid_tool_call", id=call["id"], name=call["name"], args=call["args"], error=call["error"]
+        )
+        for call in message.invalid_tool_calls
+    )
     return blocks
 
 

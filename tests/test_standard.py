@@ -30,9 +30,9 @@ _CAPABILITIES: dict[str, Any] = {
 
 
 # Labs has no native tools: both features are prompted (issue 6) and the emulator's
-# schema_follower plays a model that obeys the instructions. Structured output passes the
-# standard tests; tool calling does not yet (streamed tool calls come back empty), so it is off.
-_TOOL_CALLING = False
+# schema_follower plays a model that obeys the instructions: tool calling (prompted, parsed
+# strictly) and structured output pass the standard tests against it.
+_TOOL_CALLING = True
 _STRUCTURED_OUTPUT = True
 
 
@@ -49,7 +49,7 @@ class _Flags:
 
     @property
     def has_tool_choice(self) -> bool:
-        return False
+        return _TOOL_CALLING
 
     @property
     def has_structured_output(self) -> bool:
