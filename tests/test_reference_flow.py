@@ -60,26 +60,30 @@ async def read_answer(ws: aiohttp.ClientWebSocketResponse, model: str) -> list[d
             return frames
 
 
-async def test_reference_polling_then_upgrade_flow_gets_a_cumulative_answer(
-    base_url: str, emulator: LabsEmulator
-) -> None:
-    emulator.script(answer=ANSWER, citations=CITATIONS, chunk_size=6)
+async def ask_like_the_reference(base_url: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Steps 1-5: polling handshake, probe and upgrade to WebSocket, send the question, read to the end."""
     async with aiohttp.ClientSession() as session:
         sid = await polling_handshake(session, base_url)
         ws_url = f"{base_url.replace('http', 'ws', 1)}/socket.io/?EIO=4&transport=websocket&sid={sid}"
         async with session.ws_connect(ws_url, headers=HEADERS) as ws:
             await ws.send_str("2probe")
-            probe = await ws.receive(timeout=10)
-            assert probe.data == "3probe"
+            assert (await ws.receive(timeout=10)).data == "3probe"
             await ws.send_str("5")
-            payload = {
-                "version": "2.18",
-                "source": "default",
-                "model": "sonar-pro",
-                "messages": [{"role": "user", "content": "What is the capital of France?"}],
-            }
             await ws.send_str("42" + json.dumps(["perplexity_labs", payload]))
-            frames = await read_answer(ws, "sonar-pro")
+            return await read_answer(ws, payload["model"])
+
+
+async def test_reference_polling_then_upgrade_flow_gets_a_cumulative_answer(
+    base_url: str, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=ANSWER, citations=CITATIONS, chunk_size=6)
+    payload = {
+        "version": "2.18",
+        "source": "default",
+        "model": "sonar-pro",
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+    }
+    frames = await ask_like_the_reference(base_url, payload)
     outputs = [f["output"] for f in frames]
     assert outputs[-1] == ANSWER
     assert all(ANSWER.startswith(o) for o in outputs)
@@ -98,21 +102,13 @@ async def test_reference_polling_then_upgrade_flow_gets_a_cumulative_answer(
 
 async def test_reference_flow_reports_failed_status_verbatim(base_url: str, emulator: LabsEmulator) -> None:
     emulator.script(fail="Error in processing query")
-    async with aiohttp.ClientSession() as session:
-        sid = await polling_handshake(session, base_url)
-        ws_url = f"{base_url.replace('http', 'ws', 1)}/socket.io/?EIO=4&transport=websocket&sid={sid}"
-        async with session.ws_connect(ws_url, headers=HEADERS) as ws:
-            await ws.send_str("2probe")
-            assert (await ws.receive(timeout=10)).data == "3probe"
-            await ws.send_str("5")
-            payload = {
-                "version": "2.18",
-                "source": "default",
-                "model": "sonar-reasoning-pro",
-                "messages": [{"role": "user", "content": "Q"}],
-            }
-            await ws.send_str("42" + json.dumps(["perplexity_labs", payload]))
-            frames = await read_answer(ws, "sonar-reasoning-pro")
+    payload = {
+        "version": "2.18",
+        "source": "default",
+        "model": "sonar-reasoning-pro",
+        "messages": [{"role": "user", "content": "Q"}],
+    }
+    frames = await ask_like_the_reference(base_url, payload)
     assert frames[-1] == {"status": "failed", "text": "Error in processing query"}
 
 
