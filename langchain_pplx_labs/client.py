@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
-from langchain_pplx_labs.connection import ConnectionSettings
+from langchain_pplx_labs.connection import ConnectionSettings, PipelinedQueryDropped
 from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
@@ -146,7 +146,8 @@ class LabsClient:
                             lease.reusable = True
                             return
             except PerplexityLabsConnectionError as exc:
-                if lease.fresh or streamed:
+                # A pipelined question the server dropped is asked again at once, unpipelined.
+                if streamed or (lease.fresh and not isinstance(exc, PipelinedQueryDropped)):
                     raise
                 raise _StaleSocket(str(exc)) from exc
 

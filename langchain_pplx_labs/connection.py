@@ -99,6 +99,15 @@ class _LabsSocketIO(socketio.AsyncClient):  # type: ignore[misc]
         await self._send_packet(self.packet_class(sio_packet.EVENT, namespace="/", data=[event, data]))
 
 
+class PipelinedQueryDropped(PerplexityLabsDisconnectedError):
+    """The server closed a socket whose question was sent before the CONNECT ack.
+
+    Node's Socket.IO server closes the connection on an EVENT for a namespace whose
+    (asynchronous) connect has not finished; python-socketio processes it in order.
+    The pool then stops pipelining for that base URL and asks again at once.
+    """
+
+
 class LabsConnection:
     """A connected Labs socket that runs one query at a time."""
 
@@ -123,6 +132,8 @@ class LabsConnection:
         self._sio.on("connect_error", self._on_connect_error)
         self._ready = asyncio.Event()
         self._refused: str | None = None
+        self._sent_before_ack = False
+        self.pipelining_dropped = False
 
     @property
     def alive(self) -> bool:
@@ -138,7 +149,7 @@ class LabsConnection:
     def busy(self) -> bool:
         return self._inbox is not None
 
-    async def open(self, transport: Transport) -> None:
+    async def open(self, transport: Transport, *, pipelined: bool = True) -> None:
         """Connect with ``transport``: a direct WebSocket, or the polling handshake then upgrade."""
         transports = ["websocket"] if transport == "websocket" else ["polling", "websocket"]
         url = self.settings.base_url
@@ -154,7 +165,7 @@ class LabsConnection:
                     wait_timeout=connect_timeout,
                     # Direct WebSocket: don't wait for the CONNECT ack, the question is
                     # pipelined behind it (see _emit); polling keeps the standard wait.
-                    wait=transport != "websocket",
+                    wait=not (pipelined and transport == "websocket"),
                 ),
                 connect_timeout,
             )
@@ -229,6 +240,11 @@ class LabsConnection:
                 if kind == "frame":
                     which, limit = "idle", timeouts.idle
                     yield value
+                elif kind == "gone" and self._sent_before_ack and which == "first_token":
+                    self.pipelining_dropped = True
+                    raise PipelinedQueryDropped(
+                        f"Perplexity Labs closed the connection before answering a pipelined question ({value})"
+                    )
                 elif kind == "gone":
                     raise PerplexityLabsDisconnectedError(
                         f"Perplexity Labs closed the connection mid-answer ({value})"
@@ -243,12 +259,14 @@ class LabsConnection:
             self._inbox = None
 
     async def _emit(self, payload: Mapping[str, Any]) -> None:
+        self._sent_before_ack = False
         try:
             if "/" in self._sio.namespaces:
                 await self._sio.emit(QUERY_EVENT, dict(payload))
             elif self._refused is not None:
                 raise self._refusal(self._refused)
             elif self._sio.eio.state == "connected":
+                self._sent_before_ack = True
                 await self._sio.emit_before_ack(QUERY_EVENT, dict(payload))
             else:
                 raise sio_exceptions.BadNamespaceError("/ is not connected")

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 # Base URLs whose server refused a direct WebSocket: go straight to the polling handshake.
 _POLLING_ONLY: set[str] = set()
+# Base URLs whose server dropped a question sent right behind CONNECT: wait for the ack there.
+_NO_PIPELINING: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ class ConnectionPool:
                 yield lease
             finally:
                 connection = lease.connection
+                if connection.pipelining_dropped:
+                    _NO_PIPELINING.add(self.settings.base_url)
                 self._in_use.discard(connection)
                 if lease.reusable and not self._closed and connection.alive and not connection.busy:
                     self._park(connection)
@@ -132,7 +136,7 @@ class ConnectionPool:
         for transport in order:
             connection = LabsConnection(self.settings, session)
             try:
-                await connection.open(transport)
+                await connection.open(transport, pipelined=base_url not in _NO_PIPELINING)
             except PerplexityLabsTimeoutError:
                 raise
             except PerplexityLabsConnectionError as exc:

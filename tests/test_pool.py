@@ -25,6 +25,7 @@ ANSWER = "Pooled sockets answer this one [1]."
 def _forget_polling_only_urls(monkeypatch: pytest.MonkeyPatch) -> None:
     # Other tests refuse WebSocket on the shared emulator; its URL must not stay "polling only" here.
     monkeypatch.setattr(pool_module, "_POLLING_ONLY", set())
+    monkeypatch.setattr(pool_module, "_NO_PIPELINING", set())
 
 
 def _chat(base_url: str, **fields: object) -> ChatPerplexityLabs:
@@ -158,9 +159,9 @@ def test_refused_websocket_falls_back_to_polling_and_is_remembered(
     attempts: list[str] = []
     real_open = LabsConnection.open
 
-    async def recording_open(self: LabsConnection, transport: Transport) -> None:
+    async def recording_open(self: LabsConnection, transport: Transport, **options: bool) -> None:
         attempts.append(transport)
-        await real_open(self, transport)
+        await real_open(self, transport, **options)
 
     monkeypatch.setattr(LabsConnection, "open", recording_open)
     emulator.refuse_websocket = True
@@ -295,3 +296,35 @@ def test_refused_connect_on_a_pipelined_socket_is_a_clear_error(
         chat.invoke("first")
     assert emulator.connections == 0
     assert emulator.requests == []
+
+
+def test_server_that_drops_a_pipelined_question_gets_it_again_unpipelined(
+    emulator: LabsEmulator, base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Node's Socket.IO server closes a connection whose EVENT beats the namespace connect.
+    # Emulate that: a slow connect handler (so the client surely pipelines) and a server that
+    # closes the socket on the first question; the client must re-ask once, unpipelined.
+    sio = emulator.sio
+    real_connect = sio.handlers["/"]["connect"]
+    real_handle_event = sio._handle_event
+    dropped: list[str] = []
+
+    async def slow_connect(sid: str, environ: dict[str, object], auth: object = None) -> None:
+        await asyncio.sleep(0.2)
+        await real_connect(sid, environ, auth)
+
+    async def drop_first_event(eio_sid: str, namespace: str, *args: object) -> None:
+        if not dropped:
+            dropped.append(eio_sid)
+            await sio.eio.sockets[eio_sid].close(wait=False, abort=False)
+            return
+        await real_handle_event(eio_sid, namespace, *args)
+
+    monkeypatch.setitem(sio.handlers["/"], "connect", slow_connect)
+    monkeypatch.setattr(sio, "_handle_event", drop_first_event)
+    emulator.script(answer=ANSWER)
+    with _chat(base_url, max_retries=0) as chat:
+        assert chat.invoke("first").content == ANSWER
+        assert base_url in pool_module._NO_PIPELINING
+    assert len(dropped) == 1
+    assert emulator.connections == 2
