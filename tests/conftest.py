@@ -33,7 +33,9 @@ def base_url(emulator: LabsEmulator) -> str:
 @pytest.fixture
 def model(base_url: str) -> Iterator[ChatPerplexityLabs]:
     """A model bound to the emulator with short timeouts, closed after the test."""
-    chat = ChatPerplexityLabs(base_url=base_url, timeout=20, first_token_timeout=5, idle_timeout=5, max_retries=1)
+    chat = ChatPerplexityLabs(
+        base_url=base_url, timeout=20, first_token_timeout=5, idle_timeout=5, max_retries=1
+    )
     yield chat
     chat.close()
 
@@ -41,6 +43,8 @@ def model(base_url: str) -> Iterator[ChatPerplexityLabs]:
 @pytest.fixture
 async def amodel(base_url: str) -> AsyncIterator[ChatPerplexityLabs]:
     """Like ``model`` but closed on the test's own event loop."""
-    chat = ChatPerplexityLabs(base_url=base_url, timeout=20, first_token_timeout=5, idle_timeout=5, max_retries=1)
+    chat = ChatPerplexityLabs(
+        base_url=base_url, timeout=20, first_token_timeout=5, idle_timeout=5, max_retries=1
+    )
     yield chat
     await chat.aclose()
