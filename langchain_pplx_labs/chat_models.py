@@ -92,7 +92,9 @@ class ChatPerplexityLabs(BaseChatModel):
     timeout: float | None = Field(default=300.0, alias="request_timeout")
     """Upper bound in seconds on a whole answer; ``None`` for no bound."""
     connect_timeout: float = 10.0
-    """Seconds to open the socket and finish the handshake."""
+    """Seconds to open the TCP (and TLS) connection."""
+    handshake_timeout: float = 10.0
+    """Seconds for the Engine.IO / Socket.IO handshake once connected."""
     first_token_timeout: float | None = 60.0
     """Seconds to wait for the first frame after the question is sent."""
     idle_timeout: float | None = 30.0
@@ -207,6 +209,7 @@ class ChatPerplexityLabs(BaseChatModel):
             headers["Cookie"] = self.cookies.get_secret_value()
         timeouts = Timeouts(
             connect=self.connect_timeout,
+            handshake=self.handshake_timeout,
             first_token=self.first_token_timeout,
             idle=self.idle_timeout,
             total=self.timeout,
@@ -404,7 +407,8 @@ class ChatPerplexityLabs(BaseChatModel):
         parts: list[str] = []
         async for chunk in self._chunks_for(messages, stop, kwargs, include_usage):
             parts.append(chunk.text)
-            if self.output_version == "v1":
+            # Join only at the closing chunk: joining per chunk would make long answers quadratic.
+            if self.output_version == "v1" and getattr(chunk.message, "chunk_position", None) == "last":
                 annotate_last_chunk(chunk.message, "".join(parts))
             if run_manager is not None:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -421,7 +425,8 @@ class ChatPerplexityLabs(BaseChatModel):
         parts: list[str] = []
         for chunk in iterate_sync(self._chunks_for(messages, stop, kwargs, include_usage)):
             parts.append(chunk.text)
-            if self.output_version == "v1":
+            # Join only at the closing chunk: joining per chunk would make long answers quadratic.
+            if self.output_version == "v1" and getattr(chunk.message, "chunk_position", None) == "last":
                 annotate_last_chunk(chunk.message, "".join(parts))
             if run_manager is not None:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)

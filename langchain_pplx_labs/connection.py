@@ -55,6 +55,7 @@ class Timeouts:
     """Every wait a query can make, in seconds; ``None`` waits forever."""
 
     connect: float = 10.0
+    handshake: float = 10.0
     first_token: float | None = 60.0
     idle: float | None = 30.0
     total: float | None = 300.0
@@ -122,7 +123,7 @@ class LabsConnection:
             reconnection=False,
             http_session=session,
             serializer=OrjsonPacket,
-            request_timeout=settings.timeouts.connect,
+            request_timeout=settings.timeouts.connect + settings.timeouts.handshake,
             logger=False,
             engineio_logger=False,
         )
@@ -153,7 +154,7 @@ class LabsConnection:
         """Connect with ``transport``: a direct WebSocket, or the polling handshake then upgrade."""
         transports = ["websocket"] if transport == "websocket" else ["polling", "websocket"]
         url = self.settings.base_url
-        connect_timeout = self.settings.timeouts.connect
+        timeouts = self.settings.timeouts
         try:
             await asyncio.wait_for(
                 self._sio.connect(
@@ -162,18 +163,22 @@ class LabsConnection:
                     auth=dict(ANONYMOUS_AUTH),
                     transports=transports,
                     socketio_path=SOCKETIO_PATH,
-                    wait_timeout=connect_timeout,
+                    wait_timeout=timeouts.handshake,
                     # Direct WebSocket: don't wait for the CONNECT ack, the question is
                     # pipelined behind it (see _emit); polling keeps the standard wait.
                     wait=not (pipelined and transport == "websocket"),
                 ),
-                connect_timeout,
+                timeouts.connect + timeouts.handshake,
             )
         except TimeoutError:
+            # aiohttp ends a slow TCP connect itself (sock_connect), so running out here
+            # means we got connected and the server never finished the handshake.
             await self.close()
-            raise PerplexityLabsTimeoutError("connect", connect_timeout) from None
+            raise PerplexityLabsTimeoutError("handshake", timeouts.handshake) from None
         except (sio_exceptions.ConnectionError, *_PROXY_ERRORS) as exc:
             await self.close()
+            if _caused_by(exc, aiohttp.ConnectionTimeoutError):
+                raise PerplexityLabsTimeoutError("connect", timeouts.connect) from None
             raise PerplexityLabsConnectionError(
                 f"Could not connect to {url} over {transport}: {exc}"
             ) from exc
@@ -181,11 +186,11 @@ class LabsConnection:
 
     async def wait_ready(self) -> None:
         """Wait for the server to acknowledge our CONNECT (``open`` does not, on a WebSocket)."""
-        limit = self.settings.timeouts.connect
+        limit = self.settings.timeouts.handshake
         try:
             await asyncio.wait_for(self._ready.wait(), limit)
         except TimeoutError:
-            raise PerplexityLabsTimeoutError("connect", limit) from None
+            raise PerplexityLabsTimeoutError("handshake", limit) from None
         if self._refused is not None:
             raise self._refusal(self._refused)
 
@@ -330,6 +335,18 @@ class LabsConnection:
         logger.debug("undecodable Socket.IO packet (%s): %s", exc, excerpt_of(data))
         if self._inbox is not None:
             self._inbox.put_nowait(("bad", data))
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``kind`` is anywhere in the chain of ``exc`` (engine.io re-raises aiohttp errors bare)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 async def _get_within(inbox: asyncio.Queue[tuple[str, Any]], seconds: float | None) -> tuple[str, Any]:

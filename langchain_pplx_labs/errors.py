@@ -59,7 +59,7 @@ class PerplexityLabsProtocolError(PerplexityLabsError):
 
 
 class PerplexityLabsTimeoutError(PerplexityLabsError, TimeoutError):
-    """A configured timeout fired; ``which`` names it (connect, first_token, idle, total)."""
+    """A configured timeout fired; ``which`` names it (connect, handshake, first_token, idle, total)."""
 
     def __init__(self, which: str, seconds: float, *, partial_content: str = "") -> None:
         super().__init__(

@@ -153,7 +153,9 @@ class ConnectionPool:
 
     def _http_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(connector=self._connector())
+            # aiohttp bounds the TCP connect; the handshake after it has its own budget (see open).
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeouts.connect)
+            self._session = aiohttp.ClientSession(connector=self._connector(), timeout=timeout)
         return self._session
 
     def _connector(self) -> aiohttp.BaseConnector:

@@ -211,12 +211,12 @@ async def sockets_settle(emulator: LabsEmulator, baseline: int) -> bool:
     return False
 
 
-async def test_connect_timeout_is_named_when_the_server_never_speaks() -> None:
+async def test_handshake_timeout_is_named_when_the_server_never_speaks() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)  # the kernel completes TCP handshakes; nobody ever answers
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        async with ChatPerplexityLabs(base_url=url, max_retries=0, connect_timeout=0.5) as chat:
+        async with ChatPerplexityLabs(base_url=url, max_retries=0, handshake_timeout=0.5) as chat:
             with pytest.raises(PerplexityLabsTimeoutError) as caught:
                 await chat.ainvoke("Q")
-    assert caught.value.which == "connect"
+    assert caught.value.which == "handshake"

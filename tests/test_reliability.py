@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
@@ -52,11 +53,19 @@ async def _collect(chat: ChatPerplexityLabs, received: list[str]) -> None:
 
 @pytest.fixture
 def blackhole() -> Iterator[str]:
-    """A port that completes TCP (kernel backlog) but whose server never accepts or answers."""
+    """A port whose TCP connect never completes: its accept backlog is full, so the kernel drops SYNs."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = [socket.socket() for _ in range(3)]
+    for filler in fillers:
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(address)
+    yield f"http://127.0.0.1:{address[1]}"
+    for filler in fillers:
+        filler.close()
     listener.close()
 
 
@@ -90,13 +99,13 @@ async def test_blackhole_ends_in_connect_timeout(blackhole: str) -> None:
     assert "connect timeout" in str(caught.value)
 
 
-async def test_unanswered_handshake_ends_in_connect_timeout(mute_server: str) -> None:
-    # The handshake is part of the connect budget: a server that takes the upgrade
-    # request and never answers must fail as fast as one that never accepts.
-    async with _model(mute_server, connect_timeout=0.3) as chat:
+async def test_unanswered_handshake_ends_in_handshake_timeout(mute_server: str) -> None:
+    # Connected at once, then the upgrade request is never answered: the handshake budget fires.
+    async with _model(mute_server, connect_timeout=5, handshake_timeout=0.3) as chat:
         with pytest.raises(PerplexityLabsTimeoutError) as caught:
             await chat.ainvoke("hello")
-    assert caught.value.which == "connect"
+    assert caught.value.which == "handshake"
+    assert "handshake timeout" in str(caught.value)
 
 
 async def test_silent_server_ends_in_first_token_timeout(base_url: str, emulator: LabsEmulator) -> None:
