@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,10 +22,36 @@ from langchain_pplx_labs.errors import PerplexityLabsConnectionError, Perplexity
 
 logger = logging.getLogger(__name__)
 
+# How long a fallback is remembered: long enough that a server which refuses the fast path
+# costs one failed attempt per ten minutes, short enough that a transient refusal does not
+# pin a long-running process to the slow path for good.
+FALLBACK_MEMORY_SECONDS = 600.0
+
+
+class FallbackMemory:
+    """Base URLs that needed a slower path, each forgotten ``seconds`` after it was noted."""
+
+    def __init__(self, seconds: float = FALLBACK_MEMORY_SECONDS) -> None:
+        self.seconds = seconds
+        self._until: dict[str, float] = {}
+
+    def add(self, base_url: str) -> None:
+        self._until[base_url] = time.monotonic() + self.seconds
+
+    def __contains__(self, base_url: object) -> bool:
+        until = self._until.get(str(base_url))
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._until[str(base_url)]
+        return False
+
+
 # Base URLs whose server refused a direct WebSocket: go straight to the polling handshake.
-_POLLING_ONLY: set[str] = set()
+_POLLING_ONLY = FallbackMemory()
 # Base URLs whose server dropped a question sent right behind CONNECT: wait for the ack there.
-_NO_PIPELINING: set[str] = set()
+_NO_PIPELINING = FallbackMemory()
 
 
 @dataclass(frozen=True)

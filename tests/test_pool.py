@@ -24,8 +24,8 @@ ANSWER = "Pooled sockets answer this one [1]."
 @pytest.fixture(autouse=True)
 def _forget_polling_only_urls(monkeypatch: pytest.MonkeyPatch) -> None:
     # Other tests refuse WebSocket on the shared emulator; its URL must not stay "polling only" here.
-    monkeypatch.setattr(pool_module, "_POLLING_ONLY", set())
-    monkeypatch.setattr(pool_module, "_NO_PIPELINING", set())
+    monkeypatch.setattr(pool_module, "_POLLING_ONLY", pool_module.FallbackMemory())
+    monkeypatch.setattr(pool_module, "_NO_PIPELINING", pool_module.FallbackMemory())
 
 
 def _chat(base_url: str, **fields: object) -> ChatPerplexityLabs:
@@ -175,6 +175,24 @@ def test_refused_websocket_falls_back_to_polling_and_is_remembered(
         assert chat.invoke("second").content == ANSWER
     assert attempts == ["websocket", "polling", "polling"]
     assert emulator.handshakes["polling"] == 2
+
+
+def test_polling_fallback_is_forgotten_after_a_while(
+    emulator: LabsEmulator, base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A refusal that went away must not pin a long-running process to the slow handshake.
+    monkeypatch.setattr(pool_module, "_POLLING_ONLY", pool_module.FallbackMemory(seconds=0.2))
+    emulator.refuse_websocket = True
+    emulator.script(answer=ANSWER)
+    with _chat(base_url) as chat:
+        assert chat.invoke("first").content == ANSWER
+    assert base_url in pool_module._POLLING_ONLY
+    emulator.refuse_websocket = False
+    _wait_until(lambda: base_url not in pool_module._POLLING_ONLY, "the fallback to expire")
+    with _chat(base_url) as chat:
+        assert chat.invoke("second").content == ANSWER
+    assert emulator.handshakes["websocket"] == 1
+    assert emulator.handshakes["polling"] == 1
 
 
 def test_pools_are_never_shared_across_event_loops(emulator: LabsEmulator, base_url: str) -> None:

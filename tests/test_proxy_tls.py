@@ -158,7 +158,9 @@ async def test_polling_transport_also_goes_through_the_proxy(
     # python-socketio gets our aiohttp session for polling too (http_session=), so the
     # handshake requests must tunnel through the proxy as well as the WebSocket.
     proxy_port, log = pproxy_server
-    monkeypatch.setattr(pool_module, "_POLLING_ONLY", set())  # the pool remembers polling-only hosts
+    monkeypatch.setattr(
+        pool_module, "_POLLING_ONLY", pool_module.FallbackMemory()
+    )  # the pool remembers polling-only hosts
     emulator.refuse_websocket = True
     emulator.script(answer="polled via proxy")
     before = _tunnels_to(log, emulator.port)

@@ -489,3 +489,20 @@ async def test_serve_fault_flags_reach_the_scenario(faulty_serve: str) -> None:
             await _collect(chat, received)
     assert len("".join(received)) == 8  # two frames of four characters, then the drop
     assert caught.value.partial_content == "".join(received)
+
+
+async def test_emulator_keeps_only_the_latest_questions(
+    base_url: str, emulator: LabsEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ``serve`` runs for days: what it keeps per question must stay bounded.
+    from langchain_pplx_labs.emulator import server
+
+    monkeypatch.setattr(server, "MAX_RECORDED_REQUESTS", 3)
+    async with _model(base_url) as chat:
+        for number in range(5):
+            await chat.ainvoke(f"question {number}")
+    assert [request["messages"][-1]["content"] for request in emulator.requests] == [
+        "question 2",
+        "question 3",
+        "question 4",
+    ]

@@ -35,6 +35,8 @@ CLOUDFLARE_PAGE = """<!DOCTYPE html><html lang="en-US"><head><title>Just a momen
 <script src="/cdn-cgi/challenge-platform/h/g/orchestrate/chl_page/v1"></script>
 <div>Performance &amp; security by Cloudflare</div></div></body></html>"""
 
+MAX_RECORDED_REQUESTS = 1000
+
 
 class LabsEmulator:
     """A Labs playground on a real port, scripted by a responder.
@@ -69,6 +71,7 @@ class LabsEmulator:
         self.handshake_headers: collections.deque[dict[str, str]] = collections.deque(maxlen=64)
         """HTTP headers of the latest handshakes, so tests can see what a client sent."""
         self.requests: list[dict[str, Any]] = []
+        """Payloads of the latest questions, oldest first (the last ``MAX_RECORDED_REQUESTS``)."""
         self.connections = 0
         self.open_sockets = 0
         self.base_url = ""
@@ -181,6 +184,8 @@ class LabsEmulator:
         if not isinstance(payload, dict):
             return
         self.requests.append(payload)
+        if len(self.requests) > MAX_RECORDED_REQUESTS:
+            del self.requests[0]  # bounded, like handshake_headers: ``serve`` runs for days
         request = LabsRequest(payload)
         reply: Any = self.responder(request)
         if inspect.isawaitable(reply):
