@@ -49,6 +49,9 @@ def _translate(message: AIMessage) -> list[types.ContentBlock]:
     if isinstance(message.content, list):
         # Already v1 blocks (the closing chunk of a v1 stream): keep the spans it carries.
         blocks.extend(block for block in message.content if isinstance(block, dict))  # type: ignore[misc]
+        listed = {block.get("type") for block in blocks}
+        if not listed & {"tool_call", "invalid_tool_call"}:
+            blocks.extend(_tool_call_blocks(message))
         return blocks
     if reasoning:
         blocks.append(types.ReasoningContentBlock(type="reasoning", reasoning=reasoning))
@@ -85,13 +88,15 @@ def _translate_chunk(chunk: AIMessageChunk) -> list[types.ContentBlock]:
 def annotate_last_chunk(message: BaseMessage, answer: str) -> None:
     """Give a v1 stream's closing chunk the citation spans over the whole answer, which no delta knows.
 
-    The spans ride on an empty text block that LangChain merges into the answer's text block.
+    The spans ride on the chunk's own text block (empty unless text was held back to the end,
+    as the tool-call parser does), which LangChain merges into the answer's text block.
     """
     if not isinstance(message, AIMessageChunk) or message.chunk_position != "last":
         return
     annotations = citation_annotations(answer, _sources(message))
     if annotations:
-        message.content = [types.TextContentBlock(type="text", text="", annotations=list(annotations))]  # type: ignore[list-item]
+        text = message.content if isinstance(message.content, str) else message.text
+        message.content = [types.TextContentBlock(type="text", text=text, annotations=list(annotations))]  # type: ignore[list-item]
 
 
 register_translator(PROVIDER, _translate, _translate_chunk)

@@ -43,6 +43,7 @@ ChoiceSpec = str | dict[str, Any] | bool | None
 
 _THINK = re.compile(r"<think>.*?</think>|^.*?</think>", re.S)
 _FENCE = re.compile(r"```[a-zA-Z]*[ \t]*\n?(.*?)```", re.S)
+_FENCE_OPEN = re.compile(r"```[a-zA-Z]*[ \t]*\n?\s*")
 # Characters after which streamed text may be the start of a tool call, so it is held back.
 _CALL_START = ("{", "`")
 _JSON_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -324,8 +325,11 @@ def _call_id(seed: str, answer: str, index: int) -> str:
 class ToolCallStream:
     """Pass prose through as it streams, hold back anything that may be a tool call.
 
-    Trailing whitespace is held too, so a call's message content is its prose without the
-    newline that separated it from the JSON.
+    Text from a ``{`` or a backtick on is held only while it can still open a call: a
+    ``{"`` (a JSON object with a key) or a code fence whose body starts with ``{``. Inline
+    code or braces in prose are released as soon as the next characters show they are
+    not a call. Trailing whitespace is held too, so a call's message content is its prose
+    without the newline that separated it from the JSON.
     """
 
     def __init__(self, tools: Sequence[dict[str, Any]], *, seed: str = "") -> None:
@@ -333,34 +337,61 @@ class ToolCallStream:
         self._seed = seed
         self._sent: list[str] = []
         self._space = ""
+        self._undecided = ""
         self._held: list[str] = []
 
     def feed(self, text: str) -> str:
-        """Text that can be shown now (prose before any ``{`` or code fence)."""
+        """Text that can be shown now: prose up to a possible tool call."""
         if self._held:
             self._held.append(text)
             return ""
-        text, self._space = self._space + text, ""
-        cut = min((i for i in (text.find(c) for c in _CALL_START) if i >= 0), default=-1)
-        if cut >= 0:
-            self._held.append(text[cut:])
-            text = text[:cut]
-        shown = text.rstrip()
-        self._space = text[len(shown) :]
+        pending = self._space + self._undecided + text
+        self._space = self._undecided = ""
+        position = 0
+        while (cut := _next_call_start(pending, position)) >= 0:
+            verdict = _opens_call(pending[cut:])
+            if verdict is False:
+                position = cut + 1
+                continue
+            if verdict:
+                self._held.append(pending[cut:])
+            else:
+                self._undecided = pending[cut:]
+            pending = pending[:cut]
+            break
+        shown = pending.rstrip()
+        self._space = pending[len(shown) :]
         self._sent.append(shown)
         return shown
 
     def finish(self) -> ParsedAnswer:
         """Parse the held text; ``content`` is the prose the stream still owes."""
-        sent, held = "".join(self._sent), "".join(self._held)
+        sent, held = "".join(self._sent), self._undecided + "".join(self._held)
         if not held:
-            return ParsedAnswer(content="")
+            return ParsedAnswer(content=self._space)
         parsed = parse_tool_calls(held, self._tools, seed=self._seed + sent)
         if not parsed.tool_calls and not parsed.invalid_tool_calls:
-            parsed.content = (self._space + held).rstrip()
+            parsed.content = self._space + held
         elif parsed.content and sent:
-            parsed.content = "\n" + parsed.content
+            parsed.content = self._space + parsed.content
         return parsed
+
+
+def _next_call_start(text: str, position: int) -> int:
+    found = [i for i in (text.find(c, position) for c in _CALL_START) if i >= 0]
+    return min(found, default=-1)
+
+
+def _opens_call(text: str) -> bool | None:
+    """Whether ``text`` (starting at ``{`` or a backtick) opens a tool call; ``None``: too early to tell."""
+    if text[0] == "{":
+        rest = text[1:].lstrip()
+        return rest[0] == '"' if rest else None
+    if not text.startswith("```"):
+        return None if text == "`" * len(text) else False
+    opening = _FENCE_OPEN.match(text)
+    body = text[opening.end() :] if opening else ""
+    return body[0] == "{" if body else None
 
 
 def error_map(parsed: ParsedAnswer) -> dict[str, str]:

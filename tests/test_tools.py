@@ -132,6 +132,33 @@ def test_stream_filter_shows_prose_early_and_holds_the_call() -> None:
     assert [c["args"] for c in parsed.tool_calls] == [{"city": "Paris"}]
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Run `pip install x` and use {a: 1} or {} as the config, then restart.\n",
+        "A fence:\n```python\nprint({1: 2})\n```\nand more prose after it.",
+    ],
+    ids=["inline-code-and-braces", "code-fence"],
+)
+def test_stream_filter_releases_code_and_braces_that_cannot_be_a_call(answer: str) -> None:
+    stream = ToolCallStream(SPECS)
+    shown = [stream.feed(answer[i : i + 4]) for i in range(0, len(answer), 4)]
+    parsed = stream.finish()
+    # Streamed as it came, not held to the end; nothing lost or added, trailing newline included.
+    assert "".join(shown) + parsed.content == answer
+    assert len("".join(shown)) > len(answer) * 3 // 4
+    assert (parsed.tool_calls, parsed.invalid_tool_calls) == ([], [])
+
+
+def test_stream_filter_keeps_the_prose_between_inline_code_and_a_call() -> None:
+    answer = f"Paris is `nice` [1].\n{CALL}"
+    stream = ToolCallStream(SPECS)
+    shown = "".join(stream.feed(answer[i : i + 5]) for i in range(0, len(answer), 5))
+    parsed = stream.finish()
+    assert shown + parsed.content == parse_tool_calls(answer, SPECS).content == "Paris is `nice` [1]."
+    assert [c["args"] for c in parsed.tool_calls] == [{"city": "Paris"}]
+
+
 # -- through the model -----------------------------------------------------------------------
 
 
@@ -180,6 +207,34 @@ def test_invoke_and_stream_give_the_same_calls_and_content(
     assert sum(1 for c in chunks if c.content) > 1
     assert chunks[-1].tool_call_chunks
     assert not any(c.tool_call_chunks for c in chunks[:-1])
+
+
+@pytest.mark.parametrize("arguments", [{"city": "Paris"}, {"town": "Paris"}], ids=["valid", "invalid"])
+def test_v1_stream_with_tools_and_citations_adds_up_to_invoke(
+    base_url: str, emulator: LabsEmulator, arguments: dict[str, str]
+) -> None:
+    # The tool parser holds text back to the closing chunk, which also carries the citation spans.
+    emulator.script(
+        answer="Paris is `nice` [1].\n" + tool_call_answer(("get_weather", arguments)),
+        chunk_size=5,
+        citations=["https://weather.example/paris"],
+    )
+    with ChatPerplexityLabs(base_url=base_url, model="sonar", output_version="v1", max_retries=0) as chat:
+        bound = chat.bind_tools([get_weather])
+        invoked = bound.invoke("Weather in Paris?")
+        summed = reduce(lambda a, b: a + b, list(bound.stream("Weather in Paris?")))
+
+    def text_and_calls(message: Any) -> tuple[list[str], str, list[str]]:
+        blocks = message.content
+        text = "".join(b["text"] for b in blocks if b["type"] == "text")
+        cited = [a["url"] for b in blocks if b["type"] == "text" for a in b.get("annotations", [])]
+        return [b["type"] for b in blocks if b["type"] != "text"], text, cited
+
+    assert text_and_calls(summed) == text_and_calls(invoked)
+    calls, text, cited = text_and_calls(invoked)
+    assert text == "Paris is `nice` [1]."
+    assert cited == ["https://weather.example/paris"]
+    assert calls == ["tool_call" if "city" in arguments else "invalid_tool_call"]
 
 
 async def test_invalid_call_keeps_its_error_on_ainvoke_and_its_id_on_astream(
