@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, TextIO
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, KNOWN_MODELS
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from langchain_pplx_labs.recording import CassetteResponder
 
 
@@ -27,14 +29,62 @@ _FAULT_FLAGS = {
 }
 
 
+class CliError(Exception):
+    """A failure the user can fix from its message alone; printed without a traceback."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``pplx-labs``."""
+    """Entry point of ``pplx-labs``; expected failures print one ``pplx-labs: error:`` line, exit code 1."""
+    from pydantic import ValidationError
+
+    from langchain_pplx_labs.errors import PerplexityLabsError
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    _check_args(parser, args)
     try:
         return int(args.run(args))
     except KeyboardInterrupt:
         return 130
+    except ValidationError as exc:
+        return _error(_validation_message(exc))
+    except (CliError, PerplexityLabsError, OSError) as exc:  # CassetteError is a PerplexityLabsError
+        return _error(_os_message(exc) if isinstance(exc, OSError) else str(exc))
+
+
+def _error(message: str) -> int:
+    print(f"pplx-labs: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _validation_message(exc: ValidationError) -> str:
+    # pydantic's text spans lines and links to its docs; the user needs the field and why.
+    return "; ".join(
+        f"{'.'.join(map(str, error['loc']))}: {error['msg'].removeprefix('Value error, ')}"
+        for error in exc.errors()
+    )
+
+
+def _os_message(exc: OSError) -> str:
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage mistakes argparse cannot see alone: exit code 2 like its own errors."""
+    if getattr(args, "fail_after", None) is not None and getattr(args, "fail", None) is None:
+        parser.error("--fail-after needs --fail TEXT (the failure text to send)")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: not a number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {port}: use 0-65535 (0 picks a free port)")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,13 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     where = ask.add_mutually_exclusive_group()
     where.add_argument("--emulator", action="store_true", help="answer offline from an in-process emulator")
     where.add_argument("--base-url", default=None, help=f"server root (default {DEFAULT_BASE_URL})")
-    ask.add_argument("--system", default="Answer concisely and cite your sources.", help="system prompt")
+    ask.add_argument(
+        "--system",
+        default="Answer concisely and cite your sources.",
+        help='system prompt; --system "" sends none',
+    )
     ask.add_argument("--show-reasoning", action="store_true", help="also print the model's thinking")
     ask.set_defaults(run=_run_ask)
 
     serve = commands.add_parser("serve", help="run the Labs emulator; prints its base URL first")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    serve.add_argument("--port", type=_port, default=0, help="0 picks a free port")
     serve.add_argument("--chunk-size", type=int, default=24, help="characters per progress frame")
     serve.add_argument("--delay", type=float, default=0.0, help="seconds between frames")
     serve.add_argument("--blocked", action="store_true", help="answer every request with a Cloudflare 403")
@@ -80,7 +134,9 @@ async def _ask(args: argparse.Namespace, out: TextIO) -> int:
     async with _maybe_emulator(args.emulator) as emulator_url:
         base_url = emulator_url or args.base_url
         model = ChatPerplexityLabs(model=args.model, **({"base_url": base_url} if base_url else {}))
-        prompt = ChatPromptTemplate.from_messages([("system", "{system}"), ("human", "{question}")])
+        # An empty system turn is still a message the server sees; "" means "no system prompt".
+        system = [("system", "{system}")] if args.system.strip() else []
+        prompt = ChatPromptTemplate.from_messages([*system, ("human", "{question}")])
         chain = prompt | model
         citations: list[str] = []
         thinking = False
@@ -145,10 +201,18 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with emulator:
+    try:
+        await emulator.start()
+    except OSError as exc:
+        # Port taken, unknown host, no permission: the OS text alone does not say which address.
+        await emulator.stop()
+        raise CliError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    try:
         print(emulator.base_url, flush=True)
         print(f"Perplexity Labs emulator serving on {emulator.base_url} (Ctrl+C to stop)", file=sys.stderr)
         await stop.wait()
+    finally:
+        await emulator.stop()
     return 0
 
 
@@ -178,7 +242,23 @@ def _add_cassette_commands(
     record.add_argument("--note", default="", help="free text stored in the cassette header")
     record.add_argument("--redact-user-agent", action="store_true", help="also hide the User-Agent")
     record.add_argument("--silence", type=float, default=10.0, help="seconds of silence that end a recording")
+    record.add_argument(
+        "--header",
+        type=_header,
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="extra request header, repeatable; saved redacted (cookies come from $PPLX_LABS_COOKIES)",
+    )
+    record.add_argument("--proxy", default=None, help="http(s):// or socks5:// proxy to record through")
     record.set_defaults(run=_run_cassette_record)
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise argparse.ArgumentTypeError(f"invalid header {text!r}: use 'Name: value'")
+    return name.strip(), value.strip()
 
 
 def _cassette_responder(args: argparse.Namespace) -> CassetteResponder | None:
@@ -186,7 +266,11 @@ def _cassette_responder(args: argparse.Namespace) -> CassetteResponder | None:
         return None
     from langchain_pplx_labs.recording import CassetteResponder
 
-    return CassetteResponder.from_paths([args.cassettes], speed=args.speed)
+    responder = CassetteResponder.from_paths([args.cassettes], speed=args.speed)
+    if not responder.cassettes:
+        # Serving nothing would answer every question with a mismatch; say so up front.
+        raise CliError(f"no *.labs.yaml cassettes under {args.cassettes}")
+    return responder
 
 
 def _run_cassette_show(args: argparse.Namespace) -> int:
@@ -209,10 +293,14 @@ def _run_cassette_record(args: argparse.Namespace) -> int:
 async def _cassette_record(args: argparse.Namespace) -> int:
     from langchain_pplx_labs.protocol import build_payload
     from langchain_pplx_labs.recording import Redactor, record_cassette, save_cassette
+    from langchain_pplx_labs.recording.recorder import upstream_headers
 
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": args.question})
     payload = build_payload(args.model, messages)  # type: ignore[arg-type]
+    extra = dict(args.header)
+    # Headers given on the command line are usually credentials: none is saved in clear.
+    redactor = Redactor(user_agent=args.redact_user_agent, extra_headers=tuple(extra))
     async with _maybe_emulator(args.emulator) as emulator_url:
         cassette = await record_cassette(
             emulator_url or args.base_url,
@@ -220,7 +308,9 @@ async def _cassette_record(args: argparse.Namespace) -> int:
             provenance="synthetic" if emulator_url else "live",
             note=args.note,
             server="pplx-labs emulator" if emulator_url else args.base_url,
-            redactor=Redactor(user_agent=args.redact_user_agent),
+            headers=upstream_headers(extra),
+            proxy=None if emulator_url else args.proxy,
+            redactor=redactor,
             silence=args.silence,
         )
     path = save_cassette(cassette, args.out)

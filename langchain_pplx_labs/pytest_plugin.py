@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime
+import importlib.util
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
+from pydantic import SecretStr
 
 from langchain_pplx_labs.chat_models import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator, Responder, default_responder
 from langchain_pplx_labs.recording.cassette import CASSETTE_SUFFIX, Cassette, load_cassette, save_cassette
+from langchain_pplx_labs.recording.recorder import upstream_headers
+from langchain_pplx_labs.recording.redact import Redactor
 from langchain_pplx_labs.recording.replay import CassetteNotFoundError, CassetteResponder, RecordingResponder
 
 try:  # async fixtures need pytest-asyncio's decorator in its strict mode
@@ -21,7 +25,11 @@ except ImportError:  # pragma: no cover - the async fixture then works only wher
     _async_fixture = pytest.fixture  # type: ignore[assignment]
 
 LOOPBACK_HOSTS = r"127\.0\.0\.1$,localhost$,::1$"
-RECORD_MODES = ("none", "once", "new_episodes", "all")
+RECORD_MODES = ("none", "once", "new_episodes", "all", "rewrite")
+_MODE_ALIASES = {"rewrite": "all"}
+"""pytest-recording's ``rewrite`` re-records everything, which for Labs cassettes is ``all``."""
+_UPSTREAM_ONLY = ("proxy",)
+"""Model options for reaching the live site; the local replay server must be reached directly."""
 DEFAULT_MODEL_KWARGS: dict[str, Any] = {
     "max_retries": 0,
     "timeout": 60,
@@ -30,8 +38,17 @@ DEFAULT_MODEL_KWARGS: dict[str, Any] = {
 }
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     group = parser.getgroup("pplx-labs", "Perplexity Labs cassettes")
+    if not _pytest_recording_active(pluginmanager):
+        # Without pytest-recording nobody else defines --record-mode; registering it while
+        # pytest-recording is loaded would clash with its own definition.
+        group.addoption(
+            "--record-mode",
+            choices=RECORD_MODES,
+            default=None,
+            help="Labs cassette record mode (default none); pytest-recording provides this when installed",
+        )
     group.addoption(
         "--pplx-labs-record-url",
         default=None,
@@ -46,6 +63,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "pplx_labs_cassette_dir", "folder of Labs cassettes, relative to rootdir", default="cassettes"
     )
+
+
+def _pytest_recording_active(pluginmanager: pytest.PytestPluginManager) -> bool:
+    installed = importlib.util.find_spec("pytest_recording") is not None
+    return installed and not pluginmanager.is_blocked("recording")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -94,7 +116,7 @@ def pplx_labs_record_mode(request: pytest.FixtureRequest) -> str:
     mode = str(mode or "none")
     if mode not in RECORD_MODES:
         raise pytest.UsageError(f"unknown record mode {mode!r}; use one of {', '.join(RECORD_MODES)}")
-    return mode
+    return _MODE_ALIASES.get(mode, mode)
 
 
 @pytest.fixture
@@ -126,6 +148,7 @@ def pplx_labs_replayer(
     pplx_labs_server: EmulatorThread,
     pplx_labs_cassette_path: Path,
     pplx_labs_record_mode: str,
+    pplx_labs_model_kwargs: dict[str, Any],
 ) -> Iterator[CassetteResponder | RecordingResponder]:
     """Arms the server for this test: replay the cassette, or record it, per the record mode."""
     path, mode = pplx_labs_cassette_path, pplx_labs_record_mode
@@ -133,15 +156,14 @@ def pplx_labs_replayer(
     speed = float(marker.kwargs.get("speed", 0.0)) if marker is not None else 0.0
     existing = load_cassette(path) if path.exists() and mode != "all" else None
     if existing is None and mode == "none":
-        raise CassetteNotFoundError(path, mode)
+        # The message names the file and the fix; a plugin traceback would only hide it.
+        pytest.fail(str(CassetteNotFoundError(path, mode)), pytrace=False)
     replay = CassetteResponder({str(path): existing}, speed=speed) if existing is not None else None
     responder: CassetteResponder | RecordingResponder
     if replay is not None and mode in ("none", "once"):
         responder = replay
     else:
-        responder = RecordingResponder(
-            cast(str, request.getfixturevalue("pplx_labs_upstream")), replay=replay
-        )
+        responder = _recorder(request, replay, _model_kwargs(request, pplx_labs_model_kwargs))
     _arm(
         pplx_labs_server,
         cast(Responder, responder),
@@ -155,11 +177,42 @@ def pplx_labs_replayer(
         yield responder
     finally:
         _arm(pplx_labs_server, default_responder, blocked=False)
-    if isinstance(responder, RecordingResponder) and responder.recorded:
-        _save_recording(request, path, existing, responder)
+    if isinstance(responder, RecordingResponder):
+        _finish_recording(request, path, existing, responder)
     mismatches = responder.mismatches if isinstance(responder, CassetteResponder) else []
     if mismatches:
         pytest.fail(str(mismatches[0]), pytrace=False)
+
+
+def _recorder(
+    request: pytest.FixtureRequest, replay: CassetteResponder | None, model_kwargs: dict[str, Any]
+) -> RecordingResponder:
+    """Records from the upstream with the user's cookies, headers and proxy, as their model would send."""
+    cookies = model_kwargs.get("cookies")
+    secret = cookies.get_secret_value() if isinstance(cookies, SecretStr) else cookies
+    extra: dict[str, str] = model_kwargs.get("default_headers") or {}
+    return RecordingResponder(
+        cast(str, request.getfixturevalue("pplx_labs_upstream")),
+        replay=replay,
+        # The user's own headers are usually credentials: none is saved in clear.
+        redactor=Redactor(extra_headers=tuple(extra)),
+        headers=upstream_headers(extra, secret),
+        proxy=model_kwargs.get("proxy"),
+    )
+
+
+def _finish_recording(
+    request: pytest.FixtureRequest, path: Path, existing: Cassette | None, recorder: RecordingResponder
+) -> None:
+    if recorder.unreachable:
+        # Saving a partial or empty recording would make ``once`` replay it forever.
+        pytest.fail(
+            f"The upstream {recorder.upstream} could not be reached ({recorder.unreachable[0].reason}); "
+            f"no cassette was written to {path}",
+            pytrace=False,
+        )
+    if recorder.recorded:
+        _save_recording(request, path, existing, recorder)
 
 
 def _let_vcr_pass(request: pytest.FixtureRequest, urls: list[str]) -> None:
@@ -226,6 +279,13 @@ def _model_kwargs(request: pytest.FixtureRequest, overrides: dict[str, Any]) -> 
     return {**DEFAULT_MODEL_KWARGS, **model, **overrides, **from_marker}
 
 
+def _local_model(
+    request: pytest.FixtureRequest, server: EmulatorThread, overrides: dict[str, Any]
+) -> ChatPerplexityLabs:
+    kwargs = {k: v for k, v in _model_kwargs(request, overrides).items() if k not in _UPSTREAM_ONLY}
+    return ChatPerplexityLabs(base_url=server.base_url, **kwargs)
+
+
 @pytest.fixture
 def pplx_labs_cassette(
     request: pytest.FixtureRequest,
@@ -234,9 +294,7 @@ def pplx_labs_cassette(
     pplx_labs_model_kwargs: dict[str, Any],
 ) -> Iterator[ChatPerplexityLabs]:
     """A ``ChatPerplexityLabs`` bound to the replay server, answering from this test's cassette (sync use)."""
-    chat = ChatPerplexityLabs(
-        base_url=pplx_labs_server.base_url, **_model_kwargs(request, pplx_labs_model_kwargs)
-    )
+    chat = _local_model(request, pplx_labs_server, pplx_labs_model_kwargs)
     yield chat
     chat.close()
 
@@ -249,8 +307,6 @@ async def applx_labs_cassette(
     pplx_labs_model_kwargs: dict[str, Any],
 ) -> AsyncIterator[ChatPerplexityLabs]:
     """Like ``pplx_labs_cassette`` for async tests: closed on the test's own event loop."""
-    chat = ChatPerplexityLabs(
-        base_url=pplx_labs_server.base_url, **_model_kwargs(request, pplx_labs_model_kwargs)
-    )
+    chat = _local_model(request, pplx_labs_server, pplx_labs_model_kwargs)
     yield chat
     await chat.aclose()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +239,35 @@ async def test_async_fixture_streams_the_same_cassette(applx_labs_cassette: Chat
     chunks = [chunk async for chunk in applx_labs_cassette.astream("What is the capital of France?")]
     assert "".join(str(c.content) for c in chunks) == final["output"]
     assert chunks[-1].response_metadata["citations"] == final["citations"]
+
+
+def _build_corpus(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    module = "langchain_pplx_labs.recording.build_corpus"
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_build_corpus_rejects_unknown_names_and_writes_nothing(tmp_path: Path) -> None:
+    result = _build_corpus(tmp_path, "test_no_such_entry")
+    assert result.returncode == 2
+    assert (
+        "unknown entry test_no_such_entry; valid entries: test_plain_answer_with_citations" in result.stderr
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_corpus_writes_only_where_told(tmp_path: Path) -> None:
+    from langchain_pplx_labs.recording.build_corpus import CORPUS_DIR
+
+    assert CORPUS_DIR == HERE  # the default is the checkout's corpus, wherever it is run from
+    result = _build_corpus(tmp_path, "--out", "out", "test_no_citations")
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["test_no_citations.labs.yaml"]
+    rebuilt = load_cassette(tmp_path / "out" / "test_no_citations.labs.yaml")
+    assert rebuilt.interactions[0].request == cassette("test_no_citations").interactions[0].request

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,8 +30,9 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "langchain_pplx_labs.cli", *args]
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "PPLX_LABS_BASE_URL"}
+def run(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PPLX_LABS_BASE_URL", "PPLX_LABS_COOKIES")}
+    env.update(env_extra or {})
     return subprocess.run(
         command(*args), capture_output=True, text=True, timeout=TIMEOUT, env=env, check=False
     )
@@ -118,3 +120,106 @@ def test_serve_prints_base_url_first_and_answers_there(served: tuple[subprocess.
     assert process.wait(timeout=TIMEOUT) == 0
     assert process.stderr is not None
     assert "Traceback" not in process.stderr.read()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"),
+    [
+        (["ask", "--model", "bad model!", QUESTION], 1, "model: Invalid Labs model name 'bad model!'"),
+        (["ask", "--base-url", "notaurl", QUESTION], 1, "base_url: Invalid base_url 'notaurl'"),
+        (["ask", "--base-url", "ftp://x", QUESTION], 1, "Invalid base_url 'ftp://x'"),
+        (["serve", "--port", "-5"], 2, "invalid port -5: use 0-65535"),
+        (["serve", "--port", "99999"], 2, "invalid port 99999"),
+        (["serve", "--host", "nosuch.invalid"], 1, "cannot serve on nosuch.invalid:0"),
+        (["serve", "--cassettes", "/nonexistent/labs"], 1, "Cannot read cassette /nonexistent/labs"),
+        (["serve", "--fail-after", "2"], 2, "--fail-after needs --fail TEXT"),
+        (
+            ["cassette", "record", "--emulator", "--model", "bad model", "--out", "x.yaml", "q"],
+            1,
+            "bad model",
+        ),
+        (["cassette", "record", "--emulator", "--out", "/proc/x.labs.yaml", "q"], 1, "/proc/x.labs.yaml"),
+        (
+            ["cassette", "record", "--header", "nocolon", "--out", "x.yaml", "q"],
+            2,
+            "invalid header 'nocolon'",
+        ),
+    ],
+)
+def test_bad_input_is_one_error_line_not_a_traceback(args: list[str], code: int, expected: str) -> None:
+    result = run(*args)
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert expected in result.stderr
+    assert "error: " in result.stderr.splitlines()[-1]
+
+
+def test_serve_on_a_busy_port_names_the_address() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("serve", "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"pplx-labs: error: cannot serve on 127.0.0.1:{port}: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_an_empty_cassette_folder_is_an_error(tmp_path: Path) -> None:
+    result = run("serve", "--cassettes", str(tmp_path))
+    assert result.returncode == 1
+    assert f"no *.labs.yaml cassettes under {tmp_path}" in result.stderr
+
+
+def test_ask_with_empty_system_sends_no_system_message(emulator: LabsEmulator) -> None:
+    result = run("ask", "--base-url", emulator.base_url, "--system", "", QUESTION)
+    assert result.returncode == 0, result.stderr
+    assert emulator.requests[-1]["messages"] == [{"role": "user", "content": QUESTION}]
+
+
+def test_record_from_an_unreachable_server_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "live.labs.yaml"
+    url = f"http://127.0.0.1:{_free_port()}"
+    result = run("cassette", "record", "--base-url", url, "--out", str(out), QUESTION)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"pplx-labs: error: cannot reach {url}: ")
+    assert "recorded" not in result.stderr
+    assert not out.exists()
+
+
+def test_record_sends_cookies_and_headers_but_saves_them_redacted(
+    emulator: LabsEmulator, tmp_path: Path
+) -> None:
+    out = tmp_path / "live.labs.yaml"
+    result = run(
+        *("cassette", "record", "--base-url", emulator.base_url, "--out", str(out), QUESTION),
+        *("--header", "X-Team-Token: TEAM-SECRET-1", "--header", "Accept-Language: fr"),
+        env_extra={"PPLX_LABS_COOKIES": "cf_clearance=COOKIE-SECRET-2"},
+    )
+    assert result.returncode == 0, result.stderr
+    sent = emulator.handshake_headers[-1]
+    assert sent["Cookie"] == "cf_clearance=COOKIE-SECRET-2"
+    assert sent["X-Team-Token"] == "TEAM-SECRET-1"
+    saved = out.read_text()
+    assert "COOKIE-SECRET-2" not in saved
+    assert "TEAM-SECRET-1" not in saved
+    assert "X-Team-Token: <redacted>" in saved
+
+
+def test_record_goes_through_the_given_proxy(emulator: LabsEmulator, tmp_path: Path) -> None:
+    out = tmp_path / "live.labs.yaml"
+    dead_proxy = f"socks5://127.0.0.1:{_free_port()}"
+    result = run(
+        *("cassette", "record", "--base-url", emulator.base_url, "--proxy", dead_proxy),
+        *("--out", str(out), QUESTION),
+    )
+    assert result.returncode == 1
+    assert f"cannot reach {emulator.base_url}: proxy" in result.stderr
+    assert emulator.requests == []
+    assert not out.exists()

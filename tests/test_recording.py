@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from langchain_pplx_labs.recording import (
     Frame,
     Interaction,
     Redactor,
+    UpstreamUnreachableError,
     load_cassette,
     payload_diff,
     record_cassette,
@@ -296,6 +298,7 @@ def test_plugin_record_modes_none_once_then_replay(pytester: pytest.Pytester) ->
     missing = pytester.runpytest("--record-mode=none", "-p", "no:cacheprovider")
     missing.assert_outcomes(errors=1)
     missing.stdout.fnmatch_lines([f"*Cassette {path} not found*--record-mode=none*"])
+    assert "pytest_plugin.py" not in missing.stdout.str()  # the message, not the plugin's traceback
     assert not path.exists()
 
     recorded = pytester.runpytest("--record-mode=once", "-p", "no:cacheprovider")
@@ -354,3 +357,94 @@ def test_plugin_records_a_scripted_upstream_and_appends_new_episodes(pytester: p
     pytester.runpytest("--record-mode=new_episodes", "-p", "no:cacheprovider").assert_outcomes(passed=1)
     questions = [i.request["messages"][-1]["content"] for i in load_cassette(path).interactions]
     assert questions == ["First?", "Second?"]
+
+
+SECRET_CONFTEST = """
+import pytest
+from langchain_pplx_labs.emulator import EmulatorThread
+
+@pytest.fixture(scope="session")
+def upstream():
+    with EmulatorThread() as thread:
+        yield thread
+
+@pytest.fixture
+def pplx_labs_upstream(upstream):
+    return upstream.base_url
+"""
+
+SECRET_TEST = """
+import pytest
+
+@pytest.mark.pplx_labs(cookies="cf_clearance=COOKIE-SECRET-1", default_headers={"X-Team": "TEAM-SECRET-2"})
+def test_secret(pplx_labs_cassette, upstream):
+    assert pplx_labs_cassette.invoke("What is the capital of France?").content
+    if upstream.emulator.handshake_headers:  # recorded: the live site got the user's credentials
+        sent = upstream.emulator.handshake_headers[-1]
+        assert sent["Cookie"] == "cf_clearance=COOKIE-SECRET-1"
+        assert sent["X-Team"] == "TEAM-SECRET-2"
+"""
+
+
+def test_plugin_records_with_the_users_cookies_and_headers_redacted(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makeconftest(SECRET_CONFTEST)
+    pytester.makepyfile(test_secret=SECRET_TEST)
+    pytester.runpytest("--record-mode=once", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    path = pytester.path / "cassettes" / "test_secret" / "test_secret.labs.yaml"
+    saved = path.read_text()
+    assert "COOKIE-SECRET-1" not in saved
+    assert "TEAM-SECRET-2" not in saved
+    assert load_cassette(path).connection["headers"]["X-Team"] == REDACTED
+    pytester.runpytest("--record-mode=none", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_plugin_unreachable_upstream_fails_clearly_and_saves_nothing(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_users_chain=PLUGIN_TEST)
+    url = f"http://127.0.0.1:{_closed_port()}"
+    result = pytester.runpytest("--record-mode=once", "--pplx-labs-record-url", url, "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1, errors=1)
+    result.stdout.fnmatch_lines([f"*The upstream {url} could not be reached*no cassette was written*"])
+    assert "closed the connection mid-answer" not in result.stdout.str()
+    assert not (pytester.path / "cassettes").exists()
+
+
+def test_record_interaction_raises_when_nothing_answers() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(UpstreamUnreachableError, match=f"cannot reach {url}: "):
+        asyncio.run(record_cassette(url, [_payload("Hi")], provenance="live", connect_timeout=2))
+
+
+def test_plugin_rewrite_mode_rerecords_like_all(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makeconftest(SCRIPTED_CONFTEST)
+    pytester.makepyfile(test_scripted="QUESTIONS = 1\n" + TWO_QUESTIONS)
+    path = pytester.path / "cassettes" / "test_scripted" / "test_chain.labs.yaml"
+    pytester.runpytest("--record-mode=once", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    path.write_text(path.read_text().replace("note: recorded", "note: stale"))
+    pytester.runpytest("--record-mode=rewrite", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert load_cassette(path).note.startswith("recorded by")
+
+
+PLAIN_TEST = """
+def test_capital(pplx_labs_cassette):
+    assert pplx_labs_cassette.invoke("What is the capital of France?").content.startswith("The capital")
+"""
+
+
+def test_plugin_works_without_pytest_recording(pytester: pytest.Pytester) -> None:
+    """With pytest-recording off, the plugin defines --record-mode itself and still defaults to none."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_plain=PLAIN_TEST)
+    off = ("-p", "no:recording", "-p", "no:cacheprovider")
+    pytester.runpytest(*off).assert_outcomes(errors=1)
+    pytester.runpytest("--record-mode=once", *off).assert_outcomes(passed=1)
+    assert (pytester.path / "cassettes" / "test_plain" / "test_capital.labs.yaml").exists()
+    pytester.runpytest("--record-mode=none", *off).assert_outcomes(passed=1)

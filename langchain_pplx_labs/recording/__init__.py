@@ -9,7 +9,11 @@ from langchain_pplx_labs.recording.cassette import (
     load_cassette,
     save_cassette,
 )
-from langchain_pplx_labs.recording.recorder import record_cassette, record_interaction
+from langchain_pplx_labs.recording.recorder import (
+    UpstreamUnreachableError,
+    record_cassette,
+    record_interaction,
+)
 from langchain_pplx_labs.recording.redact import Redactor
 from langchain_pplx_labs.recording.replay import (
     CassetteMismatchError,
@@ -28,6 +32,7 @@ __all__ = [
     "HttpRefusal",
     "Interaction",
     "Redactor",
+    "UpstreamUnreachableError",
     "load_cassette",
     "payload_diff",
     "record_cassette",

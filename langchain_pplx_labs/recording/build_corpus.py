@@ -18,8 +18,10 @@ from langchain_pplx_labs.recording.recorder import record_cassette
 
 logger = logging.getLogger(__name__)
 
-CORPUS_DIR = Path("cassettes") / "test_cassettes"
-"""Named after the test module, so ``@pytest.mark.vcr`` tests find their cassette by test name."""
+_REPO = Path(__file__).resolve().parents[2]
+CORPUS_DIR = _REPO / "cassettes" / "test_cassettes"
+"""In the source checkout, not the current folder, so running it from elsewhere leaves no stray folder.
+Named after the test module, so ``@pytest.mark.vcr`` tests find their cassette by test name."""
 
 Turn = list[tuple[str, str]]
 
@@ -226,10 +228,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m langchain_pplx_labs.recording.build_corpus", description=__doc__
     )
     parser.add_argument(
-        "--out", type=Path, default=CORPUS_DIR, help=f"folder to write (default {CORPUS_DIR})"
+        "--out", type=Path, default=None, help=f"folder to write (default {CORPUS_DIR} in a source checkout)"
     )
     parser.add_argument("names", nargs="*", help="only these entries")
     args = parser.parse_args(argv)
+    valid = [entry.name for entry in CORPUS]
+    unknown = [name for name in args.names if name not in valid]
+    if unknown:
+        parser.error(f"unknown entry {', '.join(unknown)}; valid entries: {', '.join(valid)}")
+    if args.out is None:
+        if not (_REPO / "pyproject.toml").is_file():
+            # An installed package has no corpus folder; writing into site-packages helps no one.
+            parser.error("not running from a source checkout: give --out FOLDER")
+        args.out = CORPUS_DIR
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     asyncio.run(build(args.out, args.names))
     return 0

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import aiohttp
 import socketio
+from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 
 from langchain_pplx_labs._json import OrjsonPacket
 from langchain_pplx_labs.connection import DEFAULT_HEADERS
+from langchain_pplx_labs.errors import PerplexityLabsError
 from langchain_pplx_labs.protocol import ANONYMOUS_AUTH, QUERY_EVENT, SOCKETIO_PATH, is_progress_event
 from langchain_pplx_labs.recording.cassette import Cassette, Frame, HttpRefusal, Interaction
 from langchain_pplx_labs.recording.redact import Redactor
@@ -20,6 +23,30 @@ from langchain_pplx_labs.recording.redact import Redactor
 logger = logging.getLogger(__name__)
 
 Provenance = Literal["synthetic", "live"]
+# aiohttp-socks raises these outside aiohttp's hierarchy.
+_PROXY_ERRORS = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
+
+
+class UpstreamUnreachableError(PerplexityLabsError):
+    """The server to record could not be reached at all (no HTTP answer), so there is nothing to save."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+def upstream_headers(extra: Mapping[str, str] | None = None, cookies: str | None = None) -> dict[str, str]:
+    """The headers ``ChatPerplexityLabs`` sends: defaults, ``extra``, and ``cookies`` (else ``$PPLX_LABS_COOKIES``).
+
+    A recording must look like the client it stands in for, or a session that
+    works for the user (cookies, custom headers) is refused while recording.
+    """
+    headers = {**DEFAULT_HEADERS, **(extra or {})}
+    cookie = cookies if cookies is not None else os.environ.get("PPLX_LABS_COOKIES")
+    if cookie:
+        headers["Cookie"] = cookie
+    return headers
 
 
 async def record_interaction(
@@ -27,6 +54,7 @@ async def record_interaction(
     payload: Mapping[str, Any],
     *,
     headers: Mapping[str, str] | None = None,
+    proxy: str | None = None,
     redactor: Redactor | None = None,
     silence: float = 10.0,
     connect_timeout: float = 10.0,
@@ -34,13 +62,16 @@ async def record_interaction(
 ) -> Interaction:
     """Ask ``payload`` on a fresh socket and record every frame until final, failed, dropped or silent.
 
+    ``headers`` (default: the browser-like ``DEFAULT_HEADERS``) and ``proxy`` are
+    used as given; only their redacted form reaches the cassette.
     ``silence`` seconds without a frame end the recording with a ``stall``.
     When given, ``connection_info`` is filled with the (redacted) headers, auth and handshake.
+    Raises :class:`UpstreamUnreachableError` when the server gives no HTTP answer at all.
     """
     redactor = redactor or Redactor()
     sent_headers = dict(headers if headers is not None else DEFAULT_HEADERS)
     inbox: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(connector=_connector(proxy)) as session:
         sio = socketio.AsyncClient(
             reconnection=False,
             http_session=session,
@@ -60,6 +91,8 @@ async def record_interaction(
                 socketio_path=SOCKETIO_PATH,
                 wait_timeout=connect_timeout,
             )
+        except _PROXY_ERRORS as exc:
+            raise UpstreamUnreachableError(base_url, f"proxy {_describe(exc)}") from None
         except socketio.exceptions.ConnectionError as exc:
             logger.info("recording a refused connection to %s: %s", base_url, exc)
             refusal = await _fetch_refusal(session, base_url, sent_headers, redactor, connect_timeout)
@@ -133,8 +166,22 @@ async def _fetch_refusal(
                 if name.lower() in {"content-type", "server", "cf-ray", "set-cookie", "cf-mitigated"}
             }
             return HttpRefusal(status=response.status, headers=redactor.redact_headers(kept), body=body)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return HttpRefusal(status=0, body=f"unreachable: {exc or type(exc).__name__}")
+    except (aiohttp.ClientError, TimeoutError, *_PROXY_ERRORS) as exc:
+        # No HTTP status means no server answered: saving that as a "refusal" would
+        # replay a made-up Cloudflare block forever, so the recording fails instead.
+        raise UpstreamUnreachableError(base_url, _describe(exc)) from None
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _connector(proxy: str | None) -> aiohttp.BaseConnector | None:
+    if not proxy:
+        return None
+    from aiohttp_socks import ProxyConnector
+
+    return ProxyConnector.from_url(proxy)
 
 
 async def record_cassette(
@@ -145,6 +192,7 @@ async def record_cassette(
     note: str = "",
     server: str | None = None,
     headers: Mapping[str, str] | None = None,
+    proxy: str | None = None,
     redactor: Redactor | None = None,
     silence: float = 10.0,
     connect_timeout: float = 10.0,
@@ -164,6 +212,7 @@ async def record_cassette(
             base_url,
             payload,
             headers=headers,
+            proxy=proxy,
             redactor=redactor,
             silence=silence,
             connect_timeout=connect_timeout,

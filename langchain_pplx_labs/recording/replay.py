@@ -14,7 +14,7 @@ from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Raw, St
 from langchain_pplx_labs.errors import PerplexityLabsError
 from langchain_pplx_labs.protocol import progress_event
 from langchain_pplx_labs.recording.cassette import CASSETTE_SUFFIX, Cassette, Interaction, load_cassette
-from langchain_pplx_labs.recording.recorder import record_interaction
+from langchain_pplx_labs.recording.recorder import UpstreamUnreachableError, record_interaction
 from langchain_pplx_labs.recording.redact import REDACTED, Redactor
 
 logger = logging.getLogger(__name__)
@@ -171,6 +171,8 @@ class RecordingResponder:
     With ``replay`` set, recorded interactions are served first (``new_episodes``);
     new ones land in ``recorded``. A refused handshake upstream reaches the client
     as a dropped socket; the cassette keeps the real refusal for later replays.
+    An unreachable upstream lands in ``unreachable`` and nothing is recorded.
+    ``headers`` and ``proxy`` are used towards ``upstream`` only.
     """
 
     def __init__(
@@ -180,24 +182,37 @@ class RecordingResponder:
         replay: CassetteResponder | None = None,
         redactor: Redactor | None = None,
         silence: float = 10.0,
+        headers: Mapping[str, str] | None = None,
+        proxy: str | None = None,
     ) -> None:
         self.upstream = upstream
         self.replay = replay
         self.redactor = redactor or Redactor()
         self.silence = silence
+        self.headers = headers
+        self.proxy = proxy
         self.recorded: list[Interaction] = []
+        self.unreachable: list[UpstreamUnreachableError] = []
         self.connection: dict[str, Any] = {}
 
     async def __call__(self, request: LabsRequest) -> list[Step]:
         steps = self.replay.match(request) if self.replay is not None else None
         if steps is not None:
             return steps
-        interaction = await record_interaction(
-            self.upstream,
-            request.payload,
-            redactor=self.redactor,
-            silence=self.silence,
-            connection_info=None if self.connection else self.connection,
-        )
+        try:
+            interaction = await record_interaction(
+                self.upstream,
+                request.payload,
+                headers=self.headers,
+                proxy=self.proxy,
+                redactor=self.redactor,
+                silence=self.silence,
+                connection_info=None if self.connection else self.connection,
+            )
+        except UpstreamUnreachableError as exc:
+            self.unreachable.append(exc)
+            # A failed frame stops the client at once with the real reason, not a vague drop.
+            text = f"{exc}; no cassette was written"
+            return [Emit(progress_event(request.model), {"status": "failed", "text": text})]
         self.recorded.append(interaction)
         return interaction_steps(interaction) if interaction.refusal is None else [Drop()]
