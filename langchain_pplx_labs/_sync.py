@@ -57,7 +57,21 @@ def iterate_sync(stream: AsyncIterator[T]) -> Iterator[T]:
     finally:
         close = getattr(stream, "aclose", None)
         if close is not None:
-            run_sync(close())
+            _close_on_loop(close())
+
+
+def _close_on_loop(closing: Coroutine[Any, Any, Any]) -> None:
+    try:
+        on_loop = asyncio.get_running_loop() is background_loop()
+    except RuntimeError:
+        on_loop = False
+    if not on_loop:
+        run_sync(closing)
+        return
+    # Only the garbage collector finalises a half-read generator on the loop thread. Waiting
+    # there for the loop would block it forever; the async stream is garbage too, and the
+    # loop's async-generator finaliser closes it (a second close would race that one).
+    closing.close()
 
 
 async def _next(stream: AsyncIterator[T]) -> T:

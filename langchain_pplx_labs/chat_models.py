@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import aclosing
 from typing import Any, cast
@@ -22,7 +23,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils import from_env, secret_from_env
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from langchain_pplx_labs._blocks import PROVIDER, annotate_last_chunk
 from langchain_pplx_labs._stop import StopScanner, normalise_stop
@@ -60,6 +61,10 @@ logger = logging.getLogger(__name__)
 _SECRET_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization", "x-api-key"})
 # Labs reports no prompt token count; this is the usual ~4 characters per token estimate.
 _CHARS_PER_TOKEN = 4
+# Common chat-model arguments Labs has no use for: accepted without a warning (documented).
+_IGNORED_PARAMS = frozenset({"temperature", "max_tokens"})
+# Proxy schemes aiohttp-socks can dial (it has no https:// proxies).
+_PROXY_SCHEMES = ("http", "socks4", "socks5")
 
 
 class ChatPerplexityLabs(BaseChatModel):
@@ -104,7 +109,7 @@ class ChatPerplexityLabs(BaseChatModel):
     retry_server_failures: bool = False
     """Also retry when the server answers ``status: failed``."""
     proxy: str | None = None
-    """``http://``, ``https://``, ``socks5://`` or ``socks4://`` proxy URL."""
+    """``http://``, ``socks5://`` or ``socks4://`` proxy URL with a port (checked at construction)."""
     default_headers: dict[str, str] | None = Field(default=None, repr=False)
     """Extra HTTP headers (e.g. cookies); never logged, shown masked."""
     verify_ssl: bool = True
@@ -130,6 +135,24 @@ class ChatPerplexityLabs(BaseChatModel):
 
     _client: LabsClient | None = PrivateAttr(default=None)
     _client_key: tuple[Any, ...] | None = PrivateAttr(default=None)
+    # Clients replaced after a setting changed; their sockets are closed by close()/aclose().
+    _retired: tuple[LabsClient, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _warn_unknown_params(cls, values: Any) -> Any:
+        # Like langchain-openai: a typo (``modl=``) or another provider's option should not
+        # pass silently, yet it must not break code written for other chat models either.
+        if isinstance(values, dict):
+            known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+            for key in values:
+                if key not in known and key not in _IGNORED_PARAMS:
+                    warnings.warn(
+                        f"ChatPerplexityLabs got unknown parameter {key!r}; it is ignored",
+                        UserWarning,
+                        stacklevel=4,  # past pydantic and Serializable.__init__: the caller
+                    )
+        return values
 
     @field_validator("model")
     @classmethod
@@ -146,6 +169,38 @@ class ChatPerplexityLabs(BaseChatModel):
             )
         scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
         return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in _PROXY_SCHEMES or not parts.hostname or port is None:
+            raise PerplexityLabsInputError(
+                f"Invalid proxy {value!r}: expected scheme://[user:password@]host:port with scheme "
+                f"{', '.join(_PROXY_SCHEMES)}, e.g. socks5://127.0.0.1:1080"
+            )
+        return value
+
+    @field_validator("timeout", "connect_timeout", "handshake_timeout", "first_token_timeout", "idle_timeout")
+    @classmethod
+    def _check_timeout(cls, value: float | None) -> float | None:
+        # A zero or negative budget would fail every call with a timeout that never had a chance.
+        if value is not None and not value > 0:
+            raise PerplexityLabsInputError(f"Invalid timeout {value!r}: use a positive number of seconds")
+        return value
+
+    @field_validator("pool_idle_timeout", "max_retries")
+    @classmethod
+    def _check_not_negative(cls, value: float | None) -> float | None:
+        if value is not None and not value >= 0:
+            raise PerplexityLabsInputError(f"Invalid value {value!r}: use zero or more")
+        return value
 
     @property
     def _llm_type(self) -> str:
@@ -190,7 +245,7 @@ class ChatPerplexityLabs(BaseChatModel):
         # Sockets and event loops cannot be pickled; the copy opens its own on first use.
         state: dict[Any, Any] = super().__getstate__()
         private = dict(state.get("__pydantic_private__") or {})
-        private.update(_client=None, _client_key=None)
+        private.update(_client=None, _client_key=None, _retired=())
         state["__pydantic_private__"] = private
         return state
 
@@ -199,6 +254,7 @@ class ChatPerplexityLabs(BaseChatModel):
         memo = {} if memo is None else memo
         if self._client is not None:
             memo[id(self._client)] = None
+        memo[id(self._retired)] = ()
         return super().__deepcopy__(memo)
 
     # -- connection management ---------------------------------------------------------
@@ -224,6 +280,9 @@ class ChatPerplexityLabs(BaseChatModel):
         connection, pool = self._settings()
         key = (connection, pool, self.max_retries, self.retry_server_failures)
         if self._client is None or self._client_key != key:
+            if self._client is not None:
+                # A setting changed: the old client may still hold warm sockets on some loop.
+                self._retired = (*self._retired, self._client)
             self._client = LabsClient(
                 connection,
                 pool,
@@ -243,13 +302,19 @@ class ChatPerplexityLabs(BaseChatModel):
 
     async def aclose(self) -> None:
         """Close this model's sockets on the current event loop."""
-        if self._client is not None:
-            await self._client.aclose()
+        await self._close_clients()
 
     def close(self) -> None:
         """Close the sockets sync calls use."""
-        if self._client is not None:
-            run_sync(self._client.aclose())
+        run_sync(self._close_clients())
+
+    async def _close_clients(self) -> None:
+        # Retired clients are dropped once closed here; their pools on other loops still
+        # close when those loops shut down.
+        retired, self._retired = self._retired, ()
+        for client in (*retired, self._client):
+            if client is not None:
+                await client.aclose()
 
     def __enter__(self) -> ChatPerplexityLabs:
         return self
@@ -275,7 +340,8 @@ class ChatPerplexityLabs(BaseChatModel):
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools, described to the model in a system instruction (see ``langchain_pplx_labs.tools``).
 
-        ``tool_choice``: ``"auto"`` (default), ``"any"``/``"required"``, a tool name, or ``"none"``.
+        ``tool_choice``: ``"auto"`` (default), ``"any"``/``"required"``, a tool name, or ``"none"``;
+        OpenAI (``{"type": "function", ...}``) and Anthropic (``{"type": "any"|"tool", ...}``) dicts too.
         """
         formatted = convert_tools(tools, strict=strict)
         tool_choice_name(tool_choice, formatted)  # fail at bind time, not at the first call
@@ -303,10 +369,11 @@ class ChatPerplexityLabs(BaseChatModel):
 
     # -- generation ----------------------------------------------------------------------
 
-    def _payload(self, messages: Sequence[BaseMessage], model: str | None = None) -> dict[str, Any]:
-        return build_payload(
-            model or self.model, to_labs_messages(messages), max_input_chars=self.max_input_chars
-        )
+    def _payload(
+        self, messages: Sequence[BaseMessage], model: str | None = None, *, first_index: int = 0
+    ) -> dict[str, Any]:
+        turns = to_labs_messages(messages, first_index=first_index)
+        return build_payload(model or self.model, turns, max_input_chars=self.max_input_chars)
 
     async def _chunks(
         self,
@@ -315,9 +382,10 @@ class ChatPerplexityLabs(BaseChatModel):
         include_usage: bool,
         stop: list[str] | None = None,
         model: str | None = None,
+        first_index: int = 0,
     ) -> AsyncIterator[ChatGenerationChunk]:
         model = validate_model_name(model) if model else self.model
-        payload = self._payload(messages, model)
+        payload = self._payload(messages, model, first_index=first_index)
         input_tokens = _estimate_tokens(sum(len(m["content"]) for m in payload["messages"]))
         decoder = StreamDecoder(model, keep_reasoning=self.reasoning is not False)
         scanner = StopScanner(normalise_stop(stop if stop is not None else self.stop))
@@ -344,9 +412,13 @@ class ChatPerplexityLabs(BaseChatModel):
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], usage: bool
     ) -> AsyncIterator[ChatGenerationChunk]:
         # Labs has no tools parameter: tools and JSON formats travel as a system instruction.
-        messages, tools = prepare_request(messages, kwargs)
-        chunks = self._chunks(messages, include_usage=usage, stop=stop, model=kwargs.get("model"))
-        return parse_tool_stream(chunks, tools, seed=request_seed(messages)) if tools else chunks
+        prepared, tools = prepare_request(messages, kwargs)
+        # An instruction may be prepended: errors must still name the caller's message indexes.
+        first_index = len(messages) - len(prepared)
+        chunks = self._chunks(
+            prepared, include_usage=usage, stop=stop, model=kwargs.get("model"), first_index=first_index
+        )
+        return parse_tool_stream(chunks, tools, seed=request_seed(prepared)) if tools else chunks
 
     def _chunk(
         self, event: StreamEvent, decoder: StreamDecoder, input_tokens: int | None
@@ -439,7 +511,7 @@ class ChatPerplexityLabs(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return restore_errors(await agenerate_from_stream(self._chunks_for(messages, stop, kwargs, True)))
+        return await agenerate_from_stream(self._chunks_for(messages, stop, kwargs, True))
 
     def _generate(
         self,
@@ -448,9 +520,28 @@ class ChatPerplexityLabs(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return restore_errors(
-            generate_from_stream(iterate_sync(self._chunks_for(messages, stop, kwargs, True)))
-        )
+        return generate_from_stream(iterate_sync(self._chunks_for(messages, stop, kwargs, True)))
+
+    # langchain-core answers invoke from _generate, or from _stream plus its own chunk merging
+    # (streaming=True, astream_events, LangGraph): every path ends here, so invalid calls get
+    # their errors and raw args back whichever path ran, and streaming callbacks stay core's.
+    def _generate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return restore_errors(super()._generate_with_cache(messages, stop, run_manager, **kwargs))
+
+    async def _agenerate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return restore_errors(await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs))
 
 
 def _estimate_tokens(chars: int) -> int:

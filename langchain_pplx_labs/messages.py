@@ -20,9 +20,23 @@ from langchain_pplx_labs.errors import PerplexityLabsInputError
 from langchain_pplx_labs.protocol import LabsMessage, Role
 
 _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
-# Parts that carry no text the model needs to see again (e.g. our own reasoning blocks).
-# Tool-call parts (Anthropic ``tool_use``, v1 ``tool_call``) are rendered from ``tool_calls`` instead.
-_SKIPPED_PART_TYPES = frozenset({"reasoning", "thinking", "tool_use", "tool_call", "tool_call_chunk"})
+# Parts that carry no text the model needs to see again (e.g. our own reasoning blocks), so
+# a v1 answer can be sent back as history. Tool-call parts (Anthropic ``tool_use``, v1
+# ``tool_call``/``invalid_tool_call``) are rendered from ``tool_calls``/``invalid_tool_calls``.
+_SKIPPED_PART_TYPES = frozenset(
+    {
+        "reasoning",
+        "thinking",
+        "tool_use",
+        "tool_call",
+        "tool_call_chunk",
+        "invalid_tool_call",
+        "server_tool_call",
+        "server_tool_call_chunk",
+        "server_tool_result",
+        "non_standard",
+    }
+)
 _CHAT_ROLES: dict[str, Role] = {
     "system": "system",
     "developer": "system",
@@ -33,16 +47,19 @@ _CHAT_ROLES: dict[str, Role] = {
 }
 
 
-def to_labs_messages(messages: Sequence[BaseMessage]) -> list[LabsMessage]:
-    """Convert a LangChain conversation to Labs turns, raising on unsupported content."""
-    return [to_labs_message(message, index) for index, message in enumerate(messages)]
+def to_labs_messages(messages: Sequence[BaseMessage], *, first_index: int = 0) -> list[LabsMessage]:
+    """Convert a LangChain conversation to Labs turns, raising on unsupported content.
+
+    ``first_index`` numbers the messages in errors (-1 when an instruction was prepended).
+    """
+    return [to_labs_message(message, index) for index, message in enumerate(messages, start=first_index)]
 
 
 def to_labs_message(message: BaseMessage, index: int = 0) -> LabsMessage:
     """Convert one message; ``index`` only sharpens error messages."""
     role = _role_of(message, index)
     text = content_text(message.content, where=f"message {index} ({message.type})")
-    if isinstance(message, AIMessage) and message.tool_calls:
+    if isinstance(message, AIMessage) and (message.tool_calls or message.invalid_tool_calls):
         text = _with_tool_calls(text, message)
     if isinstance(message, ToolMessage):
         text = (
@@ -97,5 +114,22 @@ def _with_tool_calls(text: str, message: AIMessage) -> str:
     calls = [
         {"id": call.get("id"), "name": call["name"], "arguments": call["args"]} for call in message.tool_calls
     ]
+    # Invalid calls go back as written, so the model sees what it got wrong.
+    calls += [
+        {"id": bad.get("id"), "name": bad.get("name"), "arguments": _decoded(bad.get("args"))}
+        for bad in message.invalid_tool_calls
+    ]
     rendered = json.dumps({"tool_calls": calls}, ensure_ascii=False)
     return f"{text}\n{rendered}" if text else rendered
+
+
+def _decoded(args: Any) -> Any:
+    """Raw call args as JSON if they parse (twice for quoted chunk args), else the string itself."""
+    for _ in range(2):
+        if not isinstance(args, str):
+            break
+        try:
+            args = json.loads(args)
+        except ValueError:
+            break
+    return args

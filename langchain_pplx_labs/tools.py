@@ -28,7 +28,7 @@ from langchain_core.messages import (
     ToolCallChunk,
 )
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.json import parse_partial_json
 
 from langchain_pplx_labs.errors import PerplexityLabsInputError
@@ -61,26 +61,60 @@ _JSON_TYPES: dict[str, type | tuple[type, ...]] = {
 
 
 def convert_tools(tools: Sequence[Any], *, strict: bool | None = None) -> list[dict[str, Any]]:
-    """OpenAI-format specs for BaseTools, functions, pydantic models, TypedDicts or dicts."""
-    return [convert_to_openai_tool(tool, strict=strict) for tool in tools]
+    """OpenAI-format function specs for BaseTools, functions, pydantic models, TypedDicts or dicts."""
+    return [_function_spec(tool, strict) for tool in tools]
+
+
+def _function_spec(tool: Any, strict: bool | None) -> dict[str, Any]:
+    try:
+        spec = convert_to_openai_tool(tool, strict=strict)
+    except (ValueError, TypeError) as exc:
+        raise PerplexityLabsInputError(f"Cannot describe tool {tool!r}: {exc}") from exc
+    function = spec.get("function")
+    if spec.get("type") != "function" or not isinstance(function, dict) or not function.get("name"):
+        # Built-in provider tools ({"type": "web_search_preview"}, ...) have nothing Labs can run.
+        raise PerplexityLabsInputError(
+            f"Tool {tool!r} is not a function tool; Perplexity Labs can only be given function "
+            f"tools (BaseTool, function, pydantic model, TypedDict or OpenAI function dict)"
+        )
+    return spec
+
+
+# Anthropic-style ``{"type": ...}`` choices mapped to the OpenAI-style names.
+_CHOICE_TYPES = {"any": "required", "auto": "auto", "none": "none"}
 
 
 def tool_choice_name(tool_choice: ChoiceSpec, tools: Sequence[dict[str, Any]]) -> str:
     """Normalise ``tool_choice`` to ``auto``, ``required``, ``none`` or a tool name."""
     names = [spec["function"]["name"] for spec in tools]
-    if tool_choice is None or tool_choice == "auto" or tool_choice is False:
-        return "auto"
-    if tool_choice in ("any", "required") or tool_choice is True:
-        return "required"
-    if tool_choice == "none":
-        return "none"
-    if isinstance(tool_choice, dict):
-        tool_choice = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
-    if isinstance(tool_choice, str) and tool_choice in names:
-        return tool_choice
+    choice = _choice_key(tool_choice)
+    if choice == "auto" or choice == "none":
+        return choice
+    if not names:
+        raise PerplexityLabsInputError(f"tool_choice {tool_choice!r} needs at least one bound tool")
+    if choice is not None and (choice == "required" or choice in names):
+        return choice
     raise PerplexityLabsInputError(
         f"tool_choice {tool_choice!r} is not 'auto', 'any', 'required', 'none' or a bound tool name {names}"
     )
+
+
+def _choice_key(tool_choice: ChoiceSpec) -> str | None:
+    """``auto``, ``required``, ``none``, a name to look up, or ``None`` if unrecognised."""
+    if tool_choice is None or tool_choice is False:
+        return "auto"
+    if tool_choice is True or tool_choice in ("any", "required"):
+        return "required"
+    if isinstance(tool_choice, str):
+        return tool_choice
+    if isinstance(tool_choice, dict):
+        kind = tool_choice.get("type")
+        if isinstance(kind, str) and kind in _CHOICE_TYPES:
+            return _CHOICE_TYPES[kind]
+        function = tool_choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else tool_choice.get("name")
+        return name if isinstance(name, str) else None
+    return None
 
 
 def tool_instruction(tools: Sequence[dict[str, Any]], choice: str) -> str:
@@ -413,25 +447,44 @@ def prepare_request(
 ) -> tuple[list[BaseMessage], list[dict[str, Any]] | None]:
     """Add the tool and response-format instructions; return the tools whose calls to parse."""
     prepared = list(messages)
-    tools: list[dict[str, Any]] | None = kwargs.get("tools") or None
-    if tools is not None:
-        choice = tool_choice_name(kwargs.get("tool_choice"), tools)
-        if choice == "none":
-            tools = None
-        else:
-            prepared = add_instruction(prepared, tool_instruction(tools, choice))
-    response_format = kwargs.get("response_format")
-    if response_format is not None:
-        prepared = add_instruction(prepared, format_instruction(response_format))
-    return prepared, tools
+    # bind(tools=...) passes tools unconverted, unlike bind_tools.
+    tools = convert_tools(kwargs.get("tools") or [])
+    choice = tool_choice_name(kwargs.get("tool_choice"), tools)
+    if tools and choice != "none":
+        prepared = add_instruction(prepared, tool_instruction(tools, choice))
+    instruction = format_instruction(kwargs.get("response_format"))
+    if instruction is not None:
+        prepared = add_instruction(prepared, instruction)
+    return prepared, tools if tools and choice != "none" else None
 
 
-def format_instruction(response_format: dict[str, Any]) -> str:
-    """The instruction for ``{"type": "json_object"}`` or ``{"type": "json_schema", "json_schema": ...}``."""
-    schema = (response_format.get("json_schema") or {}).get("schema")
-    if schema is None:
+def format_instruction(response_format: Any) -> str | None:
+    """The instruction for an OpenAI-style ``response_format``, a pydantic model or a TypedDict."""
+    if response_format is None:
+        return None
+    if isinstance(response_format, type):
+        return _schema_instruction(response_format)
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
         return PLAIN_JSON_INSTRUCTION
-    return JSON_INSTRUCTION.format(schema=json.dumps(schema, ensure_ascii=False))
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        return PLAIN_JSON_INSTRUCTION if schema is None else _schema_instruction(schema)
+    raise PerplexityLabsInputError(
+        f"Unsupported response_format {response_format!r}: use {{'type': 'text'}}, "
+        f"{{'type': 'json_object'}}, {{'type': 'json_schema', ...}}, a pydantic model or a TypedDict"
+    )
+
+
+def _schema_instruction(schema: dict[str, Any] | type) -> str:
+    try:
+        # A dict is already a JSON Schema (OpenAI's json_schema.schema) and may lack a title.
+        json_schema = schema if isinstance(schema, dict) else convert_to_json_schema(schema)
+    except (ValueError, TypeError) as exc:
+        raise PerplexityLabsInputError(f"Cannot turn response_format {schema!r} into a JSON Schema") from exc
+    return JSON_INSTRUCTION.format(schema=json.dumps(json_schema, ensure_ascii=False))
 
 
 def add_instruction(messages: Sequence[BaseMessage], instruction: str) -> list[BaseMessage]:
@@ -489,11 +542,33 @@ def _with_calls(
 
 
 def restore_errors(result: ChatResult) -> ChatResult:
-    """Put the errors of invalid calls back (adding chunks together drops them)."""
+    """Put the errors and raw args of invalid calls back on a whole (non-chunk) answer.
+
+    Adding chunks drops the errors, and chunk args are quoted (see ``_quoted``); both are
+    fixed by call id, in ``invalid_tool_calls`` and in v1 ``invalid_tool_call`` content blocks.
+    """
     for generation in result.generations:
         message = generation.message
         errors = message.response_metadata.get(ERRORS_KEY)
-        if isinstance(message, AIMessage) and errors:
-            for bad in message.invalid_tool_calls:
-                bad["error"] = errors.get(str(bad.get("id")), bad.get("error"))
+        if not isinstance(message, AIMessage) or not isinstance(errors, dict):
+            continue
+        blocks = (
+            [b for b in message.content if isinstance(b, dict)] if isinstance(message.content, list) else []
+        )
+        calls: list[Any] = [*message.invalid_tool_calls, *blocks]
+        for bad in calls:
+            if bad.get("type") in (None, "invalid_tool_call") and str(bad.get("id")) in errors:
+                bad["error"] = errors[str(bad.get("id"))]
+                bad["args"] = unquoted(bad.get("args"))
     return result
+
+
+def unquoted(args: Any) -> Any:
+    """The raw args ``_quoted`` wrapped in a JSON string; anything else as given."""
+    if not isinstance(args, str):
+        return args
+    try:
+        inner = json.loads(args)
+    except ValueError:
+        return args
+    return inner if isinstance(inner, str) and _quoted(inner) != inner else args

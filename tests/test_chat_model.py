@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import time
+import types
+import warnings
 from collections.abc import Iterable
 from functools import reduce
 
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessageChunk, HumanMessage, SystemMessage
+from pydantic import ValidationError
 
 from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs._sync import background_loop
 from langchain_pplx_labs.emulator import LabsEmulator, LabsRequest, Scenario
+from langchain_pplx_labs.errors import PerplexityLabsInputError
 
 ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
 CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
@@ -220,3 +227,134 @@ def test_r1_1776_answer_without_think_close_is_not_also_reasoning(
     chunks = list(model.stream("Q"))
     assert "".join(str(c.content) for c in chunks) == ANSWER
     assert not any(c.additional_kwargs.get("reasoning_content") for c in chunks)
+
+
+# -- constructor checks and client lifetime ----------------------------------------------------
+
+
+def test_unknown_constructor_argument_warns_naming_it() -> None:
+    with pytest.warns(UserWarning, match="unknown parameter 'modl'") as caught:
+        chat = ChatPerplexityLabs(modl="sonar-pro", base_url="http://127.0.0.1:9")
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+    assert chat.model == "r1-1776"
+
+
+def test_known_and_documented_arguments_do_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chat = ChatPerplexityLabs(
+            model_name="sonar",
+            request_timeout=30,
+            stop_sequences=["x"],
+            temperature=0.2,  # accepted and ignored: Labs has no temperature
+            max_tokens=100,
+            streaming=True,
+            tags=["t"],
+            base_url="http://127.0.0.1:9",
+        )
+    assert (chat.model, chat.timeout, chat.stop) == ("sonar", 30, ["x"])
+
+
+def _input_error(caught: pytest.ExceptionInfo[ValidationError]) -> PerplexityLabsInputError:
+    error = caught.value.errors()[0]["ctx"]["error"]
+    assert isinstance(error, PerplexityLabsInputError)
+    return error
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    ["localhost:8080", "ftp://127.0.0.1:1", "http://proxy.example", "https://127.0.0.1:3128", "socks5://"],
+)
+def test_invalid_proxies_are_refused_at_construction(proxy: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ChatPerplexityLabs(base_url="http://127.0.0.1:9", proxy=proxy)
+    assert "Invalid proxy" in str(_input_error(caught))
+
+
+@pytest.mark.parametrize(
+    "proxy", ["http://127.0.0.1:3128", "socks5://user:pw@127.0.0.1:1080", "socks4://h:1"]
+)
+def test_valid_proxies_are_kept(proxy: str) -> None:
+    assert ChatPerplexityLabs(base_url="http://127.0.0.1:9", proxy=proxy).proxy == proxy
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"timeout": 0},
+        {"timeout": -1},
+        {"connect_timeout": 0},
+        {"handshake_timeout": -2},
+        {"first_token_timeout": 0},
+        {"idle_timeout": -5},
+        {"pool_idle_timeout": -1},
+        {"max_retries": -1},
+    ],
+    ids=str,
+)
+def test_non_positive_timeouts_and_negative_retries_are_refused(field: dict[str, float]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ChatPerplexityLabs(base_url="http://127.0.0.1:9", **field)
+    assert "Invalid" in str(_input_error(caught))
+
+
+def test_unbounded_and_zero_idle_pool_are_allowed() -> None:
+    chat = ChatPerplexityLabs(
+        base_url="http://127.0.0.1:9", timeout=None, idle_timeout=None, pool_idle_timeout=0
+    )
+    assert (chat.timeout, chat.idle_timeout, chat.pool_idle_timeout) == (None, None, 0)
+
+
+def test_close_also_closes_the_client_a_setting_change_replaced(
+    base_url: str, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=ANSWER)
+    chat = ChatPerplexityLabs(base_url=base_url, model="sonar", max_retries=0)
+    chat.invoke("one")
+    replaced = chat._client  # held, so only close() (not the garbage collector) can close it
+    chat.timeout = 120  # part of the client key: the next call builds a new client
+    chat.invoke("two")
+    assert chat._client is not replaced
+    chat.close()
+    deadline = time.monotonic() + 2
+    while emulator.open_sockets and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert emulator.open_sockets == 0
+
+
+async def test_aclose_also_closes_replaced_clients(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(answer=ANSWER)
+    chat = ChatPerplexityLabs(base_url=base_url, model="sonar", max_retries=0)
+    await chat.ainvoke("one")
+    replaced = chat._client  # held, so only aclose() (not the garbage collector) can close it
+    chat.max_retries = 1
+    await chat.ainvoke("two")
+    assert chat._client is not replaced
+    await chat.aclose()
+    for _ in range(100):
+        if not emulator.open_sockets:
+            break
+        await asyncio.sleep(0.02)
+    assert emulator.open_sockets == 0
+
+
+async def _collect_garbage() -> None:
+    gc.collect()
+
+
+def test_half_read_stream_collected_on_the_sync_loop_does_not_block_it(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=ANSWER, chunk_size=3)
+    holder = types.SimpleNamespace()
+    holder.self = holder  # a cycle: only the garbage collector frees the half-read stream
+    holder.stream = model.stream("Q")
+    next(holder.stream)
+    gc.disable()
+    try:
+        del holder
+        # Collected on the loop thread, the stream's finaliser must not wait for that same loop.
+        asyncio.run_coroutine_threadsafe(_collect_garbage(), background_loop()).result(timeout=5)
+    finally:
+        gc.enable()
+    assert model.invoke("Q").content == ANSWER

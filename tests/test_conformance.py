@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -484,3 +485,25 @@ def test_v1_chunk_type_is_ai_message_chunk(model: ChatPerplexityLabs) -> None:
     chunks = list(model.stream("q"))
     assert all(isinstance(c, AIMessageChunk) for c in chunks)
     assert isinstance(model.invoke("q"), AIMessage)
+
+
+@pytest.mark.parametrize("path", ["stream", "astream", "invoke", "ainvoke"])
+async def test_new_token_fires_once_per_chunk_on_every_path(
+    base_url: str, emulator: LabsEmulator, path: str
+) -> None:
+    emulator.script(answer=ANSWER, citations=SOURCES, chunk_size=9)
+    recorder = _Recorder()
+    config: Any = {"callbacks": [recorder]}
+    async with _chat(base_url, streaming=True) as chat:
+        expected = [c.text async for c in chat.astream("q")]
+        if path == "stream":
+            await asyncio.to_thread(lambda: list(chat.stream("q", config=config)))
+        elif path == "astream":
+            _ = [c async for c in chat.astream("q", config=config)]
+        elif path == "invoke":
+            await asyncio.to_thread(chat.invoke, "q", config)
+        else:
+            await chat.ainvoke("q", config=config)
+        await asyncio.to_thread(chat.close)
+    assert recorder.tokens == expected
+    assert len(recorder.results) == 1

@@ -71,3 +71,28 @@ def test_image_part_raises_value_error_naming_the_part_index_and_message() -> No
     assert isinstance(caught.value, PerplexityLabsInputError)
     assert "message 1" in str(caught.value)
     assert "image_url" in str(caught.value)
+
+
+def test_v1_blocks_without_text_are_skipped_and_invalid_calls_rendered() -> None:
+    bad = {"type": "invalid_tool_call", "id": "c1", "name": "search", "args": '{"q": 1}', "error": "q: str"}
+    message = AIMessage(
+        content=[
+            {"type": "text", "text": "Checking."},
+            bad,
+            {"type": "server_tool_call", "id": "s1", "name": "web_search", "args": {}},
+            {"type": "server_tool_result", "tool_call_id": "s1", "status": "success"},
+            {"type": "non_standard", "value": {"x": 1}},
+        ],
+        invalid_tool_calls=[{k: v for k, v in bad.items() if k != "type"}],
+    )
+    [turn] = to_labs_messages([message])
+    assert turn == {
+        "role": "assistant",
+        "content": 'Checking.\n{"tool_calls": [{"id": "c1", "name": "search", "arguments": {"q": 1}}]}',
+    }
+
+
+def test_first_index_numbers_messages_in_errors() -> None:
+    image = HumanMessage([{"type": "image_url", "image_url": {"url": "http://example.org/x.png"}}])
+    with pytest.raises(PerplexityLabsInputError, match=r"^message 0 \(human\)"):
+        to_labs_messages([SystemMessage("instruction"), image], first_index=-1)

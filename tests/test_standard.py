@@ -94,6 +94,14 @@ class _Flags:
 
 class TestChatPerplexityLabsUnit(_Flags, ChatModelUnitTests):
     @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        # The unit suite adds api_key="test" for API-key providers; Labs has none, and the model
+        # warns about unknown arguments.
+        params = super().standard_chat_model_params
+        params.pop("api_key", None)
+        return params
+
+    @property
     def chat_model_params(self) -> dict[str, Any]:
         # Explicit base_url so a PPLX_LABS_BASE_URL in the developer's env cannot change the snapshot.
         return {"model": "sonar-pro", "base_url": "https://www.perplexity.ai"}

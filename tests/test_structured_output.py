@@ -147,3 +147,33 @@ def test_schema_is_required_except_for_json_mode(model: ChatPerplexityLabs) -> N
         model.with_structured_output(None, method="json_schema")
     with pytest.raises(PerplexityLabsInputError, match="Unknown structured output method"):
         model.with_structured_output(City, method="xml")  # type: ignore[arg-type]
+
+
+# -- response_format passed directly ----------------------------------------------------------
+
+
+def test_text_response_format_adds_no_instruction(model: ChatPerplexityLabs, emulator: LabsEmulator) -> None:
+    emulator.script(answer="Paris.", citations=[])
+    assert model.invoke("Capital?", response_format={"type": "text"}).content == "Paris."
+    assert emulator.requests[-1]["messages"] == [{"role": "user", "content": "Capital?"}]
+
+
+@pytest.mark.parametrize("schema", [City, CityDict], ids=["pydantic", "typeddict"])
+def test_class_response_format_asks_for_its_json_schema(
+    model: ChatPerplexityLabs, emulator: LabsEmulator, schema: type
+) -> None:
+    emulator.script(answer=json.dumps(PARIS), citations=[])
+    model.invoke("Capital?", response_format=schema)
+    system = emulator.requests[-1]["messages"][0]
+    assert system["role"] == "system"
+    assert '"population"' in system["content"]
+    assert "JSON Schema" in system["content"]
+
+
+@pytest.mark.parametrize("response_format", ["json", {"type": "xml"}, 42], ids=["str", "unknown-type", "int"])
+def test_unsupported_response_format_is_an_input_error(
+    model: ChatPerplexityLabs, emulator: LabsEmulator, response_format: Any
+) -> None:
+    with pytest.raises(PerplexityLabsInputError, match="Unsupported response_format"):
+        model.invoke("Capital?", response_format=response_format)
+    assert emulator.requests == []

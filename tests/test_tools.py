@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from functools import reduce
 from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
@@ -342,3 +345,150 @@ def test_schema_follower_calls_the_offered_tool_then_summarises(
     assert model.with_structured_output(Translate, method="json_schema").invoke(
         "Say 'hi' in French"
     ) == Translate(text="hi", language="hi")
+
+
+# -- invalid calls on every invoke path, tool_choice forms and tool kinds -------------------------
+
+INVALID_CALL = tool_call_answer(("get_weather", {"town": "Paris"}))
+
+
+async def _ainvoke_under_astream_events(chat: ChatPerplexityLabs) -> Any:
+    """ainvoke inside a chain streamed with astream_events, as a LangGraph node is."""
+    bound = chat.bind_tools([get_weather])
+
+    async def node(question: str, config: RunnableConfig) -> Any:
+        return await bound.ainvoke(question, config)
+
+    chain = RunnableLambda(node)
+    streamed = 0
+    async for event in chain.astream_events("Weather?", version="v2"):
+        streamed += event["event"] == "on_chat_model_stream"
+        if event["event"] == "on_chain_end" and event["name"] == "node":
+            assert streamed  # the event stream did make langchain-core stream the model
+            return event["data"]["output"]
+    raise AssertionError("the chain never ended")
+
+
+@pytest.mark.parametrize("path", ["invoke", "ainvoke", "astream_events"])
+async def test_invalid_call_keeps_error_and_raw_args_when_invoke_streams_internally(
+    base_url: str, emulator: LabsEmulator, path: str
+) -> None:
+    # streaming=True and astream_events make langchain-core build the answer from _stream chunks.
+    emulator.script(answer=INVALID_CALL, chunk_size=7, citations=[])
+    # An explicit streaming=False would stop astream_events from streaming the model.
+    fields: dict[str, Any] = {} if path == "astream_events" else {"streaming": True}
+    async with ChatPerplexityLabs(base_url=base_url, model="sonar", **fields) as chat:
+        if path == "invoke":
+            message = await asyncio.to_thread(chat.bind_tools([get_weather]).invoke, "Weather?")
+            await asyncio.to_thread(chat.close)
+        elif path == "ainvoke":
+            message = await chat.bind_tools([get_weather]).ainvoke("Weather?")
+        else:
+            message = await _ainvoke_under_astream_events(chat)
+    [bad] = message.invalid_tool_calls
+    assert "required key 'city'" in str(bad["error"])
+    assert json.loads(str(bad["args"])) == {"town": "Paris"}
+
+
+def test_invoke_gives_raw_args_of_invalid_calls_and_chunks_stay_invalid(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=INVALID_CALL, citations=[])
+    bound = model.bind_tools([get_weather])
+    [bad] = bound.invoke("Weather?").invalid_tool_calls
+    assert bad["args"] == '{"town": "Paris"}'
+    summed = reduce(lambda a, b: a + b, list(bound.stream("Weather?")))
+    # Chunk args stay quoted so adding chunks can never repair them into a valid call.
+    assert summed.tool_calls == []
+    assert [b["id"] for b in summed.invalid_tool_calls] == [bad["id"]]
+
+
+def test_v1_invoke_blocks_carry_the_error_and_raw_args(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(answer=INVALID_CALL, citations=[])
+    with ChatPerplexityLabs(base_url=base_url, model="sonar", output_version="v1", streaming=True) as chat:
+        message = chat.bind_tools([get_weather]).invoke("Weather?")
+    [block] = [b for b in message.content if isinstance(b, dict) and b["type"] == "invalid_tool_call"]
+    assert "required key 'city'" in str(block["error"])
+    assert block["args"] == '{"town": "Paris"}'
+
+
+@pytest.mark.parametrize(
+    ("choice", "line"),
+    [
+        ({"type": "any"}, "You must call at least one tool now."),
+        ({"type": "tool", "name": "get_weather"}, "You must call the tool 'get_weather' now."),
+        ({"type": "auto"}, None),
+    ],
+    ids=["any", "tool", "auto"],
+)
+def test_anthropic_style_tool_choice_is_accepted(
+    model: ChatPerplexityLabs, emulator: LabsEmulator, choice: dict[str, str], line: str | None
+) -> None:
+    emulator.script(answer=CALL, citations=[])
+    message = model.bind_tools([get_weather], tool_choice=choice).invoke("Weather in Paris?")
+    assert [c["name"] for c in message.tool_calls] == ["get_weather"]
+    system = emulator.requests[-1]["messages"][0]["content"]
+    assert system.splitlines()[-1] == line if line else "You must" not in system
+
+
+def test_anthropic_tool_choice_none_sends_no_tools(model: ChatPerplexityLabs, emulator: LabsEmulator) -> None:
+    emulator.script(answer=CALL, citations=[])
+    message = model.bind_tools([get_weather], tool_choice={"type": "none"}).invoke("Weather?")
+    assert message.tool_calls == []
+    assert emulator.requests[-1]["messages"] == [{"role": "user", "content": "Weather?"}]
+
+
+def test_bad_tool_choice_error_shows_the_value_given(model: ChatPerplexityLabs) -> None:
+    with pytest.raises(PerplexityLabsInputError, match=re.escape("{'type': 'tool', 'name': 'get_time'}")):
+        model.bind_tools([get_weather], tool_choice={"type": "tool", "name": "get_time"})
+
+
+@pytest.mark.parametrize("choice", ["any", "required", "get_weather", {"type": "any"}])
+def test_tool_choice_without_tools_is_refused(model: ChatPerplexityLabs, choice: Any) -> None:
+    with pytest.raises(PerplexityLabsInputError, match="needs at least one bound tool"):
+        model.bind_tools([], tool_choice=choice)
+    with pytest.raises(PerplexityLabsInputError, match="needs at least one bound tool"):
+        model.invoke("Weather?", tool_choice=choice)
+
+
+def test_raw_tools_passed_to_bind_are_converted(model: ChatPerplexityLabs, emulator: LabsEmulator) -> None:
+    emulator.script(answer=CALL, citations=[])
+    message = model.bind(tools=[get_weather]).invoke("Weather in Paris?")
+    assert [(c["name"], c["args"]) for c in message.tool_calls] == [("get_weather", {"city": "Paris"})]
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [({"type": "web_search_preview"}, "not a function tool"), ({"foo": "bar"}, "Cannot describe tool")],
+    ids=["built-in", "not-a-tool"],
+)
+def test_non_function_tools_are_refused_clearly(
+    model: ChatPerplexityLabs, emulator: LabsEmulator, spec: dict[str, str], error: str
+) -> None:
+    with pytest.raises(PerplexityLabsInputError, match=error):
+        model.bind_tools([spec])
+    with pytest.raises(PerplexityLabsInputError, match=error):
+        model.bind(tools=[spec]).invoke("Weather?")
+    assert emulator.requests == []
+
+
+def test_content_errors_name_the_callers_message_index_with_tools_bound(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    image = HumanMessage([{"type": "image_url", "image_url": {"url": "http://example.org/x.png"}}])
+    with pytest.raises(PerplexityLabsInputError, match=r"^message 1 \(human\)"):
+        model.bind_tools([get_weather]).invoke([HumanMessage("Look:"), image])
+
+
+def test_v1_answer_with_an_invalid_call_can_go_back_as_history(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(answer="Checking [1].\n" + INVALID_CALL, citations=["https://example.org/a"])
+    with ChatPerplexityLabs(base_url=base_url, model="sonar", output_version="v1") as chat:
+        bound = chat.bind_tools([get_weather])
+        invoked = bound.invoke("Weather?")
+        summed = reduce(lambda a, b: a + b, list(bound.stream("Weather?")))
+        for answer in (invoked, summed):
+            bound.invoke([HumanMessage("Weather?"), answer, HumanMessage("Try again.")])
+            sent = emulator.requests[-1]["messages"][-2]
+            assert sent["role"] == "assistant"
+            assert sent["content"].startswith("Checking [1].\n")
+            assert '"arguments": {"town": "Paris"}' in sent["content"]
