@@ -18,7 +18,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
-from langchain_pplx_labs.pool import ConnectionPool, PoolSettings
+from langchain_pplx_labs.pool import ConnectionPool, PoolClosedError, PoolSettings
 from langchain_pplx_labs.protocol import ProgressFrame, parse_frame
 
 logger = logging.getLogger(__name__)
@@ -98,16 +98,22 @@ class LabsClient:
 
         Failures before the first frame are retried with backoff; once a frame
         was yielded nothing is re-asked, so callers never see duplicated text.
+        The ``total`` timeout covers the whole call, retries and backoff included.
         """
         pool = await self.pool()
+        total = self.settings.timeouts.total
+        started = time.monotonic()
         attempt = 0
         while True:
+            if total is not None and time.monotonic() - started >= total:
+                # Nothing left of the budget: do not send the question again.
+                raise PerplexityLabsTimeoutError("total", total)
             yielded = False
             try:
                 # aclosing: a consumer that stops at the final frame must release the lease now,
                 # not when the loop gets round to finalising the generator (another task may
                 # be handed the same socket meanwhile).
-                async with aclosing(self._attempt(pool, payload)) as frames:
+                async with aclosing(self._attempt(pool, payload, started)) as frames:
                     async for frame in frames:
                         yielded = True
                         yield frame
@@ -120,14 +126,16 @@ class LabsClient:
                 if yielded or not self._retryable(exc) or attempt >= self.max_retries:
                     raise
                 delay = self._backoff(attempt)
+                if total is not None and time.monotonic() + delay - started >= total:
+                    raise  # the backoff alone would use up the budget: report the real cause now
                 attempt += 1
                 logger.info("Labs attempt %d failed (%s); retrying in %.2fs", attempt, exc, delay)
                 await asyncio.sleep(delay)
 
     async def _attempt(
-        self, pool: ConnectionPool, payload: Mapping[str, Any]
+        self, pool: ConnectionPool, payload: Mapping[str, Any], started: float
     ) -> AsyncGenerator[ProgressFrame, None]:
-        started = time.monotonic()
+        # ``started`` is when stream() began: each attempt gets only what is left of ``total``.
         async with pool.lease() as lease:
             streamed = False
             try:
@@ -152,7 +160,7 @@ class LabsClient:
                 raise _StaleSocket(str(exc)) from exc
 
     def _retryable(self, exc: PerplexityLabsError) -> bool:
-        if isinstance(exc, PerplexityLabsBlockedError):
+        if isinstance(exc, PerplexityLabsBlockedError | PoolClosedError):
             return False
         if isinstance(exc, PerplexityLabsServerError):
             return self.retry_server_failures

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import aiohttp
 import socketio
 from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
+from engineio import base_client as eio_base_client
+from engineio import packet as eio_packet
+from engineio import payload as eio_payload
 from socketio import exceptions as sio_exceptions
 from socketio import packet as sio_packet
 
@@ -48,6 +54,9 @@ DEFAULT_HEADERS: Mapping[str, str] = {
 # aiohttp-socks raises these outside aiohttp's hierarchy, so engineio lets them escape.
 _PROXY_ERRORS = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
 _BLOCK_MARKERS = ("cloudflare", "cf-chl", "challenge-platform", "just a moment", "attention required")
+# How long a polite close may wait for the server's goodbye before the socket is dropped: a
+# close runs in the lease's ``finally``, so every error would otherwise reach the caller late.
+GRACEFUL_CLOSE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,12 +86,75 @@ class ConnectionSettings:
         return dict(self.headers)
 
 
+class _Opening:
+    """What one ``open()`` did on the shared HTTP session, reported by aiohttp's tracing.
+
+    engine.io keeps an upgrade WebSocket in a local until the upgrade finishes, so a
+    cancel or error mid-upgrade would leave it open: its response is noted here to close.
+    The first TCP connection marks the end of ``connect`` and the start of ``handshake``.
+    """
+
+    def __init__(self) -> None:
+        self.active = True
+        self.responses: list[aiohttp.ClientResponse] = []
+        self.on_connected: Callable[[], None] | None = None
+
+    def connected(self) -> None:
+        callback, self.on_connected = self.on_connected, None
+        if callback is not None:
+            callback()
+
+
+# Set for the duration of an open(); engine.io's loop tasks inherit it, hence ``active``.
+_OPENING: contextvars.ContextVar[_Opening | None] = contextvars.ContextVar("labs_opening", default=None)
+
+
+def _current_opening() -> _Opening | None:
+    opening = _OPENING.get()
+    return opening if opening is not None and opening.active else None
+
+
+async def _trace_connection(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
+    opening = _current_opening()
+    if opening is not None:
+        opening.connected()
+
+
+async def _trace_response(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+) -> None:
+    opening = _current_opening()
+    if opening is not None:
+        opening.responses.append(params.response)
+
+
+def labs_trace_config() -> aiohttp.TraceConfig:
+    """Tracing for a pool's HTTP session, so ``open()`` can time and clean up its own requests."""
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(_trace_connection)
+    trace.on_connection_reuseconn.append(_trace_connection)
+    trace.on_request_end.append(_trace_response)
+    return trace
+
+
+class _PoolSessionClosed(PerplexityLabsConnectionError):
+    """engine.io wanted a new HTTP session because the pool's was closed (the pool is closing)."""
+
+
 class _LabsSocketIO(socketio.AsyncClient):  # type: ignore[misc]
     """python-socketio client that reports undecodable packets instead of only logging them."""
 
-    def __init__(self, on_bad_packet: Any, **kwargs: Any) -> None:
+    def __init__(self, on_bad_packet: Any, on_lost: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._on_bad_packet = on_bad_packet
+        self._on_lost = on_lost
+
+    async def _handle_eio_disconnect(self, reason: Any) -> None:
+        # python-socketio reports a lost transport only to connected namespaces: before the
+        # CONNECT ack (a pipelined question is waiting) nobody would hear of it.
+        if not self.namespaces:
+            self._on_lost(reason)
+        await super()._handle_eio_disconnect(reason)
 
     async def _handle_eio_message(self, data: Any) -> None:
         try:
@@ -120,6 +192,7 @@ class LabsConnection:
         self._closed = False
         self._sio = _LabsSocketIO(
             self._on_bad_packet,
+            self._on_disconnect,
             reconnection=False,
             http_session=session,
             serializer=OrjsonPacket,
@@ -127,6 +200,12 @@ class LabsConnection:
             logger=False,
             engineio_logger=False,
         )
+        # engine.io silently builds (and never closes) a session of its own when ours is
+        # closed, which happens when the pool closes mid-connect: refuse instead.
+        self._sio.eio.http_factory = _refuse_new_session
+        self._opening = _Opening()
+        # Set while open() runs: close() from another task (the pool closing) ends the connect.
+        self._cut_short: Callable[[], None] | None = None
         self._sio.on("*", self._on_event)
         self._sio.on("disconnect", self._on_disconnect)
         self._sio.on("connect", self._on_connect)
@@ -151,14 +230,51 @@ class LabsConnection:
         return self._inbox is not None
 
     async def open(self, transport: Transport, *, pipelined: bool = True) -> None:
-        """Connect with ``transport``: a direct WebSocket, or the polling handshake then upgrade."""
-        transports = ["websocket"] if transport == "websocket" else ["polling", "websocket"]
-        url = self.settings.base_url
-        timeouts = self.settings.timeouts
+        """Connect with ``transport``: a direct WebSocket, or the polling handshake then upgrade.
+
+        On any failure, a cancel included, nothing this call opened stays open.
+        """
+        token = _OPENING.set(self._opening)
         try:
-            await asyncio.wait_for(
-                self._sio.connect(
-                    url,
+            await self._connect(transport, pipelined)
+        except BaseException as exc:
+            abandoned = self._closed and isinstance(exc, Exception)
+            await self.close(graceful=False)
+            error = _closed_while_connecting() if abandoned else self._open_error(exc, transport)
+            if error is None:
+                raise
+            raise error from (None if isinstance(error, PerplexityLabsTimeoutError) else exc)
+        finally:
+            self._opening.active = False
+            _OPENING.reset(token)
+        if self._closed:
+            # close() ran (the pool closed) just as the connect finished: drop what it opened.
+            await self._shutdown(graceful=False)
+            raise _closed_while_connecting()
+        self._opening.responses.clear()
+        self.transport = transport
+
+    async def _connect(self, transport: Transport, pipelined: bool) -> None:
+        transports = ["websocket"] if transport == "websocket" else ["polling", "websocket"]
+        timeouts = self.settings.timeouts
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeouts.connect + timeouts.handshake) as budget:
+
+            def connected() -> None:
+                # aiohttp bounds the TCP connect itself (sock_connect); from the first
+                # connection on, only the handshake budget is left.
+                if not budget.expired():
+                    budget.reschedule(loop.time() + timeouts.handshake)
+
+            def cut_short() -> None:
+                if not budget.expired():
+                    budget.reschedule(loop.time())
+
+            self._opening.on_connected = connected
+            self._cut_short = cut_short
+            try:
+                await self._sio.connect(
+                    self.settings.base_url,
                     headers=self.settings.header_dict,
                     auth=dict(ANONYMOUS_AUTH),
                     transports=transports,
@@ -167,22 +283,32 @@ class LabsConnection:
                     # Direct WebSocket: don't wait for the CONNECT ack, the question is
                     # pipelined behind it (see _emit); polling keeps the standard wait.
                     wait=not (pipelined and transport == "websocket"),
-                ),
-                timeouts.connect + timeouts.handshake,
-            )
-        except TimeoutError:
-            # aiohttp ends a slow TCP connect itself (sock_connect), so running out here
-            # means we got connected and the server never finished the handshake.
-            await self.close()
-            raise PerplexityLabsTimeoutError("handshake", timeouts.handshake) from None
-        except (sio_exceptions.ConnectionError, *_PROXY_ERRORS) as exc:
-            await self.close()
+                )
+            finally:
+                self._cut_short = self._opening.on_connected = None
+
+    def _open_error(self, exc: BaseException, transport: Transport) -> BaseException | None:
+        """The typed error for a failed connect, or None to re-raise ``exc`` (a cancel) as is."""
+        timeouts = self.settings.timeouts
+        url = self.settings.base_url
+        if isinstance(exc, TimeoutError):
+            # Running out here means we got connected (aiohttp ends a slow TCP connect
+            # itself) and the server never finished the handshake.
+            return PerplexityLabsTimeoutError("handshake", timeouts.handshake)
+        if isinstance(exc, PerplexityLabsConnectionError):
+            return exc
+        if isinstance(exc, (sio_exceptions.ConnectionError, *_PROXY_ERRORS)):
             if _caused_by(exc, aiohttp.ConnectionTimeoutError):
-                raise PerplexityLabsTimeoutError("connect", timeouts.connect) from None
-            raise PerplexityLabsConnectionError(
-                f"Could not connect to {url} over {transport}: {exc}"
-            ) from exc
-        self.transport = transport
+                return PerplexityLabsTimeoutError("connect", timeouts.connect)
+            return PerplexityLabsConnectionError(f"Could not connect to {url} over {transport}: {exc}")
+        if isinstance(exc, Exception):
+            # engine.io lets parsing errors escape when the server's first message is not
+            # Engine.IO (a plain WebSocket, a proxy's page): a connection failure, retried.
+            return PerplexityLabsConnectionError(
+                f"Could not connect to {url} over {transport}: the server's reply is not "
+                f"Engine.IO ({type(exc).__name__}: {exc})"
+            )
+        return None
 
     async def wait_ready(self) -> None:
         """Wait for the server to acknowledge our CONNECT (``open`` does not, on a WebSocket)."""
@@ -194,32 +320,72 @@ class LabsConnection:
         if self._refused is not None:
             raise self._refusal(self._refused)
 
-    async def close(self) -> None:
-        """Disconnect; safe to call twice and from a cancelled task."""
+    async def close(self, *, graceful: bool = True) -> None:
+        """Disconnect; safe to call twice and from a cancelled task.
+
+        ``graceful`` says goodbye first, bounded by ``GRACEFUL_CLOSE_SECONDS``; without it
+        (an answer that did not end cleanly, a dead or half-open socket) the socket is
+        dropped at once, so no error waits on a peer that may be gone.
+        """
         if self._closed:
             return
         self._closed = True
+        if self._cut_short is not None:
+            self._cut_short()
+        # A query running in another task (the pool closing under it) ends now.
+        self._on_disconnect("the connection was closed")
+        closing = asyncio.ensure_future(self._shutdown(graceful))
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
+        # Shielded: a cancel lands in our caller (and is re-raised to it, never swallowed),
+        # while the close itself runs to its end in the background.
+        await asyncio.shield(closing)
+
+    async def _shutdown(self, graceful: bool) -> None:
+        """Close, then drop whatever is left; never raises (runs unattended after a cancel)."""
+        if graceful:
+            try:
+                async with asyncio.timeout(GRACEFUL_CLOSE_SECONDS):
+                    await self._disconnect()
+            except Exception as exc:  # a slow or failed goodbye ends in the drop below
+                logger.debug("graceful close of a Labs socket failed: %r", exc)
         try:
-            await asyncio.shield(self._disconnect())
-        except (asyncio.CancelledError, Exception) as exc:  # closing must never raise
-            logger.debug("error while closing a Labs socket: %r", exc)
+            await self._abort()
+        except Exception as exc:
+            logger.debug("error while dropping a Labs socket: %r", exc)
 
     async def _disconnect(self) -> None:
         eio = self._sio.eio
-        if eio.current_transport == "polling" and eio.state == "connected":
+        read_loop, write_loop = eio.read_loop_task, eio.write_loop_task
+        if eio.current_transport == "polling" and eio.state == "connected" and read_loop and write_loop:
             # A graceful polling close also waits for the pending long-poll GET, which the
             # server answers only at its next ping (25 s on Labs): let the write loop deliver
             # DISCONNECT/CLOSE, then stop the read instead of waiting for it.
-            read_loop, write_loop = eio.read_loop_task, eio.write_loop_task
             closing = asyncio.ensure_future(self._sio.disconnect())
-            limit = self.settings.timeouts.connect
-            await asyncio.wait([write_loop], timeout=limit)
-            read_loop.cancel()
-            await asyncio.wait([closing, read_loop], timeout=limit)
-            if not closing.done():
+            try:
+                await asyncio.wait([write_loop])
+                read_loop.cancel()
+                await asyncio.wait([closing, read_loop])
+            finally:
                 closing.cancel()
-        await self._sio.disconnect()
+            return
+        if eio.state == "connected" and read_loop is not None:
+            await self._sio.disconnect()
+
+    async def _abort(self) -> None:
+        """Drop the socket now: no goodbye, no waiting for the peer; also tidies after a goodbye."""
+        eio = self._sio.eio
+        for response in self._opening.responses:
+            response.close()
+        if eio.ws is not None:
+            _sever(eio.ws)
+        await _stop([task for task in (eio.read_loop_task, eio.write_loop_task) if task])
+        if eio.state == "connected" and eio.current_transport == "polling":
+            _say_goodbye(eio)
+        # Bookkeeping only now: the WebSocket is severed, so engine.io's ws.close() returns at once.
         await eio.disconnect(abort=True)
+        with contextlib.suppress(ValueError):
+            eio_base_client.connected_clients.remove(eio)
 
     async def query(
         self, payload: Mapping[str, Any], *, started: float | None = None
@@ -239,13 +405,15 @@ class LabsConnection:
         self.queries_run += 1
         try:
             await self._emit(payload)
-            which, limit = "first_token", timeouts.first_token
+            which, limit = self._first_wait()
             while True:
                 kind, value = await self._next(inbox, which, limit, begun, timeouts.total)
                 if kind == "frame":
                     which, limit = "idle", timeouts.idle
                     yield value
-                elif kind == "gone" and self._sent_before_ack and which == "first_token":
+                elif kind == "ready":
+                    which, limit = "first_token", timeouts.first_token
+                elif kind == "gone" and self._sent_before_ack and which != "idle":
                     self.pipelining_dropped = True
                     raise PipelinedQueryDropped(
                         f"Perplexity Labs closed the connection before answering a pipelined question ({value})"
@@ -262,6 +430,15 @@ class LabsConnection:
                     )
         finally:
             self._inbox = None
+
+    def _first_wait(self) -> tuple[str, float | None]:
+        """Which timeout applies before the first frame, and its limit."""
+        timeouts = self.settings.timeouts
+        if self._sent_before_ack and not self._ready.is_set():
+            # The question went out behind a CONNECT not yet acknowledged: until the ack
+            # (a "ready" item), a silent server is stuck in the handshake, not the answer.
+            return "handshake", timeouts.handshake
+        return "first_token", timeouts.first_token
 
     async def _emit(self, payload: Mapping[str, Any]) -> None:
         self._sent_before_ack = False
@@ -319,6 +496,8 @@ class LabsConnection:
 
     def _on_connect(self) -> None:
         self._ready.set()
+        if self._inbox is not None and self._sent_before_ack:
+            self._inbox.put_nowait(("ready", None))
 
     def _on_connect_error(self, data: Any = None) -> None:
         message = data.get("message") if isinstance(data, dict) else data
@@ -347,6 +526,84 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+def _sever(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Drop the TCP connection under an aiohttp WebSocket at once.
+
+    aiohttp has no public abort: ``ws.close()`` sends a close frame and waits (up to
+    engine.io's request timeout) for the peer's. Closing the response's connection is what
+    aiohttp itself does when such a close is cancelled.
+    """
+    response = ws._response
+    connection = response.connection
+    if connection is not None and connection.transport is not None:
+        connection.transport.abort()
+    response.close()
+
+
+async def _stop(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel engine.io's loop tasks and wait (bounded) for them to end.
+
+    The cancel is repeated: on Python 3.11 a ``wait_for`` whose inner wait finishes just
+    as the cancel lands swallows it, and the write loop would then idle on for 30 s.
+    """
+    deadline = asyncio.get_running_loop().time() + GRACEFUL_CLOSE_SECONDS
+    pending = {task for task in tasks if not task.done()}
+    while pending and asyncio.get_running_loop().time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.05)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a loop that failed must not log "never retrieved"
+
+
+def _say_goodbye(eio: Any) -> None:
+    """Send a polling server our CLOSE without waiting for it.
+
+    Unlike a WebSocket, a dropped polling session is not noticed by the server: it
+    would keep it (and keep answering into it) until its ping timeout.
+    """
+    body = eio_payload.Payload(packets=[eio_packet.Packet(eio_packet.CLOSE)]).encode()
+
+    async def post() -> None:
+        try:
+            response = await eio._send_request(
+                "POST",
+                eio.base_url,
+                body=body,
+                headers={"Content-Type": "text/plain"},
+                timeout=GRACEFUL_CLOSE_SECONDS,
+            )
+            if isinstance(response, aiohttp.ClientResponse):
+                response.release()
+        except Exception as exc:  # best effort: the server times the session out anyway
+            logger.debug("polling goodbye failed: %r", exc)
+
+    goodbye = asyncio.ensure_future(post())
+    _closing.add(goodbye)
+    goodbye.add_done_callback(_closing.discard)
+
+
+def _closed_while_connecting() -> PerplexityLabsConnectionError:
+    return PerplexityLabsConnectionError("The Labs connection was closed while it was connecting")
+
+
+def _refuse_new_session() -> aiohttp.ClientSession:
+    raise _PoolSessionClosed("The Labs connection pool is closed")
+
+
+# Closes that outlived a cancelled caller: referenced so the loop does not drop them mid-way.
+_closing: set[asyncio.Future[None]] = set()
+
+
+async def settle_closes() -> None:
+    """Wait (bounded) for this loop's background closes and goodbyes, before their session closes."""
+    loop = asyncio.get_running_loop()
+    mine = [task for task in _closing if task.get_loop() is loop]
+    if mine:
+        await asyncio.wait(mine, timeout=GRACEFUL_CLOSE_SECONDS)
 
 
 async def _get_within(inbox: asyncio.Queue[tuple[str, Any]], seconds: float | None) -> tuple[str, Any]:

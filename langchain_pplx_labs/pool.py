@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -13,10 +14,13 @@ from dataclasses import dataclass
 import aiohttp
 
 from langchain_pplx_labs.connection import (
+    GRACEFUL_CLOSE_SECONDS,
     ConnectionSettings,
     LabsConnection,
     Transport,
     diagnose_refusal,
+    labs_trace_config,
+    settle_closes,
 )
 from langchain_pplx_labs.errors import PerplexityLabsConnectionError, PerplexityLabsTimeoutError
 
@@ -64,6 +68,13 @@ class PoolSettings:
     ssl: ssl.SSLContext | bool = True
 
 
+class PoolClosedError(PerplexityLabsConnectionError):
+    """The pool was closed (``aclose``) before or while a connection was being made; not retried."""
+
+    def __init__(self) -> None:
+        super().__init__("This Labs connection pool is closed")
+
+
 class Lease:
     """A connection borrowed from the pool; mark it ``reusable`` after a clean answer."""
 
@@ -82,6 +93,10 @@ class ConnectionPool:
         self.connections_opened = 0
         self._idle: list[tuple[LabsConnection, asyncio.TimerHandle | None]] = []
         self._in_use: set[LabsConnection] = set()
+        # Connections mid-open are in neither list above; aclose() must reach them too.
+        self._opening: set[LabsConnection] = set()
+        self._none_opening = asyncio.Event()
+        self._none_opening.set()
         self._limit = asyncio.Semaphore(pool.max_connections)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
@@ -103,10 +118,13 @@ class ConnectionPool:
                 if connection.pipelining_dropped:
                     _NO_PIPELINING.add(self.settings.base_url)
                 self._in_use.discard(connection)
-                if lease.reusable and not self._closed and connection.alive and not connection.busy:
+                clean = lease.reusable and connection.alive and not connection.busy
+                if clean and not self._closed:
                     self._park(connection)
                 else:
-                    await connection.close()
+                    # Only a socket whose answer ended cleanly gets a goodbye; any other
+                    # may have a dead peer, and the caller's error must not wait on it.
+                    await connection.close(graceful=clean)
 
     async def warmup(self) -> None:
         """Open one socket ahead of the first question."""
@@ -115,28 +133,42 @@ class ConnectionPool:
             lease.reusable = True
 
     async def aclose(self) -> None:
-        """Close every socket and the HTTP session."""
+        """Close every socket (idle, in use or still connecting) and the HTTP session."""
         self._closed = True
         idle, self._idle = self._idle, []
         for _, timer in idle:
             if timer is not None:
                 timer.cancel()
-        for connection in [c for c, _ in idle] + list(self._in_use):
-            await connection.close()
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        busy = self._in_use | self._opening
+        try:
+            # Together, not one by one: each close is bounded, but they should not add up.
+            await asyncio.gather(
+                *(connection.close() for connection, _ in idle),
+                *(connection.close(graceful=False) for connection in busy),
+            )
+            await self._settle()
+        finally:
+            if self._session is not None:
+                session, self._session = self._session, None
+                await session.close()
+
+    async def _settle(self) -> None:
+        """Let cut-short connects finish and polling goodbyes go out while the session is open."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GRACEFUL_CLOSE_SECONDS):
+                await self._none_opening.wait()
+        await settle_closes()
 
     async def _take(self) -> Lease:
         if self._closed:
-            raise PerplexityLabsConnectionError("This Labs connection pool is closed")
+            raise PoolClosedError()
         while self._idle:
             connection, timer = self._idle.pop()
             if timer is not None:
                 timer.cancel()
             if connection.alive:
                 return Lease(connection, fresh=False)
-            await connection.close()
+            await connection.close(graceful=False)
         return Lease(await self._open(), fresh=True)
 
     def _park(self, connection: LabsConnection) -> None:
@@ -158,15 +190,15 @@ class ConnectionPool:
     async def _open(self) -> LabsConnection:
         base_url = self.settings.base_url
         order: list[Transport] = ["polling"] if base_url in _POLLING_ONLY else ["websocket", "polling"]
-        session = self._http_session()
         failure: PerplexityLabsConnectionError | None = None
         for transport in order:
-            connection = LabsConnection(self.settings, session)
             try:
-                await connection.open(transport, pipelined=base_url not in _NO_PIPELINING)
-            except PerplexityLabsTimeoutError:
-                raise
-            except PerplexityLabsConnectionError as exc:
+                connection = await self._open_one(transport)
+            except (PerplexityLabsConnectionError, PerplexityLabsTimeoutError) as exc:
+                if self._closed:
+                    raise PoolClosedError() from exc
+                if isinstance(exc, PerplexityLabsTimeoutError):
+                    raise
                 failure = exc
                 logger.debug("connect over %s failed: %s", transport, exc)
                 continue
@@ -176,13 +208,35 @@ class ConnectionPool:
             logger.debug("opened a Labs socket to %s over %s", base_url, transport)
             return connection
         assert failure is not None
-        raise await diagnose_refusal(self.settings, session, failure.__cause__ or failure) from failure
+        cause = failure.__cause__ or failure
+        raise await diagnose_refusal(self.settings, self._http_session(), cause) from failure
+
+    async def _open_one(self, transport: Transport) -> LabsConnection:
+        connection = LabsConnection(self.settings, self._http_session())
+        self._opening.add(connection)
+        self._none_opening.clear()
+        try:
+            await connection.open(transport, pipelined=self.settings.base_url not in _NO_PIPELINING)
+        finally:
+            self._opening.discard(connection)
+            if not self._opening:
+                self._none_opening.set()
+        if self._closed:
+            # aclose() ran while we connected and could not see this socket yet.
+            await connection.close(graceful=False)
+            raise PoolClosedError()
+        return connection
 
     def _http_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            # A closed pool must not build a session nobody would close.
+            raise PoolClosedError()
         if self._session is None or self._session.closed:
             # aiohttp bounds the TCP connect; the handshake after it has its own budget (see open).
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeouts.connect)
-            self._session = aiohttp.ClientSession(connector=self._connector(), timeout=timeout)
+            self._session = aiohttp.ClientSession(
+                connector=self._connector(), timeout=timeout, trace_configs=[labs_trace_config()]
+            )
         return self._session
 
     def _connector(self) -> aiohttp.BaseConnector:

@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 
 import langchain_pplx_labs
@@ -220,3 +221,44 @@ async def test_handshake_timeout_is_named_when_the_server_never_speaks() -> None
             with pytest.raises(PerplexityLabsTimeoutError) as caught:
                 await chat.ainvoke("Q")
     assert caught.value.which == "handshake"
+
+
+@pytest.fixture(params=["close", "text", "badopen"])
+async def not_engineio_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A WebSocket endpoint whose first message is not an Engine.IO OPEN (or that closes at once)."""
+    from aiohttp import web
+
+    async def handler(http_request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(http_request)
+        if request.param == "close":
+            await ws.close()
+        else:
+            await ws.send_str("hello" if request.param == "text" else '0{"nosid": 1}')
+            await ws.receive()  # until the client goes away
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/socket.io/", handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield site.name.rstrip("/")
+    await runner.cleanup()
+
+
+async def test_websocket_reply_that_is_not_engineio_is_a_connection_error(not_engineio_url: str) -> None:
+    # engine.io let TypeError/ValueError/KeyError escape from parsing such a reply.
+    from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection, labs_trace_config
+
+    settings = ConnectionSettings(base_url=not_engineio_url)
+    # Traced as a pool's session is: that is how open() finds the WebSocket engine.io dropped.
+    async with aiohttp.ClientSession(trace_configs=[labs_trace_config()]) as session:
+        connection = LabsConnection(settings, session)
+        with pytest.raises(PerplexityLabsConnectionError, match=r"not Engine\.IO"):
+            await connection.open("websocket")
+        assert not connection.alive
+    async with ChatPerplexityLabs(base_url=not_engineio_url, max_retries=0, connect_timeout=2) as chat:
+        with pytest.raises(PerplexityLabsConnectionError):  # after the polling fallback also failed
+            await chat.ainvoke("Q")

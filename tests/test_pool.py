@@ -346,3 +346,29 @@ def test_server_that_drops_a_pipelined_question_gets_it_again_unpipelined(
         assert base_url in pool_module._NO_PIPELINING
     assert len(dropped) == 1
     assert emulator.connections == 2
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_aclose_during_connect_ends_the_question_at_once_and_leaves_nothing_open(
+    emulator: LabsEmulator, base_url: str, transport: str
+) -> None:
+    # The in-flight question used to fail only after 10 s (RuntimeError: Session is closed),
+    # and a new HTTP session was built on the closed pool that nobody closed.
+    emulator.refuse_websocket = transport == "polling"
+    baseline = emulator.open_sockets
+    for delay in (0, 0.001, 0.002, 0.004, 0.008, 0.016):
+        chat = _chat(base_url)
+        pool = await chat._labs_client().pool()  # the one the question will use
+        task = asyncio.create_task(chat.ainvoke("hello"))
+        await asyncio.sleep(delay)
+        await chat.aclose()
+        done, _ = await asyncio.wait([task], timeout=5)
+        assert done, f"the question outlived aclose() by 5 s (delay {delay})"
+        error = task.exception()
+        # Closed mid-connect: PoolClosedError; mid-answer: the socket was dropped under it.
+        assert error is None or isinstance(error, PerplexityLabsConnectionError), repr(error)
+        assert pool._session is None
+        with pytest.raises(pool_module.PoolClosedError):
+            pool._http_session()
+        await chat.aclose()  # a question that had not reached the pool yet made a new one
+    await _await_until(lambda: emulator.open_sockets <= baseline, "the server to see every socket closed")

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -18,7 +19,8 @@ from langchain_core.messages import AIMessage, HumanMessage
 from pydantic import ValidationError
 
 from langchain_pplx_labs import ChatPerplexityLabs
-from langchain_pplx_labs.emulator import LabsEmulator
+from langchain_pplx_labs.connection import LabsConnection
+from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
 from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Scenario, Step, progress_frame
 from langchain_pplx_labs.errors import (
     PerplexityLabsConnectionError,
@@ -506,3 +508,190 @@ async def test_emulator_keeps_only_the_latest_questions(
         "question 3",
         "question 4",
     ]
+
+
+# -- transport: closing, cancelled connects, budgets -------------------------------------------
+
+
+@pytest.fixture
+async def dark_relay(base_url: str) -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """A TCP relay to the emulator whose network goes dark (bytes swallowed both ways) once set."""
+    port = int(base_url.rsplit(":", 1)[1])
+    dark = asyncio.Event()
+    pipes: set[asyncio.Task[None]] = set()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                if not dark.is_set():
+                    writer.write(data)
+                    await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        for task in (
+            asyncio.create_task(pipe(reader, up_writer)),
+            asyncio.create_task(pipe(up_reader, writer)),
+        ):
+            pipes.add(task)
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", dark
+    server.close()
+    for task in pipes:
+        task.cancel()
+    await asyncio.gather(*pipes, return_exceptions=True)
+    await server.wait_closed()
+
+
+async def test_timeout_on_a_dead_network_is_not_delayed_by_closing_the_socket(
+    dark_relay: tuple[str, asyncio.Event], emulator: LabsEmulator
+) -> None:
+    # A graceful close would wait for a close reply that never comes (connect + handshake,
+    # 15 s here) before the idle timeout reached us: the socket must be dropped instead.
+    url, dark = dark_relay
+    emulator.script(answer="word " * 400, chunk_size=5, delay=0.05)
+    loop = asyncio.get_running_loop()
+    went_dark: list[float] = []
+
+    async def go_dark_after_the_first_chunk(chat: ChatPerplexityLabs) -> None:
+        async for _ in chat.astream("hello"):
+            if not dark.is_set():
+                dark.set()
+                went_dark.append(loop.time())
+
+    async with _model(url, idle_timeout=0.5, handshake_timeout=10) as chat:
+        with pytest.raises(PerplexityLabsTimeoutError) as caught:
+            await go_dark_after_the_first_chunk(chat)
+        waited = loop.time() - went_dark[0]
+    assert caught.value.which == "idle"
+    assert waited < 8, f"the idle timeout (0.5 s) reached us {waited:.1f}s after the network went dark"
+
+
+_CANCEL_CONNECT_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, gc, sys
+    from langchain_pplx_labs import ChatPerplexityLabs
+
+    async def main():
+        chat = ChatPerplexityLabs(base_url=sys.argv[1], model="sonar", max_retries=0, pool_idle_timeout=None)
+        await chat.ainvoke("warm up")
+        pool = await chat._client.pool()
+        for i in range(30):
+            await asyncio.gather(*(c.close() for c, _ in pool._idle))
+            pool._idle.clear()
+            task = asyncio.create_task(chat.ainvoke("cancel me while connecting"))
+            await asyncio.sleep(0.0005 * i)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        await asyncio.gather(*(c.close() for c, _ in pool._idle))  # the last one may have finished
+        pool._idle.clear()
+        await asyncio.sleep(0.5)
+        loops = [t for t in asyncio.all_tasks() if "_read_loop" in repr(t) or "_write_loop" in repr(t)]
+        print("engineio-loops", len(loops))
+        await chat.aclose()
+        gc.collect()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_cancelled_connects_leave_no_socket_open_over_polling(emulator: LabsEmulator) -> None:
+    # A cancel mid-connect left a half-open socket in no pool list (and, over polling, a
+    # session the server kept): every one must be closed, and told so, at once.
+    emulator.refuse_websocket = True
+    baseline = emulator.open_sockets
+    result = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", "-c", _CANCEL_CONNECT_SCRIPT, emulator.base_url],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for symptom in ("Unclosed", "was destroyed but it is pending", "never retrieved", "Warning"):
+        assert symptom not in result.stderr, result.stderr
+    assert "engineio-loops 0" in result.stdout, result.stdout
+    # The server counts sessions until it sees them end (its ping timeout is 45 s).
+    for _ in range(100):
+        if emulator.open_sockets <= baseline:
+            break
+        time.sleep(0.05)
+    assert emulator.open_sockets <= baseline, f"{emulator.open_sockets - baseline} session(s) left open"
+
+
+async def test_cancel_while_closing_is_not_swallowed(
+    base_url: str, emulator: LabsEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator.script(answer="alpha beta STOP gamma " * 20, chunk_size=5, delay=0.01)
+    target: list[asyncio.Task[str]] = []
+    original = LabsConnection._shutdown
+
+    async def cancel_then_shutdown(self: LabsConnection, graceful: bool) -> None:
+        # Stands in for any cancel (a timeout, a TaskGroup sibling, Ctrl-C) landing mid-close.
+        if target:
+            target[0].cancel()
+        await original(self, graceful)
+
+    async def consumer(chat: ChatPerplexityLabs) -> str:
+        async for _ in chat.astream("hello", stop=["STOP"]):
+            pass
+        await asyncio.sleep(1)
+        return "kept running after cancel()"
+
+    async with _model(base_url) as chat:
+        monkeypatch.setattr(LabsConnection, "_shutdown", cancel_then_shutdown)
+        target.append(asyncio.create_task(consumer(chat)))
+        with pytest.raises(asyncio.CancelledError):
+            await target[0]
+        monkeypatch.undo()
+
+
+async def test_total_timeout_covers_retries(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(stall_after=0)
+    async with _model(base_url, timeout=1.0, first_token_timeout=None, max_retries=2) as chat:
+        with pytest.raises(PerplexityLabsTimeoutError) as caught:
+            await chat.ainvoke("hello")
+    assert caught.value.which == "total"
+    assert len(emulator.requests) == 1  # no budget left to ask again
+
+
+class _NoAckEmulator(LabsEmulator):
+    """Opens Engine.IO sessions but never acknowledges the Socket.IO CONNECT."""
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        await asyncio.sleep(3600)
+
+
+@pytest.fixture
+def no_ack_url() -> Iterator[str]:
+    with EmulatorThread(_NoAckEmulator()) as thread:
+        yield thread.base_url
+
+
+async def test_unacknowledged_connect_is_a_handshake_timeout(no_ack_url: str) -> None:
+    # The question is pipelined behind CONNECT; while the ack is missing the wait is the handshake.
+    async with _model(no_ack_url, handshake_timeout=0.3, first_token_timeout=30) as chat:
+        with pytest.raises(PerplexityLabsTimeoutError) as caught:
+            await chat.ainvoke("hello")
+    assert caught.value.which == "handshake"
+
+
+async def test_handshake_budget_starts_once_tcp_is_connected(mute_server: str) -> None:
+    # Connected at once: the handshake limit alone applies, not connect + handshake (30.3 s).
+    loop = asyncio.get_running_loop()
+    async with _model(mute_server, connect_timeout=30, handshake_timeout=0.3) as chat:
+        started = loop.time()
+        with pytest.raises(PerplexityLabsTimeoutError) as caught:
+            await chat.ainvoke("hello")
+        waited = loop.time() - started
+    assert caught.value.which == "handshake"
+    assert waited < 10, f"a 0.3 s handshake timeout fired after {waited:.1f}s"
