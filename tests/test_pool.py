@@ -56,14 +56,21 @@ async def _await_until(condition: Callable[[], bool], what: str, deadline: float
         await asyncio.sleep(0.01)
 
 
-def _drop_all_sockets(thread: EmulatorThread) -> None:
-    """Close every client socket from the server side, as a server dropping idle clients does."""
+def _drop_all_sockets(thread: EmulatorThread) -> set[str]:
+    """Close every client socket from the server side, as a server dropping idle clients does.
 
-    def schedule() -> list[asyncio.Task[None]]:
-        sockets = list(thread.emulator.sio.eio.sockets.values())
-        return [asyncio.get_running_loop().create_task(s.close(wait=False, abort=False)) for s in sockets]
+    Returns their session ids: sessions other tests abandoned mid-handshake may linger on the
+    shared emulator until its ping timeout, so waiting for an empty server would wait on them.
+    """
 
-    thread.call(schedule)
+    def schedule() -> set[str]:
+        sockets = dict(thread.emulator.sio.eio.sockets)
+        for socket in sockets.values():
+            asyncio.get_running_loop().create_task(socket.close(wait=False, abort=False))
+        return set(sockets)
+
+    dropped: set[str] = thread.call(schedule)
+    return dropped
 
 
 def test_sequential_questions_share_one_connection(emulator: LabsEmulator, base_url: str) -> None:
@@ -113,8 +120,8 @@ def test_socket_dropped_while_idle_is_replaced(
     emulator.script(answer=ANSWER)
     with _chat(base_url) as chat:
         chat.invoke("first")
-        _drop_all_sockets(emulator_thread)
-        _wait_until(lambda: not emulator.sio.eio.sockets, "the server to drop the socket")
+        dropped = _drop_all_sockets(emulator_thread)
+        _wait_until(lambda: dropped.isdisjoint(emulator.sio.eio.sockets), "the server to drop the socket")
         assert chat.invoke("second").content == ANSWER
     assert emulator.connections == 2
 
