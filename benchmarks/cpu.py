@@ -38,9 +38,13 @@ async def _reference(base_url: str, size: int) -> float:
 
 
 async def _measure(base_url: str, size: int, reps: int) -> tuple[list[float], list[float]]:
+    # One untimed answer each first: first-use costs (lazy imports, caches) are not per-answer CPU,
+    # and --quick takes a single sample.
+    await _reference(base_url, size)
     baseline = [await _reference(base_url, size) for _ in range(reps)]
     async with ChatPerplexityLabs(base_url=base_url, model="sonar") as chat:
         await chat.awarmup()
+        await _ours(chat, size)
         ours = [await _ours(chat, size) for _ in range(reps)]
     return baseline, ours
 

@@ -75,8 +75,9 @@ class LabsClient:
             await pool.aclose()
 
     def _forget_closed_loops(self) -> None:
-        for loop in [loop for loop in self._pools if loop.is_closed()]:
-            del self._pools[loop]
+        # list(): sync calls (the background loop) and user loops in other threads share the dict.
+        for loop in [loop for loop in list(self._pools) if loop.is_closed()]:
+            self._pools.pop(loop, None)
             self._lifespans.pop(loop, None)
 
     async def warmup(self) -> None:
