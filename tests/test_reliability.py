@@ -153,18 +153,23 @@ def test_sync_invoke_raises_the_same_typed_timeout(base_url: str, emulator: Labs
 # -- retries -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def flaky_front(base_url: str) -> AsyncIterator[tuple[str, list[int]]]:
-    """A TCP relay to the emulator that slams the first ``seen[1]`` connections shut (default 2)."""
+@contextlib.asynccontextmanager
+async def _tcp_relay(
+    base_url: str, *, slam_first: int = 0, dark: asyncio.Event | None = None
+) -> AsyncIterator[tuple[str, list[int]]]:
+    """A TCP relay in front of the emulator: slams the first ``seen[1]`` connections shut, and
+    swallows every byte both ways once ``dark`` is set. Yields its URL and ``seen``:
+    [connections so far, connections to slam] (tests may raise the second)."""
     port = int(base_url.rsplit(":", 1)[1])
-    seen = [0, 2]
+    seen = [0, slam_first]
     pipes: set[asyncio.Task[None]] = set()
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
+                if dark is None or not dark.is_set():
+                    writer.write(data)
+                    await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -183,12 +188,21 @@ async def flaky_front(base_url: str) -> AsyncIterator[tuple[str, list[int]]]:
             pipes.add(task)
 
     server = await asyncio.start_server(relay, "127.0.0.1", 0)
-    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
-    server.close()
-    for task in pipes:
-        task.cancel()
-    await asyncio.gather(*pipes, return_exceptions=True)
-    await server.wait_closed()
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+    finally:
+        server.close()
+        for task in pipes:
+            task.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
+        await server.wait_closed()
+
+
+@pytest.fixture
+async def flaky_front(base_url: str) -> AsyncIterator[tuple[str, list[int]]]:
+    """A TCP relay to the emulator that slams the first two connections shut."""
+    async with _tcp_relay(base_url, slam_first=2) as front:
+        yield front
 
 
 async def test_connect_failures_are_retried(
@@ -516,36 +530,9 @@ async def test_emulator_keeps_only_the_latest_questions(
 @pytest.fixture
 async def dark_relay(base_url: str) -> AsyncIterator[tuple[str, asyncio.Event]]:
     """A TCP relay to the emulator whose network goes dark (bytes swallowed both ways) once set."""
-    port = int(base_url.rsplit(":", 1)[1])
     dark = asyncio.Event()
-    pipes: set[asyncio.Task[None]] = set()
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                if not dark.is_set():
-                    writer.write(data)
-                    await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-        for task in (
-            asyncio.create_task(pipe(reader, up_writer)),
-            asyncio.create_task(pipe(up_reader, writer)),
-        ):
-            pipes.add(task)
-
-    server = await asyncio.start_server(relay, "127.0.0.1", 0)
-    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", dark
-    server.close()
-    for task in pipes:
-        task.cancel()
-    await asyncio.gather(*pipes, return_exceptions=True)
-    await server.wait_closed()
+    async with _tcp_relay(base_url, dark=dark) as (url, _):
+        yield url, dark
 
 
 async def test_timeout_on_a_dead_network_is_not_delayed_by_closing_the_socket(
