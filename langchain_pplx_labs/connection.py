@@ -98,8 +98,10 @@ class _Opening:
         self.active = True
         self.responses: list[aiohttp.ClientResponse] = []
         self.on_connected: Callable[[], None] | None = None
+        self.tcp_connected = False
 
     def connected(self) -> None:
+        self.tcp_connected = True
         callback, self.on_connected = self.on_connected, None
         if callback is not None:
             callback()
@@ -185,7 +187,12 @@ class LabsConnection:
     """A connected Labs socket that runs one query at a time."""
 
     def __init__(self, settings: ConnectionSettings, session: aiohttp.ClientSession) -> None:
+        """``session`` should carry :func:`labs_trace_config`, as the pool's does."""
         self.settings = settings
+        self._traced = any(
+            _trace_connection in config.on_connection_create_end
+            for config in getattr(session, "_trace_configs", ())
+        )
         self.transport: Transport | None = None
         self.queries_run = 0
         self._inbox: asyncio.Queue[tuple[str, Any]] | None = None
@@ -240,6 +247,9 @@ class LabsConnection:
         except BaseException as exc:
             abandoned = self._closed and isinstance(exc, Exception)
             await self.close(graceful=False)
+            if abandoned:
+                # close() ran while we connected: drop what the connect made after it.
+                await self._shutdown(graceful=False)
             error = _closed_while_connecting() if abandoned else self._open_error(exc, transport)
             if error is None:
                 raise
@@ -258,11 +268,14 @@ class LabsConnection:
         transports = ["websocket"] if transport == "websocket" else ["polling", "websocket"]
         timeouts = self.settings.timeouts
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeouts.connect + timeouts.handshake) as budget:
+        # Until the first TCP (+ proxy, TLS) connection is made only ``connect`` applies; then
+        # only ``handshake``. The pool's session is traced (labs_trace_config) to tell them apart;
+        # an untraced one gets both budgets at once. Not aiohttp's sock_connect alone: engine.io
+        # replaces the session's timeouts on its polling requests.
+        first = timeouts.connect if self._traced else timeouts.connect + timeouts.handshake
+        async with asyncio.timeout(first) as budget:
 
             def connected() -> None:
-                # aiohttp bounds the TCP connect itself (sock_connect); from the first
-                # connection on, only the handshake budget is left.
                 if not budget.expired():
                     budget.reschedule(loop.time() + timeouts.handshake)
 
@@ -292,13 +305,13 @@ class LabsConnection:
         timeouts = self.settings.timeouts
         url = self.settings.base_url
         if isinstance(exc, TimeoutError):
-            # Running out here means we got connected (aiohttp ends a slow TCP connect
-            # itself) and the server never finished the handshake.
+            if self._traced and not self._opening.tcp_connected:
+                return PerplexityLabsTimeoutError("connect", timeouts.connect)
             return PerplexityLabsTimeoutError("handshake", timeouts.handshake)
         if isinstance(exc, PerplexityLabsConnectionError):
             return exc
         if isinstance(exc, (sio_exceptions.ConnectionError, *_PROXY_ERRORS)):
-            if _caused_by(exc, aiohttp.ConnectionTimeoutError):
+            if _caused_by(exc, aiohttp.ConnectionTimeoutError) or _caused_by(exc, ProxyTimeoutError):
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
             return PerplexityLabsConnectionError(f"Could not connect to {url} over {transport}: {exc}")
         if isinstance(exc, Exception):
@@ -342,17 +355,32 @@ class LabsConnection:
         await asyncio.shield(closing)
 
     async def _shutdown(self, graceful: bool) -> None:
-        """Close, then drop whatever is left; never raises (runs unattended after a cancel)."""
-        if graceful:
+        """Close, then drop whatever is left; raises nothing but a cancel of its own task.
+
+        It runs unattended after a cancel, and at interpreter shutdown asyncio may already
+        have cancelled engine.io's loops, whose CancelledError must not skip the drop.
+        """
+        cancelled = False
+        if graceful and self._loops_running():
             try:
                 async with asyncio.timeout(GRACEFUL_CLOSE_SECONDS):
                     await self._disconnect()
+            except asyncio.CancelledError:
+                cancelled = _being_cancelled()
+                logger.debug("graceful close of a Labs socket was cancelled")
             except Exception as exc:  # a slow or failed goodbye ends in the drop below
                 logger.debug("graceful close of a Labs socket failed: %r", exc)
         try:
             await self._abort()
         except Exception as exc:
             logger.debug("error while dropping a Labs socket: %r", exc)
+        if cancelled:
+            raise asyncio.CancelledError
+
+    def _loops_running(self) -> bool:
+        eio = self._sio.eio
+        loops = (eio.read_loop_task, eio.write_loop_task)
+        return all(task is not None and not task.done() for task in loops)
 
     async def _disconnect(self) -> None:
         eio = self._sio.eio
@@ -380,7 +408,8 @@ class LabsConnection:
         if eio.ws is not None:
             _sever(eio.ws)
         await _stop([task for task in (eio.read_loop_task, eio.write_loop_task) if task])
-        if eio.state == "connected" and eio.current_transport == "polling":
+        if eio.state in ("connected", "disconnecting") and eio.current_transport == "polling":
+            # "disconnecting": a goodbye that was cut short may not have reached the server.
             _say_goodbye(eio)
         # Bookkeeping only now: the WebSocket is severed, so engine.io's ws.close() returns at once.
         await eio.disconnect(abort=True)
@@ -599,11 +628,22 @@ _closing: set[asyncio.Future[None]] = set()
 
 
 async def settle_closes() -> None:
-    """Wait (bounded) for this loop's background closes and goodbyes, before their session closes."""
+    """Wait (bounded) for this loop's background closes and goodbyes, before their session closes.
+
+    Closes start goodbyes as they go, so the set is read again until nothing new is pending.
+    """
     loop = asyncio.get_running_loop()
-    mine = [task for task in _closing if task.get_loop() is loop]
-    if mine:
-        await asyncio.wait(mine, timeout=GRACEFUL_CLOSE_SECONDS)
+    deadline = loop.time() + GRACEFUL_CLOSE_SECONDS
+    while mine := [task for task in _closing if task.get_loop() is loop and not task.done()]:
+        left = deadline - loop.time()
+        if left <= 0:
+            return
+        await asyncio.wait(mine, timeout=left)
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _get_within(inbox: asyncio.Queue[tuple[str, Any]], seconds: float | None) -> tuple[str, Any]:

@@ -133,7 +133,17 @@ class ConnectionPool:
             lease.reusable = True
 
     async def aclose(self) -> None:
-        """Close every socket (idle, in use or still connecting) and the HTTP session."""
+        """Close every socket (idle, in use or still connecting) and the HTTP session.
+
+        Shielded like a socket's close: a cancelled caller must not cut the session from
+        under goodbyes still on their way (a polling server would keep those sessions).
+        """
+        closing = asyncio.ensure_future(self._close_all())
+        _background.add(closing)
+        closing.add_done_callback(_background.discard)
+        await asyncio.shield(closing)
+
+    async def _close_all(self) -> None:
         self._closed = True
         idle, self._idle = self._idle, []
         for _, timer in idle:

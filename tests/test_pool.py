@@ -19,6 +19,7 @@ from langchain_pplx_labs.emulator.script import LabsRequest, Scenario
 from langchain_pplx_labs.errors import PerplexityLabsConnectionError, PerplexityLabsDisconnectedError
 
 ANSWER = "Pooled sockets answer this one [1]."
+GRACEFUL_WAIT = 1.5  # longer than a graceful close may take (GRACEFUL_CLOSE_SECONDS)
 
 
 @pytest.fixture(autouse=True)
@@ -379,3 +380,36 @@ async def test_aclose_during_connect_ends_the_question_at_once_and_leaves_nothin
             pool._http_session()
         await chat.aclose()  # a question that had not reached the pool yet made a new one
     await _await_until(lambda: emulator.open_sockets <= baseline, "the server to see every socket closed")
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+def test_sockets_left_in_the_pool_close_when_asyncio_run_ends(transport: str) -> None:
+    # No aclose(): the pool closes when asyncio.run shuts the loop down, after asyncio has
+    # cancelled engine.io's loops; a polling server must still be told (its own emulator,
+    # so sessions it keeps cannot leak into other tests).
+    with EmulatorThread(LabsEmulator(refuse_websocket=transport == "polling")) as thread:
+        chat = _chat(thread.base_url, model="sonar", max_retries=0)
+
+        async def three_questions() -> None:
+            await asyncio.gather(*(chat.ainvoke(f"question {n}") for n in range(3)))
+
+        asyncio.run(three_questions())
+        _wait_until(lambda: thread.emulator.open_sockets == 0, "the server to see every socket closed", 5)
+
+
+def test_cancelled_aclose_still_closes_polling_sessions() -> None:
+    # aclose() is shielded: a cancel must not close the HTTP session under goodbyes in flight.
+    with EmulatorThread(LabsEmulator(refuse_websocket=True)) as thread:
+        chat = _chat(thread.base_url, model="sonar", max_retries=0)
+
+        async def warm_then_cancel_aclose() -> None:
+            await asyncio.gather(*(chat.ainvoke(f"question {n}") for n in range(3)))
+            closing = asyncio.create_task(chat.aclose())
+            await asyncio.sleep(0)
+            closing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await closing
+            await asyncio.sleep(GRACEFUL_WAIT)
+
+        asyncio.run(warm_then_cancel_aclose())
+        _wait_until(lambda: thread.emulator.open_sockets == 0, "the server to see every socket closed", 5)

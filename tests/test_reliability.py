@@ -19,6 +19,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from pydantic import ValidationError
 
 from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs import pool as pool_module
 from langchain_pplx_labs.connection import LabsConnection
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
 from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Scenario, Step, progress_frame
@@ -688,3 +689,21 @@ async def test_handshake_budget_starts_once_tcp_is_connected(mute_server: str) -
         waited = loop.time() - started
     assert caught.value.which == "handshake"
     assert waited < 10, f"a 0.3 s handshake timeout fired after {waited:.1f}s"
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+@pytest.mark.parametrize("scheme", ["socks5", "http"])
+async def test_a_proxy_that_never_answers_is_a_connect_timeout(
+    mute_server: str, base_url: str, scheme: str, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The proxy handshake is part of connecting. Over polling, engine.io replaces aiohttp's
+    # sock_connect limit with its own request timeout, so only our budget can tell the two apart.
+    remembered = pool_module.FallbackMemory()
+    if transport == "polling":
+        remembered.add(base_url)
+    monkeypatch.setattr(pool_module, "_POLLING_ONLY", remembered)
+    proxy = mute_server.replace("http", scheme, 1)
+    async with _model(base_url, proxy=proxy, connect_timeout=0.5, handshake_timeout=5, max_retries=0) as chat:
+        with pytest.raises(PerplexityLabsTimeoutError) as caught:
+            await chat.ainvoke("hello")
+    assert caught.value.which == "connect"
