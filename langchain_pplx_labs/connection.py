@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import aiohttp
 import socketio
 from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 from engineio import base_client as eio_base_client
-from engineio import packet as eio_packet
-from engineio import payload as eio_payload
 from socketio import exceptions as sio_exceptions
 from socketio import packet as sio_packet
 
 from langchain_pplx_labs._json import OrjsonPacket
+from langchain_pplx_labs._teardown import (
+    GRACEFUL_CLOSE_SECONDS,
+    being_cancelled,
+    say_goodbye,
+    sever,
+    stop_tasks,
+    track,
+)
+from langchain_pplx_labs._tracing import OPENING, Opening, is_traced
 from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
@@ -54,9 +59,6 @@ DEFAULT_HEADERS: Mapping[str, str] = {
 # aiohttp-socks raises these outside aiohttp's hierarchy, so engineio lets them escape.
 _PROXY_ERRORS = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
 _BLOCK_MARKERS = ("cloudflare", "cf-chl", "challenge-platform", "just a moment", "attention required")
-# How long a polite close may wait for the server's goodbye before the socket is dropped: a
-# close runs in the lease's ``finally``, so every error would otherwise reach the caller late.
-GRACEFUL_CLOSE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -84,59 +86,6 @@ class ConnectionSettings:
     @property
     def header_dict(self) -> dict[str, str]:
         return dict(self.headers)
-
-
-class _Opening:
-    """What one ``open()`` did on the shared HTTP session, reported by aiohttp's tracing.
-
-    engine.io keeps an upgrade WebSocket in a local until the upgrade finishes, so a
-    cancel or error mid-upgrade would leave it open: its response is noted here to close.
-    The first TCP connection marks the end of ``connect`` and the start of ``handshake``.
-    """
-
-    def __init__(self) -> None:
-        self.active = True
-        self.responses: list[aiohttp.ClientResponse] = []
-        self.on_connected: Callable[[], None] | None = None
-        self.tcp_connected = False
-
-    def connected(self) -> None:
-        self.tcp_connected = True
-        callback, self.on_connected = self.on_connected, None
-        if callback is not None:
-            callback()
-
-
-# Set for the duration of an open(); engine.io's loop tasks inherit it, hence ``active``.
-_OPENING: contextvars.ContextVar[_Opening | None] = contextvars.ContextVar("labs_opening", default=None)
-
-
-def _current_opening() -> _Opening | None:
-    opening = _OPENING.get()
-    return opening if opening is not None and opening.active else None
-
-
-async def _trace_connection(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
-    opening = _current_opening()
-    if opening is not None:
-        opening.connected()
-
-
-async def _trace_response(
-    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
-) -> None:
-    opening = _current_opening()
-    if opening is not None:
-        opening.responses.append(params.response)
-
-
-def labs_trace_config() -> aiohttp.TraceConfig:
-    """Tracing for a pool's HTTP session, so ``open()`` can time and clean up its own requests."""
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_create_end.append(_trace_connection)
-    trace.on_connection_reuseconn.append(_trace_connection)
-    trace.on_request_end.append(_trace_response)
-    return trace
 
 
 class _PoolSessionClosed(PerplexityLabsConnectionError):
@@ -189,10 +138,7 @@ class LabsConnection:
     def __init__(self, settings: ConnectionSettings, session: aiohttp.ClientSession) -> None:
         """``session`` should carry :func:`labs_trace_config`, as the pool's does."""
         self.settings = settings
-        self._traced = any(
-            _trace_connection in config.on_connection_create_end
-            for config in getattr(session, "_trace_configs", ())
-        )
+        self._traced = is_traced(session)
         self.transport: Transport | None = None
         self.queries_run = 0
         self._inbox: asyncio.Queue[tuple[str, Any]] | None = None
@@ -210,7 +156,7 @@ class LabsConnection:
         # engine.io silently builds (and never closes) a session of its own when ours is
         # closed, which happens when the pool closes mid-connect: refuse instead.
         self._sio.eio.http_factory = _refuse_new_session
-        self._opening = _Opening()
+        self._opening = Opening()
         # Set while open() runs: close() from another task (the pool closing) ends the connect.
         self._cut_short: Callable[[], None] | None = None
         self._sio.on("*", self._on_event)
@@ -241,7 +187,7 @@ class LabsConnection:
 
         On any failure, a cancel included, nothing this call opened stays open.
         """
-        token = _OPENING.set(self._opening)
+        token = OPENING.set(self._opening)
         try:
             await self._connect(transport, pipelined)
         except BaseException as exc:
@@ -256,7 +202,7 @@ class LabsConnection:
             raise error from (None if isinstance(error, PerplexityLabsTimeoutError) else exc)
         finally:
             self._opening.active = False
-            _OPENING.reset(token)
+            OPENING.reset(token)
         if self._closed:
             # close() ran (the pool closed) just as the connect finished: drop what it opened.
             await self._shutdown(graceful=False)
@@ -347,9 +293,7 @@ class LabsConnection:
             self._cut_short()
         # A query running in another task (the pool closing under it) ends now.
         self._on_disconnect("the connection was closed")
-        closing = asyncio.ensure_future(self._shutdown(graceful))
-        _closing.add(closing)
-        closing.add_done_callback(_closing.discard)
+        closing = track(asyncio.ensure_future(self._shutdown(graceful)))
         # Shielded: a cancel lands in our caller (and is re-raised to it, never swallowed),
         # while the close itself runs to its end in the background.
         await asyncio.shield(closing)
@@ -366,7 +310,7 @@ class LabsConnection:
                 async with asyncio.timeout(GRACEFUL_CLOSE_SECONDS):
                     await self._disconnect()
             except asyncio.CancelledError:
-                cancelled = _being_cancelled()
+                cancelled = being_cancelled()
                 logger.debug("graceful close of a Labs socket was cancelled")
             except Exception as exc:  # a slow or failed goodbye ends in the drop below
                 logger.debug("graceful close of a Labs socket failed: %r", exc)
@@ -406,11 +350,11 @@ class LabsConnection:
         for response in self._opening.responses:
             response.close()
         if eio.ws is not None:
-            _sever(eio.ws)
-        await _stop([task for task in (eio.read_loop_task, eio.write_loop_task) if task])
+            sever(eio.ws)
+        await stop_tasks([task for task in (eio.read_loop_task, eio.write_loop_task) if task])
         if eio.state in ("connected", "disconnecting") and eio.current_transport == "polling":
             # "disconnecting": a goodbye that was cut short may not have reached the server.
-            _say_goodbye(eio)
+            say_goodbye(eio)
         # Bookkeeping only now: the WebSocket is severed, so engine.io's ws.close() returns at once.
         await eio.disconnect(abort=True)
         with contextlib.suppress(ValueError):
@@ -557,93 +501,12 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
-def _sever(ws: aiohttp.ClientWebSocketResponse) -> None:
-    """Drop the TCP connection under an aiohttp WebSocket at once.
-
-    aiohttp has no public abort: ``ws.close()`` sends a close frame and waits (up to
-    engine.io's request timeout) for the peer's. Closing the response's connection is what
-    aiohttp itself does when such a close is cancelled.
-    """
-    response = ws._response
-    connection = response.connection
-    if connection is not None and connection.transport is not None:
-        connection.transport.abort()
-    response.close()
-
-
-async def _stop(tasks: list[asyncio.Task[Any]]) -> None:
-    """Cancel engine.io's loop tasks and wait (bounded) for them to end.
-
-    The cancel is repeated: on Python 3.11 a ``wait_for`` whose inner wait finishes just
-    as the cancel lands swallows it, and the write loop would then idle on for 30 s.
-    """
-    deadline = asyncio.get_running_loop().time() + GRACEFUL_CLOSE_SECONDS
-    pending = {task for task in tasks if not task.done()}
-    while pending and asyncio.get_running_loop().time() < deadline:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.05)
-    for task in tasks:
-        if task.done() and not task.cancelled():
-            task.exception()  # retrieved: a loop that failed must not log "never retrieved"
-
-
-def _say_goodbye(eio: Any) -> None:
-    """Send a polling server our CLOSE without waiting for it.
-
-    Unlike a WebSocket, a dropped polling session is not noticed by the server: it
-    would keep it (and keep answering into it) until its ping timeout.
-    """
-    body = eio_payload.Payload(packets=[eio_packet.Packet(eio_packet.CLOSE)]).encode()
-
-    async def post() -> None:
-        try:
-            response = await eio._send_request(
-                "POST",
-                eio.base_url,
-                body=body,
-                headers={"Content-Type": "text/plain"},
-                timeout=GRACEFUL_CLOSE_SECONDS,
-            )
-            if isinstance(response, aiohttp.ClientResponse):
-                response.release()
-        except Exception as exc:  # best effort: the server times the session out anyway
-            logger.debug("polling goodbye failed: %r", exc)
-
-    goodbye = asyncio.ensure_future(post())
-    _closing.add(goodbye)
-    goodbye.add_done_callback(_closing.discard)
-
-
 def _closed_while_connecting() -> PerplexityLabsConnectionError:
     return PerplexityLabsConnectionError("The Labs connection was closed while it was connecting")
 
 
 def _refuse_new_session() -> aiohttp.ClientSession:
     raise _PoolSessionClosed("The Labs connection pool is closed")
-
-
-# Closes that outlived a cancelled caller: referenced so the loop does not drop them mid-way.
-_closing: set[asyncio.Future[None]] = set()
-
-
-async def settle_closes() -> None:
-    """Wait (bounded) for this loop's background closes and goodbyes, before their session closes.
-
-    Closes start goodbyes as they go, so the set is read again until nothing new is pending.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + GRACEFUL_CLOSE_SECONDS
-    while mine := [task for task in _closing if task.get_loop() is loop and not task.done()]:
-        left = deadline - loop.time()
-        if left <= 0:
-            return
-        await asyncio.wait(mine, timeout=left)
-
-
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 async def _get_within(inbox: asyncio.Queue[tuple[str, Any]], seconds: float | None) -> tuple[str, Any]:

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, settle_closes
+from langchain_pplx_labs._tracing import labs_trace_config
 from langchain_pplx_labs.connection import (
-    GRACEFUL_CLOSE_SECONDS,
     ConnectionSettings,
     LabsConnection,
     Transport,
     diagnose_refusal,
-    labs_trace_config,
-    settle_closes,
 )
 from langchain_pplx_labs.errors import PerplexityLabsConnectionError, PerplexityLabsTimeoutError
 

@@ -250,7 +250,8 @@ async def not_engineio_url(request: pytest.FixtureRequest) -> AsyncIterator[str]
 
 async def test_websocket_reply_that_is_not_engineio_is_a_connection_error(not_engineio_url: str) -> None:
     # engine.io let TypeError/ValueError/KeyError escape from parsing such a reply.
-    from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection, labs_trace_config
+    from langchain_pplx_labs._tracing import labs_trace_config
+    from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection
 
     settings = ConnectionSettings(base_url=not_engineio_url)
     # Traced as a pool's session is: that is how open() finds the WebSocket engine.io dropped.
