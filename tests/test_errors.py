@@ -244,7 +244,8 @@ async def not_engineio_url(request: pytest.FixtureRequest) -> AsyncIterator[str]
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    yield site.name.rstrip("/")
+    host, port = runner.addresses[0][:2]  # the bound port (site.name shows 0 on older aiohttp)
+    yield f"http://{host}:{port}"
     await runner.cleanup()
 
 
