@@ -376,18 +376,31 @@ def test_cancellation_is_clean_under_dev_mode_and_warnings_as_errors(
     base_url: str, emulator: LabsEmulator
 ) -> None:
     emulator.script(answer="tick " * 100, chunk_size=5, delay=0.01)
+    stdout = _run_clean_under_dev_mode(_CANCEL_SCRIPT, base_url)
+    growth = int(stdout.split("fd-growth")[1].split()[0])
+    assert growth <= 2, stdout
+
+
+def _run_clean_under_dev_mode(script: str, base_url: str) -> str:
+    """Run ``script`` in ``python -X dev -W error``; it must exit 0 with no leak symptom. Returns stdout."""
     result = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", _CANCEL_SCRIPT, base_url],
+        [sys.executable, "-X", "dev", "-W", "error", "-c", script, base_url],
         capture_output=True,
         text=True,
         timeout=90,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    for symptom in ("Unclosed", "was destroyed but it is pending", "was never awaited", "Warning"):
+    symptoms = (
+        "Unclosed",
+        "was destroyed but it is pending",
+        "was never awaited",
+        "never retrieved",
+        "Warning",
+    )
+    for symptom in symptoms:
         assert symptom not in result.stderr, result.stderr
-    growth = int(result.stdout.split("fd-growth")[1].split()[0])
-    assert growth <= 2, result.stdout
+    return result.stdout
 
 
 # -- bad input -----------------------------------------------------------------------------
@@ -603,17 +616,8 @@ def test_cancelled_connects_leave_no_socket_open_over_polling() -> None:
 
 def _run_cancelled_connects(emulator: LabsEmulator) -> None:
     baseline = emulator.open_sockets
-    result = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", _CANCEL_CONNECT_SCRIPT, emulator.base_url],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    for symptom in ("Unclosed", "was destroyed but it is pending", "never retrieved", "Warning"):
-        assert symptom not in result.stderr, result.stderr
-    assert "engineio-loops 0" in result.stdout, result.stdout
+    stdout = _run_clean_under_dev_mode(_CANCEL_CONNECT_SCRIPT, emulator.base_url)
+    assert "engineio-loops 0" in stdout, stdout
     # The server counts sessions until it sees them end (its ping timeout is 45 s).
     for _ in range(100):
         if emulator.open_sockets <= baseline:
