@@ -73,16 +73,21 @@ async def ask_like_the_reference(base_url: str, payload: dict[str, Any]) -> list
             return await read_answer(ws, payload["model"])
 
 
+def _question(model: str, content: str) -> dict[str, Any]:
+    """The ``perplexity_labs`` payload spelled out as LABS_PROTOCOL.md shows it (not built by our code)."""
+    return {
+        "version": "2.18",
+        "source": "default",
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+    }
+
+
 async def test_reference_polling_then_upgrade_flow_gets_a_cumulative_answer(
     base_url: str, emulator: LabsEmulator
 ) -> None:
     emulator.script(answer=ANSWER, citations=CITATIONS, chunk_size=6)
-    payload = {
-        "version": "2.18",
-        "source": "default",
-        "model": "sonar-pro",
-        "messages": [{"role": "user", "content": "What is the capital of France?"}],
-    }
+    payload = _question("sonar-pro", "What is the capital of France?")
     frames = await ask_like_the_reference(base_url, payload)
     outputs = [f["output"] for f in frames]
     assert outputs[-1] == ANSWER
@@ -102,12 +107,7 @@ async def test_reference_polling_then_upgrade_flow_gets_a_cumulative_answer(
 
 async def test_reference_flow_reports_failed_status_verbatim(base_url: str, emulator: LabsEmulator) -> None:
     emulator.script(fail="Error in processing query")
-    payload = {
-        "version": "2.18",
-        "source": "default",
-        "model": "sonar-reasoning-pro",
-        "messages": [{"role": "user", "content": "Q"}],
-    }
+    payload = _question("sonar-reasoning-pro", "Q")
     frames = await ask_like_the_reference(base_url, payload)
     assert frames[-1] == {"status": "failed", "text": "Error in processing query"}
 
@@ -120,12 +120,7 @@ async def test_direct_websocket_connect_is_accepted(base_url: str, emulator: Lab
         assert opened.data.startswith("0")
         await ws.send_str('40{"jwt":"anonymous-ask-user"}')
         assert (await ws.receive(timeout=10)).data.startswith("40")
-        payload = {
-            "version": "2.18",
-            "source": "default",
-            "model": "sonar",
-            "messages": [{"role": "user", "content": "Q"}],
-        }
+        payload = _question("sonar", "Q")
         await ws.send_str("42" + json.dumps(["perplexity_labs", payload]))
         frames = await read_answer(ws, "sonar")
     assert frames[-1]["output"] == ANSWER
