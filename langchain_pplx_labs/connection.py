@@ -1,31 +1,18 @@
-"""One Socket.IO connection to Labs: the handshake, then one query at a time as a stream of frames."""
+"""One Labs connection: the handshake over a wire, then one query at a time as a stream of frames."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
-import socketio
-from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
-from engineio import base_client as eio_base_client
+from aiohttp_socks import ProxyTimeoutError
 from socketio import exceptions as sio_exceptions
-from socketio import packet as sio_packet
 
-from langchain_pplx_labs._json import OrjsonPacket
-from langchain_pplx_labs._teardown import (
-    GRACEFUL_CLOSE_SECONDS,
-    being_cancelled,
-    say_goodbye,
-    sever,
-    stop_tasks,
-    track,
-)
+from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, being_cancelled, track
 from langchain_pplx_labs._tracing import OPENING, Opening, is_traced
 from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
@@ -35,92 +22,35 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsTimeoutError,
     excerpt_of,
 )
-from langchain_pplx_labs.protocol import (
-    ANONYMOUS_AUTH,
-    LABS_ORIGIN,
-    QUERY_EVENT,
-    SOCKETIO_PATH,
-    is_progress_event,
+from langchain_pplx_labs.polling import PollingWire
+from langchain_pplx_labs.protocol import QUERY_EVENT, SOCKETIO_PATH, is_progress_event
+from langchain_pplx_labs.websocket import WebSocketWire
+from langchain_pplx_labs.wire import (
+    BROWSER_USER_AGENT,
+    DEFAULT_HEADERS,
+    PROXY_ERRORS,
+    ConnectionSettings,
+    Timeouts,
+    Transport,
+    Wire,
 )
+
+__all__ = [
+    "BROWSER_USER_AGENT",
+    "DEFAULT_HEADERS",
+    "ConnectionSettings",
+    "LabsConnection",
+    "PipelinedQueryDropped",
+    "Timeouts",
+    "Transport",
+    "diagnose_refusal",
+]
 
 logger = logging.getLogger(__name__)
 
-Transport = Literal["websocket", "polling"]
-
-BROWSER_USER_AGENT = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-)
-DEFAULT_HEADERS: Mapping[str, str] = {
-    "Origin": LABS_ORIGIN,
-    "Referer": LABS_ORIGIN + "/",
-    "User-Agent": BROWSER_USER_AGENT,
-}
-# aiohttp-socks raises these outside aiohttp's hierarchy, so engineio lets them escape.
-_PROXY_ERRORS = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
 _BLOCK_MARKERS = ("cloudflare", "cf-chl", "challenge-platform", "just a moment", "attention required")
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Every wait a query can make, in seconds; ``None`` waits forever."""
-
-    connect: float = 10.0
-    handshake: float = 10.0
-    first_token: float | None = 60.0
-    idle: float | None = 30.0
-    total: float | None = 300.0
-
-
-@dataclass(frozen=True)
-class ConnectionSettings:
-    """What a connection needs to know; hashable, so pools can be keyed by it."""
-
-    base_url: str
-    # Kept out of repr: user headers may carry cookies, and settings end up in logs and tracebacks.
-    headers: tuple[tuple[str, str], ...] = field(
-        default_factory=lambda: tuple(DEFAULT_HEADERS.items()), repr=False
-    )
-    timeouts: Timeouts = Timeouts()
-
-    @property
-    def header_dict(self) -> dict[str, str]:
-        return dict(self.headers)
-
-
-class _PoolSessionClosed(PerplexityLabsConnectionError):
-    """engine.io wanted a new HTTP session because the pool's was closed (the pool is closing)."""
-
-
-class _LabsSocketIO(socketio.AsyncClient):  # type: ignore[misc]
-    """python-socketio client that reports undecodable packets instead of only logging them."""
-
-    def __init__(self, on_bad_packet: Any, on_lost: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._on_bad_packet = on_bad_packet
-        self._on_lost = on_lost
-
-    async def _handle_eio_disconnect(self, reason: Any) -> None:
-        # python-socketio reports a lost transport only to connected namespaces: before the
-        # CONNECT ack (a pipelined question is waiting) nobody would hear of it.
-        if not self.namespaces:
-            self._on_lost(reason)
-        await super()._handle_eio_disconnect(reason)
-
-    async def _handle_eio_message(self, data: Any) -> None:
-        try:
-            await super()._handle_eio_message(data)
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
-            self._binary_packet = None
-            self._on_bad_packet(data, exc)
-
-    async def emit_before_ack(self, event: str, data: Any) -> None:
-        """Send an EVENT to ``/`` right behind our CONNECT, before the server acknowledged it.
-
-        Socket.IO servers handle a socket's packets in order, so the question is
-        processed once the namespace is connected; this saves the CONNECT round trip.
-        """
-        await self._send_packet(self.packet_class(sio_packet.EVENT, namespace="/", data=[event, data]))
+# What a failed connect raises below our typed errors.
+_CONNECT_FAILURES = (aiohttp.ClientError, ConnectionError, sio_exceptions.ConnectionError, *PROXY_ERRORS)
 
 
 class PipelinedQueryDropped(PerplexityLabsDisconnectedError):
@@ -143,26 +73,11 @@ class LabsConnection:
         self.queries_run = 0
         self._inbox: asyncio.Queue[tuple[str, Any]] | None = None
         self._closed = False
-        self._sio = _LabsSocketIO(
-            self._on_bad_packet,
-            self._on_disconnect,
-            reconnection=False,
-            http_session=session,
-            serializer=OrjsonPacket,
-            request_timeout=settings.timeouts.connect + settings.timeouts.handshake,
-            logger=False,
-            engineio_logger=False,
-        )
-        # engine.io silently builds (and never closes) a session of its own when ours is
-        # closed, which happens when the pool closes mid-connect: refuse instead.
-        self._sio.eio.http_factory = _refuse_new_session
+        self._session = session
+        self._wire: Wire | None = None
         self._opening = Opening()
         # Set while open() runs: close() from another task (the pool closing) ends the connect.
         self._cut_short: Callable[[], None] | None = None
-        self._sio.on("*", self._on_event)
-        self._sio.on("disconnect", self._on_disconnect)
-        self._sio.on("connect", self._on_connect)
-        self._sio.on("connect_error", self._on_connect_error)
         self._ready = asyncio.Event()
         self._refused: str | None = None
         self._sent_before_ack = False
@@ -172,10 +87,7 @@ class LabsConnection:
     def alive(self) -> bool:
         """True while the socket is connected and not closed by us."""
         return (
-            not self._closed
-            and self._refused is None
-            and bool(self._sio.connected)
-            and self._sio.eio.state == "connected"
+            not self._closed and self._refused is None and self._wire is not None and self._wire.engine_open
         )
 
     @property
@@ -187,9 +99,13 @@ class LabsConnection:
 
         On any failure, a cancel included, nothing this call opened stays open.
         """
+        if self._wire is not None:
+            raise RuntimeError("a Labs connection opens once")
+        wire_class = WebSocketWire if transport == "websocket" else PollingWire
+        self._wire = wire = wire_class(self.settings, self._session, self)
         token = OPENING.set(self._opening)
         try:
-            await self._connect(transport, pipelined)
+            await self._connect(wire, pipelined)
         except BaseException as exc:
             abandoned = self._closed and isinstance(exc, Exception)
             await self.close(graceful=False)
@@ -210,8 +126,7 @@ class LabsConnection:
         self._opening.responses.clear()
         self.transport = transport
 
-    async def _connect(self, transport: Transport, pipelined: bool) -> None:
-        transports = ["websocket"] if transport == "websocket" else ["polling", "websocket"]
+    async def _connect(self, wire: Wire, pipelined: bool) -> None:
         timeouts = self.settings.timeouts
         loop = asyncio.get_running_loop()
         # Until the first TCP (+ proxy, TLS) connection is made only ``connect`` applies; then
@@ -232,17 +147,7 @@ class LabsConnection:
             self._opening.on_connected = connected
             self._cut_short = cut_short
             try:
-                await self._sio.connect(
-                    self.settings.base_url,
-                    headers=self.settings.header_dict,
-                    auth=dict(ANONYMOUS_AUTH),
-                    transports=transports,
-                    socketio_path=SOCKETIO_PATH,
-                    wait_timeout=timeouts.handshake,
-                    # Direct WebSocket: don't wait for the CONNECT ack, the question is
-                    # pipelined behind it (see _emit); polling keeps the standard wait.
-                    wait=not (pipelined and transport == "websocket"),
-                )
+                await wire.connect(pipelined=pipelined)
             finally:
                 self._cut_short = self._opening.on_connected = None
 
@@ -251,12 +156,14 @@ class LabsConnection:
         timeouts = self.settings.timeouts
         url = self.settings.base_url
         if isinstance(exc, TimeoutError):
-            if self._traced and not self._opening.tcp_connected:
+            if isinstance(exc, aiohttp.ConnectionTimeoutError) or (
+                self._traced and not self._opening.tcp_connected
+            ):
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
             return PerplexityLabsTimeoutError("handshake", timeouts.handshake)
         if isinstance(exc, PerplexityLabsConnectionError):
             return exc
-        if isinstance(exc, (sio_exceptions.ConnectionError, *_PROXY_ERRORS)):
+        if isinstance(exc, _CONNECT_FAILURES):
             if _caused_by(exc, aiohttp.ConnectionTimeoutError) or _caused_by(exc, ProxyTimeoutError):
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
             return PerplexityLabsConnectionError(f"Could not connect to {url} over {transport}: {exc}")
@@ -292,7 +199,7 @@ class LabsConnection:
         if self._cut_short is not None:
             self._cut_short()
         # A query running in another task (the pool closing under it) ends now.
-        self._on_disconnect("the connection was closed")
+        self.on_disconnect("the connection was closed")
         closing = track(asyncio.ensure_future(self._shutdown(graceful)))
         # Shielded: a cancel lands in our caller (and is re-raised to it, never swallowed),
         # while the close itself runs to its end in the background.
@@ -322,43 +229,18 @@ class LabsConnection:
             raise asyncio.CancelledError
 
     def _loops_running(self) -> bool:
-        eio = self._sio.eio
-        loops = (eio.read_loop_task, eio.write_loop_task)
-        return all(task is not None and not task.done() for task in loops)
+        return self._wire is not None and self._wire.loops_running
 
     async def _disconnect(self) -> None:
-        eio = self._sio.eio
-        read_loop, write_loop = eio.read_loop_task, eio.write_loop_task
-        if eio.current_transport == "polling" and eio.state == "connected" and read_loop and write_loop:
-            # A graceful polling close also waits for the pending long-poll GET, which the
-            # server answers only at its next ping (25 s on Labs): let the write loop deliver
-            # DISCONNECT/CLOSE, then stop the read instead of waiting for it.
-            closing = asyncio.ensure_future(self._sio.disconnect())
-            try:
-                await asyncio.wait([write_loop])
-                read_loop.cancel()
-                await asyncio.wait([closing, read_loop])
-            finally:
-                closing.cancel()
-            return
-        if eio.state == "connected" and read_loop is not None:
-            await self._sio.disconnect()
+        if self._wire is not None:
+            await self._wire.goodbye()
 
     async def _abort(self) -> None:
         """Drop the socket now: no goodbye, no waiting for the peer; also tidies after a goodbye."""
-        eio = self._sio.eio
         for response in self._opening.responses:
             response.close()
-        if eio.ws is not None:
-            sever(eio.ws)
-        await stop_tasks([task for task in (eio.read_loop_task, eio.write_loop_task) if task])
-        if eio.state in ("connected", "disconnecting") and eio.current_transport == "polling":
-            # "disconnecting": a goodbye that was cut short may not have reached the server.
-            say_goodbye(eio)
-        # Bookkeeping only now: the WebSocket is severed, so engine.io's ws.close() returns at once.
-        await eio.disconnect(abort=True)
-        with contextlib.suppress(ValueError):
-            eio_base_client.connected_clients.remove(eio)
+        if self._wire is not None:
+            await self._wire.abort()
 
     async def query(
         self, payload: Mapping[str, Any], *, started: float | None = None
@@ -414,22 +296,21 @@ class LabsConnection:
         return "first_token", timeouts.first_token
 
     async def _emit(self, payload: Mapping[str, Any]) -> None:
+        wire = self._wire
+        if wire is None:
+            raise RuntimeError("open() the Labs connection before asking")
         self._sent_before_ack = False
-        try:
-            if "/" in self._sio.namespaces:
-                await self._sio.emit(QUERY_EVENT, dict(payload))
-            elif self._refused is not None:
+        if not wire.namespace_ready:
+            if self._refused is not None:
                 raise self._refusal(self._refused)
-            elif self._sio.eio.state == "connected":
-                self._sent_before_ack = True
-                await self._sio.emit_before_ack(QUERY_EVENT, dict(payload))
-            else:
-                raise sio_exceptions.BadNamespaceError("/ is not connected")
-        except sio_exceptions.BadNamespaceError as exc:
+            if not wire.engine_open:
+                raise _not_sent()
+            self._sent_before_ack = True
+        try:
+            await wire.send_event(QUERY_EVENT, dict(payload), before_ack=self._sent_before_ack)
+        except LookupError as exc:
             # The socket went away between the pool's liveness check and the send.
-            raise PerplexityLabsDisconnectedError(
-                "Perplexity Labs closed the connection before the question was sent"
-            ) from exc
+            raise _not_sent() from exc
 
     @staticmethod
     async def _next(
@@ -456,7 +337,9 @@ class LabsConnection:
         except TimeoutError:
             raise PerplexityLabsTimeoutError(which, limit or 0.0) from None
 
-    def _on_event(self, event: str, *args: Any) -> None:
+    # The WireListener side: what the wire reports, turned into items for the running query.
+
+    def on_event(self, event: str, *args: Any) -> None:
         if self._inbox is None or not is_progress_event(event):
             logger.debug("ignoring Labs event %r", event)
             return
@@ -467,23 +350,23 @@ class LabsConnection:
             f"Perplexity Labs refused the Socket.IO connection to {self.settings.base_url}: {reason}"
         )
 
-    def _on_connect(self) -> None:
+    def on_connect(self) -> None:
         self._ready.set()
         if self._inbox is not None and self._sent_before_ack:
             self._inbox.put_nowait(("ready", None))
 
-    def _on_connect_error(self, data: Any = None) -> None:
+    def on_connect_error(self, data: Any = None) -> None:
         message = data.get("message") if isinstance(data, dict) else data
         self._refused = str(message or "connection refused")
         self._ready.set()
         if self._inbox is not None:
             self._inbox.put_nowait(("refused", self._refused))
 
-    def _on_disconnect(self, reason: Any = None) -> None:
+    def on_disconnect(self, reason: Any = None) -> None:
         if self._inbox is not None:
             self._inbox.put_nowait(("gone", reason or "disconnected"))
 
-    def _on_bad_packet(self, data: Any, exc: Exception) -> None:
+    def on_bad_packet(self, data: Any, exc: Exception) -> None:
         logger.debug("undecodable Socket.IO packet (%s): %s", exc, excerpt_of(data))
         if self._inbox is not None:
             self._inbox.put_nowait(("bad", data))
@@ -505,8 +388,10 @@ def _closed_while_connecting() -> PerplexityLabsConnectionError:
     return PerplexityLabsConnectionError("The Labs connection was closed while it was connecting")
 
 
-def _refuse_new_session() -> aiohttp.ClientSession:
-    raise _PoolSessionClosed("The Labs connection pool is closed")
+def _not_sent() -> PerplexityLabsDisconnectedError:
+    return PerplexityLabsDisconnectedError(
+        "Perplexity Labs closed the connection before the question was sent"
+    )
 
 
 async def _get_within(inbox: asyncio.Queue[tuple[str, Any]], seconds: float | None) -> tuple[str, Any]:
@@ -532,7 +417,7 @@ async def diagnose_refusal(
             body = (await response.content.read(4096)).decode("utf-8", "replace")
             status = response.status
             content_type = response.headers.get("Content-Type", "")
-    except (aiohttp.ClientError, TimeoutError, *_PROXY_ERRORS) as exc:
+    except (aiohttp.ClientError, TimeoutError, *PROXY_ERRORS) as exc:
         hint = ""
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
             hint = " (TLS certificate not trusted: pass ssl_context= with your CA, or verify_ssl=False)"

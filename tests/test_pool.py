@@ -312,9 +312,9 @@ def test_refused_connect_on_a_pipelined_socket_is_a_clear_error(
 ) -> None:
     # The question rides behind CONNECT without waiting for its ack; a refused CONNECT must
     # still surface as a typed error naming the refusal, not as a hang or a timeout.
-    from langchain_pplx_labs import connection as connection_module
+    from langchain_pplx_labs import websocket as websocket_module
 
-    monkeypatch.setattr(connection_module, "ANONYMOUS_AUTH", {})
+    monkeypatch.setattr(websocket_module, "ANONYMOUS_AUTH", {})
     with (
         _chat(base_url, max_retries=0) as chat,
         pytest.raises(PerplexityLabsConnectionError, match="refused"),

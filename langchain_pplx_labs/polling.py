@@ -1,0 +1,147 @@
+"""The polling fallback: a Labs socket through python-socketio's client (polling handshake, then upgrade)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import aiohttp
+import socketio
+from engineio import base_client as eio_base_client
+from socketio import exceptions as sio_exceptions
+from socketio import packet as sio_packet
+
+from langchain_pplx_labs._json import OrjsonPacket
+from langchain_pplx_labs._teardown import say_goodbye, sever, stop_tasks
+from langchain_pplx_labs.errors import PerplexityLabsConnectionError
+from langchain_pplx_labs.protocol import ANONYMOUS_AUTH, SOCKETIO_PATH
+from langchain_pplx_labs.wire import ConnectionSettings, WireListener
+
+
+class PoolSessionClosed(PerplexityLabsConnectionError):
+    """engine.io wanted a new HTTP session because the pool's was closed (the pool is closing)."""
+
+
+class _LabsSocketIO(socketio.AsyncClient):  # type: ignore[misc]
+    """python-socketio client that reports undecodable packets instead of only logging them."""
+
+    def __init__(self, listener: WireListener, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._listener = listener
+
+    async def _handle_eio_disconnect(self, reason: Any) -> None:
+        # python-socketio reports a lost transport only to connected namespaces: before the
+        # CONNECT ack nobody would hear of it.
+        if not self.namespaces:
+            self._listener.on_disconnect(reason)
+        await super()._handle_eio_disconnect(reason)
+
+    async def _handle_eio_message(self, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(data)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            self._binary_packet = None
+            self._listener.on_bad_packet(data, exc)
+
+    async def emit_before_ack(self, event: str, data: Any) -> None:
+        """Send an EVENT to ``/`` right behind our CONNECT, before the server acknowledged it."""
+        await self._send_packet(self.packet_class(sio_packet.EVENT, namespace="/", data=[event, data]))
+
+
+class PollingWire:
+    """A Labs socket that starts with the Engine.IO polling handshake, then upgrades to a WebSocket.
+
+    Used only when a server refuses the direct WebSocket; python-socketio does the work.
+    """
+
+    def __init__(
+        self, settings: ConnectionSettings, session: aiohttp.ClientSession, listener: WireListener
+    ) -> None:
+        self._settings = settings
+        timeouts = settings.timeouts
+        self._sio = _LabsSocketIO(
+            listener,
+            reconnection=False,
+            http_session=session,
+            serializer=OrjsonPacket,
+            request_timeout=timeouts.connect + timeouts.handshake,
+            logger=False,
+            engineio_logger=False,
+        )
+        # engine.io silently builds (and never closes) a session of its own when ours is
+        # closed, which happens when the pool closes mid-connect: refuse instead.
+        self._sio.eio.http_factory = _refuse_new_session
+        self._sio.on("*", listener.on_event)
+        self._sio.on("disconnect", listener.on_disconnect)
+        self._sio.on("connect", listener.on_connect)
+        self._sio.on("connect_error", listener.on_connect_error)
+
+    @property
+    def engine_open(self) -> bool:
+        return bool(self._sio.connected) and self._sio.eio.state == "connected"
+
+    @property
+    def namespace_ready(self) -> bool:
+        return "/" in self._sio.namespaces
+
+    @property
+    def loops_running(self) -> bool:
+        eio = self._sio.eio
+        loops = (eio.read_loop_task, eio.write_loop_task)
+        return all(task is not None and not task.done() for task in loops)
+
+    async def connect(self, *, pipelined: bool) -> None:
+        del pipelined  # the polling handshake waits for the CONNECT ack anyway
+        await self._sio.connect(
+            self._settings.base_url,
+            headers=self._settings.header_dict,
+            auth=dict(ANONYMOUS_AUTH),
+            transports=["polling", "websocket"],
+            socketio_path=SOCKETIO_PATH,
+            wait_timeout=self._settings.timeouts.handshake,
+        )
+
+    async def send_event(self, event: str, data: Any, *, before_ack: bool) -> None:
+        try:
+            if before_ack:
+                await self._sio.emit_before_ack(event, data)
+            else:
+                await self._sio.emit(event, data)
+        except sio_exceptions.BadNamespaceError as exc:
+            raise LookupError(str(exc)) from exc
+
+    async def goodbye(self) -> None:
+        eio = self._sio.eio
+        read_loop, write_loop = eio.read_loop_task, eio.write_loop_task
+        if eio.current_transport == "polling" and eio.state == "connected" and read_loop and write_loop:
+            # A graceful polling close also waits for the pending long-poll GET, which the
+            # server answers only at its next ping (25 s on Labs): let the write loop deliver
+            # DISCONNECT/CLOSE, then stop the read instead of waiting for it.
+            closing = asyncio.ensure_future(self._sio.disconnect())
+            try:
+                await asyncio.wait([write_loop])
+                read_loop.cancel()
+                await asyncio.wait([closing, read_loop])
+            finally:
+                closing.cancel()
+            return
+        if eio.state == "connected" and read_loop is not None:
+            await self._sio.disconnect()
+
+    async def abort(self) -> None:
+        eio = self._sio.eio
+        if eio.ws is not None:
+            sever(eio.ws)
+        await stop_tasks([task for task in (eio.read_loop_task, eio.write_loop_task) if task])
+        if eio.state in ("connected", "disconnecting") and eio.current_transport == "polling":
+            # "disconnecting": a goodbye that was cut short may not have reached the server.
+            say_goodbye(eio)
+        # Bookkeeping only now: the WebSocket is severed, so engine.io's ws.close() returns at once.
+        await eio.disconnect(abort=True)
+        with contextlib.suppress(ValueError):
+            eio_base_client.connected_clients.remove(eio)
+
+
+def _refuse_new_session() -> aiohttp.ClientSession:
+    raise PoolSessionClosed("The Labs connection pool is closed")

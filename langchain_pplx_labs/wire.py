@@ -1,0 +1,94 @@
+"""What a Labs connection and its transport share: the settings, and the events a transport reports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
+
+from langchain_pplx_labs.protocol import LABS_ORIGIN
+
+Transport = Literal["websocket", "polling"]
+
+BROWSER_USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+DEFAULT_HEADERS: Mapping[str, str] = {
+    "Origin": LABS_ORIGIN,
+    "Referer": LABS_ORIGIN + "/",
+    "User-Agent": BROWSER_USER_AGENT,
+}
+# aiohttp-socks raises these outside aiohttp's hierarchy.
+PROXY_ERRORS = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Every wait a query can make, in seconds; ``None`` waits forever."""
+
+    connect: float = 10.0
+    handshake: float = 10.0
+    first_token: float | None = 60.0
+    idle: float | None = 30.0
+    total: float | None = 300.0
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """What a connection needs to know; hashable, so pools can be keyed by it."""
+
+    base_url: str
+    # Kept out of repr: user headers may carry cookies, and settings end up in logs and tracebacks.
+    headers: tuple[tuple[str, str], ...] = field(
+        default_factory=lambda: tuple(DEFAULT_HEADERS.items()), repr=False
+    )
+    timeouts: Timeouts = Timeouts()
+
+    @property
+    def header_dict(self) -> dict[str, str]:
+        return dict(self.headers)
+
+
+class WireListener(Protocol):
+    """Where a wire reports what the server sent; called from the wire's reader, never awaited."""
+
+    def on_event(self, event: str, *args: Any) -> None: ...
+
+    def on_connect(self) -> None: ...
+
+    def on_connect_error(self, data: Any = None) -> None: ...
+
+    def on_disconnect(self, reason: Any = None) -> None: ...
+
+    def on_bad_packet(self, data: Any, exc: Exception) -> None: ...
+
+
+class Wire(Protocol):
+    """One transport's socket: how it connects, sends a question and goes away."""
+
+    @property
+    def engine_open(self) -> bool:
+        """The Engine.IO session is up (the Socket.IO CONNECT may still be unacknowledged)."""
+
+    @property
+    def namespace_ready(self) -> bool:
+        """The server acknowledged our Socket.IO CONNECT."""
+
+    @property
+    def loops_running(self) -> bool:
+        """The wire's background reader (and writer) still run, so a goodbye can be delivered."""
+
+    async def connect(self, *, pipelined: bool) -> None:
+        """Open the socket and send CONNECT; with ``pipelined``, return without waiting for its ack."""
+
+    async def send_event(self, event: str, data: Any, *, before_ack: bool) -> None:
+        """Send an EVENT to ``/``; raise ``LookupError`` when the socket is no longer connected."""
+
+    async def goodbye(self) -> None:
+        """Leave politely (DISCONNECT, then close); the caller bounds how long it may take."""
+
+    async def abort(self) -> None:
+        """Drop the socket at once and stop the wire's tasks; also tidies after a goodbye."""
