@@ -397,7 +397,7 @@ class ChatPerplexityLabs(BaseChatModel):
             async with aclosing(stream) as frames:
                 async for frame in frames:
                     for event in decoder.feed(frame):
-                        for out in _apply_stop(event, scanner):
+                        for out in _apply_stop(event, scanner) if scanner.stops else (event,):
                             yield self._chunk(out, decoder, usage_input)
                         if scanner.stopped:
                             # Leaving the stream drops the socket mid-answer rather than reusing it.
@@ -468,7 +468,7 @@ class ChatPerplexityLabs(BaseChatModel):
             chunk_position="last",
         )
 
-    async def _astream(
+    def _astream(
         self,
         messages: list[BaseMessage],
         stop: list[str] | None = None,
@@ -476,8 +476,19 @@ class ChatPerplexityLabs(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         include_usage = bool(kwargs.get("stream_usage", self.stream_usage))
+        chunks = self._chunks_for(messages, stop, kwargs, include_usage)
+        if run_manager is None and self.output_version != "v1":
+            # BaseChatModel.astream passes no run manager: nothing to add per chunk, and one
+            # async-generator level less on every chunk.
+            return chunks
+        return self._reported(chunks, run_manager)
+
+    async def _reported(
+        self, chunks: AsyncIterator[ChatGenerationChunk], run_manager: AsyncCallbackManagerForLLMRun | None
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """``chunks`` with per-token callbacks and, for ``output_version="v1"``, the closing annotations."""
         parts: list[str] = []
-        async for chunk in self._chunks_for(messages, stop, kwargs, include_usage):
+        async for chunk in chunks:
             parts.append(chunk.text)
             # Join only at the closing chunk: joining per chunk would make long answers quadratic.
             if self.output_version == "v1" and getattr(chunk.message, "chunk_position", None) == "last":

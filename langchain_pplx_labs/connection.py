@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp_socks import ProxyTimeoutError
 from socketio import exceptions as sio_exceptions
 
+from langchain_pplx_labs._deadline import Deadline
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, being_cancelled, track
 from langchain_pplx_labs._tracing import OPENING, Opening, is_traced
 from langchain_pplx_labs.errors import (
@@ -254,21 +255,28 @@ class LabsConnection:
         if self._inbox is not None:
             raise RuntimeError("a Labs connection runs one query at a time")
         timeouts = self.settings.timeouts
-        begun = time.monotonic() if started is None else started
         inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        deadline = Deadline(inbox, time.monotonic() if started is None else started, timeouts.total)
         self._inbox = inbox
         self.queries_run += 1
+        streaming = False
         try:
             await self._emit(payload)
-            which, limit = self._first_wait()
+            deadline.wait(*self._first_wait())
             while True:
-                kind, value = await self._next(inbox, which, limit, begun, timeouts.total)
+                if deadline.expired:
+                    raise PerplexityLabsTimeoutError(deadline.which, deadline.limit)
+                kind, value = inbox.get_nowait() if not inbox.empty() else await inbox.get()
                 if kind == "frame":
-                    which, limit = "idle", timeouts.idle
+                    streaming = True
                     yield value
+                    # Set after the yield: the caller's own time between frames is not the server's silence.
+                    deadline.wait("idle", timeouts.idle)
+                elif kind == "deadline":
+                    continue  # expired, or moved on by a frame since the timer fired: checked above
                 elif kind == "ready":
-                    which, limit = "first_token", timeouts.first_token
-                elif kind == "gone" and self._sent_before_ack and which != "idle":
+                    deadline.wait("first_token", timeouts.first_token)
+                elif kind == "gone" and self._sent_before_ack and not streaming:
                     self.pipelining_dropped = True
                     raise PipelinedQueryDropped(
                         f"Perplexity Labs closed the connection before answering a pipelined question ({value})"
@@ -284,6 +292,7 @@ class LabsConnection:
                         "Received a Socket.IO packet that cannot be decoded", excerpt=excerpt_of(value)
                     )
         finally:
+            deadline.cancel()
             self._inbox = None
 
     def _first_wait(self) -> tuple[str, float | None]:
@@ -311,31 +320,6 @@ class LabsConnection:
         except LookupError as exc:
             # The socket went away between the pool's liveness check and the send.
             raise _not_sent() from exc
-
-    @staticmethod
-    async def _next(
-        inbox: asyncio.Queue[tuple[str, Any]],
-        which: str,
-        limit: float | None,
-        begun: float,
-        total: float | None,
-    ) -> tuple[str, Any]:
-        if not inbox.empty():
-            return inbox.get_nowait()
-        if total is not None:
-            left = total - (time.monotonic() - begun)
-            if limit is None or left < limit:
-                which, limit = "total", total
-                if left <= 0:
-                    raise PerplexityLabsTimeoutError("total", total)
-                try:
-                    return await _get_within(inbox, left)
-                except TimeoutError:
-                    raise PerplexityLabsTimeoutError("total", total) from None
-        try:
-            return await _get_within(inbox, limit)
-        except TimeoutError:
-            raise PerplexityLabsTimeoutError(which, limit or 0.0) from None
 
     # The WireListener side: what the wire reports, turned into items for the running query.
 
@@ -392,12 +376,6 @@ def _not_sent() -> PerplexityLabsDisconnectedError:
     return PerplexityLabsDisconnectedError(
         "Perplexity Labs closed the connection before the question was sent"
     )
-
-
-async def _get_within(inbox: asyncio.Queue[tuple[str, Any]], seconds: float | None) -> tuple[str, Any]:
-    # asyncio.timeout, not wait_for: wait_for wraps each get in a new Task, per frame.
-    async with asyncio.timeout(seconds):
-        return await inbox.get()
 
 
 async def diagnose_refusal(
