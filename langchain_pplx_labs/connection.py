@@ -12,9 +12,9 @@ import aiohttp
 from aiohttp_socks import ProxyTimeoutError
 from socketio import exceptions as sio_exceptions
 
-from langchain_pplx_labs._deadline import Deadline
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, being_cancelled, track
 from langchain_pplx_labs._tracing import OPENING, Opening, is_traced
+from langchain_pplx_labs._waiting import Deadline, Inbox
 from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
@@ -24,7 +24,7 @@ from langchain_pplx_labs.errors import (
     excerpt_of,
 )
 from langchain_pplx_labs.polling import PollingWire
-from langchain_pplx_labs.protocol import QUERY_EVENT, SOCKETIO_PATH, is_progress_event
+from langchain_pplx_labs.protocol import PROGRESS_SUFFIX, QUERY_EVENT, SOCKETIO_PATH
 from langchain_pplx_labs.websocket import WebSocketWire
 from langchain_pplx_labs.wire import (
     BROWSER_USER_AGENT,
@@ -72,7 +72,7 @@ class LabsConnection:
         self._traced = is_traced(session)
         self.transport: Transport | None = None
         self.queries_run = 0
-        self._inbox: asyncio.Queue[tuple[str, Any]] | None = None
+        self._inbox: Inbox | None = None
         self._closed = False
         self._session = session
         self._wire: Wire | None = None
@@ -255,27 +255,32 @@ class LabsConnection:
         if self._inbox is not None:
             raise RuntimeError("a Labs connection runs one query at a time")
         timeouts = self.settings.timeouts
-        inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        deadline = Deadline(inbox, time.monotonic() if started is None else started, timeouts.total)
+        wire = self._wire
+        if wire is None:
+            raise RuntimeError("open() the Labs connection before asking")
+        inbox = Inbox()
+        deadline = Deadline(time.monotonic() if started is None else started, timeouts.total)
         self._inbox = inbox
         self.queries_run += 1
         streaming = False
         try:
-            await self._emit(payload)
-            deadline.wait(*self._first_wait())
+            await self._emit(wire, payload)
+            deadline.applies(*self._first_wait())
             while True:
-                if deadline.expired:
-                    raise PerplexityLabsTimeoutError(deadline.which, deadline.limit)
-                kind, value = inbox.get_nowait() if not inbox.empty() else await inbox.get()
+                if inbox:
+                    kind, value = inbox.take()
+                elif wire.reads_inline:
+                    await deadline.wait(wire.read_one())
+                    continue
+                else:
+                    kind, value = await deadline.wait(inbox.get())
                 if kind == "frame":
                     streaming = True
                     yield value
                     # Set after the yield: the caller's own time between frames is not the server's silence.
-                    deadline.wait("idle", timeouts.idle)
-                elif kind == "deadline":
-                    continue  # expired, or moved on by a frame since the timer fired: checked above
+                    deadline.applies("idle", timeouts.idle)
                 elif kind == "ready":
-                    deadline.wait("first_token", timeouts.first_token)
+                    deadline.applies("first_token", timeouts.first_token)
                 elif kind == "gone" and self._sent_before_ack and not streaming:
                     self.pipelining_dropped = True
                     raise PipelinedQueryDropped(
@@ -294,6 +299,7 @@ class LabsConnection:
         finally:
             deadline.cancel()
             self._inbox = None
+            wire.release()
 
     def _first_wait(self) -> tuple[str, float | None]:
         """Which timeout applies before the first frame, and its limit."""
@@ -304,10 +310,7 @@ class LabsConnection:
             return "handshake", timeouts.handshake
         return "first_token", timeouts.first_token
 
-    async def _emit(self, payload: Mapping[str, Any]) -> None:
-        wire = self._wire
-        if wire is None:
-            raise RuntimeError("open() the Labs connection before asking")
+    async def _emit(self, wire: Wire, payload: Mapping[str, Any]) -> None:
         self._sent_before_ack = False
         if not wire.namespace_ready:
             if self._refused is not None:
@@ -324,10 +327,10 @@ class LabsConnection:
     # The WireListener side: what the wire reports, turned into items for the running query.
 
     def on_event(self, event: str, *args: Any) -> None:
-        if self._inbox is None or not is_progress_event(event):
+        if self._inbox is None or not event.endswith(PROGRESS_SUFFIX):
             logger.debug("ignoring Labs event %r", event)
             return
-        self._inbox.put_nowait(("frame", args[0] if args else None))
+        self._inbox.put(("frame", args[0] if args else None))
 
     def _refusal(self, reason: Any) -> PerplexityLabsConnectionError:
         return PerplexityLabsConnectionError(
@@ -337,23 +340,23 @@ class LabsConnection:
     def on_connect(self) -> None:
         self._ready.set()
         if self._inbox is not None and self._sent_before_ack:
-            self._inbox.put_nowait(("ready", None))
+            self._inbox.put(("ready", None))
 
     def on_connect_error(self, data: Any = None) -> None:
         message = data.get("message") if isinstance(data, dict) else data
         self._refused = str(message or "connection refused")
         self._ready.set()
         if self._inbox is not None:
-            self._inbox.put_nowait(("refused", self._refused))
+            self._inbox.put(("refused", self._refused))
 
     def on_disconnect(self, reason: Any = None) -> None:
         if self._inbox is not None:
-            self._inbox.put_nowait(("gone", reason or "disconnected"))
+            self._inbox.put(("gone", reason or "disconnected"))
 
     def on_bad_packet(self, data: Any, exc: Exception) -> None:
         logger.debug("undecodable Socket.IO packet (%s): %s", exc, excerpt_of(data))
         if self._inbox is not None:
-            self._inbox.put_nowait(("bad", data))
+            self._inbox.put(("bad", data))
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:

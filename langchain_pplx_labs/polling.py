@@ -52,8 +52,11 @@ class _LabsSocketIO(socketio.AsyncClient):  # type: ignore[misc]
 class PollingWire:
     """A Labs socket that starts with the Engine.IO polling handshake, then upgrades to a WebSocket.
 
-    Used only when a server refuses the direct WebSocket; python-socketio does the work.
+    Used only when a server refuses the direct WebSocket; python-socketio does the work,
+    in its own tasks: events reach the listener, and a query waits for them there.
     """
+
+    reads_inline = False
 
     def __init__(
         self, settings: ConnectionSettings, session: aiohttp.ClientSession, listener: WireListener
@@ -110,6 +113,12 @@ class PollingWire:
                 await self._sio.emit(event, data)
         except sio_exceptions.BadNamespaceError as exc:
             raise LookupError(str(exc)) from exc
+
+    async def read_one(self) -> None:
+        raise NotImplementedError("python-socketio reads in its own tasks")
+
+    def release(self) -> None:
+        pass  # python-socketio's read loop never stopped
 
     async def goodbye(self) -> None:
         eio = self._sio.eio

@@ -1,9 +1,10 @@
-"""The direct WebSocket: Engine.IO v4 on an aiohttp WebSocket of our own, one reader task per socket.
+"""The direct WebSocket: Engine.IO v4 on an aiohttp WebSocket of our own, read in the query's task.
 
 python-engineio's client runs every incoming message in a new Task and wraps every read
 in ``wait_for``; on a stream of answer frames that per-message cost was larger than the
-whole reference client's. Here one task reads, decodes (``packets``) and hands each
-frame to the listener synchronously; a single timer watches for the server's pings.
+whole reference client's. Here, while a query runs, the query's own task reads the socket
+and decodes each message (``packets``) inline: no hand-off between tasks per frame. While
+no query runs, a background task reads, so pings are answered and a close is noticed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import aiohttp
@@ -30,6 +32,8 @@ class NotEngineIOError(ValueError):
 class WebSocketWire:
     """A Labs socket over a direct WebSocket (``transport=websocket``, no polling first)."""
 
+    reads_inline = True
+
     def __init__(
         self, settings: ConnectionSettings, session: aiohttp.ClientSession, listener: WireListener
     ) -> None:
@@ -38,18 +42,23 @@ class WebSocketWire:
         self._listener = listener
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._silence_limit = 0.0
+        self._pausing = False
+        self._ping_interval = 25.0
+        self._silence_limit = 45.0
         self._last_heard = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._reads = 0  # messages read inline by a query: the keepalive checks it moves
         self._acked = False
-        self._lost = False
+        self._lost: str | None = None
+        self._gone_reported = False
         self._refusal: str | None = None
         # Set once the CONNECT is answered either way, or the socket is gone.
         self._settled = asyncio.Event()
 
     @property
     def engine_open(self) -> bool:
-        return not self._lost and self._ws is not None and not self._ws.closed and self.loops_running
+        return self._lost is None and self._ws is not None and not self._ws.closed
 
     @property
     def namespace_ready(self) -> bool:
@@ -57,7 +66,7 @@ class WebSocketWire:
 
     @property
     def loops_running(self) -> bool:
-        return self._reader is not None and not self._reader.done()
+        return self.engine_open
 
     async def connect(self, *, pipelined: bool) -> None:
         ws = await self._session.ws_connect(
@@ -73,21 +82,19 @@ class WebSocketWire:
                 f"the server closed the WebSocket before Engine.IO's OPEN ({_why_closed(ws, message)})"
             )
         try:
-            ping_interval, ping_timeout = packets.decode_open(message.data)
+            self._ping_interval, ping_timeout = packets.decode_open(message.data)
         except packets.DECODE_ERRORS as exc:
             raise NotEngineIOError(str(exc)) from exc
-        loop = asyncio.get_running_loop()
-        self._silence_limit = ping_interval + ping_timeout
-        self._last_heard = loop.time()
+        self._silence_limit = self._ping_interval + ping_timeout
+        self._last_heard = time.monotonic()
         await ws.send_str(packets.encode_connect(dict(ANONYMOUS_AUTH)))
-        self._reader = loop.create_task(self._read(ws), name="labs-websocket-reader")
-        self._watchdog = loop.call_at(self._last_heard + self._silence_limit, self._check_heard)
+        self._start_reader()
+        self._watchdog = asyncio.get_running_loop().call_later(self._silence_limit, self._check_heard)
         if not pipelined:
             await self._wait_for_ack()
 
     def _url(self) -> str:
-        base = self._settings.base_url
-        scheme, rest = base.split("://", 1)
+        scheme, rest = self._settings.base_url.split("://", 1)
         ws_scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
         return f"{ws_scheme}://{rest}/{SOCKETIO_PATH}/?EIO=4&transport=websocket"
 
@@ -108,6 +115,32 @@ class WebSocketWire:
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise LookupError(f"the socket closed while sending: {exc}") from exc
 
+    async def read_one(self) -> None:
+        """Read and handle the next message in the caller's task (a running query's).
+
+        The background reader pauses until :meth:`release`; if the caller stops reading
+        for a whole ping interval (a slow consumer), it resumes, so the server's pings
+        are still answered. A cancel (the query's deadline) leaves the socket to be closed.
+        """
+        if self._reader is not None:
+            await self._pause_reader()
+        ws = self._ws
+        if self._lost is not None or ws is None:
+            self._listener.on_disconnect(self._lost or "the socket is not connected")
+            return
+        self._reads += 1
+        try:
+            reason = await self._handle(ws, await ws.receive())
+        except aiohttp.ClientError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        if reason is not None:
+            self._gone(reason)
+
+    def release(self) -> None:
+        """The query is over: read in the background again."""
+        if self._lost is None and self._reader is None and self._ws is not None:
+            self._start_reader()
+
     async def goodbye(self) -> None:
         ws = self._ws
         if ws is None or ws.closed:
@@ -118,74 +151,121 @@ class WebSocketWire:
         await ws.close()
 
     async def abort(self) -> None:
-        self._lost = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        self._lost = self._lost or "the connection was closed"
+        self._stop_timers()
         if self._ws is not None and not self._ws.closed:
             sever(self._ws)
         if self._reader is not None:
             await stop_tasks([self._reader])
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        reason = "the connection was closed"
-        try:
-            reason = await self._read_until_gone(ws)
-        except Exception as exc:  # reported to the query below; nobody awaits this task's result
-            reason = f"{type(exc).__name__}: {exc}"
-            logger.debug("Labs WebSocket reader failed: %r", exc)
-        finally:
-            self._lost = True
-            self._settled.set()
-            if not ws.closed:
-                sever(ws)  # the server said goodbye (or went silent): let it see us go now
-            if self._watchdog is not None:
-                self._watchdog.cancel()
-            self._listener.on_disconnect(reason)
+    # -- reading ---------------------------------------------------------------------
 
-    async def _read_until_gone(self, ws: aiohttp.ClientWebSocketResponse) -> str:
-        listener = self._listener
+    def _start_reader(self) -> None:
+        assert self._ws is not None
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read_in_background(self._ws), name="labs-websocket-reader"
+        )
+
+    async def _pause_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is None or reader.done():
+            return
+        self._pausing = True
+        reader.cancel()
+        try:
+            await asyncio.wait([reader])
+        finally:
+            self._pausing = False
+        if self._keepalive is None and self._lost is None:
+            loop = asyncio.get_running_loop()
+            self._keepalive = loop.call_later(self._ping_interval, self._keep_alive, self._reads)
+
+    def _keep_alive(self, reads_before: int) -> None:
+        """A query holds the socket but has not read for a ping interval: read for it meanwhile."""
+        self._keepalive = None
+        if self._lost is not None or self._reader is not None:
+            return  # gone, or released (the background reader runs again)
+        if self._reads == reads_before:
+            logger.debug("Labs query not reading; the background reader answers pings meanwhile")
+            self._start_reader()
+            return
         loop = asyncio.get_running_loop()
-        while True:
-            message = await ws.receive()
-            if message.type is not aiohttp.WSMsgType.TEXT:
-                if message.type is aiohttp.WSMsgType.BINARY:
-                    listener.on_bad_packet(message.data, ValueError("binary WebSocket message"))
-                    continue
-                return _why_closed(ws, message)
-            self._last_heard = loop.time()
-            try:
-                kind, data = packets.decode(message.data)
-            except packets.DECODE_ERRORS as exc:
-                listener.on_bad_packet(message.data, exc)
-                continue
-            if kind == "event":
-                listener.on_event(*data)
-            elif kind == "ping":
-                await ws.send_str(packets.PONG + data)
-            elif kind == "connect":
-                self._acked = True
-                self._settled.set()
-                listener.on_connect()
-            elif kind == "connect_error":
-                self._refusal = str(data.get("message") if isinstance(data, dict) else data)
-                self._settled.set()
-                listener.on_connect_error(data)
-            elif kind == "disconnect":
-                return "the server disconnected the namespace"
-            elif kind == "close":
-                return "the server closed the Engine.IO session"
+        self._keepalive = loop.call_later(self._ping_interval, self._keep_alive, self._reads)
+
+    async def _read_in_background(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        try:
+            while (reason := await self._handle(ws, await ws.receive())) is None:
+                pass
+        except asyncio.CancelledError:
+            if self._pausing:
+                return  # handed over to a query's read_one
+            self._gone("the connection was closed")
+            raise
+        except Exception as exc:  # reported to the query below; nobody awaits this task's result
+            logger.debug("Labs WebSocket reader failed: %r", exc)
+            reason = f"{type(exc).__name__}: {exc}"
+        self._gone(reason)
+
+    async def _handle(self, ws: aiohttp.ClientWebSocketResponse, message: aiohttp.WSMessage) -> str | None:
+        """Dispatch one message to the listener; return why the socket is gone, or None."""
+        if message.type is not aiohttp.WSMsgType.TEXT:
+            if message.type is aiohttp.WSMsgType.BINARY:
+                self._listener.on_bad_packet(message.data, ValueError("binary WebSocket message"))
+                return None
+            return _why_closed(ws, message)
+        self._last_heard = time.monotonic()
+        try:
+            kind, data = packets.decode(message.data)
+        except packets.DECODE_ERRORS as exc:
+            self._listener.on_bad_packet(message.data, exc)
+            return None
+        if kind == "event":
+            self._listener.on_event(*data)
+        elif kind == "ping":
+            await ws.send_str(packets.PONG + data)
+        elif kind == "connect":
+            self._acked = True
+            self._settled.set()
+            self._listener.on_connect()
+        elif kind == "connect_error":
+            self._refusal = str(data.get("message") if isinstance(data, dict) else data)
+            self._settled.set()
+            self._listener.on_connect_error(data)
+        elif kind == "disconnect":
+            return "the server disconnected the namespace"
+        elif kind == "close":
+            return "the server closed the Engine.IO session"
+        return None
+
+    def _gone(self, reason: str) -> None:
+        """The socket is lost: tell the listener once, and let the server see us go."""
+        if self._gone_reported:
+            self._listener.on_disconnect(self._lost)  # a query started since: it must hear too
+            return
+        self._gone_reported = True
+        self._lost = self._lost or reason
+        self._settled.set()
+        self._stop_timers()
+        if self._ws is not None and not self._ws.closed:
+            sever(self._ws)
+        self._listener.on_disconnect(self._lost)
+
+    # -- liveness --------------------------------------------------------------------
 
     def _check_heard(self) -> None:
         """Drop a socket the server has stopped pinging: it is half-open, or the server is gone."""
-        loop = asyncio.get_running_loop()
-        deadline = self._last_heard + self._silence_limit
-        if loop.time() < deadline:
-            self._watchdog = loop.call_at(deadline, self._check_heard)
+        left = self._last_heard + self._silence_limit - time.monotonic()
+        if left > 0:
+            self._watchdog = asyncio.get_running_loop().call_later(left, self._check_heard)
             return
         logger.debug("no ping from the Labs server for %.1fs; dropping the socket", self._silence_limit)
-        self._lost = True
-        if self._ws is not None and not self._ws.closed:
-            sever(self._ws)
+        self._gone(f"no ping from the server for {self._silence_limit:.0f}s")
+
+    def _stop_timers(self) -> None:
+        for timer in (self._watchdog, self._keepalive):
+            if timer is not None:
+                timer.cancel()
+        self._watchdog = self._keepalive = None
 
 
 def _why_closed(ws: aiohttp.ClientWebSocketResponse, message: aiohttp.WSMessage) -> str:

@@ -69,6 +69,10 @@ class WireListener(Protocol):
 class Wire(Protocol):
     """One transport's socket: how it connects, sends a question and goes away."""
 
+    # True: a query calls read_one() to read (in its own task) whenever it waits for a
+    # frame, and release() when it ends. False: the wire reads in tasks of its own.
+    reads_inline: bool
+
     @property
     def engine_open(self) -> bool:
         """The Engine.IO session is up (the Socket.IO CONNECT may still be unacknowledged)."""
@@ -86,6 +90,12 @@ class Wire(Protocol):
 
     async def send_event(self, event: str, data: Any, *, before_ack: bool) -> None:
         """Send an EVENT to ``/``; raise ``LookupError`` when the socket is no longer connected."""
+
+    async def read_one(self) -> None:
+        """Read and dispatch the next message, in the caller's task."""
+
+    def release(self) -> None:
+        """The query that was reading inline is over."""
 
     async def goodbye(self) -> None:
         """Leave politely (DISCONNECT, then close); the caller bounds how long it may take."""
