@@ -6,7 +6,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from langchain_pplx_labs.errors import PerplexityLabsTimeoutError
@@ -88,15 +88,15 @@ class Deadline:
     def error(self) -> PerplexityLabsTimeoutError:
         return PerplexityLabsTimeoutError(self.which, self.limit)
 
-    async def wait(self, awaitable: Awaitable[T]) -> T:
-        """Await ``awaitable`` in the deadline's task, raising :meth:`error` if the deadline passes first."""
+    async def wait(self, start: Callable[[], Awaitable[T]]) -> T:
+        """Await what ``start()`` returns, raising :meth:`error` if the deadline passes first."""
         if self._passed:
             raise self.error()
         task = self._waiter = asyncio.current_task()
         assert task is not None, "Deadline.wait runs in a task"
         cancelling = task.cancelling()
         try:
-            return await awaitable
+            return await start()
         except asyncio.CancelledError:
             if self._cancelled and task.uncancel() <= cancelling:
                 raise self.error() from None

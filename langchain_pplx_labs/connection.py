@@ -270,10 +270,10 @@ class LabsConnection:
                 if inbox:
                     kind, value = inbox.take()
                 elif wire.reads_inline:
-                    await deadline.wait(wire.read_one())
+                    await deadline.wait(wire.read_one)
                     continue
                 else:
-                    kind, value = await deadline.wait(inbox.get())
+                    kind, value = await deadline.wait(inbox.get)
                 if kind == "frame":
                     streaming = True
                     yield value

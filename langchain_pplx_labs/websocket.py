@@ -43,12 +43,13 @@ class WebSocketWire:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
         self._pausing = False
-        self._ping_interval = 25.0
+        self._keepalive_period = 5.0
         self._silence_limit = 45.0
         self._last_heard = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.TimerHandle | None = None
         self._reads = 0  # messages read inline by a query: the keepalive checks it moves
+        self._reading_inline = False
         self._acked = False
         self._lost: str | None = None
         self._gone_reported = False
@@ -82,10 +83,13 @@ class WebSocketWire:
                 f"the server closed the WebSocket before Engine.IO's OPEN ({_why_closed(ws, message)})"
             )
         try:
-            self._ping_interval, ping_timeout = packets.decode_open(message.data)
+            ping_interval, ping_timeout = packets.decode_open(message.data)
         except packets.DECODE_ERRORS as exc:
             raise NotEngineIOError(str(exc)) from exc
-        self._silence_limit = self._ping_interval + ping_timeout
+        self._silence_limit = ping_interval + ping_timeout
+        # A ping must be answered within ping_timeout; the keepalive may notice a stalled caller
+        # up to two periods late. The floor keeps a server that sends 0 from spinning us.
+        self._keepalive_period = max(ping_timeout / 3, 0.05)
         self._last_heard = time.monotonic()
         await ws.send_str(packets.encode_connect(dict(ANONYMOUS_AUTH)))
         self._start_reader()
@@ -119,8 +123,8 @@ class WebSocketWire:
         """Read and handle the next message in the caller's task (a running query's).
 
         The background reader pauses until :meth:`release`; if the caller stops reading
-        for a whole ping interval (a slow consumer), it resumes, so the server's pings
-        are still answered. A cancel (the query's deadline) leaves the socket to be closed.
+        (a slow consumer), it resumes before the server's ping timeout, so pings are
+        still answered. A cancel (the query's deadline) leaves the socket to be closed.
         """
         if self._reader is not None:
             await self._pause_reader()
@@ -129,8 +133,13 @@ class WebSocketWire:
             self._listener.on_disconnect(self._lost or "the socket is not connected")
             return
         self._reads += 1
+        self._reading_inline = True
         try:
-            reason = await self._handle(ws, await ws.receive())
+            message = await ws.receive()
+        finally:
+            self._reading_inline = False
+        try:
+            reason = await self._handle(ws, message)
         except aiohttp.ClientError as exc:
             reason = f"{type(exc).__name__}: {exc}"
         if reason is not None:
@@ -178,19 +187,19 @@ class WebSocketWire:
             self._pausing = False
         if self._keepalive is None and self._lost is None:
             loop = asyncio.get_running_loop()
-            self._keepalive = loop.call_later(self._ping_interval, self._keep_alive, self._reads)
+            self._keepalive = loop.call_later(self._keepalive_period, self._keep_alive, self._reads)
 
     def _keep_alive(self, reads_before: int) -> None:
-        """A query holds the socket but has not read for a ping interval: read for it meanwhile."""
+        """A query holds the socket but has not read for a while: read for it meanwhile."""
         self._keepalive = None
         if self._lost is not None or self._reader is not None:
             return  # gone, or released (the background reader runs again)
-        if self._reads == reads_before:
+        if self._reads == reads_before and not self._reading_inline:
             logger.debug("Labs query not reading; the background reader answers pings meanwhile")
             self._start_reader()
             return
         loop = asyncio.get_running_loop()
-        self._keepalive = loop.call_later(self._ping_interval, self._keep_alive, self._reads)
+        self._keepalive = loop.call_later(self._keepalive_period, self._keep_alive, self._reads)
 
     async def _read_in_background(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         try:

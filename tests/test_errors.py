@@ -260,7 +260,9 @@ async def test_websocket_reply_that_is_not_engineio_is_a_connection_error(
     # Traced as a pool's session is: that is how open() finds the WebSocket engine.io dropped.
     async with aiohttp.ClientSession(trace_configs=[labs_trace_config()]) as session:
         connection = LabsConnection(settings, session)
-        expected = r"closed the WebSocket before Engine\.IO's OPEN" if "close" in url_kind else r"not Engine\.IO"
+        expected = (
+            r"closed the WebSocket before Engine\.IO's OPEN" if "close" in url_kind else r"not Engine\.IO"
+        )
         with pytest.raises(PerplexityLabsConnectionError, match=expected):
             await connection.open("websocket")
         assert not connection.alive

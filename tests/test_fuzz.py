@@ -6,11 +6,13 @@ import contextlib
 import itertools
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
+from langchain_pplx_labs import packets
 from langchain_pplx_labs._json import OrjsonPacket
 from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError
 from langchain_pplx_labs.messages import to_labs_messages
@@ -61,10 +63,33 @@ def test_parse_frame_raises_only_protocol_errors(data: Any) -> None:
 @FUZZ
 @given(st.text(max_size=60) | st.binary(max_size=60).map(lambda b: b.decode("latin-1")))
 def test_packet_decoder_raises_only_what_the_client_turns_into_protocol_errors(raw: str) -> None:
-    # connection._LabsSocketIO catches exactly these and reports a protocol error;
+    # polling._LabsSocketIO catches exactly these and reports a protocol error;
     # anything else would escape python-socketio's reader task and hang the query.
     with contextlib.suppress(ValueError, TypeError, KeyError, IndexError):
         OrjsonPacket(encoded_packet=raw)
+
+
+engineio_messages = (
+    st.sampled_from(
+        ["0", "1", "2", "3", "4", "5", "6", "40", "41", "42", "43", "44", "45", "42[", "4/x,"]
+    ).flatmap(lambda prefix: st.text(max_size=40).map(lambda rest: prefix + rest))
+    | st.builds(lambda value: "42" + orjson.dumps(value).decode(), json_values)
+    | st.text(max_size=40)
+)
+
+
+@FUZZ
+@given(engineio_messages)
+def test_direct_websocket_decoder_raises_only_decode_errors(raw: str) -> None:
+    # websocket.WebSocketWire reports exactly these as a protocol error; anything else
+    # would end its reader and turn a bad packet into a lost connection.
+    try:
+        kind, data = packets.decode(raw)
+    except packets.DECODE_ERRORS:
+        return
+    if kind == "event":
+        assert isinstance(data, list)
+        assert isinstance(data[0], str)
 
 
 def _chunked(output: str, cuts: list[int]) -> list[str]:

@@ -1,0 +1,104 @@
+"""The direct WebSocket keeps its socket alive: pings answered while idle, while a slow caller
+reads, and a server that stops pinging is noticed. Real emulator, real sockets, short pings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs._tracing import labs_trace_config
+from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection
+from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
+
+# A client that stops answering is dropped 1.5 s after its last pong (python-engineio's
+# server truncates the interval to whole seconds in its OPEN packet).
+PING_INTERVAL, PING_TIMEOUT = 1.0, 0.5
+SILENCE = PING_INTERVAL + PING_TIMEOUT
+ANSWER = "one two three four five six seven eight nine ten"
+
+
+@pytest.fixture(scope="module")
+def fast_pings() -> Iterator[EmulatorThread]:
+    with EmulatorThread(LabsEmulator(ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT)) as thread:
+        yield thread
+
+
+@pytest.fixture
+def emulator(fast_pings: EmulatorThread) -> LabsEmulator:
+    emulator = fast_pings.emulator
+    fast_pings.call(emulator.reset)
+    emulator.script(answer=ANSWER, chunk_size=10)
+    return emulator
+
+
+def _chat(emulator: LabsEmulator) -> ChatPerplexityLabs:
+    return ChatPerplexityLabs(base_url=emulator.base_url, max_retries=0, idle_timeout=5, timeout=20)
+
+
+async def test_idle_pooled_socket_answers_pings(emulator: LabsEmulator) -> None:
+    async with _chat(emulator) as chat:
+        assert (await chat.ainvoke("first")).content == ANSWER
+        await asyncio.sleep(2 * SILENCE)  # only pongs keep it open this long
+        assert (await chat.ainvoke("second")).content == ANSWER
+    assert emulator.connections == 1
+
+
+async def test_a_caller_that_stops_reading_mid_answer_keeps_its_socket(emulator: LabsEmulator) -> None:
+    # While a query streams, its own task reads the socket; a caller busy for longer than the
+    # server's ping timeout must not lose the socket (and with it the rest of the answer).
+    async with _chat(emulator) as chat:
+        parts = []
+        async for chunk in chat.astream("slow reader"):
+            if not parts:
+                await asyncio.sleep(2 * SILENCE)
+            parts.append(chunk.text)
+        assert "".join(parts) == ANSWER
+        assert (await chat.ainvoke("again")).content == ANSWER
+    assert emulator.connections == 1
+
+
+@pytest.fixture
+async def stops_pinging() -> AsyncIterator[str]:
+    """An Engine.IO server that opens, acknowledges CONNECT, and then never pings."""
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(
+            '0{"sid":"s","upgrades":[],"pingInterval":100,"pingTimeout":100,"maxPayload":1000000}'
+        )
+        await ws.receive()  # our CONNECT
+        await ws.send_str('40{"sid":"n"}')
+        async for _ in ws:  # silent from here on, but keeps the TCP connection open
+            pass
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/socket.io/", handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    yield f"http://{host}:{port}"
+    await runner.cleanup()
+
+
+async def test_a_server_that_stops_pinging_is_dropped(stops_pinging: str) -> None:
+    settings = ConnectionSettings(base_url=stops_pinging)
+    async with aiohttp.ClientSession(trace_configs=[labs_trace_config()]) as session:
+        connection = LabsConnection(settings, session)
+        await connection.open("websocket", pipelined=False)
+        assert connection.alive
+        give_up = time.monotonic() + 5  # a bounded wait for the watchdog, not a timing assert
+        while connection.alive:
+            if time.monotonic() > give_up:
+                pytest.fail("a socket without pings for pingInterval + pingTimeout must be dropped")
+            await asyncio.sleep(0.02)
+        await connection.close()
