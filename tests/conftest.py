@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
+from aiohttp import web
 
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
@@ -48,3 +49,26 @@ async def amodel(base_url: str) -> AsyncIterator[ChatPerplexityLabs]:
     )
     yield chat
     await chat.aclose()
+
+
+SocketHandler = Callable[[web.Request], Awaitable[web.WebSocketResponse]]
+
+
+@pytest.fixture
+async def socketio_endpoint() -> AsyncIterator[Callable[[SocketHandler], Awaitable[str]]]:
+    """Serve a hand-written ``/socket.io/`` WebSocket handler on a real port; returns its base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def serve(handler: SocketHandler) -> str:
+        app = web.Application()
+        app.router.add_get("/socket.io/", handler)
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        runners.append(runner)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]  # the bound port (site.name shows 0 on older aiohttp)
+        return f"http://{host}:{port}"
+
+    yield serve
+    for runner in runners:
+        await runner.cleanup()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -224,7 +225,7 @@ async def test_handshake_timeout_is_named_when_the_server_never_speaks() -> None
 
 
 @pytest.fixture(params=["close", "text", "badopen"])
-async def not_engineio_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+async def not_engineio_url(request: pytest.FixtureRequest, socketio_endpoint: Any) -> str:
     """A WebSocket endpoint whose first message is not an Engine.IO OPEN (or that closes at once)."""
     from aiohttp import web
 
@@ -238,15 +239,8 @@ async def not_engineio_url(request: pytest.FixtureRequest) -> AsyncIterator[str]
             await ws.receive()  # until the client goes away
         return ws
 
-    app = web.Application()
-    app.router.add_get("/socket.io/", handler)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]  # the bound port (site.name shows 0 on older aiohttp)
-    yield f"http://{host}:{port}"
-    await runner.cleanup()
+    url: str = await socketio_endpoint(handler)
+    return url
 
 
 async def test_websocket_reply_that_is_not_engineio_is_a_connection_error(

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -64,7 +65,7 @@ async def test_a_caller_that_stops_reading_mid_answer_keeps_its_socket(emulator:
 
 
 @pytest.fixture
-async def stops_pinging() -> AsyncIterator[str]:
+async def stops_pinging(socketio_endpoint: Any) -> str:
     """An Engine.IO server that opens, acknowledges CONNECT, and then never pings."""
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
@@ -79,15 +80,8 @@ async def stops_pinging() -> AsyncIterator[str]:
             pass
         return ws
 
-    app = web.Application()
-    app.router.add_get("/socket.io/", handler)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    yield f"http://{host}:{port}"
-    await runner.cleanup()
+    url: str = await socketio_endpoint(handler)
+    return url
 
 
 async def test_a_server_that_stops_pinging_is_dropped(stops_pinging: str) -> None:
