@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+from langchain_core.messages import HumanMessage
+
 from benchmarks._common import Row, print_table
 from benchmarks.reference_client import reference_ask
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import EmulatorThread
+from langchain_pplx_labs.protocol import StreamDecoder, TextDelta
 
 FRAMES = 100  # cumulative frames per answer, whatever its size: wire bytes grow linearly with size
 SIZES = {"10 KB": 10_000, "100 KB": 100_000, "1 MB": 1_000_000}
@@ -30,6 +33,18 @@ async def _ours(chat: ChatPerplexityLabs, size: int) -> float:
     return time.thread_time() - started
 
 
+async def _client(chat: ChatPerplexityLabs, size: int) -> float:
+    # The package's client alone (frames off the socket, decoded into deltas), no LangChain layer.
+    payload = chat._payload([HumanMessage("long answer")])
+    decoder = StreamDecoder(chat.model)
+    started = time.thread_time()
+    received = 0
+    async for frame in chat._labs_client().stream(payload):
+        received += sum(len(event.text) for event in decoder.feed(frame) if isinstance(event, TextDelta))
+    assert received == size, (received, size)
+    return time.thread_time() - started
+
+
 async def _reference(base_url: str, size: int) -> float:
     started = time.thread_time()
     answer = await reference_ask(base_url, "long answer")
@@ -37,21 +52,27 @@ async def _reference(base_url: str, size: int) -> float:
     return time.thread_time() - started
 
 
-async def _measure(base_url: str, size: int, reps: int) -> tuple[list[float], list[float]]:
-    # One untimed answer each first: first-use costs (lazy imports, caches) are not per-answer CPU,
-    # and --quick takes a single sample.
-    await _reference(base_url, size)
-    baseline = [await _reference(base_url, size) for _ in range(reps)]
+async def _measure(base_url: str, size: int, reps: int) -> tuple[list[float], list[float], list[float]]:
+    baseline: list[float] = []
+    client: list[float] = []
+    ours: list[float] = []
     async with ChatPerplexityLabs(base_url=base_url, model="sonar") as chat:
         await chat.awarmup()
+        # One untimed answer each first: first-use costs (lazy imports, caches) are not per-answer
+        # CPU, and --quick takes a single sample. Then interleaved, so machine noise hits all alike.
+        await _reference(base_url, size)
+        await _client(chat, size)
         await _ours(chat, size)
-        ours = [await _ours(chat, size) for _ in range(reps)]
-    return baseline, ours
+        for _ in range(reps):
+            baseline.append(await _reference(base_url, size))
+            client.append(await _client(chat, size))
+            ours.append(await _ours(chat, size))
+    return baseline, client, ours
 
 
 def run(quick: bool, rtt: float) -> None:
     del rtt  # CPU, not latency: straight to the emulator
-    reps = 1 if quick else 7
+    reps = 1 if quick else 11
     rows: list[Row] = []
     with EmulatorThread() as thread:
         for label, size in SIZES.items():
@@ -60,8 +81,9 @@ def run(quick: bool, rtt: float) -> None:
                     answer=_answer(size), chunk_size=max(1, size // FRAMES), citations=[]
                 )
             )
-            baseline, ours = asyncio.run(_measure(thread.base_url, size, reps))
+            baseline, client, ours = asyncio.run(_measure(thread.base_url, size, reps))
             reference = Row("", baseline).median
             rows.append(Row(f"baseline, {label}", baseline, baseline=reference))
-            rows.append(Row(f"ours, {label}", ours, baseline=reference))
+            rows.append(Row(f"ours, LabsClient.stream, {label}", client, baseline=reference))
+            rows.append(Row(f"ours, ChatPerplexityLabs.astream, {label}", ours, baseline=reference))
     print_table(f"CPU time to stream an answer ({FRAMES} cumulative frames; lower is better)", rows)
