@@ -42,14 +42,16 @@ class WebSocketWire:
         self._listener = listener
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._pausing = False
+        # The reader being handed over to a query: its cancel is a pause, not a close.
+        self._pausing: asyncio.Task[None] | None = None
         self._keepalive_period = 5.0
         self._silence_limit = 45.0
         self._last_heard = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.TimerHandle | None = None
         self._reads = 0  # messages read inline by a query: the keepalive checks it moves
-        self._reading_inline = False
+        self._query_reading = False  # a query holds the socket for a read (from before the pause on)
+        self._closing = False  # saying goodbye: nothing may start a reader any more
         self._acked = False
         self._lost: str | None = None
         self._gone_reported = False
@@ -126,18 +128,23 @@ class WebSocketWire:
         (a slow consumer), it resumes before the server's ping timeout, so pings are
         still answered. A cancel (the query's deadline) leaves the socket to be closed.
         """
-        if self._reader is not None:
-            await self._pause_reader()
-        ws = self._ws
-        if self._lost is not None or ws is None:
-            self._listener.on_disconnect(self._lost or "the socket is not connected")
-            return
-        self._reads += 1
-        self._reading_inline = True
+        # Held from before the pause: the keepalive must not restart a reader under us.
+        self._query_reading = True
         try:
+            if self._reader is not None:
+                await self._pause_reader()
+                if self._keepalive is None and self._lost is None:
+                    self._keepalive = asyncio.get_running_loop().call_later(
+                        self._keepalive_period, self._keep_alive, self._reads
+                    )
+            ws = self._ws
+            if self._lost is not None or ws is None:
+                self._listener.on_disconnect(self._lost or "the socket is not connected")
+                return
+            self._reads += 1
             message = await ws.receive()
         finally:
-            self._reading_inline = False
+            self._query_reading = False
         try:
             reason = await self._handle(ws, message)
         except aiohttp.ClientError as exc:
@@ -147,13 +154,17 @@ class WebSocketWire:
 
     def release(self) -> None:
         """The query is over: read in the background again."""
-        if self._lost is None and self._reader is None and self._ws is not None:
+        if self._lost is None and self._reader is None and self._ws is not None and not self._closing:
             self._start_reader()
 
     async def goodbye(self) -> None:
         ws = self._ws
         if ws is None or ws.closed:
             return
+        # The reader would see the server's close reply and drop the socket, and with it
+        # goodbye frames still in the send buffer: ws.close() reads that reply itself.
+        self._closing = True
+        await self._pause_reader()
         with contextlib.suppress(aiohttp.ClientError, ConnectionError):
             await ws.send_str(packets.DISCONNECT_DEFAULT_NAMESPACE)
             await ws.send_str(packets.CLOSE)
@@ -179,22 +190,17 @@ class WebSocketWire:
         reader, self._reader = self._reader, None
         if reader is None or reader.done():
             return
-        self._pausing = True
+        self._pausing = reader
         reader.cancel()
-        try:
-            await asyncio.wait([reader])
-        finally:
-            self._pausing = False
-        if self._keepalive is None and self._lost is None:
-            loop = asyncio.get_running_loop()
-            self._keepalive = loop.call_later(self._keepalive_period, self._keep_alive, self._reads)
+        await asyncio.wait([reader])
+        self._pausing = None  # left set if we are cancelled meanwhile: the reader still only pauses
 
     def _keep_alive(self, reads_before: int) -> None:
         """A query holds the socket but has not read for a while: read for it meanwhile."""
         self._keepalive = None
-        if self._lost is not None or self._reader is not None:
-            return  # gone, or released (the background reader runs again)
-        if self._reads == reads_before and not self._reading_inline:
+        if self._lost is not None or self._reader is not None or self._closing:
+            return  # gone, released (the background reader runs again) or saying goodbye
+        if self._reads == reads_before and not self._query_reading:
             logger.debug("Labs query not reading; the background reader answers pings meanwhile")
             self._start_reader()
             return
@@ -206,7 +212,7 @@ class WebSocketWire:
             while (reason := await self._handle(ws, await ws.receive())) is None:
                 pass
         except asyncio.CancelledError:
-            if self._pausing:
+            if self._pausing is asyncio.current_task():
                 return  # handed over to a query's read_one
             self._gone("the connection was closed")
             raise

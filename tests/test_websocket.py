@@ -96,3 +96,29 @@ async def test_a_server_that_stops_pinging_is_dropped(stops_pinging: str) -> Non
                 pytest.fail("a socket without pings for pingInterval + pingTimeout must be dropped")
             await asyncio.sleep(0.02)
         await connection.close()
+
+
+class _ReasonRecorder(LabsEmulator):
+    """Records why the server saw each socket go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: list[object] = []
+
+    async def _on_disconnect(self, sid: str, reason: object = None) -> None:
+        self.reasons.append(reason)
+        await super()._on_disconnect(sid, reason)
+
+
+def test_a_clean_close_says_goodbye() -> None:
+    with EmulatorThread(_ReasonRecorder()) as thread:
+        emulator = thread.emulator
+        assert isinstance(emulator, _ReasonRecorder)
+        emulator.script(answer=ANSWER)
+        with ChatPerplexityLabs(base_url=thread.base_url, max_retries=0) as chat:
+            assert chat.invoke("clean").content == ANSWER
+        give_up = time.monotonic() + 5
+        while not emulator.reasons and time.monotonic() < give_up:
+            time.sleep(0.02)
+    # A goodbye (Socket.IO DISCONNECT) reached the server before the socket closed.
+    assert [str(reason) for reason in emulator.reasons] == ["client disconnect"]
