@@ -16,6 +16,7 @@ from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs._tracing import labs_trace_config
 from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
+from langchain_pplx_labs.websocket import WebSocketWire
 
 # A client that stops answering is dropped 1.5 s after its last pong (python-engineio's
 # server truncates the interval to whole seconds in its OPEN packet).
@@ -122,3 +123,21 @@ def test_a_clean_close_says_goodbye() -> None:
             time.sleep(0.02)
     # A goodbye (Socket.IO DISCONNECT) reached the server before the socket closed.
     assert [str(reason) for reason in emulator.reasons] == ["client disconnect"]
+
+
+async def test_keepalive_firing_while_a_query_takes_over_the_socket_starts_no_second_reader(
+    emulator: LabsEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The keepalive timer of the previous query may fire just as the next one pauses the
+    # background reader: it must see the socket held, or two tasks would read it at once.
+    pause = WebSocketWire._pause_reader
+
+    async def pause_as_the_timer_fires(self: WebSocketWire) -> None:
+        asyncio.get_running_loop().call_soon(self._keep_alive, self._reads)
+        await pause(self)
+
+    monkeypatch.setattr(WebSocketWire, "_pause_reader", pause_as_the_timer_fires)
+    async with _chat(emulator) as chat:
+        for question in ("one", "two", "three"):
+            assert (await chat.ainvoke(question)).content == ANSWER
+    assert emulator.connections == 1
