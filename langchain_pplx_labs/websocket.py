@@ -147,7 +147,7 @@ class WebSocketWire:
             self._query_reading = False
         try:
             reason = await self._handle(ws, message)
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, ConnectionError) as exc:  # a pong that could not be sent
             reason = f"{type(exc).__name__}: {exc}"
         if reason is not None:
             self._gone(reason)
