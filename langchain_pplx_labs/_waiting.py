@@ -66,6 +66,7 @@ class Deadline:
         self.limit = 0.0
         self._at = math.inf
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf  # when the armed timer fires, on the time.monotonic() clock
         # The task in wait() now: a sync caller steps the query from a new task each frame.
         self._waiter: asyncio.Task[Any] | None = None
         self._cancelled = False
@@ -79,11 +80,15 @@ class Deadline:
             which, limit, at = "total", self._total, self._total_at
         self.which, self.limit, self._at = which, limit or 0.0, at
         self._passed = at <= now
-        if self._timer is None and at < math.inf:
-            self._timer = self._loop.call_later(at - now, self._fire)
-        elif self._timer is not None and self._timer.when() - self._loop.time() > at - now:
+        if self._timer is not None and self._timer_at > at:
             self._timer.cancel()
-            self._timer = self._loop.call_later(at - now, self._fire)
+            self._timer = None
+        if self._timer is None and at < math.inf:
+            self._arm(at, now)
+
+    def _arm(self, at: float, now: float) -> None:
+        self._timer_at = at
+        self._timer = self._loop.call_later(at - now, self._fire)
 
     def error(self) -> PerplexityLabsTimeoutError:
         return PerplexityLabsTimeoutError(self.which, self.limit)
@@ -112,10 +117,10 @@ class Deadline:
 
     def _fire(self) -> None:
         self._timer = None
-        left = self._at - time.monotonic()
-        if left > 0:
+        now = time.monotonic()
+        if self._at > now:
             if self._at < math.inf:
-                self._timer = self._loop.call_later(left, self._fire)
+                self._arm(self._at, now)
         elif self._waiter is None:
             self._passed = True
         elif not self._cancelled:

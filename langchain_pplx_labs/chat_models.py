@@ -489,10 +489,7 @@ class ChatPerplexityLabs(BaseChatModel):
         """``chunks`` with per-token callbacks and, for ``output_version="v1"``, the closing annotations."""
         parts: list[str] = []
         async for chunk in chunks:
-            parts.append(chunk.text)
-            # Join only at the closing chunk: joining per chunk would make long answers quadratic.
-            if self.output_version == "v1" and getattr(chunk.message, "chunk_position", None) == "last":
-                annotate_last_chunk(chunk.message, "".join(parts))
+            self._note_chunk(chunk, parts)
             if run_manager is not None:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
@@ -507,13 +504,17 @@ class ChatPerplexityLabs(BaseChatModel):
         include_usage = bool(kwargs.get("stream_usage", self.stream_usage))
         parts: list[str] = []
         for chunk in iterate_sync(self._chunks_for(messages, stop, kwargs, include_usage)):
-            parts.append(chunk.text)
-            # Join only at the closing chunk: joining per chunk would make long answers quadratic.
-            if self.output_version == "v1" and getattr(chunk.message, "chunk_position", None) == "last":
-                annotate_last_chunk(chunk.message, "".join(parts))
+            self._note_chunk(chunk, parts)
             if run_manager is not None:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+
+    def _note_chunk(self, chunk: ChatGenerationChunk, parts: list[str]) -> None:
+        """Keep ``chunk``'s text; for ``output_version="v1"``, annotate the closing chunk with all of it."""
+        parts.append(chunk.text)
+        # Join only at the closing chunk: joining per chunk would make long answers quadratic.
+        if self.output_version == "v1" and getattr(chunk.message, "chunk_position", None) == "last":
+            annotate_last_chunk(chunk.message, "".join(parts))
 
     async def _agenerate(
         self,

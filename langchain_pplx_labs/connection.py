@@ -169,8 +169,8 @@ class LabsConnection:
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
             return PerplexityLabsConnectionError(f"Could not connect to {url} over {transport}: {exc}")
         if isinstance(exc, Exception):
-            # engine.io lets parsing errors escape when the server's first message is not
-            # Engine.IO (a plain WebSocket, a proxy's page): a connection failure, retried.
+            # The server's first message is not Engine.IO (a plain WebSocket, a proxy's page):
+            # our wire says so, engine.io lets its parsing errors escape. A connection failure, retried.
             return PerplexityLabsConnectionError(
                 f"Could not connect to {url} over {transport}: the server's reply is not "
                 f"Engine.IO ({type(exc).__name__}: {exc})"
@@ -213,10 +213,11 @@ class LabsConnection:
         have cancelled engine.io's loops, whose CancelledError must not skip the drop.
         """
         cancelled = False
-        if graceful and self._loops_running():
+        wire = self._wire
+        if graceful and wire is not None and wire.loops_running:
             try:
                 async with asyncio.timeout(GRACEFUL_CLOSE_SECONDS):
-                    await self._disconnect()
+                    await wire.goodbye()
             except asyncio.CancelledError:
                 cancelled = being_cancelled()
                 logger.debug("graceful close of a Labs socket was cancelled")
@@ -228,13 +229,6 @@ class LabsConnection:
             logger.debug("error while dropping a Labs socket: %r", exc)
         if cancelled:
             raise asyncio.CancelledError
-
-    def _loops_running(self) -> bool:
-        return self._wire is not None and self._wire.loops_running
-
-    async def _disconnect(self) -> None:
-        if self._wire is not None:
-            await self._wire.goodbye()
 
     async def _abort(self) -> None:
         """Drop the socket now: no goodbye, no waiting for the peer; also tidies after a goodbye."""
