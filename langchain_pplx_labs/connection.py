@@ -24,7 +24,7 @@ from langchain_pplx_labs.errors import (
     excerpt_of,
 )
 from langchain_pplx_labs.polling import PollingWire
-from langchain_pplx_labs.protocol import PROGRESS_SUFFIX, QUERY_EVENT, SOCKETIO_PATH
+from langchain_pplx_labs.protocol import QUERY_EVENT, SOCKETIO_PATH, is_progress_event
 from langchain_pplx_labs.websocket import WebSocketWire
 from langchain_pplx_labs.wire import (
     BROWSER_USER_AGENT,
@@ -321,7 +321,7 @@ class LabsConnection:
     # The WireListener side: what the wire reports, turned into items for the running query.
 
     def on_event(self, event: str, *args: Any) -> None:
-        if self._inbox is None or not event.endswith(PROGRESS_SUFFIX):
+        if self._inbox is None or not is_progress_event(event):
             logger.debug("ignoring Labs event %r", event)
             return
         self._inbox.put(("frame", args[0] if args else None))
