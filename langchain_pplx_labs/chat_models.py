@@ -26,6 +26,7 @@ from langchain_core.utils import from_env, secret_from_env
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from langchain_pplx_labs._blocks import PROVIDER, annotate_last_chunk
+from langchain_pplx_labs._stamped import TextChunks
 from langchain_pplx_labs._stop import StopScanner, normalise_stop
 from langchain_pplx_labs._sync import iterate_sync, run_sync
 from langchain_pplx_labs.client import LabsClient
@@ -65,6 +66,8 @@ _CHARS_PER_TOKEN = 4
 _IGNORED_PARAMS = frozenset({"temperature", "max_tokens"})
 # Proxy schemes aiohttp-socks can dial (it has no https:// proxies).
 _PROXY_SCHEMES = ("http", "socks4", "socks5")
+# One chunk per frame is the hot path: validating each one cost more than the rest of the layer.
+_text_chunk = TextChunks({"model_provider": PROVIDER}).make
 
 
 class ChatPerplexityLabs(BaseChatModel):
@@ -423,15 +426,14 @@ class ChatPerplexityLabs(BaseChatModel):
     def _chunk(
         self, event: StreamEvent, decoder: StreamDecoder, input_tokens: int | None
     ) -> ChatGenerationChunk:
-        metadata = {"model_provider": PROVIDER}
         if isinstance(event, TextDelta):
-            return ChatGenerationChunk(message=AIMessageChunk(content=event.text, response_metadata=metadata))
+            return _text_chunk(event.text)
         if isinstance(event, ReasoningDelta):
             return ChatGenerationChunk(
                 message=AIMessageChunk(
                     content="",
                     additional_kwargs={"reasoning_content": event.text},
-                    response_metadata=metadata,
+                    response_metadata={"model_provider": PROVIDER},
                 )
             )
         return ChatGenerationChunk(message=self._final_message(event, decoder, input_tokens))

@@ -1,0 +1,109 @@
+"""Text stream chunks stamped from a validated template: equal to validated ones, about a quarter of the cost."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from langchain_core.messages import AIMessageChunk
+from langchain_core.outputs import ChatGenerationChunk
+from pydantic import BaseModel
+
+Model = TypeVar("Model", bound=BaseModel)
+
+_PROBES = ("", "probe", "ünïcødé ✓ 42\n")
+_new = object.__new__
+_set = object.__setattr__
+# pydantic models keep these in slots; their descriptors skip BaseModel.__setattr__.
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
+class Blueprint(Generic[Model]):
+    """The state of one validated instance, copied into new instances without validating again."""
+
+    __slots__ = ("_containers", "_extra", "_fields", "_fields_set", "_model", "_private")
+
+    def __init__(self, template: Model) -> None:
+        self._model = type(template)
+        self._fields = dict(template.__dict__)
+        # Each copy gets fresh containers: callers (and langchain-core) mutate them in place.
+        self._containers = tuple(
+            name for name, value in self._fields.items() if isinstance(value, list | dict)
+        )
+        self._fields_set = frozenset(template.model_fields_set)
+        self._extra = template.__pydantic_extra__
+        self._private = template.__pydantic_private__
+
+    @property
+    def flat(self) -> bool:
+        """Whether a shallow copy of each container is a full copy (no containers inside containers)."""
+        return not any(
+            isinstance(item, list | dict | BaseModel)
+            for name in self._containers
+            for item in _items(self._fields[name])
+        ) and not (self._extra or self._private)
+
+    def stamp(self, changes: dict[str, Any]) -> Model:
+        fields = self._fields.copy()
+        for name in self._containers:
+            fields[name] = fields[name].copy()
+        fields.update(changes)
+        instance = _new(self._model)
+        # What pydantic's model_construct sets, without its per-call default-factory introspection.
+        _set(instance, "__dict__", fields)
+        _set_fields_set(instance, set(self._fields_set))
+        _set_extra(instance, None if self._extra is None else {})
+        _set_private(instance, None if self._private is None else {})
+        return instance
+
+
+def _items(container: list[Any] | dict[str, Any]) -> list[Any]:
+    return list(container.values()) if isinstance(container, dict) else container
+
+
+def validated_text_chunk(text: str, response_metadata: dict[str, Any]) -> ChatGenerationChunk:
+    """The chunk langchain-core's own validation builds for a plain text delta."""
+    return ChatGenerationChunk(
+        message=AIMessageChunk(content=text, response_metadata=dict(response_metadata))
+    )
+
+
+def same_model(left: BaseModel, right: BaseModel) -> bool:
+    """Equal values, and equal sets of explicitly set fields (pydantic's ``==`` ignores those)."""
+    return (
+        type(left) is type(right)
+        and left == right
+        and left.model_fields_set == right.model_fields_set
+        and left.__pydantic_extra__ == right.__pydantic_extra__
+    )
+
+
+class TextChunks:
+    """Makes plain text chunks: stamped when that equals validation for the installed langchain-core.
+
+    Otherwise (a future langchain-core derives a field from the text, say) ``make`` validates each one.
+    """
+
+    def __init__(self, response_metadata: dict[str, Any]) -> None:
+        self._response_metadata = dict(response_metadata)
+        self._message = Blueprint(AIMessageChunk(content="", response_metadata=dict(response_metadata)))
+        self._generation = Blueprint(ChatGenerationChunk(message=AIMessageChunk(content="")))
+        self.stamping = self._stamping_matches()
+        self.make: Callable[[str], ChatGenerationChunk] = self._stamped if self.stamping else self._validated
+
+    def _stamped(self, text: str) -> ChatGenerationChunk:
+        return self._generation.stamp({"message": self._message.stamp({"content": text}), "text": text})
+
+    def _validated(self, text: str) -> ChatGenerationChunk:
+        return validated_text_chunk(text, self._response_metadata)
+
+    def _stamping_matches(self) -> bool:
+        if not (self._message.flat and self._generation.flat):
+            return False
+        for probe in _PROBES:
+            stamped, validated = self._stamped(probe), self._validated(probe)
+            if not (same_model(stamped, validated) and same_model(stamped.message, validated.message)):
+                return False
+        return True

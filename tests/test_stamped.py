@@ -1,0 +1,115 @@
+"""Stamped text chunks are indistinguishable from validated ones, and fall back when they would not be."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from langchain_core.load import dumpd
+from langchain_core.messages import AIMessageChunk
+from langchain_core.outputs import ChatGenerationChunk
+from pydantic import BaseModel, model_validator
+
+from langchain_pplx_labs import _stamped
+from langchain_pplx_labs._stamped import Blueprint, TextChunks, same_model, validated_text_chunk
+
+METADATA = {"model_provider": "perplexity"}
+
+
+def _assert_identical(stamped: ChatGenerationChunk, validated: ChatGenerationChunk) -> None:
+    assert same_model(stamped, validated)
+    assert same_model(stamped.message, validated.message)
+    assert stamped.model_dump() == validated.model_dump()
+    assert dumpd(stamped.message) == dumpd(validated.message)
+
+
+def test_installed_langchain_core_gets_stamped_chunks() -> None:
+    # If a langchain-core upgrade makes stamping differ from validation, users silently get the
+    # validated path; this test is what tells us.
+    assert TextChunks(METADATA).stamping
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_stamped_chunk_equals_the_validated_one(text: str) -> None:
+    _assert_identical(TextChunks(METADATA).make(text), validated_text_chunk(text, METADATA))
+
+
+def test_each_chunk_has_its_own_containers() -> None:
+    chunks = TextChunks(METADATA)
+    first, second = chunks.make("a"), chunks.make("b")
+    first.message.additional_kwargs["citations"] = ["https://x"]
+    first.message.response_metadata["finish_reason"] = "stop"
+    first.message.tool_calls.append({"name": "t", "args": {}, "id": "1", "type": "tool_call"})
+    first.message.tool_call_chunks.append({"name": "t", "args": "", "id": "1", "index": 0})
+    first.message.invalid_tool_calls.append(
+        {"name": "t", "args": "", "id": "2", "error": "bad", "type": "invalid_tool_call"}
+    )
+    _assert_identical(second, validated_text_chunk("b", METADATA))
+    _assert_identical(chunks.make("c"), validated_text_chunk("c", METADATA))
+
+
+def test_langchain_core_updates_mark_the_same_fields_as_set() -> None:
+    # BaseChatModel.astream assigns id and response_metadata on every chunk it is given.
+    stamped, validated = TextChunks(METADATA).make("x"), validated_text_chunk("x", METADATA)
+    for chunk in (stamped, validated):
+        chunk.message.id = "lc_run-1"
+        chunk.message.response_metadata = {"model_provider": "perplexity", "extra": 1}
+    _assert_identical(stamped, validated)
+
+
+def test_stamped_chunks_merge_like_validated_ones() -> None:
+    texts = ["Hel", "lo ", "", "wörld"]
+    chunks = TextChunks(METADATA)
+    stamped = [chunks.make(text) for text in texts]
+    validated = [validated_text_chunk(text, METADATA) for text in texts]
+    merged_stamped = stamped[0] + stamped[1:]
+    merged_validated = validated[0] + validated[1:]
+    assert merged_stamped.text == "Hello wörld"
+    _assert_identical(merged_stamped, merged_validated)
+
+
+class _NamedAfterContent(AIMessageChunk):
+    """A message class whose validation derives a field from the text, as a future version might."""
+
+    @model_validator(mode="after")
+    def _name_from_content(self) -> Self:
+        self.name = str(self.content)[:3] or None
+        return self
+
+
+def test_falls_back_to_validation_when_stamping_would_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_stamped, "AIMessageChunk", _NamedAfterContent)
+    chunks = TextChunks(METADATA)
+    assert not chunks.stamping
+    made = chunks.make("hello")
+    assert made.message.name == "hel"
+    _assert_identical(made, validated_text_chunk("hello", METADATA))
+
+
+class _Nested(BaseModel):
+    plain: list[str] = []
+    nested: dict[str, list[str]] = {}
+
+
+@pytest.mark.parametrize(
+    ("template", "flat"),
+    [
+        (_Nested(plain=["a"]), True),
+        (_Nested(nested={"k": ["v"]}), False),
+    ],
+)
+def test_blueprint_is_flat_only_without_containers_in_containers(template: _Nested, flat: bool) -> None:
+    assert Blueprint(template).flat is flat
+
+
+def test_blueprint_stamps_copies_that_do_not_share_state() -> None:
+    blueprint = Blueprint(_Nested(plain=["a"]))
+    first: Any = blueprint.stamp({})
+    first.plain.append("b")
+    second = blueprint.stamp({"nested": {"k": []}})
+    assert second.plain == ["a"]
+    assert second.nested == {"k": []}
+    assert second.model_fields_set == {"plain"}
