@@ -24,13 +24,14 @@ class Blueprint(Generic[Model]):
     """The state of one validated instance, copied into new instances without validating again."""
 
     __slots__ = ("_containers", "_extra", "_fields", "_fields_set", "_model", "_private")
+    _containers: tuple[tuple[str, Callable[[], list[Any] | dict[str, Any]]], ...]
 
     def __init__(self, template: Model) -> None:
         self._model = type(template)
         self._fields = dict(template.__dict__)
         # Each copy gets fresh containers: callers (and langchain-core) mutate them in place.
         self._containers = tuple(
-            name for name, value in self._fields.items() if isinstance(value, list | dict)
+            (name, value.copy) for name, value in self._fields.items() if isinstance(value, list | dict)
         )
         self._fields_set = frozenset(template.model_fields_set)
         self._extra = template.__pydantic_extra__
@@ -41,14 +42,14 @@ class Blueprint(Generic[Model]):
         """Whether a shallow copy of each container is a full copy (no containers inside containers)."""
         return not any(
             isinstance(item, list | dict | BaseModel)
-            for name in self._containers
+            for name, _ in self._containers
             for item in _items(self._fields[name])
         ) and not (self._extra or self._private)
 
     def stamp(self, changes: dict[str, Any]) -> Model:
         fields = self._fields.copy()
-        for name in self._containers:
-            fields[name] = fields[name].copy()
+        for name, fresh in self._containers:
+            fields[name] = fresh()
         fields.update(changes)
         instance = _new(self._model)
         # What pydantic's model_construct sets, without its per-call default-factory introspection.

@@ -400,7 +400,10 @@ class ChatPerplexityLabs(BaseChatModel):
             async with aclosing(stream) as frames:
                 async for frame in frames:
                     for event in decoder.feed(frame):
-                        for out in _apply_stop(event, scanner) if scanner.stops else (event,):
+                        if not scanner.stops:
+                            yield self._chunk(event, decoder, usage_input)
+                            continue
+                        for out in _apply_stop(event, scanner):
                             yield self._chunk(out, decoder, usage_input)
                         if scanner.stopped:
                             # Leaving the stream drops the socket mid-answer rather than reusing it.
