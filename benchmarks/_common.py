@@ -52,3 +52,25 @@ def emulator_behind_proxy(rtt: float = DEFAULT_RTT) -> Iterator[tuple[LabsEmulat
     """The Labs emulator on a real port, reached through the latency proxy: (emulator, proxied URL)."""
     with EmulatorThread() as thread, ProxyThread(thread.base_url, rtt) as proxy:
         yield thread.emulator, proxy.base_url
+
+
+def memory_kib(field: str = "VmRSS") -> int | None:
+    """A memory figure of this process from ``/proc/self/status`` (``VmRSS``, ``VmHWM``: its peak), in KiB."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Start ``VmHWM`` afresh (Linux: ``5`` to ``clear_refs``), so a peak belongs to what runs next."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True

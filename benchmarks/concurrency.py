@@ -6,7 +6,7 @@ import asyncio
 import resource
 import time
 
-from benchmarks._common import Row, emulator_behind_proxy, percentile, print_table
+from benchmarks._common import Row, emulator_behind_proxy, memory_kib, percentile, print_table, reset_peak_rss
 from langchain_pplx_labs import ChatPerplexityLabs
 
 
@@ -29,8 +29,10 @@ async def _measure(base_url: str, streams: int) -> tuple[list[float], int]:
 def run(quick: bool, rtt: float) -> None:
     streams = 50 if quick else 200
     with emulator_behind_proxy(rtt) as (_, url):
+        # The peak must be this benchmark's, not that of whatever ran before it in the process.
+        before_kib, fresh_peak = memory_kib(), reset_peak_rss()
         ttfts, errors = asyncio.run(_measure(url, streams))
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_kib = memory_kib("VmHWM") if fresh_peak else None
     print_table(
         f"{streams} concurrent streams through one model, cold pool, {rtt * 1000:.0f} ms RTT",
         [Row("TTFT", ttfts)] if ttfts else [],
@@ -40,6 +42,16 @@ def run(quick: bool, rtt: float) -> None:
     ratio = p99 / p50 if p50 else float("nan")
     print(
         f"\nerrors: {errors}/{streams}; TTFT p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
-        f"(p99/p50 {ratio:.2f}, target < 3); peak RSS of the benchmark process "
-        f"(emulator and proxy included) {rss_mb:.0f} MB"
+        f"(p99/p50 {ratio:.2f}, target < 3); {_memory(before_kib, peak_kib, streams)}"
+    )
+
+
+def _memory(before_kib: int | None, peak_kib: int | None, streams: int) -> str:
+    if before_kib is None or peak_kib is None:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return f"peak RSS of the process since it started (emulator and proxy included) {peak_mb:.0f} MB"
+    growth = peak_kib - before_kib
+    return (
+        f"RSS {before_kib / 1024:.0f} MB before, peak {peak_kib / 1024:.0f} MB during the streams "
+        f"(emulator and proxy included): {growth / 1024:+.1f} MB, {growth / streams:+.0f} KiB per stream"
     )

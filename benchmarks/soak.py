@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from benchmarks._common import memory_kib
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
 from langchain_pplx_labs.emulator.script import Drop, LabsRequest, Scenario, Step
@@ -54,14 +55,6 @@ class FaultyResponder:
             return [Drop()]
         fields = FAULTS[name][0] if name in FAULTS else {}
         return Scenario(answer=ANSWER, chunk_size=16, **fields)
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return -1
 
 
 def _fds() -> int:
@@ -101,7 +94,7 @@ def _snapshot(emulator: LabsEmulator) -> dict[str, int]:
     gc.collect()
     return {
         "fds": _fds(),
-        "rss_kib": _rss_kib(),
+        "rss_kib": memory_kib() or -1,
         "asyncio_tasks": len(asyncio.all_tasks()),
         "emulator_open_sockets": emulator.open_sockets,
     }
