@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from langchain_core.messages import AIMessageChunk
@@ -12,6 +12,7 @@ from pydantic import BaseModel
 Model = TypeVar("Model", bound=BaseModel)
 
 _PROBES = ("", "probe", "ünïcødé ✓ 42\n")
+_IMMUTABLE = (str, int, float, type(None))
 _new = object.__new__
 _set = object.__setattr__
 # pydantic models keep these in slots; their descriptors skip BaseModel.__setattr__.
@@ -23,10 +24,10 @@ _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 class Blueprint(Generic[Model]):
     """The state of one validated instance, copied into new instances without validating again."""
 
-    __slots__ = ("_containers", "_extra", "_fields", "_fields_set", "_model", "_private")
+    __slots__ = ("_containers", "_extra", "_fields", "_fields_set", "_model", "_private", "_replaced")
     _containers: tuple[tuple[str, Callable[[], list[Any] | dict[str, Any]]], ...]
 
-    def __init__(self, template: Model) -> None:
+    def __init__(self, template: Model, replaced: Iterable[str] = ()) -> None:
         self._model = type(template)
         self._fields = dict(template.__dict__)
         # Each copy gets fresh containers: callers (and langchain-core) mutate them in place.
@@ -36,15 +37,18 @@ class Blueprint(Generic[Model]):
         self._fields_set = frozenset(template.model_fields_set)
         self._extra = template.__pydantic_extra__
         self._private = template.__pydantic_private__
+        self._replaced = frozenset(replaced)  # fields every stamp sets anew
 
     @property
-    def flat(self) -> bool:
-        """Whether a shallow copy of each container is a full copy (no containers inside containers)."""
-        return not any(
-            isinstance(item, list | dict | BaseModel)
-            for name, _ in self._containers
-            for item in _items(self._fields[name])
-        ) and not (self._extra or self._private)
+    def copies_share_nothing(self) -> bool:
+        """Whether every kept field is immutable, or a container (copied per stamp) of immutable values."""
+        for name, value in self._fields.items():
+            if name in self._replaced:
+                continue
+            items = _items(value) if isinstance(value, list | dict) else (value,)
+            if not all(isinstance(item, _IMMUTABLE) for item in items):
+                return False
+        return not (self._extra or self._private)
 
     def stamp(self, changes: dict[str, Any]) -> Model:
         fields = self._fields.copy()
@@ -60,8 +64,8 @@ class Blueprint(Generic[Model]):
         return instance
 
 
-def _items(container: list[Any] | dict[str, Any]) -> list[Any]:
-    return list(container.values()) if isinstance(container, dict) else container
+def _items(container: list[Any] | dict[str, Any]) -> Iterable[Any]:
+    return container.values() if isinstance(container, dict) else container
 
 
 def validated_text_chunk(text: str, response_metadata: dict[str, Any]) -> ChatGenerationChunk:
@@ -89,8 +93,12 @@ class TextChunks:
 
     def __init__(self, response_metadata: dict[str, Any]) -> None:
         self._response_metadata = dict(response_metadata)
-        self._message = Blueprint(AIMessageChunk(content="", response_metadata=dict(response_metadata)))
-        self._generation = Blueprint(ChatGenerationChunk(message=AIMessageChunk(content="")))
+        self._message = Blueprint(
+            AIMessageChunk(content="", response_metadata=dict(response_metadata)), replaced=["content"]
+        )
+        self._generation = Blueprint(
+            ChatGenerationChunk(message=AIMessageChunk(content="")), replaced=["message", "text"]
+        )
         self.stamping = self._stamping_matches()
         self.make: Callable[[str], ChatGenerationChunk] = self._stamped if self.stamping else self._validated
 
@@ -101,7 +109,7 @@ class TextChunks:
         return validated_text_chunk(text, self._response_metadata)
 
     def _stamping_matches(self) -> bool:
-        if not (self._message.flat and self._generation.flat):
+        if not (self._message.copies_share_nothing and self._generation.copies_share_nothing):
             return False
         for probe in _PROBES:
             stamped, validated = self._stamped(probe), self._validated(probe)

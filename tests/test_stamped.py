@@ -92,17 +92,29 @@ def test_falls_back_to_validation_when_stamping_would_differ(monkeypatch: pytest
 class _Nested(BaseModel):
     plain: list[str] = []
     nested: dict[str, list[str]] = {}
+    inner: _Inner | None = None
+
+
+class _Inner(BaseModel):
+    value: int = 0
+
+
+_Nested.model_rebuild()
 
 
 @pytest.mark.parametrize(
-    ("template", "flat"),
+    ("template", "replaced", "shares_nothing"),
     [
-        (_Nested(plain=["a"]), True),
-        (_Nested(nested={"k": ["v"]}), False),
+        (_Nested(plain=["a"]), (), True),
+        (_Nested(nested={"k": ["v"]}), (), False),  # the inner list would be shared
+        (_Nested(inner=_Inner()), (), False),  # so would the inner model
+        (_Nested(inner=_Inner()), ("inner",), True),  # unless every stamp replaces it
     ],
 )
-def test_blueprint_is_flat_only_without_containers_in_containers(template: _Nested, flat: bool) -> None:
-    assert Blueprint(template).flat is flat
+def test_blueprint_knows_when_its_copies_would_share_state(
+    template: _Nested, replaced: tuple[str, ...], shares_nothing: bool
+) -> None:
+    assert Blueprint(template, replaced).copies_share_nothing is shares_nothing
 
 
 def test_blueprint_stamps_copies_that_do_not_share_state() -> None:
