@@ -195,7 +195,7 @@ class StreamDecoder:
         self.model = model
         self.keep_reasoning = keep_reasoning
         self._implicit_think = model in IMPLICIT_THINK_MODELS
-        self._mode = _REASONING if self._implicit_think else _START
+        self._mode = _START
         self._seen = ""
         self._pos = 0
         self._skip_space = True
@@ -262,35 +262,25 @@ class StreamDecoder:
             return True
         if not final and THINK_OPEN.startswith(stripped):
             return False  # too short to tell whether a think section opens
-        self._mode = _ANSWER
+        # r1-1776's output begins inside its think section, without the opening tag.
+        self._mode = _REASONING if self._implicit_think else _ANSWER
         return True
 
     def _advance_reasoning(self, final: bool, events: list[StreamEvent]) -> bool:
         close_at = self._seen.find(THINK_CLOSE, self._pos)
         if close_at >= 0:
-            self._emit(self._without_open_tag(self._seen[self._pos : close_at]), events)
+            self._emit(self._seen[self._pos : close_at], events)
             self._pos = close_at + len(THINK_CLOSE)
             self._mode = _ANSWER
             self._skip_space = True
             self._saw_close = True
             return True
-        if self._implicit_think and not self._saw_close:
-            # Without an opening tag, thinking and an answer that never thinks look alike
-            # until </think> arrives; holding back keeps either out of the wrong field.
-            return False
         held = 0 if final else _partial_tag_suffix(self._seen, THINK_CLOSE)
         end = len(self._seen) - held
         if end > self._pos:
             self._emit(self._seen[self._pos : end], events)
             self._pos = end
         return False
-
-    def _without_open_tag(self, text: str) -> str:
-        if self._implicit_think and not self._saw_close:
-            stripped = text.lstrip()
-            if stripped.startswith(THINK_OPEN):
-                return stripped[len(THINK_OPEN) :]
-        return text
 
     def _emit(self, text: str, events: list[StreamEvent]) -> None:
         if not text:
@@ -312,10 +302,11 @@ class StreamDecoder:
         self.finished = True
         events: list[StreamEvent] = []
         if self._mode == _REASONING and not self._saw_close and self._implicit_think:
-            # The model never closed its think section: what it wrote is the answer.
+            # The model never closed the think section it was assumed to be in: what it wrote
+            # was the answer after all. It was streamed as reasoning; the answer repeats it.
             self._mode = _ANSWER
-            self._emit(self._without_open_tag(self._seen[self._pos :]), events)
-            self._pos = len(self._seen)
+            self._skip_space = True
+            self._emit("".join(self._reasoning_parts), events)
         events.append(
             Finished(
                 sources=self._sources,

@@ -217,16 +217,35 @@ async def test_falls_back_to_polling_when_websocket_is_refused() -> None:
     assert len(server.requests) == 2
 
 
-def test_r1_1776_answer_without_think_close_is_not_also_reasoning(
+def test_r1_1776_answer_without_think_close_still_ends_up_in_content(
     model: ChatPerplexityLabs, emulator: LabsEmulator
 ) -> None:
+    # r1-1776 starts inside a think section, so its text streams as reasoning; if the section
+    # never closes, the final chunk repeats it as the answer. invoke equals the summed stream.
     emulator.script(answer=ANSWER, reasoning="", chunk_size=8)
     message = model.invoke("Q")
     assert message.content == ANSWER
-    assert "reasoning_content" not in message.additional_kwargs
+    assert message.additional_kwargs["reasoning_content"] == ANSWER
     chunks = list(model.stream("Q"))
     assert "".join(str(c.content) for c in chunks) == ANSWER
-    assert not any(c.additional_kwargs.get("reasoning_content") for c in chunks)
+    assert "".join(c.additional_kwargs.get("reasoning_content", "") for c in chunks) == ANSWER
+    answers = [n for n, c in enumerate(chunks) if c.content]
+    reasoning = [n for n, c in enumerate(chunks) if c.additional_kwargs.get("reasoning_content")]
+    assert len(answers) == 1  # the whole answer at once, at the end
+    assert answers[0] > reasoning[-1]
+
+
+def test_r1_1776_reasoning_chunks_come_before_the_think_section_closes(
+    model: ChatPerplexityLabs, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=ANSWER, reasoning="Weigh the sources. Then answer.", chunk_size=8)
+    kinds = [
+        "reasoning" if c.additional_kwargs.get("reasoning_content") else "text" if c.content else "empty"
+        for c in model.stream("Q")
+    ]
+    first_text = kinds.index("text")
+    assert kinds[:first_text].count("reasoning") >= 3  # 31 characters in 8-character frames
+    assert "reasoning" not in kinds[first_text:]
 
 
 # -- constructor checks and client lifetime ----------------------------------------------------

@@ -289,6 +289,28 @@ def test_non_reasoning_model_keeps_text_that_merely_mentions_think() -> None:
     assert reasoning_of(events) == ""
 
 
-def test_r1_1776_without_any_think_close_treats_output_as_answer() -> None:
+def test_r1_1776_reasoning_streams_before_its_think_section_closes() -> None:
+    decoder = StreamDecoder("r1-1776")
+    assert decoder.feed(frame("")) == []
+    assert reasoning_of(decoder.feed(frame("The user"))) == "The user"
+    # A possible start of </think> is held back until the next frame tells.
+    assert reasoning_of(decoder.feed(frame("The user wants</thi"))) == " wants"
+    events = decoder.feed(frame("The user wants</think>\n\nParis", final=True))
+    assert reasoning_of(events) == ""
+    assert text_of(events) == "Paris"
+
+
+def test_r1_1776_stray_opening_tag_is_not_reasoning_text() -> None:
+    for size in (1, 3, 50):
+        events = decode("r1-1776", prefixes("<think>Hmm.</think>Paris", size))
+        assert reasoning_of(events) == "Hmm."
+        assert text_of(events) == "Paris"
+
+
+def test_r1_1776_without_any_think_close_gives_its_output_as_the_answer_too() -> None:
+    # Streamed as reasoning while it came (r1-1776 starts inside a think section); when the
+    # section never closes, the text was the answer after all and is repeated as such.
     events = decode("r1-1776", ["Plain", "Plain answer."])
+    assert reasoning_of(events) == "Plain answer."
     assert text_of(events) == "Plain answer."
+    assert text_of(decode("r1-1776", ["Plain", "Plain answer."], keep_reasoning=False)) == "Plain answer."
