@@ -76,12 +76,13 @@ def validated_text_chunk(text: str, response_metadata: dict[str, Any]) -> ChatGe
 
 
 def same_model(left: BaseModel, right: BaseModel) -> bool:
-    """Equal values, and equal sets of explicitly set fields (pydantic's ``==`` ignores those)."""
+    """Equal values, extras and private state, and the same explicitly set fields (``==`` ignores those)."""
     return (
         type(left) is type(right)
         and left == right
         and left.model_fields_set == right.model_fields_set
         and left.__pydantic_extra__ == right.__pydantic_extra__
+        and left.__pydantic_private__ == right.__pydantic_private__
     )
 
 

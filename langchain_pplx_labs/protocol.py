@@ -234,10 +234,20 @@ class StreamDecoder:
             self._seen = output
         elif seen.startswith(output):
             return  # a repeated or shortened frame: nothing new
-        elif len(output) > self._pos:
-            # The server rewrote text we already emitted; keep ours and take only what is new.
+        else:
+            # The server rewrote text we already emitted: keep ours, take the rest from the new
+            # output, and drop held-back text (a partial tag) that it no longer has.
             logger.debug("progress output diverged at %d chars; keeping emitted text", self._pos)
-            self._seen = seen[: self._pos] + output[self._pos :]
+            self._seen = seen[: self._pos] + output[self._rewrite_start(output) :]
+
+    def _rewrite_start(self, output: str) -> int:
+        """Where the new output continues ours: at ``_pos``, or at a ``</think>`` the cut would split."""
+        if self._mode == _REASONING:
+            near = max(0, self._pos - len(THINK_CLOSE) + 1)
+            tag_at = output.find(THINK_CLOSE, near, self._pos + len(THINK_CLOSE) - 1)
+            if 0 <= tag_at < self._pos:
+                return tag_at
+        return self._pos
 
     def _advance(self, *, final: bool) -> list[StreamEvent]:
         events: list[StreamEvent] = []

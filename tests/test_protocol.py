@@ -307,6 +307,21 @@ def test_r1_1776_stray_opening_tag_is_not_reasoning_text() -> None:
         assert text_of(events) == "Paris"
 
 
+@pytest.mark.parametrize(("model", "lead"), [("r1-1776", ""), ("sonar-reasoning", "<think>")])
+def test_rewritten_output_never_splits_the_think_close_tag(model: str, lead: str) -> None:
+    # The rewrite starts before what was emitted; the cut at the emitted length falls inside </think>.
+    events = decode(model, [f"{lead}Thinking about it", f"{lead}Thinking, short.</think>Answer"])
+    assert reasoning_of(events) == "Thinking about it"
+    assert text_of(events) == "Answer"
+
+
+@pytest.mark.parametrize(("model", "lead"), [("r1-1776", ""), ("sonar-reasoning", "<think>")])
+def test_rewrite_drops_a_held_back_partial_tag_the_server_no_longer_sends(model: str, lead: str) -> None:
+    events = decode(model, [f"{lead}Paris", f"{lead}Paris </thin", f"{lead}Paris."])
+    assert reasoning_of(events).strip() == "Paris"
+    assert all("<" not in e.text for e in events if isinstance(e, TextDelta | ReasoningDelta))
+
+
 def test_r1_1776_without_any_think_close_gives_its_output_as_the_answer_too() -> None:
     # Streamed as reasoning while it came (r1-1776 starts inside a think section); when the
     # section never closes, the text was the answer after all and is repeated as such.

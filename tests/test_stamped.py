@@ -12,10 +12,12 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 from pydantic import BaseModel, model_validator
 
-from langchain_pplx_labs import _stamped
+from langchain_pplx_labs import ChatPerplexityLabs, _stamped
+from langchain_pplx_labs._blocks import PROVIDER
 from langchain_pplx_labs._stamped import Blueprint, TextChunks, same_model, validated_text_chunk
+from langchain_pplx_labs.emulator import LabsEmulator
 
-METADATA = {"model_provider": "perplexity"}
+METADATA = {"model_provider": PROVIDER}
 
 
 def _assert_identical(stamped: ChatGenerationChunk, validated: ChatGenerationChunk) -> None:
@@ -49,6 +51,35 @@ def test_each_chunk_has_its_own_containers() -> None:
     )
     _assert_identical(second, validated_text_chunk("b", METADATA))
     _assert_identical(chunks.make("c"), validated_text_chunk("c", METADATA))
+
+
+def test_assignments_to_one_chunk_never_reach_the_next() -> None:
+    chunks = TextChunks(METADATA)
+    first = chunks.make("a")
+    first.message.id = "lc_run-1"  # marks "id" as set
+    first.message.provider_note = "x"  # type: ignore[attr-defined]  # extra="allow": kept as an extra
+    second = chunks.make("b")
+    assert "id" not in second.message.model_fields_set
+    assert second.message.__pydantic_extra__ == {}
+    _assert_identical(second, validated_text_chunk("b", METADATA))
+
+
+def test_the_chat_model_streams_stamped_chunks(
+    model: ChatPerplexityLabs, emulator: LabsEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stamps: list[str] = []
+    original = Blueprint.stamp
+
+    def counting(self: Blueprint[Any], changes: dict[str, Any]) -> Any:
+        made = original(self, changes)
+        stamps.append(type(made).__name__)
+        return made
+
+    monkeypatch.setattr(Blueprint, "stamp", counting)
+    emulator.script(answer="one two three four", chunk_size=5, citations=[])
+    texts = [chunk.content for chunk in model.stream("Q") if chunk.content]
+    assert "".join(map(str, texts)) == "one two three four"
+    assert stamps.count("AIMessageChunk") == stamps.count("ChatGenerationChunk") == len(texts)
 
 
 def test_langchain_core_updates_mark_the_same_fields_as_set() -> None:
