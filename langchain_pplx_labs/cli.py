@@ -15,6 +15,7 @@ from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, KNOWN_
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
+    from langchain_pplx_labs.emulator.script import LabsRequest, Responder, Scenario, Step
     from langchain_pplx_labs.recording import CassetteResponder
 
 
@@ -116,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, what in _FAULT_FLAGS.items():
         serve.add_argument(f"--{flag}", type=int, default=None, metavar="N", help=f"after N frames, {what}")
     serve.add_argument("--first-delay", type=float, default=0.0, help="seconds before the first frame")
+    serve.add_argument(
+        "--follow-tools",
+        action="store_true",
+        help="play a model that obeys tool and JSON-schema prompts (for agents and structured output)",
+    )
     serve.set_defaults(run=_run_serve)
     _add_cassette_commands(commands, serve)
     return parser
@@ -177,6 +183,20 @@ async def _maybe_emulator(enabled: bool) -> AsyncIterator[str | None]:
         yield emulator.base_url
 
 
+def _tool_follower(pacing: Scenario) -> Responder:
+    """``schema_follower``'s answers, paced and faulted as the command line asks."""
+    from langchain_pplx_labs.emulator import Scenario
+    from langchain_pplx_labs.emulator.rules import schema_follower
+
+    flags = pacing.model_dump(exclude={"answer", "reasoning", "citations"})
+
+    def follow(request: LabsRequest) -> Scenario | Sequence[Step]:
+        reply = schema_follower(request)
+        return reply.model_copy(update=flags) if isinstance(reply, Scenario) else reply
+
+    return follow
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(args))
 
@@ -189,9 +209,11 @@ async def _serve(args: argparse.Namespace) -> int:
     scenario = Scenario(
         chunk_size=args.chunk_size, delay=args.delay, first_delay=args.first_delay, fail=args.fail, **faults
     )
+    if args.follow_tools and args.cassettes:
+        raise CliError("--follow-tools and --cassettes both choose the answers; pass one of them")
     replay = _cassette_responder(args)
     emulator = LabsEmulator(
-        replay or (lambda _request: scenario),
+        replay or (_tool_follower(scenario) if args.follow_tools else lambda _request: scenario),
         host=args.host,
         port=args.port,
         blocked=args.blocked or bool(replay and replay.refuses_connections),

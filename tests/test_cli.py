@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import LabsEmulator
@@ -69,11 +71,11 @@ def test_ask_reports_server_failure_on_stderr_with_exit_code(emulator: LabsEmula
     assert "Traceback" not in result.stderr
 
 
-@pytest.fixture
-def served() -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``pplx-labs serve --port 0`` running; yields the process and the first stdout line."""
+@contextlib.contextmanager
+def serving(*flags: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``pplx-labs serve --port 0 [flags]`` running; yields the process and the first stdout line."""
     process = subprocess.Popen(
-        command("serve", "--port", "0"),
+        command("serve", "--port", "0", *flags),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -100,6 +102,12 @@ def served() -> Iterator[tuple[subprocess.Popen[str], str]]:
                     stream.close()
 
 
+@pytest.fixture
+def served() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    with serving() as started:
+        yield started
+
+
 def test_serve_prints_base_url_first_and_answers_there(served: tuple[subprocess.Popen[str], str]) -> None:
     process, first = served
     base_url = first.strip()
@@ -120,6 +128,38 @@ def test_serve_prints_base_url_first_and_answers_there(served: tuple[subprocess.
     assert process.wait(timeout=TIMEOUT) == 0
     assert process.stderr is not None
     assert "Traceback" not in process.stderr.read()
+
+
+class Weather(BaseModel):
+    """The weather in a city."""
+
+    city: str
+    celsius: int
+
+
+def get_weather(city: str) -> str:
+    """Look up the weather in a city."""
+    return f"Sunny in {city}"
+
+
+def test_serve_follow_tools_answers_tool_and_schema_prompts() -> None:
+    with (
+        serving("--follow-tools", "--chunk-size", "4") as (_, first),
+        ChatPerplexityLabs(model="sonar-pro", base_url=first.strip(), max_retries=0) as chat,
+    ):
+        call = chat.bind_tools([get_weather]).invoke("Weather in 'Lyon'?")
+        parsed = chat.with_structured_output(Weather).invoke("It is 21 degrees in 'Nice'.")
+        chunks = list(chat.stream("What is the capital of France?"))
+    assert [(c["name"], c["args"]) for c in call.tool_calls] == [("get_weather", {"city": "Lyon"})]
+    assert parsed == Weather(city="Nice", celsius=21)
+    # The command line's pacing applies to its answers: 4 characters per frame.
+    assert max(len(str(c.content)) for c in chunks) <= 4 < len("".join(str(c.content) for c in chunks))
+
+
+def test_serve_follow_tools_and_cassettes_are_exclusive(tmp_path: Path) -> None:
+    result = run("serve", "--follow-tools", "--cassettes", str(tmp_path))
+    assert result.returncode == 1
+    assert "--follow-tools and --cassettes" in result.stderr
 
 
 def _free_port() -> int:
