@@ -11,13 +11,14 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
-from langchain_pplx_labs.protocol import KNOWN_MODELS
+from langchain_pplx_labs.protocol import KNOWN_MODELS, LabsProtocol
 
 __version__ = "0.1.0"
 
 __all__ = [
     "KNOWN_MODELS",
     "ChatPerplexityLabs",
+    "LabsProtocol",
     "PerplexityLabsBlockedError",
     "PerplexityLabsConnectionError",
     "PerplexityLabsDisconnectedError",

@@ -24,7 +24,6 @@ from langchain_pplx_labs.errors import (
     excerpt_of,
 )
 from langchain_pplx_labs.polling import PollingWire
-from langchain_pplx_labs.protocol import QUERY_EVENT, SOCKETIO_PATH, is_progress_event
 from langchain_pplx_labs.websocket import WebSocketWire
 from langchain_pplx_labs.wire import (
     BROWSER_USER_AGENT,
@@ -69,6 +68,8 @@ class LabsConnection:
     def __init__(self, settings: ConnectionSettings, session: aiohttp.ClientSession) -> None:
         """``session`` should carry :func:`labs_trace_config`, as the pool's does."""
         self.settings = settings
+        # Looked up once: it runs for every frame.
+        self._is_progress = settings.protocol.is_progress_event
         self._traced = is_traced(session)
         self.transport: Transport | None = None
         self.queries_run = 0
@@ -313,7 +314,9 @@ class LabsConnection:
                 raise _not_sent()
             self._sent_before_ack = True
         try:
-            await wire.send_event(QUERY_EVENT, dict(payload), before_ack=self._sent_before_ack)
+            await wire.send_event(
+                self.settings.protocol.query_event, dict(payload), before_ack=self._sent_before_ack
+            )
         except LookupError as exc:
             # The socket went away between the pool's liveness check and the send.
             raise _not_sent() from exc
@@ -321,7 +324,7 @@ class LabsConnection:
     # The WireListener side: what the wire reports, turned into items for the running query.
 
     def on_event(self, event: str, *args: Any) -> None:
-        if self._inbox is None or not is_progress_event(event):
+        if self._inbox is None or not self._is_progress(event):
             logger.debug("ignoring Labs event %r", event)
             return
         self._inbox.put(("frame", args[0] if args else None))
@@ -382,7 +385,7 @@ async def diagnose_refusal(
 
     Only runs after a failure, so the happy path pays nothing for it.
     """
-    url = f"{settings.base_url}/{SOCKETIO_PATH}/?EIO=4&transport=polling"
+    url = settings.protocol.endpoint(settings.base_url)
     try:
         async with session.get(
             url,
