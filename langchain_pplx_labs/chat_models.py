@@ -249,11 +249,14 @@ class ChatPerplexityLabs(BaseChatModel):
         return {"cookies": "PPLX_LABS_COOKIES", **headers}
 
     def to_json(self) -> Any:
-        # ``load`` rebuilds only Serializable objects: the protocol travels as its plain fields.
+        # ``load`` rebuilds only Serializable objects: the protocol travels as its plain fields,
+        # and only when it is not the default, so dumps of ordinary models do not change.
         data = super().to_json()
         kwargs = data.get("kwargs")
         if isinstance(kwargs, dict) and isinstance(kwargs.get("protocol"), LabsProtocol):
-            kwargs["protocol"] = kwargs["protocol"].model_dump()
+            protocol = kwargs.pop("protocol")
+            if protocol != LabsProtocol():
+                kwargs["protocol"] = protocol.model_dump()
         return data
 
     def __getstate__(self) -> dict[Any, Any]:

@@ -170,6 +170,7 @@ def test_protocol_survives_dumpd_and_load() -> None:
     )
     assert isinstance(loaded, ChatPerplexityLabs)
     assert loaded.protocol == MOVED
+    assert "protocol" not in dumpd(ChatPerplexityLabs())["kwargs"]  # ordinary dumps do not change
 
 
 def test_protocol_survives_pickling() -> None:
