@@ -30,7 +30,7 @@ from langchain_pplx_labs._stamped import TextChunks
 from langchain_pplx_labs._stop import StopScanner, normalise_stop
 from langchain_pplx_labs._sync import iterate_sync, run_sync
 from langchain_pplx_labs.client import LabsClient
-from langchain_pplx_labs.connection import DEFAULT_HEADERS, ConnectionSettings, Timeouts
+from langchain_pplx_labs.connection import ConnectionSettings, Timeouts
 from langchain_pplx_labs.errors import PerplexityLabsError, PerplexityLabsInputError
 from langchain_pplx_labs.messages import to_labs_messages
 from langchain_pplx_labs.pool import PoolSettings
@@ -38,6 +38,7 @@ from langchain_pplx_labs.protocol import (
     DEFAULT_BASE_URL,
     DEFAULT_MODEL,
     Finished,
+    LabsProtocol,
     ProgressFrame,
     ReasoningDelta,
     StreamDecoder,
@@ -56,6 +57,7 @@ from langchain_pplx_labs.tools import (
     restore_errors,
     tool_choice_name,
 )
+from langchain_pplx_labs.wire import browser_headers
 
 logger = logging.getLogger(__name__)
 # Header names whose values are credentials: masked by dumpd and never logged.
@@ -135,6 +137,8 @@ class ChatPerplexityLabs(BaseChatModel):
     """Cut the answer at the first of these strings (Labs has no server-side stop)."""
     cookies: SecretStr | None = Field(default_factory=secret_from_env("PPLX_LABS_COOKIES", default=None))
     """``Cookie`` header value (e.g. a session); a secret: masked, and a secret in ``dumpd``. Env: ``PPLX_LABS_COOKIES``."""
+    protocol: LabsProtocol = Field(default_factory=LabsProtocol)
+    """Labs' path, event names, payload version, Origin and auth; change it when Labs changes."""
 
     _client: LabsClient | None = PrivateAttr(default=None)
     _client_key: tuple[Any, ...] | None = PrivateAttr(default=None)
@@ -244,6 +248,17 @@ class ChatPerplexityLabs(BaseChatModel):
         }
         return {"cookies": "PPLX_LABS_COOKIES", **headers}
 
+    def to_json(self) -> Any:
+        # ``load`` rebuilds only Serializable objects: the protocol travels as its plain fields,
+        # and only when it is not the default, so dumps of ordinary models do not change.
+        data = super().to_json()
+        kwargs = data.get("kwargs")
+        if isinstance(kwargs, dict) and isinstance(kwargs.get("protocol"), LabsProtocol):
+            protocol = kwargs.pop("protocol")
+            if protocol != LabsProtocol():
+                kwargs["protocol"] = protocol.model_dump()
+        return data
+
     def __getstate__(self) -> dict[Any, Any]:
         # Sockets and event loops cannot be pickled; the copy opens its own on first use.
         state: dict[Any, Any] = super().__getstate__()
@@ -263,7 +278,7 @@ class ChatPerplexityLabs(BaseChatModel):
     # -- connection management ---------------------------------------------------------
 
     def _settings(self) -> tuple[ConnectionSettings, PoolSettings]:
-        headers = {**DEFAULT_HEADERS, **(self.default_headers or {})}
+        headers = {**browser_headers(self.protocol), **(self.default_headers or {})}
         if self.cookies is not None:
             headers["Cookie"] = self.cookies.get_secret_value()
         timeouts = Timeouts(
@@ -275,7 +290,7 @@ class ChatPerplexityLabs(BaseChatModel):
         )
         ssl_option: ssl.SSLContext | bool = self.ssl_context or self.verify_ssl
         return (
-            ConnectionSettings(self.base_url, tuple(headers.items()), timeouts),
+            ConnectionSettings(self.base_url, tuple(headers.items()), timeouts, self.protocol),
             PoolSettings(self.max_connections, self.pool_idle_timeout, self.proxy, ssl_option),
         )
 
@@ -376,7 +391,9 @@ class ChatPerplexityLabs(BaseChatModel):
         self, messages: Sequence[BaseMessage], model: str | None = None, *, first_index: int = 0
     ) -> dict[str, Any]:
         turns = to_labs_messages(messages, first_index=first_index)
-        return build_payload(model or self.model, turns, max_input_chars=self.max_input_chars)
+        return build_payload(
+            model or self.model, turns, protocol=self.protocol, max_input_chars=self.max_input_chars
+        )
 
     async def _chunks(
         self,

@@ -32,6 +32,16 @@ class PerplexityLabsBlockedError(PerplexityLabsConnectionError):
         self.excerpt = excerpt
 
 
+class PerplexityLabsNotFoundError(PerplexityLabsConnectionError):
+    """No Labs endpoint answers at the URL tried (a 404, or a page that is not Engine.IO): ``url`` names it."""
+
+    def __init__(self, message: str, *, url: str, status: int | None = None, excerpt: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.excerpt = excerpt
+
+
 class PerplexityLabsDisconnectedError(PerplexityLabsConnectionError):
     """The socket closed in the middle of an answer."""
 
