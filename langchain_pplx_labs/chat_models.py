@@ -7,7 +7,7 @@ import ssl
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import aclosing
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -26,6 +26,7 @@ from langchain_core.utils import from_env, secret_from_env
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from langchain_pplx_labs._blocks import PROVIDER, annotate_last_chunk
+from langchain_pplx_labs._profiles import default_profile
 from langchain_pplx_labs._stamped import TextChunks
 from langchain_pplx_labs._stop import StopScanner, normalise_stop
 from langchain_pplx_labs._sync import iterate_sync, run_sync
@@ -56,6 +57,9 @@ from langchain_pplx_labs.tools import (
     restore_errors,
     tool_choice_name,
 )
+
+if TYPE_CHECKING:  # langchain-core >= 1.1 only; 1.0 has no model profiles
+    from langchain_core.language_models.model_profile import ModelProfile
 
 logger = logging.getLogger(__name__)
 # Header names whose values are credentials: masked by dumpd and never logged.
@@ -204,6 +208,18 @@ class ChatPerplexityLabs(BaseChatModel):
         if value is not None and not value >= 0:
             raise PerplexityLabsInputError(f"Invalid value {value!r}: use zero or more")
         return value
+
+    @model_validator(mode="after")
+    def _set_labs_profile(self) -> ChatPerplexityLabs:
+        # langchain-core 1.1 added the ``profile`` field; later cores fill it from
+        # _resolve_model_profile themselves, 1.1.x needs this; on 1.0 there is no field to fill.
+        if "profile" in type(self).model_fields and self.profile is None:
+            self.profile = self._resolve_model_profile()
+        return self
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """This model's default profile (a ``profile=`` given at construction replaces it)."""
+        return cast("ModelProfile", default_profile(self.model, self.max_input_chars))
 
     @property
     def _llm_type(self) -> str:
