@@ -14,6 +14,7 @@ import contextlib
 import doctest
 import inspect
 import io
+import itertools
 import re
 import textwrap
 from collections.abc import Iterator
@@ -29,7 +30,9 @@ from langchain_pplx_labs.emulator.rules import schema_follower
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS_PAGE = ROOT / "docs" / "chat_perplexity_labs.md"
-_FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
+_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S
+)
 _CHECKER = doctest.OutputChecker()
 _OPTIONS = doctest.ELLIPSIS
 
@@ -113,7 +116,9 @@ def test_run_blocks_fails_when_printed_output_differs() -> None:
     assert [b.lang for b in blocks] == ["python", "text"]
     with pytest.raises(AssertionError, match="printed:\nParis"):
         run_blocks(blocks, "sample")
-    ok = fenced_blocks('    ```python\n    x = 2\n    print("id", x)\n    ```\n    ```text\n    id ...\n    ```\n')
+    ok = fenced_blocks(
+        '    ```python\n    x = 2\n    print("id", x)\n    ```\n    ```text\n    id ...\n    ```\n'
+    )
     assert run_blocks(ok, "sample")["x"] == 2
 
 
@@ -150,7 +155,7 @@ def test_docstring_has_the_partner_package_sections() -> None:
 def test_docstring_examples_run_and_print_what_they_show(docs_server: EmulatorThread) -> None:
     doc = inspect.cleandoc(ChatPerplexityLabs.__doc__ or "")
     blocks = fenced_blocks(doc)
-    checked = sum(1 for a, b in zip(blocks, blocks[1:], strict=False) if (a.lang, b.lang) == ("python", "text"))
+    checked = sum(1 for a, b in itertools.pairwise(blocks) if (a.lang, b.lang) == ("python", "text"))
     assert checked >= 11  # every section with output has its output checked
     namespace = run_blocks(blocks, "ChatPerplexityLabs docstring")
     assert namespace["llm"].base_url == docs_server.base_url  # the env variable reached the model
