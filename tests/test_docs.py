@@ -162,3 +162,37 @@ def test_docstring_examples_run_and_print_what_they_show(docs_server: EmulatorTh
     assert close_models(namespace) == 3  # llm, reasoner, v1_llm
     asked = [payload["model"] for payload in docs_server.emulator.requests]
     assert {"sonar-pro", "sonar-reasoning-pro"} <= set(asked)
+
+
+# -- docs/chat_perplexity_labs.md -------------------------------------------------------------
+
+PAGE_SECTIONS = [
+    "Overview",
+    "Setup",
+    "Instantiation",
+    "Invocation",
+    "Chaining",
+    "Streaming",
+    "Tool calling",
+    "Structured output",
+    "Sources and citations",
+    "Reasoning",
+    "API reference",
+]
+
+
+def test_docs_page_has_the_integration_page_sections() -> None:
+    page = DOCS_PAGE.read_text(encoding="utf-8")
+    assert re.findall(r"^## (.+)$", page, re.M) == PAGE_SECTIONS
+    assert "| Tool calling | Structured output | JSON mode | Image input |" in page
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "(docs/chat_perplexity_labs.md)" in readme
+
+
+def test_docs_page_runs_and_prints_what_it_shows(docs_server: EmulatorThread) -> None:
+    blocks = fenced_blocks(DOCS_PAGE.read_text(encoding="utf-8"))
+    checked = sum(1 for a, b in itertools.pairwise(blocks) if (a.lang, b.lang) == ("python", "text"))
+    assert checked >= 12
+    namespace = run_blocks(blocks, DOCS_PAGE.name)
+    assert close_models(namespace) == 3  # llm, v1_llm, reasoner
+    assert {payload["model"] for payload in docs_server.emulator.requests} == {"sonar-pro", "sonar-reasoning"}
