@@ -28,6 +28,7 @@ ANONYMOUS_AUTH: dict[str, str] = {"jwt": "anonymous-ask-user"}
 PAYLOAD_VERSION = "2.18"
 DEFAULT_MODEL = "r1-1776"
 KNOWN_MODELS = ("r1-1776", "sonar-pro", "sonar", "sonar-reasoning", "sonar-reasoning-pro")
+"""Labs models seen on the playground in 2025; other names are accepted too."""
 REASONING_MODELS = frozenset({"r1-1776", "sonar-reasoning", "sonar-reasoning-pro"})
 # These models start their output already inside a think section, without "<think>".
 IMPLICIT_THINK_MODELS = frozenset({"r1-1776"})

@@ -50,6 +50,7 @@ class Drop:
 
 
 Step = Emit | Raw | Stall | Drop
+"""One thing the emulator does while answering: send, send raw, go silent or drop."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ class Scenario(BaseModel):
 
 
 Responder = Callable[[LabsRequest], "Scenario | Sequence[Step]"]
+"""How the emulator answers a request: a scenario, or the steps to play."""
 
 
 def progress_frame(
