@@ -168,3 +168,26 @@ def test_summarization_middleware_reads_max_input_tokens(model: ChatPerplexityLa
         SummarizationMiddleware(
             ChatPerplexityLabs(base_url=model.base_url, profile={}), trigger=("fraction", 0.5)
         )
+
+
+def test_keys_an_older_langchain_core_lacks_are_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    # langchain-core 1.1.0's ModelProfile had no text_inputs, tool_call_streaming, name ...:
+    # a profile holding them would make it warn on every construction.
+    from langchain_core.language_models import model_profile
+    from typing_extensions import TypedDict
+
+    from langchain_pplx_labs._profiles import default_profile
+
+    class OldModelProfile(TypedDict, total=False):
+        max_input_tokens: int
+        image_inputs: bool
+        reasoning_output: bool
+        tool_calling: bool
+
+    monkeypatch.setattr(model_profile, "ModelProfile", OldModelProfile)
+    assert default_profile("r1-1776", 256_000) == {
+        "max_input_tokens": 64000,
+        "image_inputs": False,
+        "reasoning_output": True,
+        "tool_calling": True,
+    }
