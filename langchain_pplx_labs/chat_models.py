@@ -104,11 +104,11 @@ class ChatPerplexityLabs(BaseChatModel):
         | Param | Type | Description |
         | --- | --- | --- |
         | `model` | `str` | Labs model: `r1-1776` (default), `sonar-pro`, `sonar`, `sonar-reasoning`, `sonar-reasoning-pro`, or a newer name. |
-        | `reasoning` | `bool | None` | `None`/`True`: thinking goes to `additional_kwargs["reasoning_content"]`; `False`: dropped. |
-        | `stop` | `list[str] | None` | Cut the answer at the first of these strings (on the client: Labs has no stop). |
+        | `reasoning` | `bool \| None` | `None`/`True`: thinking goes to `additional_kwargs["reasoning_content"]`; `False`: dropped. |
+        | `stop` | `list[str] \| None` | Cut the answer at the first of these strings (on the client: Labs has no stop). |
         | `streaming` | `bool` | Stream internally even for `invoke`, so callbacks see each token. |
         | `stream_usage` | `bool` | Attach `usage_metadata` to the last chunk of a stream (default `True`). |
-        | `max_input_chars` | `int | None` | Refuse longer conversations before sending them (default 256 000). |
+        | `max_input_chars` | `int \| None` | Refuse longer conversations before sending them (default 256 000). |
 
         `temperature` and `max_tokens` are accepted and ignored: Labs has neither.
         See the full list of init args and their descriptions below.
@@ -118,12 +118,12 @@ class ChatPerplexityLabs(BaseChatModel):
         | Param | Type | Description |
         | --- | --- | --- |
         | `base_url` | `str` | Server root (`/socket.io/` is appended). Env `PPLX_LABS_BASE_URL`, default `https://www.perplexity.ai`. |
-        | `timeout` | `float | None` | Seconds for a whole answer, retries included (default 300). |
+        | `timeout` | `float \| None` | Seconds for a whole answer, retries included (default 300). |
         | `connect_timeout`, `handshake_timeout`, `first_token_timeout`, `idle_timeout` | `float` | The phases of a question: 10, 10, 60 and 30 seconds. |
         | `max_retries` | `int` | Retries before the first token only (default 2). |
-        | `cookies` | `SecretStr | None` | `Cookie` header value. Env `PPLX_LABS_COOKIES`. |
+        | `cookies` | `SecretStr \| None` | `Cookie` header value. Env `PPLX_LABS_COOKIES`. |
         | `proxy`, `default_headers`, `verify_ssl`, `ssl_context` | | Transport: `http://`/`socks5://` proxy, extra headers, TLS. |
-        | `max_connections`, `pool_idle_timeout` | `int`, `float | None` | Warm sockets per event loop (16), and how long one stays idle (60 s). |
+        | `max_connections`, `pool_idle_timeout` | `int`, `float \| None` | Warm sockets per event loop (16), and how long one stays idle (60 s). |
 
     ??? info "Instantiate"
 

@@ -196,3 +196,18 @@ def test_docs_page_runs_and_prints_what_it_shows(docs_server: EmulatorThread) ->
     namespace = run_blocks(blocks, DOCS_PAGE.name)
     assert close_models(namespace) == 3  # llm, v1_llm, reasoner
     assert {payload["model"] for payload in docs_server.emulator.requests} == {"sonar-pro", "sonar-reasoning"}
+
+
+def test_key_init_args_tables_name_real_fields() -> None:
+    doc = ChatPerplexityLabs.__doc__ or ""
+    tables = re.findall(r'info "Key init args[^"]*"(.*?)(?=\?\?\?)', doc, re.S)
+    assert len(tables) == 2
+    named = {
+        name
+        for table in tables
+        for row in re.findall(r"^\s*\| (`[^|]*`) \|", table, re.M)
+        for name in re.findall(r"`(\w+)`", row)
+    }
+    fields = set(ChatPerplexityLabs.model_fields)
+    assert {"model", "base_url", "timeout", "cookies", "max_retries"} <= named
+    assert named <= fields, f"not fields: {sorted(named - fields)}"
