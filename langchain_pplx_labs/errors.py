@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "PerplexityLabsBlockedError",
+    "PerplexityLabsConnectionError",
+    "PerplexityLabsDisconnectedError",
+    "PerplexityLabsError",
+    "PerplexityLabsInputError",
+    "PerplexityLabsProtocolError",
+    "PerplexityLabsServerError",
+    "PerplexityLabsTimeoutError",
+    "excerpt_of",
+]
+
 
 class PerplexityLabsError(Exception):
     """Base of every error this package raises.
