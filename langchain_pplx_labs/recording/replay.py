@@ -172,7 +172,8 @@ class CassetteResponder:
         source, index, expected = self._closest(request.payload)
         error = CassetteMismatchError(source, expected, request.payload, index=index)
         self.mismatches.append(error)
-        logger.warning("%s", error)
+        # One line: the client gets the whole diff in its error, so a test report shows it once.
+        logger.warning("%s", str(error).splitlines()[0])
         # Answer with a failed frame so the client stops at once instead of timing out.
         return [Emit(progress_event(request.model), {"status": "failed", "text": str(error)})]
 
