@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -470,3 +472,24 @@ def test_ask_and_cassette_record_send_the_same_system_prompt(emulator: LabsEmula
         {"role": "system", "content": "Answer concisely and cite your sources."},
         {"role": "user", "content": QUESTION},
     ]
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_bind_tools_snippet_gives_what_it_shows_against_serve_follow_tools() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    [snippet] = [block for block in blocks if ".bind_tools([get_weather])" in block]
+    show = "\nprint(json.dumps([[c['name'], c['args']] for c in msg.tool_calls]))\n"
+    with serving("--follow-tools") as (_, first):
+        env = {**os.environ, "PPLX_LABS_BASE_URL": first.strip()}
+        result = subprocess.run(
+            [sys.executable, "-c", "import json\n" + snippet + show],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=env,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [["get_weather", {"city": "Paris"}]]
