@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -49,6 +50,7 @@ class LabsClient:
         self.backoff_max = backoff_max
         self._pools: dict[asyncio.AbstractEventLoop, ConnectionPool] = {}
         self._lifespans: dict[asyncio.AbstractEventLoop, AsyncIterator[None]] = {}
+        self._pid = os.getpid()
 
     async def pool(self) -> ConnectionPool:
         """This loop's pool, created on first use."""
@@ -75,6 +77,13 @@ class LabsClient:
             await pool.aclose()
 
     def _forget_closed_loops(self) -> None:
+        if self._pid != os.getpid():
+            # A forked child: the pools it inherited hold the parent's sockets. It must
+            # neither use them nor close them (a goodbye would end the parent's socket),
+            # nor let them be finalised: they are kept, untouched, for the child's life.
+            _inherited.append((self._pools, self._lifespans))
+            self._pools, self._lifespans = {}, {}
+            self._pid = os.getpid()
         # list(): sync calls (the background loop) and user loops in other threads share the dict.
         for loop in [loop for loop in list(self._pools) if loop.is_closed()]:
             self._pools.pop(loop, None)
@@ -170,6 +179,10 @@ class LabsClient:
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
         return random.uniform(ceiling / 2, ceiling)
+
+
+# What forked children inherited from their parent (see LabsClient._forget_closed_loops).
+_inherited: list[object] = []
 
 
 class _StaleSocket(PerplexityLabsConnectionError):
