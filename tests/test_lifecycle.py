@@ -155,3 +155,54 @@ def test_dropped_on_the_async_path_under_asyncio_run(polling_url: str) -> None:
         out = _run_quietly(_ASYNC_PATHS, polling_url, refused)
         assert out.count("This is the offline Perplexity Labs emulator") == 2, out
         assert out.count("PerplexityLabsConnectionError") == 2, out
+
+
+# -- fork -------------------------------------------------------------------------------------
+
+_FORK = _PRELUDE + textwrap.dedent(
+    """
+    import multiprocessing, os, signal, warnings
+
+    chat = ChatPerplexityLabs(base_url=URL, max_retries=0, timeout=20)
+    print("parent", chat.invoke("before the fork").content)  # starts the background loop
+
+    def ask_in_child(label):
+        signal.alarm(30)  # a regression must fail the child, not hang the test
+        print(label, chat.invoke("in the child").content, flush=True)
+
+    with warnings.catch_warnings():
+        # 3.12+: "This process is multi-threaded, use of fork() may lead to deadlocks"
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ask_in_child("child")
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("child-status", os.waitstatus_to_exitcode(status))
+        process = multiprocessing.get_context("fork").Process(target=ask_in_child, args=("mp-child",))
+        process.start()
+        process.join(60)
+        print("mp-child-status", process.exitcode)
+    print("parent", chat.invoke("after the fork").content)
+    pool = next(iter(chat._client._pools.values()))
+    print("parent-sockets-opened", pool.connections_opened)
+    chat.close()
+    """
+)
+
+
+def test_forked_children_get_their_own_loop_and_leave_the_parents_sockets_alone(
+    base_url: str, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer="forked fine")
+    lines = _run_quietly(_FORK, base_url).splitlines()
+    assert lines[0] == "parent forked fine"
+    assert "child forked fine" in lines
+    assert "child-status 0" in lines
+    assert "mp-child forked fine" in lines
+    assert "mp-child-status 0" in lines
+    assert lines[-2:] == ["parent forked fine", "parent-sockets-opened 1"]  # its warm socket survived
+    assert len(emulator.requests) == 4
+    assert emulator.connections == 3  # the parent's one, and one per child
