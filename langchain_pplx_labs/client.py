@@ -24,6 +24,11 @@ from langchain_pplx_labs.protocol import ProgressFrame, parse_frame
 
 logger = logging.getLogger(__name__)
 
+# Timeouts that fire before the server has the question (connecting, handshaking) are
+# retried like connection errors. Once it has it, a first_token, idle or total timeout
+# means a slow model or a stalled answer: asking again would only wait as long again.
+RETRIED_TIMEOUTS = frozenset({"connect", "handshake"})
+
 
 class LabsClient:
     """Streams Labs answers as parsed frames, reusing warm sockets on each event loop.
@@ -106,9 +111,11 @@ class LabsClient:
     async def stream(self, payload: Mapping[str, Any]) -> AsyncIterator[ProgressFrame]:
         """Send ``payload`` and yield frames up to and including the final (or failed) one.
 
-        Failures before the first frame are retried with backoff; once a frame
-        was yielded nothing is re-asked, so callers never see duplicated text.
-        The ``total`` timeout covers the whole call, retries and backoff included.
+        Failures before the first frame are retried with backoff, except timeouts after
+        the question reached the server (first_token, idle, total: a slow model would be
+        asked again and again); once a frame was yielded nothing is re-asked, so callers
+        never see duplicated text. The ``total`` timeout covers the whole call, retries
+        and backoff included. Errors say how many attempts were made and the time spent.
         """
         pool = await self.pool()
         total = self.settings.timeouts.total
@@ -117,7 +124,8 @@ class LabsClient:
         while True:
             if total is not None and time.monotonic() - started >= total:
                 # Nothing left of the budget: do not send the question again.
-                raise PerplexityLabsTimeoutError("total", total)
+                timed_out = PerplexityLabsTimeoutError("total", total)
+                raise self._account(timed_out, attempt, started, retryable=True)
             yielded = False
             try:
                 # aclosing: a consumer that stops at the final frame must release the lease now,
@@ -133,14 +141,28 @@ class LabsClient:
                 # once on a fresh one without spending a retry (dead sockets are not re-pooled).
                 logger.debug("pooled Labs socket was dead (%s); using a fresh one", exc)
             except PerplexityLabsError as exc:
-                if yielded or not self._retryable(exc) or attempt >= self.max_retries:
-                    raise
+                retryable = not yielded and self._retryable(exc)
                 delay = self._backoff(attempt)
-                if total is not None and time.monotonic() + delay - started >= total:
-                    raise  # the backoff alone would use up the budget: report the real cause now
+                # No retry left, or the backoff alone would use up the budget: report it now.
+                out_of_budget = total is not None and time.monotonic() + delay - started >= total
+                if not retryable or attempt >= self.max_retries or out_of_budget:
+                    self._account(exc, attempt + 1, started, retryable=retryable)
+                    raise
                 attempt += 1
                 logger.info("Labs attempt %d failed (%s); retrying in %.2fs", attempt, exc, delay)
                 await asyncio.sleep(delay)
+
+    def _account(
+        self, exc: PerplexityLabsError, attempts: int, started: float, *, retryable: bool = False
+    ) -> PerplexityLabsError:
+        """``exc`` with the attempts made and the time spent; a timeout also says so in its message."""
+        elapsed = time.monotonic() - started
+        allowed = self.max_retries + 1 if retryable else attempts
+        if isinstance(exc, PerplexityLabsTimeoutError):
+            exc.account(max(attempts, 1), max(allowed, 1), elapsed)
+        else:
+            exc.attempts, exc.elapsed = attempts, elapsed
+        return exc
 
     async def _attempt(
         self, pool: ConnectionPool, payload: Mapping[str, Any], started: float
@@ -174,7 +196,9 @@ class LabsClient:
             return False
         if isinstance(exc, PerplexityLabsServerError):
             return self.retry_server_failures
-        return isinstance(exc, PerplexityLabsConnectionError | PerplexityLabsTimeoutError)
+        if isinstance(exc, PerplexityLabsTimeoutError):
+            return exc.which in RETRIED_TIMEOUTS
+        return isinstance(exc, PerplexityLabsConnectionError)
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
