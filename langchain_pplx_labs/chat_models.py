@@ -129,6 +129,9 @@ class ChatPerplexityLabs(BaseChatModel):
     """Sockets this model may hold per event loop; also its concurrency limit."""
     pool_idle_timeout: float | None = 60.0
     """Seconds a warm socket stays open unused."""
+    drain_timeout: float = 30.0
+    """Seconds the rest of an answer the caller stopped reading (a ``break``, a stop sequence, a
+    cancel) is read in the background to keep its socket warm; ``0`` closes the socket instead."""
     max_input_chars: int | None = 256_000
     """Refuse conversations longer than this before sending them."""
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
@@ -198,7 +201,7 @@ class ChatPerplexityLabs(BaseChatModel):
             raise PerplexityLabsInputError(f"Invalid timeout {value!r}: use a positive number of seconds")
         return value
 
-    @field_validator("pool_idle_timeout", "max_retries")
+    @field_validator("pool_idle_timeout", "max_retries", "drain_timeout")
     @classmethod
     def _check_not_negative(cls, value: float | None) -> float | None:
         if value is not None and not value >= 0:
@@ -276,7 +279,13 @@ class ChatPerplexityLabs(BaseChatModel):
         ssl_option: ssl.SSLContext | bool = self.ssl_context or self.verify_ssl
         return (
             ConnectionSettings(self.base_url, tuple(headers.items()), timeouts),
-            PoolSettings(self.max_connections, self.pool_idle_timeout, self.proxy, ssl_option),
+            PoolSettings(
+                self.max_connections,
+                self.pool_idle_timeout,
+                self.proxy,
+                ssl_option,
+                drain_timeout=self.drain_timeout,
+            ),
         )
 
     def _labs_client(self) -> LabsClient:
@@ -406,7 +415,8 @@ class ChatPerplexityLabs(BaseChatModel):
                         for out in _apply_stop(event, scanner):
                             yield self._chunk(out, decoder, usage_input)
                         if scanner.stopped:
-                            # Leaving the stream drops the socket mid-answer rather than reusing it.
+                            # Leaving the stream hands the socket to the pool, which reads the
+                            # rest of the answer in the background before reusing it.
                             logger.debug("Labs answer cut at a stop sequence")
                             return
         except PerplexityLabsError as exc:
