@@ -107,15 +107,17 @@ def run(quick: bool, rtt: float) -> None:
     del rtt  # CPU, not latency: straight to both servers
     reps = 3 if quick else 21
     with EmulatorThread() as labs, SSEServerThread() as sse:
-        labs.call(
-            lambda: labs.emulator.script(answer=PIECE * CHUNKS, chunk_size=len(PIECE), citations=[])
-        )
+        labs.call(lambda: labs.emulator.script(answer=PIECE * CHUNKS, chunk_size=len(PIECE), citations=[]))
         theirs, ours = asyncio.run(_measure(labs.base_url, sse.base_url, reps))
     reference = Row("", theirs).median
     print_table(
         f"Client CPU per streamed answer, {CHUNKS} chunks of the same text (lower is better)",
         [
-            Row("langchain-openai ChatOpenAI.astream, local OpenAI-style SSE server", theirs, baseline=reference),
+            Row(
+                "langchain-openai ChatOpenAI.astream, local OpenAI-style SSE server",
+                theirs,
+                baseline=reference,
+            ),
             Row("ChatPerplexityLabs.astream, Labs emulator", ours, baseline=reference),
         ],
     )
