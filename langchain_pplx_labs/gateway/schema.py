@@ -15,7 +15,7 @@ from langchain_core.messages import (
     ToolCall,
     ToolMessage,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from langchain_pplx_labs.gateway.errors import GatewayError, invalid
 
@@ -53,7 +53,7 @@ class MessageIn(_Open):
 
 
 class StreamOptions(_Open):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class FunctionSpec(_Open):
@@ -72,7 +72,7 @@ class ChatRequest(_Open):
 
     model: str = Field(min_length=1)
     messages: list[MessageIn] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     tools: list[ToolSpec] | None = None
