@@ -504,3 +504,101 @@ def test_secrets_never_reach_responses_or_logs(
     assert "denied for ***" in failed.value.body["message"]
     assert all(api_key not in text and cookie not in text for text in texts)
     assert emulator.handshake_headers[-1]["Cookie"] == cookie  # it was used upstream all the same
+
+
+# -- LangChain's own chat-completions clients, unmodified -----------------------------------------
+
+
+def test_chat_openai_invokes_streams_and_calls_tools(gateway: GatewayThread, emulator: LabsEmulator) -> None:
+    from langchain_core.messages import AIMessageChunk, HumanMessage, ToolMessage
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(model="sonar", base_url=gateway.root + "/v1", api_key="unused", max_retries=0)
+    message = llm.invoke(QUESTION)
+    assert message.content == PARIS
+    assert message.usage_metadata is not None
+    assert (message.usage_metadata["input_tokens"], message.usage_metadata["output_tokens"]) == (
+        8,
+        len(PARIS) // 4,
+    )
+    chunks = list(llm.stream(QUESTION))
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged += chunk
+    assert isinstance(merged, AIMessageChunk)
+    assert merged.content == PARIS
+    assert len([c for c in chunks if c.content]) > 1
+
+    emulator.script(
+        RuleTable(
+            [
+                Rule(tool_call_answer(("get_weather", {"city": "Oslo"})), before=("get_weather",)),
+                Rule("Snow in Oslo.", after=("get_weather",)),
+            ]
+        )
+    )
+    with_tools = llm.bind_tools([WEATHER_TOOL])
+    asked = [HumanMessage("Weather in Oslo?")]
+    call = with_tools.invoke(asked)
+    assert [(c["name"], c["args"]) for c in call.tool_calls] == [("get_weather", {"city": "Oslo"})]
+    answer = with_tools.invoke([*asked, call, ToolMessage("snow", tool_call_id=call.tool_calls[0]["id"])])
+    assert answer.content == "Snow in Oslo."
+
+
+def test_chat_perplexity_fills_citations_on_invoke_and_stream(
+    gateway: GatewayThread, emulator: LabsEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langchain_perplexity import ChatPerplexity
+
+    # The Perplexity SDK reads its base URL from the environment; the client stays as shipped.
+    monkeypatch.setenv("PERPLEXITY_BASE_URL", gateway.root)
+    emulator.script(answer=PARIS, citations=PARIS_SOURCES, chunk_size=10)
+    llm = ChatPerplexity(model="sonar", api_key="unused", max_retries=0)
+    message = llm.invoke(QUESTION)
+    assert message.content == PARIS
+    assert message.additional_kwargs["citations"] == PARIS_SOURCES
+    chunks = list(llm.stream(QUESTION))
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged += chunk
+    assert merged.content == PARIS
+    assert merged.additional_kwargs["citations"] == PARIS_SOURCES
+    assert len([c for c in chunks if c.content]) > 1
+
+
+def _events(url: str, body: dict[str, Any]) -> list[Any]:
+    async def go() -> list[Any]:
+        async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
+            text = await response.text()
+        return [
+            json.loads(line[6:]) if line != "data: [DONE]" else "[DONE]"
+            for line in text.split("\n\n")
+            if line
+        ]
+
+    return asyncio.run(go())
+
+
+def test_perplexity_path_holds_the_stream_until_sources_are_known(
+    gateway: GatewayThread, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=PARIS, citations=PARIS_SOURCES, chunk_size=10)
+    events = _events(gateway.root + "/chat/completions", _chat(stream=True))
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert len(chunks) > 5
+    assert all(
+        chunk["citations"] == PARIS_SOURCES for chunk in chunks
+    )  # the first one too, as Perplexity's API
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == PARIS
+    live = _events(gateway.root + "/v1/chat/completions", _chat(stream=True))
+    assert "citations" not in live[0]
+    assert live[-2]["citations"] == PARIS_SOURCES
+
+
+def test_perplexity_path_can_stream_live(emulator: LabsEmulator) -> None:
+    emulator.script(answer=PARIS, citations=PARIS_SOURCES, chunk_size=10)
+    with gateway_for(emulator, perplexity_stream="live") as running:
+        events = _events(running.root + "/chat/completions", _chat(stream=True))
+    assert "citations" not in events[0]
+    assert events[-2]["citations"] == PARIS_SOURCES
