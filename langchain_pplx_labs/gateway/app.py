@@ -269,24 +269,35 @@ async def _serve_events(
     await response.prepare(request)
     events = _Events(response, translator, hold=hold)
     try:
+        await _send_all(gateway, events, first, chunks, include_usage=chat.include_usage)
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client left: closing the chunk stream (aclosing above) releases the Labs socket.
+        logger.info("client left mid-stream; Labs socket released")
+    return response
+
+
+async def _send_all(
+    gateway: Gateway,
+    events: _Events,
+    first: AIMessageChunk | None,
+    chunks: AsyncGenerator[AIMessageChunk, None],
+    *,
+    include_usage: bool,
+) -> None:
+    try:
         message = first
         while message is not None:
-            await events.send(translator.delta(message))
+            await events.send(events.translator.delta(message))
             message = await _next(chunks)
-        await events.finish(include_usage=chat.include_usage)
+        await events.finish(include_usage=include_usage)
     except GatewayError as exc:
         # Never a silent truncation: the stream ends with the error, as OpenAI's API does.
         await events.flush()
         logger.warning("stream failed with %d: %s", exc.status, gateway.scrub(exc.message))
         body = exc.body()
         body["error"]["message"] = gateway.scrub(exc.message)
-        await response.write(b"data: " + _dumps_bytes(body) + b"\n\n")
-    except ConnectionResetError:
-        # The client left: closing the chunk stream (aclosing above) releases the Labs socket.
-        logger.info("client left mid-stream; Labs socket released")
-        return response
-    await response.write_eof()
-    return response
+        await events.response.write(b"data: " + _dumps_bytes(body) + b"\n\n")
 
 
 class _Events:
