@@ -222,3 +222,65 @@ def test_client_leaving_mid_stream_releases_the_labs_socket(delay: str, mode: st
     assert result.stdout.count("labs-sockets-open 0 answers-playing 0") == 4, result.stdout
     growth = int(result.stdout.split("fd-growth")[1].split()[0])
     assert growth <= 2, result.stdout
+
+
+def test_gunicorn_serves_the_app_factory(tmp_path: Any) -> None:
+    import os
+    import socket
+
+    with socket.socket() as probe:  # a free loopback port for gunicorn's --bind
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "PPLX_LABS_GATEWAY_API_KEY": "sk-gunicorn-key",
+        "PPLX_LABS_GATEWAY_REASONING": "inline",
+    }
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "langchain_pplx_labs.cli", "serve"], stdout=subprocess.PIPE, text=True
+    )
+    assert emulator.stdout is not None
+    env["PPLX_LABS_BASE_URL"] = emulator.stdout.readline().strip()
+    worker = ["--worker-class", "aiohttp.GunicornWebWorker", "--workers", "2", "--bind", f"127.0.0.1:{port}"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "langchain_pplx_labs.gateway.app:app_factory", *worker],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-gunicorn-key", max_retries=8
+        ) as client:
+            answers = [
+                client.chat.completions.create(
+                    model="sonar-reasoning", messages=[{"role": "user", "content": "What is LangChain?"}]
+                )
+                for _ in range(4)
+            ]
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=30)
+        emulator.terminate()
+        emulator.communicate(timeout=15)
+    contents = {answer.choices[0].message.content for answer in answers}
+    assert len(contents) == 1
+    (content,) = contents
+    assert content.startswith("<think>The user asks: What is LangChain?")  # the inline setting came through
+    assert content.endswith("chains and agents [2].")
+    assert "sk-gunicorn-key" not in stderr
+
+
+def _wait_for_port(port: int) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -7,7 +7,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -27,6 +27,8 @@ from langchain_pplx_labs.protocol import KNOWN_MODELS
 logger = logging.getLogger("langchain_pplx_labs.gateway")
 
 PerplexityStream = Literal["sources-first", "live"]
+PERPLEXITY_STREAMS: tuple[PerplexityStream, ...] = ("sources-first", "live")
+REASONING_MODES: tuple[ReasoningMode, ...] = ("separate", "inline", "drop")
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _DONE = b"data: [DONE]\n\n"
 _OPEN_PATHS = frozenset({"/healthz"})
@@ -55,16 +57,16 @@ class GatewaySettings:
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
-        """Settings from ``PPLX_LABS_GATEWAY_*`` variables, for app factories (gunicorn)."""
+        """Settings from ``PPLX_LABS_GATEWAY_*`` variables, for app factories (gunicorn); bad values raise."""
         env = os.environ
         return cls(
             base_url=env.get("PPLX_LABS_BASE_URL") or None,
             api_key=env.get("PPLX_LABS_GATEWAY_API_KEY") or None,
-            reasoning=cast("ReasoningMode", env.get("PPLX_LABS_GATEWAY_REASONING", "separate")),
+            reasoning=cast("ReasoningMode", _choice(env, "PPLX_LABS_GATEWAY_REASONING", REASONING_MODES)),
             perplexity_stream=cast(
-                "PerplexityStream", env.get("PPLX_LABS_GATEWAY_PERPLEXITY_STREAM", "sources-first")
+                "PerplexityStream", _choice(env, "PPLX_LABS_GATEWAY_PERPLEXITY_STREAM", PERPLEXITY_STREAMS)
             ),
-            max_connections=int(env.get("PPLX_LABS_GATEWAY_MAX_CONNECTIONS", "64")),
+            max_connections=_count(env, "PPLX_LABS_GATEWAY_MAX_CONNECTIONS", 64),
         )
 
     def secrets(self) -> list[str]:
@@ -79,6 +81,20 @@ class GatewaySettings:
             elif value is not None:
                 values.append(str(value))
         return [value for value in values if isinstance(value, str) and len(value) >= 4]
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or choices[0]
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: use one of {', '.join(choices)}")
+    return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name) or str(default)
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{name}={text!r}: use a whole number of 1 or more")
+    return int(text)
 
 
 class Gateway:
@@ -147,7 +163,7 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
 
 
 async def app_factory() -> web.Application:
-    """For gunicorn's aiohttp worker: ``gunicorn langchain_pplx_labs.gateway:app_factory -k aiohttp.GunicornWebWorker``."""
+    """For gunicorn's aiohttp worker: ``gunicorn langchain_pplx_labs.gateway.app:app_factory -k aiohttp.GunicornWebWorker``."""
     return create_app()
 
 

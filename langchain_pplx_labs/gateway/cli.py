@@ -46,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--reasoning",
-        choices=["separate", "inline", "drop"],
+        choices=["separate", "inline", "drop"],  # app.REASONING_MODES, not imported here: it is heavy
         default="separate",
         help="thinking in reasoning_content (separate), in content as <think>…</think> (inline), or dropped",
     )
