@@ -87,6 +87,17 @@ async def _concurrent(root: str, streams: int) -> tuple[list[float], int]:
     return ok, streams - len(ok)
 
 
+async def _concurrent_direct(base_url: str, streams: int) -> tuple[list[float], int]:
+    """The same load on one model instance in this process, for comparison."""
+    async with ChatPerplexityLabs(base_url=base_url, model=MODEL, max_connections=streams) as chat:
+        await asyncio.gather(*(direct_ttfb(chat, f"warm-up {n}") for n in range(streams)))
+        results = await asyncio.gather(
+            *(direct_ttfb(chat, f"concurrent {n}") for n in range(streams)), return_exceptions=True
+        )
+    ok = [r for r in results if isinstance(r, float)]
+    return ok, streams - len(ok)
+
+
 def run(quick: bool, rtt: float) -> None:
     count, streams = (8, 50) if quick else (40, 200)
     with emulator_behind_proxy(rtt) as (_, url):
@@ -95,6 +106,7 @@ def run(quick: bool, rtt: float) -> None:
             direct, through = asyncio.run(_ttfb(url, root, count))
             cold, cold_errors = asyncio.run(_concurrent(root, streams))
             warm, warm_errors = asyncio.run(_concurrent(root, streams))
+            alone, alone_errors = asyncio.run(_concurrent_direct(url, streams))
         finally:
             process.terminate()
             process.wait(timeout=15)
@@ -111,13 +123,15 @@ def run(quick: bool, rtt: float) -> None:
         ],
     )
     print(f"\noverhead median {statistics.median(overhead) * 1000:.2f} ms")
-    rows = [
-        Row(f"TTFB, {name}", samples)
-        for name, samples in (("cold pool", cold), ("warm pool", warm))
-        if samples
-    ]
-    print_table(f"{streams} concurrent streamed requests through the gateway, {rtt * 1000:.0f} ms RTT", rows)
-    for name, samples, errors in (("cold", cold, cold_errors), ("warm", warm, warm_errors)):
+    runs = (
+        ("gateway, cold pool", cold, cold_errors),
+        ("gateway, warm pool", warm, warm_errors),
+        ("model directly, warm pool, in this process", alone, alone_errors),
+    )
+    reference = Row("", alone).median if alone else None
+    rows = [Row(f"TTFB, {name}", samples, baseline=reference) for name, samples, _ in runs if samples]
+    print_table(f"{streams} concurrent streamed requests, {rtt * 1000:.0f} ms RTT", rows)
+    for name, samples, errors in runs:
         p50 = percentile(samples, 50) if samples else 0.0
         p99 = percentile(samples, 99) if samples else 0.0
         print(f"\n{name}: errors {errors}/{streams}; TTFB p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
