@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="few samples, for CI (< 60 s)")
     parser.add_argument("--rtt-ms", type=float, default=DEFAULT_RTT * 1000, help="injected round trip")
-    parser.add_argument("--only", choices=["ttft", "cpu", "overhead", "concurrency", "gateway"], action="append")
+    parser.add_argument(
+        "--only", choices=["ttft", "cpu", "overhead", "concurrency", "gateway"], action="append"
+    )
     args = parser.parse_args(argv)
     rtt = args.rtt_ms / 1000
     print(f"# langchain-pplx-labs benchmarks{' (quick)' if args.quick else ''}\n\nmachine: {_machine()}")

@@ -10,12 +10,14 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, TextIO
 
+from langchain_pplx_labs import __version__
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, KNOWN_MODELS
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
     from langchain_pplx_labs.emulator.script import LabsRequest, Responder, Scenario, Step
+    from langchain_pplx_labs.protocol import LabsProtocol
     from langchain_pplx_labs.recording import CassetteResponder
 
 
@@ -88,8 +90,22 @@ def _port(text: str) -> int:
     return port
 
 
+def _add_protocol_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--protocol", metavar="FILE.json", default=None, help="LabsProtocol fields (path, event names...)"
+    )
+
+
+def _protocol(args: argparse.Namespace) -> LabsProtocol:
+    from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
+
+    path = getattr(args, "protocol", None)
+    return DEFAULT_PROTOCOL if path is None else LabsProtocol.from_file(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pplx-labs", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     ask = commands.add_parser("ask", help="stream an answer and print its sources as footnotes")
@@ -104,19 +120,29 @@ def build_parser() -> argparse.ArgumentParser:
         help='system prompt; --system "" sends none',
     )
     ask.add_argument("--show-reasoning", action="store_true", help="also print the model's thinking")
+    _add_protocol_flag(ask)
     ask.set_defaults(run=_run_ask)
 
     serve = commands.add_parser("serve", help="run the Labs emulator; prints its base URL first")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_port, default=0, help="0 picks a free port")
     serve.add_argument("--chunk-size", type=int, default=24, help="characters per progress frame")
-    serve.add_argument("--delay", type=float, default=0.0, help="seconds between frames")
+    # Paced like the recorded cassettes by default, so a client that polls sees frames arrive.
+    serve.add_argument("--delay", type=float, default=0.01, help="seconds between frames (0 for speed)")
     serve.add_argument("--blocked", action="store_true", help="answer every request with a Cloudflare 403")
     serve.add_argument("--refuse-websocket", action="store_true", help="only allow the polling transport")
     serve.add_argument("--fail", metavar="TEXT", default=None, help="fail every query with this server text")
     for flag, what in _FAULT_FLAGS.items():
         serve.add_argument(f"--{flag}", type=int, default=None, metavar="N", help=f"after N frames, {what}")
-    serve.add_argument("--first-delay", type=float, default=0.0, help="seconds before the first frame")
+    serve.add_argument("--first-delay", type=float, default=0.05, help="seconds before the first frame")
+    serve.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="accept only this Origin (repeatable); default: none, any https://*.perplexity.ai, its own",
+    )
+    _add_protocol_flag(serve)
     serve.add_argument(
         "--follow-tools",
         action="store_true",
@@ -140,9 +166,11 @@ async def _ask(args: argparse.Namespace, out: TextIO) -> int:
     from langchain_pplx_labs.chat_models import ChatPerplexityLabs
     from langchain_pplx_labs.errors import PerplexityLabsError
 
-    async with _maybe_emulator(args.emulator) as emulator_url:
+    protocol = _protocol(args)
+    async with _maybe_emulator(args.emulator, protocol) as emulator_url:
         base_url = emulator_url or args.base_url
-        model = ChatPerplexityLabs(model=args.model, **({"base_url": base_url} if base_url else {}))
+        where = {"base_url": base_url} if base_url else {}
+        model = ChatPerplexityLabs(model=args.model, protocol=protocol, **where)
         # An empty system turn is still a message the server sees; "" means "no system prompt".
         system = [("system", "{system}")] if args.system.strip() else []
         prompt = ChatPromptTemplate.from_messages([*system, ("human", "{question}")])
@@ -176,13 +204,13 @@ async def _ask(args: argparse.Namespace, out: TextIO) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _maybe_emulator(enabled: bool) -> AsyncIterator[str | None]:
+async def _maybe_emulator(enabled: bool, protocol: LabsProtocol | None = None) -> AsyncIterator[str | None]:
     if not enabled:
         yield None
         return
     from langchain_pplx_labs.emulator import LabsEmulator
 
-    async with LabsEmulator() as emulator:
+    async with LabsEmulator(protocol=protocol or _protocol(argparse.Namespace())) as emulator:
         yield emulator.base_url
 
 
@@ -221,6 +249,8 @@ async def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         blocked=args.blocked or bool(replay and replay.refuses_connections),
         refuse_websocket=args.refuse_websocket,
+        protocol=_protocol(args),
+        allowed_origins=args.allowed_origin,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -276,6 +306,7 @@ def _add_cassette_commands(
         help="extra request header, repeatable; saved redacted (cookies come from $PPLX_LABS_COOKIES)",
     )
     record.add_argument("--proxy", default=None, help="http(s):// or socks5:// proxy to record through")
+    _add_protocol_flag(record)
     record.set_defaults(run=_run_cassette_record)
 
 
@@ -322,21 +353,23 @@ async def _cassette_record(args: argparse.Namespace) -> int:
 
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": args.question})
-    payload = build_payload(args.model, messages)  # type: ignore[arg-type]
+    protocol = _protocol(args)
+    payload = build_payload(args.model, messages, protocol=protocol)  # type: ignore[arg-type]
     extra = dict(args.header)
     # Headers given on the command line are usually credentials: none is saved in clear.
     redactor = Redactor(user_agent=args.redact_user_agent, extra_headers=tuple(extra))
-    async with _maybe_emulator(args.emulator) as emulator_url:
+    async with _maybe_emulator(args.emulator, protocol) as emulator_url:
         cassette = await record_cassette(
             emulator_url or args.base_url,
             [payload],
             provenance="synthetic" if emulator_url else "live",
             note=args.note,
             server="pplx-labs emulator" if emulator_url else args.base_url,
-            headers=upstream_headers(extra),
+            headers=upstream_headers(extra, protocol=protocol),
             proxy=None if emulator_url else args.proxy,
             redactor=redactor,
             silence=args.silence,
+            protocol=protocol,
         )
     path = save_cassette(cassette, args.out)
     print(f"recorded {len(cassette.interactions[0].frames)} frames to {path}", file=sys.stderr)
