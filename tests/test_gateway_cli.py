@@ -284,3 +284,45 @@ def _wait_for_port(port: int) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_protocol_file_reaches_the_upstream_client(tmp_path: Any) -> None:
+    protocol = tmp_path / "moved.json"
+    protocol.write_text(
+        json.dumps({"socketio_path": "/rt/sio/", "query_event": "ask_v2", "progress_event": "{model}_tick"})
+    )
+    labs = subprocess.Popen(
+        [sys.executable, "-m", "langchain_pplx_labs.cli", "serve", "--protocol", str(protocol)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert labs.stdout is not None
+    labs_url = labs.stdout.readline().strip()
+    following, following_root = _start("--base-url", labs_url, "--protocol", str(protocol))
+    stale, stale_root = _start("--base-url", labs_url)
+    try:
+        with openai.OpenAI(base_url=following_root + "/v1", api_key="x", max_retries=0) as client:
+            answer = client.chat.completions.create(
+                model="sonar", messages=[{"role": "user", "content": "What is the capital of France?"}]
+            )
+        with (
+            openai.OpenAI(base_url=stale_root + "/v1", api_key="x", max_retries=0) as client,
+            pytest.raises(openai.InternalServerError) as refused,
+        ):
+            client.chat.completions.create(model="sonar", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        _stop(following)
+        _stop(stale)
+        labs.terminate()
+        labs.communicate(timeout=15)
+    assert answer.choices[0].message.content.startswith("The capital of France is Paris [1].")
+    assert refused.value.status_code == 502  # the default protocol's path is not served there
+
+
+def test_bad_protocol_file_is_one_line(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    protocol = tmp_path / "bad.json"
+    protocol.write_text('{"socketio_path": "no good"}')
+    assert main(["gateway", "--emulator", "--port", "0", "--protocol", str(protocol)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"pplx-labs: error: {protocol}: not a LabsProtocol (socketio_path")
+    assert len(err.splitlines()) == 1

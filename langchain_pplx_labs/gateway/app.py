@@ -22,7 +22,7 @@ from langchain_pplx_labs.errors import PerplexityLabsError
 from langchain_pplx_labs.gateway.errors import GatewayError, from_labs, internal
 from langchain_pplx_labs.gateway.responses import Completion, Ending, ReasoningMode, Translator
 from langchain_pplx_labs.gateway.schema import ChatRequest, parse_request, to_langchain
-from langchain_pplx_labs.protocol import KNOWN_MODELS
+from langchain_pplx_labs.protocol import KNOWN_MODELS, LabsProtocol
 
 logger = logging.getLogger("langchain_pplx_labs.gateway")
 
@@ -67,6 +67,7 @@ class GatewaySettings:
                 "PerplexityStream", _choice(env, "PPLX_LABS_GATEWAY_PERPLEXITY_STREAM", PERPLEXITY_STREAMS)
             ),
             max_connections=_count(env, "PPLX_LABS_GATEWAY_MAX_CONNECTIONS", 64),
+            model_options=_protocol_option(env.get("PPLX_LABS_GATEWAY_PROTOCOL")),
         )
 
     def secrets(self) -> list[str]:
@@ -95,6 +96,10 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"{name}={text!r}: use a whole number of 1 or more")
     return int(text)
+
+
+def _protocol_option(path: str | None) -> dict[str, Any]:
+    return {} if not path else {"protocol": LabsProtocol.from_file(path)}
 
 
 class Gateway:

@@ -11,7 +11,10 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langchain_pplx_labs.protocol import LabsProtocol
 
 _LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 
@@ -66,6 +69,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=30.0,
         help="seconds to wait for a socket before a 503",
     )
+    parser.add_argument(
+        "--protocol",
+        metavar="FILE.json",
+        default=os.environ.get("PPLX_LABS_GATEWAY_PROTOCOL") or None,
+        help="LabsProtocol fields (path, event names...) for Labs and --emulator "
+        "(default $PPLX_LABS_GATEWAY_PROTOCOL)",
+    )
     parser.add_argument("--max-body-bytes", type=_positive_int, default=4 * 1024 * 1024)
     parser.add_argument("--max-messages", type=_positive_int, default=512)
     parser.set_defaults(run=run)
@@ -100,12 +110,14 @@ async def _serve(args: argparse.Namespace) -> int:
 
     from langchain_pplx_labs.cli import CliError
     from langchain_pplx_labs.gateway.app import GatewaySettings, create_app, logger
+    from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 
     # One line per request on stderr (method, path, status, time): never bodies, headers or keys.
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
 
-    async with _upstream(args) as base_url:
+    protocol = DEFAULT_PROTOCOL if args.protocol is None else LabsProtocol.from_file(args.protocol)
+    async with _upstream(args, protocol) as base_url:
         settings = GatewaySettings(
             base_url=base_url,
             api_key=args.api_key,
@@ -115,6 +127,7 @@ async def _serve(args: argparse.Namespace) -> int:
             queue_timeout=args.queue_timeout,
             max_body_bytes=args.max_body_bytes,
             max_messages=args.max_messages,
+            model_options={"protocol": protocol},
         )
         # handler_cancellation: a client that leaves mid-answer cancels its handler at once,
         # which releases the Labs socket even while Labs is silent.
@@ -141,14 +154,15 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _upstream(args: argparse.Namespace) -> AsyncIterator[str | None]:
+async def _upstream(args: argparse.Namespace, protocol: LabsProtocol) -> AsyncIterator[str | None]:
     if not args.emulator:
         yield args.base_url
         return
     from langchain_pplx_labs.emulator import LabsEmulator
     from langchain_pplx_labs.emulator.rules import schema_follower
 
-    async with LabsEmulator(schema_follower if args.follow_tools else None) as emulator:
+    responder = schema_follower if args.follow_tools else None
+    async with LabsEmulator(responder, protocol=protocol) as emulator:
         yield emulator.base_url
 
 
