@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_run_serve)
     _add_cassette_commands(commands, serve)
+    from langchain_pplx_labs import doctor
+
+    doctor.add_parser(commands)
     return parser
 
 
