@@ -174,9 +174,11 @@ class _Walk:
         except PerplexityLabsTimeoutError as exc:
             raise self.failed(STEPS[1], str(exc), _evidence(exc), _advice(exc)) from None
         except PerplexityLabsConnectionError as exc:
-            if polling.refused is not None:  # the Engine.IO session opened; the CONNECT was refused
-                self.passed(STEPS[1], "over polling", until=self._first_polling_answer())
-                raise self._refused(polling.refused) from None
+            opened = self._first_polling_answer()
+            if opened is not None and polling.server_refused:
+                # The Engine.IO session opened; the server refused our Socket.IO CONNECT.
+                self.passed(STEPS[1], "over polling", until=opened)
+                raise self._refused(polling.refused or "refused") from None
             error = await diagnose_refusal(self.settings, session, exc.__cause__ or exc)
             raise self.failed(STEPS[1], str(error), _evidence(error), _advice(error)) from None
         self.passed(STEPS[1], "over polling", until=self._first_polling_answer())
@@ -262,11 +264,12 @@ class _Walk:
     def _scheme_detail(self) -> str:
         return "TCP + TLS" if self.settings.base_url.startswith("https") else "TCP"
 
-    def _first_polling_answer(self) -> float:
+    def _first_polling_answer(self) -> float | None:
+        """When the polling handshake's first GET was answered (the Engine.IO OPEN), if it was."""
         for at, url, status in self.responses:
             if "transport=polling" in url and "sid=" not in url and status == 200:
                 return at
-        return time.monotonic()
+        return None
 
 
 class _Observed(LabsConnection):
@@ -277,6 +280,12 @@ class _Observed(LabsConnection):
         self.sent_at: float | None = None
         self.events: Counter[str] = Counter()
         self.last_progress = ""
+        self.server_refused = False
+
+    def on_connect_error(self, data: Any = None) -> None:
+        # The server's own CONNECT_ERROR carries an object; engine.io's failures arrive as text.
+        self.server_refused = isinstance(data, dict)
+        super().on_connect_error(data)
 
     @property
     def refused(self) -> str | None:
