@@ -215,3 +215,10 @@ async def test_a_web_page_at_the_socketio_path_is_no_endpoint() -> None:
     assert _names(report) == _failing_at("Engine.IO open")
     assert report.evidence.endswith("transport=polling: '<html>Welcome to my blog</html>'")
     assert report.evidence.startswith("HTTP 200 at ")
+
+
+async def test_refused_auth_over_polling_is_still_a_refused_connect() -> None:
+    async with LabsEmulator(refuse_websocket=True) as emulator:
+        report = await _doctor(emulator.base_url, LabsProtocol(auth={}), seconds=30)
+    assert _names(report) == _failing_at("Socket.IO connect with auth")
+    assert report.evidence.startswith("the server's refusal: authentication required")
