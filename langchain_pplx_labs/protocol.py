@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://www.perplexity.ai"
 DEFAULT_MODEL = "r1-1776"
 KNOWN_MODELS = ("r1-1776", "sonar-pro", "sonar", "sonar-reasoning", "sonar-reasoning-pro")
+"""Labs models seen on the playground in 2025; other names are accepted too."""
 REASONING_MODELS = frozenset({"r1-1776", "sonar-reasoning", "sonar-reasoning-pro"})
 # These models start their output already inside a think section, without "<think>".
 IMPLICIT_THINK_MODELS = frozenset({"r1-1776"})

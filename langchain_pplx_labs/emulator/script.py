@@ -51,6 +51,7 @@ class Drop:
 
 
 Step = Emit | Raw | Stall | Drop
+"""One thing the emulator does while answering: send, send raw, go silent or drop."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,7 @@ class Scenario(BaseModel):
 
 
 Responder = Callable[[LabsRequest], "Scenario | Sequence[Step]"]
+"""How the emulator answers a request: a scenario, or the steps to play."""
 
 
 def progress_frame(
