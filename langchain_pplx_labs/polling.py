@@ -119,7 +119,9 @@ class PollingWire:
                 connecting.cancel()
                 track(connecting)
         if self._refusal.done():
-            raise ConnectionRefusedError(f"the server refused the Socket.IO CONNECT: {self._refusal.result()}")
+            raise ConnectionRefusedError(
+                f"the server refused the Socket.IO CONNECT: {self._refusal.result()}"
+            )
         connecting.result()
 
     def _on_connect_error(self, data: Any = None) -> None:
