@@ -222,3 +222,33 @@ async def test_refused_auth_over_polling_is_still_a_refused_connect() -> None:
         report = await _doctor(emulator.base_url, LabsProtocol(auth={}), seconds=30)
     assert _names(report) == _failing_at("Socket.IO connect with auth")
     assert report.evidence.startswith("the server's refusal: authentication required")
+
+
+@pytest.mark.parametrize("fault", ["healthy", "blocked", "refuse_websocket", "stall", "renamed"])
+def test_doctor_leaves_nothing_open_under_dev_mode(
+    fault: str, emulator: LabsEmulator, base_url: str, tmp_path: Path
+) -> None:
+    # -X dev -W error: an unclosed socket, session or task would be a warning, hence an error here.
+    emulator.blocked = fault == "blocked"
+    emulator.refuse_websocket = fault == "refuse_websocket"
+    emulator.script(answer=ANSWER, stall_after=0 if fault == "stall" else None)
+    expecting = tmp_path / "labs.json"
+    # "renamed": the client expects answers on another event than the emulator sends.
+    expecting.write_text('{"progress_event": "{model}.answer"}' if fault == "renamed" else "{}")
+    flags = [
+        "--base-url",
+        base_url,
+        "--model",
+        "sonar",
+        "--timeout",
+        "1",
+        "--json",
+        "--protocol",
+        str(expecting),
+    ]
+    command = [sys.executable, "-X", "dev", "-W", "error", "-m", "langchain_pplx_labs.cli", "doctor", *flags]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+    answered = fault in ("healthy", "refuse_websocket")
+    assert result.stderr == ""
+    assert json.loads(result.stdout)["ok"] is answered
+    assert result.returncode == (0 if answered else 1)
