@@ -107,6 +107,7 @@ def test_the_errors_are_exported_from_the_package() -> None:
         "PerplexityLabsInputError",
         "PerplexityLabsConnectionError",
         "PerplexityLabsBlockedError",
+        "PerplexityLabsNotFoundError",
         "PerplexityLabsDisconnectedError",
         "PerplexityLabsServerError",
         "PerplexityLabsProtocolError",
