@@ -107,7 +107,6 @@ def test_the_errors_are_exported_from_the_package() -> None:
         "PerplexityLabsInputError",
         "PerplexityLabsConnectionError",
         "PerplexityLabsBlockedError",
-        "PerplexityLabsNotFoundError",
         "PerplexityLabsDisconnectedError",
         "PerplexityLabsServerError",
         "PerplexityLabsProtocolError",
