@@ -361,6 +361,11 @@ def _advice(exc: BaseException, *, step: str = "") -> str:
         return (
             "Labs changed its frame format: record a cassette (--record FILE) and attach it to a bug report"
         )
+    if step == STEPS[0] and "certificate" in _short(exc).lower():
+        return (
+            "the server's TLS certificate is not trusted: fix the clock or CA bundle, or pass "
+            "ssl_context= with your CA to ChatPerplexityLabs (an intercepting proxy needs its CA)"
+        )
     if step == STEPS[0]:
         return "nothing answers at that host and port: check --base-url, the network or a proxy"
     return "record a cassette (--record FILE) and attach it to a bug report"

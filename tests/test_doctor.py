@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trustme
 from aiohttp import web
 
 from langchain_pplx_labs import LabsProtocol
@@ -252,3 +254,14 @@ def test_doctor_leaves_nothing_open_under_dev_mode(
     assert result.stderr == ""
     assert json.loads(result.stdout)["ok"] is answered
     assert result.returncode == (0 if answered else 1)
+
+
+async def test_an_untrusted_certificate_fails_at_connect_with_tls_advice() -> None:
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    async with LabsEmulator(ssl_context=server_context) as emulator:
+        report = await _doctor(emulator.base_url)
+    assert _names(report) == _failing_at("connect (TCP, TLS)")
+    assert "certificate" in report.evidence.lower()
+    assert report.advice.startswith("the server's TLS certificate is not trusted")
