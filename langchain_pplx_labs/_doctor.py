@@ -97,7 +97,6 @@ class _Walk:
     def __init__(
         self, report: Report, base_url: str, model: str, protocol: LabsProtocol, timeout: float, question: str
     ) -> None:
-
         headers = browser_headers(protocol)
         cookies = os.environ.get("PPLX_LABS_COOKIES")
         if cookies:
@@ -123,7 +122,6 @@ class _Walk:
         return Failed(name)
 
     async def run(self) -> None:
-
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeouts.connect)
         traces = [labs_trace_config(), self._clock()]
         async with aiohttp.ClientSession(timeout=timeout, trace_configs=traces) as session:
@@ -134,7 +132,6 @@ class _Walk:
                 await connection.close(graceful=False)
 
     def _clock(self) -> aiohttp.TraceConfig:
-
         async def connected(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
             if self.tcp_at is None:
                 self.tcp_at = time.monotonic()
@@ -150,7 +147,6 @@ class _Walk:
         return trace
 
     async def _open(self, session: aiohttp.ClientSession) -> _Observed:
-
         direct = _Observed(self.settings, session)
         try:
             await direct.open("websocket", pipelined=True)
@@ -160,7 +156,11 @@ class _Walk:
             return await self._open_polling(session, exc)
         self.passed(STEPS[0], self._scheme_detail(), until=self.tcp_at)
         self.passed(STEPS[1], "over a direct WebSocket")
-        await self._connected(direct)
+        try:
+            await self._connected(direct)
+        except BaseException:
+            await direct.close(graceful=False)
+            raise
         self.passed(STEPS[3], "direct", until=self.mark)
         return direct
 
@@ -189,18 +189,15 @@ class _Walk:
         return polling
 
     async def _connected(self, connection: _Observed) -> None:
-
         try:
             await connection.wait_ready()
         except PerplexityLabsTimeoutError as exc:
             raise self.failed(STEPS[2], str(exc), "no CONNECT acknowledgement", _advice(exc)) from None
         except PerplexityLabsConnectionError:
-            await connection.close(graceful=False)
             raise self._refused(connection.refused or "refused") from None
         self.passed(STEPS[2], f"auth {_keys(self.settings.protocol.auth)} accepted")
 
     async def _ask(self, connection: _Observed) -> None:
-
         protocol = self.settings.protocol
         payload = build_payload(self.model, [{"role": "user", "content": self.question}], protocol=protocol)
         frames = connection.query(payload)
@@ -210,7 +207,6 @@ class _Walk:
             await frames.aclose()
 
     async def _frames(self, connection: _Observed, frames: Any) -> None:
-
         decoder = StreamDecoder(self.model)
         text: list[str] = []
         count = 0
@@ -324,7 +320,6 @@ def _event_summary(events: Counter[str]) -> str:
 
 
 def _evidence(exc: BaseException) -> str:
-
     if isinstance(exc, PerplexityLabsNotFoundError):
         return f"HTTP {exc.status} at {exc.url}: {exc.excerpt!r}"
     if isinstance(exc, PerplexityLabsBlockedError):
@@ -337,7 +332,6 @@ def _evidence(exc: BaseException) -> str:
 
 
 def _advice(exc: BaseException, *, step: str = "") -> str:
-
     if isinstance(exc, PerplexityLabsBlockedError):
         return (
             "a Cloudflare page: Labs refuses this client from here. Send browser cookies "
@@ -372,7 +366,6 @@ def _advice(exc: BaseException, *, step: str = "") -> str:
 
 
 def _first_frame_advice(exc: PerplexityLabsError, events: Counter[str], walk: _Walk) -> str:
-
     protocol = walk.settings.protocol
     if events:
         name = events.most_common(1)[0][0]
