@@ -185,6 +185,11 @@ class LabsClient:
                         if frame.final:
                             lease.reusable = True
                             return
+            except (GeneratorExit, asyncio.CancelledError):
+                # The caller stopped reading (a break, a stop sequence, a cancel): not a fault
+                # of the socket, so the pool drains the rest of the answer and keeps it.
+                lease.abandoned = True
+                raise
             except PerplexityLabsConnectionError as exc:
                 # A pipelined question the server dropped is asked again at once, unpipelined.
                 if streamed or (lease.fresh and not isinstance(exc, PipelinedQueryDropped)):

@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "PerplexityLabsBlockedError",
+    "PerplexityLabsConnectionError",
+    "PerplexityLabsDisconnectedError",
+    "PerplexityLabsError",
+    "PerplexityLabsInputError",
+    "PerplexityLabsProtocolError",
+    "PerplexityLabsServerError",
+    "PerplexityLabsTimeoutError",
+    "excerpt_of",
+]
+
 
 class PerplexityLabsError(Exception):
     """Base of every error this package raises.
@@ -32,6 +44,16 @@ class PerplexityLabsBlockedError(PerplexityLabsConnectionError):
 
     def __init__(self, message: str, *, status: int | None = None, excerpt: str = "") -> None:
         super().__init__(message)
+        self.status = status
+        self.excerpt = excerpt
+
+
+class PerplexityLabsNotFoundError(PerplexityLabsConnectionError):
+    """No Labs endpoint answers at the URL tried (a 404, or a page that is not Engine.IO): ``url`` names it."""
+
+    def __init__(self, message: str, *, url: str, status: int | None = None, excerpt: str = "") -> None:
+        super().__init__(message)
+        self.url = url
         self.status = status
         self.excerpt = excerpt
 
