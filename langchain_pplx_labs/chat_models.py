@@ -345,17 +345,19 @@ class ChatPerplexityLabs(BaseChatModel):
     base_url: str = Field(default_factory=from_env("PPLX_LABS_BASE_URL", default=DEFAULT_BASE_URL))
     """Server root; ``/socket.io/`` is appended. Env: ``PPLX_LABS_BASE_URL``."""
     timeout: float | None = Field(default=300.0, alias="request_timeout")
-    """Upper bound in seconds on a whole answer; ``None`` for no bound."""
+    """Upper bound in seconds on a whole call, retries and backoff included; ``None`` for no bound. Not retried."""
     connect_timeout: float = 10.0
-    """Seconds to open the TCP (and TLS) connection."""
+    """Seconds to open the TCP (and TLS) connection, per attempt; retried (``max_retries``)."""
     handshake_timeout: float = 10.0
-    """Seconds for the Engine.IO / Socket.IO handshake once connected."""
+    """Seconds for the Engine.IO / Socket.IO handshake once connected, per attempt; retried (``max_retries``)."""
     first_token_timeout: float | None = 60.0
-    """Seconds to wait for the first frame after the question is sent."""
+    """Seconds to wait for the first frame after the question is sent. Not retried: the server has the question."""
     idle_timeout: float | None = 30.0
-    """Seconds of silence allowed between two frames of an answer."""
+    """Seconds of silence allowed between two frames of an answer. Not retried."""
     max_retries: int = 2
-    """Retries for failures before the first token (never after text was streamed)."""
+    """Retries for failures before the server has the question (connect and handshake failures and
+    timeouts, a socket dropped before answering); never after text was streamed, never for a
+    first_token, idle or total timeout."""
     retry_server_failures: bool = False
     """Also retry when the server answers ``status: failed``."""
     proxy: str | None = None
