@@ -205,6 +205,8 @@ _REPORTED = "_pplx_labs_problem_reported"
 
 def _cassette_problem(responder: CassetteResponder | RecordingResponder) -> str | None:
     """What went wrong with the cassette during the test: a mismatch, or an upstream that could not be reached."""
+    from langchain_pplx_labs.recording.replay import CassetteResponder, RecordingResponder
+
     if isinstance(responder, CassetteResponder) and responder.mismatches:
         return str(responder.mismatches[0])
     if isinstance(responder, RecordingResponder) and responder.unreachable:
