@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import hashlib
 import itertools
 import subprocess
@@ -302,3 +303,47 @@ def test_build_corpus_writes_only_where_told(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["test_no_citations.labs.yaml"]
     rebuilt = load_cassette(tmp_path / "out" / "test_no_citations.labs.yaml")
     assert rebuilt.interactions[0].request == cassette("test_no_citations").interactions[0].request
+
+
+PLAIN = "test_plain_answer_with_citations"
+CHANGES = {  # name: (change, the cassette the mismatch names as closest)
+    "other-question": (lambda p: p["messages"][-1].update(content="What is the capital of Spain?"), PLAIN),
+    "one-letter-question": (
+        lambda p: p["messages"][-1].update(content="What is the capital of Francе?"),
+        PLAIN,
+    ),
+    "other-model": (lambda p: p.update(model="sonar"), PLAIN),
+    "added-system-turn": (
+        lambda p: p["messages"].insert(0, {"role": "system", "content": "Be brief."}),
+        "test_multi_turn_with_system_prompt",
+    ),
+    "other-version": (lambda p: p.update(version="2.19"), PLAIN),
+    "extra-field": (lambda p: p.update(temperature=0.2), PLAIN),
+}
+
+
+@pytest.mark.parametrize("served", ["folder", "one-cassette"])
+@pytest.mark.parametrize(("change", "closest"), CHANGES.values(), ids=CHANGES.keys())
+def test_replay_refuses_a_changed_payload(change: Any, closest: str, served: str) -> None:
+    """Replay must compare the whole payload: answering a question not asked would hide real changes.
+
+    ``folder`` is ``serve --cassettes DIR``; ``one-cassette`` is how the pytest plugin replays a test's file.
+    """
+    plain = HERE / f"{PLAIN}.labs.yaml"
+    if served == "folder":
+        responder = CassetteResponder.from_paths([CASSETTES])
+    else:
+        responder, closest = CassetteResponder({str(plain): load_cassette(plain)}), PLAIN
+    payload = copy.deepcopy(cassette(PLAIN).interactions[0].request)
+    change(payload)
+    [step] = responder(LabsRequest(payload))
+    assert responder.played == []
+    assert isinstance(step, Emit)
+    assert step.data["status"] == "failed"
+    assert step.data["text"].startswith(
+        f"Request does not match cassette {HERE / closest}.labs.yaml (closest"
+    )
+    assert len(responder.mismatches) == 1
+    # The recorded payload itself still plays: the responder does not refuse everything.
+    responder(LabsRequest(copy.deepcopy(cassette(PLAIN).interactions[0].request)))
+    assert responder.played == [(str(plain), 0)]
