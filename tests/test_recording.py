@@ -415,7 +415,10 @@ def test_plugin_unreachable_upstream_fails_clearly_and_saves_nothing(pytester: p
     url = f"http://127.0.0.1:{_closed_port()}"
     result = pytester.runpytest("--record-mode=once", "--pplx-labs-record-url", url, "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1, errors=0)
-    result.stdout.fnmatch_lines([f"*The upstream {url} could not be reached*no cassette was written*"])
+    written = pytester.path / "cassettes" / "test_users_chain" / "test_capital.labs.yaml"
+    result.stdout.fnmatch_lines(
+        [f"*The upstream {url} could not be reached*no cassette was written to {written}*"]
+    )
     assert "closed the connection mid-answer" not in result.stdout.str()
     assert not (pytester.path / "cassettes").exists()
 
