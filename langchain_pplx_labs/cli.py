@@ -1,4 +1,4 @@
-"""The ``pplx-labs`` command: ask a question, or serve the offline emulator."""
+"""The ``pplx-labs`` command: ask a question, serve the offline emulator, or serve the gateway."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
     from langchain_pplx_labs.emulator.script import LabsRequest, Responder, Scenario, Step
+    from langchain_pplx_labs.protocol import LabsProtocol
     from langchain_pplx_labs.recording import CassetteResponder
 
 
@@ -137,6 +138,19 @@ def _port(text: str) -> int:
     return port
 
 
+def _add_protocol_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--protocol", metavar="FILE.json", default=None, help="LabsProtocol fields (path, event names...)"
+    )
+
+
+def _protocol(args: argparse.Namespace) -> LabsProtocol:
+    from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
+
+    path = getattr(args, "protocol", None)
+    return DEFAULT_PROTOCOL if path is None else LabsProtocol.from_file(path)
+
+
 def _number(
     kind: Callable[[str], float], *, minimum: float, inclusive: bool = True
 ) -> Callable[[str], float]:
@@ -195,13 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--base-url", default=None, help=f"server root (default {DEFAULT_BASE_URL})")
     ask.add_argument("--system", default=DEFAULT_SYSTEM, help='system prompt; --system "" sends none')
     ask.add_argument("--show-reasoning", action="store_true", help="also print the model's thinking")
+    _add_protocol_flag(ask)
     ask.set_defaults(run=_run_ask)
 
     serve = commands.add_parser("serve", help="run the Labs emulator; prints its base URL first")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_port, default=0, help="0 picks a free port")
     serve.add_argument("--chunk-size", type=_positive_int, default=24, help="characters per progress frame")
-    serve.add_argument("--delay", type=_seconds, default=0.0, help="seconds between frames")
+    # Paced like the recorded cassettes by default, so a client that polls sees frames arrive.
+    serve.add_argument("--delay", type=_seconds, default=0.01, help="seconds between frames (0 for speed)")
     serve.add_argument("--blocked", action="store_true", help="answer every request with a Cloudflare 403")
     serve.add_argument("--refuse-websocket", action="store_true", help="only allow the polling transport")
     serve.add_argument("--fail", metavar="TEXT", default=None, help="fail every query with this server text")
@@ -209,7 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
         serve.add_argument(
             f"--{flag}", type=_count, default=None, metavar="N", help=f"after N frames, {what}"
         )
-    serve.add_argument("--first-delay", type=_seconds, default=0.0, help="seconds before the first frame")
+    serve.add_argument("--first-delay", type=_seconds, default=0.05, help="seconds before the first frame")
+    serve.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="accept only this Origin (repeatable); default: none, any https://*.perplexity.ai, its own",
+    )
+    _add_protocol_flag(serve)
     serve.add_argument(
         "--follow-tools",
         action="store_true",
@@ -217,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_run_serve)
     _add_cassette_commands(commands, serve)
+    from langchain_pplx_labs.gateway import cli as gateway_cli  # light: heavy imports happen in its run()
+
+    gateway_cli.add_parser(commands)
     return parser
 
 
@@ -236,9 +263,11 @@ async def _ask(args: argparse.Namespace, out: TextIO) -> int:
     from langchain_pplx_labs.chat_models import ChatPerplexityLabs
     from langchain_pplx_labs.errors import PerplexityLabsError
 
-    async with _maybe_emulator(args.emulator) as emulator_url:
+    protocol = _protocol(args)
+    async with _maybe_emulator(args.emulator, protocol) as emulator_url:
         base_url = emulator_url or args.base_url
-        model = ChatPerplexityLabs(model=args.model, **({"base_url": base_url} if base_url else {}))
+        where = {"base_url": base_url} if base_url else {}
+        model = ChatPerplexityLabs(model=args.model, protocol=protocol, **where)
         citations: list[str] = []
         thinking = False
         started = False
@@ -272,13 +301,13 @@ async def _ask(args: argparse.Namespace, out: TextIO) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _maybe_emulator(enabled: bool) -> AsyncIterator[str | None]:
+async def _maybe_emulator(enabled: bool, protocol: LabsProtocol | None = None) -> AsyncIterator[str | None]:
     if not enabled:
         yield None
         return
     from langchain_pplx_labs.emulator import LabsEmulator
 
-    async with LabsEmulator() as emulator:
+    async with LabsEmulator(protocol=protocol or _protocol(argparse.Namespace())) as emulator:
         yield emulator.base_url
 
 
@@ -317,6 +346,8 @@ async def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         blocked=args.blocked or bool(replay and replay.refuses_connections),
         refuse_websocket=args.refuse_websocket,
+        protocol=_protocol(args),
+        allowed_origins=args.allowed_origin,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -383,6 +414,7 @@ def _add_cassette_commands(
         default=None,
         help="http://, socks4:// or socks5:// proxy (with a port) to record through",
     )
+    _add_protocol_flag(record)
     record.set_defaults(run=_run_cassette_record)
 
 
@@ -424,22 +456,24 @@ async def _cassette_record(args: argparse.Namespace) -> int:
     from langchain_pplx_labs.recording.recorder import upstream_headers
 
     # The payload exactly as `ask` (and any ChatPerplexityLabs) sends it, so the recording replays.
-    with ChatPerplexityLabs(model=args.model) as model:
+    protocol = _protocol(args)
+    with ChatPerplexityLabs(model=args.model, protocol=protocol) as model:
         payload = model._payload(conversation(args.question, args.system))
     extra = dict(args.header)
     # Headers given on the command line are usually credentials: none is saved in clear.
     redactor = Redactor(user_agent=args.redact_user_agent, extra_headers=tuple(extra))
-    async with _maybe_emulator(args.emulator) as emulator_url:
+    async with _maybe_emulator(args.emulator, protocol) as emulator_url:
         cassette = await record_cassette(
             emulator_url or args.base_url,
             [payload],
             provenance="synthetic" if emulator_url else "live",
             note=args.note,
             server="pplx-labs emulator" if emulator_url else args.base_url,
-            headers=upstream_headers(extra),
+            headers=upstream_headers(extra, protocol=protocol),
             proxy=None if emulator_url else args.proxy,
             redactor=redactor,
             silence=args.silence,
+            protocol=protocol,
         )
     path = save_cassette(cassette, args.out)
     print(f"recorded {len(cassette.interactions[0].frames)} frames to {path}", file=sys.stderr)

@@ -16,6 +16,22 @@ _TOOL_RESULT = re.compile(r"^Result of tool call (\S+)(?: \(([^)]*)\))?:\n(.*)\Z
 _JSON_MARKERS = (JSON_INSTRUCTION.split("{", 1)[0], PLAIN_JSON_INSTRUCTION)
 
 Answer = str | Scenario | Callable[[LabsRequest], "str | Scenario"]
+"""What a rule answers: text, a scenario, or a function of the request giving either."""
+
+__all__ = [
+    "Answer",
+    "Rule",
+    "RuleTable",
+    "best_tool",
+    "example_value",
+    "offered_tools",
+    "question",
+    "schema_follower",
+    "system_text",
+    "tool_call_answer",
+    "tool_results",
+    "wants_json",
+]
 
 
 def system_text(request: LabsRequest) -> str:
