@@ -234,6 +234,7 @@ class ConnectionPool:
         finally:
             if self._session is not None:
                 session, self._session = self._session, None
+                _open_sessions.discard(session)  # referenced by this frame until closed
                 await session.close()
 
     async def _settle(self) -> None:
@@ -321,6 +322,7 @@ class ConnectionPool:
             self._session = aiohttp.ClientSession(
                 connector=self._connector(), timeout=timeout, trace_configs=[labs_trace_config()]
             )
+            _open_sessions.add(self._session)
         return self._session
 
     def _connector(self) -> aiohttp.BaseConnector:
@@ -342,3 +344,8 @@ async def _ended(task: asyncio.Task[None]) -> None:
 
 
 _background: set[asyncio.Task[None]] = set()
+# Every session not closed yet. A dropped model caught in a reference cycle (an error's
+# traceback makes one) is collected in one pass: the session's ``__del__`` would warn
+# "Unclosed client session" before the pool's lifespan, finalised in the same pass, had
+# closed it. Held from here, the session is never part of that garbage.
+_open_sessions: set[aiohttp.ClientSession] = set()
