@@ -273,3 +273,15 @@ def test_stalled_and_closed_drains_leak_nothing_under_dev_mode(base_url: str, em
         time.sleep(0.02)
     assert emulator.open_sockets == 0
     assert emulator.connections == 3
+
+
+async def test_an_abandoned_answer_over_polling_is_drained_too(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.refuse_websocket = True  # the polling fallback: frames come through python-socketio's client
+    emulator.script(_two_answers(Scenario(answer="alpha " * 100, chunk_size=6, delay=0.002, citations=[])))
+    async with _chat(base_url) as chat:
+        assert await _abandon_at_first_token(chat) == "alpha "
+        assert (await chat.ainvoke("next")).content == SHORT
+        pool = await _pool(chat)
+        assert pool.drains_completed == 1
+        assert pool.connections_opened == 1
+    assert emulator.handshakes["polling"] == 1
