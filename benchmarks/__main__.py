@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-from benchmarks import abandoned, concurrency, cpu, overhead, peer, ttft
+from benchmarks import abandoned, concurrency, cpu, gateway, overhead, peer, ttft
 from benchmarks.latency_proxy import DEFAULT_RTT
 
 
@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="few samples, for CI (< 60 s)")
     parser.add_argument("--rtt-ms", type=float, default=DEFAULT_RTT * 1000, help="injected round trip")
     parser.add_argument(
-        "--only", choices=["ttft", "abandoned", "cpu", "peer", "overhead", "concurrency"], action="append"
+        "--only",
+        choices=["ttft", "abandoned", "cpu", "peer", "overhead", "concurrency", "gateway"],
+        action="append",
     )
     args = parser.parse_args(argv)
     rtt = args.rtt_ms / 1000
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         "peer": peer,
         "overhead": overhead,
         "concurrency": concurrency,
+        "gateway": gateway,
     }
     for name in args.only or list(modules):
         modules[name].run(args.quick, rtt)

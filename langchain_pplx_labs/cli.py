@@ -1,4 +1,4 @@
-"""The ``pplx-labs`` command: ask a question, or serve the offline emulator."""
+"""The ``pplx-labs`` command: ask a question, serve the offline emulator, or serve the gateway."""
 
 from __future__ import annotations
 
@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_run_serve)
     _add_cassette_commands(commands, serve)
+    from langchain_pplx_labs.gateway import cli as gateway_cli  # light: heavy imports happen in its run()
+
+    gateway_cli.add_parser(commands)
     return parser
 
 
