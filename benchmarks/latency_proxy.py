@@ -89,6 +89,8 @@ async def _delayed_pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         await sender
     except (OSError, asyncio.CancelledError):
         sender.cancel()
+        # Awaited, not just cancelled: a loop stopped right after would report it destroyed pending.
+        await asyncio.gather(sender, return_exceptions=True)
         raise
 
 

@@ -880,9 +880,9 @@ _FIRST_CALL_IMPORTS = (
 def _pay_first_call_costs() -> None:
     """Pay langchain-core's one-off costs of a model's first call here, at import, not in the first question.
 
-    Measured in fresh processes (``benchmarks/ttft.py``): the callback manager's first use imports
-    LangSmith's tracer (≈ 7 ms of CPU) and the class's first ``dumpd`` (the run's serialized model)
-    inspects every field's default factory (≈ 10 ms); later instances pay ≈ 0.1 ms.
+    Measured in fresh processes (``benchmarks/ttft.py``, 0 RTT): the callback manager's first use
+    imports LangSmith's tracer and friends (≈ 7 of the first question's ≈ 10.5 ms of client CPU);
+    the class's first ``dumpd`` (the run's serialized model) ≈ 0.4 ms more.
     """
     for name in _FIRST_CALL_IMPORTS:
         with contextlib.suppress(ImportError):

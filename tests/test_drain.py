@@ -229,6 +229,14 @@ _STALLED_DRAIN_SCRIPT = textwrap.dedent(
         print("after-close", pool.draining_count, pool.idle_count, len(others))
 
     asyncio.run(main())
+
+    # A drain still running when asyncio.run ends: the loop's shutdown must end it cleanly too.
+    async def left_draining():
+        chat = ChatPerplexityLabs(base_url=sys.argv[1], model="sonar", idle_timeout=30, max_retries=0)
+        await abandon(chat, "left draining")
+        print("draining-at-exit", (await chat._labs_client().pool()).draining_count)
+
+    asyncio.run(left_draining())
     gc.collect()
     """
 )
@@ -258,9 +266,22 @@ def test_stalled_and_closed_drains_leak_nothing_under_dev_mode(base_url: str, em
         "after-stall 0 0 0",  # the stalled drain closed its socket; nothing pooled
         "draining-at-close 1",
         "after-close 0 0 0",  # the close cancelled the drain: no task left behind
+        "draining-at-exit 1",
     ], result.stdout
     end = time.monotonic() + 10
     while emulator.open_sockets and time.monotonic() < end:
         time.sleep(0.02)
     assert emulator.open_sockets == 0
-    assert emulator.connections == 2
+    assert emulator.connections == 3
+
+
+async def test_an_abandoned_answer_over_polling_is_drained_too(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.refuse_websocket = True  # the polling fallback: frames come through python-socketio's client
+    emulator.script(_two_answers(Scenario(answer="alpha " * 100, chunk_size=6, delay=0.002, citations=[])))
+    async with _chat(base_url) as chat:
+        assert await _abandon_at_first_token(chat) == "alpha "
+        assert (await chat.ainvoke("next")).content == SHORT
+        pool = await _pool(chat)
+        assert pool.drains_completed == 1
+        assert pool.connections_opened == 1
+    assert emulator.handshakes["polling"] == 1
