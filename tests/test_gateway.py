@@ -602,3 +602,31 @@ def test_perplexity_path_can_stream_live(emulator: LabsEmulator) -> None:
         events = _events(running.root + "/chat/completions", _chat(stream=True))
     assert "citations" not in events[0]
     assert events[-2]["citations"] == PARIS_SOURCES
+
+
+def test_a_bug_mid_stream_ends_with_an_internal_error_event(
+    client: openai.OpenAI,
+    gateway: GatewayThread,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from langchain_pplx_labs.gateway import responses
+
+    original = responses.Translator.delta
+    calls = {"n": 0}
+
+    def failing(self: responses.Translator, message: Any) -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("planted bug")
+        return original(self, message)
+
+    monkeypatch.setattr(responses.Translator, "delta", failing)
+    with pytest.raises(openai.APIError, match="The gateway failed unexpectedly"):
+        list(ask(client, stream=True))
+    assert "planted bug" in caplog.text  # in the log, with its traceback
+    calls["n"] = 2
+    with pytest.raises(openai.InternalServerError) as before_streaming:
+        ask(client)
+    assert before_streaming.value.status_code == 500
+    assert "planted bug" not in before_streaming.value.response.text

@@ -313,12 +313,21 @@ async def _send_all(
             message = await _next(chunks)
         await events.finish(include_usage=include_usage)
     except GatewayError as exc:
-        # Never a silent truncation: the stream ends with the error, as OpenAI's API does.
-        await events.flush()
-        logger.warning("stream failed with %d: %s", exc.status, gateway.scrub(exc.message))
-        body = exc.body()
-        body["error"]["message"] = gateway.scrub(exc.message)
-        await events.response.write(b"data: " + _dumps_bytes(body) + b"\n\n")
+        await _end_with_error(gateway, events, exc)
+    except ConnectionResetError:
+        raise  # the client left: nobody to tell
+    except Exception:
+        logger.exception("gateway bug while streaming")
+        await _end_with_error(gateway, events, internal())
+
+
+async def _end_with_error(gateway: Gateway, events: _Events, exc: GatewayError) -> None:
+    # Never a silent truncation: the stream ends with the error, as OpenAI's API does.
+    await events.flush()
+    logger.warning("stream failed with %d: %s", exc.status, gateway.scrub(exc.message))
+    body = exc.body()
+    body["error"]["message"] = gateway.scrub(exc.message)
+    await events.response.write(b"data: " + _dumps_bytes(body) + b"\n\n")
 
 
 class _Events:
