@@ -326,3 +326,11 @@ def test_bad_protocol_file_is_one_line(tmp_path: Any, capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert err.startswith(f"pplx-labs: error: {protocol}: not a LabsProtocol (socketio_path")
     assert len(err.splitlines()) == 1
+
+
+def test_bad_base_url_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gateway", "--port", "0", "--base-url", "ftp://labs.example"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pplx-labs: error: ")
+    assert "Invalid base_url 'ftp://labs.example'" in err
+    assert len(err.splitlines()) == 1
