@@ -630,3 +630,32 @@ def test_a_bug_mid_stream_ends_with_an_internal_error_event(
         ask(client)
     assert before_streaming.value.status_code == 500
     assert "planted bug" not in before_streaming.value.response.text
+
+
+def test_calls_that_do_not_fit_are_passed_on_as_written(
+    client: openai.OpenAI, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=tool_call_answer(("get_weather", {"town": "Oslo"})), citations=[])
+    completion = client.chat.completions.create(
+        model="sonar", messages=[{"role": "user", "content": "Oslo?"}], tools=[WEATHER_TOOL]
+    )
+    (call,) = completion.choices[0].message.tool_calls
+    assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"town": "Oslo"})
+    assert completion.choices[0].finish_reason == "tool_calls"
+    broken = 'Let me check. {"tool_calls": [{"name": "get_weather", "arguments": {"city": '
+    emulator.script(answer=broken, citations=[])
+    completion = client.chat.completions.create(
+        model="sonar", messages=[{"role": "user", "content": "Oslo again?"}], tools=[WEATHER_TOOL]
+    )
+    message = completion.choices[0].message
+    assert message.tool_calls is None
+    # Nameless and unparseable: kept as text, not dropped.
+    assert message.content == broken.replace(". {", ".\n{").strip()
+    streamed = client.chat.completions.create(
+        model="sonar",
+        messages=[{"role": "user", "content": "Oslo again?"}],
+        tools=[WEATHER_TOOL],
+        stream=True,
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == message.content
+    assert completion.choices[0].finish_reason == "stop"
