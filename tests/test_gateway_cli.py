@@ -317,6 +317,7 @@ def test_protocol_file_reaches_the_upstream_client(tmp_path: Any) -> None:
         labs.communicate(timeout=15)
     assert answer.choices[0].message.content.startswith("The capital of France is Paris [1].")
     assert refused.value.status_code == 502  # the default protocol's path is not served there
+    assert refused.value.body["code"] == "labs_not_found"
 
 
 def test_bad_protocol_file_is_one_line(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
