@@ -86,6 +86,14 @@ class LabsConnection:
         self._refused: str | None = None
         self._sent_before_ack = False
         self.pipelining_dropped = False
+        # An answer whose final (or failed) frame has not come yet. Labs frames carry no
+        # request id, so the pool must not send another question before it ends (see drain).
+        self.answer_open = False
+        # The tail of an answer nobody reads any more (the pool drains it): its output
+        # characters, when its last frame came, and a wake-up for the drain on each frame.
+        self.stray_chars = 0
+        self.stray_heard_at = 0.0
+        self.stray_news = asyncio.Event()
 
     @property
     def alive(self) -> bool:
@@ -259,6 +267,8 @@ class LabsConnection:
         deadline = Deadline(time.monotonic() if started is None else started, timeouts.total)
         self._inbox = inbox
         self.queries_run += 1
+        self.answer_open = True
+        self.stray_chars = 0
         streaming = False
         try:
             await self._emit(wire, payload)
@@ -326,10 +336,23 @@ class LabsConnection:
     # The WireListener side: what the wire reports, turned into items for the running query.
 
     def on_event(self, event: str, *args: Any) -> None:
-        if self._inbox is None or not self._is_progress(event):
+        if not self._is_progress(event):
             logger.debug("ignoring Labs event %r", event)
             return
-        self._inbox.put(("frame", args[0] if args else None))
+        data = args[0] if args else None
+        if self.answer_open and _ends_answer(data):
+            self.answer_open = False
+        if self._inbox is None:
+            self._stray(data)
+            return
+        self._inbox.put(("frame", data))
+
+    def _stray(self, data: Any) -> None:
+        """A frame nobody reads (the caller stopped): counted for the drain, then dropped."""
+        if isinstance(data, dict) and isinstance(output := data.get("output"), str):
+            self.stray_chars += len(output)
+        self.stray_heard_at = time.monotonic()
+        self.stray_news.set()
 
     def _refusal(self, reason: Any) -> PerplexityLabsConnectionError:
         return PerplexityLabsConnectionError(
@@ -349,6 +372,7 @@ class LabsConnection:
             self._inbox.put(("refused", self._refused))
 
     def on_disconnect(self, reason: Any = None) -> None:
+        self.stray_news.set()
         if self._inbox is not None:
             self._inbox.put(("gone", reason or "disconnected"))
 
@@ -356,6 +380,11 @@ class LabsConnection:
         logger.debug("undecodable Socket.IO packet (%s): %s", exc, excerpt_of(data))
         if self._inbox is not None:
             self._inbox.put(("bad", data))
+
+
+def _ends_answer(data: Any) -> bool:
+    """Whether a progress frame's data is its answer's last: final, or ``status: failed``."""
+    return isinstance(data, dict) and (bool(data.get("final")) or data.get("status") == "failed")
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:

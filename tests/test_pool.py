@@ -302,7 +302,7 @@ def test_benchmarks_quick_mode_prints_a_table() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    for heading in ("TTFT", "CPU", "overhead", "concurrent"):
+    for heading in ("TTFT", "CPU", "abandoned", "ChatOpenAI", "overhead", "concurrent"):
         assert heading in result.stdout
     assert "baseline" in result.stdout
 

@@ -130,7 +130,8 @@ class LabsEmulator:
         assert sockets, "aiohttp did not open a listening socket"
         self.port = sockets[0].getsockname()[1]
         scheme = "https" if self.ssl_context is not None else "http"
-        self.base_url = f"{scheme}://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literals need brackets in URLs
+        self.base_url = f"{scheme}://{host}:{self.port}"
         return self.base_url
 
     async def stop(self) -> None:
