@@ -659,3 +659,22 @@ def test_calls_that_do_not_fit_are_passed_on_as_written(
     )
     assert "".join(c.choices[0].delta.content or "" for c in streamed) == message.content
     assert completion.choices[0].finish_reason == "stop"
+
+
+def test_a_drain_does_not_hold_up_the_next_request(emulator: LabsEmulator) -> None:
+    from langchain_pplx_labs.emulator import Scenario
+
+    slow = Scenario(answer="tick " * 200, chunk_size=5, delay=0.1)  # about 20 s to play out
+    emulator.script(lambda request: slow if "slow" in request.question else Scenario(answer="quick"))
+    with (
+        gateway_for(emulator, max_connections=1, queue_timeout=1.0) as running,
+        openai.OpenAI(base_url=running.root + "/v1", api_key="x", max_retries=0, timeout=10) as sdk,
+    ):
+        leaving = sdk.chat.completions.create(
+            model="sonar", messages=[{"role": "user", "content": "slow one"}], stream=True
+        )
+        next(iter(leaving))
+        leaving.close()  # gone mid-answer: its socket is drained in the background
+        answer = sdk.chat.completions.create(model="sonar", messages=[{"role": "user", "content": "next"}])
+        assert answer.choices[0].message.content == "quick"
+        assert emulator.open_sockets == 2  # the drained one and the one that answered
