@@ -26,7 +26,7 @@ from langchain_core.utils import from_env, secret_from_env
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from langchain_pplx_labs._blocks import PROVIDER, annotate_last_chunk
-from langchain_pplx_labs._profiles import default_profile
+from langchain_pplx_labs._profiles import DefaultProfile, default_profile
 from langchain_pplx_labs._stamped import TextChunks
 from langchain_pplx_labs._stop import StopScanner, normalise_stop
 from langchain_pplx_labs._sync import iterate_sync, run_sync
@@ -446,6 +446,15 @@ class ChatPerplexityLabs(BaseChatModel):
         if value is not None and not value >= 0:
             raise PerplexityLabsInputError(f"Invalid value {value!r}: use zero or more")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_default_profile(cls, values: Any) -> Any:
+        # configurable_fields(model=...) rebuilds a model from another's fields, profile included:
+        # a profile made for the other model's settings is made afresh; one the user gave is kept.
+        if isinstance(values, dict) and isinstance(values.get("profile"), DefaultProfile):
+            return {key: value for key, value in values.items() if key != "profile"}
+        return values
 
     @model_validator(mode="after")
     def _set_labs_profile(self) -> ChatPerplexityLabs:

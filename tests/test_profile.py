@@ -191,3 +191,21 @@ def test_keys_an_older_langchain_core_lacks_are_left_out(monkeypatch: pytest.Mon
         "reasoning_output": True,
         "tool_calling": True,
     }
+
+
+def test_configurable_model_gets_the_profile_of_the_model_it_switches_to() -> None:
+    from langchain_core.runnables import ConfigurableField
+
+    configurable = ChatPerplexityLabs(model="sonar").configurable_fields(model=ConfigurableField(id="model"))
+    # What invoke(config={"configurable": {"model": ...}}) builds: a model from the default's fields.
+    switched, _ = configurable._prepare({"configurable": {"model": "sonar-reasoning"}})
+    assert isinstance(switched, ChatPerplexityLabs)
+    assert switched.model == "sonar-reasoning"
+    assert switched.profile == EXPECTED["sonar-reasoning"]
+
+
+def test_a_default_profile_passed_on_is_made_afresh_but_a_given_one_is_kept() -> None:
+    made_for_sonar = ChatPerplexityLabs(model="sonar").profile
+    assert ChatPerplexityLabs(model="r1-1776", profile=made_for_sonar).profile == EXPECTED["r1-1776"]
+    given = {"max_input_tokens": 7}
+    assert ChatPerplexityLabs(model="r1-1776", profile=given).profile == given
