@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import ssl
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 from urllib.parse import urlsplit
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -463,6 +463,18 @@ class ChatPerplexityLabs(BaseChatModel):
         if "profile" in type(self).model_fields and self.profile is None:
             self.profile = self._resolve_model_profile()
         return self
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied; a default profile follows a changed model or size bound."""
+        copied = super().model_copy(update=update, deep=deep)
+        changed = set(update or ()) & {"model", "max_input_chars"}
+        if (
+            changed
+            and "profile" not in (update or {})
+            and isinstance(getattr(self, "profile", None), DefaultProfile)
+        ):
+            copied.profile = copied._resolve_model_profile()
+        return copied
 
     def _resolve_model_profile(self) -> ModelProfile | None:
         """This model's default profile (a ``profile=`` given at construction replaces it)."""

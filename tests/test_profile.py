@@ -209,3 +209,17 @@ def test_a_default_profile_passed_on_is_made_afresh_but_a_given_one_is_kept() ->
     assert ChatPerplexityLabs(model="r1-1776", profile=made_for_sonar).profile == EXPECTED["r1-1776"]
     given = {"max_input_tokens": 7}
     assert ChatPerplexityLabs(model="r1-1776", profile=given).profile == given
+
+
+def test_model_copy_with_another_model_describes_that_model() -> None:
+    sonar = ChatPerplexityLabs(model="sonar")
+    assert (
+        sonar.model_copy(update={"model": "sonar-reasoning-pro"}).profile == EXPECTED["sonar-reasoning-pro"]
+    )
+    assert sonar.model_copy(update={"max_input_chars": 4000}).profile == {
+        **EXPECTED["sonar"],
+        "max_input_tokens": 1000,
+    }
+    given = ChatPerplexityLabs(model="sonar", profile={"max_input_tokens": 7})
+    assert given.model_copy(update={"model": "r1-1776"}).profile == {"max_input_tokens": 7}
+    assert sonar.model_copy().profile == EXPECTED["sonar"]
