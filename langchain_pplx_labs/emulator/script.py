@@ -61,15 +61,18 @@ class LabsRequest:
 
     @property
     def model(self) -> str:
+        """The model the question was asked of."""
         return str(self.payload.get("model", ""))
 
     @property
     def messages(self) -> list[dict[str, Any]]:
+        """The conversation sent (``[]`` if the payload has none)."""
         messages = self.payload.get("messages")
         return messages if isinstance(messages, list) else []
 
     @property
     def question(self) -> str:
+        """The last user turn's text."""
         for message in reversed(self.messages):
             if isinstance(message, dict) and message.get("role") == "user":
                 return str(message.get("content", ""))
