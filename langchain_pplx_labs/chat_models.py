@@ -237,6 +237,9 @@ class ChatPerplexityLabs(BaseChatModel):
         `include_raw=True` returns the raw message and any parsing error instead of raising.
 
         ```python
+        from pydantic import BaseModel, Field
+
+
         class City(BaseModel):
             '''Facts about a city.'''
 
