@@ -1,30 +1,76 @@
 """LangChain chat model for the Perplexity Labs playground."""
 
-from langchain_pplx_labs.chat_models import ChatPerplexityLabs
-from langchain_pplx_labs.errors import (
-    PerplexityLabsBlockedError,
-    PerplexityLabsConnectionError,
-    PerplexityLabsDisconnectedError,
-    PerplexityLabsError,
-    PerplexityLabsInputError,
-    PerplexityLabsProtocolError,
-    PerplexityLabsServerError,
-    PerplexityLabsTimeoutError,
-)
-from langchain_pplx_labs.protocol import KNOWN_MODELS
+from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first use (PEP 562)
+    from langchain_pplx_labs.chat_models import ChatPerplexityLabs
+    from langchain_pplx_labs.errors import (
+        PerplexityLabsBlockedError,
+        PerplexityLabsConnectionError,
+        PerplexityLabsDisconnectedError,
+        PerplexityLabsError,
+        PerplexityLabsInputError,
+        PerplexityLabsNotFoundError,
+        PerplexityLabsProtocolError,
+        PerplexityLabsServerError,
+        PerplexityLabsTimeoutError,
+    )
+    from langchain_pplx_labs.protocol import KNOWN_MODELS, LabsProtocol
+
+try:
+    __version__ = version("langchain-pplx-labs")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+# Public name -> module that defines it. Importing the package stays cheap (the pytest plugin and the
+# CLI import it), and langchain_core, aiohttp and socketio load only when a name is first used.
+_LAZY = {
+    "ChatPerplexityLabs": "langchain_pplx_labs.chat_models",
+    "KNOWN_MODELS": "langchain_pplx_labs.protocol",
+    "LabsProtocol": "langchain_pplx_labs.protocol",
+    "PerplexityLabsBlockedError": "langchain_pplx_labs.errors",
+    "PerplexityLabsConnectionError": "langchain_pplx_labs.errors",
+    "PerplexityLabsDisconnectedError": "langchain_pplx_labs.errors",
+    "PerplexityLabsError": "langchain_pplx_labs.errors",
+    "PerplexityLabsInputError": "langchain_pplx_labs.errors",
+    "PerplexityLabsNotFoundError": "langchain_pplx_labs.errors",
+    "PerplexityLabsProtocolError": "langchain_pplx_labs.errors",
+    "PerplexityLabsServerError": "langchain_pplx_labs.errors",
+    "PerplexityLabsTimeoutError": "langchain_pplx_labs.errors",
+}
 
 __all__ = [
     "KNOWN_MODELS",
     "ChatPerplexityLabs",
+    "LabsProtocol",
     "PerplexityLabsBlockedError",
     "PerplexityLabsConnectionError",
     "PerplexityLabsDisconnectedError",
     "PerplexityLabsError",
     "PerplexityLabsInputError",
+    "PerplexityLabsNotFoundError",
     "PerplexityLabsProtocolError",
     "PerplexityLabsServerError",
     "PerplexityLabsTimeoutError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name from its module on first access and keep it (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        # AttributeError (not ImportError) lets ``from langchain_pplx_labs import pool`` import the submodule.
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's own names plus the lazy public ones, for ``dir()`` and completion."""
+    return sorted({*globals(), *__all__})

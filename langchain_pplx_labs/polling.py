@@ -15,7 +15,6 @@ from socketio import packet as sio_packet
 from langchain_pplx_labs._json import OrjsonPacket
 from langchain_pplx_labs._teardown import say_goodbye, sever, stop_tasks
 from langchain_pplx_labs.errors import PerplexityLabsConnectionError
-from langchain_pplx_labs.protocol import ANONYMOUS_AUTH, SOCKETIO_PATH
 from langchain_pplx_labs.wire import ConnectionSettings, WireListener
 
 
@@ -99,9 +98,9 @@ class PollingWire:
         await self._sio.connect(
             self._settings.base_url,
             headers=self._settings.header_dict,
-            auth=dict(ANONYMOUS_AUTH),
+            auth=dict(self._settings.protocol.auth),
             transports=["polling", "websocket"],
-            socketio_path=SOCKETIO_PATH,
+            socketio_path=self._settings.protocol.engineio_path,
             wait_timeout=self._settings.timeouts.handshake,
         )
 
