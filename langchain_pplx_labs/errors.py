@@ -8,6 +8,7 @@ __all__ = [
     "PerplexityLabsDisconnectedError",
     "PerplexityLabsError",
     "PerplexityLabsInputError",
+    "PerplexityLabsNotFoundError",
     "PerplexityLabsProtocolError",
     "PerplexityLabsServerError",
     "PerplexityLabsTimeoutError",

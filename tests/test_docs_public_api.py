@@ -110,6 +110,7 @@ def test_the_errors_are_exported_from_the_package() -> None:
         "PerplexityLabsDisconnectedError",
         "PerplexityLabsServerError",
         "PerplexityLabsProtocolError",
+        "PerplexityLabsNotFoundError",
         "PerplexityLabsTimeoutError",
     }
     assert error_classes <= set(langchain_pplx_labs.__all__)

@@ -22,6 +22,7 @@ __all__ = [
     "Answer",
     "Rule",
     "RuleTable",
+    "best_tool",
     "example_value",
     "offered_tools",
     "question",

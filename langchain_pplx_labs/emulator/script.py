@@ -68,6 +68,7 @@ class LabsRequest:
 
     @property
     def version(self) -> str:
+        """The payload's ``version`` field (``""`` if absent)."""
         return str(self.payload.get("version", ""))
 
     @property
