@@ -18,6 +18,7 @@ PUBLIC_MODULES = [
     "langchain_pplx_labs.emulator",
     "langchain_pplx_labs.emulator.rules",
     "langchain_pplx_labs.recording",
+    "langchain_pplx_labs.gateway",
 ]
 # Values without a docstring of their own; documented where they are defined.
 _UNDOCUMENTED_DUNDERS = {"__version__"}
