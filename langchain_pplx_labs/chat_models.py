@@ -129,6 +129,7 @@ class ChatPerplexityLabs(BaseChatModel):
         | `cookies` | `SecretStr \| None` | `Cookie` header value. Env `PPLX_LABS_COOKIES`. |
         | `proxy`, `default_headers`, `verify_ssl`, `ssl_context` | | Transport: `http://`/`socks5://` proxy, extra headers, TLS. |
         | `max_connections`, `pool_idle_timeout` | `int`, `float \| None` | Warm sockets per event loop (16), and how long one stays idle (60 s). |
+        | `protocol` | `LabsProtocol` | Labs' path, event names, payload version, Origin and auth, as data: change it when Labs changes. |
 
     ??? info "Instantiate"
 
