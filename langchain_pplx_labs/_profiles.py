@@ -74,9 +74,7 @@ def default_profile(model: str, max_input_chars: int | None) -> DefaultProfile:
 
 def _known_keys(profile: dict[str, Any]) -> dict[str, Any]:
     """``profile`` without keys the installed langchain-core's ``ModelProfile`` lacks (it warns on those)."""
-    try:
-        from langchain_core.language_models.model_profile import ModelProfile
-    except ImportError:  # langchain-core < 1.1 has no profiles; nothing reads them then
-        return profile
+    from langchain_core.language_models.model_profile import ModelProfile
+
     declared = get_type_hints(ModelProfile)
     return {key: value for key, value in profile.items() if key in declared}

@@ -63,7 +63,7 @@ from langchain_pplx_labs.tools import (
 )
 from langchain_pplx_labs.wire import browser_headers
 
-if TYPE_CHECKING:  # langchain-core >= 1.1 only; 1.0 has no model profiles
+if TYPE_CHECKING:
     from langchain_core.language_models.model_profile import ModelProfile
 
 logger = logging.getLogger(__name__)
@@ -327,7 +327,7 @@ class ChatPerplexityLabs(BaseChatModel):
 
     ??? info "Model profile"
 
-        `llm.profile` tells LangChain what the model can do (langchain-core >= 1.1):
+        `llm.profile` tells LangChain what the model can do:
         text only, prompted tool calling, reasoning output for the reasoning models, and
         `max_input_tokens` from `max_input_chars` / 4. Pass `profile={...}` to replace it.
 
@@ -472,9 +472,9 @@ class ChatPerplexityLabs(BaseChatModel):
 
     @model_validator(mode="after")
     def _set_labs_profile(self) -> ChatPerplexityLabs:
-        # langchain-core 1.1 added the ``profile`` field; later cores fill it from
-        # _resolve_model_profile themselves, 1.1.x needs this; on 1.0 there is no field to fill.
-        if "profile" in type(self).model_fields and self.profile is None:
+        # Later cores fill ``profile`` from _resolve_model_profile themselves; 1.1.x (which
+        # introduced profiles: hence langchain-core>=1.1.0) needs this.
+        if self.profile is None:
             self.profile = self._resolve_model_profile()
         return self
 
@@ -482,11 +482,7 @@ class ChatPerplexityLabs(BaseChatModel):
         """A copy with ``update`` applied; a default profile follows a changed model or size bound."""
         copied = super().model_copy(update=update, deep=deep)
         changed = set(update or ()) & {"model", "max_input_chars"}
-        if (
-            changed
-            and "profile" not in (update or {})
-            and isinstance(getattr(self, "profile", None), DefaultProfile)
-        ):
+        if changed and "profile" not in (update or {}) and isinstance(self.profile, DefaultProfile):
             copied.profile = copied._resolve_model_profile()
         return copied
 

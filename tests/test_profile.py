@@ -12,6 +12,18 @@ from langchain_pplx_labs import KNOWN_MODELS, ChatPerplexityLabs
 from langchain_pplx_labs.emulator import LabsEmulator, LabsRequest
 from langchain_pplx_labs.emulator.rules import offered_tools, schema_follower, wants_json
 
+
+def declared(profile: dict[str, Any]) -> dict[str, Any]:
+    """``profile`` without the keys the installed langchain-core's ``ModelProfile`` does not know yet
+    (1.1.0 lacks text_inputs, tool_call_streaming, name ...; the model leaves those out there)."""
+    from typing import get_type_hints
+
+    from langchain_core.language_models.model_profile import ModelProfile
+
+    keys = get_type_hints(ModelProfile)
+    return {key: value for key, value in profile.items() if key in keys}
+
+
 # Every Labs model: text in, text out, nothing else; tools by prompting.
 TEXT_ONLY_PROMPTED_TOOLS = {
     "text_inputs": True,
@@ -35,7 +47,7 @@ TEXT_ONLY_PROMPTED_TOOLS = {
 }
 # Default max_input_chars is 256 000 characters: 64 000 tokens at 4 characters per token,
 # below every documented window, so it is what the client really lets through.
-EXPECTED = {
+WRITTEN = {
     "r1-1776": {
         **TEXT_ONLY_PROMPTED_TOOLS,
         "name": "r1-1776",
@@ -68,6 +80,8 @@ EXPECTED = {
     },
 }
 
+EXPECTED = {name: declared(profile) for name, profile in WRITTEN.items()}
+
 
 def test_every_known_model_has_its_profile() -> None:
     assert sorted(EXPECTED) == sorted(KNOWN_MODELS)
@@ -77,7 +91,9 @@ def test_every_known_model_has_its_profile() -> None:
 
 def test_unknown_model_gets_a_text_only_default_without_reasoning() -> None:
     profile = ChatPerplexityLabs(model="sonar-2027").profile
-    assert profile == {**TEXT_ONLY_PROMPTED_TOOLS, "reasoning_output": False, "max_input_tokens": 64000}
+    assert profile == declared(
+        {**TEXT_ONLY_PROMPTED_TOOLS, "reasoning_output": False, "max_input_tokens": 64000}
+    )
 
 
 @pytest.mark.parametrize(
