@@ -479,7 +479,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_bind_tools_snippet_gives_what_it_shows_against_serve_follow_tools() -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-    [snippet] = [block for block in blocks if ".bind_tools([get_weather])" in block]
+    [snippet] = [b for b in blocks if "ChatPerplexityLabs(" in b and ".bind_tools([get_weather])" in b]
     show = "\nprint(json.dumps([[c['name'], c['args']] for c in msg.tool_calls]))\n"
     with serving("--follow-tools") as (_, first):
         env = {**os.environ, "PPLX_LABS_BASE_URL": first.strip()}

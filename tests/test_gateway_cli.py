@@ -164,12 +164,12 @@ _LEAVE_SCRIPT = textwrap.dedent(
             assert (await response.content.readline()).startswith(b"data: ")
         # Leaving the block unread closes the connection: the client is gone mid-answer.
 
-    async def main(cancel_handlers):
+    async def main(cancel_handlers, drain, kept):
         slow = Scenario(answer="tick " * 400, chunk_size=5, delay=float(sys.argv[1]))
         emulator = LabsEmulator(lambda request: slow)
         await emulator.start()
         runner = web.AppRunner(
-            create_app(GatewaySettings(base_url=emulator.base_url)),
+            create_app(GatewaySettings(base_url=emulator.base_url, model_options=drain)),
             handler_cancellation=cancel_handlers,
             access_log=None,
         )
@@ -180,8 +180,8 @@ _LEAVE_SCRIPT = textwrap.dedent(
         before = None
         for _ in range(4):
             await leave(url)
-            for _ in range(200):
-                if emulator.open_sockets == 0 and not emulator._answers:
+            for _ in range(1000):
+                if emulator.open_sockets == kept and not emulator._answers:
                     break
                 await asyncio.sleep(0.02)
             print("labs-sockets-open", emulator.open_sockets, "answers-playing", len(emulator._answers))
@@ -190,21 +190,27 @@ _LEAVE_SCRIPT = textwrap.dedent(
         await runner.cleanup()
         await emulator.stop()
 
-    asyncio.run(main(cancel_handlers=sys.argv[2] == "cancel"))
+    # A drained socket (the answer played to its end) is kept warm in the pool; with drain_timeout=0
+    # the gateway closes a socket whose client left.
+    drain = {} if sys.argv[3] == "drain" else {"drain_timeout": 0}
+    asyncio.run(main(cancel_handlers=sys.argv[2] == "cancel", drain=drain, kept=int(sys.argv[4])))
     """
 )
 
 
 @pytest.mark.parametrize(
-    ("delay", "mode"),
+    ("delay", "mode", "drain", "kept"),
     [
-        ("30", "cancel"),  # Labs silent between frames: only cancellation notices the client left
-        ("0.02", "write"),  # gunicorn's worker does not cancel handlers: the next write notices
+        ("30", "cancel", "close", 0),  # Labs silent between frames: only cancellation notices the client left
+        ("0.02", "write", "close", 0),  # gunicorn's worker does not cancel handlers: the next write notices
+        ("0.005", "cancel", "drain", 1),  # the abandoned answer is drained and its one socket reused
     ],
 )
-def test_client_leaving_mid_stream_releases_the_labs_socket(delay: str, mode: str) -> None:
+def test_client_leaving_mid_stream_releases_the_labs_socket(
+    delay: str, mode: str, drain: str, kept: int
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", _LEAVE_SCRIPT, delay, mode],
+        [sys.executable, "-X", "dev", "-W", "error", "-c", _LEAVE_SCRIPT, delay, mode, drain, str(kept)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -219,7 +225,7 @@ def test_client_leaving_mid_stream_releases_the_labs_socket(delay: str, mode: st
         "Warning",
     ):
         assert symptom not in result.stderr, result.stderr
-    assert result.stdout.count("labs-sockets-open 0 answers-playing 0") == 4, result.stdout
+    assert result.stdout.count(f"labs-sockets-open {kept} answers-playing 0") == 4, result.stdout
     growth = int(result.stdout.split("fd-growth")[1].split()[0])
     assert growth <= 2, result.stdout
 
