@@ -602,3 +602,79 @@ def test_perplexity_path_can_stream_live(emulator: LabsEmulator) -> None:
         events = _events(running.root + "/chat/completions", _chat(stream=True))
     assert "citations" not in events[0]
     assert events[-2]["citations"] == PARIS_SOURCES
+
+
+def test_a_bug_mid_stream_ends_with_an_internal_error_event(
+    client: openai.OpenAI,
+    gateway: GatewayThread,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from langchain_pplx_labs.gateway import responses
+
+    original = responses.Translator.delta
+    calls = {"n": 0}
+
+    def failing(self: responses.Translator, message: Any) -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("planted bug")
+        return original(self, message)
+
+    monkeypatch.setattr(responses.Translator, "delta", failing)
+    with pytest.raises(openai.APIError, match="The gateway failed unexpectedly"):
+        list(ask(client, stream=True))
+    assert "planted bug" in caplog.text  # in the log, with its traceback
+    calls["n"] = 2
+    with pytest.raises(openai.InternalServerError) as before_streaming:
+        ask(client)
+    assert before_streaming.value.status_code == 500
+    assert "planted bug" not in before_streaming.value.response.text
+
+
+def test_calls_that_do_not_fit_are_passed_on_as_written(
+    client: openai.OpenAI, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=tool_call_answer(("get_weather", {"town": "Oslo"})), citations=[])
+    completion = client.chat.completions.create(
+        model="sonar", messages=[{"role": "user", "content": "Oslo?"}], tools=[WEATHER_TOOL]
+    )
+    (call,) = completion.choices[0].message.tool_calls
+    assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"town": "Oslo"})
+    assert completion.choices[0].finish_reason == "tool_calls"
+    broken = 'Let me check. {"tool_calls": [{"name": "get_weather", "arguments": {"city": '
+    emulator.script(answer=broken, citations=[])
+    completion = client.chat.completions.create(
+        model="sonar", messages=[{"role": "user", "content": "Oslo again?"}], tools=[WEATHER_TOOL]
+    )
+    message = completion.choices[0].message
+    assert message.tool_calls is None
+    # Nameless and unparseable: kept as text, not dropped.
+    assert message.content == broken.replace(". {", ".\n{").strip()
+    streamed = client.chat.completions.create(
+        model="sonar",
+        messages=[{"role": "user", "content": "Oslo again?"}],
+        tools=[WEATHER_TOOL],
+        stream=True,
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == message.content
+    assert completion.choices[0].finish_reason == "stop"
+
+
+def test_a_drain_does_not_hold_up_the_next_request(emulator: LabsEmulator) -> None:
+    from langchain_pplx_labs.emulator import Scenario
+
+    slow = Scenario(answer="tick " * 200, chunk_size=5, delay=0.1)  # about 20 s to play out
+    emulator.script(lambda request: slow if "slow" in request.question else Scenario(answer="quick"))
+    with (
+        gateway_for(emulator, max_connections=1, queue_timeout=1.0) as running,
+        openai.OpenAI(base_url=running.root + "/v1", api_key="x", max_retries=0, timeout=10) as sdk,
+    ):
+        leaving = sdk.chat.completions.create(
+            model="sonar", messages=[{"role": "user", "content": "slow one"}], stream=True
+        )
+        next(iter(leaving))
+        leaving.close()  # gone mid-answer: its socket is drained in the background
+        answer = sdk.chat.completions.create(model="sonar", messages=[{"role": "user", "content": "next"}])
+        assert answer.choices[0].message.content == "quick"
+        assert emulator.open_sockets == 2  # the drained one and the one that answered

@@ -323,6 +323,7 @@ def test_protocol_file_reaches_the_upstream_client(tmp_path: Any) -> None:
         labs.communicate(timeout=15)
     assert answer.choices[0].message.content.startswith("The capital of France is Paris [1].")
     assert refused.value.status_code == 502  # the default protocol's path is not served there
+    assert refused.value.body["code"] == "labs_not_found"
 
 
 def test_bad_protocol_file_is_one_line(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -331,4 +332,12 @@ def test_bad_protocol_file_is_one_line(tmp_path: Any, capsys: pytest.CaptureFixt
     assert main(["gateway", "--emulator", "--port", "0", "--protocol", str(protocol)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"pplx-labs: error: {protocol}: not a LabsProtocol (socketio_path")
+    assert len(err.splitlines()) == 1
+
+
+def test_bad_base_url_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gateway", "--port", "0", "--base-url", "ftp://labs.example"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pplx-labs: error: ")
+    assert "Invalid base_url 'ftp://labs.example'" in err
     assert len(err.splitlines()) == 1

@@ -49,7 +49,7 @@ class GatewaySettings:
     max_body_bytes: int = 4 * 1024 * 1024
     max_messages: int = 512
     max_connections: int = 64
-    """Labs sockets (and so answers in flight) per process."""
+    """Answers in flight per process (the pool may hold as many more sockets draining abandoned answers)."""
     queue_timeout: float = 30.0
     """Seconds a request may wait for a socket before it gets a 503."""
     model_options: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -108,7 +108,9 @@ class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         options: dict[str, Any] = {
-            "max_connections": settings.max_connections,
+            # Twice the answers admitted: a socket whose client left keeps its pool slot while the rest
+            # of its answer is drained, and an admitted request must not wait behind that drain.
+            "max_connections": 2 * settings.max_connections,
             "reasoning": False if settings.reasoning == "drop" else None,
             **settings.model_options,
         }
@@ -313,12 +315,21 @@ async def _send_all(
             message = await _next(chunks)
         await events.finish(include_usage=include_usage)
     except GatewayError as exc:
-        # Never a silent truncation: the stream ends with the error, as OpenAI's API does.
-        await events.flush()
-        logger.warning("stream failed with %d: %s", exc.status, gateway.scrub(exc.message))
-        body = exc.body()
-        body["error"]["message"] = gateway.scrub(exc.message)
-        await events.response.write(b"data: " + _dumps_bytes(body) + b"\n\n")
+        await _end_with_error(gateway, events, exc)
+    except ConnectionResetError:
+        raise  # the client left: nobody to tell
+    except Exception:
+        logger.exception("gateway bug while streaming")
+        await _end_with_error(gateway, events, internal())
+
+
+async def _end_with_error(gateway: Gateway, events: _Events, exc: GatewayError) -> None:
+    # Never a silent truncation: the stream ends with the error, as OpenAI's API does.
+    await events.flush()
+    logger.warning("stream failed with %d: %s", exc.status, gateway.scrub(exc.message))
+    body = exc.body()
+    body["error"]["message"] = gateway.scrub(exc.message)
+    await events.response.write(b"data: " + _dumps_bytes(body) + b"\n\n")
 
 
 class _Events:

@@ -116,6 +116,7 @@ async def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
 
+    stop = _stop_on_signals()
     protocol = DEFAULT_PROTOCOL if args.protocol is None else LabsProtocol.from_file(args.protocol)
     async with _upstream(args, protocol) as base_url:
         settings = GatewaySettings(
@@ -147,7 +148,7 @@ async def _serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            await _until_stopped()
+            await stop.wait()
         finally:
             await runner.cleanup()
     return 0
@@ -166,12 +167,13 @@ async def _upstream(args: argparse.Namespace, protocol: LabsProtocol) -> AsyncIt
         yield emulator.base_url
 
 
-async def _until_stopped() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    # Installed before the URL is printed: whoever read it may stop us at once, and must get a clean exit.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    return stop
 
 
 def _bound_port(site: Any) -> int:

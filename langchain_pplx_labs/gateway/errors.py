@@ -9,6 +9,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsConnectionError,
     PerplexityLabsError,
     PerplexityLabsInputError,
+    PerplexityLabsNotFoundError,
     PerplexityLabsProtocolError,
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
@@ -45,7 +46,7 @@ def invalid(message: str, param: str | None = None, code: str = "invalid_request
 
 
 def from_labs(exc: PerplexityLabsError) -> GatewayError:
-    """The answer to a Labs failure: 400 bad input, 502 Labs failed or blocked, 504 timeout."""
+    """The answer to a Labs failure: 400 bad input, 502 Labs failed, blocked or not there, 504 timeout."""
     message = str(exc)
     if isinstance(exc, PerplexityLabsInputError):
         return GatewayError(400, message, code="invalid_request")
@@ -56,6 +57,8 @@ def from_labs(exc: PerplexityLabsError) -> GatewayError:
     if isinstance(exc, PerplexityLabsServerError):
         # The server's own text is the message: it is what the caller needs to see.
         return GatewayError(502, message, type="upstream_error", code="labs_failed")
+    if isinstance(exc, PerplexityLabsNotFoundError):
+        return GatewayError(502, message, type="upstream_error", code="labs_not_found")
     if isinstance(exc, PerplexityLabsProtocolError):
         return GatewayError(502, message, type="upstream_error", code="labs_protocol_error")
     if isinstance(exc, PerplexityLabsConnectionError):

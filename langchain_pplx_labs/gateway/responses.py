@@ -46,6 +46,7 @@ class Translator:
         self.created = int(time.time())
         self.ending: Ending | None = None
         self._thinking = False
+        self._wrote_text = False
         self._tool_calls = 0
 
     def delta(self, message: AIMessageChunk) -> dict[str, Any]:
@@ -60,6 +61,7 @@ class Translator:
         content += text
         if content:
             delta["content"] = content
+            self._wrote_text = True
         if last:
             self._end(message, delta)
         return delta
@@ -99,8 +101,11 @@ class Translator:
         for chunk in message.tool_call_chunks:
             name, args = chunk.get("name"), chunk.get("args") or ""
             if not name:
-                # A call without a name cannot be an OpenAI tool call: its text stays in the answer.
-                delta["content"] = delta.get("content", "") + str(unquoted(args))
+                # A call without a name cannot be an OpenAI tool call: its text stays in the answer,
+                # on a line of its own (the parser took the whitespace that separated it).
+                shown = delta.get("content", "")
+                gap = "\n" if shown or self._wrote_text else ""
+                delta["content"] = shown + gap + str(unquoted(args))
                 continue
             # Invalid calls keep their raw arguments; the client's own parser reports them.
             arguments = unquoted(args)
