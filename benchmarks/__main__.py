@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-from benchmarks import concurrency, cpu, overhead, ttft
+from benchmarks import abandoned, concurrency, cpu, gateway, overhead, peer, ttft
 from benchmarks.latency_proxy import DEFAULT_RTT
 
 
@@ -25,11 +25,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="few samples, for CI (< 60 s)")
     parser.add_argument("--rtt-ms", type=float, default=DEFAULT_RTT * 1000, help="injected round trip")
-    parser.add_argument("--only", choices=["ttft", "cpu", "overhead", "concurrency"], action="append")
+    parser.add_argument(
+        "--only",
+        choices=["ttft", "abandoned", "cpu", "peer", "overhead", "concurrency", "gateway"],
+        action="append",
+    )
     args = parser.parse_args(argv)
     rtt = args.rtt_ms / 1000
     print(f"# langchain-pplx-labs benchmarks{' (quick)' if args.quick else ''}\n\nmachine: {_machine()}")
-    modules = {"ttft": ttft, "cpu": cpu, "overhead": overhead, "concurrency": concurrency}
+    modules = {
+        "ttft": ttft,
+        "abandoned": abandoned,
+        "cpu": cpu,
+        "peer": peer,
+        "overhead": overhead,
+        "concurrency": concurrency,
+        "gateway": gateway,
+    }
     for name in args.only or list(modules):
         modules[name].run(args.quick, rtt)
         sys.stdout.flush()

@@ -14,11 +14,12 @@ if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first
         PerplexityLabsDisconnectedError,
         PerplexityLabsError,
         PerplexityLabsInputError,
+        PerplexityLabsNotFoundError,
         PerplexityLabsProtocolError,
         PerplexityLabsServerError,
         PerplexityLabsTimeoutError,
     )
-    from langchain_pplx_labs.protocol import KNOWN_MODELS
+    from langchain_pplx_labs.protocol import KNOWN_MODELS, LabsProtocol
 
 try:
     __version__ = version("langchain-pplx-labs")
@@ -30,11 +31,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree th
 _LAZY = {
     "ChatPerplexityLabs": "langchain_pplx_labs.chat_models",
     "KNOWN_MODELS": "langchain_pplx_labs.protocol",
+    "LabsProtocol": "langchain_pplx_labs.protocol",
     "PerplexityLabsBlockedError": "langchain_pplx_labs.errors",
     "PerplexityLabsConnectionError": "langchain_pplx_labs.errors",
     "PerplexityLabsDisconnectedError": "langchain_pplx_labs.errors",
     "PerplexityLabsError": "langchain_pplx_labs.errors",
     "PerplexityLabsInputError": "langchain_pplx_labs.errors",
+    "PerplexityLabsNotFoundError": "langchain_pplx_labs.errors",
     "PerplexityLabsProtocolError": "langchain_pplx_labs.errors",
     "PerplexityLabsServerError": "langchain_pplx_labs.errors",
     "PerplexityLabsTimeoutError": "langchain_pplx_labs.errors",
@@ -43,11 +46,13 @@ _LAZY = {
 __all__ = [
     "KNOWN_MODELS",
     "ChatPerplexityLabs",
+    "LabsProtocol",
     "PerplexityLabsBlockedError",
     "PerplexityLabsConnectionError",
     "PerplexityLabsDisconnectedError",
     "PerplexityLabsError",
     "PerplexityLabsInputError",
+    "PerplexityLabsNotFoundError",
     "PerplexityLabsProtocolError",
     "PerplexityLabsServerError",
     "PerplexityLabsTimeoutError",

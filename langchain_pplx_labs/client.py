@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -22,6 +23,11 @@ from langchain_pplx_labs.pool import ConnectionPool, PoolClosedError, PoolSettin
 from langchain_pplx_labs.protocol import ProgressFrame, parse_frame
 
 logger = logging.getLogger(__name__)
+
+# Timeouts that fire before the server has the question (connecting, handshaking) are
+# retried like connection errors. Once it has it, a first_token, idle or total timeout
+# means a slow model or a stalled answer: asking again would only wait as long again.
+RETRIED_TIMEOUTS = frozenset({"connect", "handshake"})
 
 
 class LabsClient:
@@ -49,6 +55,7 @@ class LabsClient:
         self.backoff_max = backoff_max
         self._pools: dict[asyncio.AbstractEventLoop, ConnectionPool] = {}
         self._lifespans: dict[asyncio.AbstractEventLoop, AsyncIterator[None]] = {}
+        self._pid = os.getpid()
 
     async def pool(self) -> ConnectionPool:
         """This loop's pool, created on first use."""
@@ -75,6 +82,13 @@ class LabsClient:
             await pool.aclose()
 
     def _forget_closed_loops(self) -> None:
+        if self._pid != os.getpid():
+            # A forked child: the pools it inherited hold the parent's sockets. It must
+            # neither use them nor close them (a goodbye would end the parent's socket),
+            # nor let them be finalised: they are kept, untouched, for the child's life.
+            _inherited.append((self._pools, self._lifespans))
+            self._pools, self._lifespans = {}, {}
+            self._pid = os.getpid()
         # list(): sync calls (the background loop) and user loops in other threads share the dict.
         for loop in [loop for loop in list(self._pools) if loop.is_closed()]:
             self._pools.pop(loop, None)
@@ -97,9 +111,11 @@ class LabsClient:
     async def stream(self, payload: Mapping[str, Any]) -> AsyncIterator[ProgressFrame]:
         """Send ``payload`` and yield frames up to and including the final (or failed) one.
 
-        Failures before the first frame are retried with backoff; once a frame
-        was yielded nothing is re-asked, so callers never see duplicated text.
-        The ``total`` timeout covers the whole call, retries and backoff included.
+        Failures before the first frame are retried with backoff, except timeouts after
+        the question reached the server (first_token, idle, total: a slow model would be
+        asked again and again); once a frame was yielded nothing is re-asked, so callers
+        never see duplicated text. The ``total`` timeout covers the whole call, retries
+        and backoff included. Errors say how many attempts were made and the time spent.
         """
         pool = await self.pool()
         total = self.settings.timeouts.total
@@ -108,7 +124,8 @@ class LabsClient:
         while True:
             if total is not None and time.monotonic() - started >= total:
                 # Nothing left of the budget: do not send the question again.
-                raise PerplexityLabsTimeoutError("total", total)
+                timed_out = PerplexityLabsTimeoutError("total", total)
+                raise self._account(timed_out, attempt, started, retryable=True)
             yielded = False
             try:
                 # aclosing: a consumer that stops at the final frame must release the lease now,
@@ -124,14 +141,28 @@ class LabsClient:
                 # once on a fresh one without spending a retry (dead sockets are not re-pooled).
                 logger.debug("pooled Labs socket was dead (%s); using a fresh one", exc)
             except PerplexityLabsError as exc:
-                if yielded or not self._retryable(exc) or attempt >= self.max_retries:
-                    raise
+                retryable = not yielded and self._retryable(exc)
                 delay = self._backoff(attempt)
-                if total is not None and time.monotonic() + delay - started >= total:
-                    raise  # the backoff alone would use up the budget: report the real cause now
+                # No retry left, or the backoff alone would use up the budget: report it now.
+                out_of_budget = total is not None and time.monotonic() + delay - started >= total
+                if not retryable or attempt >= self.max_retries or out_of_budget:
+                    self._account(exc, attempt + 1, started, retryable=retryable)
+                    raise
                 attempt += 1
                 logger.info("Labs attempt %d failed (%s); retrying in %.2fs", attempt, exc, delay)
                 await asyncio.sleep(delay)
+
+    def _account(
+        self, exc: PerplexityLabsError, attempts: int, started: float, *, retryable: bool = False
+    ) -> PerplexityLabsError:
+        """``exc`` with the attempts made and the time spent; a timeout also says so in its message."""
+        elapsed = time.monotonic() - started
+        allowed = self.max_retries + 1 if retryable else attempts
+        if isinstance(exc, PerplexityLabsTimeoutError):
+            exc.account(max(attempts, 1), max(allowed, 1), elapsed)
+        else:
+            exc.attempts, exc.elapsed = attempts, elapsed
+        return exc
 
     async def _attempt(
         self, pool: ConnectionPool, payload: Mapping[str, Any], started: float
@@ -154,6 +185,11 @@ class LabsClient:
                         if frame.final:
                             lease.reusable = True
                             return
+            except (GeneratorExit, asyncio.CancelledError):
+                # The caller stopped reading (a break, a stop sequence, a cancel): not a fault
+                # of the socket, so the pool drains the rest of the answer and keeps it.
+                lease.abandoned = True
+                raise
             except PerplexityLabsConnectionError as exc:
                 # A pipelined question the server dropped is asked again at once, unpipelined.
                 if streamed or (lease.fresh and not isinstance(exc, PipelinedQueryDropped)):
@@ -165,11 +201,17 @@ class LabsClient:
             return False
         if isinstance(exc, PerplexityLabsServerError):
             return self.retry_server_failures
-        return isinstance(exc, PerplexityLabsConnectionError | PerplexityLabsTimeoutError)
+        if isinstance(exc, PerplexityLabsTimeoutError):
+            return exc.which in RETRIED_TIMEOUTS
+        return isinstance(exc, PerplexityLabsConnectionError)
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
         return random.uniform(ceiling / 2, ceiling)
+
+
+# What forked children inherited from their parent (see LabsClient._forget_closed_loops).
+_inherited: list[object] = []
 
 
 class _StaleSocket(PerplexityLabsConnectionError):

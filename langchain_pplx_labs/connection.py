@@ -19,12 +19,12 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
+    PerplexityLabsNotFoundError,
     PerplexityLabsProtocolError,
     PerplexityLabsTimeoutError,
     excerpt_of,
 )
 from langchain_pplx_labs.polling import PollingWire
-from langchain_pplx_labs.protocol import QUERY_EVENT, SOCKETIO_PATH, is_progress_event
 from langchain_pplx_labs.websocket import WebSocketWire
 from langchain_pplx_labs.wire import (
     BROWSER_USER_AGENT,
@@ -45,6 +45,7 @@ __all__ = [
     "Timeouts",
     "Transport",
     "diagnose_refusal",
+    "explain_refusal",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class LabsConnection:
     def __init__(self, settings: ConnectionSettings, session: aiohttp.ClientSession) -> None:
         """``session`` should carry :func:`labs_trace_config`, as the pool's does."""
         self.settings = settings
+        # Looked up once: it runs for every frame.
+        self._is_progress = settings.protocol.is_progress_event
         self._traced = is_traced(session)
         self.transport: Transport | None = None
         self.queries_run = 0
@@ -83,6 +86,14 @@ class LabsConnection:
         self._refused: str | None = None
         self._sent_before_ack = False
         self.pipelining_dropped = False
+        # An answer whose final (or failed) frame has not come yet. Labs frames carry no
+        # request id, so the pool must not send another question before it ends (see drain).
+        self.answer_open = False
+        # The tail of an answer nobody reads any more (the pool drains it): its output
+        # characters, when its last frame came, and a wake-up for the drain on each frame.
+        self.stray_chars = 0
+        self.stray_heard_at = 0.0
+        self.stray_news = asyncio.Event()
 
     @property
     def alive(self) -> bool:
@@ -256,6 +267,8 @@ class LabsConnection:
         deadline = Deadline(time.monotonic() if started is None else started, timeouts.total)
         self._inbox = inbox
         self.queries_run += 1
+        self.answer_open = True
+        self.stray_chars = 0
         streaming = False
         try:
             await self._emit(wire, payload)
@@ -313,7 +326,9 @@ class LabsConnection:
                 raise _not_sent()
             self._sent_before_ack = True
         try:
-            await wire.send_event(QUERY_EVENT, dict(payload), before_ack=self._sent_before_ack)
+            await wire.send_event(
+                self.settings.protocol.query_event, dict(payload), before_ack=self._sent_before_ack
+            )
         except LookupError as exc:
             # The socket went away between the pool's liveness check and the send.
             raise _not_sent() from exc
@@ -321,10 +336,23 @@ class LabsConnection:
     # The WireListener side: what the wire reports, turned into items for the running query.
 
     def on_event(self, event: str, *args: Any) -> None:
-        if self._inbox is None or not is_progress_event(event):
+        if not self._is_progress(event):
             logger.debug("ignoring Labs event %r", event)
             return
-        self._inbox.put(("frame", args[0] if args else None))
+        data = args[0] if args else None
+        if self.answer_open and _ends_answer(data):
+            self.answer_open = False
+        if self._inbox is None:
+            self._stray(data)
+            return
+        self._inbox.put(("frame", data))
+
+    def _stray(self, data: Any) -> None:
+        """A frame nobody reads (the caller stopped): counted for the drain, then dropped."""
+        if isinstance(data, dict) and isinstance(output := data.get("output"), str):
+            self.stray_chars += len(output)
+        self.stray_heard_at = time.monotonic()
+        self.stray_news.set()
 
     def _refusal(self, reason: Any) -> PerplexityLabsConnectionError:
         return PerplexityLabsConnectionError(
@@ -344,6 +372,7 @@ class LabsConnection:
             self._inbox.put(("refused", self._refused))
 
     def on_disconnect(self, reason: Any = None) -> None:
+        self.stray_news.set()
         if self._inbox is not None:
             self._inbox.put(("gone", reason or "disconnected"))
 
@@ -351,6 +380,11 @@ class LabsConnection:
         logger.debug("undecodable Socket.IO packet (%s): %s", exc, excerpt_of(data))
         if self._inbox is not None:
             self._inbox.put(("bad", data))
+
+
+def _ends_answer(data: Any) -> bool:
+    """Whether a progress frame's data is its answer's last: final, or ``status: failed``."""
+    return isinstance(data, dict) and (bool(data.get("final")) or data.get("status") == "failed")
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
@@ -378,11 +412,11 @@ def _not_sent() -> PerplexityLabsDisconnectedError:
 async def diagnose_refusal(
     settings: ConnectionSettings, session: aiohttp.ClientSession, cause: BaseException
 ) -> PerplexityLabsConnectionError:
-    """Ask the polling endpoint why a connect failed, turning a block page into a clear error.
+    """Ask the polling endpoint why a connect failed, and name the real cause in a typed error.
 
     Only runs after a failure, so the happy path pays nothing for it.
     """
-    url = f"{settings.base_url}/{SOCKETIO_PATH}/?EIO=4&transport=polling"
+    url = settings.protocol.endpoint(settings.base_url)
     try:
         async with session.get(
             url,
@@ -391,7 +425,7 @@ async def diagnose_refusal(
         ) as response:
             body = (await response.content.read(4096)).decode("utf-8", "replace")
             status = response.status
-            content_type = response.headers.get("Content-Type", "")
+            headers = {name.lower(): value for name, value in response.headers.items()}
     except (aiohttp.ClientError, TimeoutError, *PROXY_ERRORS) as exc:
         hint = ""
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -399,22 +433,57 @@ async def diagnose_refusal(
         return PerplexityLabsConnectionError(
             f"Cannot reach Perplexity Labs at {settings.base_url}: {exc or type(exc).__name__}{hint}"
         )
-    looks_html = "html" in content_type.lower() or body.lstrip().lower().startswith(("<!doctype", "<html"))
-    if status in (403, 429, 503) or (looks_html and status >= 400):
-        blocked_by = (
-            "a Cloudflare challenge page"
-            if any(m in body.lower() for m in _BLOCK_MARKERS)
-            else "an HTML error page"
+    return explain_refusal(url, status, headers, body, cause)
+
+
+def is_cloudflare_block(status: int, headers: Mapping[str, str], body: str) -> bool:
+    """A Cloudflare signature: ``cf-mitigated``, or a 403/429/503 with ``cf-ray``/Cloudflare's server or page."""
+    if "cf-mitigated" in headers:
+        return True
+    if status not in (403, 429, 503):
+        return False  # Cloudflare fronts every Labs answer, its 404s too: cf-ray alone is no block
+    lowered = body.lower()
+    return (
+        "cf-ray" in headers
+        or headers.get("server", "").lower() == "cloudflare"
+        or any(marker in lowered for marker in _BLOCK_MARKERS)
+    )
+
+
+def explain_refusal(
+    url: str, status: int, headers: Mapping[str, str], body: str, cause: BaseException | None = None
+) -> PerplexityLabsConnectionError:
+    """The typed error for an HTTP answer at the Engine.IO endpoint ``url`` (``headers`` lower-cased)."""
+    excerpt = excerpt_of(body.strip())
+    if is_cloudflare_block(status, headers, body):
+        page = (
+            "a Cloudflare challenge page" if "cf-chl" in body or "challenge" in body.lower() else "Cloudflare"
         )
         return PerplexityLabsBlockedError(
-            f"Perplexity Labs blocked the connection: HTTP {status} with {blocked_by}. "
+            f"Perplexity Labs blocked the connection: HTTP {status} from {page} at {url}. "
             "The playground sits behind Cloudflare, which refuses many non-browser clients; "
-            "try again later, from another network, or through a proxy (proxy=...)",
+            "try again later, with browser cookies (cookies=...), from another network, or through a "
+            "proxy (proxy=...)",
             status=status,
-            excerpt=excerpt_of(body),
+            excerpt=excerpt,
+        )
+    if status == 404 or (200 <= status < 300 and not body.startswith("0{")):
+        what = f"HTTP {status}" if status == 404 else f"HTTP {status} but not Engine.IO"
+        return PerplexityLabsNotFoundError(
+            f"No Labs endpoint answers at {url} ({what}: {excerpt!r}). Check base_url; if Labs moved "
+            "its Socket.IO endpoint or renamed it, set LabsProtocol(socketio_path=...) (ChatPerplexityLabs("
+            "protocol=...), or --protocol FILE.json)",
+            url=url,
+            status=status,
+            excerpt=excerpt,
+        )
+    if status == 400 and "origin" in body.lower():
+        return PerplexityLabsConnectionError(
+            f"The server at {url} refused our Origin (HTTP 400: {excerpt!r}); "
+            "set LabsProtocol(origin=...) to one it accepts"
         )
     if status >= 300:
         return PerplexityLabsConnectionError(
-            f"Perplexity Labs refused the connection: HTTP {status}: {excerpt_of(body)}"
+            f"The server at {url} refused the connection: HTTP {status}: {excerpt!r}"
         )
-    return PerplexityLabsConnectionError(f"Perplexity Labs refused the Socket.IO handshake: {cause}")
+    return PerplexityLabsConnectionError(f"Perplexity Labs refused the Socket.IO handshake at {url}: {cause}")

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "PerplexityLabsBlockedError",
+    "PerplexityLabsConnectionError",
+    "PerplexityLabsDisconnectedError",
+    "PerplexityLabsError",
+    "PerplexityLabsInputError",
+    "PerplexityLabsNotFoundError",
+    "PerplexityLabsProtocolError",
+    "PerplexityLabsServerError",
+    "PerplexityLabsTimeoutError",
+    "excerpt_of",
+]
+
 
 class PerplexityLabsError(Exception):
     """Base of every error this package raises.
 
     ``partial_content`` holds the answer text streamed before the failure, so a
-    caller never loses what it already received.
+    caller never loses what it already received. A failed query also says how many
+    ``attempts`` it made (retries included) and its ``elapsed`` seconds, backoff included.
     """
+
+    attempts: int = 1
+    elapsed: float | None = None
 
     def __init__(self, message: str, *, partial_content: str = "") -> None:
         super().__init__(message)
@@ -28,6 +45,16 @@ class PerplexityLabsBlockedError(PerplexityLabsConnectionError):
 
     def __init__(self, message: str, *, status: int | None = None, excerpt: str = "") -> None:
         super().__init__(message)
+        self.status = status
+        self.excerpt = excerpt
+
+
+class PerplexityLabsNotFoundError(PerplexityLabsConnectionError):
+    """No Labs endpoint answers at the URL tried (a 404, or a page that is not Engine.IO): ``url`` names it."""
+
+    def __init__(self, message: str, *, url: str, status: int | None = None, excerpt: str = "") -> None:
+        super().__init__(message)
+        self.url = url
         self.status = status
         self.excerpt = excerpt
 
@@ -59,15 +86,23 @@ class PerplexityLabsProtocolError(PerplexityLabsError):
 
 
 class PerplexityLabsTimeoutError(PerplexityLabsError, TimeoutError):
-    """A configured timeout fired; ``which`` names it (connect, handshake, first_token, idle, total)."""
+    """A configured timeout fired; ``which`` names it (connect, handshake, first_token, idle, total).
+
+    Once a query gives up, the message also says which attempt this was out of how many it
+    could have made, and the whole call's time: ``... (attempt 1 of 1, 0.52s in total)``.
+    """
 
     def __init__(self, which: str, seconds: float, *, partial_content: str = "") -> None:
-        super().__init__(
-            f"Perplexity Labs {which} timeout fired after {seconds:g}s",
-            partial_content=partial_content,
-        )
+        self._fired = f"Perplexity Labs {which} timeout fired after {seconds:g}s"
+        super().__init__(self._fired, partial_content=partial_content)
         self.which = which
         self.seconds = seconds
+
+    def account(self, attempt: int, allowed: int, elapsed: float) -> None:
+        """Record that the query ended here, on ``attempt`` of ``allowed``, ``elapsed`` seconds in."""
+        self.attempts = attempt
+        self.elapsed = elapsed
+        self.args = (f"{self._fired} (attempt {attempt} of {allowed}, {elapsed:.2f}s in total)",)
 
 
 def excerpt_of(raw: object, limit: int = 120) -> str:

@@ -30,6 +30,14 @@ logger = logging.getLogger(__name__)
 # pin a long-running process to the slow path for good.
 FALLBACK_MEMORY_SECONDS = 600.0
 
+# How much of an abandoned answer the pool reads to keep its socket, in output characters of
+# its (cumulative) frames: past that, a cold connect is cheaper than the rest of the tail.
+DRAIN_MAX_CHARS = 8 * 1024 * 1024
+# How long a question kept waiting by drains (every slot of max_connections taken, some by
+# drains) waits before the oldest drain is ended to free its slot: about what a cold connect
+# costs, so a drain about to finish still hands over its warm socket.
+DRAIN_YIELD_SECONDS = 1.0
+
 
 class FallbackMemory:
     """Base URLs that needed a slower path, each forgotten ``seconds`` after it was noted."""
@@ -65,6 +73,9 @@ class PoolSettings:
     idle_timeout: float | None = 60.0
     proxy: str | None = None
     ssl: ssl.SSLContext | bool = True
+    drain_timeout: float = 30.0
+    """Seconds an abandoned answer may be read in the background to keep its socket; 0: close it."""
+    drain_max_chars: int = DRAIN_MAX_CHARS
 
 
 class PoolClosedError(PerplexityLabsConnectionError):
@@ -75,12 +86,17 @@ class PoolClosedError(PerplexityLabsConnectionError):
 
 
 class Lease:
-    """A connection borrowed from the pool; mark it ``reusable`` after a clean answer."""
+    """A connection borrowed from the pool; mark it ``reusable`` after a clean answer.
+
+    ``abandoned``: the caller stopped reading mid-answer (not an error): the pool drains the
+    rest of the answer in the background and keeps the socket if it ends in time.
+    """
 
     def __init__(self, connection: LabsConnection, *, fresh: bool) -> None:
         self.connection = connection
         self.fresh = fresh
         self.reusable = False
+        self.abandoned = False
 
 
 class ConnectionPool:
@@ -90,6 +106,7 @@ class ConnectionPool:
         self.settings = settings
         self.pool_settings = pool
         self.connections_opened = 0
+        self.drains_completed = 0
         self._idle: list[tuple[LabsConnection, asyncio.TimerHandle | None]] = []
         self._in_use: set[LabsConnection] = set()
         # Connections mid-open are in neither list above; aclose() must reach them too.
@@ -99,31 +116,104 @@ class ConnectionPool:
         self._limit = asyncio.Semaphore(pool.max_connections)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        # Sockets reading an abandoned answer to its end; each holds its slot of ``_limit``.
+        self._draining: dict[LabsConnection, asyncio.Task[None]] = {}
 
     @property
     def idle_count(self) -> int:
         return len(self._idle)
 
+    @property
+    def draining_count(self) -> int:
+        return len(self._draining)
+
     @asynccontextmanager
     async def lease(self) -> AsyncIterator[Lease]:
-        """Borrow a connection; it goes back warm only if the lease was marked reusable."""
-        async with self._limit:
+        """Borrow a connection; it goes back warm if the lease was marked reusable (or drained)."""
+        # Acquired by hand: a socket handed to a drain keeps its slot until the drain ends.
+        await self._acquire_slot()
+        handed_to_drain = False
+        try:
             lease = await self._take()
             self._in_use.add(lease.connection)
             try:
                 yield lease
             finally:
-                connection = lease.connection
-                if connection.pipelining_dropped:
-                    _NO_PIPELINING.add(self.settings.base_url)
-                self._in_use.discard(connection)
-                clean = lease.reusable and connection.alive and not connection.busy
-                if clean and not self._closed:
-                    self._park(connection)
-                else:
-                    # Only a socket whose answer ended cleanly gets a goodbye; any other
-                    # may have a dead peer, and the caller's error must not wait on it.
-                    await connection.close(graceful=clean)
+                handed_to_drain = await self._give_back(lease)
+        finally:
+            if not handed_to_drain:
+                self._limit.release()
+
+    async def _acquire_slot(self) -> None:
+        """Take a slot of ``max_connections``; drains hold theirs only while nobody waits long."""
+        while self._limit.locked() and self._draining:
+            try:
+                async with asyncio.timeout(DRAIN_YIELD_SECONDS):
+                    await self._limit.acquire()
+                return
+            except TimeoutError:
+                # A question waits on answers nobody reads any more: end the oldest such read
+                # (its socket closes and its slot frees up) rather than wait for all of it.
+                oldest = next(iter(self._draining.values()), None)
+                if oldest is not None:
+                    oldest.cancel()
+                    await asyncio.wait([oldest])
+        await self._limit.acquire()
+
+    async def _give_back(self, lease: Lease) -> bool:
+        """Pool, drain or close a returned connection; True if a drain now holds it (and its slot)."""
+        connection = lease.connection
+        if connection.pipelining_dropped:
+            _NO_PIPELINING.add(self.settings.base_url)
+        self._in_use.discard(connection)
+        usable = connection.alive and not connection.busy and not self._closed
+        if usable and (lease.reusable or lease.abandoned) and not connection.answer_open:
+            self._park(connection)
+            return False
+        if usable and lease.abandoned and self.pool_settings.drain_timeout > 0:
+            task = asyncio.get_running_loop().create_task(self._drain(connection), name="labs-drain")
+            self._draining[connection] = task
+            return True
+        # Only a socket whose answer ended cleanly gets a goodbye; any other may have a
+        # dead peer, and the caller's error must not wait on it.
+        ended = lease.reusable or (lease.abandoned and not connection.answer_open)
+        await connection.close(graceful=ended and connection.alive and not connection.busy)
+        return False
+
+    async def _drain(self, connection: LabsConnection) -> None:
+        """Read an abandoned answer to its last frame, then pool the socket; else close it."""
+        ended = False
+        try:
+            ended = await self._answer_ends(connection)
+        finally:
+            self._draining.pop(connection, None)
+            if ended and connection.alive and not self._closed:
+                self.drains_completed += 1
+                self._park(connection)
+            self._limit.release()
+            if not ended or self._closed:
+                logger.debug("abandoned Labs answer not drained; closing its socket")
+                await connection.close(graceful=False)
+
+    async def _answer_ends(self, connection: LabsConnection) -> bool:
+        """Wait for the answer in flight to end, within the drain limits and ``idle`` silence."""
+        settings = self.pool_settings
+        idle = self.settings.timeouts.idle
+        started = connection.stray_heard_at = time.monotonic()
+        while connection.answer_open:
+            if not connection.alive or connection.stray_chars > settings.drain_max_chars:
+                return False
+            now = time.monotonic()
+            left = started + settings.drain_timeout - now
+            if idle is not None:
+                left = min(left, connection.stray_heard_at + idle - now)
+            if left <= 0:
+                return False
+            connection.stray_news.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await connection.stray_news.wait()
+        return connection.alive
 
     async def warmup(self) -> None:
         """Open one socket ahead of the first question."""
@@ -149,16 +239,22 @@ class ConnectionPool:
             if timer is not None:
                 timer.cancel()
         busy = self._in_use | self._opening
+        # A drain, cancelled, closes its own socket (its finally).
+        drains = list(self._draining.values())
+        for drain in drains:
+            drain.cancel()
         try:
             # Together, not one by one: each close is bounded, but they should not add up.
             await asyncio.gather(
                 *(connection.close() for connection, _ in idle),
                 *(connection.close(graceful=False) for connection in busy),
+                *(_ended(drain) for drain in drains),
             )
             await self._settle()
         finally:
             if self._session is not None:
                 session, self._session = self._session, None
+                _open_sessions.discard(session)  # referenced by this frame until closed
                 await session.close()
 
     async def _settle(self) -> None:
@@ -175,7 +271,7 @@ class ConnectionPool:
             connection, timer = self._idle.pop()
             if timer is not None:
                 timer.cancel()
-            if connection.alive:
+            if connection.alive and not connection.answer_open:
                 return Lease(connection, fresh=False)
             await connection.close(graceful=False)
         return Lease(await self._open(), fresh=True)
@@ -246,6 +342,7 @@ class ConnectionPool:
             self._session = aiohttp.ClientSession(
                 connector=self._connector(), timeout=timeout, trace_configs=[labs_trace_config()]
             )
+            _open_sessions.add(self._session)
         return self._session
 
     def _connector(self) -> aiohttp.BaseConnector:
@@ -259,4 +356,16 @@ class ConnectionPool:
         return aiohttp.TCPConnector(ssl=ssl_option, limit=0)
 
 
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Wait for a cancelled ``task`` to finish, whatever it ends with."""
+    await asyncio.wait([task])
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("a Labs drain failed: %r", task.exception())
+
+
 _background: set[asyncio.Task[None]] = set()
+# Every session not closed yet. A dropped model caught in a reference cycle (an error's
+# traceback makes one) is collected in one pass: the session's ``__del__`` would warn
+# "Unclosed client session" before the pool's lifespan, finalised in the same pass, had
+# closed it. Held from here, the session is never part of that garbage.
+_open_sessions: set[aiohttp.ClientSession] = set()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from langchain_pplx_labs.errors import (
     PerplexityLabsInputError,
@@ -20,14 +23,9 @@ from langchain_pplx_labs.errors import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://www.perplexity.ai"
-LABS_ORIGIN = "https://labs.perplexity.ai"
-SOCKETIO_PATH = "socket.io"
-QUERY_EVENT = "perplexity_labs"
-PROGRESS_SUFFIX = "_query_progress"
-ANONYMOUS_AUTH: dict[str, str] = {"jwt": "anonymous-ask-user"}
-PAYLOAD_VERSION = "2.18"
 DEFAULT_MODEL = "r1-1776"
 KNOWN_MODELS = ("r1-1776", "sonar-pro", "sonar", "sonar-reasoning", "sonar-reasoning-pro")
+"""Labs models seen on the playground in 2025; other names are accepted too."""
 REASONING_MODELS = frozenset({"r1-1776", "sonar-reasoning", "sonar-reasoning-pro"})
 # These models start their output already inside a think section, without "<think>".
 IMPLICIT_THINK_MODELS = frozenset({"r1-1776"})
@@ -56,25 +54,145 @@ def validate_model_name(model: str) -> str:
     return model
 
 
-def progress_event(model: str) -> str:
+_MODEL_SLOT = "{model}"
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%-]+")
+
+
+class LabsProtocol(BaseModel):
+    """The playground's names and constants as data: when Labs changes one, change it here, no release.
+
+    ``progress_event`` is a template: ``{model}`` stands for the model asked. Load one from
+    JSON with :meth:`from_file`; the emulator serves whatever protocol it is given.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    socketio_path: str = "/socket.io/"
+    """Path of the Socket.IO endpoint under the base URL."""
+    query_event: str = "perplexity_labs"
+    """Event the question is sent as."""
+    progress_event: str = "{model}_query_progress"
+    """Event the answer frames arrive on; ``{model}`` is the model's name."""
+    payload_version: str = "2.18"
+    """``version`` field of the question payload."""
+    source: str = "default"
+    """``source`` field of the question payload."""
+    origin: str = "https://labs.perplexity.ai"
+    """``Origin`` header of the handshake; ``""`` sends none."""
+    referer: str = "https://labs.perplexity.ai/"
+    """``Referer`` header of the handshake; ``""`` sends none."""
+    auth: dict[str, Any] = {"jwt": "anonymous-ask-user"}
+    """Payload of the Socket.IO CONNECT."""
+
+    @field_validator("socketio_path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        segments = [part for part in value.split("/") if part]
+        if not segments or not all(_PATH_SEGMENT.fullmatch(part) for part in segments):
+            raise ValueError(f"socketio_path {value!r} is not a URL path such as '/socket.io/'")
+        return "/" + "/".join(segments) + "/"
+
+    @field_validator("query_event")
+    @classmethod
+    def _check_event(cls, value: str) -> str:
+        if not value:
+            raise ValueError("query_event must not be empty")
+        return value
+
+    @field_validator("progress_event")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        if not value or value.count(_MODEL_SLOT) > 1:
+            raise ValueError(f"progress_event {value!r} must be an event name with at most one {_MODEL_SLOT}")
+        return value
+
+    def __hash__(self) -> int:
+        # Frozen, but ``auth`` is a dict: hash its canonical JSON so settings can key pools.
+        fields = (self.socketio_path, self.query_event, self.progress_event, self.payload_version)
+        return hash((*fields, self.source, self.origin, self.referer, _canonical(self.auth)))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> LabsProtocol:
+        """Read a protocol from a JSON file holding any of the fields (the rest keep their defaults)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise PerplexityLabsInputError(f"{path}: not JSON ({exc})") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'protocol'}: "
+                f"{err['msg'].removeprefix('Value error, ')}"
+                for err in exc.errors()[:3]
+            )
+            raise PerplexityLabsInputError(f"{path}: not a LabsProtocol ({problems})") from None
+
+    @property
+    def engineio_path(self) -> str:
+        """The path as python-socketio takes it (no outer slashes)."""
+        return self.socketio_path.strip("/")
+
+    def endpoint(self, base_url: str, transport: str = "polling") -> str:
+        """The Engine.IO URL under ``base_url`` for a new session on ``transport``."""
+        return f"{base_url.rstrip('/')}{self.socketio_path}?EIO=4&transport={transport}"
+
+    def progress_event_for(self, model: str) -> str:
+        """Name of the event the server streams answers for ``model`` on."""
+        return self.progress_event.replace(_MODEL_SLOT, model)
+
+    @property
+    def is_progress_event(self) -> Callable[[str], bool]:
+        """A fast test for progress event names (any model), built once per template."""
+        return _progress_matcher(self.progress_event)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The ``Origin`` and ``Referer`` headers this protocol sends."""
+        pairs = (("Origin", self.origin), ("Referer", self.referer))
+        return {name: value for name, value in pairs if value}
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=32)
+def _progress_matcher(template: str) -> Callable[[str], bool]:
+    # Called for every frame on the hot path: a bare endswith for the usual "{model}<suffix>".
+    prefix, slot, suffix = template.partition(_MODEL_SLOT)
+    if not slot:
+        return template.__eq__
+    if not prefix:
+        return lambda event: event.endswith(suffix) and len(event) > len(suffix)
+    return lambda event: (
+        len(event) > len(template) - len(slot) and event.startswith(prefix) and event.endswith(suffix)
+    )
+
+
+DEFAULT_PROTOCOL = LabsProtocol()
+
+
+def progress_event(model: str, protocol: LabsProtocol = DEFAULT_PROTOCOL) -> str:
     """Name of the event the server streams answers for ``model`` on."""
-    return model + PROGRESS_SUFFIX
+    return protocol.progress_event_for(model)
 
 
-def is_progress_event(event: str) -> bool:
-    """True for ``<model>_query_progress`` event names."""
-    return event.endswith(PROGRESS_SUFFIX)
+def is_progress_event(event: str, protocol: LabsProtocol = DEFAULT_PROTOCOL) -> bool:
+    """True for progress event names (``<model>_query_progress`` by default)."""
+    return protocol.is_progress_event(event)
 
 
 def build_payload(
     model: str,
     messages: Sequence[LabsMessage],
     *,
-    version: str = PAYLOAD_VERSION,
-    source: str = "default",
+    protocol: LabsProtocol = DEFAULT_PROTOCOL,
+    version: str | None = None,
+    source: str | None = None,
     max_input_chars: int | None = None,
 ) -> dict[str, Any]:
-    """Build the ``perplexity_labs`` event payload, checking it before it is sent."""
+    """Build the question payload (``version`` and ``source`` from ``protocol``), checked before it is sent."""
     validate_model_name(model)
     if not messages:
         raise PerplexityLabsInputError("Cannot send an empty conversation: give at least one message")
@@ -86,7 +204,12 @@ def build_payload(
                 f"Conversation is {size} characters, over the max_input_chars limit of "
                 f"{max_input_chars}; shorten it or raise the limit"
             )
-    return {"version": version, "source": source, "model": model, "messages": merged}
+    return {
+        "version": protocol.payload_version if version is None else version,
+        "source": protocol.source if source is None else source,
+        "model": model,
+        "messages": merged,
+    }
 
 
 def _merge_consecutive_assistant(messages: Sequence[LabsMessage]) -> list[LabsMessage]:

@@ -19,7 +19,6 @@ import aiohttp
 
 from langchain_pplx_labs import packets
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, sever, stop_tasks
-from langchain_pplx_labs.protocol import ANONYMOUS_AUTH, SOCKETIO_PATH
 from langchain_pplx_labs.wire import ConnectionSettings, WireListener
 
 logger = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ class WebSocketWire:
         # up to two periods late. The floor keeps a server that sends 0 from spinning us.
         self._keepalive_period = max(ping_timeout / 3, 0.05)
         self._last_heard = time.monotonic()
-        await ws.send_str(packets.encode_connect(dict(ANONYMOUS_AUTH)))
+        await ws.send_str(packets.encode_connect(self._settings.protocol.auth))
         self._start_reader()
         self._watchdog = asyncio.get_running_loop().call_later(self._silence_limit, self._check_heard)
         if not pipelined:
@@ -102,7 +101,7 @@ class WebSocketWire:
     def _url(self) -> str:
         scheme, rest = self._settings.base_url.split("://", 1)
         ws_scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
-        return f"{ws_scheme}://{rest}/{SOCKETIO_PATH}/?EIO=4&transport=websocket"
+        return self._settings.protocol.endpoint(f"{ws_scheme}://{rest}", "websocket")
 
     async def _wait_for_ack(self) -> None:
         await self._settled.wait()

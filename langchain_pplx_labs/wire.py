@@ -8,7 +8,7 @@ from typing import Any, Literal, Protocol
 
 from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 
-from langchain_pplx_labs.protocol import LABS_ORIGIN
+from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 
 Transport = Literal["websocket", "polling"]
 
@@ -16,11 +16,14 @@ BROWSER_USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
     "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 )
-DEFAULT_HEADERS: Mapping[str, str] = {
-    "Origin": LABS_ORIGIN,
-    "Referer": LABS_ORIGIN + "/",
-    "User-Agent": BROWSER_USER_AGENT,
-}
+
+
+def browser_headers(protocol: LabsProtocol = DEFAULT_PROTOCOL) -> dict[str, str]:
+    """The headers a browser on the playground sends: the protocol's Origin and Referer, a User-Agent."""
+    return {**protocol.headers, "User-Agent": BROWSER_USER_AGENT}
+
+
+DEFAULT_HEADERS: Mapping[str, str] = browser_headers()
 # aiohttp-socks raises these outside aiohttp's hierarchy.
 PROXY_ERRORS = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
 
@@ -46,6 +49,7 @@ class ConnectionSettings:
         default_factory=lambda: tuple(DEFAULT_HEADERS.items()), repr=False
     )
     timeouts: Timeouts = Timeouts()
+    protocol: LabsProtocol = DEFAULT_PROTOCOL
 
     @property
     def header_dict(self) -> dict[str, str]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -16,7 +18,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs import ChatPerplexityLabs, cli
+from langchain_pplx_labs.cli import main
 from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.emulator.script import default_citations, made_up_answer
 
@@ -263,3 +266,236 @@ def test_record_goes_through_the_given_proxy(emulator: LabsEmulator, tmp_path: P
     assert f"cannot reach {emulator.base_url}: proxy" in result.stderr
     assert emulator.requests == []
     assert not out.exists()
+
+
+# -- one-line errors, checked flags, quiet pipes (issue 17, item 4) -------------------------------
+
+
+def _one_error_line(stderr: str) -> str:
+    """The single ``pplx-labs: error:`` line of ``stderr``; fails on anything more (a traceback, a blank line)."""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("pplx-labs: error: "), stderr
+    return lines[0].removeprefix("pplx-labs: error: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
+        (
+            ["ask", "--emulator", "--base-url", "http://127.0.0.1:1", "q"],
+            "argument --base-url: not allowed with",
+        ),
+        (["ask", ""], "the question is empty"),
+        (["ask", "--emulator", "  \n"], "the question is empty"),
+        (["cassette", "record", "--emulator", "--out", "x.labs.yaml", " "], "the question is empty"),
+        (["serve", "--delay", "-1"], "argument --delay: invalid value -1: must be >= 0"),
+        (["serve", "--first-delay", "-0.5"], "argument --first-delay: invalid value -0.5: must be >= 0"),
+        (["serve", "--speed", "-1"], "argument --speed: invalid value -1: must be >= 0"),
+        (["serve", "--stall-after", "-1"], "argument --stall-after: invalid value -1: must be >= 0"),
+        (["serve", "--drop-after", "two"], "argument --drop-after: invalid number 'two'"),
+        (["serve", "--chunk-size", "0"], "argument --chunk-size: invalid value 0: must be >= 1"),
+        (["serve", "--delay", "nan"], "argument --delay: invalid value nan: must be >= 0"),
+        (
+            ["cassette", "record", "--proxy", "https://127.0.0.1:8080", "--out", "x.labs.yaml", "q"],
+            "argument --proxy: invalid proxy 'https://127.0.0.1:8080': expected http://, socks4:// or "
+            "socks5://HOST:PORT (https:// proxies are not supported)",
+        ),
+        (
+            ["cassette", "record", "--proxy", "socks5://127.0.0.1", "--out", "x.labs.yaml", "q"],
+            "argument --proxy: invalid proxy 'socks5://127.0.0.1'",
+        ),
+        (
+            ["cassette", "record", "--emulator", "--proxy", "socks5://127.0.0.1:1080", "--out", "x", "q"],
+            "--proxy is for recording a --base-url server; the in-process --emulator is reached directly",
+        ),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_code_2(
+    args: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert _one_error_line(captured.err).startswith(expected)
+    assert captured.out == ""
+
+
+MALFORMED = """\
+provenance: synthetic
+recorded_at: '2026-01-01T00:00:00+00:00'
+model: sonar-pro
+client_version: '0.1'
+interactions:
+- request: {model: sonar-pro}
+  frames:
+  - at: -1
+    kind: nonsense
+"""
+
+
+def test_cassette_show_errors_are_one_line_naming_the_file_and_first_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    malformed = tmp_path / "bad.labs.yaml"
+    malformed.write_text(MALFORMED)
+    not_yaml = tmp_path / "notyaml.labs.yaml"
+    not_yaml.write_text("provenance: [synthetic\n")
+    assert main(["cassette", "show", str(malformed)]) == 1
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"Cassette {malformed} is malformed: interactions.0.frames.0.at: "
+        "Input should be greater than or equal to 0 (and 1 more)"
+    )
+    assert main(["cassette", "show", str(not_yaml)]) == 1
+    assert _one_error_line(capsys.readouterr().err).startswith(
+        f"Cassette {not_yaml} is not valid YAML: line 2, column 1: "
+    )
+    assert main(["cassette", "show", str(tmp_path / "nope.labs.yaml")]) == 1
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"Cannot read cassette {tmp_path / 'nope.labs.yaml'}: No such file or directory"
+    )
+
+
+def test_serve_refuses_a_malformed_cassette_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.labs.yaml").write_text(MALFORMED)
+    result = run("serve", "--cassettes", str(tmp_path))
+    assert result.returncode == 1
+    assert _one_error_line(result.stderr).startswith(f"Cassette {tmp_path / 'bad.labs.yaml'} is malformed: ")
+
+
+def test_ask_server_failure_mid_answer_is_one_line_after_the_partial_answer(emulator: LabsEmulator) -> None:
+    emulator.script(
+        answer="Partial answer that breaks off.", chunk_size=4, fail="Boom at frame two", fail_after=2
+    )
+    result = run("ask", "--base-url", emulator.base_url, "--model", "sonar-pro", QUESTION)
+    assert result.returncode == 1
+    assert "Boom at frame two" in _one_error_line(result.stderr)
+    assert result.stdout == "Partial \n"  # two frames of 4 characters, then the line is ended
+
+
+def test_unexpected_exceptions_are_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def broken(args: object, out: object) -> int:
+        raise RuntimeError("something nobody expected")
+
+    monkeypatch.setattr(cli, "_ask", broken)
+    assert main(["ask", "--emulator", QUESTION]) == 1
+    assert _one_error_line(capsys.readouterr().err) == "unexpected RuntimeError: something nobody expected"
+
+
+def test_ask_into_a_closed_pipe_exits_quietly_with_141(emulator: LabsEmulator) -> None:
+    """``pplx-labs ask ... | head -c 5``: the reader leaves early; no "Broken pipe", exit 128 + SIGPIPE."""
+    emulator.script(answer="word " * 2_000, chunk_size=5, delay=0.002)
+    process = subprocess.Popen(
+        command("ask", "--base-url", emulator.base_url, "--model", "sonar-pro", QUESTION),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    with process.stdout as stdout:
+        assert stdout.read(5) == b"word "
+    try:
+        assert process.wait(timeout=TIMEOUT) == cli.EXIT_BROKEN_PIPE == 141
+        assert process.stderr.read() == b""
+    finally:
+        process.kill()
+        process.wait()
+        process.stderr.close()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_serve_on_ipv6_prints_a_bracketed_url_the_model_accepts() -> None:
+    with serving("--host", "::1") as (_, first):
+        base_url = first.strip()
+        assert base_url.startswith("http://[::1]:")
+        with ChatPerplexityLabs(model="sonar-pro", base_url=base_url, max_retries=0) as chat:
+            assert chat.invoke(QUESTION).content == made_up_answer(QUESTION)
+
+
+# -- recorded with the CLI, replayed with the CLI (issue 17, item 5) ------------------------------
+
+
+def test_a_cli_recording_replays_with_ask_and_a_near_miss_names_the_closest_recording(tmp_path: Path) -> None:
+    # "a" sorts first: a mismatch that blamed the first cassette would name it instead of "b".
+    for name, question in (("a", "Say hello."), ("b", QUESTION)):
+        out = tmp_path / f"{name}.labs.yaml"
+        recorded = run(
+            "cassette", "record", "--emulator", "--model", "sonar-pro", "--out", str(out), question
+        )
+        assert recorded.returncode == 0, recorded.stderr
+    with serving("--cassettes", str(tmp_path)) as (_, first):
+        base_url = first.strip()
+        same = run("ask", "--base-url", base_url, "--model", "sonar-pro", QUESTION)
+        near = run("ask", "--base-url", base_url, "--model", "sonar-pro", "What is the capital of Spain?")
+    assert same.returncode == 0, same.stderr
+    assert same.stdout == (
+        "The capital of France is Paris [1]. It has been the seat of the French government for most of "
+        "the country's history [2].\n\nSources:\n"
+        "[1] https://en.wikipedia.org/wiki/Paris\n[2] https://www.britannica.com/place/Paris\n"
+    )
+    assert near.returncode == 1
+    error = _one_error_line(near.stderr)
+    assert (
+        f"Request does not match cassette {tmp_path / 'b.labs.yaml'} (closest recorded request: #1)" in error
+    )
+    assert (
+        'recorded "content": "What is the capital of France?" but sent "content": "What is the capital of Spain?"'
+        in error
+    )
+    assert "a.labs.yaml" not in error
+
+
+def test_ask_and_cassette_record_send_the_same_system_prompt(emulator: LabsEmulator, tmp_path: Path) -> None:
+    asked = run("ask", "--base-url", emulator.base_url, QUESTION)
+    assert asked.returncode == 0, asked.stderr
+    recorded = run(
+        "cassette",
+        "record",
+        "--base-url",
+        emulator.base_url,
+        "--out",
+        str(tmp_path / "q.labs.yaml"),
+        QUESTION,
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    first, second = emulator.requests
+    assert first == second
+    assert first["messages"] == [
+        {"role": "system", "content": "Answer concisely and cite your sources."},
+        {"role": "user", "content": QUESTION},
+    ]
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_bind_tools_snippet_gives_what_it_shows_against_serve_follow_tools() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    [snippet] = [b for b in blocks if "ChatPerplexityLabs(" in b and ".bind_tools([get_weather])" in b]
+    show = "\nprint(json.dumps([[c['name'], c['args']] for c in msg.tool_calls]))\n"
+    with serving("--follow-tools") as (_, first):
+        env = {**os.environ, "PPLX_LABS_BASE_URL": first.strip()}
+        result = subprocess.run(
+            [sys.executable, "-c", "import json\n" + snippet + show],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=env,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [["get_weather", {"city": "Paris"}]]

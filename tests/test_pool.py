@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs import ChatPerplexityLabs, LabsProtocol
 from langchain_pplx_labs import pool as pool_module
 from langchain_pplx_labs.connection import LabsConnection, Transport
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
@@ -302,21 +302,18 @@ def test_benchmarks_quick_mode_prints_a_table() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    for heading in ("TTFT", "CPU", "overhead", "concurrent"):
+    for heading in ("TTFT", "CPU", "abandoned", "ChatOpenAI", "overhead", "concurrent"):
         assert heading in result.stdout
     assert "baseline" in result.stdout
 
 
 def test_refused_connect_on_a_pipelined_socket_is_a_clear_error(
-    emulator: LabsEmulator, base_url: str, monkeypatch: pytest.MonkeyPatch
+    emulator: LabsEmulator, base_url: str
 ) -> None:
     # The question rides behind CONNECT without waiting for its ack; a refused CONNECT must
     # still surface as a typed error naming the refusal, not as a hang or a timeout.
-    from langchain_pplx_labs import websocket as websocket_module
-
-    monkeypatch.setattr(websocket_module, "ANONYMOUS_AUTH", {})
     with (
-        _chat(base_url, max_retries=0) as chat,
+        _chat(base_url, max_retries=0, protocol=LabsProtocol(auth={})) as chat,
         pytest.raises(PerplexityLabsConnectionError, match="refused"),
     ):
         chat.invoke("first")

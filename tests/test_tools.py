@@ -344,7 +344,7 @@ def test_schema_follower_calls_the_offered_tool_then_summarises(
     assert "42" in final.text
     assert model.with_structured_output(Translate, method="json_schema").invoke(
         "Say 'hi' in French"
-    ) == Translate(text="hi", language="hi")
+    ) == Translate(text="hi", language="French")
 
 
 # -- invalid calls on every invoke path, tool_choice forms and tool kinds -------------------------
@@ -492,3 +492,46 @@ def test_v1_answer_with_an_invalid_call_can_go_back_as_history(base_url: str, em
             assert sent["role"] == "assistant"
             assert sent["content"].startswith("Checking [1].\n")
             assert '"arguments": {"town": "Paris"}' in sent["content"]
+
+
+# -- the follow-tools model picks the fitting tool and fills its arguments (issue 17, item 6) -----
+
+
+@tool
+def convert_currency(amount: float, source: str, target: str) -> str:
+    """Convert an amount of money from one currency to another."""
+    return f"{amount} {source} in {target}"
+
+
+@pytest.mark.parametrize(
+    ("question", "name", "args"),
+    [
+        ("Weather in Paris?", "get_weather", {"city": "Paris"}),
+        ("What's the weather like in New York today?", "get_weather", {"city": "New York"}),
+        ("Paris weather?", "get_weather", {"city": "Paris"}),
+        ("How many people live in Lyon? Population please.", "lookup_population", {"city": "Lyon"}),
+        ("What is the population of 'São Paulo'?", "lookup_population", {"city": "São Paulo"}),
+        (
+            "Convert 12.5 from EUR to USD",
+            "convert_currency",
+            {"amount": 12.5, "source": "EUR", "target": "USD"},
+        ),
+        ("Translate 'good night' to German", "Translate", {"text": "good night", "language": "German"}),
+        (
+            "How far is it from Paris to Berlin? Distance please.",
+            "Distance",
+            {"origin": "Paris", "destination": "Berlin"},
+        ),
+    ],
+)
+def test_follow_tools_picks_the_fitting_tool_and_fills_arguments_from_the_question(
+    model: ChatPerplexityLabs, emulator: LabsEmulator, question: str, name: str, args: dict[str, Any]
+) -> None:
+    from langchain_pplx_labs.emulator.rules import schema_follower
+
+    emulator.script(schema_follower)
+    # The fitting tool is never the first offered, so "always the first tool" cannot pass.
+    tools = [Translate, lookup_population, convert_currency, Distance, get_weather]
+    tools.sort(key=lambda t: getattr(t, "name", getattr(t, "__name__", "")) == name)
+    message = model.bind_tools(tools).invoke(question)
+    assert [(c["name"], c["args"]) for c in message.tool_calls] == [(name, args)]

@@ -10,11 +10,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from langchain_pplx_labs.protocol import (
+    DEFAULT_PROTOCOL,
     IMPLICIT_THINK_MODELS,
     REASONING_MODELS,
     THINK_CLOSE,
     THINK_OPEN,
-    progress_event,
+    LabsProtocol,
 )
 
 
@@ -50,25 +51,40 @@ class Drop:
 
 
 Step = Emit | Raw | Stall | Drop
+"""One thing the emulator does while answering: send, send raw, go silent or drop."""
 
 
 @dataclass(frozen=True)
 class LabsRequest:
-    """One ``perplexity_labs`` question as the emulator received it."""
+    """One question as the emulator received it, and the protocol it came in on."""
 
     payload: dict[str, Any]
+    protocol: LabsProtocol = DEFAULT_PROTOCOL
+
+    @property
+    def progress_event(self) -> str:
+        """The event this question's answer streams on."""
+        return self.protocol.progress_event_for(self.model)
+
+    @property
+    def version(self) -> str:
+        """The payload's ``version`` field (``""`` if absent)."""
+        return str(self.payload.get("version", ""))
 
     @property
     def model(self) -> str:
+        """The model the question was asked of."""
         return str(self.payload.get("model", ""))
 
     @property
     def messages(self) -> list[dict[str, Any]]:
+        """The conversation sent (``[]`` if the payload has none)."""
         messages = self.payload.get("messages")
         return messages if isinstance(messages, list) else []
 
     @property
     def question(self) -> str:
+        """The last user turn's text."""
         for message in reversed(self.messages):
             if isinstance(message, dict) and message.get("role") == "user":
                 return str(message.get("content", ""))
@@ -108,6 +124,16 @@ class Scenario(BaseModel):
     """Frames sent before a binary Engine.IO message the playground never sends."""
     extra_events: bool = False
     """Interleave unknown events, as the live site may."""
+    partial_status: str | None = None
+    """``status`` on partial frames; the evidence says none (``None``), older emulators sent ``pending``."""
+    partial_citations: bool = False
+    """Also send the citations on every partial frame, not only the final one."""
+    citation_titles: bool = False
+    """Send citations as ``{"url", "title"}`` objects instead of bare URLs."""
+    final_citations: bool = True
+    """``False``: the final frame has no ``citations`` key at all."""
+    versions: list[str] | None = None
+    """Payload versions this server accepts; another gets ``status: failed``. ``None`` accepts any."""
 
     def full_output(self, request: LabsRequest) -> str:
         """The last cumulative ``output``, think section included."""
@@ -123,25 +149,45 @@ class Scenario(BaseModel):
 
     def steps(self, request: LabsRequest) -> list[Step]:
         """The steps that answer ``request``."""
+        event = request.progress_event
+        if self.versions is not None and request.version not in self.versions:
+            text = (
+                f"Unsupported payload version {request.version!r}; expected one of {', '.join(self.versions)}"
+            )
+            return [Emit(event, {"status": "failed", "text": text}, self.first_delay)]
         output = self.full_output(request)
-        event = progress_event(request.model)
         prefixes = [output[:end] for end in range(self.chunk_size, len(output), self.chunk_size)]
+        citations = self._citations(request)
+        partial_citations = citations if self.partial_citations else ()
         steps: list[Step] = []
         for index, prefix in enumerate(prefixes):
             fault = self._fault_at(index, event)
             if fault is not None:
                 return steps + fault
             delay = self.first_delay if index == 0 else self.delay
-            steps.append(Emit(event, progress_frame(prefix, elapsed=0.05 * (index + 1)), delay))
+            frame = progress_frame(
+                prefix, elapsed=0.05 * (index + 1), citations=partial_citations, status=self.partial_status
+            )
+            steps.append(Emit(event, frame, delay))
             if self.extra_events:
                 steps.append(Emit("query_status", {"status": "pending", "index": index}))
         fault = self._fault_at(len(prefixes), event)
         if fault is not None:
             return steps + fault
-        citations = self.citations if self.citations is not None else default_citations(request.question)
-        final = progress_frame(output, elapsed=0.05 * (len(prefixes) + 1), citations=citations, final=True)
+        final = progress_frame(
+            output,
+            elapsed=0.05 * (len(prefixes) + 1),
+            citations=citations if self.final_citations else None,
+            final=True,
+        )
         steps.append(Emit(event, final, self.first_delay if not prefixes else self.delay))
         return steps
+
+    def _citations(self, request: LabsRequest) -> list[str | dict[str, Any]]:
+        citations = self.citations if self.citations is not None else default_citations(request.question)
+        if not self.citation_titles:
+            return list(citations)
+        return [{"url": c, "title": _title_of(c)} if isinstance(c, str) else c for c in citations]
 
     def _fault_at(self, index: int, event: str) -> list[Step] | None:
         if self.fail is not None and index == self.fail_after:
@@ -163,25 +209,42 @@ class Scenario(BaseModel):
 
 
 Responder = Callable[[LabsRequest], "Scenario | Sequence[Step]"]
+"""How the emulator answers a request: a scenario, or the steps to play."""
 
 
 def progress_frame(
     output: str,
     *,
     elapsed: float,
-    citations: Sequence[str | dict[str, Any]] = (),
+    citations: Sequence[str | dict[str, Any]] | None = (),
     final: bool = False,
+    status: str | None = None,
 ) -> dict[str, Any]:
-    """A ``<model>_query_progress`` frame as the playground sends it."""
-    return {
-        "output": output,
-        "citations": list(citations),
-        "chunks": [],
-        "final": final,
-        "elapsed_time": round(elapsed, 3),
-        "tokens_streamed": max(1, len(output) // 4) if output else 0,
-        "status": "completed" if final else "pending",
-    }
+    """A progress frame as the playground sends it.
+
+    Evidence says partial frames carry no ``status`` and the final one ``completed``;
+    ``status`` overrides that. ``citations=None`` leaves the key out.
+    """
+    frame: dict[str, Any] = {"output": output}
+    if citations is not None:
+        frame["citations"] = list(citations)
+    frame.update(
+        chunks=[],
+        final=final,
+        elapsed_time=round(elapsed, 3),
+        tokens_streamed=max(1, len(output) // 4) if output else 0,
+    )
+    status = status if status is not None else ("completed" if final else None)
+    if status is not None:
+        frame["status"] = status
+    return frame
+
+
+def _title_of(url: str) -> str:
+    """A readable title for a made-up citation object: the URL's last path part, else its host."""
+    rest = url.split("://", 1)[-1].rstrip("/")
+    host, _, path = rest.partition("/")
+    return (path.rsplit("/", 1)[-1] or host).replace("_", " ").replace("-", " ") or url
 
 
 _FACTS = (

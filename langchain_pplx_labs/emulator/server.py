@@ -8,8 +8,9 @@ import inspect
 import logging
 import ssl
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import socketio
 from aiohttp import web
@@ -25,7 +26,7 @@ from langchain_pplx_labs.emulator.script import (
     Step,
     default_responder,
 )
-from langchain_pplx_labs.protocol import ANONYMOUS_AUTH, LABS_ORIGIN, QUERY_EVENT, SOCKETIO_PATH
+from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ class LabsEmulator:
     ``responder`` maps each question to a :class:`Scenario` or a list of steps;
     the HTTP-level faults (``blocked``, ``refuse_websocket``) apply to every request.
     Counters (``handshakes``, ``requests``, ``connections``) let tests see what happened.
+    ``protocol`` sets the path, event names and auth it serves, to rehearse a change of Labs.
+    Like the live service, it accepts a handshake with no ``Origin``, any ``https://*.perplexity.ai``
+    origin, the protocol's origin and its own; ``allowed_origins`` narrows that to a list.
     """
 
     def __init__(
@@ -58,8 +62,12 @@ class LabsEmulator:
         refuse_websocket: bool = False,
         require_auth: bool = True,
         ssl_context: ssl.SSLContext | None = None,
+        protocol: LabsProtocol = DEFAULT_PROTOCOL,
+        allowed_origins: Iterable[str] | None = None,
     ) -> None:
         self.responder: Responder = responder or default_responder
+        self.protocol = protocol
+        self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
         self.host = host
         self.port = port
         self.blocked = blocked
@@ -77,16 +85,16 @@ class LabsEmulator:
         self.base_url = ""
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
-            cors_allowed_origins=[LABS_ORIGIN],
+            cors_allowed_origins=self._origin_allowed,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             max_http_buffer_size=16 * 1024 * 1024,
         )
         self.app = web.Application(middlewares=[self._gate])
-        self.sio.attach(self.app, socketio_path=SOCKETIO_PATH)
+        self.sio.attach(self.app, socketio_path=protocol.engineio_path)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
-        self.sio.on(QUERY_EVENT, self._on_query)
+        self.sio.on(protocol.query_event, self._on_query)
         self._answers: dict[str, asyncio.Task[None]] = {}
         self._runner: web.AppRunner | None = None
 
@@ -122,7 +130,8 @@ class LabsEmulator:
         assert sockets, "aiohttp did not open a listening socket"
         self.port = sockets[0].getsockname()[1]
         scheme = "https" if self.ssl_context is not None else "http"
-        self.base_url = f"{scheme}://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literals need brackets in URLs
+        self.base_url = f"{scheme}://{host}:{self.port}"
         return self.base_url
 
     async def stop(self) -> None:
@@ -145,11 +154,18 @@ class LabsEmulator:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
+    def _origin_allowed(self, origin: str, environ: dict[str, Any]) -> bool:
+        """engine.io asks this for every handshake that sends an ``Origin`` (none is always accepted)."""
+        if self.allowed_origins is not None:
+            return origin in self.allowed_origins
+        own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
+        return origin in (own, self.protocol.origin) or _is_perplexity_origin(origin)
+
     @web.middleware
     async def _gate(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if not request.path.startswith(f"/{SOCKETIO_PATH}"):
+        if not request.path.startswith(self.protocol.socketio_path.rstrip("/")):
             return await handler(request)
         if self.blocked:
             return web.Response(
@@ -169,7 +185,7 @@ class LabsEmulator:
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         if self.require_auth and not (isinstance(auth, dict) and auth.get("jwt")):
             raise socketio.exceptions.ConnectionRefusedError(
-                f"authentication required: send {ANONYMOUS_AUTH} as the CONNECT payload"
+                f"authentication required: send {self.protocol.auth} as the CONNECT payload"
             )
         self.connections += 1
         self.open_sockets += 1
@@ -186,7 +202,7 @@ class LabsEmulator:
         self.requests.append(payload)
         if len(self.requests) > MAX_RECORDED_REQUESTS:
             del self.requests[0]  # bounded, like handshake_headers: ``serve`` runs for days
-        request = LabsRequest(payload)
+        request = LabsRequest(payload, self.protocol)
         reply: Any = self.responder(request)
         if inspect.isawaitable(reply):
             # A recording proxy answers asynchronously, after asking the real server.
@@ -222,6 +238,22 @@ class LabsEmulator:
                 del self._answers[sid]
 
 
+def _is_perplexity_origin(origin: str) -> bool:
+    """``https://perplexity.ai`` or any subdomain: what clients sent the live service (www, labs, labs-api)."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return False
+    host = parts.hostname or ""
+    return (
+        parts.scheme == "https"
+        and port in (None, 443)
+        and (host == "perplexity.ai" or host.endswith(".perplexity.ai"))
+        and not parts.path.strip("/")
+    )
+
+
 async def _close_without_waiting(socket: Any) -> None:
     # engineio's default close waits for the send queue to drain, which never happens
     # once the peer is gone; a stopping server must not wait on a vanished client.
@@ -238,9 +270,11 @@ class EmulatorThread:
 
     @property
     def base_url(self) -> str:
+        """The running emulator's base URL."""
         return self.emulator.base_url
 
     def start(self) -> str:
+        """Start the thread and the emulator; return its base URL."""
         self._thread.start()
         return asyncio.run_coroutine_threadsafe(self.emulator.start(), self._loop).result(timeout=10)
 
@@ -253,6 +287,7 @@ class EmulatorThread:
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
 
     def stop(self) -> None:
+        """Stop the emulator and its thread; a second call does nothing."""
         if self._loop.is_closed():
             return
         asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)

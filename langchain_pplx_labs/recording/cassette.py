@@ -83,7 +83,7 @@ def parse_cassette(text: str, *, source: str = "<string>") -> Cassette:
     try:
         document = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
-        raise CassetteError(f"Cassette {source} is not valid YAML: {exc}") from None
+        raise CassetteError(f"Cassette {source} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(document, dict):
         raise CassetteError(f"Cassette {source} is not a mapping")
     for interaction in document.get("interactions") or []:
@@ -92,7 +92,23 @@ def parse_cassette(text: str, *, source: str = "<string>") -> Cassette:
     try:
         return Cassette.model_validate(document)
     except ValidationError as exc:
-        raise CassetteError(f"Cassette {source} is malformed: {exc}") from None
+        raise CassetteError(f"Cassette {source} is malformed: {_first_problem(exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    # PyYAML's text spans several lines (context, snippet); the position and the problem fit on one.
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else str(problem)
+
+
+def _first_problem(exc: ValidationError) -> str:
+    # pydantic's own text spans many lines and links to its docs; one field and why is enough to fix it.
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(map(str, first["loc"])) or "document"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
 
 
 def load_cassette(path: str | Path) -> Cassette:

@@ -14,11 +14,11 @@ import socketio
 from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 
 from langchain_pplx_labs._json import OrjsonPacket
-from langchain_pplx_labs.connection import DEFAULT_HEADERS
 from langchain_pplx_labs.errors import PerplexityLabsError
-from langchain_pplx_labs.protocol import ANONYMOUS_AUTH, QUERY_EVENT, SOCKETIO_PATH, is_progress_event
+from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Cassette, Frame, HttpRefusal, Interaction
 from langchain_pplx_labs.recording.redact import Redactor
+from langchain_pplx_labs.wire import browser_headers
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +36,17 @@ class UpstreamUnreachableError(PerplexityLabsError):
         self.reason = reason
 
 
-def upstream_headers(extra: Mapping[str, str] | None = None, cookies: str | None = None) -> dict[str, str]:
+def upstream_headers(
+    extra: Mapping[str, str] | None = None,
+    cookies: str | None = None,
+    protocol: LabsProtocol = DEFAULT_PROTOCOL,
+) -> dict[str, str]:
     """The headers ``ChatPerplexityLabs`` sends: defaults, ``extra``, and ``cookies`` (else ``$PPLX_LABS_COOKIES``).
 
     A recording must look like the client it stands in for, or a session that
     works for the user (cookies, custom headers) is refused while recording.
     """
-    headers = {**DEFAULT_HEADERS, **(extra or {})}
+    headers = {**browser_headers(protocol), **(extra or {})}
     cookie = cookies if cookies is not None else os.environ.get("PPLX_LABS_COOKIES")
     if cookie:
         headers["Cookie"] = cookie
@@ -59,17 +63,18 @@ async def record_interaction(
     silence: float = 10.0,
     connect_timeout: float = 10.0,
     connection_info: dict[str, Any] | None = None,
+    protocol: LabsProtocol = DEFAULT_PROTOCOL,
 ) -> Interaction:
     """Ask ``payload`` on a fresh socket and record every frame until final, failed, dropped or silent.
 
-    ``headers`` (default: the browser-like ``DEFAULT_HEADERS``) and ``proxy`` are
-    used as given; only their redacted form reaches the cassette.
+    ``headers`` (default: the browser-like headers of ``protocol``) and ``proxy`` are
+    used as given; ``protocol`` names the path, events and auth; only their redacted form reaches the cassette.
     ``silence`` seconds without a frame end the recording with a ``stall``.
     When given, ``connection_info`` is filled with the (redacted) headers, auth and handshake.
     Raises :class:`UpstreamUnreachableError` when the server gives no HTTP answer at all.
     """
     redactor = redactor or Redactor()
-    sent_headers = dict(headers if headers is not None else DEFAULT_HEADERS)
+    sent_headers = dict(headers if headers is not None else browser_headers(protocol))
     inbox: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
     async with aiohttp.ClientSession(connector=_connector(proxy)) as session:
         sio = socketio.AsyncClient(
@@ -86,16 +91,17 @@ async def record_interaction(
             await sio.connect(
                 base_url,
                 headers=dict(sent_headers),  # engineio pops the Cookie header from the dict it gets
-                auth=dict(ANONYMOUS_AUTH),
+                auth=dict(protocol.auth),
                 transports=["websocket"],
-                socketio_path=SOCKETIO_PATH,
+                socketio_path=protocol.engineio_path,
                 wait_timeout=connect_timeout,
             )
         except _PROXY_ERRORS as exc:
             raise UpstreamUnreachableError(base_url, f"proxy {_describe(exc)}") from None
         except socketio.exceptions.ConnectionError as exc:
             logger.info("recording a refused connection to %s: %s", base_url, exc)
-            refusal = await _fetch_refusal(session, base_url, sent_headers, redactor, connect_timeout)
+            url = protocol.endpoint(base_url)
+            refusal = await _fetch_refusal(session, url, base_url, sent_headers, redactor, connect_timeout)
             return Interaction(request=request, refusal=refusal)
         try:
             if connection_info is not None:
@@ -103,13 +109,13 @@ async def record_interaction(
                     redactor.redact_data(
                         {
                             "headers": redactor.redact_headers(sent_headers),
-                            "auth": dict(ANONYMOUS_AUTH),
+                            "auth": dict(protocol.auth),
                             "transport": sio.transport(),
                             "sid": sio.get_sid(),
                         }
                     )
                 )
-            frames = await _collect(sio, inbox, payload, redactor, silence)
+            frames = await _collect(sio, inbox, payload, redactor, silence, protocol)
         finally:
             await sio.disconnect()
             await sio.eio.disconnect(abort=True)
@@ -122,12 +128,14 @@ async def _collect(
     payload: Mapping[str, Any],
     redactor: Redactor,
     silence: float,
+    protocol: LabsProtocol,
 ) -> list[Frame]:
     loop = asyncio.get_running_loop()
     started = loop.time()
     last = 0.0
     frames: list[Frame] = []
-    await sio.emit(QUERY_EVENT, dict(payload))
+    is_progress = protocol.is_progress_event
+    await sio.emit(protocol.query_event, dict(payload))
     while True:
         try:
             kind, event, data = await asyncio.wait_for(inbox.get(), silence)
@@ -139,24 +147,24 @@ async def _collect(
             frames.append(Frame(at=last, kind="drop"))
             return frames
         frames.append(Frame(at=last, event=event, data=redactor.redact_data(data)))
-        if _last_frame(event, data):
+        if is_progress(event) and _last_frame(data):
             return frames
 
 
-def _last_frame(event: str, data: Any) -> bool:
-    if not (is_progress_event(event) and isinstance(data, dict)):
+def _last_frame(data: Any) -> bool:
+    if not isinstance(data, dict):
         return False
     return data.get("final") is True or data.get("status") == "failed"
 
 
 async def _fetch_refusal(
     session: aiohttp.ClientSession,
+    url: str,
     base_url: str,
     headers: Mapping[str, str],
     redactor: Redactor,
     wait: float,
 ) -> HttpRefusal:
-    url = f"{base_url}/{SOCKETIO_PATH}/?EIO=4&transport=polling"
     try:
         async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=wait)) as response:
             body = (await response.content.read(64 * 1024)).decode("utf-8", "replace")
@@ -196,6 +204,7 @@ async def record_cassette(
     redactor: Redactor | None = None,
     silence: float = 10.0,
     connect_timeout: float = 10.0,
+    protocol: LabsProtocol = DEFAULT_PROTOCOL,
 ) -> Cassette:
     """Record one conversation (each payload on its own socket) as a cassette.
 
@@ -217,6 +226,7 @@ async def record_cassette(
             silence=silence,
             connect_timeout=connect_timeout,
             connection_info=connection if not connection else None,
+            protocol=protocol,
         )
         for payload in payloads
     ]

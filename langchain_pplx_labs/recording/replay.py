@@ -34,16 +34,38 @@ class CassetteNotFoundError(PerplexityLabsError, FileNotFoundError):
 
 
 class CassetteMismatchError(PerplexityLabsError):
-    """The question sent does not match any recorded one; ``diff`` is a unified diff expected → sent."""
+    """The question sent matches no recorded one; ``source`` holds the closest, ``diff`` is expected → sent.
 
-    def __init__(self, source: str, expected: Mapping[str, Any] | None, sent: Mapping[str, Any]) -> None:
+    The first line of the message says it all (for one-line reports such as the CLI's):
+    the cassette, which of its requests is closest, and the first line that differs.
+    """
+
+    def __init__(
+        self, source: str, expected: Mapping[str, Any] | None, sent: Mapping[str, Any], *, index: int = 0
+    ) -> None:
         self.diff = payload_diff(expected or {}, sent)
+        where = f"{source} (closest recorded request: #{index + 1})" if expected is not None else source
         super().__init__(
-            f"Request does not match cassette {source}; diff of expected (-) vs sent (+) payload:\n{self.diff}"
+            f"Request does not match cassette {where}{_first_difference(self.diff)}\n"
+            f"diff of expected (-) vs sent (+) payload:\n{self.diff}"
         )
         self.source = source
+        self.index = index
         self.expected = expected
         self.sent = sent
+
+
+def _first_difference(diff: str) -> str:
+    removed = next((line[1:].strip() for line in diff.splitlines() if line.startswith("-  ")), None)
+    added = next((line[1:].strip() for line in diff.splitlines() if line.startswith("+  ")), None)
+    if removed is None or added is None:
+        return ""
+    return f": recorded {removed.rstrip(',')} but sent {added.rstrip(',')}"
+
+
+def payload_similarity(expected: Mapping[str, Any], sent: Mapping[str, Any]) -> float:
+    """How alike two payloads are, 0 to 1: difflib's ratio of their pretty JSON texts."""
+    return difflib.SequenceMatcher(None, _pretty(expected), _pretty(sent), autojunk=False).ratio()
 
 
 def payload_diff(expected: Mapping[str, Any], sent: Mapping[str, Any]) -> str:
@@ -147,22 +169,24 @@ class CassetteResponder:
         return (fresh or candidates or [None])[0]  # type: ignore[list-item]
 
     def _mismatch(self, request: LabsRequest) -> list[Step]:
-        source, expected = self._closest()
-        error = CassetteMismatchError(source, expected, request.payload)
+        source, index, expected = self._closest(request.payload)
+        error = CassetteMismatchError(source, expected, request.payload, index=index)
         self.mismatches.append(error)
-        logger.warning("%s", error)
+        # One line: the client gets the whole diff in its error, so a test report shows it once.
+        logger.warning("%s", str(error).splitlines()[0])
         # Answer with a failed frame so the client stops at once instead of timing out.
         return [Emit(progress_event(request.model), {"status": "failed", "text": str(error)})]
 
-    def _closest(self) -> tuple[str, Mapping[str, Any] | None]:
-        for source, cassette in self.cassettes.items():
-            for index, interaction in enumerate(cassette.interactions):
-                if (source, index) not in self.played and interaction.refusal is None:
-                    return source, interaction.request
-        if not self.cassettes:
-            return "<no cassettes>", None
-        source, cassette = next(iter(self.cassettes.items()))
-        return source, cassette.interactions[0].request if cassette.interactions else None
+    def _closest(self, sent: Mapping[str, Any]) -> tuple[str, int, Mapping[str, Any] | None]:
+        """The recorded request most like ``sent`` (earlier cassettes win ties), to diff against."""
+        recorded = [
+            (source, index, interaction.request)
+            for source, cassette in self.cassettes.items()
+            for index, interaction in enumerate(cassette.interactions)
+        ]
+        if not recorded:
+            return next(iter(self.cassettes), "<no cassettes>"), 0, None
+        return max(recorded, key=lambda candidate: payload_similarity(candidate[2], sent))
 
 
 class RecordingResponder:

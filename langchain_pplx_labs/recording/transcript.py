@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_pplx_labs.protocol import THINK_CLOSE, THINK_OPEN, is_progress_event
+from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, THINK_CLOSE, THINK_OPEN, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Cassette, Frame, Interaction
 
 
-def format_transcript(cassette: Cassette, *, source: str = "", frames: bool = False) -> str:
+def format_transcript(
+    cassette: Cassette, *, source: str = "", frames: bool = False, protocol: LabsProtocol = DEFAULT_PROTOCOL
+) -> str:
     """The whole conversation as text; ``frames=True`` adds one timeline line per recorded frame."""
     lines = [
         f"Cassette {source}".rstrip(),
@@ -18,11 +20,11 @@ def format_transcript(cassette: Cassette, *, source: str = "", frames: bool = Fa
     if cassette.note:
         lines.append(f"note: {cassette.note}")
     for number, interaction in enumerate(cassette.interactions, start=1):
-        lines += ["", f"── turn {number} ──", *_turn(interaction, frames)]
+        lines += ["", f"── turn {number} ──", *_turn(interaction, frames, protocol)]
     return "\n".join(lines) + "\n"
 
 
-def _turn(interaction: Interaction, with_frames: bool) -> list[str]:
+def _turn(interaction: Interaction, with_frames: bool, protocol: LabsProtocol) -> list[str]:
     messages = interaction.request.get("messages") or []
     lines = [f"[{m.get('role', '?')}] {m.get('content', '')}" for m in messages if isinstance(m, dict)]
     if interaction.refusal is not None:
@@ -30,7 +32,9 @@ def _turn(interaction: Interaction, with_frames: bool) -> list[str]:
         kind = refusal.headers.get("Content-Type", refusal.headers.get("content-type", "?"))
         lines.append(f"refused: HTTP {refusal.status} ({kind}), {len(refusal.body)} characters of body")
         return lines
-    progress = [f for f in interaction.frames if f.kind == "event" and is_progress_event(f.event or "")]
+    progress = [
+        f for f in interaction.frames if f.kind == "event" and protocol.is_progress_event(f.event or "")
+    ]
     last: dict[str, Any] = next((f.data for f in reversed(progress) if isinstance(f.data, dict)), {})
     output = last.get("output") if isinstance(last.get("output"), str) else ""
     thinking, answer = _split(str(output))

@@ -1,0 +1,80 @@
+"""Model profiles (langchain-core's ``ModelProfile``) for the Labs models: what each one takes and gives."""
+
+from __future__ import annotations
+
+from typing import Any, get_type_hints
+
+from langchain_pplx_labs.protocol import KNOWN_MODELS, REASONING_MODELS
+
+# Context windows Perplexity documents for its API models (models.dev data, as shipped in
+# langchain-perplexity's profiles: sonar, sonar-pro, sonar-reasoning-pro). r1-1776 and
+# sonar-reasoning are not in that data; 128k is the window Perplexity gave for both. The
+# playground publishes no limits of its own, so these only cap max_input_tokens.
+DOCUMENTED_CONTEXT_TOKENS: dict[str, int] = {
+    "r1-1776": 128_000,
+    "sonar": 128_000,
+    "sonar-pro": 200_000,
+    "sonar-reasoning": 128_000,
+    "sonar-reasoning-pro": 128_000,
+}
+# For a model name we have never seen: the smallest documented window.
+UNKNOWN_MODEL_CONTEXT_TOKENS = min(DOCUMENTED_CONTEXT_TOKENS.values())
+# The same ~4 characters per token estimate usage_metadata uses for input tokens.
+CHARS_PER_TOKEN = 4
+
+# What every Labs model shares: text in, text out; tools and JSON answers are prompted and parsed
+# on the client (tool_calling, tool_choice), which is not provider-native structured output: with
+# structured_output False, langchain's create_agent picks ToolStrategy (prompted tool calls, with
+# retries on a bad answer) rather than ProviderStrategy (one bare-JSON answer, no retry).
+_COMMON: dict[str, Any] = {
+    "text_inputs": True,
+    "image_inputs": False,
+    "image_url_inputs": False,
+    "pdf_inputs": False,
+    "audio_inputs": False,
+    "video_inputs": False,
+    "image_tool_message": False,
+    "pdf_tool_message": False,
+    "text_outputs": True,
+    "image_outputs": False,
+    "audio_outputs": False,
+    "video_outputs": False,
+    "tool_calling": True,
+    "tool_choice": True,
+    "tool_call_streaming": True,
+    "structured_output": False,
+    "attachment": False,
+    "temperature": False,
+}
+
+
+class DefaultProfile(dict[str, Any]):
+    """A profile made from the model's settings, not given by the user: remade when they change."""
+
+
+def default_profile(model: str, max_input_chars: int | None) -> DefaultProfile:
+    """The profile of Labs model ``model`` for a client that sends at most ``max_input_chars``.
+
+    ``max_input_tokens`` is the smaller of the model's documented context window and
+    ``max_input_chars`` / 4 (an estimate: Labs counts no input tokens), since the client
+    refuses longer conversations before sending them.
+    """
+    window = DOCUMENTED_CONTEXT_TOKENS.get(model, UNKNOWN_MODEL_CONTEXT_TOKENS)
+    if max_input_chars is not None:
+        window = min(window, max_input_chars // CHARS_PER_TOKEN)
+    profile = {
+        **_COMMON,
+        "max_input_tokens": window,
+        "reasoning_output": model in REASONING_MODELS,
+    }
+    if model in KNOWN_MODELS:
+        profile["name"] = model
+    return DefaultProfile(_known_keys(profile))
+
+
+def _known_keys(profile: dict[str, Any]) -> dict[str, Any]:
+    """``profile`` without keys the installed langchain-core's ``ModelProfile`` lacks (it warns on those)."""
+    from langchain_core.language_models.model_profile import ModelProfile
+
+    declared = get_type_hints(ModelProfile)
+    return {key: value for key, value in profile.items() if key in declared}

@@ -1,0 +1,216 @@
+"""``pplx-labs gateway``: its flags, the loopback-or-key rule, and serving until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langchain_pplx_labs.protocol import LabsProtocol
+
+_LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Register ``gateway`` on the ``pplx-labs`` command line."""
+    parser = subparsers.add_parser(
+        "gateway",
+        help="serve Labs over the OpenAI / Perplexity chat-completions API; prints its root URL first",
+        description="Serve Perplexity Labs over the chat-completions API. OpenAI clients use ROOT/v1, "
+        "Perplexity clients ROOT, where ROOT is the URL printed on the first line.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    parser.add_argument("--port", type=_port, default=8000, help="0 picks a free port")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--base-url", default=None, help="Labs server root (default $PPLX_LABS_BASE_URL or the live site)"
+    )
+    where.add_argument(
+        "--emulator", action="store_true", help="answer from an in-process Labs emulator (offline)"
+    )
+    parser.add_argument(
+        "--follow-tools", action="store_true", help="with --emulator: obey tool and JSON-schema prompts"
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("PPLX_LABS_GATEWAY_API_KEY") or None,
+        help="bearer token clients must send (default $PPLX_LABS_GATEWAY_API_KEY); required off loopback",
+    )
+    parser.add_argument(
+        "--insecure-no-auth", action="store_true", help="allow a non-loopback --host without --api-key"
+    )
+    parser.add_argument(
+        "--reasoning",
+        choices=["separate", "inline", "drop"],  # app.REASONING_MODES, not imported here: it is heavy
+        default="separate",
+        help="thinking in reasoning_content (separate), in content as <think>…</think> (inline), or dropped",
+    )
+    parser.add_argument(
+        "--perplexity-stream",
+        choices=["sources-first", "live"],
+        default="sources-first",
+        help="on ROOT/chat/completions: hold a stream until its sources are known (Labs sends them last), "
+        "so the first chunk has citations as Perplexity's API does; or stream live",
+    )
+    parser.add_argument(
+        "--max-connections", type=_positive_int, default=64, help="Labs sockets (answers in flight)"
+    )
+    parser.add_argument(
+        "--queue-timeout",
+        type=_positive_float,
+        default=30.0,
+        help="seconds to wait for a socket before a 503",
+    )
+    parser.add_argument(
+        "--protocol",
+        metavar="FILE.json",
+        default=os.environ.get("PPLX_LABS_GATEWAY_PROTOCOL") or None,
+        help="LabsProtocol fields (path, event names...) for Labs and --emulator "
+        "(default $PPLX_LABS_GATEWAY_PROTOCOL)",
+    )
+    parser.add_argument("--max-body-bytes", type=_positive_int, default=4 * 1024 * 1024)
+    parser.add_argument("--max-messages", type=_positive_int, default=512)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the flags, then serve until SIGINT / SIGTERM."""
+    from langchain_pplx_labs.cli import CliError
+
+    if args.follow_tools and not args.emulator:
+        raise CliError("--follow-tools needs --emulator (it chooses how the emulator answers)")
+    if not _is_loopback(args.host) and args.api_key is None and not args.insecure_no_auth:
+        raise CliError(
+            f"refusing to serve on {args.host} without --api-key: anyone who can reach it could use it; "
+            "pass --api-key KEY (or set PPLX_LABS_GATEWAY_API_KEY), or --insecure-no-auth"
+        )
+    return asyncio.run(_serve(args))
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from langchain_pplx_labs.cli import CliError
+    from langchain_pplx_labs.gateway.app import GatewaySettings, create_app, logger
+    from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
+
+    # One line per request on stderr (method, path, status, time): never bodies, headers or keys.
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logger.setLevel(logging.INFO)
+
+    stop = _stop_on_signals()
+    protocol = DEFAULT_PROTOCOL if args.protocol is None else LabsProtocol.from_file(args.protocol)
+    async with _upstream(args, protocol) as base_url:
+        settings = GatewaySettings(
+            base_url=base_url,
+            api_key=args.api_key,
+            reasoning=args.reasoning,
+            perplexity_stream=args.perplexity_stream,
+            max_connections=args.max_connections,
+            queue_timeout=args.queue_timeout,
+            max_body_bytes=args.max_body_bytes,
+            max_messages=args.max_messages,
+            model_options={"protocol": protocol},
+        )
+        # handler_cancellation: a client that leaves mid-answer cancels its handler at once,
+        # which releases the Labs socket even while Labs is silent.
+        runner = web.AppRunner(create_app(settings), handler_cancellation=True, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, args.host, args.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise CliError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        try:
+            root = _root_url(args.host, _bound_port(site))
+            print(root, flush=True)
+            print(
+                f"pplx-labs gateway on {root}: OpenAI clients use {root}/v1, Perplexity clients {root} (Ctrl+C to stop)",
+                file=sys.stderr,
+                flush=True,
+            )
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def _upstream(args: argparse.Namespace, protocol: LabsProtocol) -> AsyncIterator[str | None]:
+    if not args.emulator:
+        yield args.base_url
+        return
+    from langchain_pplx_labs.emulator import LabsEmulator
+    from langchain_pplx_labs.emulator.rules import schema_follower
+
+    responder = schema_follower if args.follow_tools else None
+    async with LabsEmulator(responder, protocol=protocol) as emulator:
+        yield emulator.base_url
+
+
+def _stop_on_signals() -> asyncio.Event:
+    # Installed before the URL is printed: whoever read it may stop us at once, and must get a clean exit.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def _bound_port(site: Any) -> int:
+    sockets = getattr(site._server, "sockets", None)
+    assert sockets, "aiohttp did not open a listening socket"
+    return int(sockets[0].getsockname()[1])
+
+
+def _root_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: not a number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {port}: use 0-65535 (0 picks a free port)")
+    return port
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {value}: use 1 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"invalid value {value:g}: use a positive number of seconds")
+    return value

@@ -1,0 +1,73 @@
+"""Errors in OpenAI's shape: which status, type and code each failure answers with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_pplx_labs.errors import (
+    PerplexityLabsBlockedError,
+    PerplexityLabsConnectionError,
+    PerplexityLabsError,
+    PerplexityLabsInputError,
+    PerplexityLabsNotFoundError,
+    PerplexityLabsProtocolError,
+    PerplexityLabsServerError,
+    PerplexityLabsTimeoutError,
+)
+
+
+class GatewayError(Exception):
+    """A failure the gateway answers with ``status`` and ``{"error": {message, type, param, code}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body OpenAI clients parse into their typed errors."""
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def invalid(message: str, param: str | None = None, code: str = "invalid_request") -> GatewayError:
+    """A 400 naming the request field at fault."""
+    return GatewayError(400, message, param=param, code=code)
+
+
+def from_labs(exc: PerplexityLabsError) -> GatewayError:
+    """The answer to a Labs failure: 400 bad input, 502 Labs failed, blocked or not there, 504 timeout."""
+    message = str(exc)
+    if isinstance(exc, PerplexityLabsInputError):
+        return GatewayError(400, message, code="invalid_request")
+    if isinstance(exc, PerplexityLabsTimeoutError):
+        return GatewayError(504, message, type="timeout_error", code=f"labs_{exc.which}_timeout")
+    if isinstance(exc, PerplexityLabsBlockedError):
+        return GatewayError(502, message, type="upstream_error", code="labs_blocked")
+    if isinstance(exc, PerplexityLabsServerError):
+        # The server's own text is the message: it is what the caller needs to see.
+        return GatewayError(502, message, type="upstream_error", code="labs_failed")
+    if isinstance(exc, PerplexityLabsNotFoundError):
+        return GatewayError(502, message, type="upstream_error", code="labs_not_found")
+    if isinstance(exc, PerplexityLabsProtocolError):
+        return GatewayError(502, message, type="upstream_error", code="labs_protocol_error")
+    if isinstance(exc, PerplexityLabsConnectionError):
+        return GatewayError(502, message, type="upstream_error", code="labs_connection_error")
+    return GatewayError(502, message, type="upstream_error", code="labs_error")
+
+
+def internal() -> GatewayError:
+    """A bug on our side: the details go to the log, not to the caller."""
+    return GatewayError(
+        500, "The gateway failed unexpectedly; see its log", type="server_error", code="internal_error"
+    )

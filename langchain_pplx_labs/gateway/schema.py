@@ -1,0 +1,204 @@
+"""Chat-completions requests: validation naming the field at fault, and the LangChain messages they carry."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    FunctionMessage,
+    HumanMessage,
+    InvalidToolCall,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+)
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+
+from langchain_pplx_labs.gateway.errors import GatewayError, invalid
+
+_TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+
+
+class _Open(BaseModel):
+    # Clients send fields Labs has no use for (temperature, user, seed, search filters...):
+    # accepted and ignored, and never passed on (they cannot reach the upstream).
+    model_config = ConfigDict(extra="allow")
+
+
+class ContentPart(_Open):
+    type: str
+    text: str | None = None
+
+
+class FunctionCall(_Open):
+    name: str
+    arguments: str = ""
+
+
+class ToolCallIn(_Open):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class MessageIn(_Open):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(_Open):
+    include_usage: StrictBool = False
+
+
+class FunctionSpec(_Open):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ToolSpec(_Open):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class ChatRequest(_Open):
+    """The fields of an OpenAI / Perplexity chat-completions request the gateway acts on."""
+
+    model: str = Field(min_length=1)
+    messages: list[MessageIn] = Field(min_length=1)
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    tools: list[ToolSpec] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    n: int | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def stop_list(self) -> list[str] | None:
+        return [self.stop] if isinstance(self.stop, str) else self.stop
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """What goes to ``ChatPerplexityLabs.astream``: only these, so a request cannot pick the upstream."""
+        kwargs: dict[str, Any] = {"model": self.model}
+        if self.tools:
+            kwargs["tools"] = [tool.model_dump(exclude_none=True) for tool in self.tools]
+            kwargs["tool_choice"] = self.tool_choice
+        if self.response_format is not None:
+            kwargs["response_format"] = self.response_format
+        return kwargs
+
+
+def parse_request(body: bytes, *, max_messages: int) -> ChatRequest:
+    """Validate a request body, raising a 400 that names the first field at fault."""
+    try:
+        request = ChatRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    if len(request.messages) > max_messages:
+        raise invalid(
+            f"Too many messages: {len(request.messages)}, this gateway takes at most {max_messages}",
+            "messages",
+        )
+    if request.n not in (None, 1):
+        raise invalid("Only n=1 is supported: Labs gives one answer per question", "n")
+    if request.tool_choice is not None and not request.tools and request.tool_choice not in ("none", "auto"):
+        raise invalid("tool_choice needs tools", "tool_choice")
+    return request
+
+
+def _validation_error(exc: ValidationError) -> GatewayError:
+    error = exc.errors()[0]
+    if error["type"] in ("json_invalid", "json_type"):
+        return invalid(f"The request body is not valid JSON: {error['msg']}", code="invalid_json")
+    param = _param(error["loc"])
+    if error["type"] == "missing":
+        return invalid(f"Missing required field {param!r}", param, code="missing_field")
+    return invalid(f"Invalid field {param!r}: {error['msg']}", param)
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    # pydantic puts union member names (``str``, ``list[ContentPart]``) into the path; they are not fields.
+    parts = [part for part in loc if isinstance(part, int) or not _is_type_name(part)]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def _is_type_name(part: str) -> bool:
+    return part in ("str", "function-after") or "[" in part or part[:1].isupper()
+
+
+def to_langchain(request: ChatRequest) -> list[BaseMessage]:
+    """The conversation as LangChain messages, for the package's own message mapping."""
+    names: dict[str, str] = {}
+    messages: list[BaseMessage] = []
+    for index, message in enumerate(request.messages):
+        content = _content(message, index)
+        if message.role in ("system", "developer"):
+            messages.append(SystemMessage(content=content))
+        elif message.role == "user":
+            messages.append(HumanMessage(content=content))
+        elif message.role == "assistant":
+            messages.append(_assistant(message, content, names))
+        elif message.role == "tool":
+            if not message.tool_call_id:
+                raise invalid("A tool message needs its tool_call_id", f"messages[{index}].tool_call_id")
+            # OpenAI tool results carry no name; the call they answer has it, and the model shows it.
+            name = message.name or names.get(message.tool_call_id)
+            messages.append(ToolMessage(content=content, tool_call_id=message.tool_call_id, name=name))
+        else:
+            messages.append(FunctionMessage(content=content, name=message.name or "function"))
+    return messages
+
+
+def _content(message: MessageIn, index: int) -> str:
+    if message.content is None:
+        return ""
+    if isinstance(message.content, str):
+        return message.content
+    texts = []
+    for number, part in enumerate(message.content):
+        if part.type not in _TEXT_PARTS or part.text is None:
+            raise invalid(
+                f"messages[{index}].content[{number}] has type {part.type!r}; Perplexity Labs takes text only",
+                f"messages[{index}].content[{number}].type",
+                code="unsupported_content",
+            )
+        texts.append(part.text)
+    return "\n".join(texts)
+
+
+def _assistant(message: MessageIn, content: str, names: dict[str, str]) -> AIMessage:
+    calls: list[ToolCall] = []
+    bad: list[InvalidToolCall] = []
+    for call in message.tool_calls or []:
+        names[call.id] = call.function.name
+        try:
+            args = json.loads(call.function.arguments) if call.function.arguments.strip() else {}
+        except ValueError:
+            args = None
+        if isinstance(args, dict):
+            calls.append(ToolCall(name=call.function.name, args=args, id=call.id, type="tool_call"))
+        else:
+            # Sent back as written, so the model sees what it got wrong.
+            bad.append(
+                InvalidToolCall(
+                    name=call.function.name,
+                    args=call.function.arguments,
+                    id=call.id,
+                    error="arguments are not a JSON object",
+                    type="invalid_tool_call",
+                )
+            )
+    return AIMessage(content=content, tool_calls=calls, invalid_tool_calls=bad)

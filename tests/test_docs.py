@@ -1,0 +1,235 @@
+"""The user guide is true: ChatPerplexityLabs's docstring and docs/*.md run against the emulator.
+
+Every fenced ``python`` block runs, in order, in one namespace, with ``PPLX_LABS_BASE_URL``
+pointing at an in-process emulator that follows tool and schema prompts (what
+``pplx-labs serve --follow-tools`` serves). A ``text`` block right after a ``python`` block
+is what that code prints, compared with doctest's checker (``...`` matches anything).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import doctest
+import inspect
+import io
+import itertools
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
+from langchain_pplx_labs.emulator.rules import schema_follower
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS_PAGE = ROOT / "docs" / "chat_perplexity_labs.md"
+_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S
+)
+_CHECKER = doctest.OutputChecker()
+_OPTIONS = doctest.ELLIPSIS
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced block: its language, its dedented text and the line it starts on."""
+
+    lang: str
+    code: str
+    line: int
+
+
+def fenced_blocks(text: str) -> list[Block]:
+    """Every fenced code block of a markdown text (or a docstring holding markdown)."""
+    return [
+        Block(m["lang"], textwrap.dedent(m["body"]), text.count("\n", 0, m.start()) + 1)
+        for m in _FENCE.finditer(text)
+    ]
+
+
+def run_blocks(blocks: list[Block], where: str) -> dict[str, Any]:
+    """Run the python blocks in one namespace; check each against the text block that follows it."""
+    namespace: dict[str, Any] = {"__name__": "__docs__"}
+    for index, block in enumerate(blocks):
+        if block.lang != "python":
+            continue
+        printed = _run(block, namespace, where)
+        following = blocks[index + 1] if index + 1 < len(blocks) else None
+        if following is not None and following.lang == "text":
+            want, got = following.code.rstrip() + "\n", printed.rstrip() + "\n"
+            if not _CHECKER.check_output(want, got, _OPTIONS):
+                raise AssertionError(
+                    f"{where}, block at line {block.line} printed:\n{got}\nbut the text at line "
+                    f"{following.line} says:\n{want}"
+                )
+    return namespace
+
+
+def _run(block: Block, namespace: dict[str, Any], where: str) -> str:
+    flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT  # docs show `await llm.ainvoke(...)` as in a notebook
+    code = compile(block.code, f"<{where}, line {block.line}>", "exec", flags=flags)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        if code.co_flags & inspect.CO_COROUTINE:
+            asyncio.run(eval(code, namespace))
+        else:
+            exec(code, namespace)
+    return out.getvalue()
+
+
+def close_models(namespace: dict[str, Any]) -> int:
+    """Close every model the examples made (they hold warm sockets); return how many."""
+    models = [value for value in namespace.values() if isinstance(value, ChatPerplexityLabs)]
+    for model in models:
+        model.close()
+    return len(models)
+
+
+@pytest.fixture(scope="module")
+def follower() -> Iterator[EmulatorThread]:
+    with EmulatorThread(LabsEmulator(schema_follower)) as thread:
+        yield thread
+
+
+@pytest.fixture
+def docs_server(follower: EmulatorThread, monkeypatch: pytest.MonkeyPatch) -> EmulatorThread:
+    """The emulator the docs talk to, reached through the documented environment variable."""
+    monkeypatch.setenv("PPLX_LABS_BASE_URL", follower.base_url)
+    monkeypatch.delenv("PPLX_LABS_COOKIES", raising=False)
+    follower.call(follower.emulator.reset)
+    follower.call(lambda: follower.emulator.script(schema_follower))
+    return follower
+
+
+# -- the helpers themselves -----------------------------------------------------------------
+
+
+def test_run_blocks_fails_when_printed_output_differs() -> None:
+    blocks = fenced_blocks('```python\nprint("Paris")\n```\n\n```text\nLyon\n```\n')
+    assert [b.lang for b in blocks] == ["python", "text"]
+    with pytest.raises(AssertionError, match="printed:\nParis"):
+        run_blocks(blocks, "sample")
+    ok = fenced_blocks(
+        '    ```python\n    x = 2\n    print("id", x)\n    ```\n    ```text\n    id ...\n    ```\n'
+    )
+    assert run_blocks(ok, "sample")["x"] == 2
+
+
+# -- ChatPerplexityLabs's docstring -----------------------------------------------------------
+
+DOCSTRING_SECTIONS = [
+    "Setup",
+    "Key init args — completion params",
+    "Key init args — client params",
+    "Instantiate",
+    "Invoke",
+    "Stream",
+    "Async",
+    "Tool calling",
+    "Structured output",
+    "Reasoning output",
+    "Token usage",
+    "Response metadata",
+]
+
+
+def test_docstring_has_the_partner_package_sections() -> None:
+    doc = ChatPerplexityLabs.__doc__ or ""
+    titles = re.findall(r'^\s*\?\?\?\+? info "([^"]+)"', doc, re.M)
+    assert titles[: len(DOCSTRING_SECTIONS)] == DOCSTRING_SECTIONS
+    # Every section from Instantiate on shows runnable code.
+    sections = re.split(r'^\s*\?\?\?\+? info "', doc, flags=re.M)[1:]
+    for section in sections:
+        title = section.split('"', 1)[0]
+        if title not in DOCSTRING_SECTIONS[:3]:
+            assert "```python" in section, f"section {title!r} has no python example"
+
+
+def test_docstring_examples_run_and_print_what_they_show(docs_server: EmulatorThread) -> None:
+    doc = inspect.cleandoc(ChatPerplexityLabs.__doc__ or "")
+    blocks = fenced_blocks(doc)
+    checked = sum(1 for a, b in itertools.pairwise(blocks) if (a.lang, b.lang) == ("python", "text"))
+    assert checked >= 11  # every section with output has its output checked
+    namespace = run_blocks(blocks, "ChatPerplexityLabs docstring")
+    assert namespace["llm"].base_url == docs_server.base_url  # the env variable reached the model
+    assert close_models(namespace) == 3  # llm, reasoner, v1_llm
+    asked = [payload["model"] for payload in docs_server.emulator.requests]
+    assert {"sonar-pro", "sonar-reasoning-pro"} <= set(asked)
+
+
+# -- docs/chat_perplexity_labs.md -------------------------------------------------------------
+
+PAGE_SECTIONS = [
+    "Overview",
+    "Setup",
+    "Instantiation",
+    "Invocation",
+    "Chaining",
+    "Streaming",
+    "Tool calling",
+    "Structured output",
+    "Sources and citations",
+    "Reasoning",
+    "API reference",
+]
+
+
+def test_docs_page_has_the_integration_page_sections() -> None:
+    page = DOCS_PAGE.read_text(encoding="utf-8")
+    assert re.findall(r"^## (.+)$", page, re.M) == PAGE_SECTIONS
+    assert "| Tool calling | Structured output | JSON mode | Image input |" in page
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "(docs/chat_perplexity_labs.md)" in readme
+
+
+def test_docs_page_runs_and_prints_what_it_shows(docs_server: EmulatorThread) -> None:
+    blocks = fenced_blocks(DOCS_PAGE.read_text(encoding="utf-8"))
+    checked = sum(1 for a, b in itertools.pairwise(blocks) if (a.lang, b.lang) == ("python", "text"))
+    assert checked >= 12
+    namespace = run_blocks(blocks, DOCS_PAGE.name)
+    assert close_models(namespace) == 3  # llm, v1_llm, reasoner
+    assert {payload["model"] for payload in docs_server.emulator.requests} == {"sonar-pro", "sonar-reasoning"}
+
+
+def test_key_init_args_tables_name_real_fields() -> None:
+    doc = ChatPerplexityLabs.__doc__ or ""
+    tables = re.findall(r'info "Key init args[^"]*"(.*?)(?=\?\?\?)', doc, re.S)
+    assert len(tables) == 2
+    named = {
+        name
+        for table in tables
+        for row in re.findall(r"^\s*\| (`[^|]*`) \|", table, re.M)
+        for name in re.findall(r"`(\w+)`", row)
+    }
+    fields = set(ChatPerplexityLabs.model_fields)
+    assert {"model", "base_url", "timeout", "cookies", "max_retries"} <= named
+    assert named <= fields, f"not fields: {sorted(named - fields)}"
+
+
+def test_outputs_shown_are_what_pplx_labs_serve_follow_tools_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs say: start `pplx-labs serve --follow-tools --port 0` to reproduce the outputs."""
+    command = [sys.executable, "-m", "langchain_pplx_labs.cli", "serve", "--follow-tools", "--port", "0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as server:
+        try:
+            assert server.stdout is not None
+            url = server.stdout.readline().strip()
+            assert url.startswith("http://127.0.0.1:")
+            monkeypatch.setenv("PPLX_LABS_BASE_URL", url)
+            monkeypatch.delenv("PPLX_LABS_COOKIES", raising=False)
+            for name, text in [
+                ("ChatPerplexityLabs docstring", inspect.cleandoc(ChatPerplexityLabs.__doc__ or "")),
+                (DOCS_PAGE.name, DOCS_PAGE.read_text(encoding="utf-8")),
+            ]:
+                assert close_models(run_blocks(fenced_blocks(text), name)) == 3
+        finally:
+            server.terminate()
+            server.wait(timeout=30)

@@ -1,0 +1,343 @@
+"""``pplx-labs gateway`` as users run it: the command line, an agent loop, and clients that leave mid-stream."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from langchain_pplx_labs.cli import main
+
+
+def _start(*flags: str) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "langchain_pplx_labs.cli", "gateway", "--port", "0", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    return process, process.stdout.readline().strip()
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    process.terminate()
+    _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr
+    return stderr
+
+
+@pytest.fixture
+def follow_tools_gateway() -> Iterator[str]:
+    process, root = _start("--emulator", "--follow-tools")
+    yield root
+    stderr = _stop(process)
+    assert "Traceback" not in stderr
+
+
+def test_prints_its_root_url_first(follow_tools_gateway: str) -> None:
+    assert follow_tools_gateway.startswith("http://127.0.0.1:")
+    port = int(follow_tools_gateway.rsplit(":", 1)[1])
+    assert port > 0
+
+
+def _weather(city: str) -> str:
+    return f"sunny in {city}"
+
+
+def _time(city: str) -> str:
+    return f"noon in {city}"
+
+
+TOOLS: dict[str, Callable[..., str]] = {"get_weather": _weather, "get_time": _time}
+SPECS: Any = [
+    {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": f"{name.split('_')[1]} in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+    for name in TOOLS
+]
+
+
+def test_two_tool_agent_loop_on_the_plain_openai_sdk(follow_tools_gateway: str) -> None:
+    ran: list[tuple[str, dict[str, Any]]] = []
+    answers: list[str] = []
+    messages: list[Any] = []
+    with openai.OpenAI(base_url=follow_tools_gateway + "/v1", api_key="unused", max_retries=0) as client:
+        for question, tool in (
+            ("Weather in 'Paris'?", "get_weather"),
+            ("And the time in 'Tokyo'?", "get_time"),
+        ):
+            messages.append({"role": "user", "content": question})
+            choice: Any = {"type": "function", "function": {"name": tool}}
+            while True:  # the usual loop: run what the model calls until it answers in prose
+                reply = client.chat.completions.create(
+                    model="sonar", messages=messages, tools=SPECS, tool_choice=choice
+                ).choices[0]
+                messages.append(reply.message.model_dump(exclude_none=True))
+                if reply.finish_reason != "tool_calls":
+                    answers.append(reply.message.content or "")
+                    break
+                for call in reply.message.tool_calls or []:
+                    args = json.loads(call.function.arguments)
+                    ran.append((call.function.name, args))
+                    result = TOOLS[call.function.name](**args)
+                    messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+                choice = "auto"
+    assert ran == [("get_weather", {"city": "Paris"}), ("get_time", {"city": "Tokyo"})]
+    assert answers == [
+        "The tools answered: get_weather returned sunny in Paris.",
+        "The tools answered: get_time returned noon in Tokyo.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--host", "0.0.0.0"], "refusing to serve on 0.0.0.0 without --api-key"),
+        (["--host", "192.0.2.10", "--emulator"], "refusing to serve on 192.0.2.10 without --api-key"),
+        (["--follow-tools"], "--follow-tools needs --emulator"),
+    ],
+)
+def test_refusals_are_one_line(argv: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gateway", *argv]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [err.strip()]
+    assert err.startswith("pplx-labs: error: ")
+    assert words in err
+
+
+def test_api_key_from_the_environment_protects_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PPLX_LABS_GATEWAY_API_KEY", "sk-env-key-123")
+    process, root = _start("--emulator")
+    try:
+        with (
+            openai.OpenAI(base_url=root + "/v1", api_key="sk-other", max_retries=0) as client,
+            pytest.raises(openai.AuthenticationError),
+        ):
+            client.models.list()
+        with openai.OpenAI(base_url=root + "/v1", api_key="sk-env-key-123", max_retries=0) as client:
+            assert client.models.list().data
+    finally:
+        stderr = _stop(process)
+    assert "sk-env-key-123" not in stderr
+    assert "GET /v1/models -> 401" in stderr  # one log line per request
+
+
+def test_port_in_use_is_one_line(follow_tools_gateway: str, capsys: pytest.CaptureFixture[str]) -> None:
+    port = follow_tools_gateway.rsplit(":", 1)[1]
+    assert main(["gateway", "--emulator", "--port", port]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"pplx-labs: error: cannot serve on 127.0.0.1:{port}: ")
+    assert len(err.splitlines()) == 1
+
+
+_LEAVE_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from aiohttp import ClientSession, web
+    from langchain_pplx_labs.emulator import LabsEmulator, Scenario
+    from langchain_pplx_labs.gateway import GatewaySettings, create_app
+
+    def fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    async def leave(url):
+        body = {"model": "sonar", "stream": True, "messages": [{"role": "user", "content": "q"}]}
+        async with ClientSession() as session, session.post(url, json=body) as response:
+            assert response.status == 200, response.status
+            assert (await response.content.readline()).startswith(b"data: ")
+        # Leaving the block unread closes the connection: the client is gone mid-answer.
+
+    async def main(cancel_handlers, drain, kept):
+        slow = Scenario(answer="tick " * 400, chunk_size=5, delay=float(sys.argv[1]))
+        emulator = LabsEmulator(lambda request: slow)
+        await emulator.start()
+        runner = web.AppRunner(
+            create_app(GatewaySettings(base_url=emulator.base_url, model_options=drain)),
+            handler_cancellation=cancel_handlers,
+            access_log=None,
+        )
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        url = f"http://{host}:{port}/v1/chat/completions"
+        before = None
+        for _ in range(4):
+            await leave(url)
+            for _ in range(1000):
+                if emulator.open_sockets == kept and not emulator._answers:
+                    break
+                await asyncio.sleep(0.02)
+            print("labs-sockets-open", emulator.open_sockets, "answers-playing", len(emulator._answers))
+            before = fds() if before is None else before
+        print("fd-growth", fds() - before)
+        await runner.cleanup()
+        await emulator.stop()
+
+    # A drained socket (the answer played to its end) is kept warm in the pool; with drain_timeout=0
+    # the gateway closes a socket whose client left.
+    drain = {} if sys.argv[3] == "drain" else {"drain_timeout": 0}
+    asyncio.run(main(cancel_handlers=sys.argv[2] == "cancel", drain=drain, kept=int(sys.argv[4])))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("delay", "mode", "drain", "kept"),
+    [
+        ("30", "cancel", "close", 0),  # Labs silent between frames: only cancellation notices the client left
+        ("0.02", "write", "close", 0),  # gunicorn's worker does not cancel handlers: the next write notices
+        ("0.005", "cancel", "drain", 1),  # the abandoned answer is drained and its one socket reused
+    ],
+)
+def test_client_leaving_mid_stream_releases_the_labs_socket(
+    delay: str, mode: str, drain: str, kept: int
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", "-c", _LEAVE_SCRIPT, delay, mode, drain, str(kept)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for symptom in (
+        "Unclosed",
+        "was destroyed but it is pending",
+        "was never awaited",
+        "never retrieved",
+        "Warning",
+    ):
+        assert symptom not in result.stderr, result.stderr
+    assert result.stdout.count(f"labs-sockets-open {kept} answers-playing 0") == 4, result.stdout
+    growth = int(result.stdout.split("fd-growth")[1].split()[0])
+    assert growth <= 2, result.stdout
+
+
+def test_gunicorn_serves_the_app_factory(tmp_path: Any) -> None:
+    import os
+    import socket
+
+    with socket.socket() as probe:  # a free loopback port for gunicorn's --bind
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "PPLX_LABS_GATEWAY_API_KEY": "sk-gunicorn-key",
+        "PPLX_LABS_GATEWAY_REASONING": "inline",
+    }
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "langchain_pplx_labs.cli", "serve"], stdout=subprocess.PIPE, text=True
+    )
+    assert emulator.stdout is not None
+    env["PPLX_LABS_BASE_URL"] = emulator.stdout.readline().strip()
+    worker = ["--worker-class", "aiohttp.GunicornWebWorker", "--workers", "2", "--bind", f"127.0.0.1:{port}"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "langchain_pplx_labs.gateway.app:app_factory", *worker],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-gunicorn-key", max_retries=8
+        ) as client:
+            answers = [
+                client.chat.completions.create(
+                    model="sonar-reasoning", messages=[{"role": "user", "content": "What is LangChain?"}]
+                )
+                for _ in range(4)
+            ]
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=30)
+        emulator.terminate()
+        emulator.communicate(timeout=15)
+    contents = {answer.choices[0].message.content for answer in answers}
+    assert len(contents) == 1
+    (content,) = contents
+    assert content.startswith("<think>The user asks: What is LangChain?")  # the inline setting came through
+    assert content.endswith("chains and agents [2].")
+    assert "sk-gunicorn-key" not in stderr
+
+
+def _wait_for_port(port: int) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_protocol_file_reaches_the_upstream_client(tmp_path: Any) -> None:
+    protocol = tmp_path / "moved.json"
+    protocol.write_text(
+        json.dumps({"socketio_path": "/rt/sio/", "query_event": "ask_v2", "progress_event": "{model}_tick"})
+    )
+    labs = subprocess.Popen(
+        [sys.executable, "-m", "langchain_pplx_labs.cli", "serve", "--protocol", str(protocol)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert labs.stdout is not None
+    labs_url = labs.stdout.readline().strip()
+    following, following_root = _start("--base-url", labs_url, "--protocol", str(protocol))
+    stale, stale_root = _start("--base-url", labs_url)
+    try:
+        with openai.OpenAI(base_url=following_root + "/v1", api_key="x", max_retries=0) as client:
+            answer = client.chat.completions.create(
+                model="sonar", messages=[{"role": "user", "content": "What is the capital of France?"}]
+            )
+        with (
+            openai.OpenAI(base_url=stale_root + "/v1", api_key="x", max_retries=0) as client,
+            pytest.raises(openai.InternalServerError) as refused,
+        ):
+            client.chat.completions.create(model="sonar", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        _stop(following)
+        _stop(stale)
+        labs.terminate()
+        labs.communicate(timeout=15)
+    assert answer.choices[0].message.content.startswith("The capital of France is Paris [1].")
+    assert refused.value.status_code == 502  # the default protocol's path is not served there
+    assert refused.value.body["code"] == "labs_not_found"
+
+
+def test_bad_protocol_file_is_one_line(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    protocol = tmp_path / "bad.json"
+    protocol.write_text('{"socketio_path": "no good"}')
+    assert main(["gateway", "--emulator", "--port", "0", "--protocol", str(protocol)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"pplx-labs: error: {protocol}: not a LabsProtocol (socketio_path")
+    assert len(err.splitlines()) == 1
+
+
+def test_bad_base_url_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gateway", "--port", "0", "--base-url", "ftp://labs.example"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pplx-labs: error: ")
+    assert "Invalid base_url 'ftp://labs.example'" in err
+    assert len(err.splitlines()) == 1

@@ -1,0 +1,149 @@
+"""A refused connect names its real cause: Cloudflare only on a Cloudflare signature, a 404 as no endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+
+from langchain_pplx_labs import (
+    ChatPerplexityLabs,
+    LabsProtocol,
+    PerplexityLabsBlockedError,
+    PerplexityLabsConnectionError,
+    PerplexityLabsNotFoundError,
+)
+from langchain_pplx_labs.emulator import LabsEmulator
+
+Serve = Callable[[int, dict[str, str], str], Awaitable[str]]
+
+
+@pytest.fixture
+async def plain_server() -> AsyncIterator[Serve]:
+    """A plain aiohttp web server on loopback answering every request with one fixed response."""
+    runners: list[web.AppRunner] = []
+
+    async def serve(status: int, headers: dict[str, str], body: str) -> str:
+        async def answer(request: web.Request) -> web.Response:
+            return web.Response(status=status, headers=headers, text=body, content_type="text/html")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", answer)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}"
+
+    yield serve
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def _ask(base_url: str, **fields: object) -> PerplexityLabsConnectionError:
+    async with ChatPerplexityLabs(base_url=base_url, max_retries=0, **fields) as chat:
+        with pytest.raises(PerplexityLabsConnectionError) as caught:
+            await chat.ainvoke("Q")
+    return caught.value
+
+
+async def test_aiohttp_404_is_no_endpoint_not_a_cloudflare_block() -> None:
+    app = web.Application()  # no routes at all: aiohttp's own "404: Not Found"
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        error = await _ask(base_url)
+    finally:
+        await runner.cleanup()
+    assert isinstance(error, PerplexityLabsNotFoundError)
+    assert not isinstance(error, PerplexityLabsBlockedError)
+    tried = f"{base_url}/socket.io/?EIO=4&transport=polling"
+    assert error.url == tried
+    assert error.status == 404
+    message = str(error)
+    assert message.startswith(f"No Labs endpoint answers at {tried} (HTTP 404: '404: Not Found')")
+    assert "LabsProtocol(socketio_path=...)" in message
+    assert "Cloudflare" not in message
+    assert "proxy" not in message
+
+
+async def test_a_moved_socketio_path_is_no_endpoint_at_the_old_url() -> None:
+    async with LabsEmulator(protocol=LabsProtocol(socketio_path="/v2/socket.io/")) as emulator:
+        error = await _ask(emulator.base_url)
+    assert isinstance(error, PerplexityLabsNotFoundError)
+    assert error.url == f"{emulator.base_url}/socket.io/?EIO=4&transport=polling"
+
+
+async def test_cloudflare_404_is_still_no_endpoint(plain_server: Serve) -> None:
+    # Cloudflare fronts every live answer: a cf-ray on a 404 means the path is wrong, not a block.
+    base_url = await plain_server(
+        404, {"cf-ray": "8f00-AMS", "Server": "cloudflare"}, "<html>Not Found</html>"
+    )
+    error = await _ask(base_url)
+    assert isinstance(error, PerplexityLabsNotFoundError)
+    assert "Cloudflare" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body"),
+    [
+        (403, {"cf-mitigated": "challenge"}, "<html>anything</html>"),
+        (503, {"cf-ray": "8f00-AMS"}, "<html>busy</html>"),
+        (
+            403,
+            {},
+            "<html><title>Just a moment...</title><script src='/cdn-cgi/challenge-platform/x'></script>",
+        ),
+        (429, {"Server": "cloudflare"}, "rate limited"),
+    ],
+    ids=["cf-mitigated", "503-cf-ray", "challenge-page", "429-server-cloudflare"],
+)
+async def test_a_cloudflare_signature_is_a_block(
+    plain_server: Serve, status: int, headers: dict[str, str], body: str
+) -> None:
+    error = await _ask(await plain_server(status, headers, body))
+    assert isinstance(error, PerplexityLabsBlockedError)
+    assert error.status == status
+    assert f"HTTP {status}" in str(error)
+    assert "Cloudflare" in str(error)
+
+
+async def test_a_plain_403_page_is_a_refusal_not_a_cloudflare_block(plain_server: Serve) -> None:
+    base_url = await plain_server(403, {"Server": "nginx"}, "<html><h1>403 Forbidden</h1></html>")
+    error = await _ask(base_url)
+    assert not isinstance(error, PerplexityLabsBlockedError)
+    assert str(error) == (
+        f"The server at {base_url}/socket.io/?EIO=4&transport=polling refused the connection: "
+        "HTTP 403: '<html><h1>403 Forbidden</h1></html>'"
+    )
+
+
+async def test_a_web_page_that_is_not_engineio_is_no_endpoint(plain_server: Serve) -> None:
+    base_url = await plain_server(200, {}, "<html>Welcome to my blog</html>")
+    error = await _ask(base_url)
+    assert isinstance(error, PerplexityLabsNotFoundError)
+    assert "HTTP 200 but not Engine.IO: '<html>Welcome to my blog</html>'" in str(error)
+
+
+async def test_a_refused_origin_says_which_setting_to_change() -> None:
+    async with LabsEmulator(allowed_origins=["https://www.perplexity.ai"]) as emulator:
+        error = await _ask(emulator.base_url)
+    assert not isinstance(error, PerplexityLabsBlockedError)
+    assert "https://labs.perplexity.ai is not an accepted origin" in str(error)
+    assert "LabsProtocol(origin=...)" in str(error)
+
+
+@pytest.mark.parametrize("refuse_websocket", [False, True], ids=["websocket", "polling"])
+async def test_a_refused_connect_names_the_servers_reason_on_either_transport(refuse_websocket: bool) -> None:
+    # Over polling, python-socketio would wait out a long-poll (the server's ping interval) and
+    # the handshake timeout would fire first, hiding the server's own reason.
+    async with LabsEmulator(refuse_websocket=refuse_websocket) as emulator:
+        error = await _ask(emulator.base_url, protocol=LabsProtocol(auth={}), handshake_timeout=30)
+    assert type(error) is PerplexityLabsConnectionError
+    assert "authentication required: send {'jwt': 'anonymous-ask-user'} as the CONNECT payload" in str(error)
