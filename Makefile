@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 QUESTION ?= What is the capital of France?
 
-.PHONY: demo test lint bench soak clean
+.PHONY: demo test lint dev ci bench soak clean
 
 $(BIN)/pplx-labs: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ lint: $(BIN)/pplx-labs
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict langchain_pplx_labs
 
+dev: $(BIN)/pplx-labs  ## nox, uv, build and twine for the matrix in noxfile.py
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+
+ci:  ## what CI runs: make test, make lint, then the nox matrix
+	bash .ci/run
+
 bench: $(BIN)/pplx-labs
 	$(BIN)/python -m benchmarks
 
@@ -30,4 +36,4 @@ soak: $(BIN)/pplx-labs
 	$(BIN)/python -m benchmarks.soak
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .nox .pytest_cache .mypy_cache .ruff_cache

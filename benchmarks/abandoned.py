@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from benchmarks._common import Row, emulator_behind_proxy, print_table
+from benchmarks._common import Row, print_table
+from benchmarks._emulator_process import emulator_process
 from benchmarks.reference_client import reference_ask
 from langchain_pplx_labs import ChatPerplexityLabs
 
@@ -54,8 +55,9 @@ async def _measure(base_url: str, rounds: int) -> tuple[list[float], list[float]
 
 def run(quick: bool, rtt: float) -> None:
     rounds = 1 if quick else 3
-    with emulator_behind_proxy(rtt) as (emulator, url):
-        emulator.script(answer=ANSWER, chunk_size=CHUNK, delay=PACING, citations=[])
+    scenario = {"answer": ANSWER, "chunk_size": CHUNK, "delay": PACING, "citations": []}
+    # The emulator and proxy in a process of their own, so they do not take the client's GIL.
+    with emulator_process(scenario, rtt) as url:
         baseline, drained, closed, opened_drained, opened_closed = asyncio.run(_measure(url, rounds))
     reference = Row("", baseline).median
     print_table(

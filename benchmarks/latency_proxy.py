@@ -67,16 +67,17 @@ async def _delayed_pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
     async def deliver() -> None:
-        while True:
-            due, data = await queue.get()
-            if not data:
-                break
-            wait = due - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            writer.write(data)
-            await writer.drain()
+        # A peer that went away ends the delivery quietly: nobody may be left to read its error.
         with contextlib.suppress(OSError):
+            while True:
+                due, data = await queue.get()
+                if not data:
+                    break
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
             writer.write_eof()
 
     sender = asyncio.create_task(deliver())
@@ -89,6 +90,8 @@ async def _delayed_pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         await sender
     except (OSError, asyncio.CancelledError):
         sender.cancel()
+        # Awaited, not just cancelled: a loop stopped right after would report it destroyed pending.
+        await asyncio.gather(sender, return_exceptions=True)
         raise
 
 

@@ -48,7 +48,11 @@ _COMMON: dict[str, Any] = {
 }
 
 
-def default_profile(model: str, max_input_chars: int | None) -> dict[str, Any]:
+class DefaultProfile(dict[str, Any]):
+    """A profile made from the model's settings, not given by the user: remade when they change."""
+
+
+def default_profile(model: str, max_input_chars: int | None) -> DefaultProfile:
     """The profile of Labs model ``model`` for a client that sends at most ``max_input_chars``.
 
     ``max_input_tokens`` is the smaller of the model's documented context window and
@@ -65,14 +69,12 @@ def default_profile(model: str, max_input_chars: int | None) -> dict[str, Any]:
     }
     if model in KNOWN_MODELS:
         profile["name"] = model
-    return _known_keys(profile)
+    return DefaultProfile(_known_keys(profile))
 
 
 def _known_keys(profile: dict[str, Any]) -> dict[str, Any]:
     """``profile`` without keys the installed langchain-core's ``ModelProfile`` lacks (it warns on those)."""
-    try:
-        from langchain_core.language_models.model_profile import ModelProfile
-    except ImportError:  # langchain-core < 1.1 has no profiles; nothing reads them then
-        return profile
+    from langchain_core.language_models.model_profile import ModelProfile
+
     declared = get_type_hints(ModelProfile)
     return {key: value for key, value in profile.items() if key in declared}

@@ -7,9 +7,9 @@ import importlib
 import logging
 import ssl
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 from urllib.parse import urlsplit
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -29,7 +29,7 @@ from langchain_core.utils import from_env, secret_from_env
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from langchain_pplx_labs._blocks import PROVIDER, annotate_last_chunk
-from langchain_pplx_labs._profiles import default_profile
+from langchain_pplx_labs._profiles import DefaultProfile, default_profile
 from langchain_pplx_labs._stamped import TextChunks
 from langchain_pplx_labs._stop import StopScanner, normalise_stop
 from langchain_pplx_labs._sync import iterate_sync, run_sync
@@ -63,7 +63,7 @@ from langchain_pplx_labs.tools import (
 )
 from langchain_pplx_labs.wire import browser_headers
 
-if TYPE_CHECKING:  # langchain-core >= 1.1 only; 1.0 has no model profiles
+if TYPE_CHECKING:
     from langchain_core.language_models.model_profile import ModelProfile
 
 logger = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ class ChatPerplexityLabs(BaseChatModel):
         | `cookies` | `SecretStr \| None` | `Cookie` header value. Env `PPLX_LABS_COOKIES`. |
         | `proxy`, `default_headers`, `verify_ssl`, `ssl_context` | | Transport: `http://`/`socks5://` proxy, extra headers, TLS. |
         | `max_connections`, `pool_idle_timeout` | `int`, `float \| None` | Warm sockets per event loop (16), and how long one stays idle (60 s). |
+        | `protocol` | `LabsProtocol` | Labs' path, event names, payload version, Origin and auth, as data: change it when Labs changes. |
 
     ??? info "Instantiate"
 
@@ -242,6 +243,9 @@ class ChatPerplexityLabs(BaseChatModel):
         `include_raw=True` returns the raw message and any parsing error instead of raising.
 
         ```python
+        from pydantic import BaseModel, Field
+
+
         class City(BaseModel):
             '''Facts about a city.'''
 
@@ -323,7 +327,7 @@ class ChatPerplexityLabs(BaseChatModel):
 
     ??? info "Model profile"
 
-        `llm.profile` tells LangChain what the model can do (langchain-core >= 1.1):
+        `llm.profile` tells LangChain what the model can do:
         text only, prompted tool calling, reasoning output for the reasoning models, and
         `max_input_tokens` from `max_input_chars` / 4. Pass `profile={...}` to replace it.
 
@@ -345,17 +349,19 @@ class ChatPerplexityLabs(BaseChatModel):
     base_url: str = Field(default_factory=from_env("PPLX_LABS_BASE_URL", default=DEFAULT_BASE_URL))
     """Server root; ``/socket.io/`` is appended. Env: ``PPLX_LABS_BASE_URL``."""
     timeout: float | None = Field(default=300.0, alias="request_timeout")
-    """Upper bound in seconds on a whole answer; ``None`` for no bound."""
+    """Upper bound in seconds on a whole call, retries and backoff included; ``None`` for no bound. Not retried."""
     connect_timeout: float = 10.0
-    """Seconds to open the TCP (and TLS) connection."""
+    """Seconds to open the TCP (and TLS) connection, per attempt; retried (``max_retries``)."""
     handshake_timeout: float = 10.0
-    """Seconds for the Engine.IO / Socket.IO handshake once connected."""
+    """Seconds for the Engine.IO / Socket.IO handshake once connected, per attempt; retried (``max_retries``)."""
     first_token_timeout: float | None = 60.0
-    """Seconds to wait for the first frame after the question is sent."""
+    """Seconds to wait for the first frame after the question is sent. Not retried: the server has the question."""
     idle_timeout: float | None = 30.0
-    """Seconds of silence allowed between two frames of an answer."""
+    """Seconds of silence allowed between two frames of an answer. Not retried."""
     max_retries: int = 2
-    """Retries for failures before the first token (never after text was streamed)."""
+    """Retries for connection failures before the first token (connect and handshake failures and
+    timeouts, a socket dropped before answering); never after text was streamed, never for a
+    first_token, idle or total timeout (a slow answer is not asked again)."""
     retry_server_failures: bool = False
     """Also retry when the server answers ``status: failed``."""
     proxy: str | None = None
@@ -457,13 +463,30 @@ class ChatPerplexityLabs(BaseChatModel):
             raise PerplexityLabsInputError(f"Invalid value {value!r}: use zero or more")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_default_profile(cls, values: Any) -> Any:
+        # configurable_fields(model=...) rebuilds a model from another's fields, profile included:
+        # a profile made for the other model's settings is made afresh; one the user gave is kept.
+        if isinstance(values, dict) and isinstance(values.get("profile"), DefaultProfile):
+            return {key: value for key, value in values.items() if key != "profile"}
+        return values
+
     @model_validator(mode="after")
     def _set_labs_profile(self) -> ChatPerplexityLabs:
-        # langchain-core 1.1 added the ``profile`` field; later cores fill it from
-        # _resolve_model_profile themselves, 1.1.x needs this; on 1.0 there is no field to fill.
-        if "profile" in type(self).model_fields and self.profile is None:
+        # Later cores fill ``profile`` from _resolve_model_profile themselves; 1.1.x (which
+        # introduced profiles: hence langchain-core>=1.1.0) needs this.
+        if self.profile is None:
             self.profile = self._resolve_model_profile()
         return self
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied; a default profile follows a changed model or size bound."""
+        copied = super().model_copy(update=update, deep=deep)
+        changed = set(update or ()) & {"model", "max_input_chars"}
+        if changed and "profile" not in (update or {}) and isinstance(self.profile, DefaultProfile):
+            copied.profile = copied._resolve_model_profile()
+        return copied
 
     def _resolve_model_profile(self) -> ModelProfile | None:
         """This model's default profile (a ``profile=`` given at construction replaces it)."""
@@ -878,9 +901,9 @@ _FIRST_CALL_IMPORTS = (
 def _pay_first_call_costs() -> None:
     """Pay langchain-core's one-off costs of a model's first call here, at import, not in the first question.
 
-    Measured in fresh processes (``benchmarks/ttft.py``): the callback manager's first use imports
-    LangSmith's tracer (≈ 7 ms of CPU) and the class's first ``dumpd`` (the run's serialized model)
-    inspects every field's default factory (≈ 10 ms); later instances pay ≈ 0.1 ms.
+    Measured in fresh processes (``benchmarks/ttft.py``, 0 RTT): the callback manager's first use
+    imports LangSmith's tracer and friends (≈ 7 of the first question's ≈ 10.5 ms of client CPU);
+    the class's first ``dumpd`` (the run's serialized model) ≈ 0.4 ms more.
     """
     for name in _FIRST_CALL_IMPORTS:
         with contextlib.suppress(ImportError):

@@ -244,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     from langchain_pplx_labs.gateway import cli as gateway_cli  # light: heavy imports happen in its run()
 
     gateway_cli.add_parser(commands)
+    from langchain_pplx_labs import doctor  # light too: its walk is imported in run()
+
+    doctor.add_parser(commands)
     return parser
 
 

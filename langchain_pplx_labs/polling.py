@@ -13,7 +13,7 @@ from socketio import exceptions as sio_exceptions
 from socketio import packet as sio_packet
 
 from langchain_pplx_labs._json import OrjsonPacket
-from langchain_pplx_labs._teardown import say_goodbye, sever, stop_tasks
+from langchain_pplx_labs._teardown import say_goodbye, sever, stop_tasks, track
 from langchain_pplx_labs.errors import PerplexityLabsConnectionError
 from langchain_pplx_labs.wire import ConnectionSettings, WireListener
 
@@ -77,7 +77,11 @@ class PollingWire:
         self._sio.on("*", listener.on_event)
         self._sio.on("disconnect", listener.on_disconnect)
         self._sio.on("connect", listener.on_connect)
-        self._sio.on("connect_error", listener.on_connect_error)
+        self._sio.on("connect_error", self._on_connect_error)
+        self._listener = listener
+        # Set when the server itself refuses our CONNECT: python-socketio would then wait for
+        # a long-poll the server answers only at its next ping before it gives up.
+        self._refusal: asyncio.Future[str] | None = None
 
     @property
     def engine_open(self) -> bool:
@@ -95,14 +99,35 @@ class PollingWire:
 
     async def connect(self, *, pipelined: bool) -> None:
         del pipelined  # the polling handshake waits for the CONNECT ack anyway
-        await self._sio.connect(
-            self._settings.base_url,
-            headers=self._settings.header_dict,
-            auth=dict(self._settings.protocol.auth),
-            transports=["polling", "websocket"],
-            socketio_path=self._settings.protocol.engineio_path,
-            wait_timeout=self._settings.timeouts.handshake,
+        self._refusal = asyncio.get_running_loop().create_future()
+        connecting = asyncio.ensure_future(
+            self._sio.connect(
+                self._settings.base_url,
+                headers=self._settings.header_dict,
+                auth=dict(self._settings.protocol.auth),
+                transports=["polling", "websocket"],
+                socketio_path=self._settings.protocol.engineio_path,
+                wait_timeout=self._settings.timeouts.handshake,
+            )
         )
+        try:
+            await asyncio.wait([connecting, self._refusal], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not connecting.done():
+                # python-socketio's connect, cancelled, still waits out its own disconnect: the
+                # abort that follows a failed open ends that; only keep it referenced meanwhile.
+                connecting.cancel()
+                track(connecting)
+        if self._refusal.done():
+            raise ConnectionRefusedError(
+                f"the server refused the Socket.IO CONNECT: {self._refusal.result()}"
+            )
+        connecting.result()
+
+    def _on_connect_error(self, data: Any = None) -> None:
+        if isinstance(data, dict) and self._refusal is not None and not self._refusal.done():
+            self._refusal.set_result(str(data.get("message", data)))
+        self._listener.on_connect_error(data)
 
     async def send_event(self, event: str, data: Any, *, before_ack: bool) -> None:
         try:

@@ -33,6 +33,10 @@ FALLBACK_MEMORY_SECONDS = 600.0
 # How much of an abandoned answer the pool reads to keep its socket, in output characters of
 # its (cumulative) frames: past that, a cold connect is cheaper than the rest of the tail.
 DRAIN_MAX_CHARS = 8 * 1024 * 1024
+# How long a question kept waiting by drains (every slot of max_connections taken, some by
+# drains) waits before the oldest drain is ended to free its slot: about what a cold connect
+# costs, so a drain about to finish still hands over its warm socket.
+DRAIN_YIELD_SECONDS = 1.0
 
 
 class FallbackMemory:
@@ -127,7 +131,7 @@ class ConnectionPool:
     async def lease(self) -> AsyncIterator[Lease]:
         """Borrow a connection; it goes back warm if the lease was marked reusable (or drained)."""
         # Acquired by hand: a socket handed to a drain keeps its slot until the drain ends.
-        await self._limit.acquire()
+        await self._acquire_slot()
         handed_to_drain = False
         try:
             lease = await self._take()
@@ -139,6 +143,22 @@ class ConnectionPool:
         finally:
             if not handed_to_drain:
                 self._limit.release()
+
+    async def _acquire_slot(self) -> None:
+        """Take a slot of ``max_connections``; drains hold theirs only while nobody waits long."""
+        while self._limit.locked() and self._draining:
+            try:
+                async with asyncio.timeout(DRAIN_YIELD_SECONDS):
+                    await self._limit.acquire()
+                return
+            except TimeoutError:
+                # A question waits on answers nobody reads any more: end the oldest such read
+                # (its socket closes and its slot frees up) rather than wait for all of it.
+                oldest = next(iter(self._draining.values()), None)
+                if oldest is not None:
+                    oldest.cancel()
+                    await asyncio.wait([oldest])
+        await self._limit.acquire()
 
     async def _give_back(self, lease: Lease) -> bool:
         """Pool, drain or close a returned connection; True if a drain now holds it (and its slot)."""

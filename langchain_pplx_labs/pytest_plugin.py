@@ -193,7 +193,7 @@ def pplx_labs_replayer(
         _arm(pplx_labs_server, default_responder, blocked=False)
     if isinstance(responder, RecordingResponder):
         _finish_recording(request, path, existing, responder)
-    problem = _cassette_problem(responder)
+    problem = _cassette_problem(responder, path)
     if problem and not getattr(request.node, _REPORTED, False):
         # Only when the test's own report could not carry it (a setup that failed first, say).
         pytest.fail(problem, pytrace=False)
@@ -203,7 +203,7 @@ _REPORTED = "_pplx_labs_problem_reported"
 """Set on a test item once its call report carries the cassette problem, so teardown does not repeat it."""
 
 
-def _cassette_problem(responder: CassetteResponder | RecordingResponder) -> str | None:
+def _cassette_problem(responder: CassetteResponder | RecordingResponder, path: Path | None) -> str | None:
     """What went wrong with the cassette during the test: a mismatch, or an upstream that could not be reached."""
     from langchain_pplx_labs.recording.replay import CassetteResponder, RecordingResponder
 
@@ -211,7 +211,8 @@ def _cassette_problem(responder: CassetteResponder | RecordingResponder) -> str 
         return str(responder.mismatches[0])
     if isinstance(responder, RecordingResponder) and responder.unreachable:
         reason = responder.unreachable[0].reason
-        return f"The upstream {responder.upstream} could not be reached ({reason}); no cassette was written"
+        where = f" to {path}" if path is not None else ""
+        return f"The upstream {responder.upstream} could not be reached ({reason}); no cassette was written{where}"
     return None
 
 
@@ -223,10 +224,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     error and passed: either way the call report is where the problem belongs.
     """
     outcome = yield
-    responder = getattr(item, "funcargs", {}).get("pplx_labs_replayer")
+    funcargs: dict[str, Any] = getattr(item, "funcargs", {})  # only function items have fixtures
+    responder = funcargs.get("pplx_labs_replayer")
     if call.when != "call" or responder is None:
         return
-    problem = _cassette_problem(responder)
+    problem = _cassette_problem(responder, funcargs.get("pplx_labs_cassette_path"))
     if problem is None:
         return
     report = cast(pytest.TestReport, outcome.get_result())  # type: ignore[attr-defined]

@@ -16,6 +16,8 @@ import inspect
 import io
 import itertools
 import re
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -211,3 +213,23 @@ def test_key_init_args_tables_name_real_fields() -> None:
     fields = set(ChatPerplexityLabs.model_fields)
     assert {"model", "base_url", "timeout", "cookies", "max_retries"} <= named
     assert named <= fields, f"not fields: {sorted(named - fields)}"
+
+
+def test_outputs_shown_are_what_pplx_labs_serve_follow_tools_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs say: start `pplx-labs serve --follow-tools --port 0` to reproduce the outputs."""
+    command = [sys.executable, "-m", "langchain_pplx_labs.cli", "serve", "--follow-tools", "--port", "0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as server:
+        try:
+            assert server.stdout is not None
+            url = server.stdout.readline().strip()
+            assert url.startswith("http://127.0.0.1:")
+            monkeypatch.setenv("PPLX_LABS_BASE_URL", url)
+            monkeypatch.delenv("PPLX_LABS_COOKIES", raising=False)
+            for name, text in [
+                ("ChatPerplexityLabs docstring", inspect.cleandoc(ChatPerplexityLabs.__doc__ or "")),
+                (DOCS_PAGE.name, DOCS_PAGE.read_text(encoding="utf-8")),
+            ]:
+                assert close_models(run_blocks(fenced_blocks(text), name)) == 3
+        finally:
+            server.terminate()
+            server.wait(timeout=30)

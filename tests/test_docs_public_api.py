@@ -18,6 +18,7 @@ PUBLIC_MODULES = [
     "langchain_pplx_labs.emulator",
     "langchain_pplx_labs.emulator.rules",
     "langchain_pplx_labs.recording",
+    "langchain_pplx_labs.gateway",
 ]
 # Values without a docstring of their own; documented where they are defined.
 _UNDOCUMENTED_DUNDERS = {"__version__"}
@@ -128,3 +129,46 @@ def test_the_checker_finds_a_missing_docstring() -> None:
     assert own_docstring(Documented, "Documented", module) == "Has one."
     assert own_docstring(Bare, "Bare", module) == ""  # the base class's docstring does not count
     assert own_docstring((1, 2), "NOT_DEFINED_ANYWHERE", module) == ""
+
+
+def undocumented_members(cls: type) -> list[str]:
+    """Public methods and properties ``cls`` defines without a docstring (an overridden one may inherit it)."""
+    missing = []
+    for name, member in vars(cls).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(member, property):
+            doc = member.__doc__
+        elif callable(getattr(member, "__func__", member)):
+            doc = inspect.getdoc(getattr(cls, name))
+        else:
+            continue
+        if not (doc or "").strip():
+            missing.append(name)
+    return missing
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_public_methods_of_exported_classes_have_docstrings(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    missing = {
+        name: undocumented_members(obj)
+        for name in module.__all__
+        if inspect.isclass(obj := getattr(module, name)) and undocumented_members(obj)
+    }
+    assert missing == {}
+
+
+def test_undocumented_members_sees_methods_and_properties() -> None:
+    class Sample:
+        def documented(self) -> None:
+            """Yes."""
+
+        def bare(self) -> None:
+            pass
+
+        @property
+        def bare_property(self) -> int:
+            return 1
+
+    assert undocumented_members(Sample) == ["bare", "bare_property"]

@@ -105,7 +105,7 @@ async def test_a_break_in_async_for_keeps_the_socket(base_url: str, emulator: La
 
 async def test_a_matched_stop_sequence_reuses_the_socket(base_url: str, emulator: LabsEmulator) -> None:
     answer = "one two STOP " + "tail " * 60
-    emulator.script(_two_answers(Scenario(answer=answer, chunk_size=5, delay=0.01, citations=[])))
+    emulator.script(_two_answers(Scenario(answer=answer, chunk_size=5, delay=0.003, citations=[])))
     async with _chat(base_url, stop=["STOP"]) as chat:
         cut = await chat.ainvoke("long")
         assert cut.content == "one two "
@@ -118,7 +118,7 @@ async def test_a_matched_stop_sequence_reuses_the_socket(base_url: str, emulator
 async def test_a_cancelled_question_is_drained_and_its_socket_reused(
     base_url: str, emulator: LabsEmulator
 ) -> None:
-    emulator.script(_two_answers(Scenario(answer=LONG, chunk_size=6, delay=0.01, citations=[])))
+    emulator.script(_two_answers(Scenario(answer=LONG, chunk_size=6, delay=0.003, citations=[])))
     async with _chat(base_url) as chat:
         first = asyncio.Event()
 
@@ -167,6 +167,20 @@ async def test_a_drain_past_its_time_limit_closes_the_socket(base_url: str, emul
         assert (await chat.ainvoke("next")).content == SHORT
         assert (await _pool(chat)).drains_completed == 0
     assert emulator.connections == 2
+
+
+async def test_a_question_kept_waiting_by_a_long_drain_ends_it(base_url: str, emulator: LabsEmulator) -> None:
+    # max_connections=1 and an abandoned answer that would stream for 10 s: the next question
+    # waits about a cold connect's worth (DRAIN_YIELD_SECONDS), then the drain gives way.
+    slow = Scenario(answer="beta " * 200, chunk_size=5, delay=0.05, citations=[])
+    emulator.script(_two_answers(slow))
+    async with _chat(base_url, idle_timeout=30) as chat:
+        await _abandon_at_first_token(chat)
+        assert (await chat.ainvoke("next")).content == SHORT
+        pool = await _pool(chat)
+        assert pool.drains_completed == 0
+        assert pool.connections_opened == 2
+    assert [r["messages"][-1]["content"] for r in emulator.requests] == ["long", "next"]
 
 
 async def test_drain_timeout_zero_closes_an_abandoned_socket_at_once(
@@ -229,6 +243,14 @@ _STALLED_DRAIN_SCRIPT = textwrap.dedent(
         print("after-close", pool.draining_count, pool.idle_count, len(others))
 
     asyncio.run(main())
+
+    # A drain still running when asyncio.run ends: the loop's shutdown must end it cleanly too.
+    async def left_draining():
+        chat = ChatPerplexityLabs(base_url=sys.argv[1], model="sonar", idle_timeout=30, max_retries=0)
+        await abandon(chat, "left draining")
+        print("draining-at-exit", (await chat._labs_client().pool()).draining_count)
+
+    asyncio.run(left_draining())
     gc.collect()
     """
 )
@@ -258,9 +280,22 @@ def test_stalled_and_closed_drains_leak_nothing_under_dev_mode(base_url: str, em
         "after-stall 0 0 0",  # the stalled drain closed its socket; nothing pooled
         "draining-at-close 1",
         "after-close 0 0 0",  # the close cancelled the drain: no task left behind
+        "draining-at-exit 1",
     ], result.stdout
     end = time.monotonic() + 10
     while emulator.open_sockets and time.monotonic() < end:
         time.sleep(0.02)
     assert emulator.open_sockets == 0
-    assert emulator.connections == 2
+    assert emulator.connections == 3
+
+
+async def test_an_abandoned_answer_over_polling_is_drained_too(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.refuse_websocket = True  # the polling fallback: frames come through python-socketio's client
+    emulator.script(_two_answers(Scenario(answer="alpha " * 100, chunk_size=6, delay=0.002, citations=[])))
+    async with _chat(base_url) as chat:
+        assert await _abandon_at_first_token(chat) == "alpha "
+        assert (await chat.ainvoke("next")).content == SHORT
+        pool = await _pool(chat)
+        assert pool.drains_completed == 1
+        assert pool.connections_opened == 1
+    assert emulator.handshakes["polling"] == 1

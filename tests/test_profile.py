@@ -12,6 +12,18 @@ from langchain_pplx_labs import KNOWN_MODELS, ChatPerplexityLabs
 from langchain_pplx_labs.emulator import LabsEmulator, LabsRequest
 from langchain_pplx_labs.emulator.rules import offered_tools, schema_follower, wants_json
 
+
+def declared(profile: dict[str, Any]) -> dict[str, Any]:
+    """``profile`` without the keys the installed langchain-core's ``ModelProfile`` does not know yet
+    (1.1.0 lacks text_inputs, tool_call_streaming, name ...; the model leaves those out there)."""
+    from typing import get_type_hints
+
+    from langchain_core.language_models.model_profile import ModelProfile
+
+    keys = get_type_hints(ModelProfile)
+    return {key: value for key, value in profile.items() if key in keys}
+
+
 # Every Labs model: text in, text out, nothing else; tools by prompting.
 TEXT_ONLY_PROMPTED_TOOLS = {
     "text_inputs": True,
@@ -35,7 +47,7 @@ TEXT_ONLY_PROMPTED_TOOLS = {
 }
 # Default max_input_chars is 256 000 characters: 64 000 tokens at 4 characters per token,
 # below every documented window, so it is what the client really lets through.
-EXPECTED = {
+WRITTEN = {
     "r1-1776": {
         **TEXT_ONLY_PROMPTED_TOOLS,
         "name": "r1-1776",
@@ -68,6 +80,8 @@ EXPECTED = {
     },
 }
 
+EXPECTED = {name: declared(profile) for name, profile in WRITTEN.items()}
+
 
 def test_every_known_model_has_its_profile() -> None:
     assert sorted(EXPECTED) == sorted(KNOWN_MODELS)
@@ -77,7 +91,9 @@ def test_every_known_model_has_its_profile() -> None:
 
 def test_unknown_model_gets_a_text_only_default_without_reasoning() -> None:
     profile = ChatPerplexityLabs(model="sonar-2027").profile
-    assert profile == {**TEXT_ONLY_PROMPTED_TOOLS, "reasoning_output": False, "max_input_tokens": 64000}
+    assert profile == declared(
+        {**TEXT_ONLY_PROMPTED_TOOLS, "reasoning_output": False, "max_input_tokens": 64000}
+    )
 
 
 @pytest.mark.parametrize(
@@ -191,3 +207,35 @@ def test_keys_an_older_langchain_core_lacks_are_left_out(monkeypatch: pytest.Mon
         "reasoning_output": True,
         "tool_calling": True,
     }
+
+
+def test_configurable_model_gets_the_profile_of_the_model_it_switches_to() -> None:
+    from langchain_core.runnables import ConfigurableField
+
+    configurable = ChatPerplexityLabs(model="sonar").configurable_fields(model=ConfigurableField(id="model"))
+    # What invoke(config={"configurable": {"model": ...}}) builds: a model from the default's fields.
+    switched, _ = configurable._prepare({"configurable": {"model": "sonar-reasoning"}})
+    assert isinstance(switched, ChatPerplexityLabs)
+    assert switched.model == "sonar-reasoning"
+    assert switched.profile == EXPECTED["sonar-reasoning"]
+
+
+def test_a_default_profile_passed_on_is_made_afresh_but_a_given_one_is_kept() -> None:
+    made_for_sonar = ChatPerplexityLabs(model="sonar").profile
+    assert ChatPerplexityLabs(model="r1-1776", profile=made_for_sonar).profile == EXPECTED["r1-1776"]
+    given = {"max_input_tokens": 7}
+    assert ChatPerplexityLabs(model="r1-1776", profile=given).profile == given
+
+
+def test_model_copy_with_another_model_describes_that_model() -> None:
+    sonar = ChatPerplexityLabs(model="sonar")
+    assert (
+        sonar.model_copy(update={"model": "sonar-reasoning-pro"}).profile == EXPECTED["sonar-reasoning-pro"]
+    )
+    assert sonar.model_copy(update={"max_input_chars": 4000}).profile == {
+        **EXPECTED["sonar"],
+        "max_input_tokens": 1000,
+    }
+    given = ChatPerplexityLabs(model="sonar", profile={"max_input_tokens": 7})
+    assert given.model_copy(update={"model": "r1-1776"}).profile == {"max_input_tokens": 7}
+    assert sonar.model_copy().profile == EXPECTED["sonar"]

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
 
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.cli import main
@@ -351,7 +353,8 @@ def test_plugin_records_a_scripted_upstream_and_appends_new_episodes(pytester: p
     assert len(load_cassette(path).interactions) == 1
 
     pytester.makepyfile(test_scripted="QUESTIONS = 2\n" + TWO_QUESTIONS)
-    mismatch = pytester.runpytest("--record-mode=none", "-p", "no:cacheprovider")
+    # -rN: no short summary; with $CI set pytest prints the whole message there again.
+    mismatch = pytester.runpytest("--record-mode=none", "-p", "no:cacheprovider", "-rN")
     mismatch.assert_outcomes(failed=1, errors=0)
     mismatch.stdout.fnmatch_lines(['*-      "content": "First?"*', '*+      "content": "Second?"*'])
     assert mismatch.stdout.str().count('+      "content": "Second?"') == 1  # reported once, not twice
@@ -413,7 +416,10 @@ def test_plugin_unreachable_upstream_fails_clearly_and_saves_nothing(pytester: p
     url = f"http://127.0.0.1:{_closed_port()}"
     result = pytester.runpytest("--record-mode=once", "--pplx-labs-record-url", url, "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1, errors=0)
-    result.stdout.fnmatch_lines([f"*The upstream {url} could not be reached*no cassette was written*"])
+    written = pytester.path / "cassettes" / "test_users_chain" / "test_capital.labs.yaml"
+    result.stdout.fnmatch_lines(
+        [f"*The upstream {url} could not be reached*no cassette was written to {written}*"]
+    )
     assert "closed the connection mid-answer" not in result.stdout.str()
     assert not (pytester.path / "cassettes").exists()
 
@@ -493,8 +499,42 @@ def test_mismatch_is_reported_once_even_when_the_test_catches_it(pytester: pytes
     pytester.makepyfile(test_scripted="QUESTIONS = 1\n" + TWO_QUESTIONS)
     pytester.runpytest("--record-mode=once", "-p", "no:cacheprovider").assert_outcomes(passed=1)
     pytester.makepyfile(test_scripted=CAUGHT_MISMATCH)
-    caught = pytester.runpytest("--record-mode=none", "-p", "no:cacheprovider")
+    caught = pytester.runpytest("--record-mode=none", "-p", "no:cacheprovider", "-rN")  # see above
     caught.assert_outcomes(failed=1, errors=0)
     output = caught.stdout.str()
     assert output.count('+      "content": "Second?"') == 1
     assert 'recorded "content": "First?" but sent "content": "Second?"' in output
+
+
+PLAIN = "test_plain_answer_with_citations"
+PLAIN_CASSETTE = Path(__file__).resolve().parents[1] / "cassettes" / "test_cassettes" / f"{PLAIN}.labs.yaml"
+PARIS = (
+    "The capital of France is Paris [1]. It has been the seat of the French government for most of "
+    "the country's history [2]."
+)
+
+
+@pytest.mark.parametrize(
+    ("model", "messages"),
+    [
+        ("sonar-pro", [HumanMessage("What is the capital of Spain?")]),
+        ("sonar", [HumanMessage("What is the capital of France?")]),
+        ("sonar-pro", [SystemMessage("Be brief."), HumanMessage("What is the capital of France?")]),
+    ],
+    ids=["other-question", "other-model", "added-system-turn"],
+)
+def test_replay_refuses_a_payload_that_differs_from_the_recorded_one(
+    emulator_thread: EmulatorThread, emulator: LabsEmulator, model: str, messages: list[Any]
+) -> None:
+    """Replay must compare the whole payload: an answer to a question not asked would hide real changes."""
+    responder = CassetteResponder({PLAIN: load_cassette(PLAIN_CASSETTE)})
+    emulator_thread.call(lambda: emulator.script(responder))
+    with ChatPerplexityLabs(model=model, base_url=emulator.base_url, max_retries=0) as chat:
+        with pytest.raises(PerplexityLabsServerError, match=f"Request does not match cassette {PLAIN}"):
+            chat.invoke(messages)
+        assert len(responder.mismatches) == 1
+        assert responder.played == []
+        # The recorded payload itself still replays: the responder is not refusing everything.
+        same = chat.model_copy(update={"model": "sonar-pro"}).invoke("What is the capital of France?")
+    assert same.content == PARIS
+    assert responder.played == [(PLAIN, 0)]

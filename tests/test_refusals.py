@@ -137,3 +137,13 @@ async def test_a_refused_origin_says_which_setting_to_change() -> None:
     assert not isinstance(error, PerplexityLabsBlockedError)
     assert "https://labs.perplexity.ai is not an accepted origin" in str(error)
     assert "LabsProtocol(origin=...)" in str(error)
+
+
+@pytest.mark.parametrize("refuse_websocket", [False, True], ids=["websocket", "polling"])
+async def test_a_refused_connect_names_the_servers_reason_on_either_transport(refuse_websocket: bool) -> None:
+    # Over polling, python-socketio would wait out a long-poll (the server's ping interval) and
+    # the handshake timeout would fire first, hiding the server's own reason.
+    async with LabsEmulator(refuse_websocket=refuse_websocket) as emulator:
+        error = await _ask(emulator.base_url, protocol=LabsProtocol(auth={}), handshake_timeout=30)
+    assert type(error) is PerplexityLabsConnectionError
+    assert "authentication required: send {'jwt': 'anonymous-ask-user'} as the CONNECT payload" in str(error)

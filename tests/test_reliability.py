@@ -594,6 +594,8 @@ _CANCEL_CONNECT_SCRIPT = textwrap.dedent(
                 await task
             except asyncio.CancelledError:
                 pass
+        while pool.draining_count:  # a cancel after the question went out leaves a drain, then a pooled socket
+            await asyncio.sleep(0.01)
         await asyncio.gather(*(c.close() for c, _ in pool._idle))  # the last one may have finished
         pool._idle.clear()
         await asyncio.sleep(0.5)

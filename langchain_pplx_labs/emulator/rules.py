@@ -98,6 +98,7 @@ class Rule:
     """Whether the request must (``True``) or must not (``False``) ask for JSON."""
 
     def matches(self, request: LabsRequest) -> bool:
+        """Whether every condition that is set holds for ``request``."""
         results = tool_results(request)
         checks = (
             self.question is None or re.search(self.question, question(request), re.I) is not None,
@@ -110,6 +111,7 @@ class Rule:
         return all(checks)
 
     def reply(self, request: LabsRequest) -> Scenario:
+        """The scenario answering ``request`` (text answers carry no sources)."""
         answer = self.answer(request) if callable(self.answer) else self.answer
         # Tool calls and JSON carry no sources; reasoning models still think first.
         return answer if isinstance(answer, Scenario) else Scenario(answer=answer, citations=[])

@@ -68,19 +68,23 @@ class LabsRequest:
 
     @property
     def version(self) -> str:
+        """The payload's ``version`` field (``""`` if absent)."""
         return str(self.payload.get("version", ""))
 
     @property
     def model(self) -> str:
+        """The model the question was asked of."""
         return str(self.payload.get("model", ""))
 
     @property
     def messages(self) -> list[dict[str, Any]]:
+        """The conversation sent (``[]`` if the payload has none)."""
         messages = self.payload.get("messages")
         return messages if isinstance(messages, list) else []
 
     @property
     def question(self) -> str:
+        """The last user turn's text."""
         for message in reversed(self.messages):
             if isinstance(message, dict) and message.get("role") == "user":
                 return str(message.get("content", ""))

@@ -270,9 +270,11 @@ class EmulatorThread:
 
     @property
     def base_url(self) -> str:
+        """The running emulator's base URL."""
         return self.emulator.base_url
 
     def start(self) -> str:
+        """Start the thread and the emulator; return its base URL."""
         self._thread.start()
         return asyncio.run_coroutine_threadsafe(self.emulator.start(), self._loop).result(timeout=10)
 
@@ -285,6 +287,7 @@ class EmulatorThread:
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
 
     def stop(self) -> None:
+        """Stop the emulator and its thread; a second call does nothing."""
         if self._loop.is_closed():
             return
         asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)

@@ -48,6 +48,7 @@ class Redactor:
 
     @property
     def header_names(self) -> frozenset[str]:
+        """Lower-case names of the headers whose values are redacted."""
         names = {name.lower() for name in (*self.headers, *self.extra_headers)}
         if self.user_agent:
             names.add("user-agent")
@@ -55,6 +56,7 @@ class Redactor:
 
     @property
     def key_names(self) -> frozenset[str]:
+        """Lower-case JSON keys whose values are redacted, at any depth."""
         return frozenset(name.lower() for name in (*self.keys, *self.extra_keys))
 
     def redact_headers(self, headers: Mapping[str, str]) -> dict[str, str]:

@@ -1,0 +1,383 @@
+"""The doctor's walk: one question through the client's own connection code, each step timed and judged."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+
+from langchain_pplx_labs._tracing import labs_trace_config
+from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection, Timeouts, diagnose_refusal
+from langchain_pplx_labs.errors import (
+    PerplexityLabsBlockedError,
+    PerplexityLabsConnectionError,
+    PerplexityLabsDisconnectedError,
+    PerplexityLabsError,
+    PerplexityLabsNotFoundError,
+    PerplexityLabsProtocolError,
+    PerplexityLabsServerError,
+    PerplexityLabsTimeoutError,
+)
+from langchain_pplx_labs.protocol import (
+    Finished,
+    LabsProtocol,
+    StreamDecoder,
+    TextDelta,
+    build_payload,
+    parse_frame,
+)
+from langchain_pplx_labs.wire import Wire, browser_headers
+
+QUESTION = "What is the capital of France?"
+STEPS = (
+    "connect (TCP, TLS)",
+    "Engine.IO open",
+    "Socket.IO connect with auth",
+    "WebSocket",
+    "question sent",
+    "first frame",
+    "final frame with sources",
+)
+
+
+@dataclass
+class Step:
+    """One step's outcome: ``detail`` says what was seen."""
+
+    name: str
+    ok: bool
+    ms: float
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    """Every step walked; on a failure, what was seen and what to change."""
+
+    base_url: str
+    steps: list[Step] = field(default_factory=list)
+    evidence: str = ""
+    advice: str = ""
+    answer: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return len(self.steps) == len(STEPS) and all(step.ok for step in self.steps)
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"ok": self.ok, "steps": [asdict(step) for step in self.steps]}
+        if not self.ok:
+            data.update(evidence=self.evidence, advice=self.advice)
+        return data
+
+
+class Failed(Exception):
+    """A step failed: the report has its evidence and advice."""
+
+
+async def diagnose(
+    base_url: str, model: str, protocol: LabsProtocol, step_seconds: float, question: str = QUESTION
+) -> Report:
+    """Ask ``question`` through the client's own connection code, timing and judging each step."""
+    report = Report(base_url)
+    with contextlib.suppress(Failed):
+        await _Walk(report, base_url, model, protocol, step_seconds, question).run()
+    return report
+
+
+class _Walk:
+    """One walk through the steps, on a session traced like the pool's."""
+
+    def __init__(
+        self, report: Report, base_url: str, model: str, protocol: LabsProtocol, timeout: float, question: str
+    ) -> None:
+        headers = browser_headers(protocol)
+        cookies = os.environ.get("PPLX_LABS_COOKIES")
+        if cookies:
+            headers["Cookie"] = cookies
+        timeouts = Timeouts(connect=timeout, handshake=timeout, first_token=timeout, idle=timeout, total=None)
+        self.settings = ConnectionSettings(base_url, tuple(headers.items()), timeouts, protocol)
+        self.report = report
+        self.model = model
+        self.question = question
+        self.mark = time.monotonic()
+        self.tcp_at: float | None = None
+        self.responses: list[tuple[float, str, int]] = []
+
+    def passed(self, name: str, detail: str = "", *, until: float | None = None) -> None:
+        now = time.monotonic() if until is None else until
+        self.report.steps.append(Step(name, True, round((now - self.mark) * 1000, 1), detail))
+        self.mark = now
+
+    def failed(self, name: str, detail: str, evidence: str, advice: str) -> Failed:
+        now = time.monotonic()
+        self.report.steps.append(Step(name, False, round((now - self.mark) * 1000, 1), detail))
+        self.report.evidence, self.report.advice = evidence, advice
+        return Failed(name)
+
+    async def run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeouts.connect)
+        traces = [labs_trace_config(), self._clock()]
+        async with aiohttp.ClientSession(timeout=timeout, trace_configs=traces) as session:
+            connection = await self._open(session)
+            try:
+                await self._ask(connection)
+            finally:
+                await connection.close(graceful=False)
+
+    def _clock(self) -> aiohttp.TraceConfig:
+        async def connected(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
+            if self.tcp_at is None:
+                self.tcp_at = time.monotonic()
+
+        async def answered(
+            session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+        ) -> None:
+            self.responses.append((time.monotonic(), str(params.url), params.response.status))
+
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(connected)
+        trace.on_request_end.append(answered)
+        return trace
+
+    async def _open(self, session: aiohttp.ClientSession) -> _Observed:
+        direct = _Observed(self.settings, session)
+        try:
+            await direct.open("websocket", pipelined=True)
+        except (PerplexityLabsConnectionError, PerplexityLabsTimeoutError) as exc:
+            if self.tcp_at is None:
+                raise self._connect_failed(exc) from None
+            return await self._open_polling(session, exc)
+        self.passed(STEPS[0], self._scheme_detail(), until=self.tcp_at)
+        self.passed(STEPS[1], "over a direct WebSocket")
+        try:
+            await self._connected(direct)
+        except BaseException:
+            await direct.close(graceful=False)
+            raise
+        self.passed(STEPS[3], "direct", until=self.mark)
+        return direct
+
+    async def _open_polling(self, session: aiohttp.ClientSession, refused: BaseException) -> _Observed:
+        from langchain_pplx_labs.errors import PerplexityLabsConnectionError, PerplexityLabsTimeoutError
+
+        self.passed(STEPS[0], self._scheme_detail(), until=self.tcp_at)
+        polling = _Observed(self.settings, session)
+        try:
+            await polling.open("polling")
+        except PerplexityLabsTimeoutError as exc:
+            raise self.failed(STEPS[1], str(exc), _evidence(exc), _advice(exc)) from None
+        except PerplexityLabsConnectionError as exc:
+            opened = self._first_polling_answer()
+            if opened is not None and polling.server_refused:
+                # The Engine.IO session opened; the server refused our Socket.IO CONNECT.
+                self.passed(STEPS[1], "over polling", until=opened)
+                raise self._refused(polling.refused or "refused") from None
+            error = await diagnose_refusal(self.settings, session, exc.__cause__ or exc)
+            raise self.failed(STEPS[1], str(error), _evidence(error), _advice(error)) from None
+        self.passed(STEPS[1], "over polling", until=self._first_polling_answer())
+        self.passed(STEPS[2], f"auth {_keys(self.settings.protocol.auth)} accepted")
+        upgraded = _transport_of(polling.wire) == "websocket"
+        how = "polling, then upgraded to a WebSocket" if upgraded else "polling only (no WebSocket upgrade)"
+        self.passed(STEPS[3], f"direct WebSocket refused ({_short(refused)}); {how}", until=self.mark)
+        return polling
+
+    async def _connected(self, connection: _Observed) -> None:
+        try:
+            await connection.wait_ready()
+        except PerplexityLabsTimeoutError as exc:
+            raise self.failed(STEPS[2], str(exc), "no CONNECT acknowledgement", _advice(exc)) from None
+        except PerplexityLabsConnectionError:
+            raise self._refused(connection.refused or "refused") from None
+        self.passed(STEPS[2], f"auth {_keys(self.settings.protocol.auth)} accepted")
+
+    async def _ask(self, connection: _Observed) -> None:
+        protocol = self.settings.protocol
+        payload = build_payload(self.model, [{"role": "user", "content": self.question}], protocol=protocol)
+        frames = connection.query(payload)
+        try:
+            await self._frames(connection, frames)
+        finally:
+            await frames.aclose()
+
+    async def _frames(self, connection: _Observed, frames: Any) -> None:
+        decoder = StreamDecoder(self.model)
+        text: list[str] = []
+        count = 0
+        try:
+            async for data in frames:
+                if count == 0:
+                    self.passed(
+                        STEPS[4],
+                        f"{self.settings.protocol.query_event} ({self.model})",
+                        until=connection.sent_at,
+                    )
+                    self.passed(STEPS[5], connection.last_progress)
+                count += 1
+                for event in decoder.feed(parse_frame(data)):
+                    if isinstance(event, TextDelta):
+                        text.append(event.text)
+                    elif isinstance(event, Finished):
+                        self.report.answer = "".join(text)
+                        sources = len(event.sources)
+                        self.passed(STEPS[6], f"{count} frames, {sources} source{'s' * (sources != 1)}")
+                        return
+        except PerplexityLabsError as exc:
+            raise self._answer_failed(connection, count, exc) from None
+
+    def _answer_failed(self, connection: _Observed, count: int, exc: PerplexityLabsError) -> Failed:
+        if connection.sent_at is None:
+            return self.failed(STEPS[4], str(exc), _evidence(exc), _advice(exc))
+        if count == 0:
+            self.passed(
+                STEPS[4], f"{self.settings.protocol.query_event} ({self.model})", until=connection.sent_at
+            )
+            arrived = _event_summary(connection.events)
+            evidence = f"{_evidence(exc)}; events that arrived: {arrived or 'none'}"
+            return self.failed(
+                STEPS[5], str(exc), evidence, _first_frame_advice(exc, connection.events, self)
+            )
+        return self.failed(STEPS[6], f"after {count} frames: {exc}", _evidence(exc), _advice(exc))
+
+    def _connect_failed(self, exc: BaseException) -> Failed:
+        return self.failed(STEPS[0], _short(exc), _evidence(exc), _advice(exc, step=STEPS[0]))
+
+    def _refused(self, reason: str) -> Failed:
+        auth = _keys(self.settings.protocol.auth)
+        return self.failed(
+            STEPS[2],
+            f"CONNECT with auth {auth} refused",
+            f"the server's refusal: {reason}",
+            "the server wants other CONNECT auth: set LabsProtocol(auth=...) (--protocol FILE.json)",
+        )
+
+    def _scheme_detail(self) -> str:
+        return "TCP + TLS" if self.settings.base_url.startswith("https") else "TCP"
+
+    def _first_polling_answer(self) -> float | None:
+        """When the polling handshake's first GET was answered (the Engine.IO OPEN), if it was."""
+        for at, url, status in self.responses:
+            if "transport=polling" in url and "sid=" not in url and status == 200:
+                return at
+        return None
+
+
+class _Observed(LabsConnection):
+    """A LabsConnection that also notes when the question left and every event name that arrived."""
+
+    def __init__(self, settings: ConnectionSettings, session: aiohttp.ClientSession) -> None:
+        super().__init__(settings, session)
+        self.sent_at: float | None = None
+        self.events: Counter[str] = Counter()
+        self.last_progress = ""
+        self.server_refused = False
+
+    def on_connect_error(self, data: Any = None) -> None:
+        # The server's own CONNECT_ERROR carries an object; engine.io's failures arrive as text.
+        self.server_refused = isinstance(data, dict)
+        super().on_connect_error(data)
+
+    @property
+    def refused(self) -> str | None:
+        return self._refused
+
+    @property
+    def wire(self) -> Wire | None:
+        return self._wire
+
+    async def _emit(self, wire: Wire, payload: Any) -> None:
+        await super()._emit(wire, payload)
+        self.sent_at = time.monotonic()
+
+    def on_event(self, event: str, *args: Any) -> None:
+        self.events[event] += 1
+        if self.settings.protocol.is_progress_event(event):
+            self.last_progress = event
+        super().on_event(event, *args)
+
+
+def _transport_of(wire: Wire | None) -> str:
+    sio = getattr(wire, "_sio", None)
+    return str(getattr(getattr(sio, "eio", None), "current_transport", "") or "")
+
+
+def _keys(auth: dict[str, Any]) -> str:
+    return "{" + ", ".join(repr(key) for key in auth) + "}" if auth else "{}"
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _event_summary(events: Counter[str]) -> str:
+    return ", ".join(f"{name} ×{count}" for name, count in events.most_common(5))
+
+
+def _evidence(exc: BaseException) -> str:
+    if isinstance(exc, PerplexityLabsNotFoundError):
+        return f"HTTP {exc.status} at {exc.url}: {exc.excerpt!r}"
+    if isinstance(exc, PerplexityLabsBlockedError):
+        return f"HTTP {exc.status}: {exc.excerpt!r}"
+    if isinstance(exc, PerplexityLabsServerError):
+        return f"the server answered status failed: {exc.server_message!r}"
+    if isinstance(exc, PerplexityLabsProtocolError):
+        return f"a frame we cannot read: {exc.excerpt!r}"
+    return _short(exc)
+
+
+def _advice(exc: BaseException, *, step: str = "") -> str:
+    if isinstance(exc, PerplexityLabsBlockedError):
+        return (
+            "a Cloudflare page: Labs refuses this client from here. Send browser cookies "
+            "($PPLX_LABS_COOKIES / cookies=...), use a proxy (proxy=...), or try another network"
+        )
+    if isinstance(exc, PerplexityLabsNotFoundError):
+        return (
+            "no Labs endpoint at that URL: check --base-url (base_url); if Labs moved its Socket.IO "
+            "endpoint, set LabsProtocol(socketio_path=...) (--protocol FILE.json)"
+        )
+    if isinstance(exc, PerplexityLabsTimeoutError) and exc.which in ("connect", "handshake"):
+        return f"the server did not answer the {exc.which} in time: check the host, a proxy or firewall; raise --timeout"
+    if isinstance(exc, PerplexityLabsServerError):
+        return (
+            "Labs itself failed the question: try another --model or later; if its text names the "
+            "payload, set LabsProtocol(payload_version=...)"
+        )
+    if isinstance(exc, PerplexityLabsDisconnectedError):
+        return "the server closed the socket mid-answer: ask again; if it repeats, record a cassette (--record) for a report"
+    if isinstance(exc, PerplexityLabsProtocolError):
+        return (
+            "Labs changed its frame format: record a cassette (--record FILE) and attach it to a bug report"
+        )
+    if step == STEPS[0] and "certificate" in _short(exc).lower():
+        return (
+            "the server's TLS certificate is not trusted: fix the clock or CA bundle, or pass "
+            "ssl_context= with your CA to ChatPerplexityLabs (an intercepting proxy needs its CA)"
+        )
+    if step == STEPS[0]:
+        return "nothing answers at that host and port: check --base-url, the network or a proxy"
+    return "record a cassette (--record FILE) and attach it to a bug report"
+
+
+def _first_frame_advice(exc: PerplexityLabsError, events: Counter[str], walk: _Walk) -> str:
+    protocol = walk.settings.protocol
+    if events:
+        name = events.most_common(1)[0][0]
+        guess = name.replace(walk.model, "{model}") if walk.model in name else name
+        return (
+            f"the answer arrives on an event LabsProtocol does not expect (progress_event "
+            f"{protocol.progress_event!r}): set LabsProtocol(progress_event={guess!r})"
+        )
+    if isinstance(exc, PerplexityLabsTimeoutError):
+        return (
+            f"a silent server: raise the first-token timeout (--timeout, first_token_timeout=...); if it "
+            f"stays silent, Labs may have renamed the question event: LabsProtocol(query_event=...), now "
+            f"{protocol.query_event!r}"
+        )
+    return _advice(exc)

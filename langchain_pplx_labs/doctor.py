@@ -1,0 +1,106 @@
+"""``pplx-labs doctor``: walk the steps a question takes and name the first one that fails, with its cause."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from langchain_pplx_labs._doctor import Report
+    from langchain_pplx_labs.protocol import LabsProtocol
+
+QUESTION = "What is the capital of France?"
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``pplx-labs doctor``."""
+    from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL
+
+    doctor = subparsers.add_parser(
+        "doctor", help="ask one question step by step and say which step fails and why"
+    )
+    doctor.add_argument(
+        "--base-url", default=None, help=f"server root (default $PPLX_LABS_BASE_URL or {DEFAULT_BASE_URL})"
+    )
+    doctor.add_argument("--model", default=DEFAULT_MODEL)
+    doctor.add_argument("--question", default=QUESTION)
+    doctor.add_argument("--timeout", type=float, default=15.0, help="seconds each step may take")
+    doctor.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    doctor.add_argument(
+        "--record", metavar="FILE", default=None, help="also save a redacted cassette of the session"
+    )
+    doctor.add_argument("--protocol", metavar="FILE.json", default=None, help="LabsProtocol fields")
+    doctor.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the doctor; exit 0 when the question got an answer, 1 otherwise."""
+    from langchain_pplx_labs._doctor import diagnose
+    from langchain_pplx_labs.errors import PerplexityLabsInputError
+    from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_PROTOCOL, LabsProtocol
+
+    if not args.timeout > 0:
+        raise PerplexityLabsInputError(
+            f"Invalid --timeout {args.timeout!r}: use a positive number of seconds"
+        )
+    protocol = DEFAULT_PROTOCOL if args.protocol is None else LabsProtocol.from_file(args.protocol)
+    base_url = (args.base_url or os.environ.get("PPLX_LABS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    report = asyncio.run(diagnose(base_url, args.model, protocol, args.timeout, args.question))
+    recorded = asyncio.run(_record(args, base_url, protocol)) if args.record else ""
+    if args.json:
+        data = report.as_json()
+        if recorded:
+            data["recorded"] = recorded
+        print(json.dumps(data, ensure_ascii=False))
+    else:
+        _print(report, protocol, sys.stdout)
+        if recorded:
+            print(recorded)
+    return 0 if report.ok else 1
+
+
+def _print(report: Report, protocol: LabsProtocol, out: TextIO) -> None:
+    from langchain_pplx_labs._doctor import STEPS
+
+    out.write(f"pplx-labs doctor: {report.base_url}{protocol.socketio_path}\n")
+    width = max(len(name) for name in STEPS)
+    for step in report.steps:
+        mark = "✔" if step.ok else "✘"
+        out.write(f"{mark} {step.name:<{width}} {step.ms:>7.0f} ms  {step.detail}\n".rstrip() + "\n")
+    if report.ok:
+        out.write(f"Labs answered: {report.answer[:200]}\n")
+        return
+    failed = report.steps[-1].name if report.steps else STEPS[0]
+    out.write(f"\nFailed at: {failed}\nEvidence: {report.evidence}\nWhat to change: {report.advice}\n")
+
+
+async def _record(args: argparse.Namespace, base_url: str, protocol: LabsProtocol) -> str:
+    """Ask again through the recorder and save a redacted cassette; returns a line saying what happened."""
+    from urllib.parse import urlsplit
+
+    from langchain_pplx_labs.protocol import build_payload
+    from langchain_pplx_labs.recording import UpstreamUnreachableError, record_cassette, save_cassette
+    from langchain_pplx_labs.recording.recorder import upstream_headers
+
+    payload = build_payload(args.model, [{"role": "user", "content": args.question}], protocol=protocol)
+    # A loopback server is an emulator or a stand-in, never the live playground.
+    loopback = urlsplit(base_url).hostname in ("127.0.0.1", "::1", "localhost")
+    try:
+        cassette = await record_cassette(
+            base_url,
+            [payload],
+            provenance="synthetic" if loopback else "live",
+            note="recorded by pplx-labs doctor",
+            headers=upstream_headers(protocol=protocol),
+            silence=args.timeout,
+            connect_timeout=args.timeout,
+            protocol=protocol,
+        )
+    except UpstreamUnreachableError as exc:
+        return f"nothing recorded: {exc}"
+    path = save_cassette(cassette, args.record)
+    return f"recorded {len(cassette.interactions[0].frames)} frames to {path}"

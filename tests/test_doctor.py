@@ -1,0 +1,267 @@
+"""``pplx-labs doctor`` names the failing step, its evidence and what to change, for each fault and drift."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trustme
+from aiohttp import web
+
+from langchain_pplx_labs import LabsProtocol
+from langchain_pplx_labs._doctor import STEPS, Report, diagnose
+from langchain_pplx_labs.emulator import LabsEmulator, Scenario
+from langchain_pplx_labs.recording import load_cassette
+
+ANSWER = "Paris is the capital of France [1]."
+
+
+async def _doctor(base_url: str, protocol: LabsProtocol | None = None, seconds: float = 5.0) -> Report:
+    return await diagnose(base_url, "sonar", protocol or LabsProtocol(), seconds)
+
+
+def _names(report: Report) -> list[tuple[str, bool]]:
+    return [(step.name, step.ok) for step in report.steps]
+
+
+def _failing_at(step: str) -> list[tuple[str, bool]]:
+    """The steps a report shows when ``step`` fails: every one before it passed, none after it ran."""
+    index = STEPS.index(step)
+    return [(name, True) for name in STEPS[:index]] + [(step, False)]
+
+
+async def test_a_healthy_server_passes_every_step() -> None:
+    async with LabsEmulator() as emulator:
+        emulator.script(Scenario(answer=ANSWER, citations=["https://a.example", "https://b.example"]))
+        report = await _doctor(emulator.base_url)
+    assert report.ok
+    assert _names(report) == [(name, True) for name in STEPS]
+    assert report.answer == ANSWER
+    details = {step.name: step.detail for step in report.steps}
+    assert details["WebSocket"] == "direct"
+    assert details["first frame"] == "sonar_query_progress"
+    assert details["final frame with sources"] == "2 frames, 2 sources"
+    assert all(step.ms >= 0 for step in report.steps)
+
+
+async def test_blocked_fails_at_engineio_open_with_the_page_and_cloudflare_advice() -> None:
+    async with LabsEmulator(blocked=True) as emulator:
+        report = await _doctor(emulator.base_url)
+    assert _names(report) == _failing_at("Engine.IO open")
+    assert report.evidence.startswith(
+        'HTTP 403: \'<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...'
+    )
+    assert "Cloudflare" in report.advice
+    assert "cookies" in report.advice
+
+
+async def test_a_refused_websocket_still_answers_over_polling() -> None:
+    async with LabsEmulator(refuse_websocket=True) as emulator:
+        emulator.script(Scenario(answer=ANSWER, citations=[]))
+        report = await _doctor(emulator.base_url)
+    assert report.ok
+    websocket = report.steps[STEPS.index("WebSocket")]
+    assert websocket.detail.startswith("direct WebSocket refused (")
+    assert websocket.detail.endswith("; polling only (no WebSocket upgrade)")
+    assert report.steps[-1].detail == "2 frames, 0 sources"
+
+
+async def test_a_silent_server_fails_at_the_first_frame_with_timeout_advice() -> None:
+    async with LabsEmulator() as emulator:
+        emulator.script(Scenario(answer=ANSWER, stall_after=0))
+        report = await _doctor(emulator.base_url, seconds=0.5)
+    assert _names(report) == _failing_at("first frame")
+    assert (
+        report.evidence == "Perplexity Labs first_token timeout fired after 0.5s; events that arrived: none"
+    )
+    assert "first-token timeout" in report.advice
+    assert "query_event" in report.advice
+
+
+async def test_a_failed_status_shows_the_servers_text() -> None:
+    async with LabsEmulator() as emulator:
+        emulator.script(Scenario(answer=ANSWER, fail="Error in processing query"))
+        report = await _doctor(emulator.base_url)
+    assert _names(report) == _failing_at("final frame with sources")
+    assert report.evidence == "the server answered status failed: 'Error in processing query'"
+    assert "payload_version" in report.advice
+
+
+async def test_a_renamed_progress_event_is_named_with_the_setting_to_change() -> None:
+    async with LabsEmulator(protocol=LabsProtocol(progress_event="{model}.answer")) as emulator:
+        emulator.script(Scenario(answer=ANSWER, chunk_size=10))
+        report = await _doctor(emulator.base_url, seconds=0.5)
+    assert _names(report) == _failing_at("first frame")
+    assert report.evidence.endswith("events that arrived: sonar.answer ×4")
+    assert "LabsProtocol(progress_event='{model}.answer')" in report.advice
+
+
+async def test_a_moved_socketio_path_is_no_endpoint_at_that_url() -> None:
+    async with LabsEmulator(protocol=LabsProtocol(socketio_path="/v2/socket.io/")) as emulator:
+        report = await _doctor(emulator.base_url)
+        moved = await _doctor(emulator.base_url, LabsProtocol(socketio_path="/v2/socket.io/"))
+    assert _names(report) == _failing_at("Engine.IO open")
+    assert report.evidence.startswith(f"HTTP 404 at {emulator.base_url}/socket.io/?EIO=4&transport=polling: ")
+    assert "LabsProtocol(socketio_path=...)" in report.advice
+    assert "Cloudflare" not in report.advice
+    assert moved.ok  # and the protocol that says where it moved reaches it
+
+
+async def test_refused_auth_fails_at_socketio_connect_with_the_servers_reason() -> None:
+    async with LabsEmulator() as emulator:
+        report = await _doctor(emulator.base_url, LabsProtocol(auth={}))
+    assert _names(report) == _failing_at("Socket.IO connect with auth")
+    assert report.evidence.startswith("the server's refusal: authentication required")
+    assert "LabsProtocol(auth=...)" in report.advice
+
+
+@pytest.fixture
+async def plain_404() -> AsyncIterator[str]:
+    """A plain aiohttp web server with no routes: every path is its own ``404: Not Found``."""
+    runner = web.AppRunner(web.Application(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+async def test_a_plain_web_server_is_no_endpoint(plain_404: str) -> None:
+    report = await _doctor(plain_404)
+    assert _names(report) == _failing_at("Engine.IO open")
+    assert report.evidence == f"HTTP 404 at {plain_404}/socket.io/?EIO=4&transport=polling: '404: Not Found'"
+    assert "--base-url" in report.advice
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def test_a_refused_port_fails_at_connect() -> None:
+    port = _closed_port()
+    report = await _doctor(f"http://127.0.0.1:{port}")
+    assert _names(report) == _failing_at("connect (TCP, TLS)")
+    assert f"127.0.0.1:{port}" in report.evidence
+    assert report.advice.startswith("nothing answers at that host and port")
+
+
+def _pplx_labs(*args: str) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name("pplx-labs")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "langchain_pplx_labs.cli"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=90, check=False)
+
+
+def test_cli_json_and_exit_code_on_success(emulator: LabsEmulator, base_url: str) -> None:
+    emulator.script(answer=ANSWER, citations=["https://a.example"])
+    result = _pplx_labs("doctor", "--base-url", base_url, "--model", "sonar", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["ok"] is True
+    assert [step["name"] for step in data["steps"]] == list(STEPS)
+    assert all(set(step) == {"name", "ok", "ms", "detail"} for step in data["steps"])
+
+
+def test_cli_prints_the_failing_step_and_records_a_redacted_cassette(
+    emulator: LabsEmulator, base_url: str, tmp_path: Path
+) -> None:
+    emulator.script(answer=ANSWER, fail="Error in processing query", fail_after=1, chunk_size=10)
+    out = tmp_path / "report.labs.yaml"
+    result = _pplx_labs(
+        "doctor", "--base-url", base_url, "--model", "sonar", "--record", str(out), "--timeout", "5"
+    )
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"pplx-labs doctor: {base_url}/socket.io/"
+    assert lines[1].startswith("✔ connect (TCP, TLS)")
+    assert lines[7].startswith("✘ final frame with sources")
+    assert "Failed at: final frame with sources" in lines
+    assert "Evidence: the server answered status failed: 'Error in processing query'" in lines
+    assert lines[-1] == f"recorded 2 frames to {out}"
+    cassette = load_cassette(out)
+    assert cassette.provenance == "synthetic"  # a loopback server is never the live playground
+    assert cassette.interactions[0].frames[-1].data == {
+        "status": "failed",
+        "text": "Error in processing query",
+    }
+    assert "anonymous-ask-user" not in out.read_text()
+
+
+def test_cli_bad_timeout_is_one_error_line() -> None:
+    result = _pplx_labs("doctor", "--timeout", "0")
+    assert result.returncode == 1
+    assert result.stderr == "pplx-labs: error: Invalid --timeout 0.0: use a positive number of seconds\n"
+
+
+async def test_a_web_page_at_the_socketio_path_is_no_endpoint() -> None:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="<html>Welcome to my blog</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        report = await _doctor(f"http://127.0.0.1:{runner.addresses[0][1]}")
+    finally:
+        await runner.cleanup()
+    assert _names(report) == _failing_at("Engine.IO open")
+    assert report.evidence.endswith("transport=polling: '<html>Welcome to my blog</html>'")
+    assert report.evidence.startswith("HTTP 200 at ")
+
+
+async def test_refused_auth_over_polling_is_still_a_refused_connect() -> None:
+    async with LabsEmulator(refuse_websocket=True) as emulator:
+        report = await _doctor(emulator.base_url, LabsProtocol(auth={}), seconds=30)
+    assert _names(report) == _failing_at("Socket.IO connect with auth")
+    assert report.evidence.startswith("the server's refusal: authentication required")
+
+
+@pytest.mark.parametrize("fault", ["healthy", "blocked", "refuse_websocket", "stall", "renamed"])
+def test_doctor_leaves_nothing_open_under_dev_mode(
+    fault: str, emulator: LabsEmulator, base_url: str, tmp_path: Path
+) -> None:
+    # -X dev -W error: an unclosed socket, session or task would be a warning, hence an error here.
+    emulator.blocked = fault == "blocked"
+    emulator.refuse_websocket = fault == "refuse_websocket"
+    emulator.script(answer=ANSWER, stall_after=0 if fault == "stall" else None)
+    expecting = tmp_path / "labs.json"
+    # "renamed": the client expects answers on another event than the emulator sends.
+    expecting.write_text('{"progress_event": "{model}.answer"}' if fault == "renamed" else "{}")
+    flags = [
+        "--base-url",
+        base_url,
+        "--model",
+        "sonar",
+        "--timeout",
+        "1",
+        "--json",
+        "--protocol",
+        str(expecting),
+    ]
+    command = [sys.executable, "-X", "dev", "-W", "error", "-m", "langchain_pplx_labs.cli", "doctor", *flags]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+    answered = fault in ("healthy", "refuse_websocket")
+    assert result.stderr == ""
+    assert json.loads(result.stdout)["ok"] is answered
+    assert result.returncode == (0 if answered else 1)
+
+
+async def test_an_untrusted_certificate_fails_at_connect_with_tls_advice() -> None:
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    async with LabsEmulator(ssl_context=server_context) as emulator:
+        report = await _doctor(emulator.base_url)
+    assert _names(report) == _failing_at("connect (TCP, TLS)")
+    assert "certificate" in report.evidence.lower()
+    assert report.advice.startswith("the server's TLS certificate is not trusted")
