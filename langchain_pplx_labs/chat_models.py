@@ -359,9 +359,9 @@ class ChatPerplexityLabs(BaseChatModel):
     idle_timeout: float | None = 30.0
     """Seconds of silence allowed between two frames of an answer. Not retried."""
     max_retries: int = 2
-    """Retries for failures before the server has the question (connect and handshake failures and
+    """Retries for connection failures before the first token (connect and handshake failures and
     timeouts, a socket dropped before answering); never after text was streamed, never for a
-    first_token, idle or total timeout."""
+    first_token, idle or total timeout (a slow answer is not asked again)."""
     retry_server_failures: bool = False
     """Also retry when the server answers ``status: failed``."""
     proxy: str | None = None

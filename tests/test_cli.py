@@ -282,6 +282,12 @@ def _one_error_line(stderr: str) -> str:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
+        ([], "the following arguments are required: COMMAND"),
+        (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
+        (
+            ["ask", "--emulator", "--base-url", "http://127.0.0.1:1", "q"],
+            "argument --base-url: not allowed with",
+        ),
         (["ask", ""], "the question is empty"),
         (["ask", "--emulator", "  \n"], "the question is empty"),
         (["cassette", "record", "--emulator", "--out", "x.labs.yaml", " "], "the question is empty"),

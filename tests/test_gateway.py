@@ -678,3 +678,34 @@ def test_a_drain_does_not_hold_up_the_next_request(emulator: LabsEmulator) -> No
         answer = sdk.chat.completions.create(model="sonar", messages=[{"role": "user", "content": "next"}])
         assert answer.choices[0].message.content == "quick"
         assert emulator.open_sockets == 2  # the drained one and the one that answered
+
+
+def test_reasoning_drop_leaves_the_thinking_out(emulator: LabsEmulator) -> None:
+    emulator.script(answer=PARIS, reasoning="Think of France.", chunk_size=5)
+    with (
+        gateway_for(emulator, reasoning="drop") as running,
+        openai.OpenAI(base_url=running.root + "/v1", api_key="x", max_retries=0) as sdk,
+    ):
+        message = ask(sdk, model="sonar-reasoning").choices[0].message
+        chunks = list(ask(sdk, model="sonar-reasoning", stream=True))
+    assert message.content == PARIS
+    assert "reasoning_content" not in (message.model_extra or {})
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == PARIS
+    assert not any((c.choices[0].delta.model_extra or {}).get("reasoning_content") for c in chunks)
+
+
+async def test_chat_perplexity_async_fills_citations(
+    gateway: GatewayThread, emulator: LabsEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langchain_perplexity import ChatPerplexity
+
+    monkeypatch.setenv("PERPLEXITY_BASE_URL", gateway.root)
+    emulator.script(answer=PARIS, citations=PARIS_SOURCES, chunk_size=10)
+    llm = ChatPerplexity(model="sonar", api_key="unused", max_retries=0)
+    message = await llm.ainvoke(QUESTION)
+    assert message.additional_kwargs["citations"] == PARIS_SOURCES
+    merged: Any = None
+    async for chunk in llm.astream(QUESTION):
+        merged = chunk if merged is None else merged + chunk
+    assert merged.content == PARIS
+    assert merged.additional_kwargs["citations"] == PARIS_SOURCES

@@ -353,7 +353,8 @@ def test_plugin_records_a_scripted_upstream_and_appends_new_episodes(pytester: p
     assert len(load_cassette(path).interactions) == 1
 
     pytester.makepyfile(test_scripted="QUESTIONS = 2\n" + TWO_QUESTIONS)
-    mismatch = pytester.runpytest("--record-mode=none", "-p", "no:cacheprovider")
+    # -rN: no short summary; with $CI set pytest prints the whole message there again.
+    mismatch = pytester.runpytest("--record-mode=none", "-p", "no:cacheprovider", "-rN")
     mismatch.assert_outcomes(failed=1, errors=0)
     mismatch.stdout.fnmatch_lines(['*-      "content": "First?"*', '*+      "content": "Second?"*'])
     assert mismatch.stdout.str().count('+      "content": "Second?"') == 1  # reported once, not twice
@@ -498,7 +499,7 @@ def test_mismatch_is_reported_once_even_when_the_test_catches_it(pytester: pytes
     pytester.makepyfile(test_scripted="QUESTIONS = 1\n" + TWO_QUESTIONS)
     pytester.runpytest("--record-mode=once", "-p", "no:cacheprovider").assert_outcomes(passed=1)
     pytester.makepyfile(test_scripted=CAUGHT_MISMATCH)
-    caught = pytester.runpytest("--record-mode=none", "-p", "no:cacheprovider")
+    caught = pytester.runpytest("--record-mode=none", "-p", "no:cacheprovider", "-rN")  # see above
     caught.assert_outcomes(failed=1, errors=0)
     output = caught.stdout.str()
     assert output.count('+      "content": "Second?"') == 1
