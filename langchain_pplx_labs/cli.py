@@ -385,6 +385,7 @@ def _add_cassette_commands(
     show = actions.add_parser("show", help="print a cassette as a readable transcript")
     show.add_argument("file")
     show.add_argument("--frames", action="store_true", help="also list every frame with its time")
+    _add_protocol_flag(show)  # which events are the answer's frames, for a cassette of a changed Labs
     show.set_defaults(run=_run_cassette_show)
     record = actions.add_parser("record", help="ask one question and save the session as a cassette")
     record.add_argument("question")
@@ -445,7 +446,8 @@ def _run_cassette_show(args: argparse.Namespace) -> int:
     from langchain_pplx_labs.recording.transcript import format_transcript
 
     cassette = load_cassette(args.file)  # a CassetteError names the file; main prints it
-    sys.stdout.write(format_transcript(cassette, source=args.file, frames=args.frames))
+    transcript = format_transcript(cassette, source=args.file, frames=args.frames, protocol=_protocol(args))
+    sys.stdout.write(transcript)
     return 0
 
 
