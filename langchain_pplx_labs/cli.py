@@ -176,8 +176,8 @@ _positive_int = _number(int, minimum=1)
 _positive_seconds = _number(float, minimum=0, inclusive=False)
 
 
-def _proxy(text: str) -> str:
-    """``--proxy``: the schemes aiohttp-socks can dial, with a host and a port (checked before connecting)."""
+def proxy_url(text: str) -> str:
+    """An argparse type for ``--proxy`` (``cassette record``, ``doctor``): the schemes aiohttp-socks can dial, with a host and a port."""
     schemes = ("http", "socks4", "socks5")  # as ChatPerplexityLabs.proxy accepts
     try:
         parts = urlsplit(text)
@@ -414,7 +414,7 @@ def _add_cassette_commands(
     )
     record.add_argument(
         "--proxy",
-        type=_proxy,
+        type=proxy_url,
         default=None,
         help="http://, socks4:// or socks5:// proxy (with a port) to record through",
     )
