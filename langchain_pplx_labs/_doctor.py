@@ -265,24 +265,20 @@ class _Walk:
         return self.failed(STEPS[6], f"after {count} frames: {exc}", _evidence(exc), _advice(exc))
 
     def _connect_failed(self, exc: BaseException) -> Failed:
-        if self.proxy and _caused_by(exc, ProxyConnectionError):
+        if self.proxy and _caused_by(exc, (ProxyConnectionError, ProxyError)):
             where = _proxy_address(self.proxy)
-            return self.failed(
-                STEPS[0],
-                f"the proxy {where} refused the connection",
-                _short(exc),
-                f"nothing accepts connections at the proxy {where}: start the proxy, or check --proxy "
-                "(scheme, host and port; proxy=... in ChatPerplexityLabs)",
-            )
-        if self.proxy and _caused_by(exc, ProxyError):
-            where = _proxy_address(self.proxy)
-            return self.failed(
-                STEPS[0],
-                f"the proxy {where} could not reach {self.settings.base_url}",
-                _short(exc),
-                "the proxy answered but did not open a tunnel to the server: check the proxy's "
-                "credentials and rules, --base-url, or try without --proxy",
-            )
+            if _caused_by(exc, ProxyConnectionError):
+                detail = f"the proxy {where} refused the connection"
+                advice = (
+                    f"nothing accepts connections at the proxy {where}: start the proxy, or check --proxy"
+                )
+            else:
+                detail = f"the proxy {where} could not reach {self.settings.base_url}"
+                advice = (
+                    "the proxy answered but opened no tunnel: check its credentials and rules, --base-url"
+                )
+            how = " (scheme, host and port; proxy=... in ChatPerplexityLabs)"
+            return self.failed(STEPS[0], detail, _short(exc), advice + how)
         return self.failed(STEPS[0], _short(exc), _evidence(exc), _advice(exc, step=STEPS[0]))
 
     def _refused(self, reason: str) -> Failed:
@@ -346,7 +342,7 @@ def _proxy_address(proxy: str) -> str:
     return f"{parts.scheme}://{parts.hostname}:{parts.port}"
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+def _caused_by(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> bool:
     """Whether ``kind`` is anywhere in the chain of ``exc``."""
     current: BaseException | None = exc
     for _ in range(16):  # a bounded walk: chains can loop
