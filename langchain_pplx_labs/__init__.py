@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from langchain_pplx_labs._lazy import lazy_names
 
 if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first use (PEP 562)
     from langchain_pplx_labs.chat_models import ChatPerplexityLabs
@@ -59,18 +60,4 @@ __all__ = [
     "__version__",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """Load a public name from its module on first access and keep it (PEP 562)."""
-    module = _LAZY.get(name)
-    if module is None:
-        # AttributeError (not ImportError) lets ``from langchain_pplx_labs import pool`` import the submodule.
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The module's own names plus the lazy public ones, for ``dir()`` and completion."""
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(globals(), _LAZY)

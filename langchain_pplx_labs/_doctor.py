@@ -9,8 +9,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp_socks import ProxyConnectionError, ProxyError
 
 from langchain_pplx_labs._tracing import labs_trace_config
 from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection, Timeouts, diagnose_refusal
@@ -32,7 +34,7 @@ from langchain_pplx_labs.protocol import (
     build_payload,
     parse_frame,
 )
-from langchain_pplx_labs.wire import Wire, browser_headers
+from langchain_pplx_labs.wire import Wire, browser_headers, proxy_connector
 
 QUESTION = "What is the capital of France?"
 STEPS = (
@@ -82,12 +84,18 @@ class Failed(Exception):
 
 
 async def diagnose(
-    base_url: str, model: str, protocol: LabsProtocol, step_seconds: float, question: str = QUESTION
+    base_url: str,
+    model: str,
+    protocol: LabsProtocol,
+    step_seconds: float,
+    question: str = QUESTION,
+    *,
+    proxy: str | None = None,
 ) -> Report:
-    """Ask ``question`` through the client's own connection code, timing and judging each step."""
+    """Ask ``question`` through the client's own connection code (and ``proxy``), timing and judging each step."""
     report = Report(base_url)
     with contextlib.suppress(Failed):
-        await _Walk(report, base_url, model, protocol, step_seconds, question).run()
+        await _Walk(report, base_url, model, protocol, step_seconds, question, proxy).run()
     return report
 
 
@@ -95,7 +103,14 @@ class _Walk:
     """One walk through the steps, on a session traced like the pool's."""
 
     def __init__(
-        self, report: Report, base_url: str, model: str, protocol: LabsProtocol, timeout: float, question: str
+        self,
+        report: Report,
+        base_url: str,
+        model: str,
+        protocol: LabsProtocol,
+        timeout: float,
+        question: str,
+        proxy: str | None = None,
     ) -> None:
         headers = browser_headers(protocol)
         cookies = os.environ.get("PPLX_LABS_COOKIES")
@@ -106,6 +121,7 @@ class _Walk:
         self.report = report
         self.model = model
         self.question = question
+        self.proxy = proxy
         self.mark = time.monotonic()
         self.tcp_at: float | None = None
         self.responses: list[tuple[float, str, int]] = []
@@ -124,7 +140,10 @@ class _Walk:
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeouts.connect)
         traces = [labs_trace_config(), self._clock()]
-        async with aiohttp.ClientSession(timeout=timeout, trace_configs=traces) as session:
+        connector = proxy_connector(self.proxy)  # as the pool dials with ChatPerplexityLabs(proxy=...)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, trace_configs=traces
+        ) as session:
             connection = await self._open(session)
             try:
                 await self._ask(connection)
@@ -246,6 +265,20 @@ class _Walk:
         return self.failed(STEPS[6], f"after {count} frames: {exc}", _evidence(exc), _advice(exc))
 
     def _connect_failed(self, exc: BaseException) -> Failed:
+        if self.proxy and _caused_by(exc, (ProxyConnectionError, ProxyError)):
+            where = _proxy_address(self.proxy)
+            if _caused_by(exc, ProxyConnectionError):
+                detail = f"the proxy {where} refused the connection"
+                advice = (
+                    f"nothing accepts connections at the proxy {where}: start the proxy, or check --proxy"
+                )
+            else:
+                detail = f"the proxy {where} could not reach {self.settings.base_url}"
+                advice = (
+                    "the proxy answered but opened no tunnel: check its credentials and rules, --base-url"
+                )
+            how = " (scheme, host and port; proxy=... in ChatPerplexityLabs)"
+            return self.failed(STEPS[0], detail, _short(exc), advice + how)
         return self.failed(STEPS[0], _short(exc), _evidence(exc), _advice(exc, step=STEPS[0]))
 
     def _refused(self, reason: str) -> Failed:
@@ -258,7 +291,8 @@ class _Walk:
         )
 
     def _scheme_detail(self) -> str:
-        return "TCP + TLS" if self.settings.base_url.startswith("https") else "TCP"
+        scheme = "TCP + TLS" if self.settings.base_url.startswith("https") else "TCP"
+        return f"{scheme} through the proxy {_proxy_address(self.proxy)}" if self.proxy else scheme
 
     def _first_polling_answer(self) -> float | None:
         """When the polling handshake's first GET was answered (the Engine.IO OPEN), if it was."""
@@ -300,6 +334,24 @@ class _Observed(LabsConnection):
         if self.settings.protocol.is_progress_event(event):
             self.last_progress = event
         super().on_event(event, *args)
+
+
+def _proxy_address(proxy: str) -> str:
+    """``scheme://host:port`` of a proxy URL, without its credentials (a report gets pasted into bugs)."""
+    parts = urlsplit(proxy)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}"
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> bool:
+    """Whether ``kind`` is anywhere in the chain of ``exc``."""
+    current: BaseException | None = exc
+    for _ in range(16):  # a bounded walk: chains can loop
+        if current is None:
+            return False
+        if isinstance(current, kind):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _transport_of(wire: Wire | None) -> str:

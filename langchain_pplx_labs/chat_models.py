@@ -474,8 +474,8 @@ class ChatPerplexityLabs(BaseChatModel):
 
     @model_validator(mode="after")
     def _set_labs_profile(self) -> ChatPerplexityLabs:
-        # Later cores fill ``profile`` from _resolve_model_profile themselves; 1.1.x (which
-        # introduced profiles: hence langchain-core>=1.1.0) needs this.
+        # Newer langchain-core fills ``profile`` from _resolve_model_profile itself; cores from
+        # before that hook (profiles came in 1.1) need this validator.
         if self.profile is None:
             self.profile = self._resolve_model_profile()
         return self

@@ -176,8 +176,8 @@ _positive_int = _number(int, minimum=1)
 _positive_seconds = _number(float, minimum=0, inclusive=False)
 
 
-def _proxy(text: str) -> str:
-    """``--proxy``: the schemes aiohttp-socks can dial, with a host and a port (checked before connecting)."""
+def proxy_url(text: str) -> str:
+    """An argparse type for ``--proxy`` (``cassette record``, ``doctor``): the schemes aiohttp-socks can dial, with a host and a port."""
     schemes = ("http", "socks4", "socks5")  # as ChatPerplexityLabs.proxy accepts
     try:
         parts = urlsplit(text)
@@ -385,6 +385,7 @@ def _add_cassette_commands(
     show = actions.add_parser("show", help="print a cassette as a readable transcript")
     show.add_argument("file")
     show.add_argument("--frames", action="store_true", help="also list every frame with its time")
+    _add_protocol_flag(show)  # which events are the answer's frames, for a cassette of a changed Labs
     show.set_defaults(run=_run_cassette_show)
     record = actions.add_parser("record", help="ask one question and save the session as a cassette")
     record.add_argument("question")
@@ -413,7 +414,7 @@ def _add_cassette_commands(
     )
     record.add_argument(
         "--proxy",
-        type=_proxy,
+        type=proxy_url,
         default=None,
         help="http://, socks4:// or socks5:// proxy (with a port) to record through",
     )
@@ -445,7 +446,8 @@ def _run_cassette_show(args: argparse.Namespace) -> int:
     from langchain_pplx_labs.recording.transcript import format_transcript
 
     cassette = load_cassette(args.file)  # a CassetteError names the file; main prints it
-    sys.stdout.write(format_transcript(cassette, source=args.file, frames=args.frames))
+    transcript = format_transcript(cassette, source=args.file, frames=args.frames, protocol=_protocol(args))
+    sys.stdout.write(transcript)
     return 0
 
 

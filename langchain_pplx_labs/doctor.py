@@ -18,6 +18,7 @@ QUESTION = "What is the capital of France?"
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``pplx-labs doctor``."""
+    from langchain_pplx_labs.cli import proxy_url
     from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL
 
     doctor = subparsers.add_parser(
@@ -34,6 +35,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--record", metavar="FILE", default=None, help="also save a redacted cassette of the session"
     )
     doctor.add_argument("--protocol", metavar="FILE.json", default=None, help="LabsProtocol fields")
+    doctor.add_argument(
+        "--proxy",
+        type=proxy_url,
+        default=None,
+        help="http://, socks4:// or socks5:// proxy (with a port) to connect through, as proxy=... does",
+    )
     doctor.set_defaults(run=run)
 
 
@@ -49,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
         )
     protocol = DEFAULT_PROTOCOL if args.protocol is None else LabsProtocol.from_file(args.protocol)
     base_url = (args.base_url or os.environ.get("PPLX_LABS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-    report = asyncio.run(diagnose(base_url, args.model, protocol, args.timeout, args.question))
+    report = asyncio.run(
+        diagnose(base_url, args.model, protocol, args.timeout, args.question, proxy=args.proxy)
+    )
     recorded = asyncio.run(_record(args, base_url, protocol)) if args.record else ""
     if args.json:
         data = report.as_json()
@@ -99,6 +108,7 @@ async def _record(args: argparse.Namespace, base_url: str, protocol: LabsProtoco
             silence=args.timeout,
             connect_timeout=args.timeout,
             protocol=protocol,
+            proxy=args.proxy,
         )
     except UpstreamUnreachableError as exc:
         return f"nothing recorded: {exc}"

@@ -16,6 +16,7 @@ import pytest
 if TYPE_CHECKING:
     from langchain_pplx_labs.chat_models import ChatPerplexityLabs
     from langchain_pplx_labs.emulator import EmulatorThread, Responder
+    from langchain_pplx_labs.protocol import LabsProtocol
     from langchain_pplx_labs.recording.cassette import Cassette
     from langchain_pplx_labs.recording.replay import CassetteResponder, RecordingResponder
 
@@ -83,21 +84,69 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+class _Emulators:
+    """Emulator threads started on first use, one per ``LabsProtocol`` (a test's model may speak another)."""
+
+    def __init__(self) -> None:
+        self._threads: dict[LabsProtocol, EmulatorThread] = {}
+
+    def get(self, protocol: LabsProtocol) -> EmulatorThread:
+        from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
+
+        if protocol not in self._threads:
+            thread = EmulatorThread(LabsEmulator(protocol=protocol))
+            thread.start()
+            self._threads[protocol] = thread
+        return self._threads[protocol]
+
+    def stop(self) -> None:
+        for thread in self._threads.values():
+            thread.stop()
+
+
 @pytest.fixture(scope="session")
-def pplx_labs_server() -> Iterator[EmulatorThread]:
+def _pplx_labs_replay_emulators() -> Iterator[_Emulators]:
+    emulators = _Emulators()
+    yield emulators
+    emulators.stop()
+
+
+@pytest.fixture(scope="session")
+def pplx_labs_server(_pplx_labs_replay_emulators: _Emulators) -> EmulatorThread:
     """The emulator that replays (or proxies while recording) Labs cassettes on localhost."""
-    from langchain_pplx_labs.emulator import EmulatorThread
+    from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL
 
-    with EmulatorThread() as thread:
-        yield thread
+    return _pplx_labs_replay_emulators.get(DEFAULT_PROTOCOL)
+
+
+@pytest.fixture
+def _pplx_labs_protocol(
+    request: pytest.FixtureRequest, pplx_labs_model_kwargs: dict[str, Any]
+) -> LabsProtocol:
+    """The ``LabsProtocol`` of this test's model (marker or ``pplx_labs_model_kwargs``), else the default."""
+    from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
+
+    protocol = _model_kwargs(request, pplx_labs_model_kwargs).get("protocol")
+    return DEFAULT_PROTOCOL if protocol is None else LabsProtocol.model_validate(protocol)
+
+
+@pytest.fixture
+def _pplx_labs_replay_server(
+    pplx_labs_server: EmulatorThread,
+    _pplx_labs_replay_emulators: _Emulators,
+    _pplx_labs_protocol: LabsProtocol,
+) -> EmulatorThread:
+    """``pplx_labs_server`` when it speaks the model's protocol, else an emulator that does."""
+    if pplx_labs_server.emulator.protocol == _pplx_labs_protocol:
+        return pplx_labs_server
+    return _pplx_labs_replay_emulators.get(_pplx_labs_protocol)
 
 
 @pytest.fixture(scope="session")
-def _pplx_labs_record_emulator() -> Iterator[EmulatorThread]:
-    from langchain_pplx_labs.emulator import EmulatorThread
-
-    with EmulatorThread() as thread:
-        yield thread
+def _pplx_labs_record_emulators() -> Iterator[_Emulators]:
+    emulators = _Emulators()
+    yield emulators
+    emulators.stop()
 
 
 @pytest.fixture
@@ -106,8 +155,9 @@ def pplx_labs_upstream(request: pytest.FixtureRequest) -> str:
     url = request.config.getoption("--pplx-labs-record-url")
     if url:
         return str(url)
-    thread = cast("EmulatorThread", request.getfixturevalue("_pplx_labs_record_emulator"))
-    return thread.base_url
+    emulators = cast(_Emulators, request.getfixturevalue("_pplx_labs_record_emulators"))
+    protocol = cast("LabsProtocol", request.getfixturevalue("_pplx_labs_protocol"))
+    return emulators.get(protocol).base_url
 
 
 @pytest.fixture
@@ -151,7 +201,7 @@ def pplx_labs_model_kwargs() -> dict[str, Any]:
 @pytest.fixture
 def pplx_labs_replayer(
     request: pytest.FixtureRequest,
-    pplx_labs_server: EmulatorThread,
+    _pplx_labs_replay_server: EmulatorThread,
     pplx_labs_cassette_path: Path,
     pplx_labs_record_mode: str,
     pplx_labs_model_kwargs: dict[str, Any],
@@ -179,18 +229,18 @@ def pplx_labs_replayer(
     else:
         responder = _recorder(request, replay, _model_kwargs(request, pplx_labs_model_kwargs))
     _arm(
-        pplx_labs_server,
+        _pplx_labs_replay_server,
         cast("Responder", responder),
         blocked=replay is not None and replay.refuses_connections,
     )
-    urls = [pplx_labs_server.base_url]
+    urls = [_pplx_labs_replay_server.base_url]
     if isinstance(responder, RecordingResponder):
         urls.append(responder.upstream)
     _let_vcr_pass(request, urls)
     try:
         yield responder
     finally:
-        _arm(pplx_labs_server, default_responder, blocked=False)
+        _arm(_pplx_labs_replay_server, default_responder, blocked=False)
     if isinstance(responder, RecordingResponder):
         _finish_recording(request, path, existing, responder)
     problem = _cassette_problem(responder, path)
@@ -258,7 +308,9 @@ def _recorder(
         replay=replay,
         # The user's own headers are usually credentials: none is saved in clear.
         redactor=Redactor(extra_headers=tuple(extra)),
-        headers=upstream_headers(extra, secret),
+        headers=upstream_headers(
+            extra, secret, cast("LabsProtocol", request.getfixturevalue("_pplx_labs_protocol"))
+        ),
         proxy=model_kwargs.get("proxy"),
     )
 
@@ -351,12 +403,12 @@ def _local_model(
 @pytest.fixture
 def pplx_labs_cassette(
     request: pytest.FixtureRequest,
-    pplx_labs_server: EmulatorThread,
+    _pplx_labs_replay_server: EmulatorThread,
     pplx_labs_replayer: CassetteResponder | RecordingResponder,
     pplx_labs_model_kwargs: dict[str, Any],
 ) -> Iterator[ChatPerplexityLabs]:
     """A ``ChatPerplexityLabs`` bound to the replay server, answering from this test's cassette (sync use)."""
-    chat = _local_model(request, pplx_labs_server, pplx_labs_model_kwargs)
+    chat = _local_model(request, _pplx_labs_replay_server, pplx_labs_model_kwargs)
     yield chat
     chat.close()
 
@@ -364,11 +416,11 @@ def pplx_labs_cassette(
 @_async_fixture
 async def applx_labs_cassette(
     request: pytest.FixtureRequest,
-    pplx_labs_server: EmulatorThread,
+    _pplx_labs_replay_server: EmulatorThread,
     pplx_labs_replayer: CassetteResponder | RecordingResponder,
     pplx_labs_model_kwargs: dict[str, Any],
 ) -> AsyncIterator[ChatPerplexityLabs]:
     """Like ``pplx_labs_cassette`` for async tests: closed on the test's own event loop."""
-    chat = _local_model(request, pplx_labs_server, pplx_labs_model_kwargs)
+    chat = _local_model(request, _pplx_labs_replay_server, pplx_labs_model_kwargs)
     yield chat
     await chat.aclose()

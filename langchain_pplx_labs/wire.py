@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import aiohttp
 from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
@@ -26,6 +27,15 @@ def browser_headers(protocol: LabsProtocol = DEFAULT_PROTOCOL) -> dict[str, str]
 DEFAULT_HEADERS: Mapping[str, str] = browser_headers()
 # aiohttp-socks raises these outside aiohttp's hierarchy.
 PROXY_ERRORS = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
+
+
+def proxy_connector(proxy: str | None) -> aiohttp.BaseConnector | None:
+    """An aiohttp connector dialling through ``proxy`` (http, socks4, socks5), or ``None`` to go direct."""
+    if not proxy:
+        return None
+    from aiohttp_socks import ProxyConnector
+
+    return ProxyConnector.from_url(proxy, limit=0)  # limit=0 as the pool's: its own semaphore bounds sockets
 
 
 @dataclass(frozen=True)

@@ -327,6 +327,8 @@ def _chat(**fields: Any) -> dict[str, Any]:
     ("body", "param", "words"),
     [
         (b'{"model": "sonar", "messages": [', None, "not valid JSON"),
+        (b"[1, 2]", None, "must be a JSON object"),
+        (b"", None, "not valid JSON"),
         ({"messages": [{"role": "user", "content": "hi"}]}, "model", "Missing required field 'model'"),
         (_chat(messages=[]), "messages", "at least 1"),
         (_chat(messages=[{"role": "robot", "content": "hi"}]), "messages[0].role", "Input should be"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -147,3 +148,17 @@ async def test_a_refused_connect_names_the_servers_reason_on_either_transport(re
         error = await _ask(emulator.base_url, protocol=LabsProtocol(auth={}), handshake_timeout=30)
     assert type(error) is PerplexityLabsConnectionError
     assert "authentication required: send {'jwt': 'anonymous-ask-user'} as the CONNECT payload" in str(error)
+
+
+async def test_a_refused_connect_over_polling_leaves_no_traceback_in_the_servers_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The client's goodbye races the session's close; engine.io answered it with a KeyError
+    # ("Session is disconnected") that aiohttp logged with a traceback as a 500.
+    caplog.set_level(logging.DEBUG)
+    async with LabsEmulator(refuse_websocket=True) as emulator:
+        # The model's close waits for its goodbye POSTs to be answered, so the server has handled them.
+        error = await _ask(emulator.base_url, protocol=LabsProtocol(auth={}), handshake_timeout=30)
+    assert "authentication required" in str(error)
+    assert [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+    assert "Session is disconnected" not in caplog.text

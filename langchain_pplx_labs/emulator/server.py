@@ -180,7 +180,16 @@ class LabsEmulator:
         if "sid" not in request.query:
             self.handshakes[transport] += 1
             self.handshake_headers.append(dict(request.headers))
-        return await handler(request)
+            return await handler(request)
+        try:
+            return await handler(request)
+        except KeyError as exc:
+            # engine.io raises KeyError (an aiohttp 500 and a logged traceback) for a request on a
+            # session that closed meanwhile, e.g. the goodbye of a client whose CONNECT was refused;
+            # answer as engine.io does for an unknown session.
+            if exc.args not in (("Session is disconnected",), ("Session not found",)):
+                raise
+            return web.Response(status=400, text=f"Invalid session {request.query['sid']}: {exc.args[0]}")
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         if self.require_auth and not (isinstance(auth, dict) and auth.get("jwt")):

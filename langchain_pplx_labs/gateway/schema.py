@@ -121,6 +121,8 @@ def _validation_error(exc: ValidationError) -> GatewayError:
     if error["type"] in ("json_invalid", "json_type"):
         return invalid(f"The request body is not valid JSON: {error['msg']}", code="invalid_json")
     param = _param(error["loc"])
+    if not param:
+        return invalid("The request body must be a JSON object", code="invalid_json")
     if error["type"] == "missing":
         return invalid(f"Missing required field {param!r}", param, code="missing_field")
     return invalid(f"Invalid field {param!r}: {error['msg']}", param)
@@ -136,7 +138,7 @@ def _param(loc: tuple[int | str, ...]) -> str:
 
 
 def _is_type_name(part: str) -> bool:
-    return part in ("str", "function-after") or "[" in part or part[:1].isupper()
+    return part == "str" or "[" in part or part[:1].isupper()
 
 
 def to_langchain(request: ChatRequest) -> list[BaseMessage]:

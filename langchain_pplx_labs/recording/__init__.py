@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from langchain_pplx_labs._lazy import lazy_names
 
 if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first use (PEP 562)
     from langchain_pplx_labs.recording.cassette import (
@@ -72,18 +73,4 @@ __all__ = [
     "save_cassette",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """Load a public name from its module on first access and keep it (PEP 562)."""
-    module = _LAZY.get(name)
-    if module is None:
-        # AttributeError lets ``from langchain_pplx_labs.recording import replay`` import the submodule.
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The module's own names plus the lazy public ones, for ``dir()`` and completion."""
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(globals(), _LAZY)

@@ -11,20 +11,18 @@ from typing import Any, Literal
 
 import aiohttp
 import socketio
-from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 
 from langchain_pplx_labs._json import OrjsonPacket
 from langchain_pplx_labs.errors import PerplexityLabsError
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Cassette, Frame, HttpRefusal, Interaction
 from langchain_pplx_labs.recording.redact import Redactor
-from langchain_pplx_labs.wire import browser_headers
+from langchain_pplx_labs.wire import PROXY_ERRORS as _PROXY_ERRORS
+from langchain_pplx_labs.wire import browser_headers, proxy_connector
 
 logger = logging.getLogger(__name__)
 
 Provenance = Literal["synthetic", "live"]
-# aiohttp-socks raises these outside aiohttp's hierarchy.
-_PROXY_ERRORS = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
 
 
 class UpstreamUnreachableError(PerplexityLabsError):
@@ -76,7 +74,7 @@ async def record_interaction(
     redactor = redactor or Redactor()
     sent_headers = dict(headers if headers is not None else browser_headers(protocol))
     inbox: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
-    async with aiohttp.ClientSession(connector=_connector(proxy)) as session:
+    async with aiohttp.ClientSession(connector=proxy_connector(proxy)) as session:
         sio = socketio.AsyncClient(
             reconnection=False,
             http_session=session,
@@ -182,14 +180,6 @@ async def _fetch_refusal(
 
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
-
-
-def _connector(proxy: str | None) -> aiohttp.BaseConnector | None:
-    if not proxy:
-        return None
-    from aiohttp_socks import ProxyConnector
-
-    return ProxyConnector.from_url(proxy)
 
 
 async def record_cassette(

@@ -12,7 +12,6 @@ from typing import Any
 
 from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Raw, Stall, Step
 from langchain_pplx_labs.errors import PerplexityLabsError
-from langchain_pplx_labs.protocol import progress_event
 from langchain_pplx_labs.recording.cassette import CASSETTE_SUFFIX, Cassette, Interaction, load_cassette
 from langchain_pplx_labs.recording.recorder import UpstreamUnreachableError, record_interaction
 from langchain_pplx_labs.recording.redact import REDACTED, Redactor
@@ -175,7 +174,7 @@ class CassetteResponder:
         # One line: the client gets the whole diff in its error, so a test report shows it once.
         logger.warning("%s", str(error).splitlines()[0])
         # Answer with a failed frame so the client stops at once instead of timing out.
-        return [Emit(progress_event(request.model), {"status": "failed", "text": str(error)})]
+        return [Emit(request.progress_event, {"status": "failed", "text": str(error)})]
 
     def _closest(self, sent: Mapping[str, Any]) -> tuple[str, int, Mapping[str, Any] | None]:
         """The recorded request most like ``sent`` (earlier cassettes win ties), to diff against."""
@@ -196,7 +195,8 @@ class RecordingResponder:
     new ones land in ``recorded``. A refused handshake upstream reaches the client
     as a dropped socket; the cassette keeps the real refusal for later replays.
     An unreachable upstream lands in ``unreachable`` and nothing is recorded.
-    ``headers`` and ``proxy`` are used towards ``upstream`` only.
+    ``headers`` and ``proxy`` are used towards ``upstream`` only; the emulator's ``LabsProtocol``
+    (path, events, auth) is used towards it too.
     """
 
     def __init__(
@@ -232,11 +232,12 @@ class RecordingResponder:
                 redactor=self.redactor,
                 silence=self.silence,
                 connection_info=None if self.connection else self.connection,
+                protocol=request.protocol,  # the upstream speaks what the replay server was set up to speak
             )
         except UpstreamUnreachableError as exc:
             self.unreachable.append(exc)
             # A failed frame stops the client at once with the real reason, not a vague drop.
             text = f"{exc}; no cassette was written"
-            return [Emit(progress_event(request.model), {"status": "failed", "text": text})]
+            return [Emit(request.progress_event, {"status": "failed", "text": text})]
         self.recorded.append(interaction)
         return interaction_steps(interaction) if interaction.refusal is None else [Drop()]
