@@ -9,7 +9,7 @@ QUESTION ?= What is the capital of France?
 $(BIN)/pplx-labs: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[test,test-perplexity,lint]'
 	touch $@
 
 demo: $(BIN)/pplx-labs  ## stream an answer with sources from the offline emulator through an LCEL chain

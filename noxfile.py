@@ -82,7 +82,7 @@ _expose_pythons()
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The whole suite, offline, against the installed package (not the source tree)."""
-    session.install(".[test]")
+    session.install(".[test,test-perplexity]")
     session.run(*PYTEST, *session.posargs)
 
 

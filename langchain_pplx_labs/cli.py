@@ -8,11 +8,11 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, NoReturn, TextIO
-from urllib.parse import urlsplit
 
 from langchain_pplx_labs import __version__
+from langchain_pplx_labs._cliargs import count, port, positive_int, positive_seconds, proxy_url, seconds
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, KNOWN_MODELS
 
 if TYPE_CHECKING:
@@ -128,16 +128,6 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         )
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: not a number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {port}: use 0-65535 (0 picks a free port)")
-    return port
-
-
 def _add_protocol_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--protocol", metavar="FILE.json", default=None, help="LabsProtocol fields (path, event names...)"
@@ -149,48 +139,6 @@ def _protocol(args: argparse.Namespace) -> LabsProtocol:
 
     path = getattr(args, "protocol", None)
     return DEFAULT_PROTOCOL if path is None else LabsProtocol.from_file(path)
-
-
-def _number(
-    kind: Callable[[str], float], *, minimum: float, inclusive: bool = True
-) -> Callable[[str], float]:
-    """An argparse type: a number of ``kind`` at least (or, not ``inclusive``, above) ``minimum``."""
-    bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-        if not (value >= minimum if inclusive else value > minimum) or value != value:  # NaN is no number
-            raise argparse.ArgumentTypeError(f"invalid value {text}: must be {bound}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
-_seconds = _number(float, minimum=0)
-_count = _number(int, minimum=0)
-_positive_int = _number(int, minimum=1)
-_positive_seconds = _number(float, minimum=0, inclusive=False)
-
-
-def proxy_url(text: str) -> str:
-    """An argparse type for ``--proxy`` (``cassette record``, ``doctor``): the schemes aiohttp-socks can dial, with a host and a port."""
-    schemes = ("http", "socks4", "socks5")  # as ChatPerplexityLabs.proxy accepts
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        port = None
-        parts = urlsplit("")
-    if parts.scheme not in schemes or not parts.hostname or port is None:
-        raise argparse.ArgumentTypeError(
-            f"invalid proxy {text!r}: expected http://, socks4:// or socks5://HOST:PORT "
-            "(https:// proxies are not supported)"
-        )
-    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,18 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the Labs emulator; prints its base URL first")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_port, default=0, help="0 picks a free port")
-    serve.add_argument("--chunk-size", type=_positive_int, default=24, help="characters per progress frame")
+    serve.add_argument("--port", type=port, default=0, help="0 picks a free port")
+    serve.add_argument("--chunk-size", type=positive_int, default=24, help="characters per progress frame")
     # Paced like the recorded cassettes by default, so a client that polls sees frames arrive.
-    serve.add_argument("--delay", type=_seconds, default=0.01, help="seconds between frames (0 for speed)")
+    serve.add_argument("--delay", type=seconds, default=0.01, help="seconds between frames (0 for speed)")
     serve.add_argument("--blocked", action="store_true", help="answer every request with a Cloudflare 403")
     serve.add_argument("--refuse-websocket", action="store_true", help="only allow the polling transport")
     serve.add_argument("--fail", metavar="TEXT", default=None, help="fail every query with this server text")
     for flag, what in _FAULT_FLAGS.items():
-        serve.add_argument(
-            f"--{flag}", type=_count, default=None, metavar="N", help=f"after N frames, {what}"
-        )
-    serve.add_argument("--first-delay", type=_seconds, default=0.05, help="seconds before the first frame")
+        serve.add_argument(f"--{flag}", type=count, default=None, metavar="N", help=f"after N frames, {what}")
+    serve.add_argument("--first-delay", type=seconds, default=0.05, help="seconds before the first frame")
     serve.add_argument(
         "--allowed-origin",
         action="append",
@@ -378,7 +324,7 @@ def _add_cassette_commands(
         "--cassettes", metavar="PATH", default=None, help="replay cassettes (a file or a folder) instead"
     )
     serve.add_argument(
-        "--speed", type=_seconds, default=0.0, help="cassette timing: 0 = no waits, 1 = as recorded"
+        "--speed", type=seconds, default=0.0, help="cassette timing: 0 = no waits, 1 = as recorded"
     )
     cassette = commands.add_parser("cassette", help="show or record Labs cassettes")
     actions = cassette.add_subparsers(required=True, metavar="ACTION")
@@ -402,7 +348,7 @@ def _add_cassette_commands(
     record.add_argument("--note", default="", help="free text stored in the cassette header")
     record.add_argument("--redact-user-agent", action="store_true", help="also hide the User-Agent")
     record.add_argument(
-        "--silence", type=_positive_seconds, default=10.0, help="seconds of silence that end a recording"
+        "--silence", type=positive_seconds, default=10.0, help="seconds of silence that end a recording"
     )
     record.add_argument(
         "--header",

@@ -18,7 +18,7 @@ QUESTION = "What is the capital of France?"
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``pplx-labs doctor``."""
-    from langchain_pplx_labs.cli import proxy_url
+    from langchain_pplx_labs._cliargs import proxy_url
     from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL
 
     doctor = subparsers.add_parser(

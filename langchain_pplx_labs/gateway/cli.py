@@ -13,6 +13,8 @@ import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from langchain_pplx_labs._cliargs import port, positive_int, positive_seconds
+
 if TYPE_CHECKING:
     from langchain_pplx_labs.protocol import LabsProtocol
 
@@ -28,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "Perplexity clients ROOT, where ROOT is the URL printed on the first line.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
-    parser.add_argument("--port", type=_port, default=8000, help="0 picks a free port")
+    parser.add_argument("--port", type=port, default=8000, help="0 picks a free port")
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--base-url", default=None, help="Labs server root (default $PPLX_LABS_BASE_URL or the live site)"
@@ -61,11 +63,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "so the first chunk has citations as Perplexity's API does; or stream live",
     )
     parser.add_argument(
-        "--max-connections", type=_positive_int, default=64, help="Labs sockets (answers in flight)"
+        "--max-connections", type=positive_int, default=64, help="Labs sockets (answers in flight)"
     )
     parser.add_argument(
         "--queue-timeout",
-        type=_positive_float,
+        type=positive_seconds,
         default=30.0,
         help="seconds to wait for a socket before a 503",
     )
@@ -76,8 +78,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="LabsProtocol fields (path, event names...) for Labs and --emulator "
         "(default $PPLX_LABS_GATEWAY_PROTOCOL)",
     )
-    parser.add_argument("--max-body-bytes", type=_positive_int, default=4 * 1024 * 1024)
-    parser.add_argument("--max-messages", type=_positive_int, default=512)
+    parser.add_argument("--max-body-bytes", type=positive_int, default=4 * 1024 * 1024)
+    parser.add_argument("--max-messages", type=positive_int, default=512)
     parser.set_defaults(run=run)
     return parser
 
@@ -184,33 +186,3 @@ def _bound_port(site: Any) -> int:
 
 def _root_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: not a number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {port}: use 0-65535 (0 picks a free port)")
-    return port
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {value}: use 1 or more")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"invalid value {value:g}: use a positive number of seconds")
-    return value

@@ -1,0 +1,58 @@
+"""Argument types shared by the ``pplx-labs`` commands: ports, bounded numbers, proxy URLs."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0 for any free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: not a number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {value}: use 0-65535 (0 picks a free port)")
+    return value
+
+
+def number(kind: Callable[[str], float], *, minimum: float, inclusive: bool = True) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` at least (or, not ``inclusive``, above) ``minimum``."""
+    bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+        if not (value >= minimum if inclusive else value > minimum) or value != value:  # NaN is no number
+            raise argparse.ArgumentTypeError(f"invalid value {text}: must be {bound}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+seconds = number(float, minimum=0)
+count = number(int, minimum=0)
+positive_int = number(int, minimum=1)
+positive_seconds = number(float, minimum=0, inclusive=False)
+
+
+def proxy_url(text: str) -> str:
+    """An argparse type for ``--proxy`` (``cassette record``, ``doctor``): the schemes aiohttp-socks can dial, with a host and a port."""
+    schemes = ("http", "socks4", "socks5")  # as ChatPerplexityLabs.proxy accepts
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        port = None
+        parts = urlsplit("")
+    if parts.scheme not in schemes or not parts.hostname or port is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid proxy {text!r}: expected http://, socks4:// or socks5://HOST:PORT "
+            "(https:// proxies are not supported)"
+        )
+    return text
