@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
@@ -72,3 +74,21 @@ async def socketio_endpoint() -> AsyncIterator[Callable[[SocketHandler], Awaitab
     yield serve
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """A port whose TCP connect never completes: its accept backlog is full, so the kernel drops SYNs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = [socket.socket() for _ in range(3)]
+    for filler in fillers:
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(address)
+    yield f"http://127.0.0.1:{address[1]}"
+    for filler in fillers:
+        filler.close()
+    listener.close()

@@ -55,24 +55,6 @@ async def _collect(chat: ChatPerplexityLabs, received: list[str]) -> None:
 
 
 @pytest.fixture
-def blackhole() -> Iterator[str]:
-    """A port whose TCP connect never completes: its accept backlog is full, so the kernel drops SYNs."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    address = listener.getsockname()
-    fillers = [socket.socket() for _ in range(3)]
-    for filler in fillers:
-        filler.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            filler.connect(address)
-    yield f"http://127.0.0.1:{address[1]}"
-    for filler in fillers:
-        filler.close()
-    listener.close()
-
-
-@pytest.fixture
 async def mute_server() -> AsyncIterator[str]:
     """Accepts connections and reads the HTTP upgrade request, then never answers it."""
     held: list[asyncio.StreamWriter] = []

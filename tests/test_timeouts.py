@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -39,24 +38,6 @@ def _accounting(error: PerplexityLabsTimeoutError, fired: str) -> tuple[int, int
     assert match, str(error)
     assert match.group(3) == f"{error.elapsed:.2f}"
     return int(match.group(1)), int(match.group(2))
-
-
-@pytest.fixture
-def blackhole() -> Iterator[str]:
-    """A port whose TCP connect never completes: its accept backlog is full, so the kernel drops SYNs."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    address = listener.getsockname()
-    fillers = [socket.socket() for _ in range(3)]
-    for filler in fillers:
-        filler.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            filler.connect(address)
-    yield f"http://127.0.0.1:{address[1]}"
-    for filler in fillers:
-        filler.close()
-    listener.close()
 
 
 @pytest.fixture
