@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable
 
 import pytest
+from devmode import run_clean_under_dev_mode
 
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs import pool as pool_module
@@ -258,30 +257,15 @@ _STALLED_DRAIN_SCRIPT = textwrap.dedent(
 
 def test_stalled_and_closed_drains_leak_nothing_under_dev_mode(base_url: str, emulator: LabsEmulator) -> None:
     emulator.script(answer="gamma " * 50, chunk_size=6, stall_after=2, citations=[])
-    result = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", _STALLED_DRAIN_SCRIPT, base_url],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    for symptom in (
-        "Unclosed",
-        "was destroyed but it is pending",
-        "never awaited",
-        "never retrieved",
-        "Warning",
-    ):
-        assert symptom not in result.stderr, result.stderr
-    lines = result.stdout.splitlines()
+    stdout = run_clean_under_dev_mode(_STALLED_DRAIN_SCRIPT, base_url)
+    lines = stdout.splitlines()
     assert lines == [
         "draining 1",
         "after-stall 0 0 0",  # the stalled drain closed its socket; nothing pooled
         "draining-at-close 1",
         "after-close 0 0 0",  # the close cancelled the drain: no task left behind
         "draining-at-exit 1",
-    ], result.stdout
+    ], stdout
     end = time.monotonic() + 10
     while emulator.open_sockets and time.monotonic() < end:
         time.sleep(0.02)

@@ -11,6 +11,7 @@ from typing import Any
 
 import openai
 import pytest
+from devmode import run_clean_under_dev_mode
 
 from langchain_pplx_labs.cli import main
 
@@ -209,25 +210,10 @@ _LEAVE_SCRIPT = textwrap.dedent(
 def test_client_leaving_mid_stream_releases_the_labs_socket(
     delay: str, mode: str, drain: str, kept: int
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", _LEAVE_SCRIPT, delay, mode, drain, str(kept)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    for symptom in (
-        "Unclosed",
-        "was destroyed but it is pending",
-        "was never awaited",
-        "never retrieved",
-        "Warning",
-    ):
-        assert symptom not in result.stderr, result.stderr
-    assert result.stdout.count(f"labs-sockets-open {kept} answers-playing 0") == 4, result.stdout
-    growth = int(result.stdout.split("fd-growth")[1].split()[0])
-    assert growth <= 2, result.stdout
+    stdout = run_clean_under_dev_mode(_LEAVE_SCRIPT, delay, mode, drain, str(kept), timeout=120)
+    assert stdout.count(f"labs-sockets-open {kept} answers-playing 0") == 4, stdout
+    growth = int(stdout.split("fd-growth")[1].split()[0])
+    assert growth <= 2, stdout
 
 
 def test_gunicorn_serves_the_app_factory(tmp_path: Any) -> None:
