@@ -11,6 +11,7 @@ from benchmarks._common import Row, print_table
 from benchmarks.reference_client import reference_ask
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import EmulatorThread
+from langchain_pplx_labs.messages import to_labs_payload
 from langchain_pplx_labs.protocol import StreamDecoder, TextDelta
 
 FRAMES = 100  # cumulative frames per answer, whatever its size: wire bytes grow linearly with size
@@ -35,7 +36,7 @@ async def _ours(chat: ChatPerplexityLabs, size: int) -> float:
 
 async def _client(chat: ChatPerplexityLabs, size: int) -> float:
     # The package's client alone (frames off the socket, decoded into deltas), no LangChain layer.
-    payload = chat._payload([HumanMessage("long answer")])
+    payload = to_labs_payload([HumanMessage("long answer")], chat.model, protocol=chat.protocol)
     decoder = StreamDecoder(chat.model)
     started = time.thread_time()
     received = 0

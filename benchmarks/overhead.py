@@ -11,6 +11,7 @@ from langchain_core.messages import HumanMessage
 from benchmarks._common import Row, print_table
 from benchmarks._emulator_process import emulator_process
 from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs.messages import to_labs_payload
 from langchain_pplx_labs.protocol import StreamDecoder
 
 MODEL = "sonar"
@@ -21,7 +22,7 @@ Sample = tuple[float, float]  # (wall seconds, this thread's CPU seconds)
 
 async def _raw(chat: ChatPerplexityLabs) -> Sample:
     # What the client alone does: frames off the socket and the delta decoding.
-    payload = chat._payload([HumanMessage("overhead")])
+    payload = to_labs_payload([HumanMessage("overhead")], chat.model, protocol=chat.protocol)
     decoder = StreamDecoder(MODEL)
     wall, cpu = time.perf_counter(), time.thread_time()
     async for frame in chat._labs_client().stream(payload):

@@ -36,7 +36,7 @@ from langchain_pplx_labs._sync import iterate_sync, run_sync
 from langchain_pplx_labs.client import LabsClient
 from langchain_pplx_labs.connection import ConnectionSettings, Timeouts
 from langchain_pplx_labs.errors import PerplexityLabsError, PerplexityLabsInputError
-from langchain_pplx_labs.messages import to_labs_messages
+from langchain_pplx_labs.messages import to_labs_payload
 from langchain_pplx_labs.pool import PoolSettings
 from langchain_pplx_labs.protocol import (
     DEFAULT_BASE_URL,
@@ -48,7 +48,6 @@ from langchain_pplx_labs.protocol import (
     StreamDecoder,
     StreamEvent,
     TextDelta,
-    build_payload,
     validate_model_name,
 )
 from langchain_pplx_labs.structured import Method, SchemaSpec, structured_output
@@ -679,9 +678,12 @@ class ChatPerplexityLabs(BaseChatModel):
     def _payload(
         self, messages: Sequence[BaseMessage], model: str | None = None, *, first_index: int = 0
     ) -> dict[str, Any]:
-        turns = to_labs_messages(messages, first_index=first_index)
-        return build_payload(
-            model or self.model, turns, protocol=self.protocol, max_input_chars=self.max_input_chars
+        return to_labs_payload(
+            messages,
+            model or self.model,
+            protocol=self.protocol,
+            max_input_chars=self.max_input_chars,
+            first_index=first_index,
         )
 
     async def _chunks(

@@ -403,13 +403,19 @@ def _run_cassette_record(args: argparse.Namespace) -> int:
 
 async def _cassette_record(args: argparse.Namespace) -> int:
     from langchain_pplx_labs.chat_models import ChatPerplexityLabs
+    from langchain_pplx_labs.messages import to_labs_payload
     from langchain_pplx_labs.recording import Redactor, record_cassette, save_cassette
     from langchain_pplx_labs.recording.recorder import upstream_headers
 
     # The payload exactly as `ask` (and any ChatPerplexityLabs) sends it, so the recording replays.
     protocol = _protocol(args)
-    with ChatPerplexityLabs(model=args.model, protocol=protocol) as model:
-        payload = model._payload(conversation(args.question, args.system))
+    defaults = ChatPerplexityLabs(model=args.model, protocol=protocol)
+    payload = to_labs_payload(
+        conversation(args.question, args.system),
+        defaults.model,
+        protocol=protocol,
+        max_input_chars=defaults.max_input_chars,
+    )
     extra = dict(args.header)
     # Headers given on the command line are usually credentials: none is saved in clear.
     redactor = Redactor(user_agent=args.redact_user_agent, extra_headers=tuple(extra))

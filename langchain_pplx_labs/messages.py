@@ -17,7 +17,7 @@ from langchain_core.messages import (
 )
 
 from langchain_pplx_labs.errors import PerplexityLabsInputError
-from langchain_pplx_labs.protocol import LabsMessage, Role
+from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsMessage, LabsProtocol, Role, build_payload
 
 _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
 # Parts that carry no text the model needs to see again (e.g. our own reasoning blocks), so
@@ -53,6 +53,19 @@ def to_labs_messages(messages: Sequence[BaseMessage], *, first_index: int = 0) -
     ``first_index`` numbers the messages in errors (-1 when an instruction was prepended).
     """
     return [to_labs_message(message, index) for index, message in enumerate(messages, start=first_index)]
+
+
+def to_labs_payload(
+    messages: Sequence[BaseMessage],
+    model: str,
+    *,
+    protocol: LabsProtocol = DEFAULT_PROTOCOL,
+    max_input_chars: int | None = None,
+    first_index: int = 0,
+) -> dict[str, Any]:
+    """The question payload for a LangChain conversation, exactly as ``ChatPerplexityLabs`` sends it."""
+    turns = to_labs_messages(messages, first_index=first_index)
+    return build_payload(model, turns, protocol=protocol, max_input_chars=max_input_chars)
 
 
 def to_labs_message(message: BaseMessage, index: int = 0) -> LabsMessage:
