@@ -17,6 +17,8 @@ if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first
         PerplexityLabsInputError,
         PerplexityLabsNotFoundError,
         PerplexityLabsProtocolError,
+        PerplexityLabsRateLimitError,
+        PerplexityLabsRetiredError,
         PerplexityLabsServerError,
         PerplexityLabsTimeoutError,
     )
@@ -42,6 +44,8 @@ _LAZY = {
     "PerplexityLabsProtocolError": "langchain_pplx_labs.errors",
     "PerplexityLabsServerError": "langchain_pplx_labs.errors",
     "PerplexityLabsTimeoutError": "langchain_pplx_labs.errors",
+    "PerplexityLabsRateLimitError": "langchain_pplx_labs.errors",
+    "PerplexityLabsRetiredError": "langchain_pplx_labs.errors",
 }
 
 __all__ = [
@@ -55,6 +59,8 @@ __all__ = [
     "PerplexityLabsInputError",
     "PerplexityLabsNotFoundError",
     "PerplexityLabsProtocolError",
+    "PerplexityLabsRateLimitError",
+    "PerplexityLabsRetiredError",
     "PerplexityLabsServerError",
     "PerplexityLabsTimeoutError",
     "__version__",

@@ -10,6 +10,8 @@ __all__ = [
     "PerplexityLabsInputError",
     "PerplexityLabsNotFoundError",
     "PerplexityLabsProtocolError",
+    "PerplexityLabsRateLimitError",
+    "PerplexityLabsRetiredError",
     "PerplexityLabsServerError",
     "PerplexityLabsTimeoutError",
     "excerpt_of",
@@ -59,6 +61,22 @@ class PerplexityLabsNotFoundError(PerplexityLabsConnectionError):
         self.excerpt = excerpt
 
 
+class PerplexityLabsRetiredError(PerplexityLabsConnectionError):
+    """The endpoint answered the way a retired Labs does (a redirect to the main site, its HTML, silence).
+
+    ``evidence`` says what was seen. Never retried: asking again meets the same answer.
+    """
+
+    def __init__(
+        self, message: str, *, evidence: str, url: str = "", status: int | None = None, excerpt: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.evidence = evidence
+        self.url = url
+        self.status = status
+        self.excerpt = excerpt
+
+
 class PerplexityLabsDisconnectedError(PerplexityLabsConnectionError):
     """The socket closed in the middle of an answer."""
 
@@ -74,6 +92,19 @@ class PerplexityLabsServerError(PerplexityLabsError):
         )
         self.server_message = server_message
         self.model = model
+
+
+class PerplexityLabsRateLimitError(PerplexityLabsServerError):
+    """The server refused the question for a rate limit (``error_code`` such as ``FREE_TIER_RATE_LIMITED``).
+
+    Not retried, whatever ``retry_server_failures`` says: asking again at once only prolongs the limit.
+    """
+
+    def __init__(
+        self, server_message: str, *, error_code: str = "", model: str = "", partial_content: str = ""
+    ) -> None:
+        super().__init__(server_message, model=model, partial_content=partial_content)
+        self.error_code = error_code
 
 
 class PerplexityLabsProtocolError(PerplexityLabsError):

@@ -113,6 +113,8 @@ def test_the_errors_are_exported_from_the_package() -> None:
         "PerplexityLabsProtocolError",
         "PerplexityLabsNotFoundError",
         "PerplexityLabsTimeoutError",
+        "PerplexityLabsRetiredError",
+        "PerplexityLabsRateLimitError",
     }
     assert error_classes <= set(langchain_pplx_labs.__all__)
 
