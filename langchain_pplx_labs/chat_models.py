@@ -60,7 +60,8 @@ from langchain_pplx_labs.tools import (
     restore_errors,
     tool_choice_name,
 )
-from langchain_pplx_labs.wire import browser_headers
+from langchain_pplx_labs.web import WEB_DEFAULT_MODEL
+from langchain_pplx_labs.wire import Service, browser_headers
 
 if TYPE_CHECKING:
     from langchain_core.language_models.model_profile import ModelProfile
@@ -392,6 +393,11 @@ class ChatPerplexityLabs(BaseChatModel):
     """``Cookie`` header value (e.g. a session); a secret: masked, and a secret in ``dumpd``. Env: ``PPLX_LABS_COOKIES``."""
     protocol: LabsProtocol = Field(default_factory=LabsProtocol)
     """Labs' path, event names, payload version, Origin and auth; change it when Labs changes."""
+    transport: Service = Field(
+        default_factory=cast("Callable[[], Service]", from_env("PPLX_LABS_TRANSPORT", default="labs"))
+    )
+    """``labs``: the Labs playground's Socket.IO; ``web``: the web app's Server-Sent Events (whose default
+    model is ``WEB_DEFAULT_MODEL`` when ``model`` is not given). Env: ``PPLX_LABS_TRANSPORT``."""
 
     _client: LabsClient | None = PrivateAttr(default=None)
     _client_key: tuple[Any, ...] | None = PrivateAttr(default=None)
@@ -418,6 +424,20 @@ class ChatPerplexityLabs(BaseChatModel):
     @classmethod
     def _check_model(cls, value: str) -> str:
         return validate_model_name(value)
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _check_transport(cls, value: Any) -> Any:
+        if value not in ("labs", "web"):
+            raise PerplexityLabsInputError(f"Invalid transport {value!r}: use 'labs' or 'web'")
+        return value
+
+    @model_validator(mode="after")
+    def _web_default_model(self) -> ChatPerplexityLabs:
+        # Labs' default model does not exist on the web app: there, an unnamed model is the web's default.
+        if self.transport == "web" and "model" not in self.model_fields_set:
+            self.model = WEB_DEFAULT_MODEL
+        return self
 
     @field_validator("base_url")
     @classmethod
@@ -497,7 +517,12 @@ class ChatPerplexityLabs(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.model, "base_url": self.base_url, "reasoning": self.reasoning}
+        return {
+            "model": self.model,
+            "base_url": self.base_url,
+            "reasoning": self.reasoning,
+            "transport": self.transport,
+        }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         # No ls_temperature/ls_max_tokens: Labs takes neither, so the model has no such fields.
@@ -572,7 +597,9 @@ class ChatPerplexityLabs(BaseChatModel):
         )
         ssl_option: ssl.SSLContext | bool = self.ssl_context or self.verify_ssl
         return (
-            ConnectionSettings(self.base_url, tuple(headers.items()), timeouts, self.protocol),
+            ConnectionSettings(
+                self.base_url, tuple(headers.items()), timeouts, self.protocol, self.transport
+            ),
             PoolSettings(
                 self.max_connections,
                 self.pool_idle_timeout,

@@ -19,12 +19,14 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
+    PerplexityLabsError,
     PerplexityLabsNotFoundError,
     PerplexityLabsProtocolError,
     PerplexityLabsTimeoutError,
     excerpt_of,
 )
 from langchain_pplx_labs.polling import PollingWire
+from langchain_pplx_labs.web import WebWire
 from langchain_pplx_labs.websocket import WebSocketWire
 from langchain_pplx_labs.wire import (
     BROWSER_USER_AGENT,
@@ -35,6 +37,12 @@ from langchain_pplx_labs.wire import (
     Transport,
     Wire,
 )
+
+_WIRES: dict[Transport, type[WebSocketWire | PollingWire | WebWire]] = {
+    "websocket": WebSocketWire,
+    "polling": PollingWire,
+    "web": WebWire,
+}
 
 __all__ = [
     "BROWSER_USER_AGENT",
@@ -107,14 +115,13 @@ class LabsConnection:
         return self._inbox is not None
 
     async def open(self, transport: Transport, *, pipelined: bool = True) -> None:
-        """Connect with ``transport``: a direct WebSocket, or the polling handshake then upgrade.
+        """Connect with ``transport``: a direct WebSocket, the polling handshake then upgrade, or the web app.
 
         On any failure, a cancel included, nothing this call opened stays open.
         """
         if self._wire is not None:
             raise RuntimeError("a Labs connection opens once")
-        wire_class = WebSocketWire if transport == "websocket" else PollingWire
-        self._wire = wire = wire_class(self.settings, self._session, self)
+        self._wire = wire = _WIRES[transport](self.settings, self._session, self)
         token = OPENING.set(self._opening)
         try:
             await self._connect(wire, pipelined)
@@ -173,12 +180,15 @@ class LabsConnection:
             ):
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
             return PerplexityLabsTimeoutError("handshake", timeouts.handshake)
-        if isinstance(exc, PerplexityLabsConnectionError):
-            return exc
+        if isinstance(exc, PerplexityLabsError):
+            return exc  # already typed by the wire (the web wire's refusals, a rate limit among them)
         if isinstance(exc, _CONNECT_FAILURES):
             if _caused_by(exc, aiohttp.ConnectionTimeoutError) or _caused_by(exc, ProxyTimeoutError):
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
-            return PerplexityLabsConnectionError(f"Could not connect to {url} over {transport}: {exc}")
+            hint = ""
+            if _caused_by(exc, aiohttp.ClientConnectorCertificateError):
+                hint = " (TLS certificate not trusted: pass ssl_context= with your CA, or verify_ssl=False)"
+            return PerplexityLabsConnectionError(f"Could not connect to {url} over {transport}: {exc}{hint}")
         if isinstance(exc, Exception):
             # The server's first message is not Engine.IO (a plain WebSocket, a proxy's page):
             # our wire says so, engine.io lets its parsing errors escape. A connection failure, retried.
@@ -375,6 +385,11 @@ class LabsConnection:
         self.stray_news.set()
         if self._inbox is not None:
             self._inbox.put(("gone", reason or "disconnected"))
+
+    def on_answer_dropped(self) -> None:
+        # The web wire closed the response of an answer nobody reads: no tail to drain.
+        self.answer_open = False
+        self.stray_news.set()
 
     def on_bad_packet(self, data: Any, exc: Exception) -> None:
         logger.debug("undecodable Socket.IO packet (%s): %s", exc, excerpt_of(data))

@@ -11,7 +11,10 @@ from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 
-Transport = Literal["websocket", "polling"]
+Transport = Literal["websocket", "polling", "web"]
+"""How a connection reaches its service: Labs' direct WebSocket or polling handshake, or the web app's SSE."""
+Service = Literal["labs", "web"]
+"""Which Perplexity service answers: the Labs playground (Socket.IO) or the web app (Server-Sent Events)."""
 
 BROWSER_USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -60,6 +63,7 @@ class ConnectionSettings:
     )
     timeouts: Timeouts = Timeouts()
     protocol: LabsProtocol = DEFAULT_PROTOCOL
+    service: Service = "labs"
 
     @property
     def header_dict(self) -> dict[str, str]:
@@ -78,6 +82,9 @@ class WireListener(Protocol):
     def on_disconnect(self, reason: Any = None) -> None: ...
 
     def on_bad_packet(self, data: Any, exc: Exception) -> None: ...
+
+    def on_answer_dropped(self) -> None:
+        """The wire ended the answer in flight itself (the web wire closes an abandoned response)."""
 
 
 class Wire(Protocol):
@@ -106,7 +113,10 @@ class Wire(Protocol):
         """Send an EVENT to ``/``; raise ``LookupError`` when the socket is no longer connected."""
 
     async def read_one(self) -> None:
-        """Read and dispatch the next message, in the caller's task."""
+        """Read and dispatch the next message, in the caller's task.
+
+        May raise a ``PerplexityLabsError`` the wire found (the web wire's HTTP refusals).
+        """
 
     def release(self) -> None:
         """The query that was reading inline is over."""
