@@ -26,6 +26,7 @@ from langchain_pplx_labs.emulator.script import (
     Step,
     default_responder,
 )
+from langchain_pplx_labs.emulator.web import WebEndpoint, WebVariant
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class LabsEmulator:
     ``protocol`` sets the path, event names and auth it serves, to rehearse a change of Labs.
     Like the live service, it accepts a handshake with no ``Origin``, any ``https://*.perplexity.ai``
     origin, the protocol's origin and its own; ``allowed_origins`` narrows that to a list.
+    The same server answers the web app's SSE ask at ``protocol.web_path`` (see :attr:`web`),
+    worded as ``web_variant`` says, through the same responder.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class LabsEmulator:
         ssl_context: ssl.SSLContext | None = None,
         protocol: LabsProtocol = DEFAULT_PROTOCOL,
         allowed_origins: Iterable[str] | None = None,
+        web_variant: WebVariant | None = None,
     ) -> None:
         self.responder: Responder = responder or default_responder
         self.protocol = protocol
@@ -95,6 +99,9 @@ class LabsEmulator:
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on(protocol.query_event, self._on_query)
+        self.web = WebEndpoint(self, web_variant)
+        """The web app's side: ``POST <web_path>`` (SSE) and ``GET <web_session_path>``."""
+        self.web.install(self.app)
         self._answers: dict[str, asyncio.Task[None]] = {}
         self._runner: web.AppRunner | None = None
 
@@ -118,6 +125,7 @@ class LabsEmulator:
         self.handshake_headers.clear()
         self.requests.clear()
         self.connections = 0
+        self.web.reset()
 
     async def start(self) -> str:
         """Listen and return the base URL, e.g. ``http://127.0.0.1:43121`` (``https`` with ``ssl_context``)."""
@@ -138,6 +146,7 @@ class LabsEmulator:
         """Stop answering, close every socket and the port."""
         for task in list(self._answers.values()):
             task.cancel()
+        self.web.close()
         if self._runner is not None:
             # Close client sockets first: aiohttp waits for open WebSocket handlers on cleanup.
             for socket in list(self.sio.eio.sockets.values()):
@@ -165,7 +174,8 @@ class LabsEmulator:
     async def _gate(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if not request.path.startswith(self.protocol.socketio_path.rstrip("/")):
+        socketio = request.path.startswith(self.protocol.socketio_path.rstrip("/"))
+        if not socketio and request.path not in self.web.paths():
             return await handler(request)
         if self.blocked:
             return web.Response(
@@ -174,6 +184,8 @@ class LabsEmulator:
                 content_type="text/html",
                 headers={"Server": "cloudflare", "cf-ray": "0000000000000000-EMU"},
             )
+        if not socketio:
+            return await handler(request)
         transport = request.query.get("transport", "")
         if transport == "websocket" and self.refuse_websocket:
             return web.Response(status=400, text="WebSocket transport is disabled on this server")
