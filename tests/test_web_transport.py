@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import pickle
+import textwrap
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+from devmode import run_clean_under_dev_mode
 from langchain_core.load import dumpd, dumps, load
 from pydantic import ValidationError
 from webfake import FakeWebApp, answer_message, forever, serving, streaming
 
 from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.errors import PerplexityLabsInputError
 from langchain_pplx_labs.web import WEB_DEFAULT_MODEL
 
 ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
+THINKING = "The user asks about France; check both sources."
 CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
 
 
@@ -160,3 +164,93 @@ async def test_an_abandoned_answer_is_cut_off_and_its_connection_asks_again_at_o
     assert first.content == "Paris"
     assert message.content == "Lyon."
     assert fake_web.hits == {"session": 1, "ask": 2}
+
+
+# -- through the emulator's SSE endpoint --------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["r1-1776", "sonar-reasoning", "sonar-reasoning-pro"])
+@pytest.mark.parametrize("keep", [True, False], ids=["reasoning", "no-reasoning"])
+async def test_the_web_apps_plan_is_reasoning_and_its_answer_the_content(
+    name: str, keep: bool, base_url: str, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=ANSWER, reasoning=THINKING, citations=CITATIONS, chunk_size=8)
+    async with ChatPerplexityLabs(
+        transport="web", model=name, base_url=base_url, reasoning=None if keep else False, max_retries=0
+    ) as chat:
+        message = await chat.ainvoke("Capital of France?")
+        chunks = [chunk async for chunk in chat.astream("Capital of France?")]
+    assert message.content == ANSWER
+    assert "".join(str(c.content) for c in chunks) == ANSWER
+    streamed_reasoning = "".join(c.additional_kwargs.get("reasoning_content", "") for c in chunks)
+    if keep:
+        assert message.additional_kwargs["reasoning_content"] == THINKING
+        assert streamed_reasoning == THINKING
+    else:
+        assert "reasoning_content" not in message.additional_kwargs
+        assert streamed_reasoning == ""
+    assert message.response_metadata["citations"] == CITATIONS
+    assert emulator.web.asks == 2
+
+
+_LEAK_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, gc, sys
+    from langchain_pplx_labs import ChatPerplexityLabs
+
+    URL = sys.argv[1]
+
+    def chat(**kwargs):
+        return ChatPerplexityLabs(transport="web", base_url=URL, model="sonar", max_retries=0, **kwargs)
+
+    async def main():
+        async with chat() as model:
+            print("invoke", (await model.ainvoke("one")).content[:5])
+            stream = model.astream("two")
+            await anext(stream)
+            await stream.aclose()  # abandoned mid-answer: its response is closed
+            task = asyncio.ensure_future(model.ainvoke("three"))
+            await asyncio.sleep(0.05)
+            task.cancel()  # cancelled mid-answer
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            print("after-cancel", (await model.ainvoke("four")).content[:5])
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        print("tasks-left", len(others))
+
+    asyncio.run(main())
+
+    async def left_open():
+        model = chat()
+        await model.ainvoke("five")  # never closed: the loop's shutdown closes its pool
+        print("left-open")
+
+    asyncio.run(left_open())
+
+    model = chat()
+    print("sync", model.invoke("six").content[:5])
+    for _ in model.stream("seven"):
+        break
+    model.close()
+    gc.collect()
+    """
+)
+
+
+def test_web_answers_abandoned_cancelled_or_left_open_leak_nothing_under_dev_mode(
+    base_url: str, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer="Alpha beta gamma delta epsilon. " * 8, chunk_size=6, delay=0.01, citations=[])
+    stdout = run_clean_under_dev_mode(_LEAK_SCRIPT, base_url)
+    assert stdout.split("\n") == [
+        "invoke Alpha",
+        "after-cancel Alpha",
+        "tasks-left 0",
+        "left-open",
+        "sync Alpha",
+        "",
+    ]
+    assert sum(emulator.handshakes.values()) == 0
+    assert emulator.web.asks == 7
