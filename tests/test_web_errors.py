@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import test_proxy_tls
+import trustme
 from aiohttp import web
 from webfake import ASK, FakeWebApp, answer_message, forever, serving, streaming
 
 from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.emulator.server import CLOUDFLARE_PAGE
+from langchain_pplx_labs.emulator.web import WebVariant
 from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
@@ -24,6 +32,9 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
+
+ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
+CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
 
 
 @pytest.fixture
@@ -265,3 +276,191 @@ async def test_an_answer_without_a_final_flag_ends_with_the_stream(
         message = await chat.ainvoke("Capital of France?")
     assert message.content == "Paris [1]."
     assert message.response_metadata["citations"] == ["https://a.example/"]
+
+
+# -- the emulator's faults, over its SSE endpoint -------------------------------------------------
+
+
+def _emulated(base_url: str, **kwargs: Any) -> ChatPerplexityLabs:
+    return _web(base_url, model="sonar", **kwargs)
+
+
+async def _emulated_fails(base_url: str, kind: type[PerplexityLabsError], **kwargs: Any) -> Any:
+    async with _emulated(base_url, **kwargs) as chat:
+        with pytest.raises(kind) as caught:
+            await chat.ainvoke("What is the capital of France?")
+    return caught.value
+
+
+async def test_emulator_blocked_is_blocked_at_the_session_check(
+    base_url: str, emulator: LabsEmulator
+) -> None:
+    emulator.blocked = True
+    error = await _emulated_fails(base_url, PerplexityLabsBlockedError, max_retries=2)
+    assert error.status == 403
+    assert f"{base_url}/api/auth/session" in str(error)
+    assert emulator.web.session_checks == 0  # Cloudflare answered before the web app
+    assert emulator.web.asks == 0
+
+
+async def test_emulator_failure_is_a_server_error_with_its_text(
+    base_url: str, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=ANSWER, chunk_size=8, fail="Error in processing query", fail_after=2)
+    error = await _emulated_fails(base_url, PerplexityLabsServerError, max_retries=2)
+    assert error.server_message == "Error in processing query"
+    assert error.partial_content == ANSWER[:16]
+    assert emulator.web.asks == 1
+
+
+@pytest.mark.parametrize(("after", "which"), [(0, "first_token"), (2, "idle")])
+async def test_emulator_silence_is_a_first_token_or_idle_timeout(
+    after: int, which: str, base_url: str, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=ANSWER, chunk_size=8, stall_after=after)
+    error = await _emulated_fails(
+        base_url, PerplexityLabsTimeoutError, first_token_timeout=0.4, idle_timeout=0.4, max_retries=2
+    )
+    assert error.which == which
+    assert emulator.web.asks == 1  # the server had the question: not asked again
+
+
+async def test_emulator_drop_mid_answer_is_a_disconnect(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(answer=ANSWER, chunk_size=8, drop_after=3)
+    error = await _emulated_fails(base_url, PerplexityLabsDisconnectedError, max_retries=2)
+    assert error.partial_content == ANSWER[:24]
+    assert emulator.web.asks == 1
+
+
+async def test_emulator_garbage_is_a_protocol_error(base_url: str, emulator: LabsEmulator) -> None:
+    emulator.script(answer=ANSWER, chunk_size=8, garbage_after=1)
+    error = await _emulated_fails(base_url, PerplexityLabsProtocolError, max_retries=0)
+    assert "not JSON" in str(error)
+
+
+async def test_anonymous_rate_limit_is_a_server_error_naming_the_code_and_not_retried() -> None:
+    async with LabsEmulator(web_variant=WebVariant(anonymous="rate_limited")) as server:
+        error = await _emulated_fails(server.base_url, PerplexityLabsServerError, max_retries=2)
+        assert "FREE_TIER_RATE_LIMITED" in str(error)
+        assert server.web.asks == 1
+        # A session cookie signs in, and the signed-in ask is answered.
+        async with _emulated(
+            server.base_url, cookies="__Secure-next-auth.session-token=abc", max_retries=0
+        ) as chat:
+            message = await chat.ainvoke("What is the capital of France?")
+        assert message.content.startswith("The capital of France is Paris")
+        assert server.web.bodies[-1]["params"]["mode"] == "copilot"
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        WebVariant(),
+        WebVariant(stream="text"),
+        WebVariant(final_marker="status", end_of_stream=False),
+        WebVariant(final_marker="status", end_of_stream=True, stream="text"),
+        WebVariant(final_marker="final", newline="\n", comments=True),
+        WebVariant(sources="sources_mode_block", end_of_stream=False),
+    ],
+    ids=[
+        "default",
+        "text",
+        "status-then-close",
+        "status-end-of-stream-text",
+        "final-lf-comments",
+        "sources-mode",
+    ],
+)
+async def test_every_wording_of_the_stream_gives_the_same_answer(variant: WebVariant) -> None:
+    async with LabsEmulator(web_variant=variant) as server:
+        server.script(answer=ANSWER, citations=CITATIONS, chunk_size=7)
+        async with _emulated(server.base_url, max_retries=0) as chat:
+            message = await chat.ainvoke("Q")
+            chunks = [chunk async for chunk in chat.astream("Q")]
+            again = await chat.ainvoke("Q")  # the same warm connection, after a whole answer
+            pool = await chat._labs_client().pool()
+            assert pool.connections_opened == 1
+    assert message.content == again.content == ANSWER
+    assert "".join(str(chunk.content) for chunk in chunks) == ANSWER
+    assert message.response_metadata["citations"] == CITATIONS
+    assert server.web.asks == 3
+
+
+# -- proxies and TLS ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """A real pproxy speaking http and socks5 on one port, logging each tunnel (as in test_proxy_tls)."""
+    port = test_proxy_tls._free_port()
+    log = tmp_path_factory.mktemp("pproxy-web") / "pproxy.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pproxy", "-l", f"http+socks5://127.0.0.1:{port}", "-v"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        test_proxy_tls._wait_listening(port, process)
+        yield port, log
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("scheme", ["http", "socks5"])
+async def test_web_questions_go_through_the_proxy(
+    scheme: str, proxy: tuple[int, Path], base_url: str, emulator: LabsEmulator
+) -> None:
+    port, log = proxy
+    emulator.script(answer=f"via {scheme}")
+    before = test_proxy_tls._tunnels_to(log, emulator.port)
+    async with _emulated(base_url, proxy=f"{scheme}://127.0.0.1:{port}", max_retries=0) as chat:
+        message = await chat.ainvoke("hello")
+    assert message.content == f"via {scheme}"
+    await asyncio.sleep(0.2)  # pproxy flushes its log line asynchronously
+    assert test_proxy_tls._tunnels_to(log, emulator.port) > before, log.read_text()
+
+
+async def test_dead_proxy_is_a_connection_error(base_url: str, emulator: LabsEmulator) -> None:
+    dead = f"socks5://127.0.0.1:{test_proxy_tls._free_port()}"
+    await _emulated_fails(base_url, PerplexityLabsConnectionError, proxy=dead, max_retries=0)
+    assert emulator.web.asks == emulator.web.session_checks == 0
+
+
+@pytest.fixture(scope="module")
+def authority() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+async def tls_emulator(authority: trustme.CA) -> AsyncIterator[LabsEmulator]:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    async with LabsEmulator(ssl_context=server_context) as server:
+        server.script(answer="over TLS")
+        yield server
+
+
+async def test_self_signed_certificate_is_refused_with_a_hint(tls_emulator: LabsEmulator) -> None:
+    error = await _emulated_fails(tls_emulator.base_url, PerplexityLabsConnectionError, max_retries=0)
+    assert "certificate" in str(error).lower()
+    assert "ssl_context=" in str(error)
+    assert tls_emulator.web.session_checks == 0
+
+
+async def test_tls_with_the_ca_and_through_a_socks5_proxy(
+    tls_emulator: LabsEmulator, authority: trustme.CA, proxy: tuple[int, Path]
+) -> None:
+    port, log = proxy
+    context = ssl.create_default_context()
+    authority.configure_trust(context)
+    async with _emulated(
+        tls_emulator.base_url, ssl_context=context, proxy=f"socks5://127.0.0.1:{port}", max_retries=0
+    ) as chat:
+        message = await chat.ainvoke("hello")
+    assert message.content == "over TLS"
+    await asyncio.sleep(0.2)
+    assert test_proxy_tls._tunnels_to(log, tls_emulator.port) > 0
+    async with _emulated(tls_emulator.base_url, verify_ssl=False, max_retries=0) as chat:
+        assert (await chat.ainvoke("hello")).content == "over TLS"
