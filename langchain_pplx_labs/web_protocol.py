@@ -13,7 +13,7 @@ import jsonpatch
 import jsonpointer
 import orjson
 
-from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError, excerpt_of
 from langchain_pplx_labs.protocol import (
     THINK_CLOSE,
     THINK_OPEN,
@@ -148,6 +148,32 @@ class SSEParser:
             messages.append(SSEMessage(self._event or "message", "\n".join(self._data)))
         self._event = ""
         self._data = []
+
+
+def is_end_marker(message: SSEMessage) -> bool:
+    """True for a message that ends the stream: an ``end_of_stream`` event, or ``data: [DONE]``."""
+    return message.event == WEB_END_EVENT or message.data.strip() == "[DONE]"
+
+
+def message_json(message: SSEMessage) -> dict[str, Any] | None:
+    """The JSON object an answer message carries; ``None`` for empty data, an end marker or another event.
+
+    Data that is not a JSON object raises :class:`PerplexityLabsProtocolError` with its start.
+    """
+    if message.event != "message" or is_end_marker(message) or not message.data.strip():
+        return None
+    try:
+        data = orjson.loads(message.data)
+    except orjson.JSONDecodeError:
+        raise PerplexityLabsProtocolError(
+            "Web answer message is not JSON", excerpt=excerpt_of(message.data)
+        ) from None
+    if not isinstance(data, dict):
+        raise PerplexityLabsProtocolError(
+            f"Web answer message is a JSON {type(data).__name__}, not an object",
+            excerpt=excerpt_of(message.data),
+        )
+    return data
 
 
 def sse_message(data: str, event: str = "", *, newline: str = "\n") -> bytes:
