@@ -15,6 +15,7 @@ import orjson
 
 from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError, excerpt_of
 from langchain_pplx_labs.protocol import (
+    IMPLICIT_THINK_MODELS,
     THINK_CLOSE,
     THINK_OPEN,
     LabsMessage,
@@ -365,9 +366,13 @@ class WebAnswer:
     names its sources. A failure gives ``{"status": "failed", "text", "error_code"?}``.
     A message with ``final_sse_message`` or ``final`` true ends the answer; ``status: COMPLETED``
     alone only marks it :attr:`completed`, and :meth:`finish` ends it when the stream ends.
+    Pass the Labs ``model`` asked: for ``r1-1776`` the output always spells out its think section.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, model: str = "") -> None:
+        # For a model whose Labs output starts inside an unopened think section (r1-1776), the
+        # StreamDecoder would take a bare answer for reasoning: write the section out for it.
+        self._explicit_think = model in IMPLICIT_THINK_MODELS
         self._blocks: dict[tuple[str, str], Any] = {}
         self._answer = ""
         self._reasoning = ""
@@ -411,7 +416,7 @@ class WebAnswer:
     @property
     def output(self) -> str:
         """The cumulative output so far: the plan as a think section, then the answer."""
-        if not self._reasoning:
+        if not self._reasoning and not (self._explicit_think and self._answer):
             return self._answer
         if not self._answer and not self._reasoning_frozen:
             return THINK_OPEN + self._reasoning

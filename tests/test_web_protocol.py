@@ -559,3 +559,21 @@ def test_protocol_web_fields_hash_load_and_survive_pickle(tmp_path: Path) -> Non
 def test_protocol_refuses_a_web_path_that_is_not_a_path(bad: str) -> None:
     with pytest.raises(ValidationError, match="is not a URL path"):
         LabsProtocol(web_path=bad)
+
+
+@pytest.mark.parametrize(("model", "output"), [("turbo", "Answer"), ("r1-1776", "<think></think>\n\nAnswer")])
+def test_a_bare_answer_stays_an_answer_for_every_model(model: str, output: str) -> None:
+    # r1-1776's Labs output starts inside an unopened think section: WebAnswer spells it out.
+    answer = WebAnswer(model)
+    frames = [
+        answer.feed({"blocks": [{"markdown_block": {"chunks": ["Ans"]}}]}),
+        answer.feed({"blocks": [{"markdown_block": {"chunks": ["Ans", "wer"]}}], "final_sse_message": True}),
+    ]
+    assert frames[-1] is not None
+    assert frames[-1]["output"] == output
+    decoder = StreamDecoder(model)
+    events = [
+        event for frame in frames if frame for event in decoder.feed(ProgressFrame.model_validate(frame))
+    ]
+    assert [type(e).__name__ for e in events] == ["TextDelta", "TextDelta", "Finished"]
+    assert "".join(getattr(e, "text", "") for e in events) == "Answer"
