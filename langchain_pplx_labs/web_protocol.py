@@ -13,8 +13,9 @@ import jsonpatch
 import jsonpointer
 import orjson
 
-from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError, excerpt_of
 from langchain_pplx_labs.protocol import (
+    IMPLICIT_THINK_MODELS,
     THINK_CLOSE,
     THINK_OPEN,
     LabsMessage,
@@ -148,6 +149,32 @@ class SSEParser:
             messages.append(SSEMessage(self._event or "message", "\n".join(self._data)))
         self._event = ""
         self._data = []
+
+
+def is_end_marker(message: SSEMessage) -> bool:
+    """True for a message that ends the stream: an ``end_of_stream`` event, or ``data: [DONE]``."""
+    return message.event == WEB_END_EVENT or message.data.strip() == "[DONE]"
+
+
+def message_json(message: SSEMessage) -> dict[str, Any] | None:
+    """The JSON object an answer message carries; ``None`` for empty data, an end marker or another event.
+
+    Data that is not a JSON object raises :class:`PerplexityLabsProtocolError` with its start.
+    """
+    if message.event != "message" or is_end_marker(message) or not message.data.strip():
+        return None
+    try:
+        data = orjson.loads(message.data)
+    except orjson.JSONDecodeError:
+        raise PerplexityLabsProtocolError(
+            "Web answer message is not JSON", excerpt=excerpt_of(message.data)
+        ) from None
+    if not isinstance(data, dict):
+        raise PerplexityLabsProtocolError(
+            f"Web answer message is a JSON {type(data).__name__}, not an object",
+            excerpt=excerpt_of(message.data),
+        )
+    return data
 
 
 def sse_message(data: str, event: str = "", *, newline: str = "\n") -> bytes:
@@ -339,9 +366,13 @@ class WebAnswer:
     names its sources. A failure gives ``{"status": "failed", "text", "error_code"?}``.
     A message with ``final_sse_message`` or ``final`` true ends the answer; ``status: COMPLETED``
     alone only marks it :attr:`completed`, and :meth:`finish` ends it when the stream ends.
+    Pass the Labs ``model`` asked: for ``r1-1776`` the output always spells out its think section.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, model: str = "") -> None:
+        # For a model whose Labs output starts inside an unopened think section (r1-1776), the
+        # StreamDecoder would take a bare answer for reasoning: write the section out for it.
+        self._explicit_think = model in IMPLICIT_THINK_MODELS
         self._blocks: dict[tuple[str, str], Any] = {}
         self._answer = ""
         self._reasoning = ""
@@ -385,7 +416,7 @@ class WebAnswer:
     @property
     def output(self) -> str:
         """The cumulative output so far: the plan as a think section, then the answer."""
-        if not self._reasoning:
+        if not self._reasoning and not (self._explicit_think and self._answer):
             return self._answer
         if not self._answer and not self._reasoning_frozen:
             return THINK_OPEN + self._reasoning

@@ -386,3 +386,15 @@ def test_split_reasoning_reads_output_as_the_stream_decoder_does(
     output: str, model: str, final: bool, expected: tuple[str, str]
 ) -> None:
     assert split_reasoning(output, model, final=final) == expected
+
+
+async def test_the_variant_can_change_while_serving_and_reset_restores_the_first() -> None:
+    first = WebVariant(newline="\n")
+    async with _emulator(Scenario(answer="Hi."), web_variant=first) as emulator:
+        emulator.web.variant = WebVariant(stream="text")
+        _, _, messages = await _ask(emulator.base_url, _body())
+        assert "text" in orjson.loads(messages[0].data)
+        emulator.reset()
+        assert emulator.web.variant == first
+        assert emulator.web.asks == 0
+        assert emulator.requests == []

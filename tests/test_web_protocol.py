@@ -15,7 +15,7 @@ from langchain_core.load import dumpd, load
 from pydantic import ValidationError
 
 from langchain_pplx_labs import ChatPerplexityLabs, LabsProtocol
-from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError
 from langchain_pplx_labs.protocol import LabsMessage, ProgressFrame, StreamDecoder
 from langchain_pplx_labs.web_protocol import (
     TRANSCRIPT_PREAMBLE,
@@ -23,7 +23,9 @@ from langchain_pplx_labs.web_protocol import (
     SSEMessage,
     SSEParser,
     WebAnswer,
+    is_end_marker,
     labs_model_name,
+    message_json,
     messages_from_query,
     query_from_messages,
     session_user_id,
@@ -111,6 +113,20 @@ def test_sse_message_writes_what_the_parser_reads() -> None:
     assert parser.feed(sse_message("x\ny", "end_of_stream", newline="\r\n")) == [
         SSEMessage("end_of_stream", "x\ny")
     ]
+
+
+def test_end_markers_and_message_json() -> None:
+    assert is_end_marker(SSEMessage("end_of_stream", ""))
+    assert is_end_marker(SSEMessage("message", " [DONE]"))
+    assert not is_end_marker(SSEMessage("message", "{}"))
+    assert message_json(SSEMessage("message", '{"status": "PENDING"}')) == {"status": "PENDING"}
+    assert message_json(SSEMessage("message", "[DONE]")) is None
+    assert message_json(SSEMessage("message", "")) is None
+    assert message_json(SSEMessage("query_status", '{"a": 1}')) is None
+    with pytest.raises(PerplexityLabsProtocolError, match="not JSON: '<html>'"):
+        message_json(SSEMessage("message", "<html>"))
+    with pytest.raises(PerplexityLabsProtocolError, match="a JSON list, not an object"):
+        message_json(SSEMessage("message", "[1]"))
 
 
 # --- Transcript -----------------------------------------------------------------------------------
@@ -543,3 +559,21 @@ def test_protocol_web_fields_hash_load_and_survive_pickle(tmp_path: Path) -> Non
 def test_protocol_refuses_a_web_path_that_is_not_a_path(bad: str) -> None:
     with pytest.raises(ValidationError, match="is not a URL path"):
         LabsProtocol(web_path=bad)
+
+
+@pytest.mark.parametrize(("model", "output"), [("turbo", "Answer"), ("r1-1776", "<think></think>\n\nAnswer")])
+def test_a_bare_answer_stays_an_answer_for_every_model(model: str, output: str) -> None:
+    # r1-1776's Labs output starts inside an unopened think section: WebAnswer spells it out.
+    answer = WebAnswer(model)
+    frames = [
+        answer.feed({"blocks": [{"markdown_block": {"chunks": ["Ans"]}}]}),
+        answer.feed({"blocks": [{"markdown_block": {"chunks": ["Ans", "wer"]}}], "final_sse_message": True}),
+    ]
+    assert frames[-1] is not None
+    assert frames[-1]["output"] == output
+    decoder = StreamDecoder(model)
+    events = [
+        event for frame in frames if frame for event in decoder.feed(ProgressFrame.model_validate(frame))
+    ]
+    assert [type(e).__name__ for e in events] == ["TextDelta", "TextDelta", "Finished"]
+    assert "".join(getattr(e, "text", "") for e in events) == "Answer"

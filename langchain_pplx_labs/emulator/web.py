@@ -68,7 +68,9 @@ class WebEndpoint:
 
     def __init__(self, emulator: LabsEmulator, variant: WebVariant | None = None) -> None:
         self.emulator = emulator
-        self.variant = variant or WebVariant()
+        self.default_variant = variant or WebVariant()
+        self.variant = self.default_variant
+        """How the stream is worded; set it to rehearse another variant (``reset`` restores the first)."""
         self.asks = 0
         self.session_checks = 0
         self.bodies: collections.deque[dict[str, Any]] = collections.deque(maxlen=64)
@@ -88,7 +90,8 @@ class WebEndpoint:
         return self.emulator.protocol.web_path, self.emulator.protocol.web_session_path
 
     def reset(self) -> None:
-        """Counters and recordings cleared (the variant stays)."""
+        """Counters and recordings cleared, the variant back to the one the emulator was made with."""
+        self.variant = self.default_variant
         self.asks = 0
         self.session_checks = 0
         self.bodies.clear()
