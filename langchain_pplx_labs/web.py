@@ -27,16 +27,16 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsDisconnectedError,
     PerplexityLabsError,
     PerplexityLabsNotFoundError,
-    PerplexityLabsProtocolError,
     PerplexityLabsRateLimitError,
     PerplexityLabsTimeoutError,
     excerpt_of,
 )
 from langchain_pplx_labs.web_protocol import (
-    WEB_END_EVENT,
     SSEMessage,
     SSEParser,
     WebAnswer,
+    is_end_marker,
+    message_json,
     session_user_id,
     web_headers,
     web_request_body,
@@ -118,7 +118,8 @@ class WebWire:
             raise TypeError(f"a web question is a payload mapping, not {type(data).__name__}")
         self._drop_response()
         protocol = self._settings.protocol
-        self._progress_event = protocol.progress_event_for(str(data.get("model", "")))
+        model = str(data.get("model", ""))
+        self._progress_event = protocol.progress_event_for(model)
         self._request_id = str(uuid.uuid4())
         self._question = web_request_body(
             data,
@@ -129,7 +130,7 @@ class WebWire:
             protocol=protocol,
         )
         self._parser = SSEParser()
-        self._answer = WebAnswer()
+        self._answer = WebAnswer(model)
         self._answer_over = False
 
     async def read_one(self) -> None:
@@ -212,26 +213,13 @@ class WebWire:
 
     def _report(self, messages: list[SSEMessage]) -> None:
         for message in messages:
-            if message.event == WEB_END_EVENT:
+            if is_end_marker(message):
                 self._report_frame(self._answer.finish())
                 continue
-            if message.event != "message":
+            data = message_json(message)  # raises a protocol error for data that is not a JSON object
+            if data is None:
                 logger.debug("ignoring web event %r", message.event)
                 continue
-            if not message.data.strip():
-                continue
-            try:
-                data = orjson.loads(message.data)
-            except orjson.JSONDecodeError:
-                raise PerplexityLabsProtocolError(
-                    "The web app's event stream sent a message that is not JSON",
-                    excerpt=excerpt_of(message.data),
-                ) from None
-            if not isinstance(data, dict):
-                raise PerplexityLabsProtocolError(
-                    f"The web app's event stream sent a {type(data).__name__}, not a JSON object",
-                    excerpt=excerpt_of(message.data),
-                )
             self._report_frame(self._answer.feed(data))
 
     def _report_frame(self, frame: dict[str, Any] | None) -> None:

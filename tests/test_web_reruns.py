@@ -15,7 +15,8 @@ import pytest
 
 # Rerun here over the web transport (the fixtures below replace conftest's). Left out, because the web
 # app does not work that way: r1-1776's unclosed think section (the web app streams its plan apart
-# from the answer); source fields past url/title (the codec keeps those two). Left out for the
+# from the answer, so a bare answer is the answer); source fields past url/title (the codec keeps
+# those two). Left out for the
 # emulator's web rendering: explicit think sections in frames shorter than "<think>" (chunk_size=4),
 # which it words as answer text; test_web_transport.py tests reasoning with longer frames.
 from test_agent import (  # noqa: F401
