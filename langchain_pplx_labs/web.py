@@ -153,16 +153,16 @@ class WebWire:
         except _FAILURES as exc:
             self._end_stream(f"the event stream broke off ({type(exc).__name__}: {exc})")
             return
-        if not chunk:
+        if chunk:
+            self._report(self._parser.feed(chunk))
+        else:
             self._report(self._parser.close())
-            if not self._answer_over and self._answer.completed:
-                self._report_frame(
-                    self._answer.finish()
-                )  # COMPLETED, then the stream's end: the answer is whole
+            if self._answer.completed:
+                # COMPLETED, then the end of the stream: the answer is whole (finish() is idempotent).
+                self._report_frame(self._answer.finish())
             if not self._answer_over:
                 self._end_stream("the server ended the event stream before the answer's last message")
-            return
-        self._report(self._parser.feed(chunk))
+                return
         if self._answer_over:
             self._retire_response()
 
@@ -213,6 +213,8 @@ class WebWire:
 
     def _report(self, messages: list[SSEMessage]) -> None:
         for message in messages:
+            if self._answer_over:
+                return  # past the last frame: what follows is the stream's tail, read unparsed
             if is_end_marker(message):
                 self._report_frame(self._answer.finish())
                 continue

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import test_proxy_tls
 import trustme
@@ -32,6 +33,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
+from langchain_pplx_labs.web_protocol import sse_message
 
 ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
 CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
@@ -464,3 +466,15 @@ async def test_tls_with_the_ca_and_through_a_socks5_proxy(
     assert test_proxy_tls._tunnels_to(log, tls_emulator.port) > 0
     async with _emulated(tls_emulator.base_url, verify_ssl=False, max_retries=0) as chat:
         assert (await chat.ainvoke("hello")).content == "over TLS"
+
+
+async def test_whatever_follows_the_last_message_is_not_parsed(fake_web: FakeWebApp) -> None:
+    # One write, so one read: the last message and garbage after it arrive together.
+    last = sse_message(orjson.dumps(answer_message("Paris.", final=True)).decode())
+    fake_web.ask = streaming([last + b"data: {not json\n\n"])
+    async with _web(fake_web.base_url, max_retries=0) as chat:
+        first = await chat.ainvoke("Q")
+        second = await chat.ainvoke("Q")
+        pool = await chat._labs_client().pool()
+        assert pool.connections_opened == 1
+    assert first.content == second.content == "Paris."
