@@ -25,13 +25,14 @@ def _is_type_checking_block(node: ast.AST) -> bool:
     )
 
 
-def _runtime_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
-    """Every ``import`` / ``from`` the module can run: at module level or in a function, not type-only ones."""
+def _imports(tree: ast.AST, *, type_only: bool) -> list[ast.Import | ast.ImportFrom]:
+    """Every ``import`` / ``from`` of the module, at module level or in a function; ``if TYPE_CHECKING`` ones too
+    when ``type_only``."""
     found: list[ast.Import | ast.ImportFrom] = []
     pending: list[ast.AST] = [tree]
     while pending:
         node = pending.pop()
-        if _is_type_checking_block(node):
+        if not type_only and _is_type_checking_block(node):
             assert isinstance(node, ast.If)
             pending.extend(node.orelse)  # the ``else:`` of ``if TYPE_CHECKING`` does run
             continue
@@ -56,11 +57,13 @@ def _targets(module: str, statement: ast.Import | ast.ImportFrom) -> set[str]:
     return submodules | ({base} if base in MODULES and names_only else set())
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(*, type_only: bool = False) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (with ``type_only``, also those only type checkers import)."""
     graph: dict[str, set[str]] = {}
     for module, path in MODULES.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        edges = set().union(*(_targets(module, statement) for statement in _runtime_imports(tree)))
+        statements = _imports(tree, type_only=type_only)
+        edges = set().union(*(_targets(module, statement) for statement in statements))
         graph[module] = edges - {module}
     return graph
 
@@ -96,6 +99,9 @@ def test_the_reader_sees_the_packages_modules_and_imports() -> None:
     assert {PACKAGE, f"{PACKAGE}.protocol", f"{PACKAGE}.gateway.app", CLI} <= graph.keys()
     assert f"{PACKAGE}.protocol" in graph[f"{PACKAGE}.chat_models"]
     assert f"{PACKAGE}.emulator" in graph[f"{PACKAGE}.pytest_plugin"]  # a function-level import
+    # ``if TYPE_CHECKING:`` imports count only when asked for.
+    assert f"{PACKAGE}.chat_models" not in graph[PACKAGE]
+    assert f"{PACKAGE}.chat_models" in import_graph(type_only=True)[PACKAGE]
 
 
 def test_the_cycle_finder_finds_a_circle_and_only_a_circle() -> None:
@@ -104,14 +110,15 @@ def test_the_cycle_finder_finds_a_circle_and_only_a_circle() -> None:
 
 
 def test_no_module_of_the_package_is_in_an_import_circle() -> None:
+    # Type-only imports never run, so they cannot make a circle at import time; they are left out here.
     assert find_cycle(import_graph()) == []
 
 
 def test_only_the_command_line_imports_the_command_line() -> None:
-    # The CLI sits on top: a lower layer importing it is an upward arrow (and, sooner or later, a circle).
+    # The CLI sits on top: a lower layer importing it, even for a type, is an upward arrow.
     upward = {
         module: sorted(target for target in targets if target == CLI or target.startswith(f"{CLI}."))
-        for module, targets in import_graph().items()
+        for module, targets in import_graph(type_only=True).items()
         if not (module == CLI or module.startswith(f"{CLI}."))
     }
     assert {module: targets for module, targets in upward.items() if targets} == {}
