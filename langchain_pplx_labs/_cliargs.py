@@ -1,10 +1,14 @@
-"""Argument types shared by the ``pplx-labs`` commands: ports, bounded numbers, proxy URLs."""
+"""What the ``pplx-labs`` commands share to judge their arguments: the argument types and ``CliError``."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 from urllib.parse import urlsplit
+
+
+class CliError(Exception):
+    """A failure the user can fix from its message alone; printed without a traceback."""
 
 
 def port(text: str) -> int:
