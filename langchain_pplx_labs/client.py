@@ -224,42 +224,25 @@ class _StaleSocket(PerplexityLabsConnectionError):
 
 
 class ClientOptions(Protocol):
-    """What a client is built from: the connection fields of ``ChatPerplexityLabs``, read only."""
+    """What a client is built from: the connection fields of ``ChatPerplexityLabs``."""
 
-    @property
-    def base_url(self) -> str: ...
-    @property
-    def protocol(self) -> LabsProtocol: ...
-    @property
-    def default_headers(self) -> Mapping[str, str] | None: ...
-    @property
-    def cookies(self) -> SecretStr | None: ...
-    @property
-    def connect_timeout(self) -> float: ...
-    @property
-    def handshake_timeout(self) -> float: ...
-    @property
-    def first_token_timeout(self) -> float | None: ...
-    @property
-    def idle_timeout(self) -> float | None: ...
-    @property
-    def timeout(self) -> float | None: ...
-    @property
-    def max_connections(self) -> int: ...
-    @property
-    def pool_idle_timeout(self) -> float | None: ...
-    @property
-    def proxy(self) -> str | None: ...
-    @property
-    def verify_ssl(self) -> bool: ...
-    @property
-    def ssl_context(self) -> ssl.SSLContext | None: ...
-    @property
-    def drain_timeout(self) -> float: ...
-    @property
-    def max_retries(self) -> int: ...
-    @property
-    def retry_server_failures(self) -> bool: ...
+    base_url: str
+    protocol: LabsProtocol
+    default_headers: dict[str, str] | None
+    cookies: SecretStr | None
+    connect_timeout: float
+    handshake_timeout: float
+    first_token_timeout: float | None
+    idle_timeout: float | None
+    timeout: float | None
+    max_connections: int
+    pool_idle_timeout: float | None
+    proxy: str | None
+    verify_ssl: bool
+    ssl_context: ssl.SSLContext | None
+    drain_timeout: float
+    max_retries: int
+    retry_server_failures: bool
 
 
 def client_settings(options: ClientOptions) -> tuple[ConnectionSettings, PoolSettings]:
