@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import logging
 import ssl
 import warnings
@@ -17,7 +15,6 @@ from langchain_core.language_models.chat_models import (
     agenerate_from_stream,
     generate_from_stream,
 )
-from langchain_core.load import dumpd
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
@@ -27,6 +24,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator,
 
 from langchain_pplx_labs._answer import answer_chunks
 from langchain_pplx_labs._blocks import PROVIDER
+from langchain_pplx_labs._first_call import pay_first_call_costs
 from langchain_pplx_labs._profiles import default_profile, drop_default_profile, profile_outdated
 from langchain_pplx_labs._reporting import areported, nothing_to_report, reported
 from langchain_pplx_labs._stop import normalise_stop
@@ -684,27 +682,4 @@ def _secret_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     }
 
 
-# What langchain-core imports on a chat model's first call (callbacks, tracers, chunk translation);
-# internal names, so a langchain-core without one of them is skipped, not an error.
-_FIRST_CALL_IMPORTS = (
-    "langchain_core.tracers.context",
-    "langchain_core.tracers.stdout",
-    "langchain_core.tracers.run_collector",
-    "langchain_core.messages.block_translators.langchain_v0",
-)
-
-
-def _pay_first_call_costs() -> None:
-    """Pay langchain-core's one-off costs of a model's first call here, at import, not in the first question.
-
-    Measured in fresh processes (``benchmarks/ttft.py``, 0 RTT): the callback manager's first use
-    imports LangSmith's tracer and friends (≈ 7 of the first question's ≈ 10.5 ms of client CPU);
-    the class's first ``dumpd`` (the run's serialized model) ≈ 0.4 ms more.
-    """
-    for name in _FIRST_CALL_IMPORTS:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
-    dumpd(ChatPerplexityLabs(base_url=DEFAULT_BASE_URL, model=DEFAULT_MODEL, cookies=None))
-
-
-_pay_first_call_costs()
+pay_first_call_costs(lambda: ChatPerplexityLabs(base_url=DEFAULT_BASE_URL, model=DEFAULT_MODEL, cookies=None))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 from pydantic import SecretStr
 
+from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.client import ClientCache, LabsClient, client_settings
 from langchain_pplx_labs.connection import Timeouts
 from langchain_pplx_labs.pool import PoolSettings
@@ -114,3 +115,17 @@ def test_cache_pickles_and_deep_copies_empty_but_shallow_copies_itself() -> None
     assert pickle.loads(pickle.dumps(cache)) == ClientCache()
     assert copy.deepcopy(cache) == ClientCache()
     assert copy.copy(cache) is cache
+
+
+def test_a_models_shallow_copy_shares_the_client_until_either_changes_a_setting() -> None:
+    chat = ChatPerplexityLabs(base_url="http://127.0.0.1:9", cookies=None)
+    client = chat._labs_client()  # builds the client object only: no socket until a question
+    twin = chat.model_copy()
+    assert twin._labs_client() is client
+    twin.timeout = 60.0
+    replaced = twin._labs_client()
+    assert replaced is not client
+    assert chat._labs_client() is client  # the original keeps its own
+    assert twin._clients.retired == (client,)
+    assert chat._clients.retired == ()
+    assert pickle.loads(pickle.dumps(chat))._client is None
