@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import logging
-import ssl
-import warnings
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self, cast
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LangSmithParams, LanguageModelInput
-from langchain_core.language_models.chat_models import (
-    BaseChatModel,
-    agenerate_from_stream,
-    generate_from_stream,
-)
+from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from langchain_core.utils import from_env, secret_from_env
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import PrivateAttr
 
 from langchain_pplx_labs._answer import answer_chunks
 from langchain_pplx_labs._blocks import PROVIDER
+from langchain_pplx_labs._fields import LabsModelFields
 from langchain_pplx_labs._first_call import pay_first_call_costs
-from langchain_pplx_labs._profiles import default_profile, drop_default_profile, profile_outdated
 from langchain_pplx_labs._reporting import areported, nothing_to_report, reported
 from langchain_pplx_labs._stop import normalise_stop
 from langchain_pplx_labs._sync import iterate_sync, run_sync
@@ -34,12 +26,7 @@ from langchain_pplx_labs.connection import ConnectionSettings
 from langchain_pplx_labs.errors import PerplexityLabsInputError
 from langchain_pplx_labs.messages import to_labs_payload
 from langchain_pplx_labs.pool import PoolSettings
-from langchain_pplx_labs.protocol import (
-    DEFAULT_BASE_URL,
-    DEFAULT_MODEL,
-    LabsProtocol,
-    validate_model_name,
-)
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, validate_model_name
 from langchain_pplx_labs.structured import Method, SchemaSpec, structured_output
 from langchain_pplx_labs.tools import (
     ChoiceSpec,
@@ -50,19 +37,9 @@ from langchain_pplx_labs.tools import (
     restore_errors,
     tool_choice_name,
 )
-from langchain_pplx_labs.wire import check_base_url, check_proxy_url
-
-if TYPE_CHECKING:
-    from langchain_core.language_models.model_profile import ModelProfile
-
-logger = logging.getLogger(__name__)
-# Header names whose values are credentials: masked by dumpd and never logged.
-_SECRET_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization", "x-api-key"})
-# Common chat-model arguments Labs has no use for: accepted without a warning (documented).
-_IGNORED_PARAMS = frozenset({"temperature", "max_tokens"})
 
 
-class ChatPerplexityLabs(BaseChatModel):
+class ChatPerplexityLabs(LabsModelFields):
     r"""Chat model for the Perplexity Labs playground, streamed over its Socket.IO WebSocket.
 
     Labs has no official API: this model speaks the playground's Socket.IO protocol, splits
@@ -86,33 +63,6 @@ class ChatPerplexityLabs(BaseChatModel):
         # offline: the emulator instead of https://www.perplexity.ai
         export PPLX_LABS_BASE_URL="http://127.0.0.1:PORT"
         ```
-
-    ??? info "Key init args — completion params"
-
-        | Param | Type | Description |
-        | --- | --- | --- |
-        | `model` | `str` | Labs model: `r1-1776` (default), `sonar-pro`, `sonar`, `sonar-reasoning`, `sonar-reasoning-pro`, or a newer name. |
-        | `reasoning` | `bool \| None` | `None`/`True`: thinking goes to `additional_kwargs["reasoning_content"]`; `False`: dropped. |
-        | `stop` | `list[str] \| None` | Cut the answer at the first of these strings (on the client: Labs has no stop). |
-        | `streaming` | `bool` | Stream internally even for `invoke`, so callbacks see each token. |
-        | `stream_usage` | `bool` | Attach `usage_metadata` to the last chunk of a stream (default `True`). |
-        | `max_input_chars` | `int \| None` | Refuse longer conversations before sending them (default 256 000). |
-
-        `temperature` and `max_tokens` are accepted and ignored: Labs has neither.
-        See the full list of init args and their descriptions below.
-
-    ??? info "Key init args — client params"
-
-        | Param | Type | Description |
-        | --- | --- | --- |
-        | `base_url` | `str` | Server root (`/socket.io/` is appended). Env `PPLX_LABS_BASE_URL`, default `https://www.perplexity.ai`. |
-        | `timeout` | `float \| None` | Seconds for a whole answer, retries included (default 300). |
-        | `connect_timeout`, `handshake_timeout`, `first_token_timeout`, `idle_timeout` | `float` | The phases of a question: 10, 10, 60 and 30 seconds. |
-        | `max_retries` | `int` | Retries before the first token only (default 2). |
-        | `cookies` | `SecretStr \| None` | `Cookie` header value. Env `PPLX_LABS_COOKIES`. |
-        | `proxy`, `default_headers`, `verify_ssl`, `ssl_context` | | Transport: `http://`/`socks5://` proxy, extra headers, TLS. |
-        | `max_connections`, `pool_idle_timeout` | `int`, `float \| None` | Warm sockets per event loop (16), and how long one stays idle (60 s). |
-        | `protocol` | `LabsProtocol` | Labs' path, event names, payload version, Origin and auth, as data: change it when Labs changes. |
 
     ??? info "Instantiate"
 
@@ -325,130 +275,8 @@ class ChatPerplexityLabs(BaseChatModel):
         ```
     """
 
-    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
-
-    model: str = Field(default=DEFAULT_MODEL, alias="model_name")
-    """Labs model: r1-1776, sonar-pro, sonar, sonar-reasoning, sonar-reasoning-pro, or any newer name."""
-    base_url: str = Field(default_factory=from_env("PPLX_LABS_BASE_URL", default=DEFAULT_BASE_URL))
-    """Server root; ``/socket.io/`` is appended. Env: ``PPLX_LABS_BASE_URL``."""
-    timeout: float | None = Field(default=300.0, alias="request_timeout")
-    """Upper bound in seconds on a whole call, retries and backoff included; ``None`` for no bound. Not retried."""
-    connect_timeout: float = 10.0
-    """Seconds to open the TCP (and TLS) connection, per attempt; retried (``max_retries``)."""
-    handshake_timeout: float = 10.0
-    """Seconds for the Engine.IO / Socket.IO handshake once connected, per attempt; retried (``max_retries``)."""
-    first_token_timeout: float | None = 60.0
-    """Seconds to wait for the first frame after the question is sent. Not retried: the server has the question."""
-    idle_timeout: float | None = 30.0
-    """Seconds of silence allowed between two frames of an answer. Not retried."""
-    max_retries: int = 2
-    """Retries for connection failures before the first token (connect and handshake failures and
-    timeouts, a socket dropped before answering); never after text was streamed, never for a
-    first_token, idle or total timeout (a slow answer is not asked again)."""
-    retry_server_failures: bool = False
-    """Also retry when the server answers ``status: failed``."""
-    proxy: str | None = None
-    """``http://``, ``socks5://`` or ``socks4://`` proxy URL with a port (checked at construction)."""
-    default_headers: dict[str, str] | None = Field(default=None, repr=False)
-    """Extra HTTP headers (e.g. cookies); never logged, shown masked."""
-    verify_ssl: bool = True
-    """Verify TLS certificates (on by default)."""
-    ssl_context: ssl.SSLContext | None = Field(default=None, exclude=True, repr=False)
-    """A custom TLS context, e.g. to trust a private CA; overrides ``verify_ssl``."""
-    streaming: bool = False
-    """Stream internally even for ``invoke`` (callbacks then see each token)."""
-    reasoning: bool | None = None
-    """``None``/``True``: thinking goes to ``reasoning_content``; ``False``: dropped."""
-    stream_usage: bool = True
-    """Attach ``usage_metadata`` to the last chunk of a stream."""
-    max_connections: int = Field(default=16, ge=1)
-    """Sockets this model may hold per event loop; also its concurrency limit."""
-    pool_idle_timeout: float | None = 60.0
-    """Seconds a warm socket stays open unused."""
-    drain_timeout: float = 30.0
-    """Seconds the rest of an answer the caller stopped reading (a ``break``, a stop sequence, a
-    cancel) is read in the background to keep its socket warm; ``0`` closes the socket instead."""
-    max_input_chars: int | None = 256_000
-    """Refuse conversations longer than this before sending them."""
-    stop: list[str] | None = Field(default=None, alias="stop_sequences")
-    """Cut the answer at the first of these strings (Labs has no server-side stop)."""
-    cookies: SecretStr | None = Field(default_factory=secret_from_env("PPLX_LABS_COOKIES", default=None))
-    """``Cookie`` header value (e.g. a session); a secret: masked, and a secret in ``dumpd``. Env: ``PPLX_LABS_COOKIES``."""
-    protocol: LabsProtocol = Field(default_factory=LabsProtocol)
-    """Labs' path, event names, payload version, Origin and auth; change it when Labs changes."""
-
     # The client for the current settings, and those a setting change replaced (closed by close()).
     _clients: ClientCache = PrivateAttr(default_factory=ClientCache)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _warn_unknown_params(cls, values: Any) -> Any:
-        # Like langchain-openai: a typo (``modl=``) or another provider's option should not
-        # pass silently, yet it must not break code written for other chat models either.
-        if isinstance(values, dict):
-            known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
-            for key in values:
-                if key not in known and key not in _IGNORED_PARAMS:
-                    warnings.warn(
-                        f"ChatPerplexityLabs got unknown parameter {key!r}; it is ignored",
-                        UserWarning,
-                        stacklevel=4,  # past pydantic and Serializable.__init__: the caller
-                    )
-        return values
-
-    @field_validator("model")
-    @classmethod
-    def _check_model(cls, value: str) -> str:
-        return validate_model_name(value)
-
-    @field_validator("base_url")
-    @classmethod
-    def _check_base_url(cls, value: str) -> str:
-        return check_base_url(value)
-
-    @field_validator("proxy")
-    @classmethod
-    def _check_proxy(cls, value: str | None) -> str | None:
-        return value if value is None else check_proxy_url(value)
-
-    @field_validator("timeout", "connect_timeout", "handshake_timeout", "first_token_timeout", "idle_timeout")
-    @classmethod
-    def _check_timeout(cls, value: float | None) -> float | None:
-        # A zero or negative budget would fail every call with a timeout that never had a chance.
-        if value is not None and not value > 0:
-            raise PerplexityLabsInputError(f"Invalid timeout {value!r}: use a positive number of seconds")
-        return value
-
-    @field_validator("pool_idle_timeout", "max_retries", "drain_timeout")
-    @classmethod
-    def _check_not_negative(cls, value: float | None) -> float | None:
-        if value is not None and not value >= 0:
-            raise PerplexityLabsInputError(f"Invalid value {value!r}: use zero or more")
-        return value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_default_profile(cls, values: Any) -> Any:
-        return drop_default_profile(values)
-
-    @model_validator(mode="after")
-    def _set_labs_profile(self) -> ChatPerplexityLabs:
-        # Newer langchain-core fills ``profile`` from _resolve_model_profile itself; cores from
-        # before that hook (profiles came in 1.1) need this validator.
-        if self.profile is None:
-            self.profile = self._resolve_model_profile()
-        return self
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """A copy with ``update`` applied; a default profile follows a changed model or size bound."""
-        copied = super().model_copy(update=update, deep=deep)
-        if profile_outdated(update, self.profile):
-            copied.profile = copied._resolve_model_profile()
-        return copied
-
-    def _resolve_model_profile(self) -> ModelProfile | None:
-        """This model's default profile (a ``profile=`` given at construction replaces it)."""
-        return cast("ModelProfile", default_profile(self.model, self.max_input_chars))
 
     @property
     def _llm_type(self) -> str:
@@ -476,22 +304,6 @@ class ChatPerplexityLabs(BaseChatModel):
     @classmethod
     def get_lc_namespace(cls) -> list[str]:
         return ["langchain_pplx_labs", "chat_models"]
-
-    @property
-    def lc_secrets(self) -> dict[str, str]:
-        """``cookies`` is a secret; credential headers in ``default_headers`` are masked too."""
-        return {"cookies": "PPLX_LABS_COOKIES", **_secret_headers(self.default_headers)}
-
-    def to_json(self) -> Any:
-        # ``load`` rebuilds only Serializable objects: the protocol travels as its plain fields,
-        # and only when it is not the default, so dumps of ordinary models do not change.
-        data = super().to_json()
-        kwargs = data.get("kwargs")
-        if isinstance(kwargs, dict) and isinstance(kwargs.get("protocol"), LabsProtocol):
-            protocol = kwargs.pop("protocol")
-            if protocol != LabsProtocol():
-                kwargs["protocol"] = protocol.model_dump()
-        return data
 
     # -- connection management ---------------------------------------------------------
 
@@ -669,17 +481,6 @@ class ChatPerplexityLabs(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         return restore_errors(await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs))
-
-
-def _secret_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
-    """``lc_secrets`` entries for the credential headers among ``headers``."""
-    # langchain-core escapes nested secret markers, so a dump with credential headers
-    # never holds them in clear, but only top-level ``cookies`` is restored by ``load``.
-    return {
-        f"default_headers.{name}": "PPLX_LABS_" + name.upper().replace("-", "_")
-        for name in headers or {}
-        if name.lower() in _SECRET_HEADERS
-    }
 
 
 pay_first_call_costs(lambda: ChatPerplexityLabs(base_url=DEFAULT_BASE_URL, model=DEFAULT_MODEL, cookies=None))

@@ -62,6 +62,21 @@ def check_proxy_url(value: str) -> str:
     return value
 
 
+def check_timeout(value: float | None) -> float | None:
+    """``value`` unchanged if it is ``None`` or a positive number of seconds."""
+    # A zero or negative budget would fail every call with a timeout that never had a chance.
+    if value is not None and not value > 0:
+        raise PerplexityLabsInputError(f"Invalid timeout {value!r}: use a positive number of seconds")
+    return value
+
+
+def check_not_negative(value: float | None) -> float | None:
+    """``value`` unchanged if it is ``None``, zero or more."""
+    if value is not None and not value >= 0:
+        raise PerplexityLabsInputError(f"Invalid value {value!r}: use zero or more")
+    return value
+
+
 def proxy_connector(proxy: str | None) -> aiohttp.BaseConnector | None:
     """An aiohttp connector dialling through ``proxy`` (http, socks4, socks5), or ``None`` to go direct."""
     if not proxy:
