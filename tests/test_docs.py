@@ -342,7 +342,10 @@ def test_gateway_page_runs_against_pplx_labs_gateway(monkeypatch: pytest.MonkeyP
             checked = sum(1 for a, b in itertools.pairwise(blocks) if (a.lang, b.lang) == ("python", "text"))
             assert checked == 3
             namespace = run_blocks(blocks, GATEWAY_PAGE.name)
+            # The clients keep keep-alive sockets to the gateway: close them before it goes.
             namespace["client"].close()
+            namespace["chat_openai"].root_client.close()
+            namespace["chat_perplexity"].client.close()
         finally:
             server.terminate()
             server.wait(timeout=30)
