@@ -16,6 +16,8 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsError,
+    PerplexityLabsRateLimitError,
+    PerplexityLabsRetiredError,
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
@@ -176,10 +178,7 @@ class LabsClient:
                         frame = parse_frame(data)
                         if frame.failed:
                             # Raised here, not by the caller's decoder, so stream() can retry it.
-                            raise PerplexityLabsServerError(
-                                frame.text or "(the server gave no message)",
-                                model=str(payload.get("model", "")),
-                            )
+                            raise _failure(frame, str(payload.get("model", "")))
                         streamed = True
                         yield frame
                         if frame.final:
@@ -192,12 +191,18 @@ class LabsClient:
                 raise
             except PerplexityLabsConnectionError as exc:
                 # A pipelined question the server dropped is asked again at once, unpipelined.
-                if streamed or (lease.fresh and not isinstance(exc, PipelinedQueryDropped)):
+                if (
+                    streamed
+                    or isinstance(exc, PerplexityLabsRetiredError)
+                    or (lease.fresh and not isinstance(exc, PipelinedQueryDropped))
+                ):
                     raise
                 raise _StaleSocket(str(exc)) from exc
 
     def _retryable(self, exc: PerplexityLabsError) -> bool:
-        if isinstance(exc, PerplexityLabsBlockedError | PoolClosedError):
+        # Retired, rate limited: asking again meets the same answer, or prolongs the limit.
+        refusals = PerplexityLabsBlockedError | PerplexityLabsRetiredError | PerplexityLabsRateLimitError
+        if isinstance(exc, refusals | PoolClosedError):
             return False
         if isinstance(exc, PerplexityLabsServerError):
             return self.retry_server_failures
@@ -208,6 +213,14 @@ class LabsClient:
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
         return random.uniform(ceiling / 2, ceiling)
+
+
+def _failure(frame: ProgressFrame, model: str) -> PerplexityLabsServerError:
+    """The typed error for a ``status: failed`` frame: a rate limit when its ``error_code`` says so."""
+    if frame.rate_limited:
+        return PerplexityLabsRateLimitError(frame.text or "", error_code=str(frame.error_code), model=model)
+    text = frame.text or (f"error_code {frame.error_code}" if frame.error_code is not None else "")
+    return PerplexityLabsServerError(text or "(the server gave no message)", model=model)
 
 
 # What forked children inherited from their parent (see LabsClient._forget_closed_loops).

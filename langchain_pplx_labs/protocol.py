@@ -243,12 +243,19 @@ class ProgressFrame(BaseModel):
     final: bool = False
     status: str | None = None
     text: str | None = None
+    error_code: str | int | None = None
+    """Why a failed frame failed, as a code (the main site sends ``FREE_TIER_RATE_LIMITED``)."""
     elapsed_time: float | None = None
     tokens_streamed: int | None = None
 
     @property
     def failed(self) -> bool:
         return self.status == "failed"
+
+    @property
+    def rate_limited(self) -> bool:
+        """A failed frame whose ``error_code`` names a rate limit."""
+        return self.failed and "RATE_LIMIT" in str(self.error_code or "").upper()
 
 
 def parse_frame(data: object) -> ProgressFrame:
