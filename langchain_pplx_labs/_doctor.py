@@ -482,9 +482,10 @@ def _first_frame_advice(exc: PerplexityLabsError, events: Counter[str], walk: _W
             f"{protocol.progress_event!r}): set LabsProtocol(progress_event={guess!r})"
         )
     if isinstance(exc, PerplexityLabsTimeoutError):
+        retired = f"; or, Labs being retired, {INSTEAD}" if isinstance(exc, PerplexityLabsSilentError) else ""
         return (
             f"a silent server: raise the first-token timeout (--timeout, first_token_timeout=...); if it "
             f"stays silent, Labs may have renamed the question event: LabsProtocol(query_event=...), now "
-            f"{protocol.query_event!r}"
+            f"{protocol.query_event!r}{retired}"
         )
     return _advice(exc)

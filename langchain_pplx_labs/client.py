@@ -22,7 +22,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsTimeoutError,
 )
 from langchain_pplx_labs.pool import ConnectionPool, PoolClosedError, PoolSettings
-from langchain_pplx_labs.protocol import ProgressFrame, parse_frame
+from langchain_pplx_labs.protocol import ProgressFrame, failure_of, parse_frame
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class LabsClient:
                         frame = parse_frame(data)
                         if frame.failed:
                             # Raised here, not by the caller's decoder, so stream() can retry it.
-                            raise _failure(frame, str(payload.get("model", "")))
+                            raise failure_of(frame, model=str(payload.get("model", "")))
                         streamed = True
                         yield frame
                         if frame.final:
@@ -213,14 +213,6 @@ class LabsClient:
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
         return random.uniform(ceiling / 2, ceiling)
-
-
-def _failure(frame: ProgressFrame, model: str) -> PerplexityLabsServerError:
-    """The typed error for a ``status: failed`` frame: a rate limit when its ``error_code`` says so."""
-    if frame.rate_limited:
-        return PerplexityLabsRateLimitError(frame.text or "", error_code=str(frame.error_code), model=model)
-    text = frame.text or (f"error_code {frame.error_code}" if frame.error_code is not None else "")
-    return PerplexityLabsServerError(text or "(the server gave no message)", model=model)
 
 
 # What forked children inherited from their parent (see LabsClient._forget_closed_loops).

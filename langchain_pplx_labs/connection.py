@@ -8,11 +8,11 @@ import re
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from aiohttp_socks import ProxyTimeoutError
 from socketio import exceptions as sio_exceptions
-from yarl import URL
 
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, being_cancelled, track
 from langchain_pplx_labs._tracing import OPENING, Opening, is_traced
@@ -202,7 +202,9 @@ class LabsConnection:
         if self.settings.protocol.socketio_path.rstrip("/") not in redirect.url.path:
             return  # not an Engine.IO request (another wire's)
         location = redirect.response.headers.get("Location", "")
-        retired = retired_by_redirect(str(redirect.url), redirect.response.status, location)
+        # Without engine.io's cache-busting timestamp: the evidence reads the same on every run.
+        url = str(redirect.url.without_query_params("t"))
+        retired = retired_by_redirect(url, redirect.response.status, location)
         if retired is not None:
             raise retired
 
@@ -540,12 +542,12 @@ def retired_by_redirect(url: str, status: int, location: str) -> PerplexityLabsR
     """
     if not 300 <= status < 400 or not location:
         return None
-    source = URL(url)
+    source = urlsplit(url)
     try:
-        target = source.join(URL(location))
-    except ValueError:
-        target = URL()
-    same_host = (target.host or "").lower() == (source.host or "").lower()
+        target = urlsplit(urljoin(url, location))
+    except ValueError:  # not a URL at all: it leads nowhere we asked for
+        target = urlsplit("")
+    same_host = (target.hostname or "") == (source.hostname or "")
     if same_host and target.path.rstrip("/") == source.path.rstrip("/"):
         return None
     where = "another host" if not same_host else "a page that is not Engine.IO"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
+    "INSTEAD",
+    "RETIREMENT_EVIDENCE",
     "PerplexityLabsBlockedError",
     "PerplexityLabsConnectionError",
     "PerplexityLabsDisconnectedError",
