@@ -136,7 +136,8 @@ class LabsConnection:
             error = _closed_while_connecting() if abandoned else self._open_error(exc, transport)
             if error is None:
                 raise
-            raise error from (None if isinstance(error, PerplexityLabsTimeoutError) else exc)
+            # A typed error of our own (a wire's) is raised as it is: not as its own cause.
+            raise error from (None if isinstance(error, PerplexityLabsTimeoutError) or error is exc else exc)
         finally:
             self._opening.active = False
             OPENING.reset(token)
@@ -507,8 +508,9 @@ def explain_refusal(
         )
     title = _main_site_title(body) if status == 404 or 200 <= status < 300 else None
     if title is not None:
+        named = f" (title {title!r})" if title else ""
         return PerplexityLabsRetiredError.seen(
-            f"{url} answers HTTP {status} with a page of Perplexity's main site (title {title!r}), not Engine.IO",
+            f"{url} answers HTTP {status} with a page of Perplexity's main site{named}, not Engine.IO",
             url=url,
             status=status,
             excerpt=excerpt,

@@ -481,6 +481,21 @@ def test_cli_doctor_on_a_301_to_another_host_says_retired_and_exits_1(
     assert as_json["verdict"] == f"Labs is retired. {HISTORY}"
 
 
+# -- docs/retirement.md -----------------------------------------------------------------------------
+
+
+def test_the_retirement_page_names_every_verdict_and_its_examples_run() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "retirement.md").read_text(encoding="utf-8")
+    for name in ("PerplexityLabsRetiredError", "PerplexityLabsSilentError", "PerplexityLabsRateLimitError"):
+        assert f"`{name}`" in page
+    for source in ("gpt4free/issues/3193", "gpt4free/issues/2861", "henrique-coder/perplexity-webui-scraper"):
+        assert source in page
+    [example] = re.findall(r"```python\n(.*?)```", page, re.S)
+    namespace: dict[str, Any] = {}
+    exec(example, namespace)  # the constructors it shows exist and take those arguments
+    assert namespace["LabsEmulator"] is LabsEmulator
+
+
 # -- nothing left open -------------------------------------------------------------------------------
 
 _EACH_VERDICT = """
