@@ -20,11 +20,13 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsError,
+    PerplexityLabsRateLimitError,
+    PerplexityLabsRetiredError,
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
 from langchain_pplx_labs.pool import ConnectionPool, PoolClosedError, PoolSettings
-from langchain_pplx_labs.protocol import LabsProtocol, ProgressFrame, parse_frame
+from langchain_pplx_labs.protocol import LabsProtocol, ProgressFrame, failure_of, parse_frame
 from langchain_pplx_labs.wire import browser_headers
 
 logger = logging.getLogger(__name__)
@@ -181,10 +183,7 @@ class LabsClient:
                         frame = parse_frame(data)
                         if frame.failed:
                             # Raised here, not by the caller's decoder, so stream() can retry it.
-                            raise PerplexityLabsServerError(
-                                frame.text or "(the server gave no message)",
-                                model=str(payload.get("model", "")),
-                            )
+                            raise failure_of(frame, model=str(payload.get("model", "")))
                         streamed = True
                         yield frame
                         if frame.final:
@@ -197,12 +196,18 @@ class LabsClient:
                 raise
             except PerplexityLabsConnectionError as exc:
                 # A pipelined question the server dropped is asked again at once, unpipelined.
-                if streamed or (lease.fresh and not isinstance(exc, PipelinedQueryDropped)):
+                if (
+                    streamed
+                    or isinstance(exc, PerplexityLabsRetiredError)
+                    or (lease.fresh and not isinstance(exc, PipelinedQueryDropped))
+                ):
                     raise
                 raise _StaleSocket(str(exc)) from exc
 
     def _retryable(self, exc: PerplexityLabsError) -> bool:
-        if isinstance(exc, PerplexityLabsBlockedError | PoolClosedError):
+        # Retired, rate limited: asking again meets the same answer, or prolongs the limit.
+        refusals = PerplexityLabsBlockedError | PerplexityLabsRetiredError | PerplexityLabsRateLimitError
+        if isinstance(exc, refusals | PoolClosedError):
             return False
         if isinstance(exc, PerplexityLabsServerError):
             return self.retry_server_failures

@@ -82,7 +82,10 @@ def _print(report: Report, protocol: LabsProtocol, out: TextIO) -> None:
         out.write(f"Labs answered: {report.answer[:200]}\n")
         return
     failed = report.steps[-1].name if report.steps else STEPS[0]
-    out.write(f"\nFailed at: {failed}\nEvidence: {report.evidence}\nWhat to change: {report.advice}\n")
+    verdict = f"Verdict: {report.verdict}\n" if report.verdict else ""
+    out.write(
+        f"\n{verdict}Failed at: {failed}\nEvidence: {report.evidence}\nWhat to change: {report.advice}\n"
+    )
 
 
 async def _record(args: argparse.Namespace, base_url: str, protocol: LabsProtocol) -> str:
