@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first
         PerplexityLabsRateLimitError,
         PerplexityLabsRetiredError,
         PerplexityLabsServerError,
+        PerplexityLabsSilentError,
         PerplexityLabsTimeoutError,
     )
     from langchain_pplx_labs.protocol import KNOWN_MODELS, LabsProtocol
@@ -46,6 +47,7 @@ _LAZY = {
     "PerplexityLabsTimeoutError": "langchain_pplx_labs.errors",
     "PerplexityLabsRateLimitError": "langchain_pplx_labs.errors",
     "PerplexityLabsRetiredError": "langchain_pplx_labs.errors",
+    "PerplexityLabsSilentError": "langchain_pplx_labs.errors",
 }
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "PerplexityLabsRateLimitError",
     "PerplexityLabsRetiredError",
     "PerplexityLabsServerError",
+    "PerplexityLabsSilentError",
     "PerplexityLabsTimeoutError",
     "__version__",
 ]

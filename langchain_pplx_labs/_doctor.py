@@ -17,13 +17,18 @@ from aiohttp_socks import ProxyConnectionError, ProxyError
 from langchain_pplx_labs._tracing import labs_trace_config
 from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection, Timeouts, diagnose_refusal
 from langchain_pplx_labs.errors import (
+    INSTEAD,
+    RETIREMENT_EVIDENCE,
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
     PerplexityLabsError,
     PerplexityLabsNotFoundError,
     PerplexityLabsProtocolError,
+    PerplexityLabsRateLimitError,
+    PerplexityLabsRetiredError,
     PerplexityLabsServerError,
+    PerplexityLabsSilentError,
     PerplexityLabsTimeoutError,
 )
 from langchain_pplx_labs.protocol import (
@@ -60,13 +65,18 @@ class Step:
 
 @dataclass
 class Report:
-    """Every step walked; on a failure, what was seen and what to change."""
+    """Every step walked; on a failure, what was seen and what to change.
+
+    ``verdict`` says what the failure means for the service as a whole, when it says anything
+    (a retired Labs); it is empty otherwise.
+    """
 
     base_url: str
     steps: list[Step] = field(default_factory=list)
     evidence: str = ""
     advice: str = ""
     answer: str = ""
+    verdict: str = ""
 
     @property
     def ok(self) -> bool:
@@ -76,6 +86,8 @@ class Report:
         data: dict[str, Any] = {"ok": self.ok, "steps": [asdict(step) for step in self.steps]}
         if not self.ok:
             data.update(evidence=self.evidence, advice=self.advice)
+        if self.verdict:
+            data["verdict"] = self.verdict
         return data
 
 
@@ -137,6 +149,11 @@ class _Walk:
         self.report.evidence, self.report.advice = evidence, advice
         return Failed(name)
 
+    def failed_by(self, name: str, exc: PerplexityLabsError, detail: str = "") -> Failed:
+        """``name`` failed with ``exc``: its evidence, advice and, for a retired Labs, the verdict."""
+        self.report.verdict = _verdict(exc)
+        return self.failed(name, detail or str(exc), _evidence(exc), _advice(exc))
+
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeouts.connect)
         traces = [labs_trace_config(), self._clock()]
@@ -169,6 +186,10 @@ class _Walk:
         direct = _Observed(self.settings, session)
         try:
             await direct.open("websocket", pipelined=True)
+        except PerplexityLabsRetiredError as exc:
+            # A redirect to the main site: polling would be sent there too.
+            self.passed(STEPS[0], self._scheme_detail(), until=self.tcp_at)
+            raise self.failed_by(STEPS[1], exc, _retired_detail(exc)) from None
         except (PerplexityLabsConnectionError, PerplexityLabsTimeoutError) as exc:
             if self.tcp_at is None:
                 raise self._connect_failed(exc) from None
@@ -192,6 +213,8 @@ class _Walk:
             await polling.open("polling")
         except PerplexityLabsTimeoutError as exc:
             raise self.failed(STEPS[1], str(exc), _evidence(exc), _advice(exc)) from None
+        except PerplexityLabsRetiredError as exc:
+            raise self.failed_by(STEPS[1], exc, _retired_detail(exc)) from None
         except PerplexityLabsConnectionError as exc:
             opened = self._first_polling_answer()
             if opened is not None and polling.server_refused:
@@ -199,7 +222,8 @@ class _Walk:
                 self.passed(STEPS[1], "over polling", until=opened)
                 raise self._refused(polling.refused or "refused") from None
             error = await diagnose_refusal(self.settings, session, exc.__cause__ or exc)
-            raise self.failed(STEPS[1], str(error), _evidence(error), _advice(error)) from None
+            detail = _retired_detail(error) if isinstance(error, PerplexityLabsRetiredError) else ""
+            raise self.failed_by(STEPS[1], error, detail) from None
         self.passed(STEPS[1], "over polling", until=self._first_polling_answer())
         self.passed(STEPS[2], f"auth {_keys(self.settings.protocol.auth)} accepted")
         upgraded = _transport_of(polling.wire) == "websocket"
@@ -259,6 +283,7 @@ class _Walk:
             )
             arrived = _event_summary(connection.events)
             evidence = f"{_evidence(exc)}; events that arrived: {arrived or 'none'}"
+            self.report.verdict = _verdict(exc)
             return self.failed(
                 STEPS[5], str(exc), evidence, _first_frame_advice(exc, connection.events, self)
             )
@@ -371,7 +396,33 @@ def _event_summary(events: Counter[str]) -> str:
     return ", ".join(f"{name} ×{count}" for name, count in events.most_common(5))
 
 
+def _verdict(exc: BaseException) -> str:
+    """What ``exc`` says about Labs as a whole: retired (or, for silence, maybe retired), else nothing."""
+    if isinstance(exc, PerplexityLabsSilentError):
+        return (
+            f"Labs may be retired: a retired Labs takes the question and says nothing. {RETIREMENT_EVIDENCE}"
+        )
+    if isinstance(exc, PerplexityLabsRetiredError):
+        return f"Labs is retired. {RETIREMENT_EVIDENCE}"
+    return ""
+
+
+def _retired_detail(exc: PerplexityLabsRetiredError) -> str:
+    """The failed step's own line: what the endpoint did instead of Engine.IO."""
+    if exc.status is not None and 300 <= exc.status < 400:
+        return f"HTTP {exc.status} redirect to {exc.excerpt}"
+    return f"HTTP {exc.status}: Perplexity's main site, not Engine.IO"
+
+
 def _evidence(exc: BaseException) -> str:
+    if isinstance(exc, PerplexityLabsSilentError):
+        return _short(exc)  # the timeout's own text: the verdict says what the silence means
+    if isinstance(exc, PerplexityLabsRetiredError):
+        return exc.evidence
+    if isinstance(exc, PerplexityLabsRateLimitError):
+        code = f" ({exc.error_code})" if exc.error_code else ""
+        said = f": {exc.server_message!r}" if exc.server_message else ""
+        return f"the server refused the question for a rate limit{code}{said}"
     if isinstance(exc, PerplexityLabsNotFoundError):
         return f"HTTP {exc.status} at {exc.url}: {exc.excerpt!r}"
     if isinstance(exc, PerplexityLabsBlockedError):
@@ -384,6 +435,10 @@ def _evidence(exc: BaseException) -> str:
 
 
 def _advice(exc: BaseException, *, step: str = "") -> str:
+    if isinstance(exc, PerplexityLabsRetiredError) and not isinstance(exc, PerplexityLabsSilentError):
+        return f"Labs' Socket.IO endpoint is gone: {INSTEAD} (docs/retirement.md)"
+    if isinstance(exc, PerplexityLabsRateLimitError):
+        return "a rate limit: wait before asking again; do not loop (retries only prolong it)"
     if isinstance(exc, PerplexityLabsBlockedError):
         return (
             "a Cloudflare page: Labs refuses this client from here. Send browser cookies "
@@ -427,9 +482,10 @@ def _first_frame_advice(exc: PerplexityLabsError, events: Counter[str], walk: _W
             f"{protocol.progress_event!r}): set LabsProtocol(progress_event={guess!r})"
         )
     if isinstance(exc, PerplexityLabsTimeoutError):
+        retired = f"; or, Labs being retired, {INSTEAD}" if isinstance(exc, PerplexityLabsSilentError) else ""
         return (
             f"a silent server: raise the first-token timeout (--timeout, first_token_timeout=...); if it "
             f"stays silent, Labs may have renamed the question event: LabsProtocol(query_event=...), now "
-            f"{protocol.query_event!r}"
+            f"{protocol.query_event!r}{retired}"
         )
     return _advice(exc)

@@ -15,12 +15,15 @@ class Opening:
     engine.io keeps an upgrade WebSocket in a local until the upgrade finishes, so a
     cancel or error mid-upgrade would leave it open: its response is noted here to close.
     The first TCP connection marks the end of ``connect`` and the start of ``handshake``.
+    A redirect is shown to ``on_redirect`` before it is followed.
     """
 
     def __init__(self) -> None:
         self.active = True
         self.responses: list[aiohttp.ClientResponse] = []
         self.on_connected: Callable[[], None] | None = None
+        # Called before aiohttp follows a redirect (engine.io and ws_connect follow them): raising stops it.
+        self.on_redirect: Callable[[aiohttp.TraceRequestRedirectParams], None] | None = None
         self.tcp_connected = False
 
     def connected(self) -> None:
@@ -53,12 +56,21 @@ async def trace_response(
         opening.responses.append(params.response)
 
 
+async def trace_redirect(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestRedirectParams
+) -> None:
+    opening = current_opening()
+    if opening is not None and opening.on_redirect is not None:
+        opening.on_redirect(params)
+
+
 def labs_trace_config() -> aiohttp.TraceConfig:
     """Tracing for a pool's HTTP session, so ``open()`` can time and clean up its own requests."""
     trace = aiohttp.TraceConfig()
     trace.on_connection_create_end.append(trace_connection)
     trace.on_connection_reuseconn.append(trace_connection)
     trace.on_request_end.append(trace_response)
+    trace.on_request_redirect.append(trace_redirect)
     return trace
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from aiohttp_socks import ProxyTimeoutError
@@ -22,6 +24,8 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsError,
     PerplexityLabsNotFoundError,
     PerplexityLabsProtocolError,
+    PerplexityLabsRetiredError,
+    PerplexityLabsSilentError,
     PerplexityLabsTimeoutError,
     excerpt_of,
 )
@@ -54,11 +58,13 @@ __all__ = [
     "Transport",
     "diagnose_refusal",
     "explain_refusal",
+    "retired_by_redirect",
 ]
 
 logger = logging.getLogger(__name__)
 
 _BLOCK_MARKERS = ("cloudflare", "cf-chl", "challenge-platform", "just a moment", "attention required")
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
 # What a failed connect raises below our typed errors.
 _CONNECT_FAILURES = (aiohttp.ClientError, ConnectionError, sio_exceptions.ConnectionError, *PROXY_ERRORS)
 
@@ -88,6 +94,7 @@ class LabsConnection:
         self._session = session
         self._wire: Wire | None = None
         self._opening = Opening()
+        self._opening.on_redirect = self._check_redirect
         # Set while open() runs: close() from another task (the pool closing) ends the connect.
         self._cut_short: Callable[[], None] | None = None
         self._ready = asyncio.Event()
@@ -102,6 +109,8 @@ class LabsConnection:
         self.stray_chars = 0
         self.stray_heard_at = 0.0
         self.stray_news = asyncio.Event()
+        # Whether the server ever sent this socket an event: a socket that answered before is no retired Labs.
+        self._heard = False
 
     @property
     def alive(self) -> bool:
@@ -134,7 +143,8 @@ class LabsConnection:
             error = _closed_while_connecting() if abandoned else self._open_error(exc, transport)
             if error is None:
                 raise
-            raise error from (None if isinstance(error, PerplexityLabsTimeoutError) else exc)
+            # A typed error of our own (a wire's) is raised as it is: not as its own cause.
+            raise error from (None if isinstance(error, PerplexityLabsTimeoutError) or error is exc else exc)
         finally:
             self._opening.active = False
             OPENING.reset(token)
@@ -197,6 +207,17 @@ class LabsConnection:
                 f"Engine.IO ({type(exc).__name__}: {exc})"
             )
         return None
+
+    def _check_redirect(self, redirect: aiohttp.TraceRequestRedirectParams) -> None:
+        """Stop at a redirect away from the Socket.IO endpoint: a retired Labs sends us to the main site."""
+        if self.settings.protocol.socketio_path.rstrip("/") not in redirect.url.path:
+            return  # not an Engine.IO request (another wire's)
+        location = redirect.response.headers.get("Location", "")
+        # Without engine.io's cache-busting timestamp: the evidence reads the same on every run.
+        url = str(redirect.url.without_query_params("t"))
+        retired = retired_by_redirect(url, redirect.response.status, location)
+        if retired is not None:
+            raise retired
 
     async def wait_ready(self) -> None:
         """Wait for the server to acknowledge our CONNECT (``open`` does not, on a WebSocket)."""
@@ -313,6 +334,11 @@ class LabsConnection:
                     raise PerplexityLabsProtocolError(
                         "Received a Socket.IO packet that cannot be decoded", excerpt=excerpt_of(value)
                     )
+        except PerplexityLabsTimeoutError as exc:
+            if exc.which != "first_token" or self._heard or not isinstance(wire, WebSocketWire | PollingWire):
+                raise
+            # Not a word on this socket since it opened, the question included: how a retired Labs answers.
+            raise PerplexityLabsSilentError(exc.seconds, url=self.settings.base_url) from None
         finally:
             deadline.cancel()
             self._inbox = None
@@ -346,6 +372,7 @@ class LabsConnection:
     # The WireListener side: what the wire reports, turned into items for the running query.
 
     def on_event(self, event: str, *args: Any) -> None:
+        self._heard = True
         if not self._is_progress(event):
             logger.debug("ignoring Labs event %r", event)
             return
@@ -433,12 +460,15 @@ async def diagnose_refusal(
     """
     url = settings.protocol.endpoint(settings.base_url)
     try:
+        # Not following redirects: where a redirect points is the evidence (a retired Labs points at the main site).
         async with session.get(
             url,
             headers=settings.header_dict,
             timeout=aiohttp.ClientTimeout(total=settings.timeouts.connect),
+            allow_redirects=False,
         ) as response:
-            body = (await response.content.read(4096)).decode("utf-8", "replace")
+            # Enough for a page's <title> behind its <head> of scripts and styles.
+            body = (await response.content.read(65536)).decode("utf-8", "replace")
             status = response.status
             headers = {name.lower(): value for name, value in response.headers.items()}
     except (aiohttp.ClientError, TimeoutError, *PROXY_ERRORS) as exc:
@@ -482,6 +512,24 @@ def explain_refusal(
             status=status,
             excerpt=excerpt,
         )
+    if 300 <= status < 400:
+        location = headers.get("location", "")
+        retired = retired_by_redirect(url, status, location)
+        if retired is not None:
+            return retired
+        return PerplexityLabsConnectionError(
+            f"The server at {url} redirects (HTTP {status}) to {location or 'nowhere (no Location)'}: "
+            "set base_url to where it points"
+        )
+    title = _main_site_title(body) if status == 404 or 200 <= status < 300 else None
+    if title is not None:
+        named = f" (title {title!r})" if title else ""
+        return PerplexityLabsRetiredError.seen(
+            f"{url} answers HTTP {status} with a page of Perplexity's main site{named}, not Engine.IO",
+            url=url,
+            status=status,
+            excerpt=excerpt,
+        )
     if status == 404 or (200 <= status < 300 and not body.startswith("0{")):
         what = f"HTTP {status}" if status == 404 else f"HTTP {status} but not Engine.IO"
         return PerplexityLabsNotFoundError(
@@ -502,3 +550,39 @@ def explain_refusal(
             f"The server at {url} refused the connection: HTTP {status}: {excerpt!r}"
         )
     return PerplexityLabsConnectionError(f"Perplexity Labs refused the Socket.IO handshake at {url}: {cause}")
+
+
+def retired_by_redirect(url: str, status: int, location: str) -> PerplexityLabsRetiredError | None:
+    """The retired verdict for a redirect of the Engine.IO endpoint ``url`` to another host or page.
+
+    ``None`` for no redirect, or one to the same endpoint elsewhere on the host (``http`` to ``https``).
+    """
+    if not 300 <= status < 400 or not location:
+        return None
+    source = urlsplit(url)
+    try:
+        target = urlsplit(urljoin(url, location))
+    except ValueError:  # not a URL at all: it leads nowhere we asked for
+        target = urlsplit("")
+    same_host = (target.hostname or "") == (source.hostname or "")
+    if same_host and target.path.rstrip("/") == source.path.rstrip("/"):
+        return None
+    where = "another host" if not same_host else "a page that is not Engine.IO"
+    return PerplexityLabsRetiredError.seen(
+        f"{url} redirects (HTTP {status}) to {location}, {where}",
+        url=url,
+        status=status,
+        excerpt=location,
+    )
+
+
+def _main_site_title(body: str) -> str | None:
+    """The title of a Perplexity main-site HTML page (``<title>Perplexity``, ``perplexity.ai``), else None."""
+    lowered = body.lower()
+    if "<html" not in lowered or any(marker in lowered for marker in _BLOCK_MARKERS):
+        return None  # not a page, or a Cloudflare page (which names the site it guards)
+    match = _TITLE.search(body)
+    title = " ".join(match.group(1).split()) if match else ""
+    if "perplexity" in title.lower() or "perplexity.ai" in lowered:
+        return title
+    return None

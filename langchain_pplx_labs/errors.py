@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
+    "INSTEAD",
+    "RETIREMENT_EVIDENCE",
     "PerplexityLabsBlockedError",
     "PerplexityLabsConnectionError",
     "PerplexityLabsDisconnectedError",
@@ -13,6 +15,7 @@ __all__ = [
     "PerplexityLabsRateLimitError",
     "PerplexityLabsRetiredError",
     "PerplexityLabsServerError",
+    "PerplexityLabsSilentError",
     "PerplexityLabsTimeoutError",
     "excerpt_of",
 ]
@@ -61,6 +64,18 @@ class PerplexityLabsNotFoundError(PerplexityLabsConnectionError):
         self.excerpt = excerpt
 
 
+RETIREMENT_EVIDENCE = (
+    "Perplexity retired Labs in 2025-09: labs.perplexity.ai has redirected to www.perplexity.ai since "
+    "(gpt4free issue #3193, 2025-09-28), and gpt4free marked its Labs client not working (2025-10-02)"
+)
+"""What the public record says about the retirement, with its sources (docs/retirement.md has them all)."""
+INSTEAD = (
+    'use ChatPerplexityLabs(transport="web") (Perplexity\'s web app), or the paid API through '
+    "langchain-perplexity's ChatPerplexity"
+)
+"""What to use instead of the Socket.IO playground."""
+
+
 class PerplexityLabsRetiredError(PerplexityLabsConnectionError):
     """The endpoint answered the way a retired Labs does (a redirect to the main site, its HTML, silence).
 
@@ -75,6 +90,14 @@ class PerplexityLabsRetiredError(PerplexityLabsConnectionError):
         self.url = url
         self.status = status
         self.excerpt = excerpt
+
+    @classmethod
+    def seen(
+        cls, evidence: str, *, url: str = "", status: int | None = None, excerpt: str = ""
+    ) -> PerplexityLabsRetiredError:
+        """The error for ``evidence`` (what the endpoint did): it says Labs was retired, and what to use instead."""
+        message = f"Perplexity Labs is retired: {evidence}. {RETIREMENT_EVIDENCE}. Instead, {INSTEAD}"
+        return cls(message, evidence=evidence, url=url, status=status, excerpt=excerpt)
 
 
 class PerplexityLabsDisconnectedError(PerplexityLabsConnectionError):
@@ -105,6 +128,12 @@ class PerplexityLabsRateLimitError(PerplexityLabsServerError):
     ) -> None:
         super().__init__(server_message, model=model, partial_content=partial_content)
         self.error_code = error_code
+        named = [f"model {model!r}"] * bool(model) + [f"error_code {error_code}"] * bool(error_code)
+        where = f" ({', '.join(named)})" if named else ""
+        said = f": {server_message}" if server_message else ""
+        self.args = (
+            f"Perplexity Labs refused the query for a rate limit{where}{said}. Wait before asking again",
+        )
 
 
 class PerplexityLabsProtocolError(PerplexityLabsError):
@@ -134,6 +163,27 @@ class PerplexityLabsTimeoutError(PerplexityLabsError, TimeoutError):
         self.attempts = attempt
         self.elapsed = elapsed
         self.args = (f"{self._fired} (attempt {attempt} of {allowed}, {elapsed:.2f}s in total)",)
+
+
+class PerplexityLabsSilentError(PerplexityLabsRetiredError, PerplexityLabsTimeoutError):
+    """The server took the question and sent no frame at all before the first-token timeout.
+
+    A retired Labs answers so: it keeps the socket and the question and says nothing. Such a
+    silence is also what a very slow model looks like, so this is both a retired error and the
+    ``first_token`` timeout it always was: its message is the timeout's, the retirement is in
+    ``evidence`` and in a note (``__notes__``, printed with the traceback).
+    """
+
+    def __init__(self, seconds: float, *, url: str = "") -> None:
+        PerplexityLabsTimeoutError.__init__(self, "first_token", seconds)
+        self.evidence = f"the server took the question and sent no frame at all in {seconds:g}s"
+        self.url = url
+        self.status = None
+        self.excerpt = ""
+        self.add_note(
+            f"Perplexity Labs may be retired: {self.evidence}. {RETIREMENT_EVIDENCE}. If the model is "
+            f"only slow, raise first_token_timeout; otherwise {INSTEAD}"
+        )
 
 
 def excerpt_of(raw: object, limit: int = 120) -> str:

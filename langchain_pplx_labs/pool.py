@@ -21,7 +21,11 @@ from langchain_pplx_labs.connection import (
     Transport,
     diagnose_refusal,
 )
-from langchain_pplx_labs.errors import PerplexityLabsConnectionError, PerplexityLabsTimeoutError
+from langchain_pplx_labs.errors import (
+    PerplexityLabsConnectionError,
+    PerplexityLabsRetiredError,
+    PerplexityLabsTimeoutError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -308,8 +312,8 @@ class ConnectionPool:
             except (PerplexityLabsConnectionError, PerplexityLabsTimeoutError) as exc:
                 if self._closed:
                     raise PoolClosedError() from exc
-                if isinstance(exc, PerplexityLabsTimeoutError):
-                    raise
+                if isinstance(exc, PerplexityLabsTimeoutError | PerplexityLabsRetiredError):
+                    raise  # the other transport would meet the same answer
                 failure = exc
                 logger.debug("connect over %s failed: %s", transport, exc)
                 continue

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from langchain_pplx_labs.errors import (
     PerplexityLabsInputError,
     PerplexityLabsProtocolError,
+    PerplexityLabsRateLimitError,
     PerplexityLabsServerError,
     excerpt_of,
 )
@@ -265,12 +266,34 @@ class ProgressFrame(BaseModel):
     final: bool = False
     status: str | None = None
     text: str | None = None
+    error_code: str | int | None = None
+    """Why a failed frame failed, as a code (the main site sends ``FREE_TIER_RATE_LIMITED``)."""
     elapsed_time: float | None = None
     tokens_streamed: int | None = None
 
     @property
     def failed(self) -> bool:
         return self.status == "failed"
+
+    @property
+    def rate_limited(self) -> bool:
+        """A failed frame whose ``error_code`` names a rate limit."""
+        return self.failed and "RATE_LIMIT" in str(self.error_code or "").upper()
+
+
+def failure_of(frame: ProgressFrame, *, model: str, partial_content: str = "") -> PerplexityLabsServerError:
+    """The typed error for a ``status: failed`` frame, with the server's own text and ``error_code``.
+
+    A rate limit (``error_code`` such as ``FREE_TIER_RATE_LIMITED``) is its own error, never retried.
+    """
+    if frame.rate_limited:
+        return PerplexityLabsRateLimitError(
+            frame.text or "", error_code=str(frame.error_code), model=model, partial_content=partial_content
+        )
+    text = frame.text or (f"error_code {frame.error_code}" if frame.error_code is not None else "")
+    return PerplexityLabsServerError(
+        text or "(the server gave no message)", model=model, partial_content=partial_content
+    )
 
 
 def parse_frame(data: object) -> ProgressFrame:
@@ -360,11 +383,7 @@ class StreamDecoder:
         if self.finished:
             return []
         if frame.failed:
-            raise PerplexityLabsServerError(
-                frame.text or "(the server gave no message)",
-                model=self.model,
-                partial_content=self.answer_so_far,
-            )
+            raise failure_of(frame, model=self.model, partial_content=self.answer_so_far)
         self._accept_output(frame.output)
         events = self._advance(final=frame.final)
         if frame.citations:

@@ -115,6 +115,7 @@ def test_the_errors_are_exported_from_the_package() -> None:
         "PerplexityLabsTimeoutError",
         "PerplexityLabsRetiredError",
         "PerplexityLabsRateLimitError",
+        "PerplexityLabsSilentError",
     }
     assert error_classes <= set(langchain_pplx_labs.__all__)
 

@@ -1,6 +1,8 @@
 """An offline Perplexity Labs playground: a real Socket.IO server, scriptable for tests and demos."""
 
 from langchain_pplx_labs.emulator.script import (
+    FAILED_FRAME,
+    RATE_LIMIT_FRAME,
     Drop,
     Emit,
     LabsRequest,
@@ -12,9 +14,12 @@ from langchain_pplx_labs.emulator.script import (
     default_responder,
     progress_frame,
 )
-from langchain_pplx_labs.emulator.server import EmulatorThread, LabsEmulator
+from langchain_pplx_labs.emulator.server import MAIN_SITE_PAGE, EmulatorThread, LabsEmulator
 
 __all__ = [
+    "FAILED_FRAME",
+    "MAIN_SITE_PAGE",
+    "RATE_LIMIT_FRAME",
     "Drop",
     "Emit",
     "EmulatorThread",

@@ -110,6 +110,8 @@ class Scenario(BaseModel):
     """Seconds before the first frame."""
     fail: str | None = None
     """Send ``status: failed`` with this text instead of finishing."""
+    failure: dict[str, Any] | None = None
+    """Send this failed frame's data as it is instead of finishing (wins over ``fail``), e.g. :data:`RATE_LIMIT_FRAME`."""
     fail_after: int = 0
     """Frames sent before the failure."""
     stall_after: int | None = None
@@ -190,6 +192,8 @@ class Scenario(BaseModel):
         return [{"url": c, "title": _title_of(c)} if isinstance(c, str) else c for c in citations]
 
     def _fault_at(self, index: int, event: str) -> list[Step] | None:
+        if self.failure is not None and index == self.fail_after:
+            return [Emit(event, dict(self.failure), self.delay)]
         if self.fail is not None and index == self.fail_after:
             return [Emit(event, {"status": "failed", "text": self.fail}, self.delay)]
         if self.stall_after == index:
@@ -207,6 +211,17 @@ class Scenario(BaseModel):
             ]
         return None
 
+
+# Frames from the public record (docs/retirement.md), for scenarios and cassettes that replay them.
+FAILED_FRAME: dict[str, Any] = {"status": "failed", "text": "Error in processing query"}
+"""The one real Labs frame in public reports, a failure (gpt4free issue #2861, 2025-03-29)."""
+RATE_LIMIT_FRAME: dict[str, Any] = {
+    "error_code": "FREE_TIER_RATE_LIMITED",
+    "experience": "upgrade",
+    "status": "failed",
+    "final_sse_message": True,
+}
+"""The main site's rate-limit message (henrique-coder/perplexity-webui-scraper, tests/test_parser.py)."""
 
 Responder = Callable[[LabsRequest], "Scenario | Sequence[Step]"]
 """How the emulator answers a request: a scenario, or the steps to play."""

@@ -37,6 +37,12 @@ CLOUDFLARE_PAGE = """<!DOCTYPE html><html lang="en-US"><head><title>Just a momen
 <script src="/cdn-cgi/challenge-platform/h/g/orchestrate/chl_page/v1"></script>
 <div>Performance &amp; security by Cloudflare</div></div></body></html>"""
 
+MAIN_SITE_PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Perplexity</title>
+<link rel="canonical" href="https://www.perplexity.ai/"></head>
+<body><main><h1>Ask anything</h1><p>A stand-in for the main site's page, served where Engine.IO was expected.</p>
+</main></body></html>"""
+"""What a retired Labs answers at the Socket.IO path: the main site's HTML (``main_site=True``)."""
+
 MAX_RECORDED_REQUESTS = 1000
 
 
@@ -44,8 +50,10 @@ class LabsEmulator:
     """A Labs playground on a real port, scripted by a responder.
 
     ``responder`` maps each question to a :class:`Scenario` or a list of steps;
-    the HTTP-level faults (``blocked``, ``refuse_websocket``) apply to every request.
-    Counters (``handshakes``, ``requests``, ``connections``) let tests see what happened.
+    the HTTP-level faults (``blocked``, ``refuse_websocket``) apply to every request, as do
+    the answers of a retired Labs: ``redirect_to`` (a 301 to that URL, e.g. the main site)
+    and ``main_site`` (the main site's HTML page with a 200).
+    Counters (``handshakes``, ``requests``, ``connections``, ``refusals``) let tests see what happened.
     ``protocol`` sets the path, event names and auth it serves, to rehearse a change of Labs.
     Like the live service, it accepts a handshake with no ``Origin``, any ``https://*.perplexity.ai``
     origin, the protocol's origin and its own; ``allowed_origins`` narrows that to a list.
@@ -63,6 +71,8 @@ class LabsEmulator:
         ping_timeout: float = 20.0,
         blocked: bool = False,
         refuse_websocket: bool = False,
+        redirect_to: str | None = None,
+        main_site: bool = False,
         require_auth: bool = True,
         ssl_context: ssl.SSLContext | None = None,
         protocol: LabsProtocol = DEFAULT_PROTOCOL,
@@ -76,9 +86,13 @@ class LabsEmulator:
         self.port = port
         self.blocked = blocked
         self.refuse_websocket = refuse_websocket
+        self.redirect_to = redirect_to
+        self.main_site = main_site
         self.require_auth = require_auth
         self.ssl_context = ssl_context
         self.handshakes: collections.Counter[str] = collections.Counter()
+        self.refusals: collections.Counter[str] = collections.Counter()
+        """Socket.IO requests answered by ``blocked``, ``redirect_to`` or ``main_site``, by transport."""
         # Bounded: a long-running ``serve`` must not grow with every handshake.
         self.handshake_headers: collections.deque[dict[str, str]] = collections.deque(maxlen=64)
         """HTTP headers of the latest handshakes, so tests can see what a client sent."""
@@ -121,7 +135,10 @@ class LabsEmulator:
         self.responder = default_responder
         self.blocked = False
         self.refuse_websocket = False
+        self.redirect_to = None
+        self.main_site = False
         self.handshakes.clear()
+        self.refusals.clear()
         self.handshake_headers.clear()
         self.requests.clear()
         self.connections = 0
@@ -177,7 +194,9 @@ class LabsEmulator:
         socketio = request.path.startswith(self.protocol.socketio_path.rstrip("/"))
         if not socketio and request.path not in self.web.paths():
             return await handler(request)
+        transport = request.query.get("transport", "")
         if self.blocked:
+            self.refusals[transport] += 1
             return web.Response(
                 status=403,
                 text=CLOUDFLARE_PAGE,
@@ -186,9 +205,14 @@ class LabsEmulator:
             )
         if not socketio:
             return await handler(request)
-        transport = request.query.get("transport", "")
         if transport == "websocket" and self.refuse_websocket:
             return web.Response(status=400, text="WebSocket transport is disabled on this server")
+        if self.redirect_to is not None:
+            self.refusals[transport] += 1
+            return web.Response(status=301, headers={"Location": self.redirect_to})
+        if self.main_site:
+            self.refusals[transport] += 1
+            return web.Response(text=MAIN_SITE_PAGE, content_type="text/html")
         if "sid" not in request.query:
             self.handshakes[transport] += 1
             self.handshake_headers.append(dict(request.headers))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from langchain_pplx_labs.errors import PerplexityLabsError
 
@@ -58,8 +58,12 @@ class Cassette(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = CASSETTE_VERSION
-    provenance: Literal["synthetic", "live"]
-    """``synthetic``: recorded from the emulator; ``live``: from the real playground."""
+    provenance: Literal["synthetic", "live", "public-report"]
+    """``synthetic``: recorded from the emulator; ``live``: from the real playground; ``public-report``:
+    frames a public report quoted (written by hand, never recorded), named in ``source``."""
+    source: str = ""
+    """Where the frames were published, with its date (an issue URL, a repository path): required for
+    ``public-report``."""
     recorded_at: str
     model: str
     client_version: str
@@ -68,6 +72,14 @@ class Cassette(BaseModel):
     connection: dict[str, Any] = {}
     """Headers, auth and handshake facts of the recorded session, after redaction."""
     interactions: list[Interaction] = []
+
+    @model_validator(mode="after")
+    def _public_report_names_its_source(self) -> Cassette:
+        if self.provenance == "public-report" and not self.source.strip():
+            raise ValueError(
+                "a public-report cassette must name its source (URL or repository path, and date)"
+            )
+        return self
 
 
 def dump_cassette(cassette: Cassette) -> str:

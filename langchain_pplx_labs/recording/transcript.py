@@ -17,6 +17,8 @@ def format_transcript(
         f"provenance: {cassette.provenance} · recorded {cassette.recorded_at} · model {cassette.model}"
         f" · client {cassette.client_version}" + (f" · server {cassette.server}" if cassette.server else ""),
     ]
+    if cassette.source:
+        lines.append(f"source: {cassette.source}")
     if cassette.note:
         lines.append(f"note: {cassette.note}")
     for number, interaction in enumerate(cassette.interactions, start=1):
@@ -84,7 +86,9 @@ def _ending(frames: list[Frame], last: dict[str, Any]) -> str:
     if tail is not None and tail.kind == "drop":
         return f"socket closed at +{tail.at:.3f}s"
     if last.get("status") == "failed":
-        return f"failed: {last.get('text', '')}"
+        code = f" ({last['error_code']})" if last.get("error_code") else ""
+        text = last.get("text")
+        return f"failed{code}: {text}" if text else f"failed{code}"
     return "completed" if last.get("final") else "incomplete"
 
 
