@@ -1,10 +1,13 @@
-"""Argument types shared by the ``pplx-labs`` commands: ports, bounded numbers, proxy URLs."""
+"""What the ``pplx-labs`` commands share to judge their arguments: the argument types and ``CliError``."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from urllib.parse import urlsplit
+
+
+class CliError(Exception):
+    """A failure the user can fix from its message alone; printed without a traceback."""
 
 
 def port(text: str) -> int:
@@ -43,16 +46,12 @@ positive_seconds = number(float, minimum=0, inclusive=False)
 
 def proxy_url(text: str) -> str:
     """An argparse type for ``--proxy`` (``cassette record``, ``doctor``): the schemes aiohttp-socks can dial, with a host and a port."""
-    schemes = ("http", "socks4", "socks5")  # as ChatPerplexityLabs.proxy accepts
+    from langchain_pplx_labs.wire import check_proxy_url  # aiohttp's import, paid only when --proxy is given
+
     try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        port = None
-        parts = urlsplit("")
-    if parts.scheme not in schemes or not parts.hostname or port is None:
+        return check_proxy_url(text)  # as ChatPerplexityLabs.proxy accepts
+    except ValueError:  # its PerplexityLabsInputError, or urlsplit's own on a malformed URL
         raise argparse.ArgumentTypeError(
             f"invalid proxy {text!r}: expected http://, socks4:// or socks5://HOST:PORT "
             "(https:// proxies are not supported)"
-        )
-    return text
+        ) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, get_type_hints
 
 from langchain_pplx_labs.protocol import KNOWN_MODELS, REASONING_MODELS
@@ -19,7 +20,7 @@ DOCUMENTED_CONTEXT_TOKENS: dict[str, int] = {
 }
 # For a model name we have never seen: the smallest documented window.
 UNKNOWN_MODEL_CONTEXT_TOKENS = min(DOCUMENTED_CONTEXT_TOKENS.values())
-# The same ~4 characters per token estimate usage_metadata uses for input tokens.
+# The usual ~4 characters per token estimate; usage_metadata's input tokens use it too.
 CHARS_PER_TOKEN = 4
 
 # What every Labs model shares: text in, text out; tools and JSON answers are prompted and parsed
@@ -70,6 +71,23 @@ def default_profile(model: str, max_input_chars: int | None) -> DefaultProfile:
     if model in KNOWN_MODELS:
         profile["name"] = model
     return DefaultProfile(_known_keys(profile))
+
+
+def drop_default_profile(values: Any) -> Any:
+    """A model's constructor input without a ``DefaultProfile``, so one is made afresh for its settings.
+
+    ``configurable_fields(model=...)`` rebuilds a model from another's fields, profile included;
+    a profile the user gave is kept.
+    """
+    if isinstance(values, dict) and isinstance(values.get("profile"), DefaultProfile):
+        return {key: value for key, value in values.items() if key != "profile"}
+    return values
+
+
+def profile_outdated(update: Mapping[str, Any] | None, profile: object) -> bool:
+    """Whether a copy with ``update`` needs its profile made again: a default one, whose model or size bound changed."""
+    changed = set(update or ()) & {"model", "max_input_chars"}
+    return bool(changed) and "profile" not in (update or {}) and isinstance(profile, DefaultProfile)
 
 
 def _known_keys(profile: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from langchain_pplx_labs._chunks import estimate_tokens
 from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.protocol import Finished, StreamEvent, TextDelta
 
 
 def normalise_stop(stop: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -56,6 +58,22 @@ class StopScanner:
         """Return text held back when the answer ends without a stop sequence."""
         held, self._held = self._held, ""
         return "" if self.stopped else held
+
+
+def apply_stop(event: StreamEvent, scanner: StopScanner) -> list[StreamEvent]:
+    """Pass ``event`` through the stop scanner: answer text may be held back, cut or ended early."""
+    if isinstance(event, TextDelta):
+        text = scanner.feed(event.text)
+        out: list[StreamEvent] = [TextDelta(text)] if text else []
+        if scanner.stopped:
+            # No final frame will come: close the answer here, without the sources it never sent.
+            tokens = estimate_tokens(scanner.emitted)
+            out.append(Finished(sources=(), rich_sources=False, tokens_streamed=tokens, elapsed_time=None))
+        return out
+    if isinstance(event, Finished):
+        tail = scanner.flush()
+        return [TextDelta(tail), event] if tail else [event]
+    return [event]
 
 
 def first_stop(text: str, stops: Sequence[str]) -> int | None:

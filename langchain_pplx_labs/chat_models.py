@@ -2,54 +2,31 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import logging
-import ssl
-import warnings
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, Self, cast
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LangSmithParams, LanguageModelInput
-from langchain_core.language_models.chat_models import (
-    BaseChatModel,
-    agenerate_from_stream,
-    generate_from_stream,
-)
-from langchain_core.load import dumpd
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import UsageMetadata
+from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from langchain_core.utils import from_env, secret_from_env
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import PrivateAttr
 
-from langchain_pplx_labs._blocks import PROVIDER, annotate_last_chunk
-from langchain_pplx_labs._profiles import DefaultProfile, default_profile
-from langchain_pplx_labs._stamped import TextChunks
-from langchain_pplx_labs._stop import StopScanner, normalise_stop
+from langchain_pplx_labs._answer import answer_chunks
+from langchain_pplx_labs._blocks import PROVIDER
+from langchain_pplx_labs._fields import LabsModelFields
+from langchain_pplx_labs._first_call import pay_first_call_costs
+from langchain_pplx_labs._reporting import areported, nothing_to_report, reported
+from langchain_pplx_labs._stop import normalise_stop
 from langchain_pplx_labs._sync import iterate_sync, run_sync
-from langchain_pplx_labs.client import LabsClient
-from langchain_pplx_labs.connection import ConnectionSettings, Timeouts
-from langchain_pplx_labs.errors import PerplexityLabsError, PerplexityLabsInputError
+from langchain_pplx_labs.client import ClientCache, LabsClient, client_settings
+from langchain_pplx_labs.connection import ConnectionSettings
+from langchain_pplx_labs.errors import PerplexityLabsInputError
 from langchain_pplx_labs.messages import to_labs_payload
 from langchain_pplx_labs.pool import PoolSettings
-from langchain_pplx_labs.protocol import (
-    DEFAULT_BASE_URL,
-    DEFAULT_MODEL,
-    Finished,
-    LabsProtocol,
-    ProgressFrame,
-    ReasoningDelta,
-    StreamDecoder,
-    StreamEvent,
-    TextDelta,
-    validate_model_name,
-)
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, validate_model_name
 from langchain_pplx_labs.structured import Method, SchemaSpec, structured_output
 from langchain_pplx_labs.tools import (
     ChoiceSpec,
@@ -60,25 +37,9 @@ from langchain_pplx_labs.tools import (
     restore_errors,
     tool_choice_name,
 )
-from langchain_pplx_labs.wire import browser_headers
-
-if TYPE_CHECKING:
-    from langchain_core.language_models.model_profile import ModelProfile
-
-logger = logging.getLogger(__name__)
-# Header names whose values are credentials: masked by dumpd and never logged.
-_SECRET_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization", "x-api-key"})
-# Labs reports no prompt token count; this is the usual ~4 characters per token estimate.
-_CHARS_PER_TOKEN = 4
-# Common chat-model arguments Labs has no use for: accepted without a warning (documented).
-_IGNORED_PARAMS = frozenset({"temperature", "max_tokens"})
-# Proxy schemes aiohttp-socks can dial (it has no https:// proxies).
-_PROXY_SCHEMES = ("http", "socks4", "socks5")
-# One chunk per frame is the hot path: validating each one cost more than the rest of the layer.
-_text_chunk = TextChunks({"model_provider": PROVIDER}).make
 
 
-class ChatPerplexityLabs(BaseChatModel):
+class ChatPerplexityLabs(LabsModelFields):
     r"""Chat model for the Perplexity Labs playground, streamed over its Socket.IO WebSocket.
 
     Labs has no official API: this model speaks the playground's Socket.IO protocol, splits
@@ -102,33 +63,6 @@ class ChatPerplexityLabs(BaseChatModel):
         # offline: the emulator instead of https://www.perplexity.ai
         export PPLX_LABS_BASE_URL="http://127.0.0.1:PORT"
         ```
-
-    ??? info "Key init args — completion params"
-
-        | Param | Type | Description |
-        | --- | --- | --- |
-        | `model` | `str` | Labs model: `r1-1776` (default), `sonar-pro`, `sonar`, `sonar-reasoning`, `sonar-reasoning-pro`, or a newer name. |
-        | `reasoning` | `bool \| None` | `None`/`True`: thinking goes to `additional_kwargs["reasoning_content"]`; `False`: dropped. |
-        | `stop` | `list[str] \| None` | Cut the answer at the first of these strings (on the client: Labs has no stop). |
-        | `streaming` | `bool` | Stream internally even for `invoke`, so callbacks see each token. |
-        | `stream_usage` | `bool` | Attach `usage_metadata` to the last chunk of a stream (default `True`). |
-        | `max_input_chars` | `int \| None` | Refuse longer conversations before sending them (default 256 000). |
-
-        `temperature` and `max_tokens` are accepted and ignored: Labs has neither.
-        See the full list of init args and their descriptions below.
-
-    ??? info "Key init args — client params"
-
-        | Param | Type | Description |
-        | --- | --- | --- |
-        | `base_url` | `str` | Server root (`/socket.io/` is appended). Env `PPLX_LABS_BASE_URL`, default `https://www.perplexity.ai`. |
-        | `timeout` | `float \| None` | Seconds for a whole answer, retries included (default 300). |
-        | `connect_timeout`, `handshake_timeout`, `first_token_timeout`, `idle_timeout` | `float` | The phases of a question: 10, 10, 60 and 30 seconds. |
-        | `max_retries` | `int` | Retries before the first token only (default 2). |
-        | `cookies` | `SecretStr \| None` | `Cookie` header value. Env `PPLX_LABS_COOKIES`. |
-        | `proxy`, `default_headers`, `verify_ssl`, `ssl_context` | | Transport: `http://`/`socks5://` proxy, extra headers, TLS. |
-        | `max_connections`, `pool_idle_timeout` | `int`, `float \| None` | Warm sockets per event loop (16), and how long one stays idle (60 s). |
-        | `protocol` | `LabsProtocol` | Labs' path, event names, payload version, Origin and auth, as data: change it when Labs changes. |
 
     ??? info "Instantiate"
 
@@ -341,155 +275,8 @@ class ChatPerplexityLabs(BaseChatModel):
         ```
     """
 
-    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
-
-    model: str = Field(default=DEFAULT_MODEL, alias="model_name")
-    """Labs model: r1-1776, sonar-pro, sonar, sonar-reasoning, sonar-reasoning-pro, or any newer name."""
-    base_url: str = Field(default_factory=from_env("PPLX_LABS_BASE_URL", default=DEFAULT_BASE_URL))
-    """Server root; ``/socket.io/`` is appended. Env: ``PPLX_LABS_BASE_URL``."""
-    timeout: float | None = Field(default=300.0, alias="request_timeout")
-    """Upper bound in seconds on a whole call, retries and backoff included; ``None`` for no bound. Not retried."""
-    connect_timeout: float = 10.0
-    """Seconds to open the TCP (and TLS) connection, per attempt; retried (``max_retries``)."""
-    handshake_timeout: float = 10.0
-    """Seconds for the Engine.IO / Socket.IO handshake once connected, per attempt; retried (``max_retries``)."""
-    first_token_timeout: float | None = 60.0
-    """Seconds to wait for the first frame after the question is sent. Not retried: the server has the question."""
-    idle_timeout: float | None = 30.0
-    """Seconds of silence allowed between two frames of an answer. Not retried."""
-    max_retries: int = 2
-    """Retries for connection failures before the first token (connect and handshake failures and
-    timeouts, a socket dropped before answering); never after text was streamed, never for a
-    first_token, idle or total timeout (a slow answer is not asked again)."""
-    retry_server_failures: bool = False
-    """Also retry when the server answers ``status: failed``."""
-    proxy: str | None = None
-    """``http://``, ``socks5://`` or ``socks4://`` proxy URL with a port (checked at construction)."""
-    default_headers: dict[str, str] | None = Field(default=None, repr=False)
-    """Extra HTTP headers (e.g. cookies); never logged, shown masked."""
-    verify_ssl: bool = True
-    """Verify TLS certificates (on by default)."""
-    ssl_context: ssl.SSLContext | None = Field(default=None, exclude=True, repr=False)
-    """A custom TLS context, e.g. to trust a private CA; overrides ``verify_ssl``."""
-    streaming: bool = False
-    """Stream internally even for ``invoke`` (callbacks then see each token)."""
-    reasoning: bool | None = None
-    """``None``/``True``: thinking goes to ``reasoning_content``; ``False``: dropped."""
-    stream_usage: bool = True
-    """Attach ``usage_metadata`` to the last chunk of a stream."""
-    max_connections: int = Field(default=16, ge=1)
-    """Sockets this model may hold per event loop; also its concurrency limit."""
-    pool_idle_timeout: float | None = 60.0
-    """Seconds a warm socket stays open unused."""
-    drain_timeout: float = 30.0
-    """Seconds the rest of an answer the caller stopped reading (a ``break``, a stop sequence, a
-    cancel) is read in the background to keep its socket warm; ``0`` closes the socket instead."""
-    max_input_chars: int | None = 256_000
-    """Refuse conversations longer than this before sending them."""
-    stop: list[str] | None = Field(default=None, alias="stop_sequences")
-    """Cut the answer at the first of these strings (Labs has no server-side stop)."""
-    cookies: SecretStr | None = Field(default_factory=secret_from_env("PPLX_LABS_COOKIES", default=None))
-    """``Cookie`` header value (e.g. a session); a secret: masked, and a secret in ``dumpd``. Env: ``PPLX_LABS_COOKIES``."""
-    protocol: LabsProtocol = Field(default_factory=LabsProtocol)
-    """Labs' path, event names, payload version, Origin and auth; change it when Labs changes."""
-
-    _client: LabsClient | None = PrivateAttr(default=None)
-    _client_key: tuple[Any, ...] | None = PrivateAttr(default=None)
-    # Clients replaced after a setting changed; their sockets are closed by close()/aclose().
-    _retired: tuple[LabsClient, ...] = PrivateAttr(default=())
-
-    @model_validator(mode="before")
-    @classmethod
-    def _warn_unknown_params(cls, values: Any) -> Any:
-        # Like langchain-openai: a typo (``modl=``) or another provider's option should not
-        # pass silently, yet it must not break code written for other chat models either.
-        if isinstance(values, dict):
-            known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
-            for key in values:
-                if key not in known and key not in _IGNORED_PARAMS:
-                    warnings.warn(
-                        f"ChatPerplexityLabs got unknown parameter {key!r}; it is ignored",
-                        UserWarning,
-                        stacklevel=4,  # past pydantic and Serializable.__init__: the caller
-                    )
-        return values
-
-    @field_validator("model")
-    @classmethod
-    def _check_model(cls, value: str) -> str:
-        return validate_model_name(value)
-
-    @field_validator("base_url")
-    @classmethod
-    def _check_base_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
-            raise PerplexityLabsInputError(
-                f"Invalid base_url {value!r}: expected http(s)://host[:port], e.g. {DEFAULT_BASE_URL}"
-            )
-        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-        return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-
-    @field_validator("proxy")
-    @classmethod
-    def _check_proxy(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        parts = urlsplit(value)
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        if parts.scheme not in _PROXY_SCHEMES or not parts.hostname or port is None:
-            raise PerplexityLabsInputError(
-                f"Invalid proxy {value!r}: expected scheme://[user:password@]host:port with scheme "
-                f"{', '.join(_PROXY_SCHEMES)}, e.g. socks5://127.0.0.1:1080"
-            )
-        return value
-
-    @field_validator("timeout", "connect_timeout", "handshake_timeout", "first_token_timeout", "idle_timeout")
-    @classmethod
-    def _check_timeout(cls, value: float | None) -> float | None:
-        # A zero or negative budget would fail every call with a timeout that never had a chance.
-        if value is not None and not value > 0:
-            raise PerplexityLabsInputError(f"Invalid timeout {value!r}: use a positive number of seconds")
-        return value
-
-    @field_validator("pool_idle_timeout", "max_retries", "drain_timeout")
-    @classmethod
-    def _check_not_negative(cls, value: float | None) -> float | None:
-        if value is not None and not value >= 0:
-            raise PerplexityLabsInputError(f"Invalid value {value!r}: use zero or more")
-        return value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_default_profile(cls, values: Any) -> Any:
-        # configurable_fields(model=...) rebuilds a model from another's fields, profile included:
-        # a profile made for the other model's settings is made afresh; one the user gave is kept.
-        if isinstance(values, dict) and isinstance(values.get("profile"), DefaultProfile):
-            return {key: value for key, value in values.items() if key != "profile"}
-        return values
-
-    @model_validator(mode="after")
-    def _set_labs_profile(self) -> ChatPerplexityLabs:
-        # Newer langchain-core fills ``profile`` from _resolve_model_profile itself; cores from
-        # before that hook (profiles came in 1.1) need this validator.
-        if self.profile is None:
-            self.profile = self._resolve_model_profile()
-        return self
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """A copy with ``update`` applied; a default profile follows a changed model or size bound."""
-        copied = super().model_copy(update=update, deep=deep)
-        changed = set(update or ()) & {"model", "max_input_chars"}
-        if changed and "profile" not in (update or {}) and isinstance(self.profile, DefaultProfile):
-            copied.profile = copied._resolve_model_profile()
-        return copied
-
-    def _resolve_model_profile(self) -> ModelProfile | None:
-        """This model's default profile (a ``profile=`` given at construction replaces it)."""
-        return cast("ModelProfile", default_profile(self.model, self.max_input_chars))
+    # The client for the current settings, and those a setting change replaced (closed by close()).
+    _clients: ClientCache = PrivateAttr(default_factory=ClientCache)
 
     @property
     def _llm_type(self) -> str:
@@ -518,85 +305,22 @@ class ChatPerplexityLabs(BaseChatModel):
     def get_lc_namespace(cls) -> list[str]:
         return ["langchain_pplx_labs", "chat_models"]
 
-    @property
-    def lc_secrets(self) -> dict[str, str]:
-        """``cookies`` is a secret; credential headers in ``default_headers`` are masked too."""
-        # langchain-core escapes nested secret markers, so a dump with credential headers
-        # never holds them in clear, but only top-level ``cookies`` is restored by ``load``.
-        headers = {
-            f"default_headers.{name}": "PPLX_LABS_" + name.upper().replace("-", "_")
-            for name in self.default_headers or {}
-            if name.lower() in _SECRET_HEADERS
-        }
-        return {"cookies": "PPLX_LABS_COOKIES", **headers}
-
-    def to_json(self) -> Any:
-        # ``load`` rebuilds only Serializable objects: the protocol travels as its plain fields,
-        # and only when it is not the default, so dumps of ordinary models do not change.
-        data = super().to_json()
-        kwargs = data.get("kwargs")
-        if isinstance(kwargs, dict) and isinstance(kwargs.get("protocol"), LabsProtocol):
-            protocol = kwargs.pop("protocol")
-            if protocol != LabsProtocol():
-                kwargs["protocol"] = protocol.model_dump()
-        return data
-
-    def __getstate__(self) -> dict[Any, Any]:
-        # Sockets and event loops cannot be pickled; the copy opens its own on first use.
-        state: dict[Any, Any] = super().__getstate__()
-        private = dict(state.get("__pydantic_private__") or {})
-        private.update(_client=None, _client_key=None, _retired=())
-        state["__pydantic_private__"] = private
-        return state
-
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> ChatPerplexityLabs:
-        # Deep-copying live sockets and event loops fails; the copy opens its own client instead.
-        memo = {} if memo is None else memo
-        if self._client is not None:
-            memo[id(self._client)] = None
-        memo[id(self._retired)] = ()
-        return super().__deepcopy__(memo)
-
     # -- connection management ---------------------------------------------------------
 
+    @property
+    def _client(self) -> LabsClient | None:
+        """The client for the latest settings used, if any."""
+        return self._clients.client
+
     def _settings(self) -> tuple[ConnectionSettings, PoolSettings]:
-        headers = {**browser_headers(self.protocol), **(self.default_headers or {})}
-        if self.cookies is not None:
-            headers["Cookie"] = self.cookies.get_secret_value()
-        timeouts = Timeouts(
-            connect=self.connect_timeout,
-            handshake=self.handshake_timeout,
-            first_token=self.first_token_timeout,
-            idle=self.idle_timeout,
-            total=self.timeout,
-        )
-        ssl_option: ssl.SSLContext | bool = self.ssl_context or self.verify_ssl
-        return (
-            ConnectionSettings(self.base_url, tuple(headers.items()), timeouts, self.protocol),
-            PoolSettings(
-                self.max_connections,
-                self.pool_idle_timeout,
-                self.proxy,
-                ssl_option,
-                drain_timeout=self.drain_timeout,
-            ),
-        )
+        return client_settings(self)
 
     def _labs_client(self) -> LabsClient:
-        connection, pool = self._settings()
-        key = (connection, pool, self.max_retries, self.retry_server_failures)
-        if self._client is None or self._client_key != key:
-            if self._client is not None:
-                # A setting changed: the old client may still hold warm sockets on some loop.
-                self._retired = (*self._retired, self._client)
-            self._client = LabsClient(
-                connection,
-                pool,
-                max_retries=self.max_retries,
-                retry_server_failures=self.retry_server_failures,
-            )
-            self._client_key = key
-        return self._client
+        """The client for the current settings: built anew after one changed (the old one is kept to close)."""
+        clients, client = self._clients.client_for(self)
+        if clients is not self._clients:
+            self._clients = clients
+        return client
 
     async def awarmup(self) -> None:
         """Open a socket now, on this event loop, so the first question skips the handshake."""
@@ -608,19 +332,15 @@ class ChatPerplexityLabs(BaseChatModel):
 
     async def aclose(self) -> None:
         """Close this model's sockets on the current event loop."""
-        await self._close_clients()
+        # Replaced clients are forgotten once closed here; their pools on other loops still
+        # close when those loops shut down.
+        clients = self._clients
+        self._clients = clients.without_retired()
+        await clients.aclose()
 
     def close(self) -> None:
         """Close the sockets sync calls use."""
-        run_sync(self._close_clients())
-
-    async def _close_clients(self) -> None:
-        # Retired clients are dropped once closed here; their pools on other loops still
-        # close when those loops shut down.
-        retired, self._retired = self._retired, ()
-        for client in (*retired, self._client):
-            if client is not None:
-                await client.aclose()
+        run_sync(self.aclose())
 
     def __enter__(self) -> ChatPerplexityLabs:
         return self
@@ -675,112 +395,29 @@ class ChatPerplexityLabs(BaseChatModel):
 
     # -- generation ----------------------------------------------------------------------
 
-    def _payload(
-        self, messages: Sequence[BaseMessage], model: str | None = None, *, first_index: int = 0
-    ) -> dict[str, Any]:
-        return to_labs_payload(
-            messages,
-            model or self.model,
+    def _chunks_for(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], *, streamed: bool
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        # Labs has no tools parameter: tools and JSON formats travel as a system instruction.
+        prepared, tools = prepare_request(messages, kwargs)
+        model = validate_model_name(kwargs["model"]) if kwargs.get("model") else self.model
+        # An instruction may be prepended: errors must still name the caller's message indexes.
+        first_index = len(messages) - len(prepared)
+        payload = to_labs_payload(
+            prepared,
+            model,
             protocol=self.protocol,
             max_input_chars=self.max_input_chars,
             first_index=first_index,
         )
-
-    async def _chunks(
-        self,
-        messages: list[BaseMessage],
-        *,
-        include_usage: bool,
-        stop: list[str] | None = None,
-        model: str | None = None,
-        first_index: int = 0,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        model = validate_model_name(model) if model else self.model
-        payload = self._payload(messages, model, first_index=first_index)
-        input_tokens = _estimate_tokens(sum(len(m["content"]) for m in payload["messages"]))
-        decoder = StreamDecoder(model, keep_reasoning=self.reasoning is not False)
-        scanner = StopScanner(normalise_stop(stop if stop is not None else self.stop))
-        usage_input = input_tokens if include_usage else None
-        logger.debug("Labs query: model=%s, %d messages", model, len(payload["messages"]))
-        try:
-            # stream() is an async generator; closing it on an early stop releases the socket now.
-            stream = cast("AsyncGenerator[ProgressFrame, None]", self._labs_client().stream(payload))
-            async with aclosing(stream) as frames:
-                async for frame in frames:
-                    for event in decoder.feed(frame):
-                        if not scanner.stops:
-                            yield self._chunk(event, decoder, usage_input)
-                            continue
-                        for out in _apply_stop(event, scanner):
-                            yield self._chunk(out, decoder, usage_input)
-                        if scanner.stopped:
-                            # Leaving the stream hands the socket to the pool, which reads the
-                            # rest of the answer in the background before reusing it.
-                            logger.debug("Labs answer cut at a stop sequence")
-                            return
-        except PerplexityLabsError as exc:
-            exc.partial_content = exc.partial_content or decoder.answer_so_far
-            raise
-        logger.debug("Labs answer finished: model=%s, %d chars", model, len(decoder.answer_so_far))
-
-    def _chunks_for(
-        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], usage: bool
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        # Labs has no tools parameter: tools and JSON formats travel as a system instruction.
-        prepared, tools = prepare_request(messages, kwargs)
-        # An instruction may be prepended: errors must still name the caller's message indexes.
-        first_index = len(messages) - len(prepared)
-        chunks = self._chunks(
-            prepared, include_usage=usage, stop=stop, model=kwargs.get("model"), first_index=first_index
+        chunks = answer_chunks(
+            self._labs_client,
+            payload,
+            keep_reasoning=self.reasoning is not False,
+            stops=normalise_stop(stop if stop is not None else self.stop),
+            usage=not streamed or bool(kwargs.get("stream_usage", self.stream_usage)),
         )
         return parse_tool_stream(chunks, tools, seed=request_seed(prepared)) if tools else chunks
-
-    def _chunk(
-        self, event: StreamEvent, decoder: StreamDecoder, input_tokens: int | None
-    ) -> ChatGenerationChunk:
-        if isinstance(event, TextDelta):
-            return _text_chunk(event.text)
-        if isinstance(event, ReasoningDelta):
-            return ChatGenerationChunk(
-                message=AIMessageChunk(
-                    content="",
-                    additional_kwargs={"reasoning_content": event.text},
-                    response_metadata={"model_provider": PROVIDER},
-                )
-            )
-        return ChatGenerationChunk(message=self._final_message(event, decoder, input_tokens))
-
-    def _final_message(
-        self, event: Finished, decoder: StreamDecoder, input_tokens: int | None
-    ) -> AIMessageChunk:
-        citations = [source.url for source in event.sources]
-        metadata: dict[str, Any] = {
-            "model_name": decoder.model,
-            "model_provider": PROVIDER,
-            "finish_reason": "stop",
-            "citations": citations,
-        }
-        if event.rich_sources:
-            metadata["search_results"] = [source.model_dump(exclude_none=True) for source in event.sources]
-        if event.elapsed_time is not None:
-            metadata["elapsed_time"] = event.elapsed_time
-        usage = None
-        if input_tokens is not None:
-            output_tokens = event.tokens_streamed
-            if output_tokens is None:
-                output_tokens = _estimate_tokens(len(decoder.answer_so_far))
-            usage = UsageMetadata(
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                total_tokens=input_tokens + output_tokens,
-            )
-        return AIMessageChunk(
-            content="",
-            additional_kwargs={"citations": list(citations)},
-            response_metadata=metadata,
-            usage_metadata=usage,
-            chunk_position="last",
-        )
 
     def _astream(
         self,
@@ -789,24 +426,10 @@ class ChatPerplexityLabs(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        include_usage = bool(kwargs.get("stream_usage", self.stream_usage))
-        chunks = self._chunks_for(messages, stop, kwargs, include_usage)
-        if run_manager is None and self.output_version != "v1":
-            # BaseChatModel.astream passes no run manager: nothing to add per chunk, and one
-            # async-generator level less on every chunk.
-            return chunks
-        return self._reported(chunks, run_manager)
-
-    async def _reported(
-        self, chunks: AsyncIterator[ChatGenerationChunk], run_manager: AsyncCallbackManagerForLLMRun | None
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        """``chunks`` with per-token callbacks and, for ``output_version="v1"``, the closing annotations."""
-        parts: list[str] = []
-        async for chunk in chunks:
-            self._note_chunk(chunk, parts)
-            if run_manager is not None:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        chunks = self._chunks_for(messages, stop, kwargs, streamed=True)
+        if nothing_to_report(run_manager, self.output_version):
+            return chunks  # BaseChatModel.astream passes no run manager
+        return areported(chunks, run_manager, self.output_version)
 
     def _stream(
         self,
@@ -815,20 +438,10 @@ class ChatPerplexityLabs(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        include_usage = bool(kwargs.get("stream_usage", self.stream_usage))
-        parts: list[str] = []
-        for chunk in iterate_sync(self._chunks_for(messages, stop, kwargs, include_usage)):
-            self._note_chunk(chunk, parts)
-            if run_manager is not None:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-
-    def _note_chunk(self, chunk: ChatGenerationChunk, parts: list[str]) -> None:
-        """Keep ``chunk``'s text; for ``output_version="v1"``, annotate the closing chunk with all of it."""
-        parts.append(chunk.text)
-        # Join only at the closing chunk: joining per chunk would make long answers quadratic.
-        if self.output_version == "v1" and getattr(chunk.message, "chunk_position", None) == "last":
-            annotate_last_chunk(chunk.message, "".join(parts))
+        chunks = iterate_sync(self._chunks_for(messages, stop, kwargs, streamed=True))
+        if nothing_to_report(run_manager, self.output_version):
+            return chunks  # BaseChatModel.stream passes no run manager
+        return reported(chunks, run_manager, self.output_version)
 
     async def _agenerate(
         self,
@@ -837,7 +450,7 @@ class ChatPerplexityLabs(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return await agenerate_from_stream(self._chunks_for(messages, stop, kwargs, True))
+        return await agenerate_from_stream(self._chunks_for(messages, stop, kwargs, streamed=False))
 
     def _generate(
         self,
@@ -846,7 +459,7 @@ class ChatPerplexityLabs(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return generate_from_stream(iterate_sync(self._chunks_for(messages, stop, kwargs, True)))
+        return generate_from_stream(iterate_sync(self._chunks_for(messages, stop, kwargs, streamed=False)))
 
     # langchain-core answers invoke from _generate, or from _stream plus its own chunk merging
     # (streaming=True, astream_events, LangGraph): every path ends here, so invalid calls get
@@ -870,47 +483,4 @@ class ChatPerplexityLabs(BaseChatModel):
         return restore_errors(await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs))
 
 
-def _estimate_tokens(chars: int) -> int:
-    return max(1, -(-chars // _CHARS_PER_TOKEN)) if chars else 0
-
-
-def _apply_stop(event: StreamEvent, scanner: StopScanner) -> list[StreamEvent]:
-    """Pass ``event`` through the stop scanner: answer text may be held back, cut or ended early."""
-    if isinstance(event, TextDelta):
-        text = scanner.feed(event.text)
-        out: list[StreamEvent] = [TextDelta(text)] if text else []
-        if scanner.stopped:
-            # No final frame will come: close the answer here, without the sources it never sent.
-            tokens = _estimate_tokens(scanner.emitted)
-            out.append(Finished(sources=(), rich_sources=False, tokens_streamed=tokens, elapsed_time=None))
-        return out
-    if isinstance(event, Finished):
-        tail = scanner.flush()
-        return [TextDelta(tail), event] if tail else [event]
-    return [event]
-
-
-# What langchain-core imports on a chat model's first call (callbacks, tracers, chunk translation);
-# internal names, so a langchain-core without one of them is skipped, not an error.
-_FIRST_CALL_IMPORTS = (
-    "langchain_core.tracers.context",
-    "langchain_core.tracers.stdout",
-    "langchain_core.tracers.run_collector",
-    "langchain_core.messages.block_translators.langchain_v0",
-)
-
-
-def _pay_first_call_costs() -> None:
-    """Pay langchain-core's one-off costs of a model's first call here, at import, not in the first question.
-
-    Measured in fresh processes (``benchmarks/ttft.py``, 0 RTT): the callback manager's first use
-    imports LangSmith's tracer and friends (≈ 7 of the first question's ≈ 10.5 ms of client CPU);
-    the class's first ``dumpd`` (the run's serialized model) ≈ 0.4 ms more.
-    """
-    for name in _FIRST_CALL_IMPORTS:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
-    dumpd(ChatPerplexityLabs(base_url=DEFAULT_BASE_URL, model=DEFAULT_MODEL, cookies=None))
-
-
-_pay_first_call_costs()
+pay_first_call_costs(lambda: ChatPerplexityLabs(base_url=DEFAULT_BASE_URL, model=DEFAULT_MODEL, cookies=None))

@@ -1,4 +1,4 @@
-"""The Labs client: a pool per event loop, retries before the first token, one query = one frame stream."""
+"""The Labs client (a pool per event loop, retries before the first token, one query = one frame stream), and a model's cache of it."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import asyncio
 import logging
 import os
 import random
+import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from langchain_pplx_labs.connection import ConnectionSettings, PipelinedQueryDropped
+from pydantic import SecretStr
+
+from langchain_pplx_labs.connection import ConnectionSettings, PipelinedQueryDropped, Timeouts
 from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
@@ -20,7 +24,8 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsTimeoutError,
 )
 from langchain_pplx_labs.pool import ConnectionPool, PoolClosedError, PoolSettings
-from langchain_pplx_labs.protocol import ProgressFrame, parse_frame
+from langchain_pplx_labs.protocol import LabsProtocol, ProgressFrame, parse_frame
+from langchain_pplx_labs.wire import browser_headers
 
 logger = logging.getLogger(__name__)
 
@@ -216,3 +221,100 @@ _inherited: list[object] = []
 
 class _StaleSocket(PerplexityLabsConnectionError):
     """A reused (not fresh) socket failed; retried at once on a fresh one if nothing was streamed."""
+
+
+class ClientOptions(Protocol):
+    """What a client is built from: the connection fields of ``ChatPerplexityLabs``."""
+
+    base_url: str
+    protocol: LabsProtocol
+    default_headers: dict[str, str] | None
+    cookies: SecretStr | None
+    connect_timeout: float
+    handshake_timeout: float
+    first_token_timeout: float | None
+    idle_timeout: float | None
+    timeout: float | None
+    max_connections: int
+    pool_idle_timeout: float | None
+    proxy: str | None
+    verify_ssl: bool
+    ssl_context: ssl.SSLContext | None
+    drain_timeout: float
+    max_retries: int
+    retry_server_failures: bool
+
+
+def client_settings(options: ClientOptions) -> tuple[ConnectionSettings, PoolSettings]:
+    """The connection and pool settings ``options`` ask for; the cookie becomes a ``Cookie`` header."""
+    headers = {**browser_headers(options.protocol), **(options.default_headers or {})}
+    if options.cookies is not None:
+        headers["Cookie"] = options.cookies.get_secret_value()
+    timeouts = Timeouts(
+        connect=options.connect_timeout,
+        handshake=options.handshake_timeout,
+        first_token=options.first_token_timeout,
+        idle=options.idle_timeout,
+        total=options.timeout,
+    )
+    ssl_option: ssl.SSLContext | bool = options.ssl_context or options.verify_ssl
+    return (
+        ConnectionSettings(options.base_url, tuple(headers.items()), timeouts, options.protocol),
+        PoolSettings(
+            options.max_connections,
+            options.pool_idle_timeout,
+            options.proxy,
+            ssl_option,
+            drain_timeout=options.drain_timeout,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class ClientCache:
+    """A model's client for its current settings, and the clients a setting change replaced.
+
+    Immutable, so a shallow model copy shares the client until either changes a setting. Its
+    sockets and event loops cannot be copied: a pickled or deep-copied cache comes back empty,
+    and the copy opens its own client on first use.
+    """
+
+    client: LabsClient | None = None
+    key: tuple[Any, ...] | None = None
+    # Replaced clients may still hold warm sockets on some loop; aclose() closes them.
+    retired: tuple[LabsClient, ...] = ()
+
+    def client_for(self, options: ClientOptions) -> tuple[ClientCache, LabsClient]:
+        """The cache to keep and its client for ``options``: this one, or one with a new client."""
+        connection, pool = client_settings(options)
+        key = (connection, pool, options.max_retries, options.retry_server_failures)
+        if self.client is not None and self.key == key:
+            return self, self.client
+        client = LabsClient(
+            connection,
+            pool,
+            max_retries=options.max_retries,
+            retry_server_failures=options.retry_server_failures,
+        )
+        retired = self.retired if self.client is None else (*self.retired, self.client)
+        return ClientCache(client, key, retired), client
+
+    def without_retired(self) -> ClientCache:
+        """This cache once its replaced clients are closed: they are forgotten, the current one kept."""
+        return ClientCache(self.client, self.key) if self.retired else self
+
+    async def aclose(self) -> None:
+        """Close the replaced clients and the current one on this event loop (other loops close
+        their pools when they shut down)."""
+        for client in (*self.retired, self.client):
+            if client is not None:
+                await client.aclose()
+
+    def __copy__(self) -> ClientCache:
+        return self
+
+    def __reduce__(self) -> tuple[type[ClientCache], tuple[()]]:
+        return ClientCache, ()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ClientCache:
+        return ClientCache()

@@ -1,15 +1,17 @@
-"""What a Labs connection and its transport share: the settings, and the events a transport reports."""
+"""What a Labs connection and its transport share: the settings (and checks of their URLs), and the events a transport reports."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 
-from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
+from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_PROTOCOL, LabsProtocol
 
 Transport = Literal["websocket", "polling"]
 
@@ -27,6 +29,52 @@ def browser_headers(protocol: LabsProtocol = DEFAULT_PROTOCOL) -> dict[str, str]
 DEFAULT_HEADERS: Mapping[str, str] = browser_headers()
 # aiohttp-socks raises these outside aiohttp's hierarchy.
 PROXY_ERRORS = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
+# Proxy schemes aiohttp-socks can dial (it has no https:// proxies).
+PROXY_SCHEMES = ("http", "socks4", "socks5")
+
+
+def check_base_url(value: str) -> str:
+    """``value`` as a server root: ``http(s)://host[:port][/path]``, ``ws(s)://`` read as ``http(s)://``, no trailing slash."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+        raise PerplexityLabsInputError(
+            f"Invalid base_url {value!r}: expected http(s)://host[:port], e.g. {DEFAULT_BASE_URL}"
+        )
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def check_proxy_url(value: str) -> str:
+    """``value`` unchanged if aiohttp-socks can dial it: a ``PROXY_SCHEMES`` URL with a host and a port.
+
+    A URL ``urlsplit`` itself cannot parse (an unclosed ``[``) raises its own ``ValueError``.
+    """
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in PROXY_SCHEMES or not parts.hostname or port is None:
+        raise PerplexityLabsInputError(
+            f"Invalid proxy {value!r}: expected scheme://[user:password@]host:port with scheme "
+            f"{', '.join(PROXY_SCHEMES)}, e.g. socks5://127.0.0.1:1080"
+        )
+    return value
+
+
+def check_timeout(value: float | None) -> float | None:
+    """``value`` unchanged if it is ``None`` or a positive number of seconds."""
+    # A zero or negative budget would fail every call with a timeout that never had a chance.
+    if value is not None and not value > 0:
+        raise PerplexityLabsInputError(f"Invalid timeout {value!r}: use a positive number of seconds")
+    return value
+
+
+def check_not_negative(value: float | None) -> float | None:
+    """``value`` unchanged if it is ``None``, zero or more."""
+    if value is not None and not value >= 0:
+        raise PerplexityLabsInputError(f"Invalid value {value!r}: use zero or more")
+    return value
 
 
 def proxy_connector(proxy: str | None) -> aiohttp.BaseConnector | None:

@@ -480,7 +480,7 @@ def test_ask_and_cassette_record_send_the_same_system_prompt(emulator: LabsEmula
     ]
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "tools_and_agents.md"
 
 
 def test_readme_bind_tools_snippet_gives_what_it_shows_against_serve_follow_tools() -> None:

@@ -1,9 +1,10 @@
-"""The user guide is true: ChatPerplexityLabs's docstring and docs/*.md run against the emulator.
+"""The user guide is true: ChatPerplexityLabs's docstring, the README and docs/*.md run against the emulator.
 
 Every fenced ``python`` block runs, in order, in one namespace, with ``PPLX_LABS_BASE_URL``
 pointing at an in-process emulator that follows tool and schema prompts (what
 ``pplx-labs serve --follow-tools`` serves). A ``text`` block right after a ``python`` block
 is what that code prints, compared with doctest's checker (``...`` matches anything).
+Every relative link in the README, CONTRIBUTING.md and docs/*.md points to a file that exists.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +129,6 @@ def test_run_blocks_fails_when_printed_output_differs() -> None:
 
 DOCSTRING_SECTIONS = [
     "Setup",
-    "Key init args — completion params",
-    "Key init args — client params",
     "Instantiate",
     "Invoke",
     "Stream",
@@ -150,7 +149,7 @@ def test_docstring_has_the_partner_package_sections() -> None:
     sections = re.split(r'^\s*\?\?\?\+? info "', doc, flags=re.M)[1:]
     for section in sections:
         title = section.split('"', 1)[0]
-        if title not in DOCSTRING_SECTIONS[:3]:
+        if title not in DOCSTRING_SECTIONS[:1]:
             assert "```python" in section, f"section {title!r} has no python example"
 
 
@@ -200,19 +199,31 @@ def test_docs_page_runs_and_prints_what_it_shows(docs_server: EmulatorThread) ->
     assert {payload["model"] for payload in docs_server.emulator.requests} == {"sonar-pro", "sonar-reasoning"}
 
 
-def test_key_init_args_tables_name_real_fields() -> None:
-    doc = ChatPerplexityLabs.__doc__ or ""
-    tables = re.findall(r'info "Key init args[^"]*"(.*?)(?=\?\?\?)', doc, re.S)
-    assert len(tables) == 2
-    named = {
-        name
-        for table in tables
-        for row in re.findall(r"^\s*\| (`[^|]*`) \|", table, re.M)
-        for name in re.findall(r"`(\w+)`", row)
-    }
-    fields = set(ChatPerplexityLabs.model_fields)
-    assert {"model", "base_url", "timeout", "cookies", "max_retries"} <= named
-    assert named <= fields, f"not fields: {sorted(named - fields)}"
+def test_every_field_says_what_it_is_for() -> None:
+    """The init args are documented once, on the fields (the class docstring has no table repeating them)."""
+    source = (ROOT / "langchain_pplx_labs" / "_fields.py").read_text(encoding="utf-8")
+    (fields_class,) = [
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ClassDef) and node.name == "LabsModelFields"
+    ]
+    body = fields_class.body
+    documented, undocumented = set(), set()
+    for node, following in itertools.pairwise([*body, None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            has_doc = (
+                isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+                and following.value.value.strip() != ""
+            )
+            (documented if has_doc else undocumented).add(node.target.id)
+    documented.discard("model_config")
+    undocumented.discard("model_config")
+    assert not undocumented, f"fields without a docstring: {sorted(undocumented)}"
+    assert {"model", "base_url", "timeout", "cookies", "max_retries", "protocol"} <= documented
+    assert documented <= set(ChatPerplexityLabs.model_fields)
+    assert "Key init args" not in (ChatPerplexityLabs.__doc__ or "")
 
 
 def test_outputs_shown_are_what_pplx_labs_serve_follow_tools_gives(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -233,3 +244,179 @@ def test_outputs_shown_are_what_pplx_labs_serve_follow_tools_gives(monkeypatch: 
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+# -- the README and the other docs/*.md pages ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page whose python blocks run in-process: what it must show and leave behind."""
+
+    path: str
+    """Relative to the repository root."""
+    checked_outputs: int
+    """Python blocks followed by the ``text`` block of what they print."""
+    models: int
+    """``ChatPerplexityLabs`` instances the page leaves in its namespace (closed after the run)."""
+
+
+# When docs/web_transport.md lands (with transport="web"), add it to one of these three lists.
+RUNNABLE_PAGES = (
+    Page("README.md", checked_outputs=1, models=1),  # the quickstart: llm (closed by its `with`)
+    Page("docs/tools_and_agents.md", checked_outputs=1, models=0),  # its model is made inline
+    Page("docs/protocol.md", checked_outputs=1, models=2),  # llm, rehearsed
+    Page("docs/cassettes.md", checked_outputs=0, models=0),  # a pytest file: tests/test_recording.py runs it
+)
+RUN_BY_THEIR_OWN_TESTS = {
+    "docs/chat_perplexity_labs.md": "test_docs_page_runs_and_prints_what_it_shows",
+    "docs/gateway.md": "test_gateway_page_runs_against_pplx_labs_gateway",
+}
+WITHOUT_PYTHON = {
+    "docs/conformance.md": "tables of what is tested where",
+    "docs/doctor.md": "shell commands and the report they print",
+    "docs/emulator.md": "the emulator's flags and options, exercised by tests/test_cli.py and the emulator tests",
+    "docs/performance.md": "measurements; the code that makes them is benchmarks/",
+    "docs/reliability.md": "behaviour tested by tests/test_reliability.py, test_timeouts.py and others",
+}
+
+
+def test_every_docs_page_is_run_or_marked_as_without_python() -> None:
+    listed = {page.path for page in RUNNABLE_PAGES} | set(RUN_BY_THEIR_OWN_TESTS) | set(WITHOUT_PYTHON)
+    present = {path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").glob("*.md")}
+    assert present - listed == set(), "a docs page no test runs: add it to a list above"
+    assert listed - present - {"README.md"} == set(), "listed pages that do not exist"
+    for path in WITHOUT_PYTHON:
+        langs = {block.lang for block in fenced_blocks((ROOT / path).read_text(encoding="utf-8"))}
+        assert "python" not in langs, f"{path} has python now: list it in RUNNABLE_PAGES"
+
+
+@pytest.mark.parametrize("page", RUNNABLE_PAGES, ids=[page.path for page in RUNNABLE_PAGES])
+def test_page_runs_and_prints_what_it_shows(page: Page, docs_server: EmulatorThread) -> None:
+    blocks = fenced_blocks((ROOT / page.path).read_text(encoding="utf-8"))
+    assert any(block.lang == "python" for block in blocks)
+    checked = sum(1 for a, b in itertools.pairwise(blocks) if (a.lang, b.lang) == ("python", "text"))
+    assert checked == page.checked_outputs
+    namespace = run_blocks(blocks, page.path)
+    assert close_models(namespace) == page.models
+
+
+def test_readme_first_screen_gives_the_service_status() -> None:
+    first_screen = "\n".join((ROOT / "README.md").read_text(encoding="utf-8").splitlines()[:25])
+    for fact in [
+        "retired",
+        "labs.perplexity.ai redirects to",
+        "#3193",
+        "2025-10-02",
+        "2025-12-11",
+        "https://www.perplexity.ai/rest/sse/perplexity_ask",
+        'transport="web"',
+        'transport="labs"',
+        "PerplexityLabsRetiredError",
+        "langchain-perplexity",
+    ]:
+        assert fact in first_screen, fact
+
+
+def test_readme_is_a_front_door() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.encode("utf-8")) < 12_000
+    assert "make demo" in readme
+    assert "make test" in readme  # CI runs the README's test command
+    assert "pip install langchain-pplx-labs" in readme
+
+
+GATEWAY_PAGE = ROOT / "docs" / "gateway.md"
+GATEWAY_PAGE_ADDRESS = "http://127.0.0.1:8000"  # `pplx-labs gateway`'s default, as the page shows it
+
+
+def test_gateway_page_runs_against_pplx_labs_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's client blocks, with the address a `pplx-labs gateway --port 0` printed in place of the default."""
+    for client_package in ("openai", "langchain_openai", "langchain_perplexity"):
+        pytest.importorskip(client_package)
+    monkeypatch.delenv("PERPLEXITY_BASE_URL", raising=False)  # the page sets it; undone after the test
+    monkeypatch.delenv("PPLX_LABS_COOKIES", raising=False)
+    text = GATEWAY_PAGE.read_text(encoding="utf-8")
+    assert sum(b.code.count(GATEWAY_PAGE_ADDRESS) for b in fenced_blocks(text) if b.lang == "python") == 3
+    command = [sys.executable, "-m", "langchain_pplx_labs.cli", "gateway", "--emulator", "--follow-tools"]
+    with subprocess.Popen(
+        [*command, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as server:
+        try:
+            assert server.stdout is not None
+            root = server.stdout.readline().strip()
+            assert root.startswith("http://127.0.0.1:")
+            blocks = [
+                replace(b, code=b.code.replace(GATEWAY_PAGE_ADDRESS, root)) for b in fenced_blocks(text)
+            ]
+            checked = sum(1 for a, b in itertools.pairwise(blocks) if (a.lang, b.lang) == ("python", "text"))
+            assert checked == 3
+            namespace = run_blocks(blocks, GATEWAY_PAGE.name)
+            # The clients keep keep-alive sockets to the gateway: close them before it goes.
+            namespace["client"].close()
+            namespace["chat_openai"].root_client.close()
+            namespace["chat_perplexity"].client.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+# -- links ----------------------------------------------------------------------------------------
+
+# Pages other branches add; a link to one may be dangling until it lands (then drop it from here).
+LINKS_TO_COME = {"docs/web_transport.md"}
+_LINK = re.compile(r"\]\((?P<target>[^()\s]+)\)")
+_INLINE_CODE = re.compile(r"`[^`\n]*`")
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    words = re.sub(r"[^\w\- ]", "", _INLINE_CODE.sub(lambda m: m[0].strip("`"), heading).strip().lower())
+    return words.replace(" ", "-")
+
+
+def anchors_of(path: Path) -> set[str]:
+    text = _FENCE.sub("", path.read_text(encoding="utf-8"))
+    return {github_anchor(m[1]) for m in re.finditer(r"^#{1,6} +(.+?) *$", text, re.M)}
+
+
+def broken_links(path: Path, root: Path) -> list[str]:
+    """Relative links of a markdown file whose file (or heading anchor) does not exist."""
+    text = _FENCE.sub("", path.read_text(encoding="utf-8"))
+    broken = []
+    for m in _LINK.finditer(text):
+        target = m["target"]
+        if re.match(r"^[a-z][a-z+.-]*:", target):  # https:, mailto:: not ours to check
+            continue
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        relative = linked.relative_to(root).as_posix() if linked.is_relative_to(root) else str(linked)
+        if not linked.exists():
+            if relative not in LINKS_TO_COME:
+                broken.append(f"{target} (no file {relative})")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors_of(linked):
+            broken.append(f"{target} (no heading #{anchor} in {relative})")
+    return broken
+
+
+def test_broken_links_finds_missing_files_and_anchors(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# The `gateway`: clients\n", encoding="utf-8")
+    page = tmp_path / "README.md"
+    page.write_text(
+        "[a](docs/a.md#the-gateway-clients) [b](docs/b.md) [c](docs/a.md#nope) [d](#status)\n"
+        "## Status\n[w](https://example.com/x.md) [later](docs/web_transport.md)\n"
+        "```python\nx = y[0](z)\n```\n",
+        encoding="utf-8",
+    )
+    assert broken_links(page, tmp_path) == [
+        "docs/b.md (no file docs/b.md)",
+        "docs/a.md#nope (no heading #nope in docs/a.md)",
+    ]
+
+
+def test_relative_links_point_to_files_that_exist() -> None:
+    pages = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(pages) >= 10
+    broken = {page.relative_to(ROOT).as_posix(): broken_links(page, ROOT) for page in pages}
+    assert {page: links for page, links in broken.items() if links} == {}

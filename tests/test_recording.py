@@ -458,7 +458,7 @@ def test_plugin_works_without_pytest_recording(pytester: pytest.Pytester) -> Non
     pytester.runpytest("--record-mode=none", *off).assert_outcomes(passed=1)
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "cassettes.md"
 
 
 def _readme_cassette_example() -> str:

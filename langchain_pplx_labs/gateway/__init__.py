@@ -11,7 +11,7 @@ __all__ = ["GatewaySettings", "app_factory", "create_app"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: ``pplx-labs`` registers the gateway's flags without importing aiohttp and LangChain.
+    # Lazy: importing the package (for its errors, or on the way to ``gateway.app``) loads no aiohttp or LangChain.
     if name in __all__:
         from langchain_pplx_labs.gateway import app
 

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ipaddress
 import logging
 import os
-import signal
 import sys
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from langchain_pplx_labs._cliargs import port, positive_int, positive_seconds
-
-if TYPE_CHECKING:
-    from langchain_pplx_labs.protocol import LabsProtocol
-
-_LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+from langchain_pplx_labs._cliargs import CliError, port, positive_int, positive_seconds
+from langchain_pplx_labs.cli._shared import (
+    add_protocol_flag,
+    is_loopback,
+    labs_protocol,
+    listening,
+    maybe_emulator,
+    stop_on_signals,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -71,11 +70,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=30.0,
         help="seconds to wait for a socket before a 503",
     )
-    parser.add_argument(
-        "--protocol",
-        metavar="FILE.json",
+    add_protocol_flag(
+        parser,
         default=os.environ.get("PPLX_LABS_GATEWAY_PROTOCOL") or None,
-        help="LabsProtocol fields (path, event names...) for Labs and --emulator "
+        help_text="LabsProtocol fields (path, event names...) for Labs and --emulator "
         "(default $PPLX_LABS_GATEWAY_PROTOCOL)",
     )
     parser.add_argument("--max-body-bytes", type=positive_int, default=4 * 1024 * 1024)
@@ -86,11 +84,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Check the flags, then serve until SIGINT / SIGTERM."""
-    from langchain_pplx_labs.cli import CliError
-
     if args.follow_tools and not args.emulator:
         raise CliError("--follow-tools needs --emulator (it chooses how the emulator answers)")
-    if not _is_loopback(args.host) and args.api_key is None and not args.insecure_no_auth:
+    if not is_loopback(args.host) and args.api_key is None and not args.insecure_no_auth:
         raise CliError(
             f"refusing to serve on {args.host} without --api-key: anyone who can reach it could use it; "
             "pass --api-key KEY (or set PPLX_LABS_GATEWAY_API_KEY), or --insecure-no-auth"
@@ -98,31 +94,20 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(args))
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 async def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from langchain_pplx_labs.cli import CliError
     from langchain_pplx_labs.gateway.app import GatewaySettings, create_app, logger
-    from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 
     # One line per request on stderr (method, path, status, time): never bodies, headers or keys.
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
 
-    stop = _stop_on_signals()
-    protocol = DEFAULT_PROTOCOL if args.protocol is None else LabsProtocol.from_file(args.protocol)
-    async with _upstream(args, protocol) as base_url:
+    stop = stop_on_signals()
+    protocol = labs_protocol(args)
+    async with maybe_emulator(args.emulator, protocol, follow_tools=args.follow_tools) as emulator_url:
         settings = GatewaySettings(
-            base_url=base_url,
+            base_url=emulator_url or args.base_url,
             api_key=args.api_key,
             reasoning=args.reasoning,
             perplexity_stream=args.perplexity_stream,
@@ -137,12 +122,7 @@ async def _serve(args: argparse.Namespace) -> int:
         runner = web.AppRunner(create_app(settings), handler_cancellation=True, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise CliError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from None
-        try:
+        async with listening(args.host, args.port, site.start, runner.cleanup):
             root = _root_url(args.host, _bound_port(site))
             print(root, flush=True)
             print(
@@ -151,31 +131,7 @@ async def _serve(args: argparse.Namespace) -> int:
                 flush=True,
             )
             await stop.wait()
-        finally:
-            await runner.cleanup()
     return 0
-
-
-@contextlib.asynccontextmanager
-async def _upstream(args: argparse.Namespace, protocol: LabsProtocol) -> AsyncIterator[str | None]:
-    if not args.emulator:
-        yield args.base_url
-        return
-    from langchain_pplx_labs.emulator import LabsEmulator
-    from langchain_pplx_labs.emulator.rules import schema_follower
-
-    responder = schema_follower if args.follow_tools else None
-    async with LabsEmulator(responder, protocol=protocol) as emulator:
-        yield emulator.base_url
-
-
-def _stop_on_signals() -> asyncio.Event:
-    # Installed before the URL is printed: whoever read it may stop us at once, and must get a clean exit.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    return stop
 
 
 def _bound_port(site: Any) -> int:

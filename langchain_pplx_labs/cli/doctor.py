@@ -8,6 +8,11 @@ import json
 import os
 import sys
 from typing import TYPE_CHECKING, TextIO
+from urllib.parse import urlsplit
+
+from langchain_pplx_labs._cliargs import CliError, proxy_url
+from langchain_pplx_labs.cli._shared import add_protocol_flag, is_loopback, labs_protocol
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from langchain_pplx_labs._doctor import Report
@@ -18,9 +23,6 @@ QUESTION = "What is the capital of France?"
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``pplx-labs doctor``."""
-    from langchain_pplx_labs._cliargs import proxy_url
-    from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL
-
     doctor = subparsers.add_parser(
         "doctor", help="ask one question step by step and say which step fails and why"
     )
@@ -34,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     doctor.add_argument(
         "--record", metavar="FILE", default=None, help="also save a redacted cassette of the session"
     )
-    doctor.add_argument("--protocol", metavar="FILE.json", default=None, help="LabsProtocol fields")
+    add_protocol_flag(doctor, help_text="LabsProtocol fields")
     doctor.add_argument(
         "--proxy",
         type=proxy_url,
@@ -47,14 +49,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> int:
     """Run the doctor; exit 0 when the question got an answer, 1 otherwise."""
     from langchain_pplx_labs._doctor import diagnose
-    from langchain_pplx_labs.errors import PerplexityLabsInputError
-    from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_PROTOCOL, LabsProtocol
 
     if not args.timeout > 0:
-        raise PerplexityLabsInputError(
-            f"Invalid --timeout {args.timeout!r}: use a positive number of seconds"
-        )
-    protocol = DEFAULT_PROTOCOL if args.protocol is None else LabsProtocol.from_file(args.protocol)
+        raise CliError(f"Invalid --timeout {args.timeout!r}: use a positive number of seconds")
+    protocol = labs_protocol(args)
     base_url = (args.base_url or os.environ.get("PPLX_LABS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
     report = asyncio.run(
         diagnose(base_url, args.model, protocol, args.timeout, args.question, proxy=args.proxy)
@@ -89,15 +87,13 @@ def _print(report: Report, protocol: LabsProtocol, out: TextIO) -> None:
 
 async def _record(args: argparse.Namespace, base_url: str, protocol: LabsProtocol) -> str:
     """Ask again through the recorder and save a redacted cassette; returns a line saying what happened."""
-    from urllib.parse import urlsplit
-
     from langchain_pplx_labs.protocol import build_payload
     from langchain_pplx_labs.recording import UpstreamUnreachableError, record_cassette, save_cassette
     from langchain_pplx_labs.recording.recorder import upstream_headers
 
     payload = build_payload(args.model, [{"role": "user", "content": args.question}], protocol=protocol)
     # A loopback server is an emulator or a stand-in, never the live playground.
-    loopback = urlsplit(base_url).hostname in ("127.0.0.1", "::1", "localhost")
+    loopback = is_loopback(urlsplit(base_url).hostname or "")
     try:
         cassette = await record_cassette(
             base_url,

@@ -1,0 +1,178 @@
+"""The fields every ChatPerplexityLabs has: defaults, environment variables, checks and serialization."""
+
+from __future__ import annotations
+
+import ssl
+import warnings
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Self, cast
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.utils import from_env, secret_from_env
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from langchain_pplx_labs._profiles import default_profile, drop_default_profile, profile_outdated
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, LabsProtocol, validate_model_name
+from langchain_pplx_labs.wire import check_base_url, check_not_negative, check_proxy_url, check_timeout
+
+if TYPE_CHECKING:
+    from langchain_core.language_models.model_profile import ModelProfile
+
+# Header names whose values are credentials: masked by dumpd and never logged.
+_SECRET_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization", "x-api-key"})
+# Common chat-model arguments Labs has no use for: accepted without a warning (documented).
+_IGNORED_PARAMS = frozenset({"temperature", "max_tokens"})
+
+
+class LabsModelFields(BaseChatModel):
+    """ChatPerplexityLabs's settings as pydantic fields, checked when the model is built.
+
+    Apart from the model class so that ``chat_models`` reads as LangChain's surface alone,
+    as langchain-openai keeps ``BaseChatOpenAI`` apart from ``ChatOpenAI``.
+    """
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    model: str = Field(default=DEFAULT_MODEL, alias="model_name")
+    """Labs model: r1-1776, sonar-pro, sonar, sonar-reasoning, sonar-reasoning-pro, or any newer name."""
+    base_url: str = Field(default_factory=from_env("PPLX_LABS_BASE_URL", default=DEFAULT_BASE_URL))
+    """Server root; ``/socket.io/`` is appended. Env: ``PPLX_LABS_BASE_URL``."""
+    timeout: float | None = Field(default=300.0, alias="request_timeout")
+    """Upper bound in seconds on a whole call, retries and backoff included; ``None`` for no bound. Not retried."""
+    connect_timeout: float = 10.0
+    """Seconds to open the TCP (and TLS) connection, per attempt; retried (``max_retries``)."""
+    handshake_timeout: float = 10.0
+    """Seconds for the Engine.IO / Socket.IO handshake once connected, per attempt; retried (``max_retries``)."""
+    first_token_timeout: float | None = 60.0
+    """Seconds to wait for the first frame after the question is sent. Not retried: the server has the question."""
+    idle_timeout: float | None = 30.0
+    """Seconds of silence allowed between two frames of an answer. Not retried."""
+    max_retries: int = 2
+    """Retries for connection failures before the first token (connect and handshake failures and
+    timeouts, a socket dropped before answering); never after text was streamed, never for a
+    first_token, idle or total timeout (a slow answer is not asked again)."""
+    retry_server_failures: bool = False
+    """Also retry when the server answers ``status: failed``."""
+    proxy: str | None = None
+    """``http://``, ``socks5://`` or ``socks4://`` proxy URL with a port (checked at construction)."""
+    default_headers: dict[str, str] | None = Field(default=None, repr=False)
+    """Extra HTTP headers (e.g. cookies); never logged, shown masked."""
+    verify_ssl: bool = True
+    """Verify TLS certificates (on by default)."""
+    ssl_context: ssl.SSLContext | None = Field(default=None, exclude=True, repr=False)
+    """A custom TLS context, e.g. to trust a private CA; overrides ``verify_ssl``."""
+    streaming: bool = False
+    """Stream internally even for ``invoke`` (callbacks then see each token)."""
+    reasoning: bool | None = None
+    """``None``/``True``: thinking goes to ``reasoning_content``; ``False``: dropped."""
+    stream_usage: bool = True
+    """Attach ``usage_metadata`` to the last chunk of a stream."""
+    max_connections: int = Field(default=16, ge=1)
+    """Sockets this model may hold per event loop; also its concurrency limit."""
+    pool_idle_timeout: float | None = 60.0
+    """Seconds a warm socket stays open unused."""
+    drain_timeout: float = 30.0
+    """Seconds the rest of an answer the caller stopped reading (a ``break``, a stop sequence, a
+    cancel) is read in the background to keep its socket warm; ``0`` closes the socket instead."""
+    max_input_chars: int | None = 256_000
+    """Refuse conversations longer than this before sending them."""
+    stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    """Cut the answer at the first of these strings (Labs has no server-side stop)."""
+    cookies: SecretStr | None = Field(default_factory=secret_from_env("PPLX_LABS_COOKIES", default=None))
+    """``Cookie`` header value (e.g. a session); a secret: masked, and a secret in ``dumpd``. Env: ``PPLX_LABS_COOKIES``."""
+    protocol: LabsProtocol = Field(default_factory=LabsProtocol)
+    """Labs' path, event names, payload version, Origin and auth; change it when Labs changes."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _warn_unknown_params(cls, values: Any) -> Any:
+        # Like langchain-openai: a typo (``modl=``) or another provider's option should not
+        # pass silently, yet it must not break code written for other chat models either.
+        if isinstance(values, dict):
+            known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+            for key in values:
+                if key not in known and key not in _IGNORED_PARAMS:
+                    warnings.warn(
+                        f"{cls.__name__} got unknown parameter {key!r}; it is ignored",
+                        UserWarning,
+                        stacklevel=4,  # past pydantic and Serializable.__init__: the caller
+                    )
+        return values
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str) -> str:
+        return validate_model_name(value)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        return check_base_url(value)
+
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, value: str | None) -> str | None:
+        return value if value is None else check_proxy_url(value)
+
+    @field_validator("timeout", "connect_timeout", "handshake_timeout", "first_token_timeout", "idle_timeout")
+    @classmethod
+    def _check_timeout(cls, value: float | None) -> float | None:
+        return check_timeout(value)
+
+    @field_validator("pool_idle_timeout", "max_retries", "drain_timeout")
+    @classmethod
+    def _check_not_negative(cls, value: float | None) -> float | None:
+        return check_not_negative(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_default_profile(cls, values: Any) -> Any:
+        return drop_default_profile(values)
+
+    @model_validator(mode="after")
+    def _set_labs_profile(self) -> Self:
+        # Newer langchain-core fills ``profile`` from _resolve_model_profile itself; cores from
+        # before that hook (profiles came in 1.1) need this validator.
+        if self.profile is None:
+            self.profile = self._resolve_model_profile()
+        return self
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied; a default profile follows a changed model or size bound."""
+        copied = super().model_copy(update=update, deep=deep)
+        if profile_outdated(update, self.profile):
+            copied.profile = copied._resolve_model_profile()
+        return copied
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """This model's default profile (a ``profile=`` given at construction replaces it)."""
+        return cast("ModelProfile", default_profile(self.model, self.max_input_chars))
+
+    # -- serialization -------------------------------------------------------------------
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        """``cookies`` is a secret; credential headers in ``default_headers`` are masked too."""
+        return {"cookies": "PPLX_LABS_COOKIES", **_secret_headers(self.default_headers)}
+
+    def to_json(self) -> Any:
+        # ``load`` rebuilds only Serializable objects: the protocol travels as its plain fields,
+        # and only when it is not the default, so dumps of ordinary models do not change.
+        data = super().to_json()
+        kwargs = data.get("kwargs")
+        if isinstance(kwargs, dict) and isinstance(kwargs.get("protocol"), LabsProtocol):
+            protocol = kwargs.pop("protocol")
+            if protocol != LabsProtocol():
+                kwargs["protocol"] = protocol.model_dump()
+        return data
+
+
+def _secret_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """``lc_secrets`` entries for the credential headers among ``headers``."""
+    # langchain-core escapes nested secret markers, so a dump with credential headers
+    # never holds them in clear, but only top-level ``cookies`` is restored by ``load``.
+    return {
+        f"default_headers.{name}": "PPLX_LABS_" + name.upper().replace("-", "_")
+        for name in headers or {}
+        if name.lower() in _SECRET_HEADERS
+    }

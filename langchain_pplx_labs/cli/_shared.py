@@ -1,0 +1,92 @@
+"""What several ``pplx-labs`` commands do alike: ``--protocol``, the loopback rule, the emulator, serving until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from langchain_pplx_labs._cliargs import CliError
+
+if TYPE_CHECKING:
+    from langchain_pplx_labs.protocol import LabsProtocol
+
+_LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+
+
+def add_protocol_flag(
+    parser: argparse.ArgumentParser,
+    *,
+    default: str | None = None,
+    help_text: str = "LabsProtocol fields (path, event names...)",
+) -> None:
+    """``--protocol FILE.json``: the Labs protocol fields a command speaks (read by ``labs_protocol``)."""
+    parser.add_argument("--protocol", metavar="FILE.json", default=default, help=help_text)
+
+
+def labs_protocol(args: argparse.Namespace) -> LabsProtocol:
+    """The protocol ``--protocol FILE.json`` names, or the default one without the flag."""
+    from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
+
+    path = getattr(args, "protocol", None)
+    return DEFAULT_PROTOCOL if path is None else LabsProtocol.from_file(path)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) reaches only this machine."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def maybe_emulator(
+    enabled: bool, protocol: LabsProtocol, *, follow_tools: bool = False
+) -> AsyncIterator[str | None]:
+    """An in-process emulator's base URL while the block runs, or ``None`` when ``enabled`` is false."""
+    if not enabled:
+        yield None
+        return
+    from langchain_pplx_labs.emulator import LabsEmulator
+
+    responder = None
+    if follow_tools:
+        from langchain_pplx_labs.emulator.rules import schema_follower
+
+        responder = schema_follower
+    async with LabsEmulator(responder, protocol=protocol) as emulator:
+        yield emulator.base_url
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGINT and SIGTERM set, so a server stops cleanly (exit 0) instead of dying mid-answer."""
+    # Install it before the URL is printed: whoever read it may stop us at once, and must get a clean exit.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    host: str, port: int, start: Callable[[], Awaitable[object]], stop: Callable[[], Awaitable[object]]
+) -> AsyncIterator[None]:
+    """Run ``start()`` (the bind), the block, then ``stop()``; a bind failure says which address failed."""
+    try:
+        await start()
+    except OSError as exc:
+        # Port taken, unknown host, no permission: the OS text alone does not say which address.
+        await stop()
+        raise CliError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        yield
+    finally:
+        await stop()

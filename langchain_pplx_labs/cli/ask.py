@@ -1,0 +1,79 @@
+"""``pplx-labs ask``: stream one answer to stdout, its sources as footnotes."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, TextIO
+
+from langchain_pplx_labs.cli._shared import add_protocol_flag, labs_protocol, maybe_emulator
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, KNOWN_MODELS
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
+
+DEFAULT_SYSTEM = "Answer concisely and cite your sources."
+"""The system prompt of ``ask`` and ``cassette record`` alike, so a CLI recording replays with ``ask``."""
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Register ``ask`` and its flags; the caller binds the command to ``ask``."""
+    ask = commands.add_parser("ask", help="stream an answer and print its sources as footnotes")
+    ask.add_argument("question")
+    ask.add_argument("--model", default=DEFAULT_MODEL, help=f"one of {', '.join(KNOWN_MODELS)} or newer")
+    where = ask.add_mutually_exclusive_group()
+    where.add_argument("--emulator", action="store_true", help="answer offline from an in-process emulator")
+    where.add_argument("--base-url", default=None, help=f"server root (default {DEFAULT_BASE_URL})")
+    ask.add_argument("--system", default=DEFAULT_SYSTEM, help='system prompt; --system "" sends none')
+    ask.add_argument("--show-reasoning", action="store_true", help="also print the model's thinking")
+    add_protocol_flag(ask)
+    return ask
+
+
+def conversation(question: str, system: str | None) -> list[BaseMessage]:
+    """The messages ``ask`` sends and ``cassette record`` records: one builder, so recordings replay."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    # An empty system turn is still a message the server sees; "" means "no system prompt".
+    return [*([SystemMessage(system)] if system and system.strip() else []), HumanMessage(question)]
+
+
+async def ask(args: argparse.Namespace, out: TextIO) -> int:
+    """Stream the answer to ``out`` (thinking too with ``--show-reasoning``), then the numbered sources."""
+    from langchain_pplx_labs.chat_models import ChatPerplexityLabs
+    from langchain_pplx_labs.errors import PerplexityLabsError
+
+    protocol = labs_protocol(args)
+    async with maybe_emulator(args.emulator, protocol) as emulator_url:
+        base_url = emulator_url or args.base_url
+        where = {"base_url": base_url} if base_url else {}
+        model = ChatPerplexityLabs(model=args.model, protocol=protocol, **where)
+        citations: list[str] = []
+        thinking = False
+        started = False
+        try:
+            async for chunk in model.astream(conversation(args.question, args.system)):
+                reasoning = chunk.additional_kwargs.get("reasoning_content", "")
+                if args.show_reasoning and reasoning:
+                    out.write(("" if thinking else "[thinking] ") + reasoning)
+                    thinking = started = True
+                if chunk.content:
+                    if thinking:
+                        out.write("\n[answer] ")
+                        thinking = False
+                    out.write(str(chunk.content))
+                    started = True
+                out.flush()
+                citations = chunk.response_metadata.get("citations", citations)
+        except PerplexityLabsError:
+            if started:  # end the half-written answer's line; the error itself goes to stderr
+                out.write("\n")
+                out.flush()
+            raise
+        finally:
+            await model.aclose()
+        out.write("\n")
+        if citations:
+            out.write("\nSources:\n")
+            for number, url in enumerate(citations, start=1):
+                out.write(f"[{number}] {url}\n")
+    return 0

@@ -1,0 +1,124 @@
+"""The package's import graph, read from its source: no import circle, and only the command line imports the CLI."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = "langchain_pplx_labs"
+ROOT = Path(__file__).resolve().parents[1] / PACKAGE
+CLI = f"{PACKAGE}.cli"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in sorted(ROOT.rglob("*.py"))}
+
+
+def _is_type_checking_block(node: ast.AST) -> bool:
+    test = node.test if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST, *, type_only: bool) -> list[ast.Import | ast.ImportFrom]:
+    """Every ``import`` / ``from`` of the module, at module level or in a function; ``if TYPE_CHECKING`` ones too
+    when ``type_only``."""
+    found: list[ast.Import | ast.ImportFrom] = []
+    pending: list[ast.AST] = [tree]
+    while pending:
+        node = pending.pop()
+        if not type_only and _is_type_checking_block(node):
+            assert isinstance(node, ast.If)
+            pending.extend(node.orelse)  # the ``else:`` of ``if TYPE_CHECKING`` does run
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        pending.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def _targets(module: str, statement: ast.Import | ast.ImportFrom) -> set[str]:
+    """The package's modules that ``statement`` in ``module`` imports (``from x import sub`` names ``x.sub``)."""
+    if isinstance(statement, ast.Import):
+        return {alias.name for alias in statement.names if alias.name in MODULES}
+    base = statement.module or ""
+    if statement.level:  # relative: resolved against the importing module's package
+        package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+        for _ in range(statement.level - 1):
+            package = package.rpartition(".")[0]
+        base = f"{package}.{base}" if base else package
+    submodules = {f"{base}.{alias.name}" for alias in statement.names} & MODULES.keys()
+    names_only = len(submodules) < len(statement.names)  # some names are attributes of ``base`` itself
+    return submodules | ({base} if base in MODULES and names_only else set())
+
+
+def import_graph(*, type_only: bool = False) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (with ``type_only``, also those only type checkers import)."""
+    graph: dict[str, set[str]] = {}
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        statements = _imports(tree, type_only=type_only)
+        edges = set().union(*(_targets(module, statement) for statement in statements))
+        graph[module] = edges - {module}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import circle as ``[a, b, ..., a]``, or ``[]`` when the graph has none (depth-first search)."""
+    done: set[str] = set()
+    path: list[str] = []
+    on_path: set[str] = set()
+
+    def visit(node: str) -> list[str]:
+        path.append(node)
+        on_path.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target in on_path:
+                return [*path[path.index(target) :], target]
+            if target not in done and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        on_path.discard(node)
+        done.add(node)
+        return []
+
+    for start in sorted(graph):
+        if start not in done and (cycle := visit(start)):
+            return cycle
+    return []
+
+
+def test_the_reader_sees_the_packages_modules_and_imports() -> None:
+    # The graph is only worth its verdicts if it reads what is there: known modules and known arrows.
+    graph = import_graph()
+    assert {PACKAGE, f"{PACKAGE}.protocol", f"{PACKAGE}.gateway.app", CLI} <= graph.keys()
+    assert f"{PACKAGE}.protocol" in graph[f"{PACKAGE}.chat_models"]
+    assert f"{PACKAGE}.emulator" in graph[f"{PACKAGE}.pytest_plugin"]  # a function-level import
+    # ``if TYPE_CHECKING:`` imports count only when asked for.
+    assert f"{PACKAGE}.chat_models" not in graph[PACKAGE]
+    assert f"{PACKAGE}.chat_models" in import_graph(type_only=True)[PACKAGE]
+
+
+def test_the_cycle_finder_finds_a_circle_and_only_a_circle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_no_module_of_the_package_is_in_an_import_circle() -> None:
+    # Type-only imports never run, so they cannot make a circle at import time; they are left out here.
+    assert find_cycle(import_graph()) == []
+
+
+def test_only_the_command_line_imports_the_command_line() -> None:
+    # The CLI sits on top: a lower layer importing it, even for a type, is an upward arrow.
+    upward = {
+        module: sorted(target for target in targets if target == CLI or target.startswith(f"{CLI}."))
+        for module, targets in import_graph(type_only=True).items()
+        if not (module == CLI or module.startswith(f"{CLI}."))
+    }
+    assert {module: targets for module, targets in upward.items() if targets} == {}
