@@ -261,12 +261,12 @@ class Page:
     """``ChatPerplexityLabs`` instances the page leaves in its namespace (closed after the run)."""
 
 
-# When docs/web_transport.md lands (with transport="web"), add it to one of these three lists.
 RUNNABLE_PAGES = (
     Page("README.md", checked_outputs=1, models=1),  # the quickstart: llm (closed by its `with`)
     Page("docs/tools_and_agents.md", checked_outputs=1, models=0),  # its model is made inline
     Page("docs/protocol.md", checked_outputs=1, models=2),  # llm, rehearsed
     Page("docs/cassettes.md", checked_outputs=0, models=0),  # a pytest file: tests/test_recording.py runs it
+    Page("docs/web_transport.md", checked_outputs=1, models=0),  # the codec alone, on a stream written out
 )
 RUN_BY_THEIR_OWN_TESTS = {
     "docs/chat_perplexity_labs.md": "test_docs_page_runs_and_prints_what_it_shows",

@@ -113,7 +113,7 @@ class LabsEmulator:
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on(protocol.query_event, self._on_query)
-        self.web = WebEndpoint(self, web_variant)
+        self.web = WebEndpoint(self, web_variant, max_recorded=MAX_RECORDED_REQUESTS)
         """The web app's side: ``POST <web_path>`` (SSE) and ``GET <web_session_path>``."""
         self.web.install(self.app)
         self._answers: dict[str, asyncio.Task[None]] = {}

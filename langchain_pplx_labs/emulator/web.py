@@ -66,8 +66,12 @@ class WebEndpoint:
     messages per :attr:`variant`; pacing, silence, drops and failures play as they do on Socket.IO.
     """
 
-    def __init__(self, emulator: LabsEmulator, variant: WebVariant | None = None) -> None:
+    def __init__(
+        self, emulator: LabsEmulator, variant: WebVariant | None = None, *, max_recorded: int = 1000
+    ) -> None:
         self.emulator = emulator
+        self.max_recorded = max_recorded
+        """How many questions :attr:`LabsEmulator.requests` keeps, as the Socket.IO side does."""
         self.default_variant = variant or WebVariant()
         self.variant = self.default_variant
         """How the stream is worded; set it to rehearse another variant (``reset`` restores the first)."""
@@ -152,12 +156,9 @@ class WebEndpoint:
 
     def _record(self, payload: dict[str, Any]) -> None:
         # Into the emulator's own list, so tests read the questions alike for both transports.
-        # Imported here: server.py imports this module.
-        from langchain_pplx_labs.emulator.server import MAX_RECORDED_REQUESTS
-
         requests = self.emulator.requests
         requests.append(payload)
-        del requests[: max(0, len(requests) - MAX_RECORDED_REQUESTS)]
+        del requests[: max(0, len(requests) - self.max_recorded)]
 
     async def _play(
         self, request: web.Request, response: web.StreamResponse, renderer: WebRenderer, steps: Sequence[Step]
