@@ -13,8 +13,13 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator, model_valida
 
 from langchain_pplx_labs._profiles import default_profile, drop_default_profile, profile_outdated
 from langchain_pplx_labs.errors import PerplexityLabsInputError
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, LabsProtocol, validate_model_name
-from langchain_pplx_labs.web import WEB_DEFAULT_MODEL
+from langchain_pplx_labs.protocol import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
+    WEB_DEFAULT_MODEL,
+    LabsProtocol,
+    validate_model_name,
+)
 from langchain_pplx_labs.wire import (
     Service,
     check_base_url,
@@ -91,7 +96,8 @@ class LabsModelFields(BaseChatModel):
     protocol: LabsProtocol = Field(default_factory=LabsProtocol)
     """Labs' path, event names, payload version, Origin and auth; change it when Labs changes."""
     transport: Service = Field(
-        default_factory=cast("Callable[[], Service]", from_env("PPLX_LABS_TRANSPORT", default="labs"))
+        default_factory=cast("Callable[[], Service]", from_env("PPLX_LABS_TRANSPORT", default="labs")),
+        validate_default=True,  # a PPLX_LABS_TRANSPORT of neither name is refused, not ignored
     )
     """``labs``: the Labs playground's Socket.IO; ``web``: the web app's Server-Sent Events (whose default
     model is ``WEB_DEFAULT_MODEL`` when ``model`` is not given). Env: ``PPLX_LABS_TRANSPORT``."""

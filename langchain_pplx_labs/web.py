@@ -45,8 +45,6 @@ from langchain_pplx_labs.wire import PROXY_ERRORS, ConnectionSettings, WireListe
 
 logger = logging.getLogger(__name__)
 
-WEB_DEFAULT_MODEL = "auto"
-"""The model a web question asks when none is named: the account picks (``turbo`` anonymous, as gpt4free does)."""
 # How much of a refusal's body an error quotes (and reads: the rest is not worth the wait).
 _REFUSAL_READ_BYTES = 4096
 # After an answer's last message the server still ends its stream; read that far (within

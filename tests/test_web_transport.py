@@ -17,7 +17,6 @@ from webfake import FakeWebApp, answer_message, forever, serving, streaming
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.errors import PerplexityLabsInputError
-from langchain_pplx_labs.web import WEB_DEFAULT_MODEL
 
 ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
 THINKING = "The user asks about France; check both sources."
@@ -40,8 +39,7 @@ def test_transport_defaults_to_labs_and_reads_the_environment(monkeypatch: pytes
 
 
 def test_web_without_a_model_asks_the_webs_default_and_a_named_model_is_kept() -> None:
-    assert WEB_DEFAULT_MODEL != "r1-1776"
-    assert ChatPerplexityLabs(transport="web", base_url="http://127.0.0.1:9").model == WEB_DEFAULT_MODEL
+    assert ChatPerplexityLabs(transport="web", base_url="http://127.0.0.1:9").model == "auto"
     named = ChatPerplexityLabs(transport="web", model="sonar", base_url="http://127.0.0.1:9")
     assert named.model == "sonar"
     assert ChatPerplexityLabs(
@@ -77,9 +75,9 @@ def test_dumpd_load_and_pickle_keep_the_transport_and_the_web_model() -> None:
         allowed_objects=[ChatPerplexityLabs],
     )
     assert isinstance(loaded, ChatPerplexityLabs)
-    assert (loaded.transport, loaded.model) == ("web", WEB_DEFAULT_MODEL)
+    assert (loaded.transport, loaded.model) == ("web", "auto")
     clone = pickle.loads(pickle.dumps(chat))
-    assert (clone.transport, clone.model) == ("web", WEB_DEFAULT_MODEL)
+    assert (clone.transport, clone.model) == ("web", "auto")
 
 
 # -- what the wire sends, and its warm connection (against a hand-written web app) ---------------
@@ -254,3 +252,10 @@ def test_web_answers_abandoned_cancelled_or_left_open_leak_nothing_under_dev_mod
     ]
     assert sum(emulator.handshakes.values()) == 0
     assert emulator.web.asks == 7
+
+
+def test_an_unknown_transport_in_the_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PPLX_LABS_TRANSPORT", "sse")
+    with pytest.raises(ValidationError) as caught:
+        ChatPerplexityLabs(base_url="http://127.0.0.1:9")
+    assert "Invalid transport 'sse'" in str(caught.value)
