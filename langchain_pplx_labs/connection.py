@@ -33,6 +33,7 @@ from langchain_pplx_labs.polling import PollingWire
 from langchain_pplx_labs.web import WebWire
 from langchain_pplx_labs.websocket import WebSocketWire
 from langchain_pplx_labs.wire import (
+    BLOCK_MARKERS,
     BROWSER_USER_AGENT,
     DEFAULT_HEADERS,
     PROXY_ERRORS,
@@ -40,6 +41,7 @@ from langchain_pplx_labs.wire import (
     Timeouts,
     Transport,
     Wire,
+    is_cloudflare_block,
 )
 
 _WIRES: dict[Transport, type[WebSocketWire | PollingWire | WebWire]] = {
@@ -63,7 +65,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_BLOCK_MARKERS = ("cloudflare", "cf-chl", "challenge-platform", "just a moment", "attention required")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
 # What a failed connect raises below our typed errors.
 _CONNECT_FAILURES = (aiohttp.ClientError, ConnectionError, sio_exceptions.ConnectionError, *PROXY_ERRORS)
@@ -481,20 +482,6 @@ async def diagnose_refusal(
     return explain_refusal(url, status, headers, body, cause)
 
 
-def is_cloudflare_block(status: int, headers: Mapping[str, str], body: str) -> bool:
-    """A Cloudflare signature: ``cf-mitigated``, or a 403/429/503 with ``cf-ray``/Cloudflare's server or page."""
-    if "cf-mitigated" in headers:
-        return True
-    if status not in (403, 429, 503):
-        return False  # Cloudflare fronts every Labs answer, its 404s too: cf-ray alone is no block
-    lowered = body.lower()
-    return (
-        "cf-ray" in headers
-        or headers.get("server", "").lower() == "cloudflare"
-        or any(marker in lowered for marker in _BLOCK_MARKERS)
-    )
-
-
 def explain_refusal(
     url: str, status: int, headers: Mapping[str, str], body: str, cause: BaseException | None = None
 ) -> PerplexityLabsConnectionError:
@@ -579,7 +566,7 @@ def retired_by_redirect(url: str, status: int, location: str) -> PerplexityLabsR
 def _main_site_title(body: str) -> str | None:
     """The title of a Perplexity main-site HTML page (``<title>Perplexity``, ``perplexity.ai``), else None."""
     lowered = body.lower()
-    if "<html" not in lowered or any(marker in lowered for marker in _BLOCK_MARKERS):
+    if "<html" not in lowered or any(marker in lowered for marker in BLOCK_MARKERS):
         return None  # not a page, or a Cloudflare page (which names the site it guards)
     match = _TITLE.search(body)
     title = " ".join(match.group(1).split()) if match else ""

@@ -41,7 +41,7 @@ from langchain_pplx_labs.web_protocol import (
     web_headers,
     web_request_body,
 )
-from langchain_pplx_labs.wire import PROXY_ERRORS, ConnectionSettings, WireListener
+from langchain_pplx_labs.wire import PROXY_ERRORS, ConnectionSettings, WireListener, is_cloudflare_block
 
 logger = logging.getLogger(__name__)
 
@@ -321,8 +321,6 @@ def web_refusal(
     A redirect is not read as Labs' retirement: on the web app it means the endpoint moved (or
     wants a sign-in page), so it is a :class:`PerplexityLabsNotFoundError` naming both URLs.
     """
-    from langchain_pplx_labs.connection import is_cloudflare_block
-
     excerpt = excerpt_of(body.strip())
     if 300 <= status < 400:
         location = headers.get("location", "")
