@@ -84,6 +84,18 @@ class LabsProtocol(BaseModel):
     """``Referer`` header of the handshake; ``""`` sends none."""
     auth: dict[str, Any] = {"jwt": "anonymous-ask-user"}
     """Payload of the Socket.IO CONNECT."""
+    web_path: str = "/rest/sse/perplexity_ask"
+    """Path of the web app's Server-Sent Events ask endpoint (``transport="web"``)."""
+    web_session_path: str = "/api/auth/session"
+    """Path of the web app's session check: ``{}`` anonymous, ``{"user": {"id": ...}}`` signed in."""
+    web_origin: str = "https://www.perplexity.ai"
+    """``Origin`` header of web asks; ``""`` sends none."""
+    web_referer: str = "https://www.perplexity.ai/"
+    """``Referer`` header of web asks; ``""`` sends none."""
+    web_version: str = "2.18"
+    """``params.version`` of the web ask body."""
+    web_params: dict[str, Any] = {}
+    """Extra ``params`` of the web ask body, laid over the defaults (e.g. ``{"mode": "copilot"}``)."""
 
     @field_validator("socketio_path")
     @classmethod
@@ -92,6 +104,14 @@ class LabsProtocol(BaseModel):
         if not segments or not all(_PATH_SEGMENT.fullmatch(part) for part in segments):
             raise ValueError(f"socketio_path {value!r} is not a URL path such as '/socket.io/'")
         return "/" + "/".join(segments) + "/"
+
+    @field_validator("web_path", "web_session_path")
+    @classmethod
+    def _check_web_path(cls, value: str) -> str:
+        first, *segments = value.split("/")
+        if first or not all(_PATH_SEGMENT.fullmatch(part) for part in segments if part):
+            raise ValueError(f"{value!r} is not a URL path such as '/rest/sse/perplexity_ask'")
+        return value
 
     @field_validator("query_event")
     @classmethod
@@ -110,7 +130,9 @@ class LabsProtocol(BaseModel):
     def __hash__(self) -> int:
         # Frozen, but ``auth`` is a dict: hash its canonical JSON so settings can key pools.
         fields = (self.socketio_path, self.query_event, self.progress_event, self.payload_version)
-        return hash((*fields, self.source, self.origin, self.referer, _canonical(self.auth)))
+        labs = (*fields, self.source, self.origin, self.referer, _canonical(self.auth))
+        web = (self.web_path, self.web_session_path, self.web_origin, self.web_referer, self.web_version)
+        return hash((*labs, *web, _canonical(self.web_params)))
 
     @classmethod
     def from_file(cls, path: str | Path) -> LabsProtocol:

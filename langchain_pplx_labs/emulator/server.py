@@ -26,6 +26,7 @@ from langchain_pplx_labs.emulator.script import (
     Step,
     default_responder,
 )
+from langchain_pplx_labs.emulator.web import WebEndpoint, WebVariant
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class LabsEmulator:
     ``protocol`` sets the path, event names and auth it serves, to rehearse a change of Labs.
     Like the live service, it accepts a handshake with no ``Origin``, any ``https://*.perplexity.ai``
     origin, the protocol's origin and its own; ``allowed_origins`` narrows that to a list.
+    The same server answers the web app's SSE ask at ``protocol.web_path`` (see :attr:`web`),
+    worded as ``web_variant`` says, through the same responder.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class LabsEmulator:
         ssl_context: ssl.SSLContext | None = None,
         protocol: LabsProtocol = DEFAULT_PROTOCOL,
         allowed_origins: Iterable[str] | None = None,
+        web_variant: WebVariant | None = None,
     ) -> None:
         self.responder: Responder = responder or default_responder
         self.protocol = protocol
@@ -109,6 +113,9 @@ class LabsEmulator:
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on(protocol.query_event, self._on_query)
+        self.web = WebEndpoint(self, web_variant, max_recorded=MAX_RECORDED_REQUESTS)
+        """The web app's side: ``POST <web_path>`` (SSE) and ``GET <web_session_path>``."""
+        self.web.install(self.app)
         self._answers: dict[str, asyncio.Task[None]] = {}
         self._runner: web.AppRunner | None = None
 
@@ -135,6 +142,7 @@ class LabsEmulator:
         self.handshake_headers.clear()
         self.requests.clear()
         self.connections = 0
+        self.web.reset()
 
     async def start(self) -> str:
         """Listen and return the base URL, e.g. ``http://127.0.0.1:43121`` (``https`` with ``ssl_context``)."""
@@ -155,6 +163,7 @@ class LabsEmulator:
         """Stop answering, close every socket and the port."""
         for task in list(self._answers.values()):
             task.cancel()
+        self.web.close()
         if self._runner is not None:
             # Close client sockets first: aiohttp waits for open WebSocket handlers on cleanup.
             for socket in list(self.sio.eio.sockets.values()):
@@ -182,9 +191,11 @@ class LabsEmulator:
     async def _gate(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if not request.path.startswith(self.protocol.socketio_path.rstrip("/")):
+        socketio = request.path.startswith(self.protocol.socketio_path.rstrip("/"))
+        if not socketio and request.path not in self.web.paths():
             return await handler(request)
-        transport = request.query.get("transport", "")
+        # Web asks are counted as the "web" transport; Socket.IO names its own in the query.
+        transport = request.query.get("transport", "") if socketio else "web"
         if self.blocked:
             self.refusals[transport] += 1
             return web.Response(
@@ -201,6 +212,8 @@ class LabsEmulator:
         if self.main_site:
             self.refusals[transport] += 1
             return web.Response(text=MAIN_SITE_PAGE, content_type="text/html")
+        if not socketio:
+            return await handler(request)
         if "sid" not in request.query:
             self.handshakes[transport] += 1
             self.handshake_headers.append(dict(request.headers))

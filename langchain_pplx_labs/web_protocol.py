@@ -1,0 +1,609 @@
+"""Pure codec of Perplexity's web-app ask: SSE parsing, the request body, the transcript, and answer folding (no I/O)."""
+
+from __future__ import annotations
+
+import codecs
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jsonpatch
+import jsonpointer
+import orjson
+
+from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError, excerpt_of
+from langchain_pplx_labs.protocol import (
+    IMPLICIT_THINK_MODELS,
+    THINK_CLOSE,
+    THINK_OPEN,
+    LabsMessage,
+    LabsProtocol,
+    Role,
+)
+
+WEB_ASK_PATH = "/rest/sse/perplexity_ask"
+WEB_SESSION_PATH = "/api/auth/session"
+WEB_END_EVENT = "end_of_stream"
+"""SSE event name some clients saw after the last message (helallao/perplexity-ai)."""
+WEB_SESSION_COOKIES = ("__Secure-next-auth.session-token", "next-auth.session-token")
+"""Cookies that make a web-app session signed in (next-auth's names over https and http)."""
+WEB_REQUEST_REASON = "perplexity-query-state-provider"
+"""``x-perplexity-request-reason`` the web app sends with an ask."""
+
+AUTO_MODELS = frozenset({"auto", "perplexity"})
+"""Names that let the account pick: ``pplx_pro`` when signed in, ``turbo`` when anonymous (as gpt4free does)."""
+WEB_MODEL_ALIASES: Mapping[str, str] = {"r1-1776": "r1", "sonar": "experimental"}
+"""Labs model names with a web ``model_preference`` in the evidence; other names travel unchanged."""
+_LABS_NAMES = {web: labs for labs, web in WEB_MODEL_ALIASES.items()}
+
+SUPPORTED_BLOCK_USE_CASES = (
+    "answer_modes",
+    "media_items",
+    "knowledge_cards",
+    "inline_entity_cards",
+    "place_widgets",
+    "finance_widgets",
+    "sports_widgets",
+    "shopping_widgets",
+    "jobs_widgets",
+    "search_result_widgets",
+    "clarification_responses",
+    "inline_images",
+    "inline_assets",
+    "inline_finance_widgets",
+    "placeholder_cards",
+    "diff_blocks",
+    "inline_knowledge_cards",
+    "entity_group_v2",
+    "refinement_filters",
+    "canvas_mode",
+)
+"""Block kinds the client says it renders (the list gpt4free sent from 2025-10); ``diff_blocks`` asks for patches."""
+
+
+# --- Server-Sent Events -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SSEMessage:
+    """One dispatched Server-Sent Event: its ``event`` name and its ``data`` (lines joined by ``\\n``)."""
+
+    event: str = "message"
+    data: str = ""
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+class SSEParser:
+    """Incremental ``text/event-stream`` parser after the WHATWG HTML spec (section 9.2.6).
+
+    Feed it bytes as they arrive, split anywhere (inside a line, a CRLF or a UTF-8 character).
+    Lines end with CRLF, LF or CR; ``:`` lines are comments; ``event``, ``data``, ``id`` and
+    ``retry`` are understood and other fields ignored. One deviation: a block that names an
+    ``event`` but has no ``data`` is still dispatched (with ``data=""``), because an end marker
+    such as ``event: end_of_stream`` may come without data and must not vanish.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buffer = ""
+        self._started = False
+        self._event = ""
+        self._data: list[str] = []
+        self.last_event_id = ""
+        self.retry: int | None = None
+        """The last ``retry`` field in milliseconds, if the server sent one."""
+
+    def feed(self, chunk: bytes) -> list[SSEMessage]:
+        """Consume ``chunk`` and return the messages it completes."""
+        return self._consume(self._decoder.decode(chunk), final=False)
+
+    def close(self) -> list[SSEMessage]:
+        """End of stream: flush a last line and a last message not ended by a blank line."""
+        messages = self._consume(self._decoder.decode(b"", final=True), final=True)
+        if self._buffer:
+            line, self._buffer = self._buffer, ""
+            self._line(line, messages)
+        self._dispatch(messages)
+        return messages
+
+    def _consume(self, text: str, *, final: bool) -> list[SSEMessage]:
+        if not self._started and text:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+        buffer = self._buffer + text
+        messages: list[SSEMessage] = []
+        start = 0
+        for match in _LINE_END.finditer(buffer):
+            if match.group() == "\r" and match.end() == len(buffer) and not final:
+                break  # a CR at the end may be the first half of a CRLF split across chunks
+            self._line(buffer[start : match.start()], messages)
+            start = match.end()
+        self._buffer = buffer[start:]
+        return messages
+
+    def _line(self, line: str, messages: list[SSEMessage]) -> None:
+        if not line:
+            self._dispatch(messages)
+            return
+        if line.startswith(":"):
+            return
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            if "\x00" not in value:
+                self.last_event_id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry = int(value)
+
+    def _dispatch(self, messages: list[SSEMessage]) -> None:
+        if self._data or self._event:
+            messages.append(SSEMessage(self._event or "message", "\n".join(self._data)))
+        self._event = ""
+        self._data = []
+
+
+def is_end_marker(message: SSEMessage) -> bool:
+    """True for a message that ends the stream: an ``end_of_stream`` event, or ``data: [DONE]``."""
+    return message.event == WEB_END_EVENT or message.data.strip() == "[DONE]"
+
+
+def message_json(message: SSEMessage) -> dict[str, Any] | None:
+    """The JSON object an answer message carries; ``None`` for empty data, an end marker or another event.
+
+    Data that is not a JSON object raises :class:`PerplexityLabsProtocolError` with its start.
+    """
+    if message.event != "message" or is_end_marker(message) or not message.data.strip():
+        return None
+    try:
+        data = orjson.loads(message.data)
+    except orjson.JSONDecodeError:
+        raise PerplexityLabsProtocolError(
+            "Web answer message is not JSON", excerpt=excerpt_of(message.data)
+        ) from None
+    if not isinstance(data, dict):
+        raise PerplexityLabsProtocolError(
+            f"Web answer message is a JSON {type(data).__name__}, not an object",
+            excerpt=excerpt_of(message.data),
+        )
+    return data
+
+
+def sse_message(data: str, event: str = "", *, newline: str = "\n") -> bytes:
+    """One SSE message as bytes: an ``event:`` line if named, one ``data:`` line per line of ``data``."""
+    lines = [f"event: {event}"] if event else []
+    lines.extend(f"data: {line}" for line in _LINE_END.split(data))
+    return (newline.join(lines) + newline + newline).encode("utf-8")
+
+
+# --- Conversation transcript ----------------------------------------------------------------------
+
+TRANSCRIPT_PREAMBLE = (
+    "The conversation so far follows, oldest turn first. "
+    "Follow any System turns and reply to the last User turn."
+)
+"""First line of a multi-turn ``query_str``: it marks a transcript and tells the model how to read it."""
+_ROLE_LABELS: Mapping[Role, str] = {"system": "System", "user": "User", "assistant": "Assistant"}
+_LABEL_ROLES: Mapping[str, Role] = {label: role for role, label in _ROLE_LABELS.items()}
+_HEADER = re.compile(r"^\[(System|User|Assistant)\]$", re.MULTILINE)
+# A content line that looks like a header, with any backslashes already in front of it.
+_HEADER_LIKE = re.compile(r"^(\\*)(\[(?:System|User|Assistant)\])$", re.MULTILINE)
+_ESCAPED_HEADER = re.compile(r"^\\(\\*\[(?:System|User|Assistant)\])$", re.MULTILINE)
+
+
+def query_from_messages(messages: Sequence[LabsMessage]) -> str:
+    """The single ``query_str`` a conversation travels in.
+
+    A lone user question goes as itself. Anything more (system instructions, history, tool results
+    already folded into turns) becomes a transcript: :data:`TRANSCRIPT_PREAMBLE`, then one
+    ``[System]`` / ``[User]`` / ``[Assistant]`` header line per turn followed by its text, turns
+    separated by a blank line. A text line that is exactly a header gets one more leading backslash,
+    so :func:`messages_from_query` gives the same turns back.
+    """
+    if not messages:
+        raise PerplexityLabsInputError("Cannot send an empty conversation: give at least one message")
+    for message in messages:
+        if message.get("role") not in _ROLE_LABELS or not isinstance(message.get("content"), str):
+            raise PerplexityLabsInputError(
+                f"Not a Labs message (role system/user/assistant, string content): {dict(message)!r:.200}"
+            )
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        question = messages[0]["content"]
+        if not question.startswith(TRANSCRIPT_PREAMBLE):
+            return question
+    turns = (f"[{_ROLE_LABELS[m['role']]}]\n{_escape_headers(m['content'])}" for m in messages)
+    return TRANSCRIPT_PREAMBLE + "\n\n" + "\n\n".join(turns)
+
+
+def _escape_headers(text: str) -> str:
+    return _HEADER_LIKE.sub(lambda match: "\\" + match.group(1) + match.group(2), text)
+
+
+def messages_from_query(query: str) -> list[LabsMessage]:
+    """The conversation a ``query_str`` carries: the inverse of :func:`query_from_messages`."""
+    if not query.startswith(TRANSCRIPT_PREAMBLE + "\n\n"):
+        return [{"role": "user", "content": query}]
+    body = query[len(TRANSCRIPT_PREAMBLE) + 2 :]
+    headers = list(_HEADER.finditer(body))
+    if not headers or headers[0].start() != 0:
+        return [{"role": "user", "content": query}]
+    messages: list[LabsMessage] = []
+    for index, header in enumerate(headers):
+        end = headers[index + 1].start() - 2 if index + 1 < len(headers) else len(body)
+        text = body[header.end() + 1 : end]  # after the header's own line end
+        role = _LABEL_ROLES[header.group(1)]
+        messages.append({"role": role, "content": _ESCAPED_HEADER.sub(r"\1", text)})
+    return messages
+
+
+# --- Request ----------------------------------------------------------------------------------
+
+
+def web_model_preference(model: str, *, signed_in: bool = False) -> str:
+    """The web ``model_preference`` for a model name: aliases from the evidence, ``auto``, else unchanged."""
+    if model in AUTO_MODELS:
+        return "pplx_pro" if signed_in else "turbo"
+    return WEB_MODEL_ALIASES.get(model, model)
+
+
+def labs_model_name(model_preference: str) -> str:
+    """The Labs name for a web ``model_preference`` (the inverse alias), else unchanged."""
+    return _LABS_NAMES.get(model_preference, model_preference)
+
+
+def web_request_body(
+    payload: Mapping[str, Any],
+    *,
+    frontend_uuid: str,
+    visitor_id: str,
+    frontend_context_uuid: str,
+    signed_in: bool = False,
+    protocol: LabsProtocol | None = None,
+) -> dict[str, Any]:
+    """The web app's ask body for a Labs-shaped payload ``{"model", "messages", ...}``.
+
+    ``params`` follow gpt4free's anonymous body (2025-10): ``mode`` is ``concise`` anonymous and
+    ``copilot`` signed in; ``protocol.web_params`` is laid over them. The conversation travels in
+    ``query_str`` (and ``dsl_query``) as :func:`query_from_messages` writes it.
+    """
+    protocol = protocol or LabsProtocol()
+    model = payload.get("model")
+    messages = payload.get("messages")
+    if not isinstance(model, str) or not model:
+        raise PerplexityLabsInputError(f"Labs payload has no model name: {model!r}")
+    if not isinstance(messages, Sequence) or isinstance(messages, str):
+        raise PerplexityLabsInputError(f"Labs payload's messages are not a list: {type(messages).__name__}")
+    query = query_from_messages(messages)
+    params: dict[str, Any] = {
+        "attachments": [],
+        "language": "en-US",
+        "timezone": "UTC",
+        "search_focus": "internet",
+        "sources": ["web"],
+        "search_recency_filter": None,
+        "frontend_uuid": frontend_uuid,
+        "frontend_context_uuid": frontend_context_uuid,
+        "visitor_id": visitor_id,
+        "mode": "copilot" if signed_in else "concise",
+        "model_preference": web_model_preference(model, signed_in=signed_in),
+        "is_related_query": False,
+        "is_sponsored": False,
+        "prompt_source": "user",
+        "query_source": "home",
+        "is_incognito": False,
+        "time_from_first_type": 0,
+        "local_search_enabled": False,
+        "use_schematized_api": True,
+        "send_back_text_in_streaming_api": False,
+        "supported_block_use_cases": list(SUPPORTED_BLOCK_USE_CASES),
+        "client_coordinates": None,
+        "mentions": [],
+        "dsl_query": query,
+        "skip_search_enabled": False,
+        "is_nav_suggestions_disabled": False,
+        "always_search_override": False,
+        "override_no_search": False,
+        "source": protocol.source,
+        "version": protocol.web_version,
+    }
+    params.update(protocol.web_params)
+    return {"params": params, "query_str": query}
+
+
+def web_headers(protocol: LabsProtocol, *, request_id: str = "") -> dict[str, str]:
+    """Headers of a web ask: event-stream accept, JSON body, the web origin and referer.
+
+    The web app sends its ``frontend_uuid`` as ``x-request-id`` (gpt4free issue #3197): pass it as
+    ``request_id``. No ``user-agent``: the wire sends the same browser one as the other transports.
+    """
+    headers = {
+        "accept": "text/event-stream",
+        "accept-language": "en-US,en;q=0.9",
+        "cache-control": "no-cache",
+        "content-type": "application/json",
+        "x-perplexity-request-reason": WEB_REQUEST_REASON,
+    }
+    if protocol.web_origin:
+        headers["origin"] = protocol.web_origin
+    if protocol.web_referer:
+        headers["referer"] = protocol.web_referer
+    if request_id:
+        headers["x-request-id"] = request_id
+    return headers
+
+
+def session_user_id(session: object) -> str | None:
+    """The signed-in user's id from an ``/api/auth/session`` answer, ``None`` when anonymous."""
+    if isinstance(session, Mapping):
+        user = session.get("user")
+        if isinstance(user, Mapping) and user.get("id"):
+            return str(user["id"])
+    return None
+
+
+# --- Answer -----------------------------------------------------------------------------------
+
+
+class WebAnswer:
+    """Folds the web app's SSE JSON messages into Labs-shaped progress-frame data, one at a time.
+
+    Understands the schematized stream (``blocks`` with ``markdown_block`` / ``plan_block`` /
+    ``web_result_block`` / ``sources_mode_block`` snapshots and ``diff_block`` JSON patches on them)
+    and the older one (a ``text`` field holding JSON with ``answer``, ``chunks``, ``web_results``,
+    or a list of steps ending in ``FINAL``). What it does not understand it ignores.
+
+    :meth:`feed` returns ``None`` when a message adds nothing, else
+    ``{"output", "citations", "final"}``: ``output`` is cumulative, with the plan's goals first as
+    ``<think>...</think>``; ``citations`` are URLs, or ``{"url", "title"}`` objects where the stream
+    names its sources. A failure gives ``{"status": "failed", "text", "error_code"?}``.
+    A message with ``final_sse_message`` or ``final`` true ends the answer; ``status: COMPLETED``
+    alone only marks it :attr:`completed`, and :meth:`finish` ends it when the stream ends.
+    Pass the Labs ``model`` asked: for ``r1-1776`` the output always spells out its think section.
+    """
+
+    def __init__(self, model: str = "") -> None:
+        # For a model whose Labs output starts inside an unopened think section (r1-1776), the
+        # StreamDecoder would take a bare answer for reasoning: write the section out for it.
+        self._explicit_think = model in IMPLICIT_THINK_MODELS
+        self._blocks: dict[tuple[str, str], Any] = {}
+        self._answer = ""
+        self._reasoning = ""
+        self._reasoning_frozen = False
+        self._citations: list[str | dict[str, str]] = []
+        self._last: tuple[str, tuple[object, ...]] | None = None
+        self.completed = False
+        """A ``status: COMPLETED`` message arrived."""
+        self.finished = False
+        """A final (or failed) frame was returned: later messages are ignored."""
+
+    def feed(self, message: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Take one SSE message's JSON; return the frame it makes, or ``None`` if nothing is new."""
+        if self.finished or not isinstance(message, Mapping):
+            return None
+        failure = _failure(message)
+        if failure is not None:
+            self.finished = True
+            return failure
+        status = message.get("status")
+        if isinstance(status, str) and status.upper() == "COMPLETED":
+            self.completed = True
+        blocks = message.get("blocks")
+        if isinstance(blocks, list):
+            self._take_blocks(blocks)
+        text = message.get("text")
+        if isinstance(text, str) and text:
+            self._take_text(text)
+        final = message.get("final_sse_message") is True or message.get("final") is True
+        return self._frame(final=final)
+
+    def finish(self) -> dict[str, Any] | None:
+        """The stream ended (an ``end_of_stream`` event, or its close after ``COMPLETED``): the final frame.
+
+        ``None`` if a final or failed frame was already returned.
+        """
+        if self.finished:
+            return None
+        return self._frame(final=True, force=True)
+
+    @property
+    def output(self) -> str:
+        """The cumulative output so far: the plan as a think section, then the answer."""
+        if not self._reasoning and not (self._explicit_think and self._answer):
+            return self._answer
+        if not self._answer and not self._reasoning_frozen:
+            return THINK_OPEN + self._reasoning
+        return f"{THINK_OPEN}{self._reasoning}{THINK_CLOSE}\n\n{self._answer}"
+
+    def _frame(self, *, final: bool, force: bool = False) -> dict[str, Any] | None:
+        if final:
+            self.finished = True
+            self._reasoning_frozen = True
+        output = self.output
+        key = (output, tuple(_hashable(c) for c in self._citations))
+        if not final and not force and key == self._last:
+            return None
+        self._last = key
+        frame: dict[str, Any] = {"output": output, "citations": list(self._citations), "final": final}
+        if final:
+            frame["status"] = "completed"
+        return frame
+
+    # Schematized stream: block snapshots and JSON patches on them.
+
+    def _take_blocks(self, blocks: list[Any]) -> None:
+        for block in blocks:
+            if not isinstance(block, Mapping):
+                continue
+            usage = block.get("intended_usage")
+            usage = usage if isinstance(usage, str) else ""
+            for name, value in block.items():
+                if name == "diff_block" and isinstance(value, Mapping):
+                    self._patch(usage, value)
+                elif name.endswith("_block") and isinstance(value, Mapping):
+                    self._blocks[usage, name] = copy.deepcopy(dict(value))  # our own copy, to patch
+                    self._derive(name, self._blocks[usage, name])
+
+    def _patch(self, usage: str, diff: Mapping[str, Any]) -> None:
+        field = diff.get("field")
+        patches = diff.get("patches")
+        if not isinstance(field, str) or not isinstance(patches, list):
+            return
+        document = self._blocks.get((usage, field), {})
+        for operation in patches:
+            if isinstance(operation, Mapping):
+                document = _apply_patch(document, operation)
+        self._blocks[usage, field] = document
+        self._derive(field, document)
+
+    def _derive(self, field: str, document: Any) -> None:
+        if not isinstance(document, Mapping):
+            return
+        if field == "markdown_block":
+            answer = _markdown_text(document)
+            if answer:
+                self._answer = answer
+                self._reasoning_frozen = True  # the output must stay a prefix of what follows
+        elif field == "plan_block" and not self._reasoning_frozen:
+            self._reasoning = _goals_text(document.get("goals"))
+        elif field in ("web_result_block", "sources_mode_block"):
+            citations = _citations_of(document.get("web_results"))
+            if citations:
+                self._citations = citations
+
+    # Older stream: a ``text`` field holding JSON (or the answer itself).
+
+    def _take_text(self, text: str) -> None:
+        try:
+            content: Any = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            self._answer = text
+            self._reasoning_frozen = True
+            return
+        if isinstance(content, list):
+            content = _final_step(content)
+        if not isinstance(content, Mapping):
+            return
+        chunks = content.get("chunks")
+        answer = content.get("answer")
+        if isinstance(answer, str) and answer:
+            self._answer = answer
+        elif isinstance(chunks, list) and chunks:
+            self._answer = "".join(c for c in chunks if isinstance(c, str))
+        if self._answer:
+            self._reasoning_frozen = True
+        citations = _citations_of(content.get("web_results"))
+        if citations:
+            self._citations = citations
+
+
+def _failure(message: Mapping[str, Any]) -> dict[str, Any] | None:
+    status = message.get("status")
+    error_code = message.get("error_code")
+    failed = isinstance(status, str) and status.lower() == "failed"
+    if not failed and not error_code:
+        return None
+    text = message.get("text")
+    code = str(error_code) if error_code else ""
+    frame: dict[str, Any] = {"status": "failed", "text": text if isinstance(text, str) and text else code}
+    if not frame["text"]:
+        frame["text"] = "(the server gave no message)"
+    if code:
+        frame["error_code"] = code
+    experience = message.get("experience")
+    if isinstance(experience, str):
+        frame["experience"] = experience
+    return frame
+
+
+def _apply_patch(document: Any, operation: Mapping[str, Any]) -> Any:
+    """Apply one JSON patch operation; an inapplicable one is skipped, except text chunks, appended."""
+    try:
+        # A copy: the patched document must not share lists with the caller's message.
+        return jsonpatch.JsonPatch([copy.deepcopy(dict(operation))]).apply(document, in_place=True)
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError, ValueError):
+        pass
+    # A chunk added past the end (a patch we missed): keep the text rather than lose it.
+    path, value = operation.get("path"), operation.get("value")
+    chunk = isinstance(path, str) and path.startswith("/chunks/") and isinstance(value, str)
+    if chunk and isinstance(document, dict):
+        chunks = document.setdefault("chunks", [])
+        if isinstance(chunks, list):
+            chunks.append(value)
+    return document
+
+
+def _markdown_text(block: Mapping[str, Any]) -> str:
+    chunks = block.get("chunks")
+    joined = "".join(c for c in chunks if isinstance(c, str)) if isinstance(chunks, list) else ""
+    answer = block.get("answer")
+    # ``answer`` is the finished text; before it arrives the chunks are all there is.
+    return answer if isinstance(answer, str) and len(answer) >= len(joined) else joined
+
+
+def _goals_text(goals: object) -> str:
+    if not isinstance(goals, list):
+        return ""
+    parts: list[str] = []
+    for goal in goals:
+        if isinstance(goal, str):
+            parts.append(goal)
+        elif isinstance(goal, Mapping):
+            for key in ("description", "text", "title"):
+                if isinstance(goal.get(key), str):
+                    parts.append(goal[key])
+                    break
+            else:
+                chunks = goal.get("chunks")
+                if isinstance(chunks, list):
+                    parts.append("".join(c for c in chunks if isinstance(c, str)))
+    return "\n".join(part for part in parts if part)
+
+
+def _citations_of(results: object) -> list[str | dict[str, str]]:
+    if not isinstance(results, list):
+        return []
+    citations: list[str | dict[str, str]] = []
+    for result in results:
+        if isinstance(result, str) and result:
+            citations.append(result)
+        elif isinstance(result, Mapping) and isinstance(result.get("url"), str) and result["url"]:
+            title = result.get("name") or result.get("title")
+            if isinstance(title, str) and title:
+                citations.append({"url": result["url"], "title": title})
+            else:
+                citations.append(result["url"])
+    return citations
+
+
+def _final_step(steps: list[Any]) -> Any:
+    """The answer of a step list (``step_type: FINAL``), its ``answer`` itself JSON, with earlier sources."""
+    found: dict[str, Any] = {}
+    for step in steps:
+        if not isinstance(step, Mapping) or not isinstance(step.get("content"), Mapping):
+            continue
+        content = step["content"]
+        if isinstance(content.get("web_results"), list):
+            found["web_results"] = content["web_results"]
+        if step.get("step_type") == "FINAL":
+            answer = content.get("answer")
+            if isinstance(answer, str):
+                try:
+                    decoded = orjson.loads(answer)
+                except orjson.JSONDecodeError:
+                    decoded = {"answer": answer}
+                answer = decoded if isinstance(decoded, Mapping) else {"answer": answer}
+            if isinstance(answer, Mapping):
+                found.update(answer)
+    return found
+
+
+def _hashable(citation: str | dict[str, str]) -> object:
+    return citation if isinstance(citation, str) else tuple(sorted(citation.items()))
