@@ -267,6 +267,7 @@ RUNNABLE_PAGES = (
     Page("docs/protocol.md", checked_outputs=1, models=2),  # llm, rehearsed
     Page("docs/cassettes.md", checked_outputs=0, models=0),  # a pytest file: tests/test_recording.py runs it
     Page("docs/web_transport.md", checked_outputs=1, models=0),  # the codec alone, on a stream written out
+    Page("docs/retirement.md", checked_outputs=0, models=0),  # the emulator options of each verdict
 )
 RUN_BY_THEIR_OWN_TESTS = {
     "docs/chat_perplexity_labs.md": "test_docs_page_runs_and_prints_what_it_shows",
@@ -363,8 +364,6 @@ def test_gateway_page_runs_against_pplx_labs_gateway(monkeypatch: pytest.MonkeyP
 
 # -- links ----------------------------------------------------------------------------------------
 
-# Pages other branches add; a link to one may be dangling until it lands (then drop it from here).
-LINKS_TO_COME = {"docs/web_transport.md"}
 _LINK = re.compile(r"\]\((?P<target>[^()\s]+)\)")
 _INLINE_CODE = re.compile(r"`[^`\n]*`")
 
@@ -392,8 +391,7 @@ def broken_links(path: Path, root: Path) -> list[str]:
         linked = (path.parent / file_part).resolve() if file_part else path
         relative = linked.relative_to(root).as_posix() if linked.is_relative_to(root) else str(linked)
         if not linked.exists():
-            if relative not in LINKS_TO_COME:
-                broken.append(f"{target} (no file {relative})")
+            broken.append(f"{target} (no file {relative})")
         elif anchor and linked.suffix == ".md" and anchor not in anchors_of(linked):
             broken.append(f"{target} (no heading #{anchor} in {relative})")
     return broken
@@ -405,7 +403,7 @@ def test_broken_links_finds_missing_files_and_anchors(tmp_path: Path) -> None:
     page = tmp_path / "README.md"
     page.write_text(
         "[a](docs/a.md#the-gateway-clients) [b](docs/b.md) [c](docs/a.md#nope) [d](#status)\n"
-        "## Status\n[w](https://example.com/x.md) [later](docs/web_transport.md)\n"
+        "## Status\n[w](https://example.com/x.md)\n"
         "```python\nx = y[0](z)\n```\n",
         encoding="utf-8",
     )

@@ -194,7 +194,8 @@ class LabsEmulator:
         socketio = request.path.startswith(self.protocol.socketio_path.rstrip("/"))
         if not socketio and request.path not in self.web.paths():
             return await handler(request)
-        transport = request.query.get("transport", "")
+        # Web asks are counted as the "web" transport; Socket.IO names its own in the query.
+        transport = request.query.get("transport", "") if socketio else "web"
         if self.blocked:
             self.refusals[transport] += 1
             return web.Response(
@@ -203,8 +204,6 @@ class LabsEmulator:
                 content_type="text/html",
                 headers={"Server": "cloudflare", "cf-ray": "0000000000000000-EMU"},
             )
-        if not socketio:
-            return await handler(request)
         if transport == "websocket" and self.refuse_websocket:
             return web.Response(status=400, text="WebSocket transport is disabled on this server")
         if self.redirect_to is not None:
@@ -213,6 +212,8 @@ class LabsEmulator:
         if self.main_site:
             self.refusals[transport] += 1
             return web.Response(text=MAIN_SITE_PAGE, content_type="text/html")
+        if not socketio:
+            return await handler(request)
         if "sid" not in request.query:
             self.handshakes[transport] += 1
             self.handshake_headers.append(dict(request.headers))
