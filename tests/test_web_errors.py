@@ -30,6 +30,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsNotFoundError,
     PerplexityLabsProtocolError,
     PerplexityLabsRateLimitError,
+    PerplexityLabsRetiredError,
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
@@ -249,7 +250,7 @@ async def test_failed_message_is_a_server_error_with_the_servers_text(fake_web: 
     assert fake_web.hits["ask"] == 1
 
 
-async def test_free_tier_rate_limit_message_is_a_server_error_not_retried(fake_web: FakeWebApp) -> None:
+async def test_free_tier_rate_limit_message_is_a_rate_limit_never_retried(fake_web: FakeWebApp) -> None:
     # The main site's rate limit, as henrique-coder/perplexity-webui-scraper's tests show it.
     limited = {
         "error_code": "FREE_TIER_RATE_LIMITED",
@@ -258,8 +259,10 @@ async def test_free_tier_rate_limit_message_is_a_server_error_not_retried(fake_w
         "final_sse_message": True,
     }
     fake_web.ask = streaming([limited])
-    error = await _ask_fails(fake_web, PerplexityLabsServerError, max_retries=2)
-    assert "FREE_TIER_RATE_LIMITED" in str(error)
+    error = await _ask_fails(
+        fake_web, PerplexityLabsRateLimitError, max_retries=2, retry_server_failures=True
+    )
+    assert error.error_code == "FREE_TIER_RATE_LIMITED"
     assert fake_web.hits["ask"] == 1
 
 
@@ -340,10 +343,10 @@ async def test_emulator_garbage_is_a_protocol_error(base_url: str, emulator: Lab
     assert "not JSON" in str(error)
 
 
-async def test_anonymous_rate_limit_is_a_server_error_naming_the_code_and_not_retried() -> None:
+async def test_anonymous_rate_limit_is_a_rate_limit_not_retried() -> None:
     async with LabsEmulator(web_variant=WebVariant(anonymous="rate_limited")) as server:
-        error = await _emulated_fails(server.base_url, PerplexityLabsServerError, max_retries=2)
-        assert "FREE_TIER_RATE_LIMITED" in str(error)
+        error = await _emulated_fails(server.base_url, PerplexityLabsRateLimitError, max_retries=2)
+        assert error.error_code == "FREE_TIER_RATE_LIMITED"
         assert server.web.asks == 1
         # A session cookie signs in, and the signed-in ask is answered.
         async with _emulated(
@@ -478,3 +481,24 @@ async def test_whatever_follows_the_last_message_is_not_parsed(fake_web: FakeWeb
         pool = await chat._labs_client().pool()
         assert pool.connections_opened == 1
     assert first.content == second.content == "Paris."
+
+
+async def test_emulator_redirect_is_not_found_naming_where_it_points(
+    base_url: str, emulator: LabsEmulator
+) -> None:
+    emulator.redirect_to = "https://www.perplexity.ai/"
+    error = await _emulated_fails(base_url, PerplexityLabsNotFoundError, max_retries=0)
+    assert not isinstance(error, PerplexityLabsRetiredError)  # on the web app a redirect means it moved
+    assert error.status == 301
+    assert error.url == f"{base_url}/api/auth/session"
+    assert "https://www.perplexity.ai/" in str(error)
+
+
+async def test_emulator_main_site_page_instead_of_the_stream_is_not_found(
+    base_url: str, emulator: LabsEmulator
+) -> None:
+    emulator.main_site = True
+    error = await _emulated_fails(base_url, PerplexityLabsNotFoundError, max_retries=0)
+    assert error.url == f"{base_url}/rest/sse/perplexity_ask"
+    assert "not an event stream" in str(error)
+    assert error.excerpt.lower().startswith("<!doctype html")
