@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self, cast
 
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -12,8 +12,21 @@ from langchain_core.utils import from_env, secret_from_env
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from langchain_pplx_labs._profiles import default_profile, drop_default_profile, profile_outdated
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, LabsProtocol, validate_model_name
-from langchain_pplx_labs.wire import check_base_url, check_not_negative, check_proxy_url, check_timeout
+from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.protocol import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
+    WEB_DEFAULT_MODEL,
+    LabsProtocol,
+    validate_model_name,
+)
+from langchain_pplx_labs.wire import (
+    Service,
+    check_base_url,
+    check_not_negative,
+    check_proxy_url,
+    check_timeout,
+)
 
 if TYPE_CHECKING:
     from langchain_core.language_models.model_profile import ModelProfile
@@ -82,6 +95,12 @@ class LabsModelFields(BaseChatModel):
     """``Cookie`` header value (e.g. a session); a secret: masked, and a secret in ``dumpd``. Env: ``PPLX_LABS_COOKIES``."""
     protocol: LabsProtocol = Field(default_factory=LabsProtocol)
     """Labs' path, event names, payload version, Origin and auth; change it when Labs changes."""
+    transport: Service = Field(
+        default_factory=cast("Callable[[], Service]", from_env("PPLX_LABS_TRANSPORT", default="labs")),
+        validate_default=True,  # a PPLX_LABS_TRANSPORT of neither name is refused, not ignored
+    )
+    """``labs``: the Labs playground's Socket.IO; ``web``: the web app's Server-Sent Events (whose default
+    model is ``WEB_DEFAULT_MODEL`` when ``model`` is not given). Env: ``PPLX_LABS_TRANSPORT``."""
 
     @model_validator(mode="before")
     @classmethod
@@ -103,6 +122,20 @@ class LabsModelFields(BaseChatModel):
     @classmethod
     def _check_model(cls, value: str) -> str:
         return validate_model_name(value)
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _check_transport(cls, value: Any) -> Any:
+        if value not in ("labs", "web"):
+            raise PerplexityLabsInputError(f"Invalid transport {value!r}: use 'labs' or 'web'")
+        return value
+
+    @model_validator(mode="after")
+    def _web_default_model(self) -> Self:
+        # Labs' default model does not exist on the web app: there, an unnamed model is the web's default.
+        if self.transport == "web" and "model" not in self.model_fields_set:
+            self.model = WEB_DEFAULT_MODEL
+        return self
 
     @field_validator("base_url")
     @classmethod

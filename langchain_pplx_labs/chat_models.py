@@ -284,7 +284,12 @@ class ChatPerplexityLabs(LabsModelFields):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.model, "base_url": self.base_url, "reasoning": self.reasoning}
+        return {
+            "model": self.model,
+            "base_url": self.base_url,
+            "reasoning": self.reasoning,
+            "transport": self.transport,
+        }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         # No ls_temperature/ls_max_tokens: Labs takes neither, so the model has no such fields.

@@ -27,7 +27,7 @@ from langchain_pplx_labs.errors import (
 )
 from langchain_pplx_labs.pool import ConnectionPool, PoolClosedError, PoolSettings
 from langchain_pplx_labs.protocol import LabsProtocol, ProgressFrame, failure_of, parse_frame
-from langchain_pplx_labs.wire import browser_headers
+from langchain_pplx_labs.wire import Service, browser_headers
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +233,7 @@ class ClientOptions(Protocol):
 
     base_url: str
     protocol: LabsProtocol
+    transport: Service
     default_headers: dict[str, str] | None
     cookies: SecretStr | None
     connect_timeout: float
@@ -264,7 +265,9 @@ def client_settings(options: ClientOptions) -> tuple[ConnectionSettings, PoolSet
     )
     ssl_option: ssl.SSLContext | bool = options.ssl_context or options.verify_ssl
     return (
-        ConnectionSettings(options.base_url, tuple(headers.items()), timeouts, options.protocol),
+        ConnectionSettings(
+            options.base_url, tuple(headers.items()), timeouts, options.protocol, options.transport
+        ),
         PoolSettings(
             options.max_connections,
             options.pool_idle_timeout,

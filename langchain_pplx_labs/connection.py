@@ -21,6 +21,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
+    PerplexityLabsError,
     PerplexityLabsNotFoundError,
     PerplexityLabsProtocolError,
     PerplexityLabsRetiredError,
@@ -29,8 +30,10 @@ from langchain_pplx_labs.errors import (
     excerpt_of,
 )
 from langchain_pplx_labs.polling import PollingWire
+from langchain_pplx_labs.web import WebWire
 from langchain_pplx_labs.websocket import WebSocketWire
 from langchain_pplx_labs.wire import (
+    BLOCK_MARKERS,
     BROWSER_USER_AGENT,
     DEFAULT_HEADERS,
     PROXY_ERRORS,
@@ -38,7 +41,14 @@ from langchain_pplx_labs.wire import (
     Timeouts,
     Transport,
     Wire,
+    is_cloudflare_block,
 )
+
+_WIRES: dict[Transport, type[WebSocketWire | PollingWire | WebWire]] = {
+    "websocket": WebSocketWire,
+    "polling": PollingWire,
+    "web": WebWire,
+}
 
 __all__ = [
     "BROWSER_USER_AGENT",
@@ -55,7 +65,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_BLOCK_MARKERS = ("cloudflare", "cf-chl", "challenge-platform", "just a moment", "attention required")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
 # What a failed connect raises below our typed errors.
 _CONNECT_FAILURES = (aiohttp.ClientError, ConnectionError, sio_exceptions.ConnectionError, *PROXY_ERRORS)
@@ -116,14 +125,13 @@ class LabsConnection:
         return self._inbox is not None
 
     async def open(self, transport: Transport, *, pipelined: bool = True) -> None:
-        """Connect with ``transport``: a direct WebSocket, or the polling handshake then upgrade.
+        """Connect with ``transport``: a direct WebSocket, the polling handshake then upgrade, or the web app.
 
         On any failure, a cancel included, nothing this call opened stays open.
         """
         if self._wire is not None:
             raise RuntimeError("a Labs connection opens once")
-        wire_class = WebSocketWire if transport == "websocket" else PollingWire
-        self._wire = wire = wire_class(self.settings, self._session, self)
+        self._wire = wire = _WIRES[transport](self.settings, self._session, self)
         token = OPENING.set(self._opening)
         try:
             await self._connect(wire, pipelined)
@@ -183,12 +191,15 @@ class LabsConnection:
             ):
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
             return PerplexityLabsTimeoutError("handshake", timeouts.handshake)
-        if isinstance(exc, PerplexityLabsConnectionError):
-            return exc
+        if isinstance(exc, PerplexityLabsError):
+            return exc  # already typed by the wire (the web wire's refusals, a rate limit among them)
         if isinstance(exc, _CONNECT_FAILURES):
             if _caused_by(exc, aiohttp.ConnectionTimeoutError) or _caused_by(exc, ProxyTimeoutError):
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
-            return PerplexityLabsConnectionError(f"Could not connect to {url} over {transport}: {exc}")
+            hint = ""
+            if _caused_by(exc, aiohttp.ClientConnectorCertificateError):
+                hint = " (TLS certificate not trusted: pass ssl_context= with your CA, or verify_ssl=False)"
+            return PerplexityLabsConnectionError(f"Could not connect to {url} over {transport}: {exc}{hint}")
         if isinstance(exc, Exception):
             # The server's first message is not Engine.IO (a plain WebSocket, a proxy's page):
             # our wire says so, engine.io lets its parsing errors escape. A connection failure, retried.
@@ -403,6 +414,11 @@ class LabsConnection:
         if self._inbox is not None:
             self._inbox.put(("gone", reason or "disconnected"))
 
+    def on_answer_dropped(self) -> None:
+        # The web wire closed the response of an answer nobody reads: no tail to drain.
+        self.answer_open = False
+        self.stray_news.set()
+
     def on_bad_packet(self, data: Any, exc: Exception) -> None:
         logger.debug("undecodable Socket.IO packet (%s): %s", exc, excerpt_of(data))
         if self._inbox is not None:
@@ -464,20 +480,6 @@ async def diagnose_refusal(
             f"Cannot reach Perplexity Labs at {settings.base_url}: {exc or type(exc).__name__}{hint}"
         )
     return explain_refusal(url, status, headers, body, cause)
-
-
-def is_cloudflare_block(status: int, headers: Mapping[str, str], body: str) -> bool:
-    """A Cloudflare signature: ``cf-mitigated``, or a 403/429/503 with ``cf-ray``/Cloudflare's server or page."""
-    if "cf-mitigated" in headers:
-        return True
-    if status not in (403, 429, 503):
-        return False  # Cloudflare fronts every Labs answer, its 404s too: cf-ray alone is no block
-    lowered = body.lower()
-    return (
-        "cf-ray" in headers
-        or headers.get("server", "").lower() == "cloudflare"
-        or any(marker in lowered for marker in _BLOCK_MARKERS)
-    )
 
 
 def explain_refusal(
@@ -564,7 +566,7 @@ def retired_by_redirect(url: str, status: int, location: str) -> PerplexityLabsR
 def _main_site_title(body: str) -> str | None:
     """The title of a Perplexity main-site HTML page (``<title>Perplexity``, ``perplexity.ai``), else None."""
     lowered = body.lower()
-    if "<html" not in lowered or any(marker in lowered for marker in _BLOCK_MARKERS):
+    if "<html" not in lowered or any(marker in lowered for marker in BLOCK_MARKERS):
         return None  # not a page, or a Cloudflare page (which names the site it guards)
     match = _TITLE.search(body)
     title = " ".join(match.group(1).split()) if match else ""

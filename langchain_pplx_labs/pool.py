@@ -298,7 +298,13 @@ class ConnectionPool:
 
     async def _open(self) -> LabsConnection:
         base_url = self.settings.base_url
-        order: list[Transport] = ["polling"] if base_url in _POLLING_ONLY else ["websocket", "polling"]
+        order: list[Transport]
+        if self.settings.service == "web":
+            order = ["web"]  # one way in: no fallback, no pipelining, no Engine.IO endpoint to diagnose
+        elif base_url in _POLLING_ONLY:
+            order = ["polling"]
+        else:
+            order = ["websocket", "polling"]
         failure: PerplexityLabsConnectionError | None = None
         for transport in order:
             try:
@@ -317,6 +323,8 @@ class ConnectionPool:
             logger.debug("opened a Labs socket to %s over %s", base_url, transport)
             return connection
         assert failure is not None
+        if order == ["web"]:
+            raise failure  # the web wire named the cause already (it saw the HTTP answer)
         cause = failure.__cause__ or failure
         raise await diagnose_refusal(self.settings, self._http_session(), cause) from failure
 

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://www.perplexity.ai"
 DEFAULT_MODEL = "r1-1776"
+WEB_DEFAULT_MODEL = "auto"
+"""The model a web question (``transport="web"``) asks when none is named: the account picks (``turbo`` anonymous)."""
 KNOWN_MODELS = ("r1-1776", "sonar-pro", "sonar", "sonar-reasoning", "sonar-reasoning-pro")
 """Labs models seen on the playground in 2025; other names are accepted too."""
 REASONING_MODELS = frozenset({"r1-1776", "sonar-reasoning", "sonar-reasoning-pro"})

@@ -13,7 +13,10 @@ from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 from langchain_pplx_labs.errors import PerplexityLabsInputError
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_PROTOCOL, LabsProtocol
 
-Transport = Literal["websocket", "polling"]
+Transport = Literal["websocket", "polling", "web"]
+"""How a connection reaches its service: Labs' direct WebSocket or polling handshake, or the web app's SSE."""
+Service = Literal["labs", "web"]
+"""Which Perplexity service answers: the Labs playground (Socket.IO) or the web app (Server-Sent Events)."""
 
 BROWSER_USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -86,6 +89,24 @@ def proxy_connector(proxy: str | None) -> aiohttp.BaseConnector | None:
     return ProxyConnector.from_url(proxy, limit=0)  # limit=0 as the pool's: its own semaphore bounds sockets
 
 
+# What a Cloudflare block page says, in its title or body (lower-cased).
+BLOCK_MARKERS = ("cloudflare", "cf-chl", "challenge-platform", "just a moment", "attention required")
+
+
+def is_cloudflare_block(status: int, headers: Mapping[str, str], body: str) -> bool:
+    """A Cloudflare signature: ``cf-mitigated``, or a 403/429/503 with ``cf-ray``/Cloudflare's server or page."""
+    if "cf-mitigated" in headers:
+        return True
+    if status not in (403, 429, 503):
+        return False  # Cloudflare fronts every Labs answer, its 404s too: cf-ray alone is no block
+    lowered = body.lower()
+    return (
+        "cf-ray" in headers
+        or headers.get("server", "").lower() == "cloudflare"
+        or any(marker in lowered for marker in BLOCK_MARKERS)
+    )
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """Every wait a query can make, in seconds; ``None`` waits forever."""
@@ -108,6 +129,7 @@ class ConnectionSettings:
     )
     timeouts: Timeouts = Timeouts()
     protocol: LabsProtocol = DEFAULT_PROTOCOL
+    service: Service = "labs"
 
     @property
     def header_dict(self) -> dict[str, str]:
@@ -126,6 +148,9 @@ class WireListener(Protocol):
     def on_disconnect(self, reason: Any = None) -> None: ...
 
     def on_bad_packet(self, data: Any, exc: Exception) -> None: ...
+
+    def on_answer_dropped(self) -> None:
+        """The wire ended the answer in flight itself (the web wire closes an abandoned response)."""
 
 
 class Wire(Protocol):
@@ -154,7 +179,10 @@ class Wire(Protocol):
         """Send an EVENT to ``/``; raise ``LookupError`` when the socket is no longer connected."""
 
     async def read_one(self) -> None:
-        """Read and dispatch the next message, in the caller's task."""
+        """Read and dispatch the next message, in the caller's task.
+
+        May raise a ``PerplexityLabsError`` the wire found (the web wire's HTTP refusals).
+        """
 
     def release(self) -> None:
         """The query that was reading inline is over."""

@@ -23,6 +23,7 @@ class Options:
 
     base_url: str = "http://127.0.0.1:8123"
     protocol: LabsProtocol = DEFAULT_PROTOCOL
+    transport: str = "labs"
     default_headers: dict[str, str] | None = None
     cookies: SecretStr | None = None
     connect_timeout: float = 1.0

@@ -28,6 +28,23 @@ def add_protocol_flag(
     parser.add_argument("--protocol", metavar="FILE.json", default=default, help=help_text)
 
 
+def add_transport_flag(parser: argparse.ArgumentParser) -> None:
+    """``--transport labs|web``: the Labs playground's Socket.IO or the web app's SSE (read by ``transport_option``)."""
+    parser.add_argument(
+        "--transport",
+        choices=["labs", "web"],
+        default=None,
+        help="labs: the Labs playground's Socket.IO; web: the web app's Server-Sent Events "
+        "(default $PPLX_LABS_TRANSPORT, else labs)",
+    )
+
+
+def transport_option(args: argparse.Namespace) -> dict[str, str]:
+    """``{"transport": ...}`` for ``ChatPerplexityLabs`` when ``--transport`` was given; ``{}`` leaves it to the env."""
+    transport = getattr(args, "transport", None)
+    return {} if transport is None else {"transport": transport}
+
+
 def labs_protocol(args: argparse.Namespace) -> LabsProtocol:
     """The protocol ``--protocol FILE.json`` names, or the default one without the flag."""
     from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol

@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, TextIO
 
-from langchain_pplx_labs.cli._shared import add_protocol_flag, labs_protocol, maybe_emulator
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, KNOWN_MODELS
+from langchain_pplx_labs.cli._shared import (
+    add_protocol_flag,
+    add_transport_flag,
+    labs_protocol,
+    maybe_emulator,
+    transport_option,
+)
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, KNOWN_MODELS, WEB_DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -19,13 +25,19 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Register ``ask`` and its flags; the caller binds the command to ``ask``."""
     ask = commands.add_parser("ask", help="stream an answer and print its sources as footnotes")
     ask.add_argument("question")
-    ask.add_argument("--model", default=DEFAULT_MODEL, help=f"one of {', '.join(KNOWN_MODELS)} or newer")
+    ask.add_argument(
+        "--model",
+        default=None,
+        help=f"one of {', '.join(KNOWN_MODELS)} or newer (default {DEFAULT_MODEL}; "
+        f"{WEB_DEFAULT_MODEL} with --transport web)",
+    )
     where = ask.add_mutually_exclusive_group()
     where.add_argument("--emulator", action="store_true", help="answer offline from an in-process emulator")
     where.add_argument("--base-url", default=None, help=f"server root (default {DEFAULT_BASE_URL})")
     ask.add_argument("--system", default=DEFAULT_SYSTEM, help='system prompt; --system "" sends none')
     ask.add_argument("--show-reasoning", action="store_true", help="also print the model's thinking")
     add_protocol_flag(ask)
+    add_transport_flag(ask)
     return ask
 
 
@@ -46,7 +58,9 @@ async def ask(args: argparse.Namespace, out: TextIO) -> int:
     async with maybe_emulator(args.emulator, protocol) as emulator_url:
         base_url = emulator_url or args.base_url
         where = {"base_url": base_url} if base_url else {}
-        model = ChatPerplexityLabs(model=args.model, protocol=protocol, **where)
+        # No --model: the model's own default, which follows the transport.
+        named = {"model": args.model} if args.model else {}
+        model = ChatPerplexityLabs(protocol=protocol, **named, **transport_option(args), **where)
         citations: list[str] = []
         thinking = False
         started = False

@@ -12,11 +12,13 @@ from typing import Any
 from langchain_pplx_labs._cliargs import CliError, port, positive_int, positive_seconds
 from langchain_pplx_labs.cli._shared import (
     add_protocol_flag,
+    add_transport_flag,
     is_loopback,
     labs_protocol,
     listening,
     maybe_emulator,
     stop_on_signals,
+    transport_option,
 )
 
 
@@ -76,6 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help_text="LabsProtocol fields (path, event names...) for Labs and --emulator "
         "(default $PPLX_LABS_GATEWAY_PROTOCOL)",
     )
+    add_transport_flag(parser)
     parser.add_argument("--max-body-bytes", type=positive_int, default=4 * 1024 * 1024)
     parser.add_argument("--max-messages", type=positive_int, default=512)
     parser.set_defaults(run=run)
@@ -115,7 +118,7 @@ async def _serve(args: argparse.Namespace) -> int:
             queue_timeout=args.queue_timeout,
             max_body_bytes=args.max_body_bytes,
             max_messages=args.max_messages,
-            model_options={"protocol": protocol},
+            model_options={"protocol": protocol, **transport_option(args)},
         )
         # handler_cancellation: a client that leaves mid-answer cancels its handler at once,
         # which releases the Labs socket even while Labs is silent.

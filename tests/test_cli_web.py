@@ -1,0 +1,90 @@
+"""``--transport web`` on the command line: ``ask`` and ``gateway`` as real subprocesses against the emulator."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+from test_cli import footnotes, run
+from test_gateway_cli import _start, _stop
+
+from langchain_pplx_labs.cli import main
+from langchain_pplx_labs.emulator import LabsEmulator
+
+QUESTION = "What is the capital of France?"
+ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
+CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "env"),
+    [(["--transport", "web"], {}), ([], {"PPLX_LABS_TRANSPORT": "web"})],
+    ids=["flag", "environment"],
+)
+def test_ask_over_the_web_prints_the_answer_and_its_sources(
+    flags: list[str], env: dict[str, str], emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=ANSWER, citations=CITATIONS, chunk_size=9)
+    result = run("ask", "--base-url", emulator.base_url, *flags, QUESTION, env_extra=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{ANSWER}\n\nSources:\n{footnotes(CITATIONS)}"
+    assert emulator.web.asks == 1
+    assert sum(emulator.handshakes.values()) == 0  # nothing over Socket.IO
+    assert emulator.requests[-1]["model"] == "turbo"  # no --model: "auto", anonymous
+
+
+def test_ask_transport_labs_overrides_the_environment(emulator: LabsEmulator) -> None:
+    emulator.script(answer=ANSWER, citations=CITATIONS)
+    result = run(
+        "ask", "--base-url", emulator.base_url, "--transport", "labs", QUESTION,
+        env_extra={"PPLX_LABS_TRANSPORT": "web"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(ANSWER)
+    assert emulator.web.asks == 0
+    assert emulator.requests[-1]["model"] == "r1-1776"
+
+
+def test_ask_web_refusal_is_one_line(emulator: LabsEmulator) -> None:
+    emulator.blocked = True
+    result = run("ask", "--base-url", emulator.base_url, "--transport", "web", QUESTION)
+    assert result.returncode == 1
+    assert result.stderr.startswith("pplx-labs: error: Perplexity blocked the session check: HTTP 403")
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_transport_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["ask", "--transport", "sse", QUESTION])
+    assert caught.value.code == 2
+    assert "invalid choice: 'sse'" in capsys.readouterr().err
+
+
+def test_the_openai_sdk_streams_from_the_gateway_over_the_web(emulator: LabsEmulator) -> None:
+    emulator.script(answer=ANSWER, citations=CITATIONS, chunk_size=7)
+    process, root = _start("--base-url", emulator.base_url, "--transport", "web")
+    try:
+        with openai.OpenAI(base_url=root + "/v1", api_key="unused", max_retries=0) as client:
+            chunks = list(
+                client.chat.completions.create(
+                    model="auto",
+                    messages=[{"role": "user", "content": QUESTION}],
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            )
+            completion = client.chat.completions.create(
+                model="sonar-pro", messages=[{"role": "user", "content": QUESTION}]
+            )
+    finally:
+        stderr = _stop(process)
+    assert "Traceback" not in stderr
+    texts = [chunk.choices[0].delta.content for chunk in chunks if chunk.choices]
+    assert len([text for text in texts if text]) > 3  # streamed, not one block
+    assert "".join(text or "" for text in texts) == ANSWER
+    assert chunks[-1].usage is not None
+    assert completion.choices[0].message.content == ANSWER
+    assert completion.model_extra["citations"] == CITATIONS
+    assert emulator.web.asks == 2
+    assert sum(emulator.handshakes.values()) == 0
+    assert [request["model"] for request in emulator.requests] == ["turbo", "sonar-pro"]

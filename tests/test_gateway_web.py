@@ -1,0 +1,85 @@
+"""The gateway over ``transport="web"``: the gateway's own tests, rerun against the emulator's SSE endpoint.
+
+The functions imported below are collected again here, where ``PPLX_LABS_TRANSPORT=web``: the
+gateway's model asks the web app's endpoint, and the unmodified openai SDK (and langchain-openai,
+langchain-perplexity) must see the same completions, streams, tool calls and errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+# Rerun here over the web transport (the gateway's model reads PPLX_LABS_TRANSPORT). Left out: the drain
+# test (it counts Labs sockets; a web answer has no drain, see below) and the reasoning tests in frames
+# shorter than "<think>" (the emulator's web rendering words those as answer text; see below).
+from test_gateway import (  # noqa: F401
+    PARIS,
+    ask,
+    client,
+    gateway,
+    gateway_for,
+    test_async_client_completes_and_streams,
+    test_blocked_is_502,
+    test_chat_openai_invokes_streams_and_calls_tools,
+    test_chat_perplexity_fills_citations_on_invoke_and_stream,
+    test_failure_mid_stream_ends_with_an_error_event,
+    test_json_schema_response_format,
+    test_labs_failure_is_502_with_its_text,
+    test_no_usage_chunk_without_include_usage,
+    test_perplexity_path_holds_the_stream_until_sources_are_known,
+    test_reasoning_drop_leaves_the_thinking_out,
+    test_stop_sequence_cuts_the_answer,
+    test_streamed_tool_call,
+    test_sync_completion_has_answer_sources_and_usage,
+    test_sync_stream_ends_with_sources_usage_and_done,
+    test_text_parts_and_history_reach_labs,
+    test_timeout_is_504,
+    test_tool_call_and_result_round_trip,
+)
+
+from langchain_pplx_labs.emulator import LabsEmulator
+
+
+@pytest.fixture(autouse=True)
+def _over_the_web(monkeypatch: pytest.MonkeyPatch, emulator: LabsEmulator) -> Iterator[None]:
+    """The gateway's model asks over the web; afterwards, nothing went over Socket.IO."""
+    monkeypatch.setenv("PPLX_LABS_TRANSPORT", "web")
+    yield
+    assert sum(emulator.handshakes.values()) == 0
+
+
+def test_reasoning_goes_to_reasoning_content(emulator: LabsEmulator) -> None:
+    emulator.script(answer=PARIS, reasoning="Think of France.", chunk_size=8)
+    with (
+        gateway_for(emulator) as running,
+        openai.OpenAI(base_url=running.root + "/v1", api_key="x", max_retries=0) as sdk,
+    ):
+        message = ask(sdk, model="sonar-reasoning").choices[0].message
+        deltas = [chunk.choices[0].delta for chunk in ask(sdk, model="sonar-reasoning", stream=True)]
+    assert message.content == PARIS
+    assert message.model_extra["reasoning_content"] == "Think of France."
+    assert "".join(d.model_extra.get("reasoning_content") or "" for d in deltas) == "Think of France."
+    assert "".join(d.content or "" for d in deltas) == PARIS
+
+
+def test_a_client_that_leaves_mid_answer_frees_its_place_at_once(emulator: LabsEmulator) -> None:
+    from langchain_pplx_labs.emulator import Scenario
+
+    slow = Scenario(answer="tick " * 200, chunk_size=5, delay=0.1)  # about 20 s to play out
+    emulator.script(lambda request: slow if "slow" in request.question else Scenario(answer="quick"))
+    with (
+        gateway_for(emulator, max_connections=1, queue_timeout=1.0) as running,
+        openai.OpenAI(base_url=running.root + "/v1", api_key="x", max_retries=0, timeout=10) as sdk,
+    ):
+        leaving = sdk.chat.completions.create(
+            model="sonar", messages=[{"role": "user", "content": "slow one"}], stream=True
+        )
+        next(iter(leaving))
+        leaving.close()  # gone mid-answer: its web response is closed, nothing is drained
+        answer = sdk.chat.completions.create(model="sonar", messages=[{"role": "user", "content": "next"}])
+        assert answer.choices[0].message.content == "quick"
+    assert emulator.web.asks == 2
+    assert emulator.web.session_checks == 1  # the one warm connection asked both

@@ -1,0 +1,261 @@
+"""The web transport's own behaviour: the ``transport`` field, what the wire sends, its warm connection, no leaks."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import textwrap
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from devmode import run_clean_under_dev_mode
+from langchain_core.load import dumpd, dumps, load
+from pydantic import ValidationError
+from webfake import FakeWebApp, answer_message, forever, serving, streaming
+
+from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs.emulator import LabsEmulator
+from langchain_pplx_labs.errors import PerplexityLabsInputError
+
+ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
+THINKING = "The user asks about France; check both sources."
+CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
+
+
+# -- the field -------------------------------------------------------------------------------
+
+
+def test_transport_defaults_to_labs_and_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PPLX_LABS_TRANSPORT", raising=False)
+    labs = ChatPerplexityLabs(base_url="http://127.0.0.1:9")
+    assert labs.transport == "labs"
+    assert labs.model == "r1-1776"
+    assert labs._settings()[0].service == "labs"
+    monkeypatch.setenv("PPLX_LABS_TRANSPORT", "web")
+    web = ChatPerplexityLabs(base_url="http://127.0.0.1:9")
+    assert web.transport == "web"
+    assert web._settings()[0].service == "web"
+
+
+def test_web_without_a_model_asks_the_webs_default_and_a_named_model_is_kept() -> None:
+    assert ChatPerplexityLabs(transport="web", base_url="http://127.0.0.1:9").model == "auto"
+    named = ChatPerplexityLabs(transport="web", model="sonar", base_url="http://127.0.0.1:9")
+    assert named.model == "sonar"
+    assert ChatPerplexityLabs(
+        transport="web", model_name="sonar-pro", base_url="http://127.0.0.1:9"
+    ).model == ("sonar-pro")
+
+
+@pytest.mark.parametrize("value", ["websocket", "Web", ""])
+def test_unknown_transport_is_an_input_error_naming_the_choices(value: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ChatPerplexityLabs(transport=value, base_url="http://127.0.0.1:9")
+    error = caught.value.errors()[0]["ctx"]["error"]
+    assert isinstance(error, PerplexityLabsInputError)
+    assert f"Invalid transport {value!r}" in str(error)
+    assert "'labs' or 'web'" in str(error)
+
+
+def test_transport_is_an_identifying_param_and_keys_the_client() -> None:
+    labs = ChatPerplexityLabs(model="sonar", base_url="http://127.0.0.1:9", transport="labs")
+    web = ChatPerplexityLabs(model="sonar", base_url="http://127.0.0.1:9", transport="web")
+    assert labs._identifying_params["transport"] == "labs"
+    assert web._identifying_params["transport"] == "web"
+    assert labs._settings()[0] != web._settings()[0]  # separate pools: a Labs socket never answers web
+
+
+def test_dumpd_load_and_pickle_keep_the_transport_and_the_web_model() -> None:
+    chat = ChatPerplexityLabs(transport="web", base_url="http://127.0.0.1:9")
+    data = dumpd(chat)
+    assert data["kwargs"]["transport"] == "web"
+    loaded = load(
+        json.loads(dumps(chat)),
+        valid_namespaces=["langchain_pplx_labs"],
+        allowed_objects=[ChatPerplexityLabs],
+    )
+    assert isinstance(loaded, ChatPerplexityLabs)
+    assert (loaded.transport, loaded.model) == ("web", "auto")
+    clone = pickle.loads(pickle.dumps(chat))
+    assert (clone.transport, clone.model) == ("web", "auto")
+
+
+# -- what the wire sends, and its warm connection (against a hand-written web app) ---------------
+
+
+@pytest.fixture
+async def fake_web() -> AsyncIterator[FakeWebApp]:
+    async with serving() as fake:
+        fake.ask = streaming(
+            [answer_message("Paris"), answer_message("Paris [1].", final=True, sources=CITATIONS)]
+        )
+        yield fake
+
+
+async def test_asks_carry_the_webs_origin_a_browser_agent_and_the_cookies(fake_web: FakeWebApp) -> None:
+    async with ChatPerplexityLabs(
+        transport="web", base_url=fake_web.base_url, cookies="pplx.visitor=v1", max_retries=0
+    ) as chat:
+        message = await chat.ainvoke("Capital of France?")
+    assert message.content == "Paris [1]."
+    assert message.response_metadata["citations"] == CITATIONS
+    session, ask = fake_web.seen
+    assert (session.path, ask.path) == ("/api/auth/session", "/rest/sse/perplexity_ask")
+    for request in (session, ask):
+        assert request.headers["Cookie"] == "pplx.visitor=v1"
+        assert request.headers["User-Agent"].startswith("Mozilla/5.0")
+    assert ask.headers["Origin"] == "https://www.perplexity.ai"  # the web's, not the Labs playground's
+    assert ask.headers["Referer"] == "https://www.perplexity.ai/"
+    assert ask.headers["Accept"] == "text/event-stream"
+    assert ask.headers["x-request-id"] == ask.body["params"]["frontend_uuid"]
+    assert ask.body["query_str"] == "Capital of France?"
+    assert ask.body["params"]["model_preference"] == "turbo"  # "auto", anonymous
+
+
+async def test_an_origin_the_user_sets_replaces_the_webs(fake_web: FakeWebApp) -> None:
+    async with ChatPerplexityLabs(
+        transport="web",
+        base_url=fake_web.base_url,
+        default_headers={"Origin": "https://labs.example.org"},
+        max_retries=0,
+    ) as chat:
+        await chat.ainvoke("Q")
+    assert fake_web.seen[-1].headers["Origin"] == "https://labs.example.org"
+
+
+async def test_a_signed_in_session_asks_as_the_user(fake_web: FakeWebApp) -> None:
+    async def signed_in(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"user": {"id": "user-42", "name": "Ada"}})
+
+    fake_web.session = signed_in
+    async with ChatPerplexityLabs(transport="web", base_url=fake_web.base_url, max_retries=0) as chat:
+        await chat.ainvoke("Q")
+    params = fake_web.seen[-1].body["params"]
+    assert params["model_preference"] == "pplx_pro"  # "auto", signed in
+    assert params["mode"] == "copilot"
+
+
+async def test_questions_reuse_one_warm_connection_and_one_session_check(fake_web: FakeWebApp) -> None:
+    async with ChatPerplexityLabs(transport="web", base_url=fake_web.base_url, max_retries=0) as chat:
+        answers = [(await chat.ainvoke(q)).content for q in ("one", "two", "three")]
+        pool = await chat._labs_client().pool()
+        assert pool.connections_opened == 1
+    assert answers == ["Paris [1]."] * 3
+    assert fake_web.hits == {"session": 1, "ask": 3}
+    assert len({request.client_port for request in fake_web.seen}) == 1  # one TCP connection for all four
+
+
+async def test_an_abandoned_answer_is_cut_off_and_its_connection_asks_again_at_once(
+    fake_web: FakeWebApp,
+) -> None:
+    slow = streaming([answer_message("Paris"), answer_message("Paris is")], then=forever)
+    fake_web.ask = slow
+    async with ChatPerplexityLabs(transport="web", base_url=fake_web.base_url, max_retries=0) as chat:
+        stream = chat.astream("Q")
+        first = await anext(stream)
+        await stream.aclose()
+        pool = await chat._labs_client().pool()
+        assert (pool.draining_count, pool.idle_count) == (0, 1)  # nothing to drain: the response was closed
+        fake_web.ask = streaming([answer_message("Lyon.", final=True)])
+        message = await chat.ainvoke("Q again")
+        assert pool.connections_opened == 1
+    assert first.content == "Paris"
+    assert message.content == "Lyon."
+    assert fake_web.hits == {"session": 1, "ask": 2}
+
+
+# -- through the emulator's SSE endpoint --------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["r1-1776", "sonar-reasoning", "sonar-reasoning-pro"])
+@pytest.mark.parametrize("keep", [True, False], ids=["reasoning", "no-reasoning"])
+async def test_the_web_apps_plan_is_reasoning_and_its_answer_the_content(
+    name: str, keep: bool, base_url: str, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=ANSWER, reasoning=THINKING, citations=CITATIONS, chunk_size=8)
+    async with ChatPerplexityLabs(
+        transport="web", model=name, base_url=base_url, reasoning=None if keep else False, max_retries=0
+    ) as chat:
+        message = await chat.ainvoke("Capital of France?")
+        chunks = [chunk async for chunk in chat.astream("Capital of France?")]
+    assert message.content == ANSWER
+    assert "".join(str(c.content) for c in chunks) == ANSWER
+    streamed_reasoning = "".join(c.additional_kwargs.get("reasoning_content", "") for c in chunks)
+    if keep:
+        assert message.additional_kwargs["reasoning_content"] == THINKING
+        assert streamed_reasoning == THINKING
+    else:
+        assert "reasoning_content" not in message.additional_kwargs
+        assert streamed_reasoning == ""
+    assert message.response_metadata["citations"] == CITATIONS
+    assert emulator.web.asks == 2
+
+
+_LEAK_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, gc, sys
+    from langchain_pplx_labs import ChatPerplexityLabs
+
+    URL = sys.argv[1]
+
+    def chat(**kwargs):
+        return ChatPerplexityLabs(transport="web", base_url=URL, model="sonar", max_retries=0, **kwargs)
+
+    async def main():
+        async with chat() as model:
+            print("invoke", (await model.ainvoke("one")).content[:5])
+            stream = model.astream("two")
+            await anext(stream)
+            await stream.aclose()  # abandoned mid-answer: its response is closed
+            task = asyncio.ensure_future(model.ainvoke("three"))
+            await asyncio.sleep(0.05)
+            task.cancel()  # cancelled mid-answer
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            print("after-cancel", (await model.ainvoke("four")).content[:5])
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        print("tasks-left", len(others))
+
+    asyncio.run(main())
+
+    async def left_open():
+        model = chat()
+        await model.ainvoke("five")  # never closed: the loop's shutdown closes its pool
+        print("left-open")
+
+    asyncio.run(left_open())
+
+    model = chat()
+    print("sync", model.invoke("six").content[:5])
+    for _ in model.stream("seven"):
+        break
+    model.close()
+    gc.collect()
+    """
+)
+
+
+def test_web_answers_abandoned_cancelled_or_left_open_leak_nothing_under_dev_mode(
+    base_url: str, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer="Alpha beta gamma delta epsilon. " * 8, chunk_size=6, delay=0.01, citations=[])
+    stdout = run_clean_under_dev_mode(_LEAK_SCRIPT, base_url)
+    assert stdout.split("\n") == [
+        "invoke Alpha",
+        "after-cancel Alpha",
+        "tasks-left 0",
+        "left-open",
+        "sync Alpha",
+        "",
+    ]
+    assert sum(emulator.handshakes.values()) == 0
+    assert emulator.web.asks == 7
+
+
+def test_an_unknown_transport_in_the_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PPLX_LABS_TRANSPORT", "sse")
+    with pytest.raises(ValidationError) as caught:
+        ChatPerplexityLabs(base_url="http://127.0.0.1:9")
+    assert "Invalid transport 'sse'" in str(caught.value)
