@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -90,7 +91,17 @@ class _Answered:
 
 
 class _WebConnection(LabsConnection):
-    """A LabsConnection over the web wire, which the walk watches."""
+    """A LabsConnection over the web wire, which the walk watches: ``framed`` runs as each frame arrives."""
+
+    def __init__(
+        self, settings: ConnectionSettings, session: aiohttp.ClientSession, framed: Callable[[], None]
+    ) -> None:
+        super().__init__(settings, session)
+        self._framed = framed
+
+    def on_event(self, event: str, *args: Any) -> None:
+        self._framed()  # now, not when the query yields it: a read can bring several messages at once
+        super().on_event(event, *args)
 
     @property
     def web_wire(self) -> WebWire:
@@ -115,6 +126,8 @@ class _WebWalk(StepWalk):
         self.first_message: tuple[float, SSEMessage] | None = None
         self.first_text: tuple[float, str] | None = None
         self.text_in_message = 0
+        # When each frame arrived and how many messages had come by then, oldest first.
+        self.frames: deque[tuple[float, int]] = deque()
 
     @property
     def protocol(self) -> LabsProtocol:
@@ -141,9 +154,12 @@ class _WebWalk(StepWalk):
         if self.first_message is None:
             self.first_message = (time.monotonic(), message)
 
+    def _framed(self) -> None:
+        self.frames.append((time.monotonic(), self.messages))
+
     async def run(self) -> None:
         async with self.session(self._clock()) as session:
-            connection = _WebConnection(self.settings, session)
+            connection = _WebConnection(self.settings, session, self._framed)
             try:
                 await self._open(connection)
                 await self._ask(connection)
@@ -195,11 +211,12 @@ class _WebWalk(StepWalk):
         decoder = StreamDecoder(self.model)
         text: list[str] = []
         async for data in frames:
+            arrived, message = self.frames.popleft() if self.frames else (time.monotonic(), self.messages)
             for event in decoder.feed(parse_frame(data)):
                 if isinstance(event, TextDelta) and event.text:
                     if self.first_text is None:
-                        self.first_text = (time.monotonic(), event.text)
-                        self.text_in_message = self.messages
+                        self.first_text = (arrived, event.text)
+                        self.text_in_message = message
                     text.append(event.text)
                 elif isinstance(event, Finished):
                     self.report.answer = "".join(text)
@@ -216,7 +233,8 @@ class _WebWalk(StepWalk):
                 f"the web app's stream may have changed: try the older text stream, {_TEXT_STREAM}, "
                 "else report a bug with this output (--json)",
             )
-        self.passed(FINAL, f"{self.messages} messages, {sources} source{'s' * (sources != 1)}")
+        count = self.messages
+        self.passed(FINAL, f"{count} message{'s' * (count != 1)}, {sources} source{'s' * (sources != 1)}")
 
     def _pass_reached(self) -> str:
         """Pass every step of the ask whose moment came; the name of the first whose moment did not."""
