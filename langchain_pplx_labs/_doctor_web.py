@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -120,6 +121,8 @@ class _WebWalk(StepWalk):
         self.model = model
         self.question = question
         self.answers: dict[str, _Answered] = {}
+        """The latest HTTP answer at each path (under ``base_url``'s own path, ``root``)."""
+        self.root = urlsplit(settings.base_url).path.rstrip("/")
         self.signed_in = False
         self.asked = ""
         self.events: Counter[str] = Counter()
@@ -143,7 +146,7 @@ class _WebWalk(StepWalk):
         ) -> None:
             content_type = params.response.headers.get("Content-Type", "")
             answer = _Answered(time.monotonic(), params.response.status, content_type)
-            self.answers[params.url.path] = answer
+            self.answers[params.url.path.removeprefix(self.root)] = answer
 
         trace = aiohttp.TraceConfig()
         trace.on_request_end.append(answered)
@@ -229,12 +232,11 @@ class _WebWalk(StepWalk):
             raise self.failed(
                 pending,
                 "the final message carried no answer text",
-                f"{self.messages} SSE messages ({event_summary(self.events)}), no answer text in any",
+                f"{_counted(self.messages, 'SSE message')} ({event_summary(self.events)}), no answer text in any",
                 f"the web app's stream may have changed: try the older text stream, {_TEXT_STREAM}, "
                 "else report a bug with this output (--json)",
             )
-        count = self.messages
-        self.passed(FINAL, f"{count} message{'s' * (count != 1)}, {sources} source{'s' * (sources != 1)}")
+        self.passed(FINAL, f"{_counted(self.messages, 'message')}, {_counted(sources, 'source')}")
 
     def _pass_reached(self) -> str:
         """Pass every step of the ask whose moment came; the name of the first whose moment did not."""
@@ -382,6 +384,10 @@ class _WebWalk(StepWalk):
                 "or report a bug with this output"
             )
         return f"the stream went silent mid-answer: {raise_it}, or ask again"
+
+
+def _counted(count: int, thing: str) -> str:
+    return f"{count} {thing}{'s' * (count != 1)}"
 
 
 def _media_type(content_type: str) -> str:

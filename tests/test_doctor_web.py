@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from aiohttp import web
 from webfake import FakeWebApp, serving, streaming
 
@@ -505,3 +507,51 @@ def test_the_web_walk_leaves_nothing_open_under_dev_mode(
     answered = fault == "healthy"
     assert json.loads(result.stdout)["ok"] is answered
     assert result.returncode == (0 if answered else 1)
+
+
+async def test_a_final_message_without_answer_text_fails_the_first_text_step() -> None:
+    async with LabsEmulator() as emulator:
+        emulator.script(Scenario(answer="", citations=[]))
+        report = await _walk(emulator.base_url)
+    assert _lines(report)[-5:] == [
+        "✘ first answer text | the final message carried no answer text",
+        "",
+        "Failed at: first answer text",
+        "Evidence: 1 SSE message (message ×1), no answer text in any",
+        f"What to change: the web app's stream may have changed: try the older text stream, {TEXT_STREAM}, else "
+        "report a bug with this output (--json)",
+    ]
+
+
+async def test_a_base_url_with_a_path_is_walked_under_it(fake_web: FakeWebApp) -> None:
+    app = web.Application()
+    app.add_subapp("/mirror", fake_web.app())
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/mirror"
+    fake_web.ask = streaming([{"text": json.dumps({"answer": "Paris.", "web_results": []}), "final": True}])
+    try:
+        report = await _walk(base_url)
+    finally:
+        await runner.cleanup()
+    assert (
+        _lines(report)[3]
+        == "✔ ask accepted | HTTP 200 text/event-stream; model_preference 'turbo', mode 'concise'"
+    )
+    assert report.ok
+    assert [seen.path for seen in fake_web.seen] == [
+        "/mirror/api/auth/session",
+        "/mirror/rest/sse/perplexity_ask",
+    ]
+
+
+async def test_an_untrusted_certificate_fails_at_connect_with_tls_advice() -> None:
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    async with LabsEmulator(ssl_context=server_context) as emulator:
+        report = await _walk(emulator.base_url)
+    assert [(step.name, step.ok) for step in report.steps] == [("connect (TCP, TLS)", False)]
+    assert "certificate" in report.evidence.lower()
+    assert report.advice.startswith("the server's TLS certificate is not trusted")
