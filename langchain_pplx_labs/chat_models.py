@@ -40,11 +40,14 @@ from langchain_pplx_labs.tools import (
 
 
 class ChatPerplexityLabs(LabsModelFields):
-    r"""Chat model for the Perplexity Labs playground, streamed over its Socket.IO WebSocket.
+    r"""Chat model for Perplexity's Labs playground (Socket.IO) and its web app (Server-Sent Events).
 
-    Labs has no official API: this model speaks the playground's Socket.IO protocol, splits
+    Neither has an official API: this model speaks the playground's Socket.IO protocol
+    (`transport="labs"`, the default) or the web app's SSE ask (`transport="web"`), splits
     `<think>` reasoning from the answer, and returns the cited sources as response metadata.
     Tool calling and structured output are prompted and strictly parsed on the client.
+    The Labs playground was retired in 2025-09: against the live site the default transport
+    raises `PerplexityLabsRetiredError`; `transport="web"` is the live path.
 
     The outputs shown below come from the bundled emulator, so they are synthetic but exact
     (the test suite runs every example here and compares): start it with
@@ -58,10 +61,12 @@ class ChatPerplexityLabs(LabsModelFields):
         ```bash
         pip install -U langchain-pplx-labs
 
-        # optional: a playground session cookie, kept as a secret
+        # optional: a session cookie, kept as a secret
         export PPLX_LABS_COOKIES="cf_clearance=..."
         # offline: the emulator instead of https://www.perplexity.ai
         export PPLX_LABS_BASE_URL="http://127.0.0.1:PORT"
+        # the live path since Labs was retired: the web app's SSE ask
+        export PPLX_LABS_TRANSPORT="web"
         ```
 
     ??? info "Instantiate"
@@ -80,6 +85,21 @@ class ChatPerplexityLabs(LabsModelFields):
 
         The model holds warm sockets: close it (`llm.close()`, `await llm.aclose()`, or use it
         as a context manager) in long-lived programs.
+
+    ??? info "Transport"
+
+        The same model asks the web app when `transport="web"` (its default model is `auto`);
+        everything below works the same over either:
+
+        ```python
+        with ChatPerplexityLabs(transport="web") as web:
+            answer = web.invoke("What is the capital of France?")
+        print(web.model, answer.response_metadata["citations"])
+        ```
+
+        ```text
+        auto ['https://en.wikipedia.org/wiki/Paris', 'https://www.britannica.com/place/Paris']
+        ```
 
     ??? info "Invoke"
 

@@ -130,6 +130,7 @@ def test_run_blocks_fails_when_printed_output_differs() -> None:
 DOCSTRING_SECTIONS = [
     "Setup",
     "Instantiate",
+    "Transport",
     "Invoke",
     "Stream",
     "Async",
@@ -160,7 +161,7 @@ def test_docstring_examples_run_and_print_what_they_show(docs_server: EmulatorTh
     assert checked >= 11  # every section with output has its output checked
     namespace = run_blocks(blocks, "ChatPerplexityLabs docstring")
     assert namespace["llm"].base_url == docs_server.base_url  # the env variable reached the model
-    assert close_models(namespace) == 3  # llm, reasoner, v1_llm
+    assert close_models(namespace) == 4  # llm, web, reasoner, v1_llm
     asked = [payload["model"] for payload in docs_server.emulator.requests]
     assert {"sonar-pro", "sonar-reasoning-pro"} <= set(asked)
 
@@ -236,11 +237,11 @@ def test_outputs_shown_are_what_pplx_labs_serve_follow_tools_gives(monkeypatch: 
             assert url.startswith("http://127.0.0.1:")
             monkeypatch.setenv("PPLX_LABS_BASE_URL", url)
             monkeypatch.delenv("PPLX_LABS_COOKIES", raising=False)
-            for name, text in [
-                ("ChatPerplexityLabs docstring", inspect.cleandoc(ChatPerplexityLabs.__doc__ or "")),
-                (DOCS_PAGE.name, DOCS_PAGE.read_text(encoding="utf-8")),
+            for name, text, models in [
+                ("ChatPerplexityLabs docstring", inspect.cleandoc(ChatPerplexityLabs.__doc__ or ""), 4),
+                (DOCS_PAGE.name, DOCS_PAGE.read_text(encoding="utf-8"), 3),
             ]:
-                assert close_models(run_blocks(fenced_blocks(text), name)) == 3
+                assert close_models(run_blocks(fenced_blocks(text), name)) == models
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -262,7 +263,7 @@ class Page:
 
 
 RUNNABLE_PAGES = (
-    Page("README.md", checked_outputs=1, models=1),  # the quickstart: llm (closed by its `with`)
+    Page("README.md", checked_outputs=1, models=2),  # the quickstart: llm and web (closed by their `with`)
     Page("docs/tools_and_agents.md", checked_outputs=1, models=0),  # its model is made inline
     Page("docs/protocol.md", checked_outputs=1, models=2),  # llm, rehearsed
     Page("docs/cassettes.md", checked_outputs=0, models=0),  # a pytest file: tests/test_recording.py runs it

@@ -49,13 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the last guard: whatever went wrong, one line and no traceback
-        return _error(_message(exc))
+        return _error(_message(exc), notes=getattr(exc, "__notes__", ()))
 
 
-def _error(message: str) -> int:
+def _error(message: str, *, notes: Sequence[str] = ()) -> int:
     # Multi-line messages (a payload diff) are written so their first line says what happened.
-    line = next((part for part in message.splitlines() if part.strip()), message)
-    print(f"pplx-labs: error: {line.strip()}", file=sys.stderr)
+    line = next((part for part in message.splitlines() if part.strip()), message).strip()
+    # Notes say what the error means (a silent Labs may be retired): on the same line, so it stays one.
+    said = [" ".join(note.split()) for note in notes if isinstance(note, str) and note.strip()]
+    print(f"pplx-labs: error: {'; '.join([line, *said])}", file=sys.stderr)
     return 1
 
 
@@ -99,8 +101,11 @@ def _os_message(exc: OSError) -> str:
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Usage mistakes argparse cannot see alone: exit code 2 like its own errors."""
-    if getattr(args, "fail_after", None) is not None and getattr(args, "fail", None) is None:
-        parser.error("--fail-after needs --fail TEXT (the failure text to send)")
+    failing = getattr(args, "fail", None) is not None or any(
+        getattr(args, name, False) for name in ("failed", "rate_limited")
+    )
+    if getattr(args, "fail_after", None) is not None and not failing:
+        parser.error("--fail-after needs --fail TEXT, --failed or --rate-limited (the failure to send)")
     if getattr(args, "question", None) is not None and not args.question.strip():
         parser.error("the question is empty")
     if getattr(args, "proxy", None) and getattr(args, "emulator", False):

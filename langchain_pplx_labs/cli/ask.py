@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, TextIO
 
+from langchain_pplx_labs._cliargs import positive_seconds
 from langchain_pplx_labs.cli._shared import (
     add_protocol_flag,
     add_transport_flag,
@@ -36,6 +37,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     where.add_argument("--base-url", default=None, help=f"server root (default {DEFAULT_BASE_URL})")
     ask.add_argument("--system", default=DEFAULT_SYSTEM, help='system prompt; --system "" sends none')
     ask.add_argument("--show-reasoning", action="store_true", help="also print the model's thinking")
+    ask.add_argument(
+        "--first-token-timeout",
+        type=positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds to wait for the first frame (default 60): a silent server fails after it",
+    )
     add_protocol_flag(ask)
     add_transport_flag(ask)
     return ask
@@ -60,7 +68,8 @@ async def ask(args: argparse.Namespace, out: TextIO) -> int:
         where = {"base_url": base_url} if base_url else {}
         # No --model: the model's own default, which follows the transport.
         named = {"model": args.model} if args.model else {}
-        model = ChatPerplexityLabs(protocol=protocol, **named, **transport_option(args), **where)
+        waits = {"first_token_timeout": args.first_token_timeout} if args.first_token_timeout else {}
+        model = ChatPerplexityLabs(protocol=protocol, **named, **transport_option(args), **where, **waits)
         citations: list[str] = []
         thinking = False
         started = False

@@ -1,4 +1,4 @@
-"""``pplx-labs serve``: the Labs emulator on a port, scripted by flags, following tools or replaying cassettes."""
+"""``pplx-labs serve``: the Labs emulator on a port, scripted by flags (faults, a retired Labs), following tools or replaying cassettes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from langchain_pplx_labs._cliargs import CliError, count, port, positive_int, seconds
 from langchain_pplx_labs.cli._shared import add_protocol_flag, labs_protocol, listening, stop_on_signals
@@ -34,9 +35,40 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--chunk-size", type=positive_int, default=24, help="characters per progress frame")
     # Paced like the recorded cassettes by default, so a client that polls sees frames arrive.
     serve.add_argument("--delay", type=seconds, default=0.01, help="seconds between frames (0 for speed)")
-    serve.add_argument("--blocked", action="store_true", help="answer every request with a Cloudflare 403")
+    # One way to answer at a time: each of these is a verdict the client names (docs/retirement.md).
+    answers = serve.add_mutually_exclusive_group()
+    answers.add_argument("--blocked", action="store_true", help="answer every request with a Cloudflare 403")
+    answers.add_argument(
+        "--redirect-to",
+        type=_redirect_target,
+        metavar="URL",
+        default=None,
+        help="answer the Socket.IO endpoint with a 301 to URL, as a retired Labs may (e.g. https://www.perplexity.ai/)",
+    )
+    answers.add_argument(
+        "--main-site",
+        action="store_true",
+        help="answer the Socket.IO endpoint with the main site's HTML page, as a retired Labs may",
+    )
+    answers.add_argument(
+        "--silent",
+        action="store_true",
+        help="take every question and never answer, as a retired Labs may (a first_token timeout)",
+    )
+    answers.add_argument(
+        "--failed",
+        action="store_true",
+        help="fail every query with the public record's failed frame (status failed, 'Error in processing query')",
+    )
+    answers.add_argument(
+        "--rate-limited",
+        action="store_true",
+        help="refuse every query with the rate-limit frame (error_code FREE_TIER_RATE_LIMITED)",
+    )
+    answers.add_argument(
+        "--fail", metavar="TEXT", default=None, help="fail every query with this server text"
+    )
     serve.add_argument("--refuse-websocket", action="store_true", help="only allow the polling transport")
-    serve.add_argument("--fail", metavar="TEXT", default=None, help="fail every query with this server text")
     for flag, what in _FAULT_FLAGS.items():
         serve.add_argument(f"--{flag}", type=count, default=None, metavar="N", help=f"after N frames, {what}")
     serve.add_argument("--first-delay", type=seconds, default=0.05, help="seconds before the first frame")
@@ -94,13 +126,46 @@ def _cassette_responder(args: argparse.Namespace) -> CassetteResponder | None:
     return responder
 
 
+def _redirect_target(text: str) -> str:
+    """``--redirect-to URL``: an absolute http(s) URL or a path of this host, sent as the ``Location``."""
+    parts = urlsplit(text)
+    if (parts.scheme in ("http", "https") and parts.netloc) or (not parts.scheme and text.startswith("/")):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL or a /path")
+
+
+def _verdict_faults(args: argparse.Namespace) -> dict[str, object]:
+    """The scenario fields of ``--silent``, ``--failed`` and ``--rate-limited`` (empty without them)."""
+    from langchain_pplx_labs.emulator import FAILED_FRAME, RATE_LIMIT_FRAME
+
+    if args.silent:
+        if args.stall_after is not None:
+            raise CliError("--silent never answers; --stall-after N answers N frames first: pass one of them")
+        return {"stall_after": 0}
+    if args.failed:
+        return {"failure": FAILED_FRAME}
+    if args.rate_limited:
+        return {"failure": RATE_LIMIT_FRAME}
+    return {}
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from langchain_pplx_labs.emulator import LabsEmulator, Scenario
 
     fields = (flag.replace("-", "_") for flag in _FAULT_FLAGS)
-    faults = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
+    faults: dict[str, object] = {
+        name: getattr(args, name) for name in fields if getattr(args, name) is not None
+    }
+    verdict = _verdict_faults(args)
+    if verdict and args.cassettes:
+        raise CliError("--cassettes choose the answers; --silent, --failed and --rate-limited cannot apply")
     scenario = Scenario(
-        chunk_size=args.chunk_size, delay=args.delay, first_delay=args.first_delay, fail=args.fail, **faults
+        chunk_size=args.chunk_size,
+        delay=args.delay,
+        first_delay=args.first_delay,
+        fail=args.fail,
+        **faults,
+        **verdict,
     )
     if args.follow_tools and args.cassettes:
         raise CliError("--follow-tools and --cassettes both choose the answers; pass one of them")
@@ -111,6 +176,8 @@ async def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         blocked=args.blocked or bool(replay and replay.refuses_connections),
         refuse_websocket=args.refuse_websocket,
+        redirect_to=args.redirect_to,
+        main_site=args.main_site,
         protocol=labs_protocol(args),
         allowed_origins=args.allowed_origin,
     )

@@ -216,7 +216,8 @@ def _error_response(gateway: Gateway, exc: GatewayError) -> web.Response:
         logger.warning("answered %d: %s", exc.status, gateway.scrub(exc.message))
     body = exc.body()
     body["error"]["message"] = gateway.scrub(exc.message)
-    return web.json_response(body, status=exc.status, dumps=_dumps)
+    headers = None if exc.retry else {"x-should-retry": "false"}
+    return web.json_response(body, status=exc.status, dumps=_dumps, headers=headers)
 
 
 @web.middleware

@@ -11,6 +11,8 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsInputError,
     PerplexityLabsNotFoundError,
     PerplexityLabsProtocolError,
+    PerplexityLabsRateLimitError,
+    PerplexityLabsRetiredError,
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
@@ -27,6 +29,7 @@ class GatewayError(Exception):
         type: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        retry: bool = True,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -34,6 +37,8 @@ class GatewayError(Exception):
         self.type = type
         self.code = code
         self.param = param
+        self.retry = retry
+        """``False``: asking again cannot help; the answer says ``x-should-retry: false`` (the OpenAI SDK obeys)."""
 
     def body(self) -> dict[str, Any]:
         """The JSON body OpenAI clients parse into their typed errors."""
@@ -46,14 +51,24 @@ def invalid(message: str, param: str | None = None, code: str = "invalid_request
 
 
 def from_labs(exc: PerplexityLabsError) -> GatewayError:
-    """The answer to a Labs failure: 400 bad input, 502 Labs failed, blocked or not there, 504 timeout."""
-    message = str(exc)
+    """The answer to a Labs failure: 400 bad input, 429 rate limit, 502 Labs failed, retired, blocked or not there, 504 timeout."""
+    message = _with_notes(exc)
     if isinstance(exc, PerplexityLabsInputError):
         return GatewayError(400, message, code="invalid_request")
     if isinstance(exc, PerplexityLabsTimeoutError):
+        # A silent Labs (PerplexityLabsSilentError) stays the timeout it is; its note says it may be retired.
         return GatewayError(504, message, type="timeout_error", code=f"labs_{exc.which}_timeout")
+    if isinstance(exc, PerplexityLabsRetiredError):
+        # Never retried by the package: a client asking again meets the same answer.
+        return GatewayError(
+            502, _with_evidence(message, exc), type="upstream_error", code="labs_retired", retry=False
+        )
     if isinstance(exc, PerplexityLabsBlockedError):
         return GatewayError(502, message, type="upstream_error", code="labs_blocked")
+    if isinstance(exc, PerplexityLabsRateLimitError):
+        # OpenAI's own shape for a rate limit (the SDK raises RateLimitError); not retried at once, as
+        # the package does not retry it: asking again only prolongs the limit.
+        return GatewayError(429, message, type="requests", code="rate_limit_exceeded", retry=False)
     if isinstance(exc, PerplexityLabsServerError):
         # The server's own text is the message: it is what the caller needs to see.
         return GatewayError(502, message, type="upstream_error", code="labs_failed")
@@ -64,6 +79,16 @@ def from_labs(exc: PerplexityLabsError) -> GatewayError:
     if isinstance(exc, PerplexityLabsConnectionError):
         return GatewayError(502, message, type="upstream_error", code="labs_connection_error")
     return GatewayError(502, message, type="upstream_error", code="labs_error")
+
+
+def _with_notes(exc: BaseException) -> str:
+    """The message and the notes added to it (a silent Labs' retirement note), as one line."""
+    notes = [" ".join(note.split()) for note in getattr(exc, "__notes__", ()) if note.strip()]
+    return "; ".join([str(exc) or type(exc).__name__, *notes])
+
+
+def _with_evidence(message: str, exc: PerplexityLabsRetiredError) -> str:
+    return message if exc.evidence in message else f"{message} ({exc.evidence})"
 
 
 def internal() -> GatewayError:

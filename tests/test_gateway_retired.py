@@ -1,0 +1,167 @@
+"""The gateway's answers to a retired Labs, a silent one and a rate limit, through the unmodified openai SDK."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import openai
+import pytest
+from test_cli import serving
+from test_gateway import PARIS, QUESTION, ask, gateway_for
+
+from langchain_pplx_labs.emulator import RATE_LIMIT_FRAME, LabsEmulator, Scenario
+
+MAIN_SITE = "https://www.perplexity.ai/"
+HISTORY = (
+    "Perplexity retired Labs in 2025-09: labs.perplexity.ai has redirected to www.perplexity.ai since "
+    "(gpt4free issue #3193, 2025-09-28), and gpt4free marked its Labs client not working (2025-10-02)"
+)
+INSTEAD = (
+    'use ChatPerplexityLabs(transport="web") (Perplexity\'s web app), or the paid API through '
+    "langchain-perplexity's ChatPerplexity"
+)
+RATE_LIMITED = (
+    "Perplexity Labs refused the query for a rate limit (model 'sonar', error_code FREE_TIER_RATE_LIMITED). "
+    "Wait before asking again"
+)
+
+
+def _sdk(root: str, **options: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=root + "/v1", api_key="unused", **options)
+
+
+@pytest.mark.parametrize("max_retries", [0, 2], ids=["no-retries", "sdk-default-retries"])
+def test_a_redirect_to_the_main_site_is_a_502_labs_retired_never_retried(
+    emulator: LabsEmulator, max_retries: int
+) -> None:
+    emulator.redirect_to = MAIN_SITE
+    host = emulator.base_url.split("://", 1)[1]
+    with (
+        gateway_for(emulator) as running,
+        _sdk(running.root, max_retries=max_retries) as sdk,
+        pytest.raises(openai.InternalServerError) as retired,
+    ):
+        ask(sdk)
+    assert retired.value.status_code == 502
+    assert retired.value.response.headers["x-should-retry"] == "false"
+    assert retired.value.body == {
+        "message": f"Perplexity Labs is retired: ws://{host}/socket.io/?EIO=4&transport=websocket redirects "
+        f"(HTTP 301) to {MAIN_SITE}, another host. {HISTORY}. Instead, {INSTEAD}",
+        "type": "upstream_error",
+        "param": None,
+        "code": "labs_retired",
+    }
+    # One request reached the emulator: neither the package nor the SDK (told x-should-retry) asked again.
+    assert dict(emulator.refusals) == {"websocket": 1}
+
+
+def test_the_main_sites_page_is_a_502_labs_retired(emulator: LabsEmulator) -> None:
+    emulator.main_site = True
+    with (
+        gateway_for(emulator) as running,
+        _sdk(running.root, max_retries=0) as sdk,
+        pytest.raises(openai.InternalServerError) as retired,
+    ):
+        ask(sdk)
+    assert retired.value.status_code == 502
+    assert retired.value.body["code"] == "labs_retired"
+    assert (
+        "with a page of Perplexity's main site (title 'Perplexity'), not Engine.IO" in retired.value.message
+    )
+
+
+@pytest.mark.parametrize("max_retries", [0, 2], ids=["no-retries", "sdk-default-retries"])
+def test_a_rate_limit_is_a_429_the_sdk_raises_as_rate_limit_error(
+    emulator: LabsEmulator, max_retries: int
+) -> None:
+    emulator.script(Scenario(failure=RATE_LIMIT_FRAME))
+    with (
+        gateway_for(emulator) as running,
+        _sdk(running.root, max_retries=max_retries) as sdk,
+        pytest.raises(openai.RateLimitError) as limited,
+    ):
+        ask(sdk)
+    assert limited.value.status_code == 429
+    assert limited.value.response.headers["x-should-retry"] == "false"
+    assert limited.value.body == {
+        "message": RATE_LIMITED,
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+    assert len(emulator.requests) == 1  # asked once: retrying at once only prolongs a limit
+
+
+def test_a_silent_labs_stays_a_504_whose_message_says_it_may_be_retired(emulator: LabsEmulator) -> None:
+    emulator.script(Scenario(stall_after=0))
+    with (
+        gateway_for(emulator, model_options={"first_token_timeout": 0.3}) as running,
+        _sdk(running.root, max_retries=0) as sdk,
+        pytest.raises(openai.APIStatusError) as timed_out,
+    ):
+        ask(sdk)
+    assert timed_out.value.status_code == 504
+    assert timed_out.value.body["code"] == "labs_first_token_timeout"
+    assert timed_out.value.body["type"] == "timeout_error"
+    message = timed_out.value.body["message"]
+    assert message.startswith("Perplexity Labs first_token timeout fired after 0.3s (attempt 1 of 1, ")
+    assert message.endswith(
+        "; Perplexity Labs may be retired: the server took the question and sent no frame at all in 0.3s. "
+        f"{HISTORY}. If the model is only slow, raise first_token_timeout; otherwise {INSTEAD}"
+    )
+    assert "x-should-retry" not in timed_out.value.response.headers  # a slow model may answer next time
+
+
+def test_a_rate_limit_mid_stream_ends_with_the_same_error_event(emulator: LabsEmulator) -> None:
+    emulator.script(Scenario(answer=PARIS, chunk_size=10, failure=RATE_LIMIT_FRAME, fail_after=3))
+    received: list[str] = []
+    with (
+        gateway_for(emulator) as running,
+        _sdk(running.root, max_retries=0) as sdk,
+        pytest.raises(openai.APIError) as limited,
+    ):
+        received.extend(chunk.choices[0].delta.content or "" for chunk in ask(sdk, stream=True))
+    assert "".join(received) == PARIS[:30]  # what came before the limit, then the error
+    assert limited.value.body == {
+        "message": RATE_LIMITED,
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+
+
+def test_pplx_labs_gateway_before_pplx_labs_serve_rate_limited() -> None:
+    """The two commands as a user chains them: ``serve --rate-limited``, ``gateway --base-url``, the SDK."""
+    with serving("--rate-limited") as (_, first):
+        gateway = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "langchain_pplx_labs.cli",
+                "gateway",
+                "--port",
+                "0",
+                "--base-url",
+                first.strip(),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert gateway.stdout is not None
+        root = gateway.stdout.readline().strip()
+        try:
+            with (
+                _sdk(root, max_retries=0) as sdk,
+                pytest.raises(openai.RateLimitError) as limited,
+            ):
+                sdk.chat.completions.create(model="sonar", messages=[{"role": "user", "content": QUESTION}])
+        finally:
+            gateway.terminate()
+            _, stderr = gateway.communicate(timeout=15)
+    assert limited.value.status_code == 429
+    assert limited.value.body["message"] == RATE_LIMITED
+    assert gateway.returncode == 0, stderr
+    assert "POST /v1/chat/completions -> 429" in stderr
