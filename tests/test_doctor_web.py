@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trustme
 from aiohttp import web
+from test_cli import serving as serving_cli
 from webfake import FakeWebApp, serving, streaming
 
 from langchain_pplx_labs import LabsProtocol
@@ -58,11 +59,15 @@ async def _walk(base_url: str, seconds: float = 5.0, *, model: str = "auto") -> 
     return await diagnose_web(base_url, model, LabsProtocol(), seconds)
 
 
+def _masked(text: str) -> list[str]:
+    """The doctor's output lines, each step's milliseconds masked as ``|`` (they vary from run to run)."""
+    return [re.sub(r"^([✔✘]) (.+?) +\d+ ms  ", r"\1 \2 | ", line) for line in text.splitlines()]
+
+
 def _lines(report: Report) -> list[str]:
-    """The doctor's output, each step's milliseconds masked as ``|`` (they vary from run to run)."""
     out = io.StringIO()
     _print(report, LabsProtocol(), out)
-    return [re.sub(r"^([✔✘]) (.+?) +\d+ ms  ", r"\1 \2 | ", line) for line in out.getvalue().splitlines()]
+    return _masked(out.getvalue())
 
 
 def _header(base_url: str) -> str:
@@ -555,3 +560,32 @@ async def test_an_untrusted_certificate_fails_at_connect_with_tls_advice() -> No
     assert [(step.name, step.ok) for step in report.steps] == [("connect (TCP, TLS)", False)]
     assert "certificate" in report.evidence.lower()
     assert report.advice.startswith("the server's TLS certificate is not trusted")
+
+
+def test_serve_rate_limited_is_named_by_the_web_walk_as_docs_doctor_md_shows() -> None:
+    with serving_cli("--rate-limited") as (_, first):
+        base_url = first.strip()
+        result = _pplx_labs("doctor", "--transport", "web", "--base-url", base_url)
+    assert result.returncode == 1
+    assert result.stderr == ""
+    assert _masked(result.stdout)[4:] == [
+        "✔ first SSE message | event 'message', status failed",
+        "✘ first answer text | rate limited (FREE_TIER_RATE_LIMITED)",
+        "",
+        "Failed at: first answer text",
+        "Evidence: the server refused the question for a rate limit (FREE_TIER_RATE_LIMITED); asked anonymously",
+        "What to change: a rate limit: wait before asking again, do not loop (retries only prolong it); "
+        f"anonymous asks are limited first: sign in, {SIGN_IN}",
+    ]
+
+
+def test_the_healthy_web_walk_in_docs_doctor_md_is_what_serve_answers() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "doctor.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```console\n\$ pplx-labs serve --port 8765 &\n(.*?)```", page, re.S)
+    command, shown = block.split("\n", 1)
+    assert command == "$ pplx-labs doctor --transport web --base-url http://127.0.0.1:8765"
+    with serving_cli() as (_, first):
+        base_url = first.strip()
+        result = _pplx_labs("doctor", "--transport", "web", "--base-url", base_url)
+    assert result.returncode == 0, result.stdout
+    assert _masked(result.stdout) == _masked(shown.replace("http://127.0.0.1:8765", base_url))
