@@ -26,8 +26,10 @@ if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first
         CassetteMismatchError,
         CassetteNotFoundError,
         CassetteResponder,
+        CassetteTransportError,
         payload_diff,
     )
+    from langchain_pplx_labs.recording.web_recorder import record_web_interaction
 
 # Name -> defining module: reading a cassette (``pplx-labs cassette show``) needs neither the
 # recorder's aiohttp and socketio nor the replay server's emulator.
@@ -50,9 +52,16 @@ _LAZY = {
     ),
     "Redactor": "langchain_pplx_labs.recording.redact",
     **dict.fromkeys(
-        ("CassetteMismatchError", "CassetteNotFoundError", "CassetteResponder", "payload_diff"),
+        (
+            "CassetteMismatchError",
+            "CassetteNotFoundError",
+            "CassetteResponder",
+            "CassetteTransportError",
+            "payload_diff",
+        ),
         "langchain_pplx_labs.recording.replay",
     ),
+    "record_web_interaction": "langchain_pplx_labs.recording.web_recorder",
 }
 
 __all__ = [
@@ -61,6 +70,7 @@ __all__ = [
     "CassetteMismatchError",
     "CassetteNotFoundError",
     "CassetteResponder",
+    "CassetteTransportError",
     "Frame",
     "HttpRefusal",
     "Interaction",
@@ -70,6 +80,7 @@ __all__ = [
     "payload_diff",
     "record_cassette",
     "record_interaction",
+    "record_web_interaction",
     "save_cassette",
 ]
 

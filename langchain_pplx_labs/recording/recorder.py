@@ -15,7 +15,7 @@ import socketio
 from langchain_pplx_labs._json import OrjsonPacket
 from langchain_pplx_labs.errors import PerplexityLabsError
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
-from langchain_pplx_labs.recording.cassette import Cassette, Frame, HttpRefusal, Interaction
+from langchain_pplx_labs.recording.cassette import Cassette, Frame, HttpRefusal, Interaction, Transport
 from langchain_pplx_labs.recording.redact import Redactor
 from langchain_pplx_labs.wire import PROXY_ERRORS as _PROXY_ERRORS
 from langchain_pplx_labs.wire import browser_headers, proxy_connector
@@ -95,7 +95,7 @@ async def record_interaction(
                 wait_timeout=connect_timeout,
             )
         except _PROXY_ERRORS as exc:
-            raise UpstreamUnreachableError(base_url, f"proxy {_describe(exc)}") from None
+            raise UpstreamUnreachableError(base_url, f"proxy {describe_error(exc)}") from None
         except socketio.exceptions.ConnectionError as exc:
             logger.info("recording a refused connection to %s: %s", base_url, exc)
             url = protocol.endpoint(base_url)
@@ -175,10 +175,11 @@ async def _fetch_refusal(
     except (aiohttp.ClientError, TimeoutError, *_PROXY_ERRORS) as exc:
         # No HTTP status means no server answered: saving that as a "refusal" would
         # replay a made-up Cloudflare block forever, so the recording fails instead.
-        raise UpstreamUnreachableError(base_url, _describe(exc)) from None
+        raise UpstreamUnreachableError(base_url, describe_error(exc)) from None
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """An exception's text, or its type's name when it has none (for one-line reasons)."""
     return str(exc) or type(exc).__name__
 
 
@@ -195,19 +196,28 @@ async def record_cassette(
     silence: float = 10.0,
     connect_timeout: float = 10.0,
     protocol: LabsProtocol = DEFAULT_PROTOCOL,
+    transport: Transport = "labs",
 ) -> Cassette:
-    """Record one conversation (each payload on its own socket) as a cassette.
+    """Record one conversation (each payload on its own socket, or web ask) as a cassette.
 
     ``provenance`` must say where the frames came from: ``synthetic`` for the
-    emulator, ``live`` for the real playground.
+    emulator, ``live`` for the real service. ``transport="web"`` asks the web app's SSE endpoint
+    (:func:`~langchain_pplx_labs.recording.web_recorder.record_web_interaction`) instead of Labs' Socket.IO.
     """
     from langchain_pplx_labs import __version__
 
     if not payloads:
         raise ValueError("record_cassette needs at least one payload")
+    if transport not in ("labs", "web"):
+        raise ValueError(f"unknown transport {transport!r}: use 'labs' or 'web'")
+    record = record_interaction
+    if transport == "web":
+        from langchain_pplx_labs.recording.web_recorder import record_web_interaction
+
+        record = record_web_interaction
     connection: dict[str, Any] = {}
     interactions = [
-        await record_interaction(
+        await record(
             base_url,
             payload,
             headers=headers,
@@ -221,6 +231,7 @@ async def record_cassette(
         for payload in payloads
     ]
     return Cassette(
+        transport=transport,
         provenance=provenance,
         recorded_at=datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat(),
         model=str(payloads[0].get("model", "")),

@@ -6,6 +6,7 @@ from typing import Any
 
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, THINK_CLOSE, THINK_OPEN, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Cassette, Frame, Interaction
+from langchain_pplx_labs.web_protocol import WEB_END_EVENT, WebAnswer, messages_from_query
 
 
 def format_transcript(
@@ -14,7 +15,7 @@ def format_transcript(
     """The whole conversation as text; ``frames=True`` adds one timeline line per recorded frame."""
     lines = [
         f"Cassette {source}".rstrip(),
-        f"provenance: {cassette.provenance} · recorded {cassette.recorded_at} · model {cassette.model}"
+        f"transport: {cassette.transport} · provenance: {cassette.provenance} · recorded {cassette.recorded_at} · model {cassette.model}"
         f" · client {cassette.client_version}" + (f" · server {cassette.server}" if cassette.server else ""),
     ]
     if cassette.source:
@@ -22,6 +23,8 @@ def format_transcript(
     if cassette.note:
         lines.append(f"note: {cassette.note}")
     for number, interaction in enumerate(cassette.interactions, start=1):
+        if cassette.transport == "web":
+            interaction = _as_labs(interaction, cassette.model, protocol)
         lines += ["", f"── turn {number} ──", *_turn(interaction, frames, protocol)]
     return "\n".join(lines) + "\n"
 
@@ -52,6 +55,40 @@ def _turn(interaction: Interaction, with_frames: bool, protocol: LabsProtocol) -
     if with_frames:
         lines += [_frame_line(frame) for frame in interaction.frames]
     return lines
+
+
+def _as_labs(interaction: Interaction, model: str, protocol: LabsProtocol) -> Interaction:
+    """A web interaction as the Labs one it stands for: the body's conversation, its messages folded into frames.
+
+    The codec that reads the live stream (:class:`WebAnswer`) folds the recorded messages, so the
+    transcript shows what a web client would have seen; each frame keeps its message's time.
+    """
+    query = interaction.request.get("query_str")
+    messages = messages_from_query(query) if isinstance(query, str) else []
+    request = {"model": model, "messages": messages}
+    if interaction.refusal is not None:
+        return Interaction(request=request, refusal=interaction.refusal)
+    answer = WebAnswer(model)
+    event = protocol.progress_event_for(model)
+    frames: list[Frame] = []
+    for frame in interaction.frames:
+        if frame.kind in ("stall", "drop"):
+            frames.append(frame)
+            continue
+        message_ended = frame.event == WEB_END_EVENT or (
+            frame.kind == "raw" and str(frame.data).strip() == "[DONE]"
+        )
+        if message_ended:
+            labs = answer.finish()
+        elif frame.kind == "event" and frame.event == "message" and isinstance(frame.data, dict):
+            labs = answer.feed(frame.data)
+        else:
+            labs = None
+        if labs is not None:
+            frames.append(Frame(at=frame.at, event=event, data=labs))
+    if answer.completed and not answer.finished and frames and frames[-1].kind == "event":
+        frames.append(Frame(at=frames[-1].at, event=event, data=answer.finish()))
+    return Interaction(request=request, frames=frames)
 
 
 def _split(output: str) -> tuple[str, str]:
