@@ -13,25 +13,16 @@ import aiohttp
 import socketio
 
 from langchain_pplx_labs._json import OrjsonPacket
-from langchain_pplx_labs.errors import PerplexityLabsError
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Cassette, Frame, HttpRefusal, Interaction, Transport
 from langchain_pplx_labs.recording.redact import Redactor
+from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError, describe_error
 from langchain_pplx_labs.wire import PROXY_ERRORS as _PROXY_ERRORS
 from langchain_pplx_labs.wire import browser_headers, proxy_connector
 
 logger = logging.getLogger(__name__)
 
 Provenance = Literal["synthetic", "live"]
-
-
-class UpstreamUnreachableError(PerplexityLabsError):
-    """The server to record could not be reached at all (no HTTP answer), so there is nothing to save."""
-
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"cannot reach {url}: {reason}")
-        self.url = url
-        self.reason = reason
 
 
 def upstream_headers(
@@ -176,11 +167,6 @@ async def _fetch_refusal(
         # No HTTP status means no server answered: saving that as a "refusal" would
         # replay a made-up Cloudflare block forever, so the recording fails instead.
         raise UpstreamUnreachableError(base_url, describe_error(exc)) from None
-
-
-def describe_error(exc: BaseException) -> str:
-    """An exception's text, or its type's name when it has none (for one-line reasons)."""
-    return str(exc) or type(exc).__name__
 
 
 async def record_cassette(

@@ -14,8 +14,8 @@ from multidict import CIMultiDict
 
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Frame, HttpRefusal, Interaction
-from langchain_pplx_labs.recording.recorder import UpstreamUnreachableError, describe_error
 from langchain_pplx_labs.recording.redact import Redactor
+from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError, describe_error
 from langchain_pplx_labs.web_protocol import (
     SSEMessage,
     SSEParser,
