@@ -16,7 +16,8 @@ from langchain_pplx_labs._json import OrjsonPacket
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Cassette, Frame, HttpRefusal, Interaction, Transport
 from langchain_pplx_labs.recording.redact import Redactor
-from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError, describe_error
+from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError as UpstreamUnreachableError
+from langchain_pplx_labs.recording.upstream import describe_error
 from langchain_pplx_labs.wire import PROXY_ERRORS as _PROXY_ERRORS
 from langchain_pplx_labs.wire import browser_headers, proxy_connector
 

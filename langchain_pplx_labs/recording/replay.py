@@ -19,8 +19,9 @@ from langchain_pplx_labs.recording.cassette import (
     Transport,
     load_cassette,
 )
-from langchain_pplx_labs.recording.recorder import UpstreamUnreachableError, record_interaction
+from langchain_pplx_labs.recording.recorder import record_interaction
 from langchain_pplx_labs.recording.redact import REDACTED, Redactor
+from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError
 from langchain_pplx_labs.web_protocol import sse_message
 
 logger = logging.getLogger(__name__)
