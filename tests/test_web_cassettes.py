@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -323,3 +324,15 @@ def test_plugin_records_and_replays_a_web_model(pytester: pytest.Pytester) -> No
     mismatch = pytester.runpytest("--record-mode=none", "-p", "no:cacheprovider", "-rN")
     mismatch.assert_outcomes(failed=1, errors=0)
     mismatch.stdout.fnmatch_lines(["*holds web recordings, but the question came over the labs transport*"])
+
+
+def test_docs_web_cassette_example_records_then_replays_as_written(pytester: pytest.Pytester) -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "cassettes.md").read_text(encoding="utf-8")
+    [example] = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if 'transport="web"' in b]
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_docs_web=example)
+    off = ("-p", "no:cacheprovider")
+    pytester.runpytest("--record-mode=once", *off).assert_outcomes(passed=1)
+    path = pytester.path / "cassettes" / "test_docs_web" / "test_my_chain_over_the_web.labs.yaml"
+    assert load_cassette(path).transport == "web"
+    pytester.runpytest("--record-mode=none", "--block-network", *off).assert_outcomes(passed=1)
