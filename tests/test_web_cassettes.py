@@ -13,7 +13,11 @@ import pytest
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.cli import main
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator, Scenario
-from langchain_pplx_labs.errors import PerplexityLabsDisconnectedError, PerplexityLabsServerError
+from langchain_pplx_labs.errors import (
+    PerplexityLabsDisconnectedError,
+    PerplexityLabsServerError,
+    PerplexityLabsTimeoutError,
+)
 from langchain_pplx_labs.protocol import build_payload
 from langchain_pplx_labs.recording import (
     Cassette,
@@ -161,7 +165,9 @@ def test_a_labs_client_on_a_web_cassette_gets_a_transport_error(
 def test_a_web_client_on_a_labs_cassette_gets_a_transport_error(
     emulator_thread: EmulatorThread, web_model: ChatPerplexityLabs
 ) -> None:
-    cassette = load_cassette(CORPUS / "test_cassettes" / "test_plain_answer_with_citations.labs.yaml")
+    path = CORPUS / "test_cassettes" / "test_plain_answer_with_citations.labs.yaml"
+    assert "\ntransport:" not in path.read_text(encoding="utf-8")  # no top-level field
+    cassette = load_cassette(path)
     assert cassette.transport == "labs"  # the field is absent from the file: Labs
     responder = _replay(emulator_thread, cassette)
     with pytest.raises(PerplexityLabsServerError, match=r"transport='labs'"):
@@ -210,6 +216,19 @@ def test_a_stream_that_broke_off_is_recorded_as_a_drop_and_replayed(
         web_model.invoke("Hang up.")
 
 
+def test_a_stream_gone_silent_is_recorded_as_a_stall_and_replayed(
+    emulator: LabsEmulator, emulator_thread: EmulatorThread, web_model: ChatPerplexityLabs
+) -> None:
+    emulator.script(Scenario(stall_after=2, chunk_size=5))
+    cassette = _record(emulator_thread, [_payload("Go quiet.")])
+    assert [frame.kind for frame in cassette.interactions[0].frames] == ["event", "event", "stall"]
+    emulator.reset()
+    _replay(emulator_thread, cassette)
+    impatient = web_model.model_copy(update={"idle_timeout": 0.5})
+    with pytest.raises(PerplexityLabsTimeoutError):
+        impatient.invoke("Go quiet.")
+
+
 # --- the shipped synthetic web cassettes, through the pytest plugin ---------------------------
 
 
@@ -246,6 +265,21 @@ def test_cli_show_prints_the_transport_and_the_folded_answer(capsys: pytest.Capt
     assert "[reasoning] The user asks: Why is the sky blue?." in shown
     assert "[1] https://docs.perplexity.ai/" in shown
     assert "ended: completed" in shown
+    assert (
+        main(
+            [
+                "cassette",
+                "show",
+                "--frames",
+                str(CORPUS / "test_web_cassettes" / "test_web_reasoning.labs.yaml"),
+            ]
+        )
+        == 0
+    )
+    timeline = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  +")]
+    assert len(timeline) == 13  # the messages recorded: 12 of the answer, then the end marker
+    assert timeline[-2].endswith("message  status COMPLETED  final")
+    assert timeline[-1].endswith("end_of_stream")
     labs = CORPUS / "test_cassettes" / "test_no_citations.labs.yaml"
     assert main(["cassette", "show", str(labs)]) == 0
     assert "transport: labs · provenance: synthetic" in capsys.readouterr().out

@@ -24,8 +24,13 @@ def format_transcript(
         lines.append(f"note: {cassette.note}")
     for number, interaction in enumerate(cassette.interactions, start=1):
         if cassette.transport == "web":
-            interaction = _as_labs(interaction, cassette.model, protocol)
-        lines += ["", f"── turn {number} ──", *_turn(interaction, frames, protocol)]
+            # The turn as a web client read it; the timeline lists the SSE messages as recorded.
+            turn = _turn(_as_labs(interaction, cassette.model, protocol), False, protocol)
+            if frames and interaction.refusal is None:
+                turn += [_message_line(frame) for frame in interaction.frames]
+        else:
+            turn = _turn(interaction, frames, protocol)
+        lines += ["", f"── turn {number} ──", *turn]
     return "\n".join(lines) + "\n"
 
 
@@ -136,4 +141,19 @@ def _frame_line(frame: Frame) -> str:
     size = len(data["output"]) if isinstance(data.get("output"), str) else 0
     return f"  +{frame.at:.3f}s  {frame.event}  output {size} chars" + (
         "  final" if data.get("final") else ""
+    )
+
+
+def _message_line(frame: Frame) -> str:
+    """One recorded SSE message of a web cassette: its time, event, status and whether it is the last."""
+    if frame.kind in ("stall", "drop"):
+        return f"  +{frame.at:.3f}s  <{frame.kind}>"
+    data = frame.data if isinstance(frame.data, dict) else {}
+    status = data.get("status")
+    last = data.get("final_sse_message") is True or data.get("final") is True
+    return (
+        f"  +{frame.at:.3f}s  {frame.event or 'message'}"
+        + ("  <raw>" if frame.kind == "raw" else "")
+        + (f"  status {status}" if isinstance(status, str) else "")
+        + ("  final" if last else "")
     )
