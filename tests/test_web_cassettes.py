@@ -12,13 +12,13 @@ import pytest
 
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.cli import main
-from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator, Scenario
+from langchain_pplx_labs.emulator import Emit, EmulatorThread, LabsEmulator, Raw, Scenario, progress_frame
 from langchain_pplx_labs.errors import (
     PerplexityLabsDisconnectedError,
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
-from langchain_pplx_labs.protocol import build_payload
+from langchain_pplx_labs.protocol import build_payload, progress_event
 from langchain_pplx_labs.recording import (
     Cassette,
     CassetteMismatchError,
@@ -227,6 +227,20 @@ def test_a_stream_gone_silent_is_recorded_as_a_stall_and_replayed(
     impatient = web_model.model_copy(update={"idle_timeout": 0.5})
     with pytest.raises(PerplexityLabsTimeoutError):
         impatient.invoke("Go quiet.")
+
+
+def test_a_done_marker_is_recorded_raw_and_replayed_as_the_end(
+    emulator: LabsEmulator, emulator_thread: EmulatorThread, web_model: ChatPerplexityLabs
+) -> None:
+    """``data: [DONE]`` (gpt4free's end marker) is no JSON: kept verbatim, and it still ends the answer."""
+    event = progress_event("turbo")
+    emulator.script([Emit(event, progress_frame("Ended by a done marker.", elapsed=0.1)), Raw("[DONE]")])
+    cassette = _record(emulator_thread, [_payload("Done?")])
+    last = cassette.interactions[0].frames[-1]
+    assert (last.kind, last.event, last.data) == ("raw", "message", "[DONE]")
+    emulator.reset()
+    _replay(emulator_thread, cassette)
+    assert web_model.invoke("Done?").content == "Ended by a done marker."
 
 
 # --- the shipped synthetic web cassettes, through the pytest plugin ---------------------------
