@@ -274,7 +274,9 @@ def test_cli_show_prints_the_transport_and_the_folded_answer(capsys: pytest.Capt
         main(["cassette", "show", str(CORPUS / "test_web_cassettes" / "test_web_reasoning.labs.yaml")]) == 0
     )
     shown = capsys.readouterr().out
-    assert "transport: web · provenance: synthetic" in shown
+    header = shown.splitlines()[1]
+    assert header.startswith("provenance: synthetic · recorded ")
+    assert header.endswith(" · server pplx-labs emulator · transport web")
     assert "[user] Why is the sky blue?" in shown
     assert "[reasoning] The user asks: Why is the sky blue?." in shown
     assert "[1] https://docs.perplexity.ai/" in shown
@@ -296,7 +298,7 @@ def test_cli_show_prints_the_transport_and_the_folded_answer(capsys: pytest.Capt
     assert timeline[-1].endswith("end_of_stream")
     labs = CORPUS / "test_cassettes" / "test_no_citations.labs.yaml"
     assert main(["cassette", "show", str(labs)]) == 0
-    assert "transport: labs · provenance: synthetic" in capsys.readouterr().out
+    assert capsys.readouterr().out.splitlines()[1].endswith(" · transport labs")
 
 
 def test_cli_record_transport_web_then_replay(

@@ -15,8 +15,10 @@ def format_transcript(
     """The whole conversation as text; ``frames=True`` adds one timeline line per recorded frame."""
     lines = [
         f"Cassette {source}".rstrip(),
-        f"transport: {cassette.transport} · provenance: {cassette.provenance} · recorded {cassette.recorded_at} · model {cassette.model}"
-        f" · client {cassette.client_version}" + (f" · server {cassette.server}" if cassette.server else ""),
+        f"provenance: {cassette.provenance} · recorded {cassette.recorded_at} · model {cassette.model}"
+        f" · client {cassette.client_version}"
+        + (f" · server {cassette.server}" if cassette.server else "")
+        + f" · transport {cassette.transport}",
     ]
     if cassette.source:
         lines.append(f"source: {cassette.source}")
