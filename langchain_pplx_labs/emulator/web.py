@@ -135,7 +135,7 @@ class WebEndpoint:
             "messages": messages_from_query(body["query_str"]),
         }
         self._record(payload)
-        labs_request = LabsRequest(payload, self.emulator.protocol)
+        labs_request = LabsRequest(payload, self.emulator.protocol, web_body=body)
         if self.variant.anonymous == "rate_limited" and not _session_token(request):
             steps: Sequence[Step] = [Emit(labs_request.progress_event, dict(RATE_LIMITED))]
         else:
