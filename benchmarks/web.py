@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from langchain_core.messages import HumanMessage
 
@@ -85,17 +87,37 @@ async def _after_idle(base_url: str, samples: int) -> list[float]:
     return ttfts
 
 
-async def _gather(ask: Callable[[int], Awaitable[Timing]], count: int) -> tuple[list[float], int]:
+@dataclass
+class Burst:
+    """What ``count`` concurrent questions gave, over several rounds."""
+
+    ttfts: list[float] = field(default_factory=list)
+    errors: int = 0
+    asked: int = 0
+    cpu: list[float] = field(default_factory=list)  # this thread's CPU per question, per round
+    p50s: list[float] = field(default_factory=list)  # each round's median TTFT
+
+
+async def _burst(found: Burst, ask: Callable[[int], Awaitable[Timing]], count: int) -> None:
+    cpu = time.thread_time()  # the emulator and proxy run in another process: this is the client's
     results = await asyncio.gather(*(ask(n) for n in range(count)), return_exceptions=True)
+    found.cpu.append((time.thread_time() - cpu) / count)
     ttfts = [result[0] for result in results if isinstance(result, tuple)]
-    return ttfts, count - len(ttfts)
+    found.ttfts += ttfts
+    found.errors += count - len(ttfts)
+    found.asked += count
+    if ttfts:
+        found.p50s.append(percentile(ttfts, 50))
 
 
-async def _concurrent(base_url: str, count: int) -> dict[str, tuple[list[float], int]]:
-    found = {"baseline": await _gather(lambda n: _baseline(base_url, f"concurrent {n}"), count)}
-    async with _model(base_url, max_connections=count) as chat:
-        found["cold"] = await _gather(lambda n: _ours(chat, f"concurrent {n}"), count)
-        found["warm"] = await _gather(lambda n: _ours(chat, f"concurrent again {n}"), count)
+async def _concurrent(base_url: str, count: int, rounds: int) -> dict[str, Burst]:
+    """Rounds of ``count`` concurrent questions: the baseline's, then ours on a new model, cold then warm."""
+    found = {"baseline": Burst(), "cold": Burst(), "warm": Burst()}
+    for _ in range(rounds):
+        await _burst(found["baseline"], lambda n: _baseline(base_url, f"concurrent {n}"), count)
+        async with _model(base_url, max_connections=count) as chat:
+            await _burst(found["cold"], lambda n: _ours(chat, f"concurrent {n}"), count)
+            await _burst(found["warm"], lambda n: _ours(chat, f"concurrent again {n}"), count)
     return found
 
 
@@ -142,12 +164,12 @@ async def _cpu(base_url: str, size: int, reps: int) -> dict[str, list[float]]:
     return samples
 
 
-def _latency_tables(rtt: float, rounds: int, concurrent: int, idle_samples: int) -> None:
+def _latency_tables(rtt: float, rounds: int, concurrent: int, bursts: int, idle_samples: int) -> None:
     ms = f"{rtt * 1000:.0f} ms RTT"
     # Emulator and proxy in a process of their own: in ours they would take the GIL at the client's socket calls.
     with emulator_process(scenario=PACED, rtt=rtt) as url:
         timings = asyncio.run(_latency(url, rounds))
-        concurrency = asyncio.run(_concurrent(url, concurrent))
+        concurrency = asyncio.run(_concurrent(url, concurrent, bursts))
         idle = asyncio.run(_after_idle(url, idle_samples)) if idle_samples else []
     labels = {
         "baseline": "baseline (new session + session check per question)",
@@ -170,7 +192,7 @@ def _latency_tables(rtt: float, rounds: int, concurrent: int, idle_samples: int)
             for name, found in timings.items()
         ],
     )
-    reference = percentile(concurrency["baseline"][0], 50) if concurrency["baseline"][0] else 0.0
+    reference = statistics.median(concurrency["baseline"].p50s) if concurrency["baseline"].p50s else 0.0
     rows = []
     notes = []
     names = {
@@ -178,17 +200,20 @@ def _latency_tables(rtt: float, rounds: int, concurrent: int, idle_samples: int)
         "cold": "ours, one model, cold pool",
         "warm": "ours, same model, warm",
     }
-    for name, (ttfts, errors) in concurrency.items():
-        if ttfts:
-            rows.append(Row(f"TTFT, {names[name]}", ttfts, baseline=reference or None))
-            p50, p99 = percentile(ttfts, 50), percentile(ttfts, 99)
-            notes.append(
-                f"{names[name]}: errors {errors}/{concurrent}; TTFT p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
-                f" (p99/p50 {p99 / p50:.2f})"
-            )
-        else:
-            notes.append(f"{names[name]}: errors {errors}/{concurrent}")
-    print_table(f"Web transport: {concurrent} concurrent questions at {ms}", rows)
+    for name, found in concurrency.items():
+        if not found.ttfts:
+            notes.append(f"{names[name]}: errors {found.errors}/{found.asked}")
+            continue
+        rows.append(Row(f"TTFT, {names[name]}", found.ttfts, baseline=reference or None))
+        p50, p99 = percentile(found.ttfts, 50), percentile(found.ttfts, 99)
+        per_round = ", ".join(f"{value * 1000:.0f}" for value in found.p50s)
+        cpu = statistics.median(found.cpu) * 1000
+        notes.append(
+            f"{names[name]}: errors {found.errors}/{found.asked}; TTFT p50 {p50 * 1000:.1f} ms, "
+            f"p99 {p99 * 1000:.1f} ms (p99/p50 {p99 / p50:.2f}); p50 per round {per_round} ms; "
+            f"client CPU {cpu:.2f} ms per question"
+        )
+    print_table(f"Web transport: {concurrent} concurrent questions at {ms} (rounds: {bursts})", rows)
     print("\n" + "\n\n".join(notes))
 
 
@@ -215,6 +240,6 @@ def _cpu_table(reps: int) -> None:
 
 
 def run(quick: bool, rtt: float) -> None:
-    rounds, concurrent, idle_samples, reps = (5, 20, 0, 1) if quick else (30, 100, 3, 11)
-    _latency_tables(rtt, rounds, concurrent, idle_samples)
+    rounds, concurrent, bursts, idle_samples, reps = (5, 20, 1, 0, 1) if quick else (30, 100, 5, 3, 11)
+    _latency_tables(rtt, rounds, concurrent, bursts, idle_samples)
     _cpu_table(reps)
