@@ -44,10 +44,14 @@ def _model(base_url: str, max_connections: int = 16) -> ChatPerplexityLabs:
 async def _ours(chat: ChatPerplexityLabs, question: str) -> Timing:
     started = time.perf_counter()
     ttft = 0.0
+    text = ""
     async for chunk in chat.astream(question):
         if chunk.content and not ttft:
             ttft = time.perf_counter() - started
-    return ttft, time.perf_counter() - started
+        text += str(chunk.content)
+    total = time.perf_counter() - started
+    assert text == PACED["answer"], text[:80]  # the same whole answer as the baseline's
+    return ttft, total
 
 
 async def _baseline(base_url: str, question: str) -> Timing:
