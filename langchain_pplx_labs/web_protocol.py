@@ -378,6 +378,10 @@ class WebAnswer:
         self._reasoning = ""
         self._reasoning_frozen = False
         self._citations: list[str | dict[str, str]] = []
+        # The answer's chunks list as last joined, how many of its chunks, and their text: a
+        # message that only appends chunks to that same list extends the text instead of
+        # joining the whole answer again (which made long answers quadratic).
+        self._joined: tuple[list[Any] | None, int, str] = (None, 0, "")
         self._last: tuple[str, tuple[object, ...]] | None = None
         self.completed = False
         """A ``status: COMPLETED`` message arrived."""
@@ -457,17 +461,19 @@ class WebAnswer:
         if not isinstance(field, str) or not isinstance(patches, list):
             return
         document = self._blocks.get((usage, field), {})
+        appended_only = True
         for operation in patches:
-            if isinstance(operation, Mapping):
+            if isinstance(operation, Mapping) and not _append_chunk(document, operation):
                 document = _apply_patch(document, operation)
+                appended_only = False
         self._blocks[usage, field] = document
-        self._derive(field, document)
+        self._derive(field, document, appended_only=appended_only)
 
-    def _derive(self, field: str, document: Any) -> None:
+    def _derive(self, field: str, document: Any, *, appended_only: bool = False) -> None:
         if not isinstance(document, Mapping):
             return
         if field == "markdown_block":
-            answer = _markdown_text(document)
+            answer = self._markdown_text(document, appended_only=appended_only)
             if answer:
                 self._answer = answer
                 self._reasoning_frozen = True  # the output must stay a prefix of what follows
@@ -477,6 +483,19 @@ class WebAnswer:
             citations = _citations_of(document.get("web_results"))
             if citations:
                 self._citations = citations
+
+    def _markdown_text(self, block: Mapping[str, Any], *, appended_only: bool) -> str:
+        chunks = block.get("chunks")
+        joined = ""
+        if isinstance(chunks, list):
+            last_chunks, count, joined = self._joined
+            if not (appended_only and chunks is last_chunks and count <= len(chunks)):
+                count, joined = 0, ""  # a new list, or one changed in place: join it all
+            joined += "".join(c for c in chunks[count:] if isinstance(c, str))
+            self._joined = (chunks, len(chunks), joined)
+        answer = block.get("answer")
+        # ``answer`` is the finished text; before it arrives the chunks are all there is.
+        return answer if isinstance(answer, str) and len(answer) >= len(joined) else joined
 
     # Older stream: a ``text`` field holding JSON (or the answer itself).
 
@@ -523,6 +542,22 @@ def _failure(message: Mapping[str, Any]) -> dict[str, Any] | None:
     return frame
 
 
+def _append_chunk(document: Any, operation: Mapping[str, Any]) -> bool:
+    """Apply ``operation`` if it adds a text chunk at the end of ``chunks``; whether it did.
+
+    Nearly every message is one such patch: appending it (a str needs no copy) costs far less
+    than building, copying and resolving a JSON patch for it.
+    """
+    value = operation.get("value")
+    if operation.get("op") != "add" or not isinstance(value, str) or not isinstance(document, dict):
+        return False
+    chunks = document.get("chunks")
+    if not isinstance(chunks, list) or operation.get("path") not in ("/chunks/-", f"/chunks/{len(chunks)}"):
+        return False
+    chunks.append(value)
+    return True
+
+
 def _apply_patch(document: Any, operation: Mapping[str, Any]) -> Any:
     """Apply one JSON patch operation; an inapplicable one is skipped, except text chunks, appended."""
     try:
@@ -538,14 +573,6 @@ def _apply_patch(document: Any, operation: Mapping[str, Any]) -> Any:
         if isinstance(chunks, list):
             chunks.append(value)
     return document
-
-
-def _markdown_text(block: Mapping[str, Any]) -> str:
-    chunks = block.get("chunks")
-    joined = "".join(c for c in chunks if isinstance(c, str)) if isinstance(chunks, list) else ""
-    answer = block.get("answer")
-    # ``answer`` is the finished text; before it arrives the chunks are all there is.
-    return answer if isinstance(answer, str) and len(answer) >= len(joined) else joined
 
 
 def _goals_text(goals: object) -> str:

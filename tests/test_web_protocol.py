@@ -577,3 +577,23 @@ def test_a_bare_answer_stays_an_answer_for_every_model(model: str, output: str) 
     ]
     assert [type(e).__name__ for e in events] == ["TextDelta", "TextDelta", "Finished"]
     assert "".join(getattr(e, "text", "") for e in events) == "Answer"
+
+
+def test_chunks_added_at_the_end_in_the_middle_or_with_a_dash_land_where_json_patch_puts_them() -> None:
+    # Appends at the end take a fast path that extends the text; anything else re-reads the chunks.
+    answer = WebAnswer()
+    answer.feed({"blocks": [{"intended_usage": "ask_text", "markdown_block": {"chunks": ["a"]}}]})
+    steps = [
+        ({"op": "add", "path": "/chunks/1", "value": "c"}, "ac"),  # at the end: appended
+        ({"op": "add", "path": "/chunks/-", "value": "d"}, "acd"),  # "-" is the end too
+        ({"op": "add", "path": "/chunks/1", "value": "b"}, "abcd"),  # in the middle: inserted
+        ({"op": "add", "path": "/chunks/04", "value": "x"}, "abcdx"),  # not an index: kept at the end
+        ({"op": "replace", "path": "/chunks/0", "value": "A"}, "Abcdx"),  # changed in place: read again
+        ({"op": "add", "path": "/chunks/5", "value": "y"}, "Abcdxy"),
+        ({"op": "remove", "path": "/chunks/1"}, "Acdxy"),
+        ({"op": "add", "path": "/chunks/5", "value": "z"}, "Acdxyz"),
+    ]
+    for operation, output in steps:
+        frame = answer.feed({"blocks": [_patch("markdown_block", operation)]})
+        assert frame is not None, operation
+        assert frame["output"] == output, operation

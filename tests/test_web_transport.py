@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pickle
 import textwrap
@@ -17,6 +18,7 @@ from webfake import FakeWebApp, answer_message, forever, serving, streaming
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.pool import connector_keepalive_timeout
 
 ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
 THINKING = "The user asks about France; check both sources."
@@ -143,6 +145,29 @@ async def test_questions_reuse_one_warm_connection_and_one_session_check(fake_we
     assert answers == ["Paris [1]."] * 3
     assert fake_web.hits == {"session": 1, "ask": 3}
     assert len({request.client_port for request in fake_web.seen}) == 1  # one TCP connection for all four
+
+
+@pytest.mark.timeout(60)
+async def test_a_connection_idle_past_aiohttps_keepalive_is_still_warm_within_the_pools_idle_timeout(
+    fake_web: FakeWebApp,
+) -> None:
+    # aiohttp drops an idle keep-alive connection after 15 s by default, while the pool keeps an
+    # idle web connection for 60 s: the second question would silently pay a new TCP (and TLS)
+    # connect. Waiting past 15 s is the only way to see aiohttp's own timer fire.
+    async with ChatPerplexityLabs(transport="web", base_url=fake_web.base_url, max_retries=0) as chat:
+        await chat.ainvoke("before")
+        await asyncio.sleep(16)
+        await chat.ainvoke("after")
+        assert (await chat._labs_client().pool()).connections_opened == 1
+    assert fake_web.hits == {"session": 1, "ask": 2}
+    assert len({request.client_port for request in fake_web.seen}) == 1  # the same TCP connection
+
+
+def test_the_connectors_keepalive_follows_the_pools_idle_timeout() -> None:
+    assert connector_keepalive_timeout(60.0) == 60.0
+    assert connector_keepalive_timeout(300.0) == 300.0
+    assert connector_keepalive_timeout(5.0) == 15.0  # aiohttp's own, the floor
+    assert connector_keepalive_timeout(None) is None  # the pool never expires them: neither does aiohttp
 
 
 async def test_an_abandoned_answer_is_cut_off_and_its_connection_asks_again_at_once(
