@@ -167,12 +167,14 @@ async def test_an_abandoned_answer_is_cut_off_and_its_connection_asks_again_at_o
 # -- through the emulator's SSE endpoint --------------------------------------------------------
 
 
+# Frames of 1 to 8 characters: shorter than "<think>" too, so the emulator sees the tag arrive in pieces.
+@pytest.mark.parametrize("chunk_size", range(1, 9))
 @pytest.mark.parametrize("name", ["r1-1776", "sonar-reasoning", "sonar-reasoning-pro"])
 @pytest.mark.parametrize("keep", [True, False], ids=["reasoning", "no-reasoning"])
 async def test_the_web_apps_plan_is_reasoning_and_its_answer_the_content(
-    name: str, keep: bool, base_url: str, emulator: LabsEmulator
+    name: str, keep: bool, chunk_size: int, base_url: str, emulator: LabsEmulator
 ) -> None:
-    emulator.script(answer=ANSWER, reasoning=THINKING, citations=CITATIONS, chunk_size=8)
+    emulator.script(answer=ANSWER, reasoning=THINKING, citations=CITATIONS, chunk_size=chunk_size)
     async with ChatPerplexityLabs(
         transport="web", model=name, base_url=base_url, reasoning=None if keep else False, max_retries=0
     ) as chat:
