@@ -32,6 +32,7 @@ from test_gateway import (  # noqa: F401
     test_reasoning_drop_leaves_the_thinking_out,
     test_reasoning_goes_to_reasoning_content,
     test_reasoning_inline_keeps_think_tags_in_content,
+    test_rich_sources_become_search_results,
     test_stop_sequence_cuts_the_answer,
     test_streamed_tool_call,
     test_sync_completion_has_answer_sources_and_usage,

@@ -371,12 +371,17 @@ def _diff(usage: str, field: str, patches: list[dict[str, Any]]) -> dict[str, An
 
 
 def _web_result(citation: Any) -> dict[str, Any]:
+    """A Labs source as the web app's ``{name, url, snippet}`` result, with the source's other fields."""
     if isinstance(citation, Mapping):
         title = citation.get("title")
+        others = {key: value for key, value in citation.items() if key not in ("url", "title")}
+        if "name" in others and isinstance(title, str):
+            others["title"] = title  # the source's own name is not its title: send both
         return {
             "name": title if isinstance(title, str) else "",
             "url": str(citation.get("url", "")),
             "snippet": "",
+            **others,
         }
     return {"name": "", "url": str(citation), "snippet": ""}
 
