@@ -53,6 +53,44 @@ def _over_the_web(monkeypatch: pytest.MonkeyPatch, emulator: LabsEmulator) -> It
     assert sum(emulator.handshakes.values()) == 0
 
 
+def test_models_lists_the_web_transports_models(emulator: LabsEmulator) -> None:
+    with (
+        gateway_for(emulator) as running,
+        openai.OpenAI(base_url=running.root + "/v1", api_key="x", max_retries=0) as sdk,
+    ):
+        models = list(sdk.models.list())
+    assert [m.id for m in models] == [
+        "auto",
+        "turbo",
+        "pplx_pro",
+        "experimental",
+        "pplx_reasoning",
+        "r1",
+        "pplx_alpha",
+        "claude45sonnet",
+        "gpt5",
+    ]
+    assert {m.owned_by for m in models} == {"perplexity"}
+    assert {m.object for m in models} == {"model"}
+
+
+def test_a_gateway_told_labs_lists_the_labs_models(emulator: LabsEmulator) -> None:
+    # The environment says web; the operator's transport option wins, and so does its model list.
+    with (
+        gateway_for(emulator, model_options={"transport": "labs"}) as running,
+        openai.OpenAI(base_url=running.root + "/v1", api_key="x", max_retries=0) as sdk,
+    ):
+        models = list(sdk.models.list())
+    assert [m.id for m in models] == [
+        "r1-1776",
+        "sonar-pro",
+        "sonar",
+        "sonar-reasoning",
+        "sonar-reasoning-pro",
+    ]
+    assert {m.owned_by for m in models} == {"perplexity-labs"}
+
+
 def test_a_client_that_leaves_mid_answer_frees_its_place_at_once(emulator: LabsEmulator) -> None:
     from langchain_pplx_labs.emulator import Scenario
 
