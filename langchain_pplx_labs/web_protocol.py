@@ -351,6 +351,9 @@ def session_user_id(session: object) -> str | None:
 
 # --- Answer -----------------------------------------------------------------------------------
 
+Citation = str | dict[str, Any]
+"""A source as a Labs frame cites it: a bare URL, or ``{"url", "title"?, ...}`` with the web result's other fields."""
+
 
 class WebAnswer:
     """Folds the web app's SSE JSON messages into Labs-shaped progress-frame data, one at a time.
@@ -362,8 +365,9 @@ class WebAnswer:
 
     :meth:`feed` returns ``None`` when a message adds nothing, else
     ``{"output", "citations", "final"}``: ``output`` is cumulative, with the plan's goals first as
-    ``<think>...</think>``; ``citations`` are URLs, or ``{"url", "title"}`` objects where the stream
-    names its sources. A failure gives ``{"status": "failed", "text", "error_code"?}``.
+    ``<think>...</think>``; ``citations`` are URLs, or ``{"url", "title", ...}`` objects (with every
+    other field the web result carries, such as ``snippet`` or ``date``) where the stream sends more
+    than a URL. A failure gives ``{"status": "failed", "text", "error_code"?}``.
     A message with ``final_sse_message`` or ``final`` true ends the answer; ``status: COMPLETED``
     alone only marks it :attr:`completed`, and :meth:`finish` ends it when the stream ends.
     Pass the Labs ``model`` asked: for ``r1-1776`` the output always spells out its think section.
@@ -377,12 +381,12 @@ class WebAnswer:
         self._answer = ""
         self._reasoning = ""
         self._reasoning_frozen = False
-        self._citations: list[str | dict[str, str]] = []
+        self._citations: list[Citation] = []
         # The answer's chunks list as last joined, how many of its chunks, and their text: a
         # message that only appends chunks to that same list extends the text instead of
         # joining the whole answer again (which made long answers quadratic).
         self._joined: tuple[list[Any] | None, int, str] = (None, 0, "")
-        self._last: tuple[str, tuple[object, ...]] | None = None
+        self._last: tuple[str, list[Citation]] | None = None
         self.completed = False
         """A ``status: COMPLETED`` message arrived."""
         self.finished = False
@@ -431,11 +435,15 @@ class WebAnswer:
             self.finished = True
             self._reasoning_frozen = True
         output = self.output
-        key = (output, tuple(_hashable(c) for c in self._citations))
+        key = (output, self._citations)
         if not final and not force and key == self._last:
             return None
         self._last = key
-        frame: dict[str, Any] = {"output": output, "citations": list(self._citations), "final": final}
+        frame: dict[str, Any] = {
+            "output": output,
+            "citations": copy.deepcopy(self._citations),
+            "final": final,
+        }
         if final:
             frame["status"] = "completed"
         return frame
@@ -594,20 +602,37 @@ def _goals_text(goals: object) -> str:
     return "\n".join(part for part in parts if part)
 
 
-def _citations_of(results: object) -> list[str | dict[str, str]]:
+def _citations_of(results: object) -> list[Citation]:
     if not isinstance(results, list):
         return []
-    citations: list[str | dict[str, str]] = []
+    citations: list[Citation] = []
     for result in results:
         if isinstance(result, str) and result:
             citations.append(result)
         elif isinstance(result, Mapping) and isinstance(result.get("url"), str) and result["url"]:
-            title = result.get("name") or result.get("title")
-            if isinstance(title, str) and title:
-                citations.append({"url": result["url"], "title": title})
-            else:
-                citations.append(result["url"])
+            citations.append(_citation_of(result))
     return citations
+
+
+def _citation_of(result: Mapping[str, Any]) -> Citation:
+    """A web result as a Labs source: ``url``, ``title`` (its ``title``, else its ``name``), every other field.
+
+    Empty fields (``None``, ``""``) count as not sent, so a result with nothing but its URL stays a
+    bare URL, as Labs sends one. ``name`` is kept apart only when it is not what became ``title``.
+    """
+    sent = {
+        str(key): copy.deepcopy(value) for key, value in result.items() if value is not None and value != ""
+    }
+    citation: dict[str, Any] = {"url": sent.pop("url")}
+    titles = [sent.get(key) for key in ("title", "name")]
+    title = next((t for t in titles if isinstance(t, str)), None)
+    if title is not None:
+        citation["title"] = title
+        sent.pop("title", None)
+        if sent.get("name") == title:
+            del sent["name"]
+    citation.update(sent)
+    return citation if len(citation) > 1 else citation["url"]
 
 
 def _final_step(steps: list[Any]) -> Any:
@@ -630,7 +655,3 @@ def _final_step(steps: list[Any]) -> Any:
             if isinstance(answer, Mapping):
                 found.update(answer)
     return found
-
-
-def _hashable(citation: str | dict[str, str]) -> object:
-    return citation if isinstance(citation, str) else tuple(sorted(citation.items()))

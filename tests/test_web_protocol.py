@@ -398,6 +398,56 @@ def test_snapshots_and_gpt4free_style_chunk_dicts_are_read() -> None:
     assert answer.feed({"blocks": [sources]})["citations"] == ["https://a.example/"]  # type: ignore[index]
 
 
+def test_web_results_keep_every_field_the_stream_sends() -> None:
+    # Shapes of the evidence: jamiemills' {name, url, snippet, timestamp}, henrique-coder's {name, url,
+    # snippet}, and fields the Labs transport also passes on (date, a nested meta_data).
+    results = [
+        {
+            "name": "Paris - Wikipedia",
+            "url": "https://en.wikipedia.org/wiki/Paris",
+            "snippet": "Paris is the capital of France.",
+            "timestamp": "2026-01-02T03:04:05Z",
+        },
+        {
+            "title": "Paris | Britannica",
+            "name": "britannica.com",
+            "url": "https://www.britannica.com/place/Paris",
+            "date": "2025-11-30",
+            "meta_data": {"client": "web", "images": ["https://img.example/1.png"]},
+            "is_attachment": False,
+        },
+        {"url": "https://nameless.example/", "snippet": "No title, a snippet."},
+        {"name": "", "url": "https://bare.example/", "snippet": "", "date": None},
+    ]
+    expected = [
+        {
+            "url": "https://en.wikipedia.org/wiki/Paris",
+            "title": "Paris - Wikipedia",
+            "snippet": "Paris is the capital of France.",
+            "timestamp": "2026-01-02T03:04:05Z",
+        },
+        {
+            "url": "https://www.britannica.com/place/Paris",
+            "title": "Paris | Britannica",
+            "name": "britannica.com",
+            "date": "2025-11-30",
+            "meta_data": {"client": "web", "images": ["https://img.example/1.png"]},
+            "is_attachment": False,
+        },
+        {"url": "https://nameless.example/", "snippet": "No title, a snippet."},
+        "https://bare.example/",
+    ]
+    schematized = WebAnswer()
+    block = {"intended_usage": "web_results", "web_result_block": {"web_results": results}}
+    assert schematized.feed({"blocks": [block]})["citations"] == expected  # type: ignore[index]
+    text = WebAnswer()
+    content = orjson.dumps({"answer": "Paris.", "web_results": results}).decode()
+    assert text.feed({"text": content, "final": True})["citations"] == expected  # type: ignore[index]
+    # The answer holds its own copy: a later change to the message does not reach it.
+    results[0]["snippet"] = "changed"
+    assert schematized.finish()["citations"] == expected  # type: ignore[index]
+
+
 def test_status_completed_alone_waits_for_the_end_of_the_stream() -> None:
     answer = WebAnswer()
     block = {"markdown_block": {"chunks": ["Done."]}}
