@@ -20,6 +20,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsError,
+    PerplexityLabsNotFoundError,
     PerplexityLabsRateLimitError,
     PerplexityLabsRetiredError,
     PerplexityLabsServerError,
@@ -205,8 +206,14 @@ class LabsClient:
                 raise _StaleSocket(str(exc)) from exc
 
     def _retryable(self, exc: PerplexityLabsError) -> bool:
-        # Retired, rate limited: asking again meets the same answer, or prolongs the limit.
-        refusals = PerplexityLabsBlockedError | PerplexityLabsRetiredError | PerplexityLabsRateLimitError
+        # Blocked, retired, no endpoint at the URL, rate limited: asking again meets the same
+        # answer, or prolongs the limit.
+        refusals = (
+            PerplexityLabsBlockedError
+            | PerplexityLabsRetiredError
+            | PerplexityLabsNotFoundError
+            | PerplexityLabsRateLimitError
+        )
         if isinstance(exc, refusals | PoolClosedError):
             return False
         if isinstance(exc, PerplexityLabsServerError):

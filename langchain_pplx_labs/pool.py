@@ -359,13 +359,30 @@ class ConnectionPool:
 
     def _connector(self) -> aiohttp.BaseConnector:
         ssl_option = self.pool_settings.ssl
+        # An idle keep-alive connection stays as long as the pool keeps an idle connection on it:
+        # with aiohttp's default (15 s) a web "connection" parked for longer would silently lose
+        # its TCP (and TLS) connection and pay a new connect on its next question.
+        keepalive = connector_keepalive_timeout(self.pool_settings.idle_timeout)
         if self.pool_settings.proxy:
             from aiohttp_socks import ProxyConnector
 
-            return ProxyConnector.from_url(self.pool_settings.proxy, ssl=ssl_option, limit=0)
+            return ProxyConnector.from_url(
+                self.pool_settings.proxy, ssl=ssl_option, limit=0, keepalive_timeout=keepalive
+            )
         # limit=0: aiohttp's default cap of 100 would stall sockets past the 100th until the
         # connect timeout; the pool's own semaphore (max_connections) is the limit.
-        return aiohttp.TCPConnector(ssl=ssl_option, limit=0)
+        return aiohttp.TCPConnector(ssl=ssl_option, limit=0, keepalive_timeout=keepalive)
+
+
+# aiohttp's own keep-alive timeout, the floor: a pool that expires sooner keeps them no shorter.
+AIOHTTP_KEEPALIVE_SECONDS = 15.0
+
+
+def connector_keepalive_timeout(pool_idle_timeout: float | None) -> float | None:
+    """How long aiohttp keeps an idle HTTP connection: at least the pool's idle timeout (``None``: forever)."""
+    if pool_idle_timeout is None:
+        return None
+    return max(AIOHTTP_KEEPALIVE_SECONDS, pool_idle_timeout)
 
 
 async def _ended(task: asyncio.Task[None]) -> None:

@@ -27,6 +27,19 @@ DEFAULT_BASE_URL = "https://www.perplexity.ai"
 DEFAULT_MODEL = "r1-1776"
 WEB_DEFAULT_MODEL = "auto"
 """The model a web question (``transport="web"``) asks when none is named: the account picks (``turbo`` anonymous)."""
+WEB_MODELS = (
+    "auto",
+    "turbo",
+    "pplx_pro",
+    "experimental",
+    "pplx_reasoning",
+    "r1",
+    "pplx_alpha",
+    "claude45sonnet",
+    "gpt5",
+)
+"""Model names for ``transport="web"`` in the public clients (docs/web_transport.md, "Models"): ``auto``
+lets the account pick, the rest are the web app's ``model_preference`` values; other names are accepted too."""
 KNOWN_MODELS = ("r1-1776", "sonar-pro", "sonar", "sonar-reasoning", "sonar-reasoning-pro")
 """Labs models seen on the playground in 2025; other names are accepted too."""
 REASONING_MODELS = frozenset({"r1-1776", "sonar-reasoning", "sonar-reasoning-pro"})

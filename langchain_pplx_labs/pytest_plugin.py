@@ -1,4 +1,4 @@
-"""pytest plugin: Labs WebSocket cassettes under pytest-recording's conventions (marker, record mode, fixture)."""
+"""pytest plugin: Labs (Socket.IO) and web (SSE) cassettes under pytest-recording's conventions (marker, record mode, fixture)."""
 
 from __future__ import annotations
 
@@ -366,10 +366,13 @@ def _save_recording(
     url = request.config.getoption("--pplx-labs-record-url")
     provenance = request.config.getoption("--pplx-labs-provenance") or ("live" if url else "synthetic")
     interactions = [*(existing.interactions if existing else []), *recorder.recorded]
+    transport = recorder.transport or (existing.transport if existing else "labs")
+    model = existing.model if existing else _recorded_model(interactions[0].request, transport)
     cassette = Cassette(
+        transport=transport,
         provenance=provenance,
         recorded_at=datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat(),
-        model=str(interactions[0].request.get("model", "")),
+        model=model,
         client_version=__version__,
         server=str(url or "pplx-labs emulator"),
         note=f"recorded by {request.node.nodeid}",
@@ -377,6 +380,17 @@ def _save_recording(
         interactions=interactions,
     )
     save_cassette(cassette, path)
+
+
+def _recorded_model(request: dict[str, Any], transport: str) -> str:
+    """The Labs model name a recorded request asked (a web body names its ``model_preference``)."""
+    if transport != "web":
+        return str(request.get("model", ""))
+    from langchain_pplx_labs.web_protocol import labs_model_name
+
+    params = request.get("params")
+    preference = params.get("model_preference") if isinstance(params, dict) else None
+    return labs_model_name(preference) if isinstance(preference, str) and preference else ""
 
 
 def _model_kwargs(request: pytest.FixtureRequest, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -387,8 +401,12 @@ def _model_kwargs(request: pytest.FixtureRequest, overrides: dict[str, Any]) -> 
         k: v for k, v in (marker.kwargs if marker else {}).items() if k not in ("cassette", "speed")
     }
     path = cast(Path, request.getfixturevalue("pplx_labs_cassette_path"))
-    model = {"model": load_cassette(path).model} if path.exists() else {}
-    return {**DEFAULT_MODEL_KWARGS, **model, **overrides, **from_marker}
+    recorded: dict[str, Any] = {}
+    if path.exists():
+        # The cassette's model and transport, so it replays whatever $PPLX_LABS_TRANSPORT says.
+        cassette = load_cassette(path)
+        recorded = {"model": cassette.model, "transport": cassette.transport}
+    return {**DEFAULT_MODEL_KWARGS, **recorded, **overrides, **from_marker}
 
 
 def _local_model(

@@ -105,7 +105,17 @@ class WebWire:
                 raise await _refusal(url, response, "the session check")
             # Read whole: an unread body would close the keep-alive connection we came to warm.
             body = await response.read()
-        self.signed_in = _signed_in(body)
+            try:
+                session = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                # A page (the main site's, a proxy's, a challenge) where the web app answers JSON: the
+                # ask would meet the same, so say so now, as the ask would (NotFound, or Blocked).
+                answered = {name.lower(): value for name, value in response.headers.items()}
+                text = body[:_REFUSAL_READ_BYTES].decode("utf-8", "replace")
+                raise web_refusal(
+                    url, 200, answered, text, what="the session check", expected="JSON"
+                ) from None
+        self.signed_in = session_user_id(session) is not None
         self._connected = True
         self._listener.on_connect()
 
@@ -279,16 +289,6 @@ class WebWire:
         return headers
 
 
-def _signed_in(body: bytes) -> bool:
-    """Whether a session check's body names a user (anything else, an unreadable body too, is anonymous)."""
-    try:
-        session = orjson.loads(body) if body.strip() else {}
-    except orjson.JSONDecodeError:
-        logger.debug("the web session check answered with no JSON: %s", excerpt_of(body))
-        return False
-    return session_user_id(session) is not None
-
-
 async def _read_tail(response: aiohttp.ClientResponse) -> None:
     """Read what is left of a finished answer's stream, then give its connection back (or close it)."""
     read = 0
@@ -318,9 +318,18 @@ async def _refusal(url: str, response: aiohttp.ClientResponse, what: str) -> Per
 
 
 def web_refusal(
-    url: str, status: int, headers: Mapping[str, str], body: str, *, what: str = "the question"
+    url: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: str,
+    *,
+    what: str = "the question",
+    expected: str = "an event stream",
 ) -> PerplexityLabsError:
     """The typed error for the web app answering ``status`` at ``url`` (``headers`` lower-cased).
+
+    ``expected`` names what a 2xx answer should have been (an event stream for the question, JSON
+    for the session check).
 
     A redirect is not read as Labs' retirement: on the web app it means the endpoint moved (or
     wants a sign-in page), so it is a :class:`PerplexityLabsNotFoundError` naming both URLs.
@@ -352,7 +361,7 @@ def web_refusal(
         )
     if status == 404 or 200 <= status < 300:
         kind = headers.get("content-type", "no content type")
-        problem = f"HTTP {status}" if status == 404 else f"HTTP {status} but {kind}, not an event stream"
+        problem = f"HTTP {status}" if status == 404 else f"HTTP {status} but {kind}, not {expected}"
         renamed = "; if the web app renamed its ask endpoint, set LabsProtocol(web_path=...)"
         return PerplexityLabsNotFoundError(
             f"The web app does not answer {what} at {url} ({problem}: {excerpt!r}). Check base_url"

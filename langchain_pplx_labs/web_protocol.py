@@ -351,6 +351,9 @@ def session_user_id(session: object) -> str | None:
 
 # --- Answer -----------------------------------------------------------------------------------
 
+Citation = str | dict[str, Any]
+"""A source as a Labs frame cites it: a bare URL, or ``{"url", "title"?, ...}`` with the web result's other fields."""
+
 
 class WebAnswer:
     """Folds the web app's SSE JSON messages into Labs-shaped progress-frame data, one at a time.
@@ -362,8 +365,9 @@ class WebAnswer:
 
     :meth:`feed` returns ``None`` when a message adds nothing, else
     ``{"output", "citations", "final"}``: ``output`` is cumulative, with the plan's goals first as
-    ``<think>...</think>``; ``citations`` are URLs, or ``{"url", "title"}`` objects where the stream
-    names its sources. A failure gives ``{"status": "failed", "text", "error_code"?}``.
+    ``<think>...</think>``; ``citations`` are URLs, or ``{"url", "title", ...}`` objects (with every
+    other field the web result carries, such as ``snippet`` or ``date``) where the stream sends more
+    than a URL. A failure gives ``{"status": "failed", "text", "error_code"?}``.
     A message with ``final_sse_message`` or ``final`` true ends the answer; ``status: COMPLETED``
     alone only marks it :attr:`completed`, and :meth:`finish` ends it when the stream ends.
     Pass the Labs ``model`` asked: for ``r1-1776`` the output always spells out its think section.
@@ -377,8 +381,12 @@ class WebAnswer:
         self._answer = ""
         self._reasoning = ""
         self._reasoning_frozen = False
-        self._citations: list[str | dict[str, str]] = []
-        self._last: tuple[str, tuple[object, ...]] | None = None
+        self._citations: list[Citation] = []
+        # The answer's chunks list as last joined, how many of its chunks, and their text: a
+        # message that only appends chunks to that same list extends the text instead of
+        # joining the whole answer again (which made long answers quadratic).
+        self._joined: tuple[list[Any] | None, int, str] = (None, 0, "")
+        self._last: tuple[str, list[Citation]] | None = None
         self.completed = False
         """A ``status: COMPLETED`` message arrived."""
         self.finished = False
@@ -427,11 +435,15 @@ class WebAnswer:
             self.finished = True
             self._reasoning_frozen = True
         output = self.output
-        key = (output, tuple(_hashable(c) for c in self._citations))
+        key = (output, self._citations)
         if not final and not force and key == self._last:
             return None
         self._last = key
-        frame: dict[str, Any] = {"output": output, "citations": list(self._citations), "final": final}
+        frame: dict[str, Any] = {
+            "output": output,
+            "citations": copy.deepcopy(self._citations),
+            "final": final,
+        }
         if final:
             frame["status"] = "completed"
         return frame
@@ -457,17 +469,19 @@ class WebAnswer:
         if not isinstance(field, str) or not isinstance(patches, list):
             return
         document = self._blocks.get((usage, field), {})
+        appended_only = True
         for operation in patches:
-            if isinstance(operation, Mapping):
+            if isinstance(operation, Mapping) and not _append_chunk(document, operation):
                 document = _apply_patch(document, operation)
+                appended_only = False
         self._blocks[usage, field] = document
-        self._derive(field, document)
+        self._derive(field, document, appended_only=appended_only)
 
-    def _derive(self, field: str, document: Any) -> None:
+    def _derive(self, field: str, document: Any, *, appended_only: bool = False) -> None:
         if not isinstance(document, Mapping):
             return
         if field == "markdown_block":
-            answer = _markdown_text(document)
+            answer = self._markdown_text(document, appended_only=appended_only)
             if answer:
                 self._answer = answer
                 self._reasoning_frozen = True  # the output must stay a prefix of what follows
@@ -477,6 +491,19 @@ class WebAnswer:
             citations = _citations_of(document.get("web_results"))
             if citations:
                 self._citations = citations
+
+    def _markdown_text(self, block: Mapping[str, Any], *, appended_only: bool) -> str:
+        chunks = block.get("chunks")
+        joined = ""
+        if isinstance(chunks, list):
+            last_chunks, count, joined = self._joined
+            if not (appended_only and chunks is last_chunks and count <= len(chunks)):
+                count, joined = 0, ""  # a new list, or one changed in place: join it all
+            joined += "".join(c for c in chunks[count:] if isinstance(c, str))
+            self._joined = (chunks, len(chunks), joined)
+        answer = block.get("answer")
+        # ``answer`` is the finished text; before it arrives the chunks are all there is.
+        return answer if isinstance(answer, str) and len(answer) >= len(joined) else joined
 
     # Older stream: a ``text`` field holding JSON (or the answer itself).
 
@@ -523,6 +550,22 @@ def _failure(message: Mapping[str, Any]) -> dict[str, Any] | None:
     return frame
 
 
+def _append_chunk(document: Any, operation: Mapping[str, Any]) -> bool:
+    """Apply ``operation`` if it adds a text chunk at the end of ``chunks``; whether it did.
+
+    Nearly every message is one such patch: appending it (a str needs no copy) costs far less
+    than building, copying and resolving a JSON patch for it.
+    """
+    value = operation.get("value")
+    if operation.get("op") != "add" or not isinstance(value, str) or not isinstance(document, dict):
+        return False
+    chunks = document.get("chunks")
+    if not isinstance(chunks, list) or operation.get("path") not in ("/chunks/-", f"/chunks/{len(chunks)}"):
+        return False
+    chunks.append(value)
+    return True
+
+
 def _apply_patch(document: Any, operation: Mapping[str, Any]) -> Any:
     """Apply one JSON patch operation; an inapplicable one is skipped, except text chunks, appended."""
     try:
@@ -538,14 +581,6 @@ def _apply_patch(document: Any, operation: Mapping[str, Any]) -> Any:
         if isinstance(chunks, list):
             chunks.append(value)
     return document
-
-
-def _markdown_text(block: Mapping[str, Any]) -> str:
-    chunks = block.get("chunks")
-    joined = "".join(c for c in chunks if isinstance(c, str)) if isinstance(chunks, list) else ""
-    answer = block.get("answer")
-    # ``answer`` is the finished text; before it arrives the chunks are all there is.
-    return answer if isinstance(answer, str) and len(answer) >= len(joined) else joined
 
 
 def _goals_text(goals: object) -> str:
@@ -567,20 +602,37 @@ def _goals_text(goals: object) -> str:
     return "\n".join(part for part in parts if part)
 
 
-def _citations_of(results: object) -> list[str | dict[str, str]]:
+def _citations_of(results: object) -> list[Citation]:
     if not isinstance(results, list):
         return []
-    citations: list[str | dict[str, str]] = []
+    citations: list[Citation] = []
     for result in results:
         if isinstance(result, str) and result:
             citations.append(result)
         elif isinstance(result, Mapping) and isinstance(result.get("url"), str) and result["url"]:
-            title = result.get("name") or result.get("title")
-            if isinstance(title, str) and title:
-                citations.append({"url": result["url"], "title": title})
-            else:
-                citations.append(result["url"])
+            citations.append(_citation_of(result))
     return citations
+
+
+def _citation_of(result: Mapping[str, Any]) -> Citation:
+    """A web result as a Labs source: ``url``, ``title`` (its ``title``, else its ``name``), every other field.
+
+    Empty fields (``None``, ``""``) count as not sent, so a result with nothing but its URL stays a
+    bare URL, as Labs sends one. ``name`` is kept apart only when it is not what became ``title``.
+    """
+    sent = {
+        str(key): copy.deepcopy(value) for key, value in result.items() if value is not None and value != ""
+    }
+    citation: dict[str, Any] = {"url": sent.pop("url")}
+    titles = [sent.get(key) for key in ("title", "name")]
+    title = next((t for t in titles if isinstance(t, str)), None)
+    if title is not None:
+        citation["title"] = title
+        sent.pop("title", None)
+        if sent.get("name") == title:
+            del sent["name"]
+    citation.update(sent)
+    return citation if len(citation) > 1 else citation["url"]
 
 
 def _final_step(steps: list[Any]) -> Any:
@@ -603,7 +655,3 @@ def _final_step(steps: list[Any]) -> Any:
             if isinstance(answer, Mapping):
                 found.update(answer)
     return found
-
-
-def _hashable(citation: str | dict[str, str]) -> object:
-    return citation if isinstance(citation, str) else tuple(sorted(citation.items()))

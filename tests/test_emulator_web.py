@@ -380,6 +380,11 @@ async def test_stopping_the_emulator_ends_a_stalled_answer() -> None:
         ("implicit plan", "r1-1776", False, ("implicit plan", "")),
         ("implicit plan</think>ans", "r1-1776", False, ("implicit plan", "ans")),
         ("never closed", "r1-1776", True, ("", "never closed")),
+        # A frame shorter than "<think>" may still open a think section: nothing is said yet.
+        ("<thi", "sonar-reasoning", False, ("", "")),
+        ("  <", "sonar", False, ("", "")),
+        ("<thi", "sonar", True, ("", "<thi")),
+        ("<b>bold", "sonar", False, ("", "<b>bold")),
     ],
 )
 def test_split_reasoning_reads_output_as_the_stream_decoder_does(

@@ -56,6 +56,21 @@ class GatewayThread:
         self._thread.join(timeout=10)
         self._loop.close()
 
+    def connections_left(self, patience: float = 5.0) -> int:
+        """Client connections still open on the gateway, once those closing have had ``patience`` seconds."""
+
+        async def count() -> int:
+            assert self._runner is not None
+            server = self._runner.server
+            assert server is not None
+            for _ in range(int(patience / 0.02)):
+                if not server.connections:
+                    break
+                await asyncio.sleep(0.02)  # a closed client's connection ends on the server a moment later
+            return len(server.connections)
+
+        return asyncio.run_coroutine_threadsafe(count(), self._loop).result(timeout=patience + 5)
+
     async def _stop(self) -> None:
         assert self._runner is not None
         await self._runner.cleanup()
@@ -515,36 +530,47 @@ def test_chat_openai_invokes_streams_and_calls_tools(gateway: GatewayThread, emu
     from langchain_core.messages import AIMessageChunk, HumanMessage, ToolMessage
     from langchain_openai import ChatOpenAI
 
-    llm = ChatOpenAI(model="sonar", base_url=gateway.root + "/v1", api_key="unused", max_retries=0)
-    message = llm.invoke(QUESTION)
-    assert message.content == PARIS
-    assert message.usage_metadata is not None
-    assert (message.usage_metadata["input_tokens"], message.usage_metadata["output_tokens"]) == (
-        8,
-        len(PARIS) // 4,
-    )
-    chunks = list(llm.stream(QUESTION))
-    merged = chunks[0]
-    for chunk in chunks[1:]:
-        merged += chunk
-    assert isinstance(merged, AIMessageChunk)
-    assert merged.content == PARIS
-    assert len([c for c in chunks if c.content]) > 1
-
-    emulator.script(
-        RuleTable(
-            [
-                Rule(tool_call_answer(("get_weather", {"city": "Oslo"})), before=("get_weather",)),
-                Rule("Snow in Oslo.", after=("get_weather",)),
-            ]
+    # Our own HTTP client, closed below: ChatOpenAI's default one is cached for the process and never
+    # closed, so its keep-alive socket would be reported unclosed at interpreter exit.
+    with openai.DefaultHttpxClient() as http_client:
+        llm = ChatOpenAI(
+            model="sonar",
+            base_url=gateway.root + "/v1",
+            api_key="unused",
+            max_retries=0,
+            http_client=http_client,
         )
-    )
-    with_tools = llm.bind_tools([WEATHER_TOOL])
-    asked = [HumanMessage("Weather in Oslo?")]
-    call = with_tools.invoke(asked)
-    assert [(c["name"], c["args"]) for c in call.tool_calls] == [("get_weather", {"city": "Oslo"})]
-    answer = with_tools.invoke([*asked, call, ToolMessage("snow", tool_call_id=call.tool_calls[0]["id"])])
-    assert answer.content == "Snow in Oslo."
+        message = llm.invoke(QUESTION)
+        assert message.content == PARIS
+        assert message.usage_metadata is not None
+        assert (message.usage_metadata["input_tokens"], message.usage_metadata["output_tokens"]) == (
+            8,
+            len(PARIS) // 4,
+        )
+        chunks = list(llm.stream(QUESTION))
+        merged = chunks[0]
+        for chunk in chunks[1:]:
+            merged += chunk
+        assert isinstance(merged, AIMessageChunk)
+        assert merged.content == PARIS
+        assert len([c for c in chunks if c.content]) > 1
+
+        emulator.script(
+            RuleTable(
+                [
+                    Rule(tool_call_answer(("get_weather", {"city": "Oslo"})), before=("get_weather",)),
+                    Rule("Snow in Oslo.", after=("get_weather",)),
+                ]
+            )
+        )
+        with_tools = llm.bind_tools([WEATHER_TOOL])
+        asked = [HumanMessage("Weather in Oslo?")]
+        call = with_tools.invoke(asked)
+        assert [(c["name"], c["args"]) for c in call.tool_calls] == [("get_weather", {"city": "Oslo"})]
+        answer = with_tools.invoke([*asked, call, ToolMessage("snow", tool_call_id=call.tool_calls[0]["id"])])
+        assert answer.content == "Snow in Oslo."
+    # The closed client took its keep-alive connection with it.
+    assert gateway.connections_left() == 0
 
 
 def test_chat_perplexity_fills_citations_on_invoke_and_stream(

@@ -13,8 +13,7 @@ import openai
 import pytest
 
 # Rerun here over the web transport (the gateway's model reads PPLX_LABS_TRANSPORT). Left out: the drain
-# test (it counts Labs sockets; a web answer has no drain, see below) and the reasoning tests in frames
-# shorter than "<think>" (the emulator's web rendering words those as answer text; see below).
+# test (it counts Labs sockets; a web answer has no drain, see below).
 from test_gateway import (  # noqa: F401
     PARIS,
     ask,
@@ -31,6 +30,9 @@ from test_gateway import (  # noqa: F401
     test_no_usage_chunk_without_include_usage,
     test_perplexity_path_holds_the_stream_until_sources_are_known,
     test_reasoning_drop_leaves_the_thinking_out,
+    test_reasoning_goes_to_reasoning_content,
+    test_reasoning_inline_keeps_think_tags_in_content,
+    test_rich_sources_become_search_results,
     test_stop_sequence_cuts_the_answer,
     test_streamed_tool_call,
     test_sync_completion_has_answer_sources_and_usage,
@@ -51,18 +53,42 @@ def _over_the_web(monkeypatch: pytest.MonkeyPatch, emulator: LabsEmulator) -> It
     assert sum(emulator.handshakes.values()) == 0
 
 
-def test_reasoning_goes_to_reasoning_content(emulator: LabsEmulator) -> None:
-    emulator.script(answer=PARIS, reasoning="Think of France.", chunk_size=8)
+def test_models_lists_the_web_transports_models(emulator: LabsEmulator) -> None:
     with (
         gateway_for(emulator) as running,
         openai.OpenAI(base_url=running.root + "/v1", api_key="x", max_retries=0) as sdk,
     ):
-        message = ask(sdk, model="sonar-reasoning").choices[0].message
-        deltas = [chunk.choices[0].delta for chunk in ask(sdk, model="sonar-reasoning", stream=True)]
-    assert message.content == PARIS
-    assert message.model_extra["reasoning_content"] == "Think of France."
-    assert "".join(d.model_extra.get("reasoning_content") or "" for d in deltas) == "Think of France."
-    assert "".join(d.content or "" for d in deltas) == PARIS
+        models = list(sdk.models.list())
+    assert [m.id for m in models] == [
+        "auto",
+        "turbo",
+        "pplx_pro",
+        "experimental",
+        "pplx_reasoning",
+        "r1",
+        "pplx_alpha",
+        "claude45sonnet",
+        "gpt5",
+    ]
+    assert {m.owned_by for m in models} == {"perplexity"}
+    assert {m.object for m in models} == {"model"}
+
+
+def test_a_gateway_told_labs_lists_the_labs_models(emulator: LabsEmulator) -> None:
+    # The environment says web; the operator's transport option wins, and so does its model list.
+    with (
+        gateway_for(emulator, model_options={"transport": "labs"}) as running,
+        openai.OpenAI(base_url=running.root + "/v1", api_key="x", max_retries=0) as sdk,
+    ):
+        models = list(sdk.models.list())
+    assert [m.id for m in models] == [
+        "r1-1776",
+        "sonar-pro",
+        "sonar",
+        "sonar-reasoning",
+        "sonar-reasoning-pro",
+    ]
+    assert {m.owned_by for m in models} == {"perplexity-labs"}
 
 
 def test_a_client_that_leaves_mid_answer_frees_its_place_at_once(emulator: LabsEmulator) -> None:

@@ -74,6 +74,32 @@ async def test_aiohttp_404_is_no_endpoint_not_a_cloudflare_block() -> None:
     assert "proxy" not in message
 
 
+async def test_no_endpoint_is_not_retried() -> None:
+    # A 404 at the Socket.IO path stays a 404: asking again, max_retries or not, only repeats it.
+    hits: list[str] = []
+
+    async def missing(request: web.Request) -> web.StreamResponse:
+        hits.append(request.query.get("transport", ""))
+        return web.Response(status=404, text="404: Not Found")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", missing)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        async with ChatPerplexityLabs(
+            base_url=f"http://127.0.0.1:{runner.addresses[0][1]}", max_retries=2
+        ) as chat:
+            with pytest.raises(PerplexityLabsNotFoundError) as caught:
+                await chat.ainvoke("Q")
+    finally:
+        await runner.cleanup()
+    assert caught.value.attempts == 1
+    # One attempt: the WebSocket, engine.io's polling fallback, and the GET that diagnosed the 404.
+    assert hits == ["websocket", "polling", "polling"]
+
+
 async def test_a_moved_socketio_path_is_no_endpoint_at_the_old_url() -> None:
     async with LabsEmulator(protocol=LabsProtocol(socketio_path="/v2/socket.io/")) as emulator:
         error = await _ask(emulator.base_url)

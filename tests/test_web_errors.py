@@ -98,6 +98,48 @@ async def test_cloudflare_page_at_the_session_check_is_blocked(fake_web: FakeWeb
     assert fake_web.hits == {"session": 1}  # not retried, and the question never went out
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (
+            "text/html",
+            "<!DOCTYPE html><html><head><title>Perplexity</title></head><body>Ask anything</body></html>",
+        ),
+        ("text/plain", "OK"),
+        ("application/json", ""),
+    ],
+    ids=["main-site-page", "plain-text", "empty"],
+)
+async def test_a_session_check_answered_without_json_is_not_found_at_connect(
+    fake_web: FakeWebApp, content_type: str, body: str
+) -> None:
+    async def page(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body.encode(), content_type=content_type)
+
+    fake_web.session = page
+    error = await _ask_fails(fake_web, PerplexityLabsNotFoundError, max_retries=2)
+    session_url = f"{fake_web.base_url}/api/auth/session"
+    assert error.url == session_url
+    assert error.status == 200
+    assert f"The web app does not answer the session check at {session_url}" in str(error)
+    assert f"HTTP 200 but {content_type}, not JSON" in str(error)
+    assert error.excerpt == body
+    assert fake_web.hits == {"session": 1}  # not retried, and the question never went out
+
+
+async def test_a_cloudflare_challenge_with_200_at_the_session_check_is_blocked(fake_web: FakeWebApp) -> None:
+    async def challenge(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            text=CLOUDFLARE_PAGE, content_type="text/html", headers={"cf-mitigated": "challenge"}
+        )
+
+    fake_web.session = challenge
+    error = await _ask_fails(fake_web, PerplexityLabsBlockedError, max_retries=2)
+    assert error.status == 200
+    assert f"{fake_web.base_url}/api/auth/session" in str(error)
+    assert fake_web.hits == {"session": 1}
+
+
 async def test_404_is_not_found_naming_the_url(fake_web: FakeWebApp) -> None:
     error = await _ask_fails(fake_web, PerplexityLabsNotFoundError, max_retries=0)
     assert error.url == f"{fake_web.base_url}{ASK}"
@@ -487,18 +529,22 @@ async def test_emulator_redirect_is_not_found_naming_where_it_points(
     base_url: str, emulator: LabsEmulator
 ) -> None:
     emulator.redirect_to = "https://www.perplexity.ai/"
-    error = await _emulated_fails(base_url, PerplexityLabsNotFoundError, max_retries=0)
+    error = await _emulated_fails(base_url, PerplexityLabsNotFoundError, max_retries=2)
     assert not isinstance(error, PerplexityLabsRetiredError)  # on the web app a redirect means it moved
     assert error.status == 301
     assert error.url == f"{base_url}/api/auth/session"
     assert "https://www.perplexity.ai/" in str(error)
+    assert dict(emulator.refusals) == {"web": 1}  # asking again meets the same redirect: not retried
 
 
-async def test_emulator_main_site_page_instead_of_the_stream_is_not_found(
+async def test_emulator_main_site_page_is_not_found_at_the_session_check(
     base_url: str, emulator: LabsEmulator
 ) -> None:
     emulator.main_site = True
-    error = await _emulated_fails(base_url, PerplexityLabsNotFoundError, max_retries=0)
-    assert error.url == f"{base_url}/rest/sse/perplexity_ask"
-    assert "not an event stream" in str(error)
+    error = await _emulated_fails(base_url, PerplexityLabsNotFoundError, max_retries=2)
+    assert error.url == f"{base_url}/api/auth/session"
+    assert error.status == 200
+    assert "not JSON" in str(error)
     assert error.excerpt.lower().startswith("<!doctype html")
+    assert error.attempts == 1
+    assert dict(emulator.refusals) == {"web": 1}  # one session check: no ask, no retry

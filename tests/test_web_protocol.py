@@ -398,6 +398,56 @@ def test_snapshots_and_gpt4free_style_chunk_dicts_are_read() -> None:
     assert answer.feed({"blocks": [sources]})["citations"] == ["https://a.example/"]  # type: ignore[index]
 
 
+def test_web_results_keep_every_field_the_stream_sends() -> None:
+    # Shapes of the evidence: jamiemills' {name, url, snippet, timestamp}, henrique-coder's {name, url,
+    # snippet}, and fields the Labs transport also passes on (date, a nested meta_data).
+    results = [
+        {
+            "name": "Paris - Wikipedia",
+            "url": "https://en.wikipedia.org/wiki/Paris",
+            "snippet": "Paris is the capital of France.",
+            "timestamp": "2026-01-02T03:04:05Z",
+        },
+        {
+            "title": "Paris | Britannica",
+            "name": "britannica.com",
+            "url": "https://www.britannica.com/place/Paris",
+            "date": "2025-11-30",
+            "meta_data": {"client": "web", "images": ["https://img.example/1.png"]},
+            "is_attachment": False,
+        },
+        {"url": "https://nameless.example/", "snippet": "No title, a snippet."},
+        {"name": "", "url": "https://bare.example/", "snippet": "", "date": None},
+    ]
+    expected = [
+        {
+            "url": "https://en.wikipedia.org/wiki/Paris",
+            "title": "Paris - Wikipedia",
+            "snippet": "Paris is the capital of France.",
+            "timestamp": "2026-01-02T03:04:05Z",
+        },
+        {
+            "url": "https://www.britannica.com/place/Paris",
+            "title": "Paris | Britannica",
+            "name": "britannica.com",
+            "date": "2025-11-30",
+            "meta_data": {"client": "web", "images": ["https://img.example/1.png"]},
+            "is_attachment": False,
+        },
+        {"url": "https://nameless.example/", "snippet": "No title, a snippet."},
+        "https://bare.example/",
+    ]
+    schematized = WebAnswer()
+    block = {"intended_usage": "web_results", "web_result_block": {"web_results": results}}
+    assert schematized.feed({"blocks": [block]})["citations"] == expected  # type: ignore[index]
+    text = WebAnswer()
+    content = orjson.dumps({"answer": "Paris.", "web_results": results}).decode()
+    assert text.feed({"text": content, "final": True})["citations"] == expected  # type: ignore[index]
+    # The answer holds its own copy: a later change to the message does not reach it.
+    results[0]["snippet"] = "changed"
+    assert schematized.finish()["citations"] == expected  # type: ignore[index]
+
+
 def test_status_completed_alone_waits_for_the_end_of_the_stream() -> None:
     answer = WebAnswer()
     block = {"markdown_block": {"chunks": ["Done."]}}
@@ -577,3 +627,23 @@ def test_a_bare_answer_stays_an_answer_for_every_model(model: str, output: str) 
     ]
     assert [type(e).__name__ for e in events] == ["TextDelta", "TextDelta", "Finished"]
     assert "".join(getattr(e, "text", "") for e in events) == "Answer"
+
+
+def test_chunks_added_at_the_end_in_the_middle_or_with_a_dash_land_where_json_patch_puts_them() -> None:
+    # Appends at the end take a fast path that extends the text; anything else re-reads the chunks.
+    answer = WebAnswer()
+    answer.feed({"blocks": [{"intended_usage": "ask_text", "markdown_block": {"chunks": ["a"]}}]})
+    steps = [
+        ({"op": "add", "path": "/chunks/1", "value": "c"}, "ac"),  # at the end: appended
+        ({"op": "add", "path": "/chunks/-", "value": "d"}, "acd"),  # "-" is the end too
+        ({"op": "add", "path": "/chunks/1", "value": "b"}, "abcd"),  # in the middle: inserted
+        ({"op": "add", "path": "/chunks/04", "value": "x"}, "abcdx"),  # not an index: kept at the end
+        ({"op": "replace", "path": "/chunks/0", "value": "A"}, "Abcdx"),  # changed in place: read again
+        ({"op": "add", "path": "/chunks/5", "value": "y"}, "Abcdxy"),
+        ({"op": "remove", "path": "/chunks/1"}, "Acdxy"),
+        ({"op": "add", "path": "/chunks/5", "value": "z"}, "Acdxyz"),
+    ]
+    for operation, output in steps:
+        frame = answer.feed({"blocks": [_patch("markdown_block", operation)]})
+        assert frame is not None, operation
+        assert frame["output"] == output, operation

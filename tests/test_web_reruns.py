@@ -15,10 +15,7 @@ import pytest
 
 # Rerun here over the web transport (the fixtures below replace conftest's). Left out, because the web
 # app does not work that way: r1-1776's unclosed think section (the web app streams its plan apart
-# from the answer, so a bare answer is the answer); source fields past url/title (the codec keeps
-# those two). Left out for the
-# emulator's web rendering: explicit think sections in frames shorter than "<think>" (chunk_size=4),
-# which it words as answer text; test_web_transport.py tests reasoning with longer frames.
+# from the answer, so a bare answer is the answer).
 from test_agent import (  # noqa: F401
     test_agent_stream_shows_each_step,
     test_langchain_create_agent_runs_two_tools_async,
@@ -33,6 +30,9 @@ from test_chat_model import (  # noqa: F401
     test_half_read_stream_collected_on_the_sync_loop_does_not_block_it,
     test_invoke_returns_answer_citations_and_metadata,
     test_r1_1776_reasoning_chunks_come_before_the_think_section_closes,
+    test_reasoning_false_drops_thinking,
+    test_reasoning_models_split_thinking_from_answer,
+    test_source_objects_fill_search_results_and_citation_urls,
     test_stream_yields_several_chunks_that_add_up_to_invoke,
     test_sync_invoke_and_stream_from_async_test,
     test_sync_invoke_inside_a_running_event_loop,

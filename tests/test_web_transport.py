@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pickle
 import textwrap
@@ -17,6 +18,7 @@ from webfake import FakeWebApp, answer_message, forever, serving, streaming
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.pool import connector_keepalive_timeout
 
 ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
 THINKING = "The user asks about France; check both sources."
@@ -145,6 +147,29 @@ async def test_questions_reuse_one_warm_connection_and_one_session_check(fake_we
     assert len({request.client_port for request in fake_web.seen}) == 1  # one TCP connection for all four
 
 
+@pytest.mark.timeout(60)
+async def test_a_connection_idle_past_aiohttps_keepalive_is_still_warm_within_the_pools_idle_timeout(
+    fake_web: FakeWebApp,
+) -> None:
+    # aiohttp drops an idle keep-alive connection after 15 s by default, while the pool keeps an
+    # idle web connection for 60 s: the second question would silently pay a new TCP (and TLS)
+    # connect. Waiting past 15 s is the only way to see aiohttp's own timer fire.
+    async with ChatPerplexityLabs(transport="web", base_url=fake_web.base_url, max_retries=0) as chat:
+        await chat.ainvoke("before")
+        await asyncio.sleep(16)
+        await chat.ainvoke("after")
+        assert (await chat._labs_client().pool()).connections_opened == 1
+    assert fake_web.hits == {"session": 1, "ask": 2}
+    assert len({request.client_port for request in fake_web.seen}) == 1  # the same TCP connection
+
+
+def test_the_connectors_keepalive_follows_the_pools_idle_timeout() -> None:
+    assert connector_keepalive_timeout(60.0) == 60.0
+    assert connector_keepalive_timeout(300.0) == 300.0
+    assert connector_keepalive_timeout(5.0) == 15.0  # aiohttp's own, the floor
+    assert connector_keepalive_timeout(None) is None  # the pool never expires them: neither does aiohttp
+
+
 async def test_an_abandoned_answer_is_cut_off_and_its_connection_asks_again_at_once(
     fake_web: FakeWebApp,
 ) -> None:
@@ -167,12 +192,14 @@ async def test_an_abandoned_answer_is_cut_off_and_its_connection_asks_again_at_o
 # -- through the emulator's SSE endpoint --------------------------------------------------------
 
 
+# Frames of 1 to 8 characters: shorter than "<think>" too, so the emulator sees the tag arrive in pieces.
+@pytest.mark.parametrize("chunk_size", range(1, 9))
 @pytest.mark.parametrize("name", ["r1-1776", "sonar-reasoning", "sonar-reasoning-pro"])
 @pytest.mark.parametrize("keep", [True, False], ids=["reasoning", "no-reasoning"])
 async def test_the_web_apps_plan_is_reasoning_and_its_answer_the_content(
-    name: str, keep: bool, base_url: str, emulator: LabsEmulator
+    name: str, keep: bool, chunk_size: int, base_url: str, emulator: LabsEmulator
 ) -> None:
-    emulator.script(answer=ANSWER, reasoning=THINKING, citations=CITATIONS, chunk_size=8)
+    emulator.script(answer=ANSWER, reasoning=THINKING, citations=CITATIONS, chunk_size=chunk_size)
     async with ChatPerplexityLabs(
         transport="web", model=name, base_url=base_url, reasoning=None if keep else False, max_retries=0
     ) as chat:
@@ -189,6 +216,42 @@ async def test_the_web_apps_plan_is_reasoning_and_its_answer_the_content(
         assert streamed_reasoning == ""
     assert message.response_metadata["citations"] == CITATIONS
     assert emulator.web.asks == 2
+
+
+async def test_every_field_of_a_source_reaches_search_results_over_the_web(
+    base_url: str, emulator: LabsEmulator
+) -> None:
+    sources = [
+        {"url": "https://a.example/1", "title": "First", "snippet": "One.", "date": "2025-03-04"},
+        {
+            "url": "https://b.example/2",
+            "title": "Second",
+            "name": "b.example",
+            "timestamp": "2026-01-01T00:00:00Z",
+        },
+        {"url": "https://c.example/3", "snippet": "Untitled."},
+    ]
+    emulator.script(answer="Cited [1][2][3].", citations=sources)
+    async with ChatPerplexityLabs(transport="web", model="sonar", base_url=base_url, max_retries=0) as chat:
+        message = await chat.ainvoke("Q?")
+        streamed = [chunk async for chunk in chat.astream("Q?")]
+    assert message.response_metadata["citations"] == [
+        "https://a.example/1",
+        "https://b.example/2",
+        "https://c.example/3",
+    ]
+    assert message.response_metadata["search_results"] == [
+        {"url": "https://a.example/1", "title": "First", "snippet": "One.", "date": "2025-03-04"},
+        {
+            "url": "https://b.example/2",
+            "title": "Second",
+            "name": "b.example",
+            "timestamp": "2026-01-01T00:00:00Z",
+        },
+        {"url": "https://c.example/3", "snippet": "Untitled."},
+    ]
+    last = [c for c in streamed if c.response_metadata.get("search_results")][-1]
+    assert last.response_metadata["search_results"] == message.response_metadata["search_results"]
 
 
 _LEAK_SCRIPT = textwrap.dedent(

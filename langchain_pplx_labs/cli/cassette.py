@@ -7,14 +7,20 @@ import asyncio
 import sys
 
 from langchain_pplx_labs._cliargs import positive_seconds, proxy_url
-from langchain_pplx_labs.cli._shared import add_protocol_flag, labs_protocol, maybe_emulator
+from langchain_pplx_labs.cli._shared import (
+    add_protocol_flag,
+    add_transport_flag,
+    labs_protocol,
+    maybe_emulator,
+    transport_option,
+)
 from langchain_pplx_labs.cli.ask import DEFAULT_SYSTEM, conversation
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, WEB_DEFAULT_MODEL
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``cassette show`` and ``cassette record``."""
-    cassette = commands.add_parser("cassette", help="show or record Labs cassettes")
+    cassette = commands.add_parser("cassette", help="show or record Labs and web cassettes")
     actions = cassette.add_subparsers(required=True, metavar="ACTION")
     show = actions.add_parser("show", help="print a cassette as a readable transcript")
     show.add_argument("file")
@@ -24,7 +30,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     record = actions.add_parser("record", help="ask one question and save the session as a cassette")
     record.add_argument("question")
     record.add_argument("--out", required=True, help="cassette file to write")
-    record.add_argument("--model", default=DEFAULT_MODEL)
+    record.add_argument(
+        "--model", default=None, help=f"default {DEFAULT_MODEL}; {WEB_DEFAULT_MODEL} with --transport web"
+    )
     record.add_argument(
         "--system",
         default=DEFAULT_SYSTEM,
@@ -53,6 +61,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="http://, socks4:// or socks5:// proxy (with a port) to record through",
     )
     add_protocol_flag(record)
+    add_transport_flag(record)
     record.set_defaults(run=run_record)
     return cassette
 
@@ -90,7 +99,9 @@ async def _record(args: argparse.Namespace) -> int:
 
     # The payload exactly as `ask` (and any ChatPerplexityLabs) sends it, so the recording replays.
     protocol = labs_protocol(args)
-    defaults = ChatPerplexityLabs(model=args.model, protocol=protocol)
+    # No --model: the model's own default, which follows the transport (as for ask).
+    named = {"model": args.model} if args.model else {}
+    defaults = ChatPerplexityLabs(protocol=protocol, **named, **transport_option(args))
     payload = to_labs_payload(
         conversation(args.question, args.system),
         defaults.model,
@@ -112,7 +123,9 @@ async def _record(args: argparse.Namespace) -> int:
             redactor=redactor,
             silence=args.silence,
             protocol=protocol,
+            transport=defaults.transport,
         )
     path = save_cassette(cassette, args.out)
-    print(f"recorded {len(cassette.interactions[0].frames)} frames to {path}", file=sys.stderr)
+    what = "messages" if cassette.transport == "web" else "frames"
+    print(f"recorded {len(cassette.interactions[0].frames)} {what} to {path}", file=sys.stderr)
     return 0

@@ -60,6 +60,13 @@ class LabsRequest:
 
     payload: dict[str, Any]
     protocol: LabsProtocol = DEFAULT_PROTOCOL
+    web_body: dict[str, Any] | None = None
+    """The web ask's body as sent, when the question came over the web app's SSE endpoint."""
+
+    @property
+    def transport(self) -> str:
+        """``web`` for a question asked at the web app's SSE endpoint, else ``labs`` (Socket.IO)."""
+        return "labs" if self.web_body is None else "web"
 
     @property
     def progress_event(self) -> str:

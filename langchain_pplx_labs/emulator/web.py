@@ -135,7 +135,7 @@ class WebEndpoint:
             "messages": messages_from_query(body["query_str"]),
         }
         self._record(payload)
-        labs_request = LabsRequest(payload, self.emulator.protocol)
+        labs_request = LabsRequest(payload, self.emulator.protocol, web_body=body)
         if self.variant.anonymous == "rate_limited" and not _session_token(request):
             steps: Sequence[Step] = [Emit(labs_request.progress_event, dict(RATE_LIMITED))]
         else:
@@ -343,11 +343,17 @@ class WebRenderer:
 
 
 def split_reasoning(output: str, model: str = "", *, final: bool = False) -> tuple[str, str]:
-    """Split a Labs ``output`` into (reasoning, answer) as the StreamDecoder reads it."""
+    """Split a Labs ``output`` into (reasoning, answer) as the StreamDecoder reads it.
+
+    Text that may still become ``<think>`` (a frame shorter than the tag) is held back, as the
+    decoder holds it, rather than sent as answer text that the next frame would contradict.
+    """
     rest = output.lstrip()
     explicit = rest.startswith(THINK_OPEN)
     if explicit:
         rest = rest[len(THINK_OPEN) :]
+    elif not final and THINK_OPEN.startswith(rest):
+        return "", ""  # too short to tell whether a think section opens
     elif model not in IMPLICIT_THINK_MODELS:
         return "", output
     thinking, close, answer = rest.partition(THINK_CLOSE)
@@ -365,12 +371,17 @@ def _diff(usage: str, field: str, patches: list[dict[str, Any]]) -> dict[str, An
 
 
 def _web_result(citation: Any) -> dict[str, Any]:
+    """A Labs source as the web app's ``{name, url, snippet}`` result, with the source's other fields."""
     if isinstance(citation, Mapping):
         title = citation.get("title")
+        others = {key: value for key, value in citation.items() if key not in ("url", "title")}
+        if "name" in others and isinstance(title, str):
+            others["title"] = title  # the source's own name is not its title: send both
         return {
             "name": title if isinstance(title, str) else "",
             "url": str(citation.get("url", "")),
             "snippet": "",
+            **others,
         }
     return {"name": "", "url": str(citation), "snippet": ""}
 

@@ -16,18 +16,17 @@ if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first
         load_cassette,
         save_cassette,
     )
-    from langchain_pplx_labs.recording.recorder import (
-        UpstreamUnreachableError,
-        record_cassette,
-        record_interaction,
-    )
+    from langchain_pplx_labs.recording.recorder import record_cassette, record_interaction
     from langchain_pplx_labs.recording.redact import Redactor
     from langchain_pplx_labs.recording.replay import (
         CassetteMismatchError,
         CassetteNotFoundError,
         CassetteResponder,
+        CassetteTransportError,
         payload_diff,
     )
+    from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError
+    from langchain_pplx_labs.recording.web_recorder import record_web_interaction
 
 # Name -> defining module: reading a cassette (``pplx-labs cassette show``) needs neither the
 # recorder's aiohttp and socketio nor the replay server's emulator.
@@ -45,14 +44,22 @@ _LAZY = {
         "langchain_pplx_labs.recording.cassette",
     ),
     **dict.fromkeys(
-        ("UpstreamUnreachableError", "record_cassette", "record_interaction"),
+        ("record_cassette", "record_interaction"),
         "langchain_pplx_labs.recording.recorder",
     ),
     "Redactor": "langchain_pplx_labs.recording.redact",
     **dict.fromkeys(
-        ("CassetteMismatchError", "CassetteNotFoundError", "CassetteResponder", "payload_diff"),
+        (
+            "CassetteMismatchError",
+            "CassetteNotFoundError",
+            "CassetteResponder",
+            "CassetteTransportError",
+            "payload_diff",
+        ),
         "langchain_pplx_labs.recording.replay",
     ),
+    "record_web_interaction": "langchain_pplx_labs.recording.web_recorder",
+    "UpstreamUnreachableError": "langchain_pplx_labs.recording.upstream",
 }
 
 __all__ = [
@@ -61,6 +68,7 @@ __all__ = [
     "CassetteMismatchError",
     "CassetteNotFoundError",
     "CassetteResponder",
+    "CassetteTransportError",
     "Frame",
     "HttpRefusal",
     "Interaction",
@@ -70,6 +78,7 @@ __all__ = [
     "payload_diff",
     "record_cassette",
     "record_interaction",
+    "record_web_interaction",
     "save_cassette",
 ]
 

@@ -15,6 +15,9 @@ CASSETTE_SUFFIX = ".labs.yaml"
 """Distinct from vcrpy's ``.yaml`` so both kinds can share pytest-recording's folders without clashing."""
 _APPEND_KEY = "output_append"
 
+Transport = Literal["labs", "web"]
+"""What a cassette holds: ``labs`` Socket.IO frames, or ``web`` Server-Sent Events of the web app's ask."""
+
 
 class CassetteError(PerplexityLabsError):
     """A cassette file cannot be read or is not a valid cassette; the message names the file."""
@@ -27,7 +30,8 @@ class Frame(BaseModel):
 
     at: float = Field(ge=0)
     kind: Literal["event", "stall", "drop", "raw"] = "event"
-    """``event``: a Socket.IO event; ``stall``: silent from here on; ``drop``: socket closed; ``raw``: raw packet."""
+    """``event``: a Socket.IO event (web: an SSE message, its JSON ``data``); ``stall``: silent from here on;
+    ``drop``: socket (web: stream) closed; ``raw``: a raw packet (web: a message whose data is not JSON)."""
     event: str | None = None
     data: Any = None
 
@@ -43,7 +47,7 @@ class HttpRefusal(BaseModel):
 
 
 class Interaction(BaseModel):
-    """One question (the ``perplexity_labs`` payload) and everything the server answered."""
+    """One question (the ``perplexity_labs`` payload, or the web ask's body) and everything the server answered."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -58,6 +62,8 @@ class Cassette(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = CASSETTE_VERSION
+    transport: Transport = "labs"
+    """``labs``: Socket.IO frames of the playground; ``web``: the web app's SSE messages (absent: ``labs``)."""
     provenance: Literal["synthetic", "live", "public-report"]
     """``synthetic``: recorded from the emulator; ``live``: from the real playground; ``public-report``:
     frames a public report quoted (written by hand, never recorded), named in ``source``."""

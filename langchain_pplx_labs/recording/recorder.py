@@ -13,25 +13,17 @@ import aiohttp
 import socketio
 
 from langchain_pplx_labs._json import OrjsonPacket
-from langchain_pplx_labs.errors import PerplexityLabsError
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
-from langchain_pplx_labs.recording.cassette import Cassette, Frame, HttpRefusal, Interaction
+from langchain_pplx_labs.recording.cassette import Cassette, Frame, HttpRefusal, Interaction, Transport
 from langchain_pplx_labs.recording.redact import Redactor
+from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError as UpstreamUnreachableError
+from langchain_pplx_labs.recording.upstream import describe_error
 from langchain_pplx_labs.wire import PROXY_ERRORS as _PROXY_ERRORS
 from langchain_pplx_labs.wire import browser_headers, proxy_connector
 
 logger = logging.getLogger(__name__)
 
 Provenance = Literal["synthetic", "live"]
-
-
-class UpstreamUnreachableError(PerplexityLabsError):
-    """The server to record could not be reached at all (no HTTP answer), so there is nothing to save."""
-
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"cannot reach {url}: {reason}")
-        self.url = url
-        self.reason = reason
 
 
 def upstream_headers(
@@ -95,7 +87,7 @@ async def record_interaction(
                 wait_timeout=connect_timeout,
             )
         except _PROXY_ERRORS as exc:
-            raise UpstreamUnreachableError(base_url, f"proxy {_describe(exc)}") from None
+            raise UpstreamUnreachableError(base_url, f"proxy {describe_error(exc)}") from None
         except socketio.exceptions.ConnectionError as exc:
             logger.info("recording a refused connection to %s: %s", base_url, exc)
             url = protocol.endpoint(base_url)
@@ -175,11 +167,7 @@ async def _fetch_refusal(
     except (aiohttp.ClientError, TimeoutError, *_PROXY_ERRORS) as exc:
         # No HTTP status means no server answered: saving that as a "refusal" would
         # replay a made-up Cloudflare block forever, so the recording fails instead.
-        raise UpstreamUnreachableError(base_url, _describe(exc)) from None
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+        raise UpstreamUnreachableError(base_url, describe_error(exc)) from None
 
 
 async def record_cassette(
@@ -195,19 +183,28 @@ async def record_cassette(
     silence: float = 10.0,
     connect_timeout: float = 10.0,
     protocol: LabsProtocol = DEFAULT_PROTOCOL,
+    transport: Transport = "labs",
 ) -> Cassette:
-    """Record one conversation (each payload on its own socket) as a cassette.
+    """Record one conversation (each payload on its own socket, or web ask) as a cassette.
 
     ``provenance`` must say where the frames came from: ``synthetic`` for the
-    emulator, ``live`` for the real playground.
+    emulator, ``live`` for the real service. ``transport="web"`` asks the web app's SSE endpoint
+    (:func:`~langchain_pplx_labs.recording.web_recorder.record_web_interaction`) instead of Labs' Socket.IO.
     """
     from langchain_pplx_labs import __version__
 
     if not payloads:
         raise ValueError("record_cassette needs at least one payload")
+    if transport not in ("labs", "web"):
+        raise ValueError(f"unknown transport {transport!r}: use 'labs' or 'web'")
+    record = record_interaction
+    if transport == "web":
+        from langchain_pplx_labs.recording.web_recorder import record_web_interaction
+
+        record = record_web_interaction
     connection: dict[str, Any] = {}
     interactions = [
-        await record_interaction(
+        await record(
             base_url,
             payload,
             headers=headers,
@@ -221,6 +218,7 @@ async def record_cassette(
         for payload in payloads
     ]
     return Cassette(
+        transport=transport,
         provenance=provenance,
         recorded_at=datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat(),
         model=str(payloads[0].get("model", "")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,12 @@ SENSITIVE_KEYS = frozenset(
 )
 """JSON keys (lower case) whose values are replaced anywhere: auth, handshake, payloads and frames."""
 
+WEB_SENSITIVE_KEYS = frozenset(
+    {"visitor_id", "frontend_uuid", "frontend_context_uuid", "user_nextauth_id", "read_write_token"}
+)
+"""Keys a web recording also replaces: the browser's and each question's ids (new on every ask, so a
+``<redacted>`` one matches any on replay), the signed-in user's id, and the thread's write token."""
+
 
 @dataclass(frozen=True)
 class Redactor:
@@ -45,6 +52,10 @@ class Redactor:
     placeholder: str = REDACTED
     extra_headers: Iterable[str] = field(default=())
     extra_keys: Iterable[str] = field(default=())
+
+    def for_web(self) -> Redactor:
+        """This redactor, also hiding :data:`WEB_SENSITIVE_KEYS` (what a web recording applies)."""
+        return dataclasses.replace(self, extra_keys=(*self.extra_keys, *WEB_SENSITIVE_KEYS))
 
     @property
     def header_names(self) -> frozenset[str]:

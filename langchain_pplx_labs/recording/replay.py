@@ -12,9 +12,17 @@ from typing import Any
 
 from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Raw, Stall, Step
 from langchain_pplx_labs.errors import PerplexityLabsError
-from langchain_pplx_labs.recording.cassette import CASSETTE_SUFFIX, Cassette, Interaction, load_cassette
-from langchain_pplx_labs.recording.recorder import UpstreamUnreachableError, record_interaction
+from langchain_pplx_labs.recording.cassette import (
+    CASSETTE_SUFFIX,
+    Cassette,
+    Interaction,
+    Transport,
+    load_cassette,
+)
+from langchain_pplx_labs.recording.recorder import record_interaction
 from langchain_pplx_labs.recording.redact import REDACTED, Redactor
+from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError
+from langchain_pplx_labs.web_protocol import sse_message
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +60,29 @@ class CassetteMismatchError(PerplexityLabsError):
         self.index = index
         self.expected = expected
         self.sent = sent
+
+
+class CassetteTransportError(CassetteMismatchError):
+    """The question came over one transport and the cassettes served hold only the other kind.
+
+    A Labs cassette holds Socket.IO frames and a web one the web app's SSE messages: neither
+    replays to the other's client, so the message names both transports and how to fix it.
+    """
+
+    def __init__(self, source: str, recorded: str, sent: Mapping[str, Any], *, asked: str) -> None:
+        PerplexityLabsError.__init__(
+            self,
+            f"Request does not match cassette {source}: it holds {recorded} recordings, but the question "
+            f"came over the {asked} transport; replay it with ChatPerplexityLabs(transport={recorded!r}), "
+            f"or record a {asked} cassette (pplx-labs cassette record --transport {asked})",
+        )
+        self.diff = ""
+        self.source = source
+        self.index = 0
+        self.expected = None
+        self.sent = sent
+        self.recorded = recorded
+        self.asked = asked
 
 
 def _first_difference(diff: str) -> str:
@@ -94,8 +125,14 @@ def payload_matches(expected: Any, sent: Any) -> bool:
     return bool(expected == sent)
 
 
-def interaction_steps(interaction: Interaction, *, speed: float = 0.0) -> list[Step]:
-    """The emulator steps that play ``interaction``; delays are recorded gaps × ``speed`` (0 = no waiting)."""
+def interaction_steps(
+    interaction: Interaction, *, speed: float = 0.0, transport: Transport = "labs"
+) -> list[Step]:
+    """The emulator steps that play ``interaction``; delays are recorded gaps × ``speed`` (0 = no waiting).
+
+    For a ``web`` interaction an event is an SSE message the web endpoint writes as recorded (its
+    event name, its JSON data), and a raw frame is a message whose data is written verbatim.
+    """
     steps: list[Step] = []
     previous = 0.0
     for frame in interaction.frames:
@@ -103,6 +140,9 @@ def interaction_steps(interaction: Interaction, *, speed: float = 0.0) -> list[S
         previous = frame.at
         if frame.kind == "event":
             steps.append(Emit(frame.event or "", frame.data, delay))
+        elif frame.kind == "raw" and transport == "web":
+            event = frame.event if frame.event and frame.event != "message" else ""
+            steps.append(Raw(sse_message(str(frame.data), event, newline="\r\n")[:-4], delay))
         elif frame.kind == "raw":
             steps.append(Raw(str(frame.data), delay))
         elif frame.kind == "drop":
@@ -148,19 +188,26 @@ class CassetteResponder:
         return self._mismatch(request) if steps is None else steps
 
     def match(self, request: LabsRequest) -> list[Step] | None:
-        """The steps of the recorded interaction matching ``request``, or ``None``."""
+        """The steps of the recorded interaction matching ``request``, or ``None``.
+
+        A question asked over the web is matched by its web body against web cassettes only,
+        one over Socket.IO by its payload against Labs cassettes only.
+        """
+        transport = _transport_of(request)
         with self._lock:
-            found = self._find(request.payload)
+            found = self._find(_sent(request), transport)
             if found is None:
                 return None
             self.played.append(found)
         source, index = found
-        return interaction_steps(self.cassettes[source].interactions[index], speed=self.speed)
+        interaction = self.cassettes[source].interactions[index]
+        return interaction_steps(interaction, speed=self.speed, transport=transport)
 
-    def _find(self, sent: Mapping[str, Any]) -> tuple[str, int] | None:
+    def _find(self, sent: Mapping[str, Any], transport: Transport) -> tuple[str, int] | None:
         candidates = [
             (source, index)
             for source, cassette in self.cassettes.items()
+            if cassette.transport == transport
             for index, interaction in enumerate(cassette.interactions)
             if interaction.refusal is None and payload_matches(interaction.request, sent)
         ]
@@ -168,24 +215,43 @@ class CassetteResponder:
         return (fresh or candidates or [None])[0]  # type: ignore[list-item]
 
     def _mismatch(self, request: LabsRequest) -> list[Step]:
-        source, index, expected = self._closest(request.payload)
-        error = CassetteMismatchError(source, expected, request.payload, index=index)
+        transport, sent = _transport_of(request), _sent(request)
+        error: CassetteMismatchError
+        others = [source for source, c in self.cassettes.items() if c.transport != transport]
+        if others and len(others) == len(self.cassettes):
+            recorded = self.cassettes[others[0]].transport
+            error = CassetteTransportError(others[0], recorded, sent, asked=transport)
+        else:
+            source, index, expected = self._closest(sent, transport)
+            error = CassetteMismatchError(source, expected, sent, index=index)
         self.mismatches.append(error)
         # One line: the client gets the whole diff in its error, so a test report shows it once.
         logger.warning("%s", str(error).splitlines()[0])
         # Answer with a failed frame so the client stops at once instead of timing out.
         return [Emit(request.progress_event, {"status": "failed", "text": str(error)})]
 
-    def _closest(self, sent: Mapping[str, Any]) -> tuple[str, int, Mapping[str, Any] | None]:
+    def _closest(
+        self, sent: Mapping[str, Any], transport: Transport
+    ) -> tuple[str, int, Mapping[str, Any] | None]:
         """The recorded request most like ``sent`` (earlier cassettes win ties), to diff against."""
         recorded = [
             (source, index, interaction.request)
             for source, cassette in self.cassettes.items()
+            if cassette.transport == transport
             for index, interaction in enumerate(cassette.interactions)
         ]
         if not recorded:
             return next(iter(self.cassettes), "<no cassettes>"), 0, None
         return max(recorded, key=lambda candidate: payload_similarity(candidate[2], sent))
+
+
+def _transport_of(request: LabsRequest) -> Transport:
+    return "web" if request.web_body is not None else "labs"
+
+
+def _sent(request: LabsRequest) -> Mapping[str, Any]:
+    """What a recording of ``request`` holds as its request: the web body, or the Labs payload."""
+    return request.web_body if request.web_body is not None else request.payload
 
 
 class RecordingResponder:
@@ -216,6 +282,8 @@ class RecordingResponder:
         self.headers = headers
         self.proxy = proxy
         self.recorded: list[Interaction] = []
+        self.transport: Transport | None = None
+        """The transport of what was recorded (``None`` before the first recording)."""
         self.unreachable: list[UpstreamUnreachableError] = []
         self.connection: dict[str, Any] = {}
 
@@ -223,21 +291,40 @@ class RecordingResponder:
         steps = self.replay.match(request) if self.replay is not None else None
         if steps is not None:
             return steps
+        transport = _transport_of(request)
         try:
-            interaction = await record_interaction(
-                self.upstream,
-                request.payload,
-                headers=self.headers,
-                proxy=self.proxy,
-                redactor=self.redactor,
-                silence=self.silence,
-                connection_info=None if self.connection else self.connection,
-                protocol=request.protocol,  # the upstream speaks what the replay server was set up to speak
-            )
+            if request.web_body is not None:
+                from langchain_pplx_labs.recording.web_recorder import record_web_interaction
+
+                interaction = await record_web_interaction(
+                    self.upstream,
+                    request.payload,
+                    body=request.web_body,  # the client's own body, so its replay matches it
+                    headers=self.headers,
+                    proxy=self.proxy,
+                    redactor=self.redactor,
+                    silence=self.silence,
+                    connection_info=None if self.connection else self.connection,
+                    protocol=request.protocol,
+                )
+            else:
+                interaction = await record_interaction(
+                    self.upstream,
+                    request.payload,
+                    headers=self.headers,
+                    proxy=self.proxy,
+                    redactor=self.redactor,
+                    silence=self.silence,
+                    connection_info=None if self.connection else self.connection,
+                    protocol=request.protocol,  # the upstream speaks what the replay server was set up to speak
+                )
         except UpstreamUnreachableError as exc:
             self.unreachable.append(exc)
             # A failed frame stops the client at once with the real reason, not a vague drop.
             text = f"{exc}; no cassette was written"
             return [Emit(request.progress_event, {"status": "failed", "text": text})]
         self.recorded.append(interaction)
-        return interaction_steps(interaction) if interaction.refusal is None else [Drop()]
+        self.transport = transport
+        if interaction.refusal is not None:
+            return [Drop()]
+        return interaction_steps(interaction, transport=transport)

@@ -6,6 +6,7 @@ from typing import Any
 
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, THINK_CLOSE, THINK_OPEN, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Cassette, Frame, Interaction
+from langchain_pplx_labs.web_protocol import WEB_END_EVENT, WebAnswer, messages_from_query
 
 
 def format_transcript(
@@ -15,14 +16,23 @@ def format_transcript(
     lines = [
         f"Cassette {source}".rstrip(),
         f"provenance: {cassette.provenance} · recorded {cassette.recorded_at} · model {cassette.model}"
-        f" · client {cassette.client_version}" + (f" · server {cassette.server}" if cassette.server else ""),
+        f" · client {cassette.client_version}"
+        + (f" · server {cassette.server}" if cassette.server else "")
+        + f" · transport {cassette.transport}",
     ]
     if cassette.source:
         lines.append(f"source: {cassette.source}")
     if cassette.note:
         lines.append(f"note: {cassette.note}")
     for number, interaction in enumerate(cassette.interactions, start=1):
-        lines += ["", f"── turn {number} ──", *_turn(interaction, frames, protocol)]
+        if cassette.transport == "web":
+            # The turn as a web client read it; the timeline lists the SSE messages as recorded.
+            turn = _turn(_as_labs(interaction, cassette.model, protocol), False, protocol)
+            if frames and interaction.refusal is None:
+                turn += [_message_line(frame) for frame in interaction.frames]
+        else:
+            turn = _turn(interaction, frames, protocol)
+        lines += ["", f"── turn {number} ──", *turn]
     return "\n".join(lines) + "\n"
 
 
@@ -52,6 +62,40 @@ def _turn(interaction: Interaction, with_frames: bool, protocol: LabsProtocol) -
     if with_frames:
         lines += [_frame_line(frame) for frame in interaction.frames]
     return lines
+
+
+def _as_labs(interaction: Interaction, model: str, protocol: LabsProtocol) -> Interaction:
+    """A web interaction as the Labs one it stands for: the body's conversation, its messages folded into frames.
+
+    The codec that reads the live stream (:class:`WebAnswer`) folds the recorded messages, so the
+    transcript shows what a web client would have seen; each frame keeps its message's time.
+    """
+    query = interaction.request.get("query_str")
+    messages = messages_from_query(query) if isinstance(query, str) else []
+    request = {"model": model, "messages": messages}
+    if interaction.refusal is not None:
+        return Interaction(request=request, refusal=interaction.refusal)
+    answer = WebAnswer(model)
+    event = protocol.progress_event_for(model)
+    frames: list[Frame] = []
+    for frame in interaction.frames:
+        if frame.kind in ("stall", "drop"):
+            frames.append(frame)
+            continue
+        message_ended = frame.event == WEB_END_EVENT or (
+            frame.kind == "raw" and str(frame.data).strip() == "[DONE]"
+        )
+        if message_ended:
+            labs = answer.finish()
+        elif frame.kind == "event" and frame.event == "message" and isinstance(frame.data, dict):
+            labs = answer.feed(frame.data)
+        else:
+            labs = None
+        if labs is not None:
+            frames.append(Frame(at=frame.at, event=event, data=labs))
+    if answer.completed and not answer.finished and frames and frames[-1].kind == "event":
+        frames.append(Frame(at=frames[-1].at, event=event, data=answer.finish()))
+    return Interaction(request=request, frames=frames)
 
 
 def _split(output: str) -> tuple[str, str]:
@@ -99,4 +143,19 @@ def _frame_line(frame: Frame) -> str:
     size = len(data["output"]) if isinstance(data.get("output"), str) else 0
     return f"  +{frame.at:.3f}s  {frame.event}  output {size} chars" + (
         "  final" if data.get("final") else ""
+    )
+
+
+def _message_line(frame: Frame) -> str:
+    """One recorded SSE message of a web cassette: its time, event, status and whether it is the last."""
+    if frame.kind in ("stall", "drop"):
+        return f"  +{frame.at:.3f}s  <{frame.kind}>"
+    data = frame.data if isinstance(frame.data, dict) else {}
+    status = data.get("status")
+    last = data.get("final_sse_message") is True or data.get("final") is True
+    return (
+        f"  +{frame.at:.3f}s  {frame.event or 'message'}"
+        + ("  <raw>" if frame.kind == "raw" else "")
+        + (f"  status {status}" if isinstance(status, str) else "")
+        + ("  final" if last else "")
     )
