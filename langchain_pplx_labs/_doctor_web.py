@@ -186,10 +186,6 @@ class _WebWalk(StepWalk):
     def _session_detail(self) -> str:
         if self.signed_in:
             return "signed in (the session names a user)"
-        seen = self.answers.get(self.protocol.web_session_path)
-        kind = _media_type(seen.content_type if seen else "")
-        if "json" not in kind:
-            return f"anonymous: HTTP 200 but {kind or 'no content type'}, not a JSON session"
         if any(name.lower() == "cookie" for name, _ in self.settings.headers):
             return "anonymous: the cookies sent ($PPLX_LABS_COOKIES) are not signed in"
         return "anonymous (no cookies sent)"
@@ -283,11 +279,10 @@ class _WebWalk(StepWalk):
         path = self.protocol.web_session_path if step == SESSION else self.protocol.web_path
         seen = self.answers.get(path)
         status = seen.status if seen is not None else None
-        return self.failed(
-            step, self._detail(exc, seen), self._evidence(exc), self._advice(step, exc, status)
-        )
+        detail = self._detail(step, exc, seen)
+        return self.failed(step, detail, self._evidence(exc), self._advice(step, exc, status))
 
-    def _detail(self, exc: PerplexityLabsError, seen: _Answered | None) -> str:
+    def _detail(self, step: str, exc: PerplexityLabsError, seen: _Answered | None) -> str:
         if isinstance(exc, PerplexityLabsBlockedError):
             return f"HTTP {exc.status} from Cloudflare"
         if isinstance(exc, PerplexityLabsRateLimitError):
@@ -297,8 +292,9 @@ class _WebWalk(StepWalk):
             if 300 <= exc.status < 400:
                 return f"HTTP {exc.status} redirect to {exc.excerpt or '(nowhere)'}"
             if exc.status == 200 and seen is not None:
+                kind = _media_type(seen.content_type) or "no content type"
                 return (
-                    f"HTTP 200 but {_media_type(seen.content_type) or 'no content type'}, not an event stream"
+                    f"HTTP 200 but {kind}, not {'a JSON session' if step == SESSION else 'an event stream'}"
                 )
             return f"HTTP {exc.status}"
         if isinstance(exc, PerplexityLabsServerError):
@@ -337,9 +333,8 @@ class _WebWalk(StepWalk):
                 else ("web_path", protocol.web_path)
             )
             redirect = exc.status is not None and 300 <= exc.status < 400
-            moved = (
-                "a redirect" if redirect else "no event stream" if step == ACCEPTED else f"HTTP {exc.status}"
-            )
+            expected = "no event stream" if step == ACCEPTED else "no JSON session"
+            moved = "a redirect" if redirect else expected if exc.status == 200 else f"HTTP {exc.status}"
             sign_in = " (and cookies, if it leads to a sign-in page)" if redirect else ""
             return (
                 f"the web endpoint moved ({moved} at {path}): check --base-url{sign_in}; set "

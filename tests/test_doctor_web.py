@@ -28,6 +28,7 @@ from langchain_pplx_labs.cli.doctor import _print
 from langchain_pplx_labs.emulator import FAILED_FRAME, LabsEmulator, Scenario
 from langchain_pplx_labs.emulator.script import Emit, Stall
 from langchain_pplx_labs.emulator.web import WebVariant
+from langchain_pplx_labs.recording import load_cassette
 
 ANSWER = "Paris is the capital of France [1]."
 SOURCES = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
@@ -182,26 +183,26 @@ async def test_a_redirect_of_the_web_app_is_a_moved_endpoint_not_a_retirement() 
     assert "verdict" not in report.as_json()
 
 
-async def test_an_html_page_instead_of_an_event_stream_names_web_path() -> None:
+async def test_the_main_sites_page_instead_of_a_json_session_names_web_session_path() -> None:
     async with LabsEmulator(main_site=True) as emulator:
         report = await _walk(emulator.base_url)
     lines = _lines(report)
-    assert lines[:4] == [
+    assert lines[:3] == [
         _header(emulator.base_url),
         "✔ connect (TCP, TLS) | TCP",
-        "✔ session check | anonymous: HTTP 200 but text/html, not a JSON session",
-        "✘ ask accepted | HTTP 200 but text/html, not an event stream",
+        "✘ session check | HTTP 200 but text/html, not a JSON session",
     ]
-    assert lines[4:6] == ["", "Failed at: ask accepted"]
+    assert lines[3:5] == ["", "Failed at: session check"]
     assert re.fullmatch(
-        rf"Evidence: HTTP 200 at {re.escape(emulator.base_url)}/rest/sse/perplexity_ask: "
+        rf"Evidence: HTTP 200 at {re.escape(emulator.base_url)}/api/auth/session: "
         r"'<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Perplexity</title>.*'",
-        lines[6],
+        lines[5],
     )
-    assert lines[7:] == [
-        "What to change: the web endpoint moved (no event stream at /rest/sse/perplexity_ask): check "
-        "--base-url; set LabsProtocol(web_path=...) to where it is now (--protocol FILE.json)"
+    assert lines[6:] == [
+        "What to change: the web endpoint moved (no JSON session at /api/auth/session): check --base-url; "
+        "set LabsProtocol(web_session_path=...) to where it is now (--protocol FILE.json)"
     ]
+    assert emulator.web.asks == 0
 
 
 async def test_a_silent_stream_fails_at_the_first_message_with_timeout_advice() -> None:
@@ -329,6 +330,22 @@ async def test_a_redirect_of_the_ask_names_web_path(fake_web: FakeWebApp) -> Non
     assert fake_web.hits["ask"] == 1
 
 
+async def test_an_html_page_instead_of_an_event_stream_names_web_path(fake_web: FakeWebApp) -> None:
+    lines = await _refused_ask(
+        fake_web, 200, text="<!DOCTYPE html><title>Perplexity</title>", content_type="text/html"
+    )
+    assert lines[2:] == [
+        "✔ session check | anonymous (no cookies sent)",
+        "✘ ask accepted | HTTP 200 but text/html, not an event stream",
+        "",
+        "Failed at: ask accepted",
+        f"Evidence: HTTP 200 at {fake_web.base_url}/rest/sse/perplexity_ask: "
+        "'<!DOCTYPE html><title>Perplexity</title>'",
+        "What to change: the web endpoint moved (no event stream at /rest/sse/perplexity_ask): check "
+        "--base-url; set LabsProtocol(web_path=...) to where it is now (--protocol FILE.json)",
+    ]
+
+
 async def test_http_429_is_a_rate_limit_at_the_ask(fake_web: FakeWebApp) -> None:
     body = {"error_code": "FREE_TIER_RATE_LIMITED", "message": "You have reached the free limit"}
     lines = await _refused_ask(fake_web, 429, json=body)
@@ -443,14 +460,9 @@ def test_cli_takes_the_transport_from_the_environment(emulator: LabsEmulator, ba
 @pytest.mark.parametrize(
     ("args", "env", "error"),
     [
-        (
-            ["--transport", "web", "--record", "{out}"],
-            {},
-            "recording a web walk is not supported yet: drop --record, or use --transport labs",
-        ),
         ([], {"PPLX_LABS_TRANSPORT": "sse"}, "Invalid PPLX_LABS_TRANSPORT 'sse': use 'labs' or 'web'"),
     ],
-    ids=["record", "bad-env"],
+    ids=["bad-env"],
 )
 def test_cli_usage_errors_are_one_line(
     args: list[str], env: dict[str, str], error: str, tmp_path: Path
@@ -589,3 +601,46 @@ def test_the_healthy_web_walk_in_docs_doctor_md_is_what_serve_answers() -> None:
         result = _pplx_labs("doctor", "--transport", "web", "--base-url", base_url)
     assert result.returncode == 0, result.stdout
     assert _masked(result.stdout) == _masked(shown.replace("http://127.0.0.1:8765", base_url))
+
+
+def test_cli_records_the_web_walk_as_a_redacted_web_cassette(
+    emulator: LabsEmulator, base_url: str, tmp_path: Path
+) -> None:
+    emulator.script(answer=ANSWER, citations=SOURCES)
+    out = tmp_path / "report.labs.yaml"
+    cookie = "__Secure-next-auth.session-token=s3cr3t-token-value"
+    result = _pplx_labs(
+        "doctor",
+        "--transport",
+        "web",
+        "--base-url",
+        base_url,
+        "--record",
+        str(out),
+        env={"PPLX_LABS_COOKIES": cookie},
+    )
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[-2:] == [f"The web app answered: {ANSWER}", f"recorded 3 messages to {out}"]
+    cassette = load_cassette(out)
+    assert (cassette.transport, cassette.provenance) == ("web", "synthetic")
+    assert cassette.note == "recorded by pplx-labs doctor"
+    assert cassette.interactions[0].request["query_str"] == "What is the capital of France?"
+    assert "s3cr3t" not in out.read_text()
+
+
+def test_cli_json_of_a_recorded_web_walk_says_what_was_recorded(
+    emulator: LabsEmulator, base_url: str, tmp_path: Path
+) -> None:
+    emulator.script(Scenario(failure=FAILED_FRAME))
+    out = tmp_path / "failed.labs.yaml"
+    result = _pplx_labs(
+        "doctor", "--transport", "web", "--base-url", base_url, "--record", str(out), "--json"
+    )
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert data["recorded"] == f"recorded 2 messages to {out}"  # the failed one, then end_of_stream
+    assert load_cassette(out).interactions[0].frames[0].data == {
+        "status": "failed",
+        "text": "Error in processing query",
+    }

@@ -17,6 +17,7 @@ from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, WEB_DE
 if TYPE_CHECKING:
     from langchain_pplx_labs._doctor import Report
     from langchain_pplx_labs.protocol import LabsProtocol
+    from langchain_pplx_labs.wire import Service
 
 QUESTION = "What is the capital of France?"
 
@@ -54,8 +55,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.timeout > 0:
         raise CliError(f"Invalid --timeout {args.timeout!r}: use a positive number of seconds")
     transport = _transport(args)
-    if transport == "web" and args.record:
-        raise CliError("recording a web walk is not supported yet: drop --record, or use --transport labs")
     protocol = labs_protocol(args)
     base_url = (args.base_url or os.environ.get("PPLX_LABS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
     model = args.model or (WEB_DEFAULT_MODEL if transport == "web" else DEFAULT_MODEL)
@@ -64,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from langchain_pplx_labs._doctor import diagnose
     report = asyncio.run(diagnose(base_url, model, protocol, args.timeout, args.question, proxy=args.proxy))
-    recorded = asyncio.run(_record(args, base_url, protocol)) if args.record else ""
+    recorded = asyncio.run(_record(args, base_url, model, protocol, transport)) if args.record else ""
     if args.json:
         data = report.as_json()
         if recorded:
@@ -77,12 +76,14 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _transport(args: argparse.Namespace) -> str:
+def _transport(args: argparse.Namespace) -> Service:
     """``--transport``, else ``$PPLX_LABS_TRANSPORT``, else ``labs`` (as ``ChatPerplexityLabs`` reads it)."""
-    transport: str = args.transport or os.environ.get("PPLX_LABS_TRANSPORT") or "labs"
-    if transport not in ("labs", "web"):
-        raise CliError(f"Invalid PPLX_LABS_TRANSPORT {transport!r}: use 'labs' or 'web'")
-    return transport
+    transport = args.transport or os.environ.get("PPLX_LABS_TRANSPORT") or "labs"
+    if transport == "web":
+        return "web"
+    if transport == "labs":
+        return "labs"
+    raise CliError(f"Invalid PPLX_LABS_TRANSPORT {transport!r}: use 'labs' or 'web'")
 
 
 def _print(report: Report, protocol: LabsProtocol, out: TextIO) -> None:
@@ -102,13 +103,15 @@ def _print(report: Report, protocol: LabsProtocol, out: TextIO) -> None:
     )
 
 
-async def _record(args: argparse.Namespace, base_url: str, protocol: LabsProtocol) -> str:
-    """Ask again through the recorder and save a redacted cassette; returns a line saying what happened."""
+async def _record(
+    args: argparse.Namespace, base_url: str, model: str, protocol: LabsProtocol, transport: Service
+) -> str:
+    """Ask again through the recorder (over ``transport``) and save a redacted cassette; says what happened."""
     from langchain_pplx_labs.protocol import build_payload
     from langchain_pplx_labs.recording import UpstreamUnreachableError, record_cassette, save_cassette
     from langchain_pplx_labs.recording.recorder import upstream_headers
 
-    payload = build_payload(args.model, [{"role": "user", "content": args.question}], protocol=protocol)
+    payload = build_payload(model, [{"role": "user", "content": args.question}], protocol=protocol)
     # A loopback server is an emulator or a stand-in, never the live playground.
     loopback = is_loopback(urlsplit(base_url).hostname or "")
     try:
@@ -122,8 +125,10 @@ async def _record(args: argparse.Namespace, base_url: str, protocol: LabsProtoco
             connect_timeout=args.timeout,
             protocol=protocol,
             proxy=args.proxy,
+            transport=transport,
         )
     except UpstreamUnreachableError as exc:
         return f"nothing recorded: {exc}"
     path = save_cassette(cassette, args.record)
-    return f"recorded {len(cassette.interactions[0].frames)} frames to {path}"
+    what = "messages" if transport == "web" else "frames"
+    return f"recorded {len(cassette.interactions[0].frames)} {what} to {path}"
