@@ -31,9 +31,8 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsTimeoutError,
     excerpt_of,
 )
+from langchain_pplx_labs.sse import SSEMessage, SSEParser
 from langchain_pplx_labs.web_protocol import (
-    SSEMessage,
-    SSEParser,
     WebAnswer,
     is_end_marker,
     message_json,

@@ -14,13 +14,8 @@ from langchain_pplx_labs import LabsProtocol
 from langchain_pplx_labs.emulator import LabsEmulator, Scenario
 from langchain_pplx_labs.emulator.web import WebVariant, split_reasoning
 from langchain_pplx_labs.protocol import LabsMessage
-from langchain_pplx_labs.web_protocol import (
-    SSEMessage,
-    SSEParser,
-    WebAnswer,
-    web_headers,
-    web_request_body,
-)
+from langchain_pplx_labs.sse import SSEMessage, SSEParser
+from langchain_pplx_labs.web_protocol import WebAnswer, web_headers, web_request_body
 
 ANSWER = "Paris is the capital of France [1]."
 URLS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]

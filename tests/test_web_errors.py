@@ -34,7 +34,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
-from langchain_pplx_labs.web_protocol import sse_message
+from langchain_pplx_labs.sse import sse_message
 
 ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
 CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]

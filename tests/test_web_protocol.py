@@ -17,11 +17,10 @@ from pydantic import ValidationError
 from langchain_pplx_labs import ChatPerplexityLabs, LabsProtocol
 from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError
 from langchain_pplx_labs.protocol import LabsMessage, ProgressFrame, StreamDecoder
+from langchain_pplx_labs.sse import SSEMessage, SSEParser, sse_message
 from langchain_pplx_labs.web_protocol import (
     TRANSCRIPT_PREAMBLE,
     WEB_ASK_PATH,
-    SSEMessage,
-    SSEParser,
     WebAnswer,
     is_end_marker,
     labs_model_name,
@@ -29,7 +28,6 @@ from langchain_pplx_labs.web_protocol import (
     messages_from_query,
     query_from_messages,
     session_user_id,
-    sse_message,
     web_headers,
     web_model_preference,
     web_request_body,

@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from langchain_pplx_labs.web_protocol import sse_message
+from langchain_pplx_labs.sse import sse_message
 
 ASK = "/rest/sse/perplexity_ask"
 SESSION = "/api/auth/session"

@@ -17,12 +17,12 @@ from pydantic import BaseModel, ConfigDict
 
 from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Raw, Scenario, Stall, Step
 from langchain_pplx_labs.protocol import IMPLICIT_THINK_MODELS, THINK_CLOSE, THINK_OPEN
+from langchain_pplx_labs.sse import sse_message
 from langchain_pplx_labs.web_protocol import (
     WEB_END_EVENT,
     WEB_SESSION_COOKIES,
     labs_model_name,
     messages_from_query,
-    sse_message,
 )
 
 if TYPE_CHECKING:

@@ -16,9 +16,8 @@ from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Frame, HttpRefusal, Interaction
 from langchain_pplx_labs.recording.redact import Redactor
 from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError, describe_error
+from langchain_pplx_labs.sse import SSEMessage, SSEParser
 from langchain_pplx_labs.web_protocol import (
-    SSEMessage,
-    SSEParser,
     WebAnswer,
     is_end_marker,
     session_user_id,
