@@ -46,8 +46,9 @@ from langchain_pplx_labs.protocol import (
     build_payload,
     parse_frame,
 )
+from langchain_pplx_labs.sse import SSEMessage
 from langchain_pplx_labs.web import WebWire
-from langchain_pplx_labs.web_protocol import WEB_SESSION_COOKIES, SSEMessage, web_request_body
+from langchain_pplx_labs.web_protocol import WEB_SESSION_COOKIES, web_request_body
 
 WEB_STEPS = (
     STEPS[0],
