@@ -32,6 +32,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsTimeoutError,
 )
 from langchain_pplx_labs.protocol import (
+    DEFAULT_BASE_URL,
     Finished,
     LabsProtocol,
     StreamDecoder,
@@ -39,7 +40,7 @@ from langchain_pplx_labs.protocol import (
     build_payload,
     parse_frame,
 )
-from langchain_pplx_labs.wire import Wire, browser_headers, proxy_connector
+from langchain_pplx_labs.wire import Service, Wire, browser_headers, proxy_connector
 
 QUESTION = "What is the capital of France?"
 STEPS = (
@@ -77,13 +78,17 @@ class Report:
     advice: str = ""
     answer: str = ""
     verdict: str = ""
+    transport: Service = "labs"
+    planned: tuple[str, ...] = STEPS
+    """The walk's steps in order (the Labs playground's, or the web app's)."""
 
     @property
     def ok(self) -> bool:
-        return len(self.steps) == len(STEPS) and all(step.ok for step in self.steps)
+        return len(self.steps) == len(self.planned) and all(step.ok for step in self.steps)
 
     def as_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"ok": self.ok, "steps": [asdict(step) for step in self.steps]}
+        steps = [asdict(step) for step in self.steps]
+        data: dict[str, Any] = {"ok": self.ok, "transport": self.transport, "steps": steps}
         if not self.ok:
             data.update(evidence=self.evidence, advice=self.advice)
         if self.verdict:
@@ -111,32 +116,25 @@ async def diagnose(
     return report
 
 
-class _Walk:
-    """One walk through the steps, on a session traced like the pool's."""
+def walk_settings(base_url: str, protocol: LabsProtocol, timeout: float) -> ConnectionSettings:
+    """The settings a walk connects with: the model's headers, ``$PPLX_LABS_COOKIES``, every timeout ``timeout``."""
+    headers = browser_headers(protocol)
+    cookies = os.environ.get("PPLX_LABS_COOKIES")
+    if cookies:
+        headers["Cookie"] = cookies
+    timeouts = Timeouts(connect=timeout, handshake=timeout, first_token=timeout, idle=timeout, total=None)
+    return ConnectionSettings(base_url, tuple(headers.items()), timeouts, protocol)
 
-    def __init__(
-        self,
-        report: Report,
-        base_url: str,
-        model: str,
-        protocol: LabsProtocol,
-        timeout: float,
-        question: str,
-        proxy: str | None = None,
-    ) -> None:
-        headers = browser_headers(protocol)
-        cookies = os.environ.get("PPLX_LABS_COOKIES")
-        if cookies:
-            headers["Cookie"] = cookies
-        timeouts = Timeouts(connect=timeout, handshake=timeout, first_token=timeout, idle=timeout, total=None)
-        self.settings = ConnectionSettings(base_url, tuple(headers.items()), timeouts, protocol)
+
+class StepWalk:
+    """What both walks do alike: time each step from the end of the one before, and judge the connect."""
+
+    def __init__(self, report: Report, settings: ConnectionSettings, proxy: str | None) -> None:
         self.report = report
-        self.model = model
-        self.question = question
+        self.settings = settings
         self.proxy = proxy
         self.mark = time.monotonic()
         self.tcp_at: float | None = None
-        self.responses: list[tuple[float, str, int]] = []
 
     def passed(self, name: str, detail: str = "", *, until: float | None = None) -> None:
         now = time.monotonic() if until is None else until
@@ -149,18 +147,72 @@ class _Walk:
         self.report.evidence, self.report.advice = evidence, advice
         return Failed(name)
 
+    def session(self, *traces: aiohttp.TraceConfig) -> aiohttp.ClientSession:
+        """A session dialling as the pool's does (``proxy``, the connect budget), traced like it and by ``traces``."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeouts.connect)
+        return aiohttp.ClientSession(
+            connector=proxy_connector(self.proxy),
+            timeout=timeout,
+            trace_configs=[labs_trace_config(), self._connect_clock(), *traces],
+        )
+
+    def _connect_clock(self) -> aiohttp.TraceConfig:
+        async def connected(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
+            if self.tcp_at is None:
+                self.tcp_at = time.monotonic()
+
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(connected)
+        return trace
+
+    def connect_failed(self, exc: BaseException) -> Failed:
+        if self.proxy and _caused_by(exc, (ProxyConnectionError, ProxyError)):
+            where = _proxy_address(self.proxy)
+            if _caused_by(exc, ProxyConnectionError):
+                detail = f"the proxy {where} refused the connection"
+                advice = (
+                    f"nothing accepts connections at the proxy {where}: start the proxy, or check --proxy"
+                )
+            else:
+                detail = f"the proxy {where} could not reach {self.settings.base_url}"
+                advice = (
+                    "the proxy answered but opened no tunnel: check its credentials and rules, --base-url"
+                )
+            how = " (scheme, host and port; proxy=... in ChatPerplexityLabs)"
+            return self.failed(STEPS[0], detail, short(exc), advice + how)
+        return self.failed(STEPS[0], short(exc), evidence_of(exc), advice_for(exc, step=STEPS[0]))
+
+    def connect_detail(self) -> str:
+        scheme = "TCP + TLS" if self.settings.base_url.startswith("https") else "TCP"
+        return f"{scheme} through the proxy {_proxy_address(self.proxy)}" if self.proxy else scheme
+
+
+class _Walk(StepWalk):
+    """One walk through the steps, on a session traced like the pool's."""
+
+    def __init__(
+        self,
+        report: Report,
+        base_url: str,
+        model: str,
+        protocol: LabsProtocol,
+        timeout: float,
+        question: str,
+        proxy: str | None = None,
+    ) -> None:
+        super().__init__(report, walk_settings(base_url, protocol, timeout), proxy)
+        self.model = model
+        self.question = question
+        self.responses: list[tuple[float, str, int]] = []
+
     def failed_by(self, name: str, exc: PerplexityLabsError, detail: str = "") -> Failed:
         """``name`` failed with ``exc``: its evidence, advice and, for a retired Labs, the verdict."""
         self.report.verdict = _verdict(exc)
-        return self.failed(name, detail or str(exc), _evidence(exc), _advice(exc))
+        advice = advice_for(exc, base_url=self.settings.base_url)
+        return self.failed(name, detail or str(exc), evidence_of(exc), advice)
 
     async def run(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeouts.connect)
-        traces = [labs_trace_config(), self._clock()]
-        connector = proxy_connector(self.proxy)  # as the pool dials with ChatPerplexityLabs(proxy=...)
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout, trace_configs=traces
-        ) as session:
+        async with self.session(self._clock()) as session:
             connection = await self._open(session)
             try:
                 await self._ask(connection)
@@ -168,17 +220,12 @@ class _Walk:
                 await connection.close(graceful=False)
 
     def _clock(self) -> aiohttp.TraceConfig:
-        async def connected(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
-            if self.tcp_at is None:
-                self.tcp_at = time.monotonic()
-
         async def answered(
             session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
         ) -> None:
             self.responses.append((time.monotonic(), str(params.url), params.response.status))
 
         trace = aiohttp.TraceConfig()
-        trace.on_connection_create_end.append(connected)
         trace.on_request_end.append(answered)
         return trace
 
@@ -188,13 +235,13 @@ class _Walk:
             await direct.open("websocket", pipelined=True)
         except PerplexityLabsRetiredError as exc:
             # A redirect to the main site: polling would be sent there too.
-            self.passed(STEPS[0], self._scheme_detail(), until=self.tcp_at)
+            self.passed(STEPS[0], self.connect_detail(), until=self.tcp_at)
             raise self.failed_by(STEPS[1], exc, _retired_detail(exc)) from None
         except (PerplexityLabsConnectionError, PerplexityLabsTimeoutError) as exc:
             if self.tcp_at is None:
-                raise self._connect_failed(exc) from None
+                raise self.connect_failed(exc) from None
             return await self._open_polling(session, exc)
-        self.passed(STEPS[0], self._scheme_detail(), until=self.tcp_at)
+        self.passed(STEPS[0], self.connect_detail(), until=self.tcp_at)
         self.passed(STEPS[1], "over a direct WebSocket")
         try:
             await self._connected(direct)
@@ -207,12 +254,12 @@ class _Walk:
     async def _open_polling(self, session: aiohttp.ClientSession, refused: BaseException) -> _Observed:
         from langchain_pplx_labs.errors import PerplexityLabsConnectionError, PerplexityLabsTimeoutError
 
-        self.passed(STEPS[0], self._scheme_detail(), until=self.tcp_at)
+        self.passed(STEPS[0], self.connect_detail(), until=self.tcp_at)
         polling = _Observed(self.settings, session)
         try:
             await polling.open("polling")
         except PerplexityLabsTimeoutError as exc:
-            raise self.failed(STEPS[1], str(exc), _evidence(exc), _advice(exc)) from None
+            raise self.failed(STEPS[1], str(exc), evidence_of(exc), advice_for(exc)) from None
         except PerplexityLabsRetiredError as exc:
             raise self.failed_by(STEPS[1], exc, _retired_detail(exc)) from None
         except PerplexityLabsConnectionError as exc:
@@ -228,14 +275,14 @@ class _Walk:
         self.passed(STEPS[2], f"auth {_keys(self.settings.protocol.auth)} accepted")
         upgraded = _transport_of(polling.wire) == "websocket"
         how = "polling, then upgraded to a WebSocket" if upgraded else "polling only (no WebSocket upgrade)"
-        self.passed(STEPS[3], f"direct WebSocket refused ({_short(refused)}); {how}", until=self.mark)
+        self.passed(STEPS[3], f"direct WebSocket refused ({short(refused)}); {how}", until=self.mark)
         return polling
 
     async def _connected(self, connection: _Observed) -> None:
         try:
             await connection.wait_ready()
         except PerplexityLabsTimeoutError as exc:
-            raise self.failed(STEPS[2], str(exc), "no CONNECT acknowledgement", _advice(exc)) from None
+            raise self.failed(STEPS[2], str(exc), "no CONNECT acknowledgement", advice_for(exc)) from None
         except PerplexityLabsConnectionError:
             raise self._refused(connection.refused or "refused") from None
         self.passed(STEPS[2], f"auth {_keys(self.settings.protocol.auth)} accepted")
@@ -276,35 +323,18 @@ class _Walk:
 
     def _answer_failed(self, connection: _Observed, count: int, exc: PerplexityLabsError) -> Failed:
         if connection.sent_at is None:
-            return self.failed(STEPS[4], str(exc), _evidence(exc), _advice(exc))
+            return self.failed(STEPS[4], str(exc), evidence_of(exc), advice_for(exc))
         if count == 0:
             self.passed(
                 STEPS[4], f"{self.settings.protocol.query_event} ({self.model})", until=connection.sent_at
             )
-            arrived = _event_summary(connection.events)
-            evidence = f"{_evidence(exc)}; events that arrived: {arrived or 'none'}"
+            arrived = event_summary(connection.events)
+            evidence = f"{evidence_of(exc)}; events that arrived: {arrived or 'none'}"
             self.report.verdict = _verdict(exc)
             return self.failed(
                 STEPS[5], str(exc), evidence, _first_frame_advice(exc, connection.events, self)
             )
-        return self.failed(STEPS[6], f"after {count} frames: {exc}", _evidence(exc), _advice(exc))
-
-    def _connect_failed(self, exc: BaseException) -> Failed:
-        if self.proxy and _caused_by(exc, (ProxyConnectionError, ProxyError)):
-            where = _proxy_address(self.proxy)
-            if _caused_by(exc, ProxyConnectionError):
-                detail = f"the proxy {where} refused the connection"
-                advice = (
-                    f"nothing accepts connections at the proxy {where}: start the proxy, or check --proxy"
-                )
-            else:
-                detail = f"the proxy {where} could not reach {self.settings.base_url}"
-                advice = (
-                    "the proxy answered but opened no tunnel: check its credentials and rules, --base-url"
-                )
-            how = " (scheme, host and port; proxy=... in ChatPerplexityLabs)"
-            return self.failed(STEPS[0], detail, _short(exc), advice + how)
-        return self.failed(STEPS[0], _short(exc), _evidence(exc), _advice(exc, step=STEPS[0]))
+        return self.failed(STEPS[6], f"after {count} frames: {exc}", evidence_of(exc), advice_for(exc))
 
     def _refused(self, reason: str) -> Failed:
         auth = _keys(self.settings.protocol.auth)
@@ -314,10 +344,6 @@ class _Walk:
             f"the server's refusal: {reason}",
             "the server wants other CONNECT auth: set LabsProtocol(auth=...) (--protocol FILE.json)",
         )
-
-    def _scheme_detail(self) -> str:
-        scheme = "TCP + TLS" if self.settings.base_url.startswith("https") else "TCP"
-        return f"{scheme} through the proxy {_proxy_address(self.proxy)}" if self.proxy else scheme
 
     def _first_polling_answer(self) -> float | None:
         """When the polling handshake's first GET was answered (the Engine.IO OPEN), if it was."""
@@ -388,11 +414,11 @@ def _keys(auth: dict[str, Any]) -> str:
     return "{" + ", ".join(repr(key) for key in auth) + "}" if auth else "{}"
 
 
-def _short(exc: BaseException) -> str:
+def short(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _event_summary(events: Counter[str]) -> str:
+def event_summary(events: Counter[str]) -> str:
     return ", ".join(f"{name} ×{count}" for name, count in events.most_common(5))
 
 
@@ -414,14 +440,15 @@ def _retired_detail(exc: PerplexityLabsRetiredError) -> str:
     return f"HTTP {exc.status}: Perplexity's main site, not Engine.IO"
 
 
-def _evidence(exc: BaseException) -> str:
+def evidence_of(exc: BaseException) -> str:
     if isinstance(exc, PerplexityLabsSilentError):
-        return _short(exc)  # the timeout's own text: the verdict says what the silence means
+        return short(exc)  # the timeout's own text: the verdict says what the silence means
     if isinstance(exc, PerplexityLabsRetiredError):
         return exc.evidence
     if isinstance(exc, PerplexityLabsRateLimitError):
         code = f" ({exc.error_code})" if exc.error_code else ""
-        said = f": {exc.server_message!r}" if exc.server_message else ""
+        # The web codec's text is the code itself when the server gave none: said once.
+        said = f": {exc.server_message!r}" if exc.server_message not in ("", exc.error_code) else ""
         return f"the server refused the question for a rate limit{code}{said}"
     if isinstance(exc, PerplexityLabsNotFoundError):
         return f"HTTP {exc.status} at {exc.url}: {exc.excerpt!r}"
@@ -431,12 +458,21 @@ def _evidence(exc: BaseException) -> str:
         return f"the server answered status failed: {exc.server_message!r}"
     if isinstance(exc, PerplexityLabsProtocolError):
         return f"a frame we cannot read: {exc.excerpt!r}"
-    return _short(exc)
+    return short(exc)
 
 
-def _advice(exc: BaseException, *, step: str = "") -> str:
+def web_walk_command(base_url: str) -> str:
+    """The command that walks the web app where a retired Labs was asked (its ``--base-url`` when not the default)."""
+    where = "" if base_url.rstrip("/") == DEFAULT_BASE_URL else f" --base-url {base_url}"
+    return f"pplx-labs doctor --transport web{where}"
+
+
+def advice_for(exc: BaseException, *, step: str = "", base_url: str = DEFAULT_BASE_URL) -> str:
     if isinstance(exc, PerplexityLabsRetiredError) and not isinstance(exc, PerplexityLabsSilentError):
-        return f"Labs' Socket.IO endpoint is gone: {INSTEAD} (docs/retirement.md)"
+        return (
+            f"Labs' Socket.IO endpoint is gone: try: {web_walk_command(base_url)}; in code, {INSTEAD} "
+            "(docs/retirement.md)"
+        )
     if isinstance(exc, PerplexityLabsRateLimitError):
         return "a rate limit: wait before asking again; do not loop (retries only prolong it)"
     if isinstance(exc, PerplexityLabsBlockedError):
@@ -462,7 +498,7 @@ def _advice(exc: BaseException, *, step: str = "") -> str:
         return (
             "Labs changed its frame format: record a cassette (--record FILE) and attach it to a bug report"
         )
-    if step == STEPS[0] and "certificate" in _short(exc).lower():
+    if step == STEPS[0] and "certificate" in short(exc).lower():
         return (
             "the server's TLS certificate is not trusted: fix the clock or CA bundle, or pass "
             "ssl_context= with your CA to ChatPerplexityLabs (an intercepting proxy needs its CA)"
@@ -482,10 +518,13 @@ def _first_frame_advice(exc: PerplexityLabsError, events: Counter[str], walk: _W
             f"{protocol.progress_event!r}): set LabsProtocol(progress_event={guess!r})"
         )
     if isinstance(exc, PerplexityLabsTimeoutError):
-        retired = f"; or, Labs being retired, {INSTEAD}" if isinstance(exc, PerplexityLabsSilentError) else ""
+        retired = ""
+        if isinstance(exc, PerplexityLabsSilentError):
+            command = web_walk_command(walk.settings.base_url)
+            retired = f"; or, Labs being retired, try: {command}; in code, {INSTEAD}"
         return (
             f"a silent server: raise the first-token timeout (--timeout, first_token_timeout=...); if it "
             f"stays silent, Labs may have renamed the question event: LabsProtocol(query_event=...), now "
             f"{protocol.query_event!r}{retired}"
         )
-    return _advice(exc)
+    return advice_for(exc)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -67,6 +67,8 @@ class WebWire:
         self._lost: str | None = None
         self.signed_in = False
         """Whether the warm-up found the cookies signed in (the web app then asks with the user's id)."""
+        self.on_message: Callable[[SSEMessage], None] | None = None
+        """Called with each message of an answer's stream as it is read (``pplx-labs doctor`` watches with it)."""
         # A visitor id per warm connection, as a browser tab keeps one; the request ids are per question.
         self._visitor_id = str(uuid.uuid4())
         # The body of the question asked: POSTed by the query's first read, under its deadline.
@@ -222,6 +224,8 @@ class WebWire:
         for message in messages:
             if self._answer_over:
                 return  # past the last frame: what follows is the stream's tail, read unparsed
+            if self.on_message is not None:
+                self.on_message(message)
             if is_end_marker(message):
                 self._report_frame(self._answer.finish())
                 continue

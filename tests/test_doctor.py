@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -265,3 +266,15 @@ async def test_an_untrusted_certificate_fails_at_connect_with_tls_advice() -> No
     assert _names(report) == _failing_at("connect (TCP, TLS)")
     assert "certificate" in report.evidence.lower()
     assert report.advice.startswith("the server's TLS certificate is not trusted")
+
+
+def test_cli_records_without_model_with_the_default_model(
+    emulator: LabsEmulator, base_url: str, tmp_path: Path
+) -> None:
+    emulator.script(answer=ANSWER, citations=[])
+    out = tmp_path / "default.labs.yaml"
+    result = _pplx_labs("doctor", "--base-url", base_url, "--record", str(out), "--timeout", "5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.fullmatch(rf"recorded \d+ frames to {re.escape(str(out))}", result.stdout.splitlines()[-1])
+    cassette = load_cassette(out)
+    assert (cassette.transport, cassette.model) == ("labs", "r1-1776")

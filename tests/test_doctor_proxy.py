@@ -46,6 +46,53 @@ def test_doctor_walks_through_the_proxy(
     assert _tunnels_to(log, emulator.port) > before, log.read_text()
 
 
+@pytest.mark.parametrize("scheme", ["http", "socks5"])
+def test_the_web_walk_goes_through_the_proxy(
+    scheme: str,
+    pproxy_server: tuple[int, Path],
+    base_url: str,
+    emulator: LabsEmulator,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    proxy_port, log = pproxy_server
+    emulator.script(answer=f"doctored over web via {scheme} [1].", citations=["https://example.org/p"])
+    before = _tunnels_to(log, emulator.port)
+    code, report = _doctor_json(
+        capsys, "--transport", "web", "--base-url", base_url, "--proxy", f"{scheme}://127.0.0.1:{proxy_port}"
+    )
+    assert code == 0, report
+    steps = report["steps"]
+    assert isinstance(steps, list)
+    assert steps[0]["detail"] == f"TCP through the proxy {scheme}://127.0.0.1:{proxy_port}"
+    assert [step["ok"] for step in steps] == [True] * 6
+    assert emulator.web.asks == 1
+    deadline = time.monotonic() + 5
+    while _tunnels_to(log, emulator.port) == before and time.monotonic() < deadline:
+        time.sleep(0.05)  # pproxy writes its log line after the tunnel closes
+    assert _tunnels_to(log, emulator.port) > before, log.read_text()
+
+
+def test_a_refused_proxy_fails_the_web_walks_connect_without_its_password(
+    base_url: str, emulator: LabsEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = _free_port()
+    code, report = _doctor_json(
+        capsys,
+        "--transport",
+        "web",
+        "--base-url",
+        base_url,
+        "--proxy",
+        f"socks5://user:secret@127.0.0.1:{port}",
+    )
+    assert code == 1
+    assert [(step["name"], step["detail"]) for step in report["steps"]] == [  # type: ignore[union-attr]
+        ("connect (TCP, TLS)", f"the proxy socks5://127.0.0.1:{port} refused the connection")
+    ]
+    assert "secret" not in json.dumps(report)
+    assert emulator.web.session_checks == 0
+
+
 def test_a_refused_proxy_is_the_failing_step_with_advice(
     base_url: str, emulator: LabsEmulator, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -375,7 +375,11 @@ def _lines(report: Report) -> list[str]:
     return [re.sub(r"^([✔✘]) (.+?) +\d+ ms  ", r"\1 \2 | ", line) for line in out.getvalue().splitlines()]
 
 
-RETIRED_ADVICE = f"What to change: Labs' Socket.IO endpoint is gone: {INSTEAD} (docs/retirement.md)"
+def _retired_advice(base_url: str) -> str:
+    return (
+        f"What to change: Labs' Socket.IO endpoint is gone: try: pplx-labs doctor --transport web --base-url "
+        f"{base_url}; in code, {INSTEAD} (docs/retirement.md)"
+    )
 
 
 @PATHS
@@ -396,7 +400,7 @@ async def test_doctor_says_a_redirect_is_retired_line_by_line(refuse_websocket: 
         f"Verdict: Labs is retired. {HISTORY}",
         "Failed at: Engine.IO open",
         f"Evidence: {tried} redirects (HTTP 301) to {MAIN_SITE}, another host",
-        RETIRED_ADVICE,
+        _retired_advice(emulator.base_url),
     ]
     assert report.as_json()["verdict"] == f"Labs is retired. {HISTORY}"
 
@@ -413,7 +417,7 @@ async def test_doctor_says_the_main_sites_page_is_retired_line_by_line() -> None
         "Failed at: Engine.IO open",
         f"Evidence: {emulator.base_url}/socket.io/?EIO=4&transport=polling answers HTTP 200 with a page of "
         "Perplexity's main site (title 'Perplexity'), not Engine.IO",
-        RETIRED_ADVICE,
+        _retired_advice(emulator.base_url),
     ]
 
 
@@ -435,7 +439,8 @@ async def test_doctor_says_a_silent_socket_may_be_retired_line_by_line() -> None
         "Evidence: Perplexity Labs first_token timeout fired after 0.5s; events that arrived: none",
         "What to change: a silent server: raise the first-token timeout (--timeout, first_token_timeout=...); "
         "if it stays silent, Labs may have renamed the question event: LabsProtocol(query_event=...), now "
-        f"'perplexity_labs'; or, Labs being retired, {INSTEAD}",
+        f"'perplexity_labs'; or, Labs being retired, try: pplx-labs doctor --transport web --base-url "
+        f"{emulator.base_url}; in code, {INSTEAD}",
     ]
 
 

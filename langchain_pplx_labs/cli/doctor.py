@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
 from langchain_pplx_labs._cliargs import CliError, proxy_url
-from langchain_pplx_labs.cli._shared import add_protocol_flag, is_loopback, labs_protocol
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL
+from langchain_pplx_labs.cli._shared import add_protocol_flag, add_transport_flag, is_loopback, labs_protocol
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, WEB_DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from langchain_pplx_labs._doctor import Report
     from langchain_pplx_labs.protocol import LabsProtocol
+    from langchain_pplx_labs.wire import Service
 
 QUESTION = "What is the capital of France?"
 
@@ -29,7 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     doctor.add_argument(
         "--base-url", default=None, help=f"server root (default $PPLX_LABS_BASE_URL or {DEFAULT_BASE_URL})"
     )
-    doctor.add_argument("--model", default=DEFAULT_MODEL)
+    doctor.add_argument(
+        "--model", default=None, help=f"default {DEFAULT_MODEL}; {WEB_DEFAULT_MODEL} with --transport web"
+    )
     doctor.add_argument("--question", default=QUESTION)
     doctor.add_argument("--timeout", type=float, default=15.0, help="seconds each step may take")
     doctor.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
@@ -43,21 +46,24 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         help="http://, socks4:// or socks5:// proxy (with a port) to connect through, as proxy=... does",
     )
+    add_transport_flag(doctor)
     doctor.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the doctor; exit 0 when the question got an answer, 1 otherwise."""
-    from langchain_pplx_labs._doctor import diagnose
-
     if not args.timeout > 0:
         raise CliError(f"Invalid --timeout {args.timeout!r}: use a positive number of seconds")
+    transport = _transport(args)
     protocol = labs_protocol(args)
     base_url = (args.base_url or os.environ.get("PPLX_LABS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-    report = asyncio.run(
-        diagnose(base_url, args.model, protocol, args.timeout, args.question, proxy=args.proxy)
-    )
-    recorded = asyncio.run(_record(args, base_url, protocol)) if args.record else ""
+    model = args.model or (WEB_DEFAULT_MODEL if transport == "web" else DEFAULT_MODEL)
+    if transport == "web":
+        from langchain_pplx_labs._doctor_web import diagnose_web as diagnose
+    else:
+        from langchain_pplx_labs._doctor import diagnose
+    report = asyncio.run(diagnose(base_url, model, protocol, args.timeout, args.question, proxy=args.proxy))
+    recorded = asyncio.run(_record(args, base_url, model, protocol, transport)) if args.record else ""
     if args.json:
         data = report.as_json()
         if recorded:
@@ -70,31 +76,42 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _print(report: Report, protocol: LabsProtocol, out: TextIO) -> None:
-    from langchain_pplx_labs._doctor import STEPS
+def _transport(args: argparse.Namespace) -> Service:
+    """``--transport``, else ``$PPLX_LABS_TRANSPORT``, else ``labs`` (as ``ChatPerplexityLabs`` reads it)."""
+    transport = args.transport or os.environ.get("PPLX_LABS_TRANSPORT") or "labs"
+    if transport == "web":
+        return "web"
+    if transport == "labs":
+        return "labs"
+    raise CliError(f"Invalid PPLX_LABS_TRANSPORT {transport!r}: use 'labs' or 'web'")
 
-    out.write(f"pplx-labs doctor: {report.base_url}{protocol.socketio_path}\n")
-    width = max(len(name) for name in STEPS)
+
+def _print(report: Report, protocol: LabsProtocol, out: TextIO) -> None:
+    web = report.transport == "web"
+    out.write(f"pplx-labs doctor: {report.base_url}{protocol.web_path if web else protocol.socketio_path}\n")
+    width = max(len(name) for name in report.planned)
     for step in report.steps:
         mark = "✔" if step.ok else "✘"
         out.write(f"{mark} {step.name:<{width}} {step.ms:>7.0f} ms  {step.detail}\n".rstrip() + "\n")
     if report.ok:
-        out.write(f"Labs answered: {report.answer[:200]}\n")
+        out.write(f"{'The web app' if web else 'Labs'} answered: {report.answer[:200]}\n")
         return
-    failed = report.steps[-1].name if report.steps else STEPS[0]
+    failed = report.steps[-1].name if report.steps else report.planned[0]
     verdict = f"Verdict: {report.verdict}\n" if report.verdict else ""
     out.write(
         f"\n{verdict}Failed at: {failed}\nEvidence: {report.evidence}\nWhat to change: {report.advice}\n"
     )
 
 
-async def _record(args: argparse.Namespace, base_url: str, protocol: LabsProtocol) -> str:
-    """Ask again through the recorder and save a redacted cassette; returns a line saying what happened."""
+async def _record(
+    args: argparse.Namespace, base_url: str, model: str, protocol: LabsProtocol, transport: Service
+) -> str:
+    """Ask again through the recorder (over ``transport``) and save a redacted cassette; says what happened."""
     from langchain_pplx_labs.protocol import build_payload
     from langchain_pplx_labs.recording import UpstreamUnreachableError, record_cassette, save_cassette
     from langchain_pplx_labs.recording.recorder import upstream_headers
 
-    payload = build_payload(args.model, [{"role": "user", "content": args.question}], protocol=protocol)
+    payload = build_payload(model, [{"role": "user", "content": args.question}], protocol=protocol)
     # A loopback server is an emulator or a stand-in, never the live playground.
     loopback = is_loopback(urlsplit(base_url).hostname or "")
     try:
@@ -108,8 +125,10 @@ async def _record(args: argparse.Namespace, base_url: str, protocol: LabsProtoco
             connect_timeout=args.timeout,
             protocol=protocol,
             proxy=args.proxy,
+            transport=transport,
         )
     except UpstreamUnreachableError as exc:
         return f"nothing recorded: {exc}"
     path = save_cassette(cassette, args.record)
-    return f"recorded {len(cassette.interactions[0].frames)} frames to {path}"
+    what = "messages" if transport == "web" else "frames"
+    return f"recorded {len(cassette.interactions[0].frames)} {what} to {path}"

@@ -1,0 +1,391 @@
+"""The doctor's walk over the web transport: one question through the web wire's own requests, each step judged."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from langchain_pplx_labs._doctor import (
+    QUESTION,
+    STEPS,
+    Failed,
+    Report,
+    StepWalk,
+    advice_for,
+    event_summary,
+    evidence_of,
+    short,
+    walk_settings,
+)
+from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection
+from langchain_pplx_labs.errors import (
+    PerplexityLabsBlockedError,
+    PerplexityLabsDisconnectedError,
+    PerplexityLabsError,
+    PerplexityLabsNotFoundError,
+    PerplexityLabsProtocolError,
+    PerplexityLabsRateLimitError,
+    PerplexityLabsServerError,
+    PerplexityLabsTimeoutError,
+    excerpt_of,
+)
+from langchain_pplx_labs.protocol import (
+    Finished,
+    LabsProtocol,
+    StreamDecoder,
+    TextDelta,
+    build_payload,
+    parse_frame,
+)
+from langchain_pplx_labs.sse import SSEMessage
+from langchain_pplx_labs.web import WebWire
+from langchain_pplx_labs.web_protocol import WEB_SESSION_COOKIES, web_request_body
+
+WEB_STEPS = (
+    STEPS[0],
+    "session check",
+    "ask accepted",
+    "first SSE message",
+    "first answer text",
+    "final message with sources",
+)
+CONNECT, SESSION, ACCEPTED, FIRST_MESSAGE, FIRST_TEXT, FINAL = WEB_STEPS
+# The older stream, which the web app sent until 2025-12 (docs/web_transport.md): a fallback to try.
+_TEXT_STREAM = (
+    "LabsProtocol(web_params={'use_schematized_api': False, 'send_back_text_in_streaming_api': True})"
+)
+_SIGN_IN = f"send a signed-in browser session's cookies ({WEB_SESSION_COOKIES[0]}) in $PPLX_LABS_COOKIES (cookies=...)"
+
+
+async def diagnose_web(
+    base_url: str,
+    model: str,
+    protocol: LabsProtocol,
+    step_seconds: float,
+    question: str = QUESTION,
+    *,
+    proxy: str | None = None,
+) -> Report:
+    """Ask ``question`` through the web transport's own connection code, timing and judging each step."""
+    report = Report(base_url, transport="web", planned=WEB_STEPS)
+    settings = walk_settings(base_url, protocol, step_seconds)
+    with contextlib.suppress(Failed):
+        await _WebWalk(report, settings, model, question, proxy).run()
+    return report
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """An HTTP answer the walk saw: when its headers came, its status and content type."""
+
+    at: float
+    status: int
+    content_type: str
+
+
+class _WebConnection(LabsConnection):
+    """A LabsConnection over the web wire, which the walk watches: ``framed`` runs as each frame arrives."""
+
+    def __init__(
+        self, settings: ConnectionSettings, session: aiohttp.ClientSession, framed: Callable[[], None]
+    ) -> None:
+        super().__init__(settings, session)
+        self._framed = framed
+
+    def on_event(self, event: str, *args: Any) -> None:
+        self._framed()  # now, not when the query yields it: a read can bring several messages at once
+        super().on_event(event, *args)
+
+    @property
+    def web_wire(self) -> WebWire:
+        if not isinstance(self._wire, WebWire):
+            raise RuntimeError("open('web') the connection first")
+        return self._wire
+
+
+class _WebWalk(StepWalk):
+    """One walk through the web app's steps: the warm-up session check, then one ask read to its end."""
+
+    def __init__(
+        self, report: Report, settings: ConnectionSettings, model: str, question: str, proxy: str | None
+    ) -> None:
+        super().__init__(report, settings, proxy)
+        self.model = model
+        self.question = question
+        self.answers: dict[str, _Answered] = {}
+        """The latest HTTP answer at each path (under ``base_url``'s own path, ``root``)."""
+        self.root = urlsplit(settings.base_url).path.rstrip("/")
+        self.signed_in = False
+        self.asked = ""
+        self.events: Counter[str] = Counter()
+        self.first_message: tuple[float, SSEMessage] | None = None
+        self.first_text: tuple[float, str] | None = None
+        self.text_in_message = 0
+        # When each frame arrived and how many messages had come by then, oldest first.
+        self.frames: deque[tuple[float, int]] = deque()
+
+    @property
+    def protocol(self) -> LabsProtocol:
+        return self.settings.protocol
+
+    @property
+    def messages(self) -> int:
+        return sum(self.events.values())
+
+    def _clock(self) -> aiohttp.TraceConfig:
+        async def answered(
+            session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+        ) -> None:
+            content_type = params.response.headers.get("Content-Type", "")
+            answer = _Answered(time.monotonic(), params.response.status, content_type)
+            self.answers[params.url.path.removeprefix(self.root)] = answer
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_end.append(answered)
+        return trace
+
+    def _heard(self, message: SSEMessage) -> None:
+        self.events[message.event] += 1
+        if self.first_message is None:
+            self.first_message = (time.monotonic(), message)
+
+    def _framed(self) -> None:
+        self.frames.append((time.monotonic(), self.messages))
+
+    async def run(self) -> None:
+        async with self.session(self._clock()) as session:
+            connection = _WebConnection(self.settings, session, self._framed)
+            try:
+                await self._open(connection)
+                await self._ask(connection)
+            finally:
+                await connection.close(graceful=False)
+
+    async def _open(self, connection: _WebConnection) -> None:
+        try:
+            await connection.open("web")
+        except PerplexityLabsError as exc:
+            if self.tcp_at is None:
+                raise self.connect_failed(exc) from None
+            self.passed(CONNECT, self.connect_detail(), until=self.tcp_at)
+            raise self._judged(SESSION, exc) from None
+        self.passed(CONNECT, self.connect_detail(), until=self.tcp_at)
+        wire = connection.web_wire
+        self.signed_in = wire.signed_in
+        self.passed(SESSION, self._session_detail())
+        wire.on_message = self._heard
+
+    def _session_detail(self) -> str:
+        if self.signed_in:
+            return "signed in (the session names a user)"
+        if any(name.lower() == "cookie" for name, _ in self.settings.headers):
+            return "anonymous: the cookies sent ($PPLX_LABS_COOKIES) are not signed in"
+        return "anonymous (no cookies sent)"
+
+    async def _ask(self, connection: _WebConnection) -> None:
+        payload = build_payload(
+            self.model, [{"role": "user", "content": self.question}], protocol=self.protocol
+        )
+        # The body the wire will send, by the codec's own function: what the server was asked for.
+        ids = {"frontend_uuid": "", "visitor_id": "", "frontend_context_uuid": ""}
+        params = web_request_body(payload, signed_in=self.signed_in, protocol=self.protocol, **ids)["params"]
+        self.asked = f"model_preference {params.get('model_preference')!r}, mode {params.get('mode')!r}"
+        frames = connection.query(payload)
+        try:
+            await self._read(frames)
+        except PerplexityLabsError as exc:
+            raise self._judged(self._pass_reached(), exc) from None
+        finally:
+            await frames.aclose()
+
+    async def _read(self, frames: Any) -> None:
+        decoder = StreamDecoder(self.model)
+        text: list[str] = []
+        async for data in frames:
+            arrived, message = self.frames.popleft() if self.frames else (time.monotonic(), self.messages)
+            for event in decoder.feed(parse_frame(data)):
+                if isinstance(event, TextDelta) and event.text:
+                    if self.first_text is None:
+                        self.first_text = (arrived, event.text)
+                        self.text_in_message = message
+                    text.append(event.text)
+                elif isinstance(event, Finished):
+                    self.report.answer = "".join(text)
+                    self._finished(len(event.sources))
+                    return
+
+    def _finished(self, sources: int) -> None:
+        pending = self._pass_reached()
+        if pending != FINAL:  # the last message came without answer text
+            raise self.failed(
+                pending,
+                "the final message carried no answer text",
+                f"{_counted(self.messages, 'SSE message')} ({event_summary(self.events)}), no answer text in any",
+                f"the web app's stream may have changed: try the older text stream, {_TEXT_STREAM}, "
+                "else report a bug with this output (--json)",
+            )
+        self.passed(FINAL, f"{_counted(self.messages, 'message')}, {_counted(sources, 'source')}")
+
+    def _pass_reached(self) -> str:
+        """Pass every step of the ask whose moment came; the name of the first whose moment did not."""
+        accepted = self._accepted()
+        reached = [(ACCEPTED, accepted.at if accepted else None, self._accepted_detail)]
+        first = self.first_message
+        reached.append((FIRST_MESSAGE, first[0] if first else None, self._first_message_detail))
+        text = self.first_text
+        reached.append((FIRST_TEXT, text[0] if text else None, self._first_text_detail))
+        for name, at, detail in reached:
+            if at is None:
+                return name
+            self.passed(name, detail(), until=at)
+        return FINAL
+
+    def _accepted(self) -> _Answered | None:
+        seen = self.answers.get(self.protocol.web_path)
+        if seen is None or seen.status != 200 or _media_type(seen.content_type) != "text/event-stream":
+            return None
+        return seen
+
+    def _accepted_detail(self) -> str:
+        seen = self.answers[self.protocol.web_path]
+        return f"HTTP {seen.status} {_media_type(seen.content_type)}; {self.asked}"
+
+    def _first_message_detail(self) -> str:
+        assert self.first_message is not None
+        message = self.first_message[1]
+        try:
+            data = orjson.loads(message.data)
+        except orjson.JSONDecodeError:
+            return f"event {message.event!r}, data not JSON"
+        status = data.get("status") if isinstance(data, dict) else None
+        return f"event {message.event!r}" + (f", status {status}" if isinstance(status, str) else "")
+
+    def _first_text_detail(self) -> str:
+        assert self.first_text is not None
+        return f"{excerpt_of(self.first_text[1], 40)!r} (message {self.text_in_message})"
+
+    # -- judging a failure -------------------------------------------------------------------
+
+    def _judged(self, step: str, exc: PerplexityLabsError) -> Failed:
+        """``step`` failed with ``exc``: what was seen there, and the web app's own advice."""
+        path = self.protocol.web_session_path if step == SESSION else self.protocol.web_path
+        seen = self.answers.get(path)
+        status = seen.status if seen is not None else None
+        detail = self._detail(step, exc, seen)
+        return self.failed(step, detail, self._evidence(exc), self._advice(step, exc, status))
+
+    def _detail(self, step: str, exc: PerplexityLabsError, seen: _Answered | None) -> str:
+        if isinstance(exc, PerplexityLabsBlockedError):
+            return f"HTTP {exc.status} from Cloudflare"
+        if isinstance(exc, PerplexityLabsRateLimitError):
+            how = f"HTTP {seen.status}, " if seen is not None and seen.status == 429 else ""
+            return f"{how}rate limited" + (f" ({exc.error_code})" if exc.error_code else "")
+        if isinstance(exc, PerplexityLabsNotFoundError) and exc.status is not None:
+            if 300 <= exc.status < 400:
+                return f"HTTP {exc.status} redirect to {exc.excerpt or '(nowhere)'}"
+            if exc.status == 200 and seen is not None:
+                kind = _media_type(seen.content_type) or "no content type"
+                return (
+                    f"HTTP 200 but {kind}, not {'a JSON session' if step == SESSION else 'an event stream'}"
+                )
+            return f"HTTP {exc.status}"
+        if isinstance(exc, PerplexityLabsServerError):
+            return f"status failed: {exc.server_message!r}"
+        if isinstance(exc, PerplexityLabsTimeoutError | PerplexityLabsDisconnectedError):
+            return short(exc)
+        if seen is not None and seen.status >= 300:
+            return f"HTTP {seen.status}"
+        return short(exc)
+
+    def _evidence(self, exc: PerplexityLabsError) -> str:
+        if isinstance(exc, PerplexityLabsTimeoutError):
+            arrived = f"{self.messages} ({event_summary(self.events)})" if self.events else "none"
+            return f"{exc}; SSE messages that arrived: {arrived}"
+        if isinstance(exc, PerplexityLabsProtocolError):
+            return f"an SSE message we cannot read: {exc.excerpt!r}"
+        evidence = evidence_of(exc)
+        if isinstance(exc, PerplexityLabsRateLimitError) and not self.signed_in:
+            evidence += "; asked anonymously"
+        return evidence
+
+    def _advice(self, step: str, exc: PerplexityLabsError, status: int | None) -> str:
+        protocol = self.protocol
+        if isinstance(exc, PerplexityLabsBlockedError):
+            return (
+                "a Cloudflare page: the web app refuses this client from here. Send a browser's cookies "
+                "($PPLX_LABS_COOKIES / cookies=...), try another network, or a proxy (--proxy / proxy=...)"
+            )
+        if isinstance(exc, PerplexityLabsRateLimitError):
+            sign_in = "" if self.signed_in else f"; anonymous asks are limited first: sign in, {_SIGN_IN}"
+            return f"a rate limit: wait before asking again, do not loop (retries only prolong it){sign_in}"
+        if isinstance(exc, PerplexityLabsNotFoundError):
+            field, path = (
+                ("web_session_path", protocol.web_session_path)
+                if step == SESSION
+                else ("web_path", protocol.web_path)
+            )
+            redirect = exc.status is not None and 300 <= exc.status < 400
+            expected = "no event stream" if step == ACCEPTED else "no JSON session"
+            moved = "a redirect" if redirect else expected if exc.status == 200 else f"HTTP {exc.status}"
+            sign_in = " (and cookies, if it leads to a sign-in page)" if redirect else ""
+            return (
+                f"the web endpoint moved ({moved} at {path}): check --base-url{sign_in}; set "
+                f"LabsProtocol({field}=...) to where it is now (--protocol FILE.json)"
+            )
+        if status in (401, 403):
+            return f"the web app wants a signed-in session: {_SIGN_IN}"
+        if isinstance(exc, PerplexityLabsTimeoutError):
+            return self._silence_advice(step, exc)
+        if isinstance(exc, PerplexityLabsServerError):
+            return (
+                "the web app failed the question: try another --model (auto, turbo) or later; if it keeps "
+                "failing, the request may lack a field it now wants: LabsProtocol(web_params=..., "
+                "web_version=...) (--protocol FILE.json)"
+            )
+        if isinstance(exc, PerplexityLabsDisconnectedError):
+            return "the web app ended the stream mid-answer: ask again; if it repeats, report it with this output (--json)"
+        if isinstance(exc, PerplexityLabsProtocolError):
+            return f"the web app's stream changed its format: try {_TEXT_STREAM}, else report a bug with this output"
+        if status is not None and status >= 500:
+            return (
+                "the web app failed to answer (a server error): try again later; check --proxy if you use one"
+            )
+        return advice_for(exc, step=CONNECT if step == CONNECT else "")
+
+    def _silence_advice(self, step: str, exc: PerplexityLabsTimeoutError) -> str:
+        raise_it = "raise the timeout (--timeout; first_token_timeout=... and idle_timeout=... in code)"
+        if exc.which in ("connect", "handshake"):
+            return advice_for(exc)
+        if step == ACCEPTED:
+            return f"the web app took the request and sent no answer headers: {raise_it}; check a proxy or firewall"
+        if step == FIRST_MESSAGE:
+            return (
+                f"a silent event stream: {raise_it}; if it stays silent, the web app may want other request "
+                f"fields: LabsProtocol(web_params=..., web_version=...) (--protocol FILE.json), now version "
+                f"{self.protocol.web_version!r}"
+            )
+        if step == FIRST_TEXT:
+            return (
+                f"messages came, none with answer text this client reads: if the web app is only slow, "
+                f"{raise_it}; else its stream may have changed: try the older text stream, {_TEXT_STREAM}, "
+                "or report a bug with this output"
+            )
+        return f"the stream went silent mid-answer: {raise_it}, or ask again"
+
+
+def _counted(count: int, thing: str) -> str:
+    return f"{count} {thing}{'s' * (count != 1)}"
+
+
+def _media_type(content_type: str) -> str:
+    """``text/event-stream`` of ``text/event-stream; charset=utf-8``."""
+    return content_type.split(";", 1)[0].strip().lower()

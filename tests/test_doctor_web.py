@@ -1,0 +1,646 @@
+"""``pplx-labs doctor --transport web``: the web app's steps, each fault named line by line with its advice."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shlex
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from aiohttp import web
+from test_cli import serving as serving_cli
+from webfake import FakeWebApp, serving, streaming
+
+from langchain_pplx_labs import LabsProtocol
+from langchain_pplx_labs._doctor import Report, web_walk_command
+from langchain_pplx_labs._doctor_web import diagnose_web
+from langchain_pplx_labs.cli.doctor import _print
+from langchain_pplx_labs.emulator import FAILED_FRAME, LabsEmulator, Scenario
+from langchain_pplx_labs.emulator.script import Emit, Stall
+from langchain_pplx_labs.emulator.web import WebVariant
+from langchain_pplx_labs.recording import load_cassette
+
+ANSWER = "Paris is the capital of France [1]."
+SOURCES = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
+ASKED = "HTTP 200 text/event-stream; model_preference 'turbo', mode 'concise'"
+STEP_NAMES = [
+    "connect (TCP, TLS)",
+    "session check",
+    "ask accepted",
+    "first SSE message",
+    "first answer text",
+    "final message with sources",
+]
+SIGN_IN = (
+    "send a signed-in browser session's cookies (__Secure-next-auth.session-token) in $PPLX_LABS_COOKIES "
+    "(cookies=...)"
+)
+TEXT_STREAM = (
+    "LabsProtocol(web_params={'use_schematized_api': False, 'send_back_text_in_streaming_api': True})"
+)
+RAISE_IT = "raise the timeout (--timeout; first_token_timeout=... and idle_timeout=... in code)"
+
+
+@pytest.fixture(autouse=True)
+def _no_cookies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PPLX_LABS_COOKIES", raising=False)
+
+
+async def _walk(base_url: str, seconds: float = 5.0, *, model: str = "auto") -> Report:
+    return await diagnose_web(base_url, model, LabsProtocol(), seconds)
+
+
+def _masked(text: str) -> list[str]:
+    """The doctor's output lines, each step's milliseconds masked as ``|`` (they vary from run to run)."""
+    return [re.sub(r"^([✔✘]) (.+?) +\d+ ms  ", r"\1 \2 | ", line) for line in text.splitlines()]
+
+
+def _lines(report: Report) -> list[str]:
+    out = io.StringIO()
+    _print(report, LabsProtocol(), out)
+    return _masked(out.getvalue())
+
+
+def _header(base_url: str) -> str:
+    return f"pplx-labs doctor: {base_url}/rest/sse/perplexity_ask"
+
+
+HEALTHY_START = ["✔ connect (TCP, TLS) | TCP", "✔ session check | anonymous (no cookies sent)"]
+
+
+# -- against the emulator ----------------------------------------------------------------------
+
+
+async def test_a_healthy_web_app_passes_every_step_line_by_line() -> None:
+    async with LabsEmulator() as emulator:
+        emulator.script(Scenario(answer=ANSWER, citations=SOURCES))
+        report = await _walk(emulator.base_url)
+    assert _lines(report) == [
+        _header(emulator.base_url),
+        *HEALTHY_START,
+        f"✔ ask accepted | {ASKED}",
+        "✔ first SSE message | event 'message', status PENDING",
+        "✔ first answer text | 'Paris is the capital of ' (message 1)",
+        "✔ final message with sources | 2 messages, 2 sources",
+        f"The web app answered: {ANSWER}",
+    ]
+    assert report.ok
+    assert emulator.web.asks == 1
+    assert emulator.web.session_checks == 1
+
+
+async def test_a_signed_in_session_is_named_and_its_cookie_never_printed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PPLX_LABS_COOKIES", "__Secure-next-auth.session-token=s3cr3t-token-value")
+    async with LabsEmulator(web_variant=WebVariant(anonymous="rate_limited")) as emulator:
+        emulator.script(Scenario(answer=ANSWER, citations=[]))
+        report = await _walk(emulator.base_url)
+    lines = _lines(report)
+    assert lines[2:4] == [
+        "✔ session check | signed in (the session names a user)",
+        "✔ ask accepted | HTTP 200 text/event-stream; model_preference 'pplx_pro', mode 'copilot'",
+    ]
+    assert lines[-2:] == [
+        "✔ final message with sources | 2 messages, 0 sources",
+        f"The web app answered: {ANSWER}",
+    ]
+    assert "s3cr3t" not in "\n".join(lines) + json.dumps(report.as_json())
+
+
+async def test_cookies_that_are_not_signed_in_are_said_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PPLX_LABS_COOKIES", "cf_clearance=abc")
+    async with LabsEmulator() as emulator:
+        emulator.script(Scenario(answer="Paris [1].", citations=SOURCES[:1]))  # one message: short and final
+        report = await _walk(emulator.base_url)
+    lines = _lines(report)
+    assert lines[2] == "✔ session check | anonymous: the cookies sent ($PPLX_LABS_COOKIES) are not signed in"
+    assert lines[-2:] == [
+        "✔ final message with sources | 1 message, 1 source",
+        "The web app answered: Paris [1].",
+    ]
+
+
+async def test_a_cloudflare_block_fails_the_session_check_with_cookie_and_network_advice() -> None:
+    async with LabsEmulator(blocked=True) as emulator:
+        report = await _walk(emulator.base_url)
+    assert _lines(report) == [
+        _header(emulator.base_url),
+        "✔ connect (TCP, TLS) | TCP",
+        "✘ session check | HTTP 403 from Cloudflare",
+        "",
+        "Failed at: session check",
+        'Evidence: HTTP 403: \'<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title>\\n'
+        '<meta http-equiv="refresh" content="390"></head>…\'',
+        "What to change: a Cloudflare page: the web app refuses this client from here. Send a browser's "
+        "cookies ($PPLX_LABS_COOKIES / cookies=...), try another network, or a proxy (--proxy / proxy=...)",
+    ]
+    assert emulator.web.asks == 0  # the question never went out
+
+
+async def test_an_anonymous_rate_limit_is_named_with_wait_or_sign_in() -> None:
+    async with LabsEmulator(web_variant=WebVariant(anonymous="rate_limited")) as emulator:
+        report = await _walk(emulator.base_url)
+    assert _lines(report) == [
+        _header(emulator.base_url),
+        *HEALTHY_START,
+        f"✔ ask accepted | {ASKED}",
+        "✔ first SSE message | event 'message', status failed",
+        "✘ first answer text | rate limited (FREE_TIER_RATE_LIMITED)",
+        "",
+        "Failed at: first answer text",
+        "Evidence: the server refused the question for a rate limit (FREE_TIER_RATE_LIMITED); asked anonymously",
+        "What to change: a rate limit: wait before asking again, do not loop (retries only prolong it); "
+        f"anonymous asks are limited first: sign in, {SIGN_IN}",
+    ]
+    assert report.verdict == ""
+
+
+async def test_a_redirect_of_the_web_app_is_a_moved_endpoint_not_a_retirement() -> None:
+    async with LabsEmulator(redirect_to="https://www.perplexity.ai/") as emulator:
+        report = await _walk(emulator.base_url)
+    assert _lines(report) == [
+        _header(emulator.base_url),
+        "✔ connect (TCP, TLS) | TCP",
+        "✘ session check | HTTP 301 redirect to https://www.perplexity.ai/",
+        "",
+        "Failed at: session check",
+        f"Evidence: HTTP 301 at {emulator.base_url}/api/auth/session: 'https://www.perplexity.ai/'",
+        "What to change: the web endpoint moved (a redirect at /api/auth/session): check --base-url (and "
+        "cookies, if it leads to a sign-in page); set LabsProtocol(web_session_path=...) to where it is now "
+        "(--protocol FILE.json)",
+    ]
+    assert "verdict" not in report.as_json()
+
+
+async def test_the_main_sites_page_instead_of_a_json_session_names_web_session_path() -> None:
+    async with LabsEmulator(main_site=True) as emulator:
+        report = await _walk(emulator.base_url)
+    lines = _lines(report)
+    assert lines[:3] == [
+        _header(emulator.base_url),
+        "✔ connect (TCP, TLS) | TCP",
+        "✘ session check | HTTP 200 but text/html, not a JSON session",
+    ]
+    assert lines[3:5] == ["", "Failed at: session check"]
+    assert re.fullmatch(
+        rf"Evidence: HTTP 200 at {re.escape(emulator.base_url)}/api/auth/session: "
+        r"'<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Perplexity</title>.*'",
+        lines[5],
+    )
+    assert lines[6:] == [
+        "What to change: the web endpoint moved (no JSON session at /api/auth/session): check --base-url; "
+        "set LabsProtocol(web_session_path=...) to where it is now (--protocol FILE.json)"
+    ]
+    assert emulator.web.asks == 0
+
+
+async def test_a_silent_stream_fails_at_the_first_message_with_timeout_advice() -> None:
+    async with LabsEmulator() as emulator:
+        emulator.script(Scenario(answer=ANSWER, stall_after=0))
+        report = await _walk(emulator.base_url, 0.5)
+    assert _lines(report) == [
+        _header(emulator.base_url),
+        *HEALTHY_START,
+        f"✔ ask accepted | {ASKED}",
+        "✘ first SSE message | Perplexity Labs first_token timeout fired after 0.5s",
+        "",
+        "Failed at: first SSE message",
+        "Evidence: Perplexity Labs first_token timeout fired after 0.5s; SSE messages that arrived: none",
+        f"What to change: a silent event stream: {RAISE_IT}; if it stays silent, the web app may want other "
+        "request fields: LabsProtocol(web_params=..., web_version=...) (--protocol FILE.json), now version '2.18'",
+    ]
+
+
+async def test_messages_without_answer_text_point_at_the_stream_format() -> None:
+    def unknown_events(request: Any) -> list[Any]:
+        return [Emit("thread_widgets", {"widgets": []}), Emit("thread_widgets", {"widgets": [1]}), Stall(30)]
+
+    async with LabsEmulator(unknown_events) as emulator:
+        report = await _walk(emulator.base_url, 0.5)
+    assert _lines(report)[-6:] == [
+        "✔ first SSE message | event 'thread_widgets'",
+        "✘ first answer text | Perplexity Labs first_token timeout fired after 0.5s",
+        "",
+        "Failed at: first answer text",
+        "Evidence: Perplexity Labs first_token timeout fired after 0.5s; SSE messages that arrived: 2 "
+        "(thread_widgets ×2)",
+        "What to change: messages came, none with answer text this client reads: if the web app is only "
+        f"slow, {RAISE_IT}; else its stream may have changed: try the older text stream, {TEXT_STREAM}, or "
+        "report a bug with this output",
+    ]
+
+
+async def test_a_failed_frame_shows_the_servers_text() -> None:
+    async with LabsEmulator() as emulator:
+        emulator.script(Scenario(failure=FAILED_FRAME))
+        report = await _walk(emulator.base_url)
+    assert _lines(report) == [
+        _header(emulator.base_url),
+        *HEALTHY_START,
+        f"✔ ask accepted | {ASKED}",
+        "✔ first SSE message | event 'message', status failed",
+        "✘ first answer text | status failed: 'Error in processing query'",
+        "",
+        "Failed at: first answer text",
+        "Evidence: the server answered status failed: 'Error in processing query'",
+        "What to change: the web app failed the question: try another --model (auto, turbo) or later; if it "
+        "keeps failing, the request may lack a field it now wants: LabsProtocol(web_params=..., "
+        "web_version=...) (--protocol FILE.json)",
+    ]
+
+
+async def test_a_failure_after_answer_text_fails_the_final_step() -> None:
+    async with LabsEmulator() as emulator:
+        emulator.script(
+            Scenario(answer=ANSWER, fail="Error in processing query", fail_after=1, chunk_size=10)
+        )
+        report = await _walk(emulator.base_url)
+    assert _lines(report)[4:7] == [
+        "✔ first SSE message | event 'message', status PENDING",
+        "✔ first answer text | 'Paris is t' (message 1)",
+        "✘ final message with sources | status failed: 'Error in processing query'",
+    ]
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def test_a_refused_port_fails_at_connect() -> None:
+    port = _closed_port()
+    report = await _walk(f"http://127.0.0.1:{port}")
+    refused = (
+        f"Could not connect to http://127.0.0.1:{port} over web: Cannot connect to host 127.0.0.1:{port} "
+        f"ssl:default [Connect call failed ('127.0.0.1', {port})]"
+    )
+    assert _lines(report) == [
+        _header(f"http://127.0.0.1:{port}"),
+        f"✘ connect (TCP, TLS) | {refused}",
+        "",
+        "Failed at: connect (TCP, TLS)",
+        f"Evidence: {refused}",
+        "What to change: nothing answers at that host and port: check --base-url, the network or a proxy",
+    ]
+
+
+# -- HTTP answers of the ask alone (the hand-written fake) -------------------------------------
+
+
+@pytest.fixture
+async def fake_web() -> AsyncIterator[FakeWebApp]:
+    async with serving() as fake:
+        yield fake
+
+
+async def _refused_ask(fake: FakeWebApp, status: int, **response: Any) -> list[str]:
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        if "json" in response:
+            return web.json_response(response["json"], status=status)
+        return web.Response(status=status, **response)
+
+    fake.ask = refuse
+    return _lines(await _walk(fake.base_url))
+
+
+async def test_a_redirect_of_the_ask_names_web_path(fake_web: FakeWebApp) -> None:
+    lines = await _refused_ask(fake_web, 301, headers={"Location": "https://ask.example.org/v2/ask"})
+    assert lines[3:] == [
+        "✘ ask accepted | HTTP 301 redirect to https://ask.example.org/v2/ask",
+        "",
+        "Failed at: ask accepted",
+        f"Evidence: HTTP 301 at {fake_web.base_url}/rest/sse/perplexity_ask: 'https://ask.example.org/v2/ask'",
+        "What to change: the web endpoint moved (a redirect at /rest/sse/perplexity_ask): check --base-url "
+        "(and cookies, if it leads to a sign-in page); set LabsProtocol(web_path=...) to where it is now "
+        "(--protocol FILE.json)",
+    ]
+    assert fake_web.hits["ask"] == 1
+
+
+async def test_an_html_page_instead_of_an_event_stream_names_web_path(fake_web: FakeWebApp) -> None:
+    lines = await _refused_ask(
+        fake_web, 200, text="<!DOCTYPE html><title>Perplexity</title>", content_type="text/html"
+    )
+    assert lines[2:] == [
+        "✔ session check | anonymous (no cookies sent)",
+        "✘ ask accepted | HTTP 200 but text/html, not an event stream",
+        "",
+        "Failed at: ask accepted",
+        f"Evidence: HTTP 200 at {fake_web.base_url}/rest/sse/perplexity_ask: "
+        "'<!DOCTYPE html><title>Perplexity</title>'",
+        "What to change: the web endpoint moved (no event stream at /rest/sse/perplexity_ask): check "
+        "--base-url; set LabsProtocol(web_path=...) to where it is now (--protocol FILE.json)",
+    ]
+
+
+async def test_http_429_is_a_rate_limit_at_the_ask(fake_web: FakeWebApp) -> None:
+    body = {"error_code": "FREE_TIER_RATE_LIMITED", "message": "You have reached the free limit"}
+    lines = await _refused_ask(fake_web, 429, json=body)
+    assert lines[3:] == [
+        "✘ ask accepted | HTTP 429, rate limited (FREE_TIER_RATE_LIMITED)",
+        "",
+        "Failed at: ask accepted",
+        "Evidence: the server refused the question for a rate limit (FREE_TIER_RATE_LIMITED): 'HTTP 429 at "
+        f"{fake_web.base_url}/rest/sse/perplexity_ask: You have reached the free limit'; asked anonymously",
+        "What to change: a rate limit: wait before asking again, do not loop (retries only prolong it); "
+        f"anonymous asks are limited first: sign in, {SIGN_IN}",
+    ]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_401_and_403_ask_for_session_cookies(fake_web: FakeWebApp, status: int) -> None:
+    lines = await _refused_ask(fake_web, status, text="Unauthorized")
+    assert lines[3:] == [
+        f"✘ ask accepted | HTTP {status}",
+        "",
+        "Failed at: ask accepted",
+        f"Evidence: The web app refused the question at {fake_web.base_url}/rest/sse/perplexity_ask: HTTP "
+        f"{status}: 'Unauthorized'. It may want signed-in cookies (cookies=...)",
+        f"What to change: the web app wants a signed-in session: {SIGN_IN}",
+    ]
+
+
+async def test_a_stream_that_ends_early_fails_the_final_step(fake_web: FakeWebApp) -> None:
+    text = {"answer": "Paris is", "web_results": []}
+    fake_web.ask = streaming([{"text": json.dumps(text)}])
+    lines = _lines(await _walk(fake_web.base_url))
+    assert lines[5:] == [
+        "✔ first answer text | 'Paris is' (message 1)",
+        "✘ final message with sources | Perplexity Labs closed the connection mid-answer (the server ended "
+        "the event stream before the answer's last message)",
+        "",
+        "Failed at: final message with sources",
+        "Evidence: Perplexity Labs closed the connection mid-answer (the server ended the event stream before "
+        "the answer's last message)",
+        "What to change: the web app ended the stream mid-answer: ask again; if it repeats, report it with "
+        "this output (--json)",
+    ]
+
+
+def test_the_retired_labs_command_names_the_base_url_only_when_it_is_not_the_default() -> None:
+    assert web_walk_command("https://www.perplexity.ai") == "pplx-labs doctor --transport web"
+    assert web_walk_command("http://127.0.0.1:8080") == (
+        "pplx-labs doctor --transport web --base-url http://127.0.0.1:8080"
+    )
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def _pplx_labs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name("pplx-labs")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "langchain_pplx_labs.cli"]
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("PPLX_LABS_")}
+    return subprocess.run(
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        env={**environment, **(env or {})},
+    )
+
+
+def test_cli_json_shape_and_exit_code_on_success(emulator: LabsEmulator, base_url: str) -> None:
+    emulator.script(answer=ANSWER, citations=SOURCES)
+    result = _pplx_labs("doctor", "--transport", "web", "--base-url", base_url, "--json")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    data = json.loads(result.stdout)
+    assert set(data) == {"ok", "transport", "steps"}
+    assert (data["ok"], data["transport"]) == (True, "web")
+    assert [step["name"] for step in data["steps"]] == STEP_NAMES
+    assert all(set(step) == {"name", "ok", "ms", "detail"} and step["ok"] for step in data["steps"])
+    assert emulator.requests[-1]["model"] == "turbo"  # auto, anonymous: the web default model
+
+
+def test_cli_json_of_a_failure_has_evidence_and_advice_and_exits_1(
+    emulator: LabsEmulator, base_url: str
+) -> None:
+    emulator.blocked = True
+    result = _pplx_labs("doctor", "--transport", "web", "--base-url", base_url, "--json")
+    assert result.returncode == 1
+    assert result.stderr == ""
+    data = json.loads(result.stdout)
+    assert set(data) == {"ok", "transport", "steps", "evidence", "advice"}
+    assert [(step["name"], step["ok"]) for step in data["steps"]] == [
+        ("connect (TCP, TLS)", True),
+        ("session check", False),
+    ]
+    assert data["evidence"].startswith("HTTP 403: '<!DOCTYPE html>")
+
+
+def test_cli_takes_the_transport_from_the_environment(emulator: LabsEmulator, base_url: str) -> None:
+    emulator.script(answer=ANSWER, citations=[])
+    result = _pplx_labs("doctor", "--base-url", base_url, env={"PPLX_LABS_TRANSPORT": "web"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == _header(base_url)
+    assert [line.split("  ")[0] for line in lines[1:7]] == [f"✔ {name}".rstrip() for name in STEP_NAMES]
+    assert lines[-1] == f"The web app answered: {ANSWER}"
+    flagged = _pplx_labs(
+        "doctor", "--base-url", base_url, "--transport", "labs", env={"PPLX_LABS_TRANSPORT": "web"}
+    )
+    assert flagged.stdout.splitlines()[0] == f"pplx-labs doctor: {base_url}/socket.io/"  # the flag wins
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "error"),
+    [
+        ([], {"PPLX_LABS_TRANSPORT": "sse"}, "Invalid PPLX_LABS_TRANSPORT 'sse': use 'labs' or 'web'"),
+    ],
+    ids=["bad-env"],
+)
+def test_cli_usage_errors_are_one_line(
+    args: list[str], env: dict[str, str], error: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "report.labs.yaml"
+    args = [arg.format(out=out) for arg in args]
+    result = _pplx_labs("doctor", "--base-url", "http://127.0.0.1:9", *args, env=env)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == f"pplx-labs: error: {error}\n"
+    assert not out.exists()
+
+
+def test_cli_unknown_transport_is_argparses_one_line() -> None:
+    result = _pplx_labs("doctor", "--transport", "sse")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "pplx-labs: error: argument --transport: invalid choice: 'sse' (choose from 'labs', 'web') "
+        "(see pplx-labs doctor --help)\n"
+    )
+
+
+def test_the_retired_labs_advice_is_a_command_that_walks_the_web_app(
+    emulator: LabsEmulator, base_url: str
+) -> None:
+    emulator.redirect_to = "https://www.perplexity.ai/"
+    labs = _pplx_labs("doctor", "--base-url", base_url)
+    assert labs.returncode == 1
+    [advice] = [line for line in labs.stdout.splitlines() if line.startswith("What to change: ")]
+    command = re.search(r"try: (pplx-labs doctor [^;]+);", advice)
+    assert command is not None
+    assert command.group(1) == f"pplx-labs doctor --transport web --base-url {base_url}"
+    emulator.redirect_to = None  # the web app answers where Labs no longer does
+    emulator.script(answer=ANSWER, citations=[])
+    web_walk = _pplx_labs(*shlex.split(command.group(1))[1:])
+    assert web_walk.returncode == 0, web_walk.stdout
+    assert web_walk.stdout.splitlines()[-1] == f"The web app answered: {ANSWER}"
+
+
+@pytest.mark.parametrize(
+    "fault", ["healthy", "blocked", "redirect", "main_site", "stall", "failed", "rate_limited"]
+)
+def test_the_web_walk_leaves_nothing_open_under_dev_mode(
+    fault: str, emulator: LabsEmulator, base_url: str
+) -> None:
+    # -X dev -W error: an unclosed socket, session or task would be a warning, hence an error here.
+    emulator.blocked = fault == "blocked"
+    emulator.redirect_to = "https://www.perplexity.ai/" if fault == "redirect" else None
+    emulator.main_site = fault == "main_site"
+    emulator.web.variant = WebVariant(anonymous="rate_limited" if fault == "rate_limited" else "allowed")
+    if fault == "failed":
+        emulator.script(Scenario(failure=FAILED_FRAME))
+    else:
+        emulator.script(answer=ANSWER, stall_after=0 if fault == "stall" else None)
+    flags = ["--transport", "web", "--base-url", base_url, "--timeout", "1", "--json"]
+    command = [sys.executable, "-X", "dev", "-W", "error", "-m", "langchain_pplx_labs.cli", "doctor", *flags]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+    assert result.stderr == ""
+    answered = fault == "healthy"
+    assert json.loads(result.stdout)["ok"] is answered
+    assert result.returncode == (0 if answered else 1)
+
+
+async def test_a_final_message_without_answer_text_fails_the_first_text_step() -> None:
+    async with LabsEmulator() as emulator:
+        emulator.script(Scenario(answer="", citations=[]))
+        report = await _walk(emulator.base_url)
+    assert _lines(report)[-5:] == [
+        "✘ first answer text | the final message carried no answer text",
+        "",
+        "Failed at: first answer text",
+        "Evidence: 1 SSE message (message ×1), no answer text in any",
+        f"What to change: the web app's stream may have changed: try the older text stream, {TEXT_STREAM}, else "
+        "report a bug with this output (--json)",
+    ]
+
+
+async def test_a_base_url_with_a_path_is_walked_under_it(fake_web: FakeWebApp) -> None:
+    app = web.Application()
+    app.add_subapp("/mirror", fake_web.app())
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/mirror"
+    fake_web.ask = streaming([{"text": json.dumps({"answer": "Paris.", "web_results": []}), "final": True}])
+    try:
+        report = await _walk(base_url)
+    finally:
+        await runner.cleanup()
+    assert (
+        _lines(report)[3]
+        == "✔ ask accepted | HTTP 200 text/event-stream; model_preference 'turbo', mode 'concise'"
+    )
+    assert report.ok
+    assert [seen.path for seen in fake_web.seen] == [
+        "/mirror/api/auth/session",
+        "/mirror/rest/sse/perplexity_ask",
+    ]
+
+
+async def test_an_untrusted_certificate_fails_at_connect_with_tls_advice() -> None:
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    async with LabsEmulator(ssl_context=server_context) as emulator:
+        report = await _walk(emulator.base_url)
+    assert [(step.name, step.ok) for step in report.steps] == [("connect (TCP, TLS)", False)]
+    assert "certificate" in report.evidence.lower()
+    assert report.advice.startswith("the server's TLS certificate is not trusted")
+
+
+def test_serve_rate_limited_is_named_by_the_web_walk_as_docs_doctor_md_shows() -> None:
+    with serving_cli("--rate-limited") as (_, first):
+        base_url = first.strip()
+        result = _pplx_labs("doctor", "--transport", "web", "--base-url", base_url)
+    assert result.returncode == 1
+    assert result.stderr == ""
+    assert _masked(result.stdout)[4:] == [
+        "✔ first SSE message | event 'message', status failed",
+        "✘ first answer text | rate limited (FREE_TIER_RATE_LIMITED)",
+        "",
+        "Failed at: first answer text",
+        "Evidence: the server refused the question for a rate limit (FREE_TIER_RATE_LIMITED); asked anonymously",
+        "What to change: a rate limit: wait before asking again, do not loop (retries only prolong it); "
+        f"anonymous asks are limited first: sign in, {SIGN_IN}",
+    ]
+
+
+def test_the_healthy_web_walk_in_docs_doctor_md_is_what_serve_answers() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "doctor.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```console\n\$ pplx-labs serve --port 8765 &\n(.*?)```", page, re.S)
+    command, shown = block.split("\n", 1)
+    assert command == "$ pplx-labs doctor --transport web --base-url http://127.0.0.1:8765"
+    with serving_cli() as (_, first):
+        base_url = first.strip()
+        result = _pplx_labs("doctor", "--transport", "web", "--base-url", base_url)
+    assert result.returncode == 0, result.stdout
+    assert _masked(result.stdout) == _masked(shown.replace("http://127.0.0.1:8765", base_url))
+
+
+def test_cli_records_the_web_walk_as_a_redacted_web_cassette(
+    emulator: LabsEmulator, base_url: str, tmp_path: Path
+) -> None:
+    emulator.script(answer=ANSWER, citations=SOURCES)
+    out = tmp_path / "report.labs.yaml"
+    cookie = "__Secure-next-auth.session-token=s3cr3t-token-value"
+    result = _pplx_labs(
+        "doctor",
+        "--transport",
+        "web",
+        "--base-url",
+        base_url,
+        "--record",
+        str(out),
+        env={"PPLX_LABS_COOKIES": cookie},
+    )
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[-2:] == [f"The web app answered: {ANSWER}", f"recorded 3 messages to {out}"]
+    cassette = load_cassette(out)
+    assert (cassette.transport, cassette.provenance) == ("web", "synthetic")
+    assert cassette.note == "recorded by pplx-labs doctor"
+    assert cassette.interactions[0].request["query_str"] == "What is the capital of France?"
+    assert "s3cr3t" not in out.read_text()
+
+
+def test_cli_json_of_a_recorded_web_walk_says_what_was_recorded(
+    emulator: LabsEmulator, base_url: str, tmp_path: Path
+) -> None:
+    emulator.script(Scenario(failure=FAILED_FRAME))
+    out = tmp_path / "failed.labs.yaml"
+    result = _pplx_labs(
+        "doctor", "--transport", "web", "--base-url", base_url, "--record", str(out), "--json"
+    )
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert data["recorded"] == f"recorded 2 messages to {out}"  # the failed one, then end_of_stream
+    assert load_cassette(out).interactions[0].frames[0].data == {
+        "status": "failed",
+        "text": "Error in processing query",
+    }
