@@ -92,3 +92,11 @@ def blackhole() -> Iterator[str]:
     for filler in fillers:
         filler.close()
     listener.close()
+
+
+@pytest.fixture
+def refused_url() -> str:
+    """A loopback URL whose port was free a moment ago: connecting there is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
