@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import openai
 import pytest
 from retired import HISTORY, INSTEAD, MAIN_SITE
 from test_cli import serving
-from test_gateway import PARIS, QUESTION, ask, gateway_for
+from test_gateway import PARIS, QUESTION, ask, gateway_for, sdk_for
 
 from langchain_pplx_labs.emulator import RATE_LIMIT_FRAME, LabsEmulator, Scenario
 
@@ -22,15 +22,11 @@ RATE_LIMITED = (
 SDKError = TypeVar("SDKError", bound=openai.APIStatusError)
 
 
-def _sdk(root: str, **options: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=root + "/v1", api_key="unused", **options)
-
-
 def _refused(emulator: LabsEmulator, kind: type[SDKError], *, max_retries: int) -> SDKError:
     """Ask through the gateway with the openai SDK; the error the SDK raises, of ``kind``."""
     with (
         gateway_for(emulator) as running,
-        _sdk(running.root, max_retries=max_retries) as sdk,
+        sdk_for(running.root, max_retries=max_retries) as sdk,
         pytest.raises(kind) as caught,
     ):
         ask(sdk)
@@ -86,7 +82,7 @@ def test_a_silent_labs_stays_a_504_whose_message_says_it_may_be_retired(emulator
     emulator.script(Scenario(stall_after=0))
     with (
         gateway_for(emulator, model_options={"first_token_timeout": 0.3}) as running,
-        _sdk(running.root, max_retries=0) as sdk,
+        sdk_for(running.root, max_retries=0) as sdk,
         pytest.raises(openai.APIStatusError) as timed_out,
     ):
         ask(sdk)
@@ -107,7 +103,7 @@ def test_a_rate_limit_mid_stream_ends_with_the_same_error_event(emulator: LabsEm
     received: list[str] = []
     with (
         gateway_for(emulator) as running,
-        _sdk(running.root, max_retries=0) as sdk,
+        sdk_for(running.root, max_retries=0) as sdk,
         pytest.raises(openai.APIError) as limited,
     ):
         received.extend(chunk.choices[0].delta.content or "" for chunk in ask(sdk, stream=True))
@@ -142,7 +138,7 @@ def test_pplx_labs_gateway_before_pplx_labs_serve_rate_limited() -> None:
         root = gateway.stdout.readline().strip()
         try:
             with (
-                _sdk(root, max_retries=0) as sdk,
+                sdk_for(root, max_retries=0) as sdk,
                 pytest.raises(openai.RateLimitError) as limited,
             ):
                 sdk.chat.completions.create(model="sonar", messages=[{"role": "user", "content": QUESTION}])
