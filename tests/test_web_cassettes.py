@@ -60,11 +60,10 @@ def _replay(emulator_thread: EmulatorThread, *cassettes: Cassette) -> CassetteRe
     return responder
 
 
-@pytest.fixture
-def web_model(base_url: str) -> Iterator[ChatPerplexityLabs]:
+def _replaying_model(base_url: str, model: str, transport: str) -> Iterator[ChatPerplexityLabs]:
     chat = ChatPerplexityLabs(
-        model="turbo",
-        transport="web",
+        model=model,
+        transport=transport,
         base_url=base_url,
         first_token_timeout=5,
         idle_timeout=5,
@@ -72,20 +71,16 @@ def web_model(base_url: str) -> Iterator[ChatPerplexityLabs]:
     )
     yield chat
     chat.close()
+
+
+@pytest.fixture
+def web_model(base_url: str) -> Iterator[ChatPerplexityLabs]:
+    yield from _replaying_model(base_url, "turbo", "web")
 
 
 @pytest.fixture
 def labs_model(base_url: str) -> Iterator[ChatPerplexityLabs]:
-    chat = ChatPerplexityLabs(
-        model="sonar-pro",
-        transport="labs",
-        base_url=base_url,
-        first_token_timeout=5,
-        idle_timeout=5,
-        max_retries=0,
-    )
-    yield chat
-    chat.close()
+    yield from _replaying_model(base_url, "sonar-pro", "labs")
 
 
 def test_round_trip_record_save_load_replay_over_web(
