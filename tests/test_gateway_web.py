@@ -7,7 +7,6 @@ langchain-perplexity) must see the same completions, streams, tool calls and err
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -47,13 +46,8 @@ from test_gateway import (  # noqa: F401
 
 from langchain_pplx_labs.emulator import LabsEmulator
 
-
-@pytest.fixture(autouse=True)
-def _over_the_web(monkeypatch: pytest.MonkeyPatch, emulator: LabsEmulator) -> Iterator[None]:
-    """The gateway's model asks over the web; afterwards, nothing went over Socket.IO."""
-    monkeypatch.setenv("PPLX_LABS_TRANSPORT", "web")
-    yield
-    assert sum(emulator.handshakes.values()) == 0
+# The gateway's model asks over the web; afterwards, nothing went over Socket.IO.
+pytestmark = pytest.mark.usefixtures("over_the_web")
 
 
 def _listed_models(emulator: LabsEmulator, **overrides: Any) -> list[Model]:
