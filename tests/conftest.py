@@ -92,3 +92,20 @@ def blackhole() -> Iterator[str]:
     for filler in fillers:
         filler.close()
     listener.close()
+
+
+@pytest.fixture
+def refused_url() -> str:
+    """A loopback URL whose port was free a moment ago: connecting there is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.fixture
+def over_the_web(monkeypatch: pytest.MonkeyPatch, emulator: LabsEmulator) -> Iterator[LabsEmulator]:
+    """Models built from the environment ask over the web (``PPLX_LABS_TRANSPORT=web``); afterwards the
+    emulator saw no Socket.IO handshake at all."""
+    monkeypatch.setenv("PPLX_LABS_TRANSPORT", "web")
+    yield emulator
+    assert sum(emulator.handshakes.values()) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -14,7 +15,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
+from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator, Scenario
 from langchain_pplx_labs.emulator.rules import Rule, RuleTable, tool_call_answer
 from langchain_pplx_labs.gateway import GatewaySettings, create_app
 from langchain_pplx_labs.protocol import KNOWN_MODELS
@@ -91,9 +92,14 @@ def gateway(emulator: LabsEmulator) -> Iterator[GatewayThread]:
         yield running
 
 
+def sdk_for(root: str, **options: Any) -> openai.OpenAI:
+    """The unmodified openai SDK pointed at the gateway at ``root``: any key, no retries unless ``options`` say."""
+    return openai.OpenAI(base_url=root + "/v1", **{"api_key": "unused", "max_retries": 0, **options})
+
+
 @pytest.fixture
 def client(gateway: GatewayThread) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=gateway.root + "/v1", api_key="unused", max_retries=0) as sdk:
+    with sdk_for(gateway.root) as sdk:
         yield sdk
 
 
@@ -690,22 +696,28 @@ def test_calls_that_do_not_fit_are_passed_on_as_written(
     assert completion.choices[0].finish_reason == "stop"
 
 
-def test_a_drain_does_not_hold_up_the_next_request(emulator: LabsEmulator) -> None:
-    from langchain_pplx_labs.emulator import Scenario
-
+@contextlib.contextmanager
+def left_mid_answer(emulator: LabsEmulator) -> Iterator[None]:
+    """A gateway with one connection: a client leaves a slow stream after its first chunk, the next question is
+    answered at once; yields with the gateway still running."""
     slow = Scenario(answer="tick " * 200, chunk_size=5, delay=0.1)  # about 20 s to play out
     emulator.script(lambda request: slow if "slow" in request.question else Scenario(answer="quick"))
     with (
         gateway_for(emulator, max_connections=1, queue_timeout=1.0) as running,
-        openai.OpenAI(base_url=running.root + "/v1", api_key="x", max_retries=0, timeout=10) as sdk,
+        sdk_for(running.root, timeout=10) as sdk,
     ):
         leaving = sdk.chat.completions.create(
             model="sonar", messages=[{"role": "user", "content": "slow one"}], stream=True
         )
         next(iter(leaving))
-        leaving.close()  # gone mid-answer: its socket is drained in the background
+        leaving.close()  # gone mid-answer: over Socket.IO its socket is drained in the background
         answer = sdk.chat.completions.create(model="sonar", messages=[{"role": "user", "content": "next"}])
         assert answer.choices[0].message.content == "quick"
+        yield
+
+
+def test_a_drain_does_not_hold_up_the_next_request(emulator: LabsEmulator) -> None:
+    with left_mid_answer(emulator):
         assert emulator.open_sockets == 2  # the drained one and the one that answered
 
 

@@ -4,32 +4,33 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Any
+from typing import TypeVar
 
 import openai
 import pytest
+from retired import HISTORY, INSTEAD, MAIN_SITE
 from test_cli import serving
-from test_gateway import PARIS, QUESTION, ask, gateway_for
+from test_gateway import PARIS, QUESTION, ask, gateway_for, sdk_for
 
 from langchain_pplx_labs.emulator import RATE_LIMIT_FRAME, LabsEmulator, Scenario
 
-MAIN_SITE = "https://www.perplexity.ai/"
-HISTORY = (
-    "Perplexity retired Labs in 2025-09: labs.perplexity.ai has redirected to www.perplexity.ai since "
-    "(gpt4free issue #3193, 2025-09-28), and gpt4free marked its Labs client not working (2025-10-02)"
-)
-INSTEAD = (
-    'use ChatPerplexityLabs(transport="web") (Perplexity\'s web app), or the paid API through '
-    "langchain-perplexity's ChatPerplexity"
-)
 RATE_LIMITED = (
     "Perplexity Labs refused the query for a rate limit (model 'sonar', error_code FREE_TIER_RATE_LIMITED). "
     "Wait before asking again"
 )
 
+SDKError = TypeVar("SDKError", bound=openai.APIStatusError)
 
-def _sdk(root: str, **options: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=root + "/v1", api_key="unused", **options)
+
+def _refused(emulator: LabsEmulator, kind: type[SDKError], *, max_retries: int) -> SDKError:
+    """Ask through the gateway with the openai SDK; the error the SDK raises, of ``kind``."""
+    with (
+        gateway_for(emulator) as running,
+        sdk_for(running.root, max_retries=max_retries) as sdk,
+        pytest.raises(kind) as caught,
+    ):
+        ask(sdk)
+    return caught.value
 
 
 @pytest.mark.parametrize("max_retries", [0, 2], ids=["no-retries", "sdk-default-retries"])
@@ -38,15 +39,10 @@ def test_a_redirect_to_the_main_site_is_a_502_labs_retired_never_retried(
 ) -> None:
     emulator.redirect_to = MAIN_SITE
     host = emulator.base_url.split("://", 1)[1]
-    with (
-        gateway_for(emulator) as running,
-        _sdk(running.root, max_retries=max_retries) as sdk,
-        pytest.raises(openai.InternalServerError) as retired,
-    ):
-        ask(sdk)
-    assert retired.value.status_code == 502
-    assert retired.value.response.headers["x-should-retry"] == "false"
-    assert retired.value.body == {
+    retired = _refused(emulator, openai.InternalServerError, max_retries=max_retries)
+    assert retired.status_code == 502
+    assert retired.response.headers["x-should-retry"] == "false"
+    assert retired.body == {
         "message": f"Perplexity Labs is retired: ws://{host}/socket.io/?EIO=4&transport=websocket redirects "
         f"(HTTP 301) to {MAIN_SITE}, another host. {HISTORY}. Instead, {INSTEAD}",
         "type": "upstream_error",
@@ -59,17 +55,10 @@ def test_a_redirect_to_the_main_site_is_a_502_labs_retired_never_retried(
 
 def test_the_main_sites_page_is_a_502_labs_retired(emulator: LabsEmulator) -> None:
     emulator.main_site = True
-    with (
-        gateway_for(emulator) as running,
-        _sdk(running.root, max_retries=0) as sdk,
-        pytest.raises(openai.InternalServerError) as retired,
-    ):
-        ask(sdk)
-    assert retired.value.status_code == 502
-    assert retired.value.body["code"] == "labs_retired"
-    assert (
-        "with a page of Perplexity's main site (title 'Perplexity'), not Engine.IO" in retired.value.message
-    )
+    retired = _refused(emulator, openai.InternalServerError, max_retries=0)
+    assert retired.status_code == 502
+    assert retired.body["code"] == "labs_retired"
+    assert "with a page of Perplexity's main site (title 'Perplexity'), not Engine.IO" in retired.message
 
 
 @pytest.mark.parametrize("max_retries", [0, 2], ids=["no-retries", "sdk-default-retries"])
@@ -77,15 +66,10 @@ def test_a_rate_limit_is_a_429_the_sdk_raises_as_rate_limit_error(
     emulator: LabsEmulator, max_retries: int
 ) -> None:
     emulator.script(Scenario(failure=RATE_LIMIT_FRAME))
-    with (
-        gateway_for(emulator) as running,
-        _sdk(running.root, max_retries=max_retries) as sdk,
-        pytest.raises(openai.RateLimitError) as limited,
-    ):
-        ask(sdk)
-    assert limited.value.status_code == 429
-    assert limited.value.response.headers["x-should-retry"] == "false"
-    assert limited.value.body == {
+    limited = _refused(emulator, openai.RateLimitError, max_retries=max_retries)
+    assert limited.status_code == 429
+    assert limited.response.headers["x-should-retry"] == "false"
+    assert limited.body == {
         "message": RATE_LIMITED,
         "type": "requests",
         "param": None,
@@ -98,7 +82,7 @@ def test_a_silent_labs_stays_a_504_whose_message_says_it_may_be_retired(emulator
     emulator.script(Scenario(stall_after=0))
     with (
         gateway_for(emulator, model_options={"first_token_timeout": 0.3}) as running,
-        _sdk(running.root, max_retries=0) as sdk,
+        sdk_for(running.root, max_retries=0) as sdk,
         pytest.raises(openai.APIStatusError) as timed_out,
     ):
         ask(sdk)
@@ -119,7 +103,7 @@ def test_a_rate_limit_mid_stream_ends_with_the_same_error_event(emulator: LabsEm
     received: list[str] = []
     with (
         gateway_for(emulator) as running,
-        _sdk(running.root, max_retries=0) as sdk,
+        sdk_for(running.root, max_retries=0) as sdk,
         pytest.raises(openai.APIError) as limited,
     ):
         received.extend(chunk.choices[0].delta.content or "" for chunk in ask(sdk, stream=True))
@@ -154,7 +138,7 @@ def test_pplx_labs_gateway_before_pplx_labs_serve_rate_limited() -> None:
         root = gateway.stdout.readline().strip()
         try:
             with (
-                _sdk(root, max_retries=0) as sdk,
+                sdk_for(root, max_retries=0) as sdk,
                 pytest.raises(openai.RateLimitError) as limited,
             ):
                 sdk.chat.completions.create(model="sonar", messages=[{"role": "user", "content": QUESTION}])

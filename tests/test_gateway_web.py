@@ -7,10 +7,10 @@ langchain-perplexity) must see the same completions, streams, tool calls and err
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import Any
 
-import openai
 import pytest
+from openai.types import Model
 
 # Rerun here over the web transport (the gateway's model reads PPLX_LABS_TRANSPORT). Left out: the drain
 # test (it counts Labs sockets; a web answer has no drain, see below).
@@ -20,6 +20,8 @@ from test_gateway import (  # noqa: F401
     client,
     gateway,
     gateway_for,
+    left_mid_answer,
+    sdk_for,
     test_async_client_completes_and_streams,
     test_blocked_is_502,
     test_chat_openai_invokes_streams_and_calls_tools,
@@ -44,21 +46,18 @@ from test_gateway import (  # noqa: F401
 
 from langchain_pplx_labs.emulator import LabsEmulator
 
+# The gateway's model asks over the web; afterwards, nothing went over Socket.IO.
+pytestmark = pytest.mark.usefixtures("over_the_web")
 
-@pytest.fixture(autouse=True)
-def _over_the_web(monkeypatch: pytest.MonkeyPatch, emulator: LabsEmulator) -> Iterator[None]:
-    """The gateway's model asks over the web; afterwards, nothing went over Socket.IO."""
-    monkeypatch.setenv("PPLX_LABS_TRANSPORT", "web")
-    yield
-    assert sum(emulator.handshakes.values()) == 0
+
+def _listed_models(emulator: LabsEmulator, **overrides: Any) -> list[Model]:
+    """What the openai SDK's ``models.list()`` gives from a gateway made with ``overrides``."""
+    with gateway_for(emulator, **overrides) as running, sdk_for(running.root) as sdk:
+        return list(sdk.models.list())
 
 
 def test_models_lists_the_web_transports_models(emulator: LabsEmulator) -> None:
-    with (
-        gateway_for(emulator) as running,
-        openai.OpenAI(base_url=running.root + "/v1", api_key="x", max_retries=0) as sdk,
-    ):
-        models = list(sdk.models.list())
+    models = _listed_models(emulator)
     assert [m.id for m in models] == [
         "auto",
         "turbo",
@@ -76,11 +75,7 @@ def test_models_lists_the_web_transports_models(emulator: LabsEmulator) -> None:
 
 def test_a_gateway_told_labs_lists_the_labs_models(emulator: LabsEmulator) -> None:
     # The environment says web; the operator's transport option wins, and so does its model list.
-    with (
-        gateway_for(emulator, model_options={"transport": "labs"}) as running,
-        openai.OpenAI(base_url=running.root + "/v1", api_key="x", max_retries=0) as sdk,
-    ):
-        models = list(sdk.models.list())
+    models = _listed_models(emulator, model_options={"transport": "labs"})
     assert [m.id for m in models] == [
         "r1-1776",
         "sonar-pro",
@@ -92,20 +87,7 @@ def test_a_gateway_told_labs_lists_the_labs_models(emulator: LabsEmulator) -> No
 
 
 def test_a_client_that_leaves_mid_answer_frees_its_place_at_once(emulator: LabsEmulator) -> None:
-    from langchain_pplx_labs.emulator import Scenario
-
-    slow = Scenario(answer="tick " * 200, chunk_size=5, delay=0.1)  # about 20 s to play out
-    emulator.script(lambda request: slow if "slow" in request.question else Scenario(answer="quick"))
-    with (
-        gateway_for(emulator, max_connections=1, queue_timeout=1.0) as running,
-        openai.OpenAI(base_url=running.root + "/v1", api_key="x", max_retries=0, timeout=10) as sdk,
-    ):
-        leaving = sdk.chat.completions.create(
-            model="sonar", messages=[{"role": "user", "content": "slow one"}], stream=True
-        )
-        next(iter(leaving))
-        leaving.close()  # gone mid-answer: its web response is closed, nothing is drained
-        answer = sdk.chat.completions.create(model="sonar", messages=[{"role": "user", "content": "next"}])
-        assert answer.choices[0].message.content == "quick"
+    with left_mid_answer(emulator):  # over the web its response is closed, nothing is drained
+        pass
     assert emulator.web.asks == 2
     assert emulator.web.session_checks == 1  # the one warm connection asked both

@@ -318,20 +318,26 @@ def test_plugin_record_modes_none_once_then_replay(pytester: pytest.Pytester) ->
     assert load_cassette(path) == cassette  # replay does not rewrite the cassette
 
 
-SCRIPTED_CONFTEST = """
+def scripted_conftest(answer: str, citation: str) -> str:
+    """A pytester conftest whose ``pplx_labs_upstream`` is an emulator answering ``answer`` citing ``citation``."""
+    scenario = f"Scenario(answer={answer!r}, citations=[{citation!r}])"
+    return f"""
 import pytest
 from langchain_pplx_labs.emulator import EmulatorThread, Scenario
 
 @pytest.fixture(scope="session")
 def scripted_upstream():
     with EmulatorThread() as thread:
-        thread.call(lambda: thread.emulator.script(Scenario(answer="Scripted answer [1].", citations=["https://example.org/s"])))
+        thread.call(lambda: thread.emulator.script({scenario}))
         yield thread
 
 @pytest.fixture
 def pplx_labs_upstream(scripted_upstream):
     return scripted_upstream.base_url
 """
+
+
+SCRIPTED_CONFTEST = scripted_conftest("Scripted answer [1].", "https://example.org/s")
 
 TWO_QUESTIONS = """
 import pytest

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from devmode import run_clean_under_dev_mode
+from retired import HISTORY, INSTEAD, MAIN_SITE
 
 from langchain_pplx_labs import (
     ChatPerplexityLabs,
@@ -37,15 +38,6 @@ from langchain_pplx_labs.recording.cassette import CassetteError, parse_cassette
 from langchain_pplx_labs.recording.replay import CassetteResponder
 from langchain_pplx_labs.recording.transcript import format_transcript
 
-MAIN_SITE = "https://www.perplexity.ai/"
-HISTORY = (
-    "Perplexity retired Labs in 2025-09: labs.perplexity.ai has redirected to www.perplexity.ai since "
-    "(gpt4free issue #3193, 2025-09-28), and gpt4free marked its Labs client not working (2025-10-02)"
-)
-INSTEAD = (
-    'use ChatPerplexityLabs(transport="web") (Perplexity\'s web app), or the paid API through '
-    "langchain-perplexity's ChatPerplexity"
-)
 CASSETTES = Path(__file__).resolve().parents[1] / "cassettes" / "test_retirement"
 # Both transports: the direct WebSocket, and the polling handshake (the WebSocket refused).
 PATHS = pytest.mark.parametrize("refuse_websocket", [False, True], ids=["websocket", "polling"])

@@ -6,20 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
+from retired import HISTORY, INSTEAD, MAIN_SITE
 from test_cli import run, serving
 
 from langchain_pplx_labs import cli
 from langchain_pplx_labs.cli import main
 
-MAIN_SITE = "https://www.perplexity.ai/"
-HISTORY = (
-    "Perplexity retired Labs in 2025-09: labs.perplexity.ai has redirected to www.perplexity.ai since "
-    "(gpt4free issue #3193, 2025-09-28), and gpt4free marked its Labs client not working (2025-10-02)"
-)
-INSTEAD = (
-    'use ChatPerplexityLabs(transport="web") (Perplexity\'s web app), or the paid API through '
-    "langchain-perplexity's ChatPerplexity"
-)
 QUESTION = "Is Labs still there?"
 
 
@@ -38,16 +30,27 @@ def _doctor(base_url: str) -> tuple[int, list[str]]:
     return result.returncode, result.stdout.splitlines()
 
 
+def _ask_and_doctor(
+    *serve_flags: str, ask_flags: tuple[str, ...] = ()
+) -> tuple[str, int, str, str, int, list[str]]:
+    """``serve`` with ``serve_flags``, then ``ask`` and ``doctor`` against it.
+
+    Returns the base URL, ask's exit code, stdout and stderr, then doctor's exit code and lines.
+    """
+    with serving(*serve_flags) as (_, first):
+        base_url = first.strip()
+        code, out, err = _ask(base_url, *ask_flags)
+        doctor_code, lines = _doctor(base_url)
+    return base_url, code, out, err, doctor_code, lines
+
+
 def _line(lines: list[str], start: str) -> str:
     [line] = [line for line in lines if line.startswith(start)]
     return line
 
 
 def test_serve_redirect_to_is_a_retired_labs_for_ask_and_doctor() -> None:
-    with serving("--redirect-to", MAIN_SITE) as (_, first):
-        base_url = first.strip()
-        code, out, err = _ask(base_url)
-        doctor_code, lines = _doctor(base_url)
+    base_url, code, out, err, doctor_code, lines = _ask_and_doctor("--redirect-to", MAIN_SITE)
     assert (code, out) == (1, "")
     assert err == (
         f"pplx-labs: error: Perplexity Labs is retired: ws://{_host(base_url)}/socket.io/?EIO=4&transport=websocket "
@@ -67,10 +70,7 @@ def test_serve_redirect_to_a_path_of_the_same_host_is_retired_too() -> None:
 
 
 def test_serve_main_site_is_a_retired_labs_for_ask_and_doctor() -> None:
-    with serving("--main-site") as (_, first):
-        base_url = first.strip()
-        code, out, err = _ask(base_url)
-        doctor_code, lines = _doctor(base_url)
+    base_url, code, out, err, doctor_code, lines = _ask_and_doctor("--main-site")
     assert (code, out) == (1, "")
     assert err == (
         f"pplx-labs: error: Perplexity Labs is retired: http://{_host(base_url)}/socket.io/?EIO=4&transport=polling "
@@ -83,10 +83,10 @@ def test_serve_main_site_is_a_retired_labs_for_ask_and_doctor() -> None:
 
 
 def test_serve_silent_is_a_timeout_whose_one_line_says_labs_may_be_retired() -> None:
-    with serving("--silent") as (_, first):
-        base_url = first.strip()
-        code, out, err = _ask(base_url, "--first-token-timeout", "1")
-        doctor_code, lines = _doctor(base_url)
+    _base_url, code, out, err, doctor_code, lines = _ask_and_doctor(
+        "--silent",
+        ask_flags=("--first-token-timeout", "1"),
+    )
     assert (code, out) == (1, "")
     assert err.count("\n") == 1  # the timeout and its retirement note on ONE line
     assert re.fullmatch(
@@ -106,10 +106,7 @@ def test_serve_silent_is_a_timeout_whose_one_line_says_labs_may_be_retired() -> 
 
 
 def test_serve_failed_sends_the_public_failed_frame_and_no_retirement_verdict() -> None:
-    with serving("--failed") as (_, first):
-        base_url = first.strip()
-        code, _, err = _ask(base_url)
-        doctor_code, lines = _doctor(base_url)
+    _base_url, code, _, err, doctor_code, lines = _ask_and_doctor("--failed")
     assert code == 1
     assert (
         err
@@ -124,10 +121,7 @@ def test_serve_failed_sends_the_public_failed_frame_and_no_retirement_verdict() 
 
 
 def test_serve_rate_limited_sends_the_rate_limit_frame_and_no_retirement_verdict() -> None:
-    with serving("--rate-limited") as (_, first):
-        base_url = first.strip()
-        code, _, err = _ask(base_url)
-        doctor_code, lines = _doctor(base_url)
+    _base_url, code, _, err, doctor_code, lines = _ask_and_doctor("--rate-limited")
     assert code == 1
     assert err == (
         "pplx-labs: error: Perplexity Labs refused the query for a rate limit (model 'sonar', "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -160,11 +159,8 @@ async def test_total_budget_cutting_retries_short_says_how_many_were_left(blackh
     assert attempt in (1, 2)
 
 
-async def test_connection_errors_carry_attempts_and_elapsed(emulator: LabsEmulator) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        refused = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    async with _model(refused, max_retries=2) as chat:
+async def test_connection_errors_carry_attempts_and_elapsed(emulator: LabsEmulator, refused_url: str) -> None:
+    async with _model(refused_url, max_retries=2) as chat:
         with pytest.raises(PerplexityLabsConnectionError) as caught:
             await chat.ainvoke("hello")
     assert caught.value.attempts == 3

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_recording import scripted_conftest
 
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.cli import main
@@ -60,11 +61,21 @@ def _replay(emulator_thread: EmulatorThread, *cassettes: Cassette) -> CassetteRe
     return responder
 
 
-@pytest.fixture
-def web_model(base_url: str) -> Iterator[ChatPerplexityLabs]:
+def _recorded_and_replaying(
+    emulator: LabsEmulator, emulator_thread: EmulatorThread, scenario: Scenario, question: str
+) -> Cassette:
+    """Record ``question`` over the web answered by ``scenario``; then the emulator replays only that cassette."""
+    emulator.script(scenario)
+    cassette = _record(emulator_thread, [_payload(question)])
+    emulator.reset()
+    _replay(emulator_thread, cassette)
+    return cassette
+
+
+def _replaying_model(base_url: str, model: str, transport: str) -> Iterator[ChatPerplexityLabs]:
     chat = ChatPerplexityLabs(
-        model="turbo",
-        transport="web",
+        model=model,
+        transport=transport,
         base_url=base_url,
         first_token_timeout=5,
         idle_timeout=5,
@@ -72,20 +83,16 @@ def web_model(base_url: str) -> Iterator[ChatPerplexityLabs]:
     )
     yield chat
     chat.close()
+
+
+@pytest.fixture
+def web_model(base_url: str) -> Iterator[ChatPerplexityLabs]:
+    yield from _replaying_model(base_url, "turbo", "web")
 
 
 @pytest.fixture
 def labs_model(base_url: str) -> Iterator[ChatPerplexityLabs]:
-    chat = ChatPerplexityLabs(
-        model="sonar-pro",
-        transport="labs",
-        base_url=base_url,
-        first_token_timeout=5,
-        idle_timeout=5,
-        max_retries=0,
-    )
-    yield chat
-    chat.close()
+    yield from _replaying_model(base_url, "sonar-pro", "labs")
 
 
 def test_round_trip_record_save_load_replay_over_web(
@@ -195,11 +202,13 @@ def test_one_server_replays_both_kinds(
 def test_a_recorded_web_failure_replays_with_the_servers_text(
     emulator: LabsEmulator, emulator_thread: EmulatorThread, web_model: ChatPerplexityLabs
 ) -> None:
-    emulator.script(Scenario(fail="Error in processing query.", fail_after=2, chunk_size=5))
-    cassette = _record(emulator_thread, [_payload("Break please.")])
+    cassette = _recorded_and_replaying(
+        emulator,
+        emulator_thread,
+        Scenario(fail="Error in processing query.", fail_after=2, chunk_size=5),
+        "Break please.",
+    )
     assert cassette.interactions[0].frames[-2].data["status"] == "failed"
-    emulator.reset()
-    _replay(emulator_thread, cassette)
     with pytest.raises(PerplexityLabsServerError, match=r"Error in processing query\."):
         web_model.invoke("Break please.")
 
@@ -207,11 +216,10 @@ def test_a_recorded_web_failure_replays_with_the_servers_text(
 def test_a_stream_that_broke_off_is_recorded_as_a_drop_and_replayed(
     emulator: LabsEmulator, emulator_thread: EmulatorThread, web_model: ChatPerplexityLabs
 ) -> None:
-    emulator.script(Scenario(drop_after=2, chunk_size=5))
-    cassette = _record(emulator_thread, [_payload("Hang up.")])
+    cassette = _recorded_and_replaying(
+        emulator, emulator_thread, Scenario(drop_after=2, chunk_size=5), "Hang up."
+    )
     assert cassette.interactions[0].frames[-1].kind == "drop"
-    emulator.reset()
-    _replay(emulator_thread, cassette)
     with pytest.raises(PerplexityLabsDisconnectedError):
         web_model.invoke("Hang up.")
 
@@ -219,11 +227,10 @@ def test_a_stream_that_broke_off_is_recorded_as_a_drop_and_replayed(
 def test_a_stream_gone_silent_is_recorded_as_a_stall_and_replayed(
     emulator: LabsEmulator, emulator_thread: EmulatorThread, web_model: ChatPerplexityLabs
 ) -> None:
-    emulator.script(Scenario(stall_after=2, chunk_size=5))
-    cassette = _record(emulator_thread, [_payload("Go quiet.")])
+    cassette = _recorded_and_replaying(
+        emulator, emulator_thread, Scenario(stall_after=2, chunk_size=5), "Go quiet."
+    )
     assert [frame.kind for frame in cassette.interactions[0].frames] == ["event", "event", "stall"]
-    emulator.reset()
-    _replay(emulator_thread, cassette)
     impatient = web_model.model_copy(update={"idle_timeout": 0.5})
     with pytest.raises(PerplexityLabsTimeoutError):
         impatient.invoke("Go quiet.")
@@ -328,20 +335,7 @@ def test_cli_record_transport_follows_the_environment(
     assert load_cassette(explicit).transport == "labs"
 
 
-WEB_SCRIPTED_CONFTEST = """
-import pytest
-from langchain_pplx_labs.emulator import EmulatorThread, Scenario
-
-@pytest.fixture(scope="session")
-def scripted_upstream():
-    with EmulatorThread() as thread:
-        thread.call(lambda: thread.emulator.script(Scenario(answer="Scripted web answer [1].", citations=["https://example.org/w"])))
-        yield thread
-
-@pytest.fixture
-def pplx_labs_upstream(scripted_upstream):
-    return scripted_upstream.base_url
-"""
+WEB_SCRIPTED_CONFTEST = scripted_conftest("Scripted web answer [1].", "https://example.org/w")
 
 WEB_PLUGIN_TEST = """
 import pytest

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,9 @@ import pytest
 import test_proxy_tls
 import trustme
 from aiohttp import web
+
+# The proxy and TLS fixtures of the Socket.IO transport's tests, reused for the web transport.
+from test_proxy_tls import authority, pproxy_server, tls_emulator
 from webfake import ASK, FakeWebApp, answer_message, forever, serving, streaming
 
 from langchain_pplx_labs import ChatPerplexityLabs
@@ -35,6 +35,8 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsTimeoutError,
 )
 from langchain_pplx_labs.sse import sse_message
+
+__all__ = ["authority", "pproxy_server", "tls_emulator"]
 
 ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
 CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
@@ -56,6 +58,15 @@ async def _ask_fails(fake: FakeWebApp, kind: type[PerplexityLabsError], **kwargs
         with pytest.raises(kind) as caught:
             await chat.ainvoke("What is the capital of France?")
     return caught.value
+
+
+def _replying(status: int, text: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An ask handler that answers every question with ``status`` and ``text``."""
+
+    async def reply(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, text=text)
+
+    return reply
 
 
 # -- HTTP refusals of the question -------------------------------------------------------------
@@ -173,10 +184,7 @@ async def test_http_429_is_a_rate_limit_with_the_error_code_and_not_retried(fake
 
 
 async def test_a_500_is_a_connection_error_with_the_servers_text_and_retried(fake_web: FakeWebApp) -> None:
-    async def broken(request: web.Request) -> web.StreamResponse:
-        return web.Response(status=502, text="upstream connect error")
-
-    fake_web.ask = broken
+    fake_web.ask = _replying(502, "upstream connect error")
     error = await _ask_fails(fake_web, PerplexityLabsConnectionError, max_retries=1)
     assert "HTTP 502" in str(error)
     assert "upstream connect error" in str(error)
@@ -185,10 +193,7 @@ async def test_a_500_is_a_connection_error_with_the_servers_text_and_retried(fak
 
 
 async def test_signed_out_refusal_suggests_cookies(fake_web: FakeWebApp) -> None:
-    async def unauthorised(request: web.Request) -> web.StreamResponse:
-        return web.Response(status=401, text="Unauthorized")
-
-    fake_web.ask = unauthorised
+    fake_web.ask = _replying(401, "Unauthorized")
     error = await _ask_fails(fake_web, PerplexityLabsConnectionError, max_retries=0)
     assert "HTTP 401" in str(error)
     assert "cookies=" in str(error)
@@ -224,16 +229,13 @@ async def test_response_headers_that_never_come_are_a_first_token_timeout(fake_w
 # -- connecting ---------------------------------------------------------------------------------
 
 
-async def test_connection_refused_is_a_retried_connection_error() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        refused = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    async with _web(refused, max_retries=2) as chat:
+async def test_connection_refused_is_a_retried_connection_error(refused_url: str) -> None:
+    async with _web(refused_url, max_retries=2) as chat:
         with pytest.raises(PerplexityLabsConnectionError) as caught:
             await chat.ainvoke("hello")
     assert caught.value.attempts == 3
     assert "over web" in str(caught.value)
-    assert refused in str(caught.value)
+    assert refused_url in str(caught.value)
 
 
 async def test_connect_timeout_on_a_blackhole_is_retried(blackhole: str) -> None:
@@ -436,30 +438,11 @@ async def test_every_wording_of_the_stream_gives_the_same_answer(variant: WebVar
 # -- proxies and TLS ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    """A real pproxy speaking http and socks5 on one port, logging each tunnel (as in test_proxy_tls)."""
-    port = test_proxy_tls._free_port()
-    log = tmp_path_factory.mktemp("pproxy-web") / "pproxy.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pproxy", "-l", f"http+socks5://127.0.0.1:{port}", "-v"],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        test_proxy_tls._wait_listening(port, process)
-        yield port, log
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 @pytest.mark.parametrize("scheme", ["http", "socks5"])
 async def test_web_questions_go_through_the_proxy(
-    scheme: str, proxy: tuple[int, Path], base_url: str, emulator: LabsEmulator
+    scheme: str, pproxy_server: tuple[int, Path], base_url: str, emulator: LabsEmulator
 ) -> None:
-    port, log = proxy
+    port, log = pproxy_server
     emulator.script(answer=f"via {scheme}")
     before = test_proxy_tls._tunnels_to(log, emulator.port)
     async with _emulated(base_url, proxy=f"{scheme}://127.0.0.1:{port}", max_retries=0) as chat:
@@ -475,20 +458,6 @@ async def test_dead_proxy_is_a_connection_error(base_url: str, emulator: LabsEmu
     assert emulator.web.asks == emulator.web.session_checks == 0
 
 
-@pytest.fixture(scope="module")
-def authority() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-async def tls_emulator(authority: trustme.CA) -> AsyncIterator[LabsEmulator]:
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(server_context)
-    async with LabsEmulator(ssl_context=server_context) as server:
-        server.script(answer="over TLS")
-        yield server
-
-
 async def test_self_signed_certificate_is_refused_with_a_hint(tls_emulator: LabsEmulator) -> None:
     error = await _emulated_fails(tls_emulator.base_url, PerplexityLabsConnectionError, max_retries=0)
     assert "certificate" in str(error).lower()
@@ -497,9 +466,9 @@ async def test_self_signed_certificate_is_refused_with_a_hint(tls_emulator: Labs
 
 
 async def test_tls_with_the_ca_and_through_a_socks5_proxy(
-    tls_emulator: LabsEmulator, authority: trustme.CA, proxy: tuple[int, Path]
+    tls_emulator: LabsEmulator, authority: trustme.CA, pproxy_server: tuple[int, Path]
 ) -> None:
-    port, log = proxy
+    port, log = pproxy_server
     context = ssl.create_default_context()
     authority.configure_trust(context)
     async with _emulated(

@@ -26,6 +26,14 @@ _FAULT_FLAGS = {
     "fail-after": "send status failed (with --fail TEXT)",
 }
 
+# The switches of the one-answer group after ``--blocked`` and ``--redirect-to``, as ``serve --<name>``.
+_VERDICT_SWITCHES = {
+    "main-site": "answer the Socket.IO endpoint with the main site's HTML page, as a retired Labs may",
+    "silent": "take every question and never answer, as a retired Labs may (a first_token timeout)",
+    "failed": "fail every query with the public record's failed frame (status failed, 'Error in processing query')",
+    "rate-limited": "refuse every query with the rate-limit frame (error_code FREE_TIER_RATE_LIMITED)",
+}
+
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``serve`` and its flags."""
@@ -45,26 +53,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="answer the Socket.IO endpoint with a 301 to URL, as a retired Labs may (e.g. https://www.perplexity.ai/)",
     )
-    answers.add_argument(
-        "--main-site",
-        action="store_true",
-        help="answer the Socket.IO endpoint with the main site's HTML page, as a retired Labs may",
-    )
-    answers.add_argument(
-        "--silent",
-        action="store_true",
-        help="take every question and never answer, as a retired Labs may (a first_token timeout)",
-    )
-    answers.add_argument(
-        "--failed",
-        action="store_true",
-        help="fail every query with the public record's failed frame (status failed, 'Error in processing query')",
-    )
-    answers.add_argument(
-        "--rate-limited",
-        action="store_true",
-        help="refuse every query with the rate-limit frame (error_code FREE_TIER_RATE_LIMITED)",
-    )
+    for flag, what in _VERDICT_SWITCHES.items():
+        answers.add_argument(f"--{flag}", action="store_true", help=what)
     answers.add_argument(
         "--fail", metavar="TEXT", default=None, help="fail every query with this server text"
     )
