@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -100,22 +100,6 @@ class Failed(Exception):
     """A step failed: the report has its evidence and advice."""
 
 
-async def diagnose(
-    base_url: str,
-    model: str,
-    protocol: LabsProtocol,
-    step_seconds: float,
-    question: str = QUESTION,
-    *,
-    proxy: str | None = None,
-) -> Report:
-    """Ask ``question`` through the client's own connection code (and ``proxy``), timing and judging each step."""
-    report = Report(base_url)
-    with contextlib.suppress(Failed):
-        await _Walk(report, base_url, model, protocol, step_seconds, question, proxy).run()
-    return report
-
-
 def walk_settings(base_url: str, protocol: LabsProtocol, timeout: float) -> ConnectionSettings:
     """The settings a walk connects with: the model's headers, ``$PPLX_LABS_COOKIES``, every timeout ``timeout``."""
     headers = browser_headers(protocol)
@@ -129,12 +113,41 @@ def walk_settings(base_url: str, protocol: LabsProtocol, timeout: float) -> Conn
 class StepWalk:
     """What both walks do alike: time each step from the end of the one before, and judge the connect."""
 
-    def __init__(self, report: Report, settings: ConnectionSettings, proxy: str | None) -> None:
+    transport: ClassVar[Service]
+    planned: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self, report: Report, settings: ConnectionSettings, model: str, question: str, proxy: str | None
+    ) -> None:
         self.report = report
         self.settings = settings
+        self.model = model
+        self.question = question
         self.proxy = proxy
         self.mark = time.monotonic()
         self.tcp_at: float | None = None
+
+    @classmethod
+    async def diagnose(
+        cls,
+        base_url: str,
+        model: str,
+        protocol: LabsProtocol,
+        step_seconds: float,
+        question: str = QUESTION,
+        *,
+        proxy: str | None = None,
+    ) -> Report:
+        """Ask ``question`` through this walk's transport (and ``proxy``), timing and judging each step."""
+        report = Report(base_url, transport=cls.transport, planned=cls.planned)
+        settings = walk_settings(base_url, protocol, step_seconds)
+        with contextlib.suppress(Failed):
+            await cls(report, settings, model, question, proxy).run()
+        return report
+
+    async def run(self) -> None:
+        """Walk every step; a failing one raises ``Failed`` once it is in the report."""
+        raise NotImplementedError
 
     def passed(self, name: str, detail: str = "", *, until: float | None = None) -> None:
         now = time.monotonic() if until is None else until
@@ -190,20 +203,8 @@ class StepWalk:
 class _Walk(StepWalk):
     """One walk through the steps, on a session traced like the pool's."""
 
-    def __init__(
-        self,
-        report: Report,
-        base_url: str,
-        model: str,
-        protocol: LabsProtocol,
-        timeout: float,
-        question: str,
-        proxy: str | None = None,
-    ) -> None:
-        super().__init__(report, walk_settings(base_url, protocol, timeout), proxy)
-        self.model = model
-        self.question = question
-        self.responses: list[tuple[float, str, int]] = []
+    transport = "labs"
+    planned = STEPS
 
     def failed_by(self, name: str, exc: PerplexityLabsError, detail: str = "") -> Failed:
         """``name`` failed with ``exc``: its evidence, advice and, for a retired Labs, the verdict."""
@@ -212,6 +213,7 @@ class _Walk(StepWalk):
         return self.failed(name, detail or str(exc), evidence_of(exc), advice)
 
     async def run(self) -> None:
+        self.responses: list[tuple[float, str, int]] = []  # each HTTP answer: when, its URL, its status
         async with self.session(self._clock()) as session:
             connection = await self._open(session)
             try:
@@ -351,6 +353,10 @@ class _Walk(StepWalk):
             if "transport=polling" in url and "sid=" not in url and status == 200:
                 return at
         return None
+
+
+diagnose = _Walk.diagnose
+"""Ask a question through the client's own connection code (and a proxy), timing and judging each step."""
 
 
 class _Observed(LabsConnection):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -15,7 +14,6 @@ import aiohttp
 import orjson
 
 from langchain_pplx_labs._doctor import (
-    QUESTION,
     STEPS,
     Failed,
     Report,
@@ -24,7 +22,6 @@ from langchain_pplx_labs._doctor import (
     event_summary,
     evidence_of,
     short,
-    walk_settings,
 )
 from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection
 from langchain_pplx_labs.errors import (
@@ -66,23 +63,6 @@ _TEXT_STREAM = (
 _SIGN_IN = f"send a signed-in browser session's cookies ({WEB_SESSION_COOKIES[0]}) in $PPLX_LABS_COOKIES (cookies=...)"
 
 
-async def diagnose_web(
-    base_url: str,
-    model: str,
-    protocol: LabsProtocol,
-    step_seconds: float,
-    question: str = QUESTION,
-    *,
-    proxy: str | None = None,
-) -> Report:
-    """Ask ``question`` through the web transport's own connection code, timing and judging each step."""
-    report = Report(base_url, transport="web", planned=WEB_STEPS)
-    settings = walk_settings(base_url, protocol, step_seconds)
-    with contextlib.suppress(Failed):
-        await _WebWalk(report, settings, model, question, proxy).run()
-    return report
-
-
 @dataclass(frozen=True)
 class _Answered:
     """An HTTP answer the walk saw: when its headers came, its status and content type."""
@@ -115,12 +95,13 @@ class _WebConnection(LabsConnection):
 class _WebWalk(StepWalk):
     """One walk through the web app's steps: the warm-up session check, then one ask read to its end."""
 
+    transport = "web"
+    planned = WEB_STEPS
+
     def __init__(
         self, report: Report, settings: ConnectionSettings, model: str, question: str, proxy: str | None
     ) -> None:
-        super().__init__(report, settings, proxy)
-        self.model = model
-        self.question = question
+        super().__init__(report, settings, model, question, proxy)
         self.answers: dict[str, _Answered] = {}
         """The latest HTTP answer at each path (under ``base_url``'s own path, ``root``)."""
         self.root = urlsplit(settings.base_url).path.rstrip("/")
@@ -380,6 +361,10 @@ class _WebWalk(StepWalk):
                 "or report a bug with this output"
             )
         return f"the stream went silent mid-answer: {raise_it}, or ask again"
+
+
+diagnose_web = _WebWalk.diagnose
+"""Ask a question through the web transport's own connection code, timing and judging each step."""
 
 
 def _counted(count: int, thing: str) -> str:

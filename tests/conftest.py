@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
+import trustme
 from aiohttp import web
 
 from langchain_pplx_labs import ChatPerplexityLabs
@@ -92,6 +94,14 @@ def blackhole() -> Iterator[str]:
     for filler in fillers:
         filler.close()
     listener.close()
+
+
+@pytest.fixture
+def untrusted_tls() -> ssl.SSLContext:
+    """A server TLS context for 127.0.0.1 whose certificate comes from a fresh CA that no client trusts."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
+    return context
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import ssl
 import subprocess
 import sys
@@ -12,8 +11,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import trustme
 from aiohttp import web
+from test_proxy_tls import _free_port
 
 from langchain_pplx_labs import LabsProtocol
 from langchain_pplx_labs._doctor import STEPS, Report, diagnose
@@ -140,15 +139,8 @@ async def test_a_plain_web_server_is_no_endpoint(plain_404: str) -> None:
     assert "--base-url" in report.advice
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 async def test_a_refused_port_fails_at_connect() -> None:
-    port = _closed_port()
+    port = _free_port()
     report = await _doctor(f"http://127.0.0.1:{port}")
     assert _names(report) == _failing_at("connect (TCP, TLS)")
     assert f"127.0.0.1:{port}" in report.evidence
@@ -257,11 +249,10 @@ def test_doctor_leaves_nothing_open_under_dev_mode(
     assert result.returncode == (0 if answered else 1)
 
 
-async def test_an_untrusted_certificate_fails_at_connect_with_tls_advice() -> None:
-    authority = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(server_context)
-    async with LabsEmulator(ssl_context=server_context) as emulator:
+async def test_an_untrusted_certificate_fails_at_connect_with_tls_advice(
+    untrusted_tls: ssl.SSLContext,
+) -> None:
+    async with LabsEmulator(ssl_context=untrusted_tls) as emulator:
         report = await _doctor(emulator.base_url)
     assert _names(report) == _failing_at("connect (TCP, TLS)")
     assert "certificate" in report.evidence.lower()

@@ -21,51 +21,37 @@ def _doctor_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, d
 
 
 @pytest.mark.parametrize("scheme", ["http", "socks5"])
+@pytest.mark.parametrize(("transport", "steps_planned"), [("labs", 7), ("web", 6)])
 def test_doctor_walks_through_the_proxy(
     scheme: str,
+    transport: str,
+    steps_planned: int,
     pproxy_server: tuple[int, Path],
     base_url: str,
     emulator: LabsEmulator,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     proxy_port, log = pproxy_server
-    emulator.script(answer=f"doctored via {scheme} [1].", citations=["https://example.org/p"])
+    emulator.script(
+        answer=f"doctored over {transport} via {scheme} [1].", citations=["https://example.org/p"]
+    )
     before = _tunnels_to(log, emulator.port)
     code, report = _doctor_json(
-        capsys, "--base-url", base_url, "--proxy", f"{scheme}://127.0.0.1:{proxy_port}"
+        capsys,
+        "--transport",
+        transport,
+        "--base-url",
+        base_url,
+        "--proxy",
+        f"{scheme}://127.0.0.1:{proxy_port}",
     )
     assert code == 0, report
     steps = report["steps"]
     assert isinstance(steps, list)
     assert steps[0]["detail"] == f"TCP through the proxy {scheme}://127.0.0.1:{proxy_port}"
-    assert [step["ok"] for step in steps] == [True] * 7
-    assert len(emulator.requests) == 1
-    deadline = time.monotonic() + 5
-    while _tunnels_to(log, emulator.port) == before and time.monotonic() < deadline:
-        time.sleep(0.05)  # pproxy writes its log line after the tunnel closes
-    assert _tunnels_to(log, emulator.port) > before, log.read_text()
-
-
-@pytest.mark.parametrize("scheme", ["http", "socks5"])
-def test_the_web_walk_goes_through_the_proxy(
-    scheme: str,
-    pproxy_server: tuple[int, Path],
-    base_url: str,
-    emulator: LabsEmulator,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    proxy_port, log = pproxy_server
-    emulator.script(answer=f"doctored over web via {scheme} [1].", citations=["https://example.org/p"])
-    before = _tunnels_to(log, emulator.port)
-    code, report = _doctor_json(
-        capsys, "--transport", "web", "--base-url", base_url, "--proxy", f"{scheme}://127.0.0.1:{proxy_port}"
-    )
-    assert code == 0, report
-    steps = report["steps"]
-    assert isinstance(steps, list)
-    assert steps[0]["detail"] == f"TCP through the proxy {scheme}://127.0.0.1:{proxy_port}"
-    assert [step["ok"] for step in steps] == [True] * 6
-    assert emulator.web.asks == 1
+    assert [step["ok"] for step in steps] == [True] * steps_planned
+    asked = emulator.web.asks if transport == "web" else len(emulator.requests)
+    assert asked == 1
     deadline = time.monotonic() + 5
     while _tunnels_to(log, emulator.port) == before and time.monotonic() < deadline:
         time.sleep(0.05)  # pproxy writes its log line after the tunnel closes

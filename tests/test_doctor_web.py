@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import ssl
 import subprocess
 import sys
@@ -16,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from aiohttp import web
 from test_cli import serving as serving_cli
+from test_proxy_tls import _free_port
 from webfake import FakeWebApp, serving, streaming
 
 from langchain_pplx_labs import LabsProtocol
@@ -78,6 +77,16 @@ def _header(base_url: str) -> str:
 HEALTHY_START = ["✔ connect (TCP, TLS) | TCP", "✔ session check | anonymous (no cookies sent)"]
 
 
+def _failed(step: str, detail: str) -> list[str]:
+    """The lines that name a failing ``step``: its cross and ``detail``, a blank line, then ``Failed at:``."""
+    return [f"✘ {step} | {detail}", "", f"Failed at: {step}"]
+
+
+def _accepted(base_url: str) -> list[str]:
+    """The first lines of a walk of the emulator whose ask was accepted: the header and three passed steps."""
+    return [_header(base_url), *HEALTHY_START, f"✔ ask accepted | {ASKED}"]
+
+
 # -- against the emulator ----------------------------------------------------------------------
 
 
@@ -86,9 +95,7 @@ async def test_a_healthy_web_app_passes_every_step_line_by_line() -> None:
         emulator.script(Scenario(answer=ANSWER, citations=SOURCES))
         report = await _walk(emulator.base_url)
     assert _lines(report) == [
-        _header(emulator.base_url),
-        *HEALTHY_START,
-        f"✔ ask accepted | {ASKED}",
+        *_accepted(emulator.base_url),
         "✔ first SSE message | event 'message', status PENDING",
         "✔ first answer text | 'Paris is the capital of ' (message 1)",
         "✔ final message with sources | 2 messages, 2 sources",
@@ -137,9 +144,7 @@ async def test_a_cloudflare_block_fails_the_session_check_with_cookie_and_networ
     assert _lines(report) == [
         _header(emulator.base_url),
         "✔ connect (TCP, TLS) | TCP",
-        "✘ session check | HTTP 403 from Cloudflare",
-        "",
-        "Failed at: session check",
+        *_failed("session check", "HTTP 403 from Cloudflare"),
         'Evidence: HTTP 403: \'<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title>\\n'
         '<meta http-equiv="refresh" content="390"></head>…\'',
         "What to change: a Cloudflare page: the web app refuses this client from here. Send a browser's "
@@ -152,13 +157,9 @@ async def test_an_anonymous_rate_limit_is_named_with_wait_or_sign_in() -> None:
     async with LabsEmulator(web_variant=WebVariant(anonymous="rate_limited")) as emulator:
         report = await _walk(emulator.base_url)
     assert _lines(report) == [
-        _header(emulator.base_url),
-        *HEALTHY_START,
-        f"✔ ask accepted | {ASKED}",
+        *_accepted(emulator.base_url),
         "✔ first SSE message | event 'message', status failed",
-        "✘ first answer text | rate limited (FREE_TIER_RATE_LIMITED)",
-        "",
-        "Failed at: first answer text",
+        *_failed("first answer text", "rate limited (FREE_TIER_RATE_LIMITED)"),
         "Evidence: the server refused the question for a rate limit (FREE_TIER_RATE_LIMITED); asked anonymously",
         "What to change: a rate limit: wait before asking again, do not loop (retries only prolong it); "
         f"anonymous asks are limited first: sign in, {SIGN_IN}",
@@ -172,9 +173,7 @@ async def test_a_redirect_of_the_web_app_is_a_moved_endpoint_not_a_retirement() 
     assert _lines(report) == [
         _header(emulator.base_url),
         "✔ connect (TCP, TLS) | TCP",
-        "✘ session check | HTTP 301 redirect to https://www.perplexity.ai/",
-        "",
-        "Failed at: session check",
+        *_failed("session check", "HTTP 301 redirect to https://www.perplexity.ai/"),
         f"Evidence: HTTP 301 at {emulator.base_url}/api/auth/session: 'https://www.perplexity.ai/'",
         "What to change: the web endpoint moved (a redirect at /api/auth/session): check --base-url (and "
         "cookies, if it leads to a sign-in page); set LabsProtocol(web_session_path=...) to where it is now "
@@ -210,12 +209,8 @@ async def test_a_silent_stream_fails_at_the_first_message_with_timeout_advice() 
         emulator.script(Scenario(answer=ANSWER, stall_after=0))
         report = await _walk(emulator.base_url, 0.5)
     assert _lines(report) == [
-        _header(emulator.base_url),
-        *HEALTHY_START,
-        f"✔ ask accepted | {ASKED}",
-        "✘ first SSE message | Perplexity Labs first_token timeout fired after 0.5s",
-        "",
-        "Failed at: first SSE message",
+        *_accepted(emulator.base_url),
+        *_failed("first SSE message", "Perplexity Labs first_token timeout fired after 0.5s"),
         "Evidence: Perplexity Labs first_token timeout fired after 0.5s; SSE messages that arrived: none",
         f"What to change: a silent event stream: {RAISE_IT}; if it stays silent, the web app may want other "
         "request fields: LabsProtocol(web_params=..., web_version=...) (--protocol FILE.json), now version '2.18'",
@@ -230,9 +225,7 @@ async def test_messages_without_answer_text_point_at_the_stream_format() -> None
         report = await _walk(emulator.base_url, 0.5)
     assert _lines(report)[-6:] == [
         "✔ first SSE message | event 'thread_widgets'",
-        "✘ first answer text | Perplexity Labs first_token timeout fired after 0.5s",
-        "",
-        "Failed at: first answer text",
+        *_failed("first answer text", "Perplexity Labs first_token timeout fired after 0.5s"),
         "Evidence: Perplexity Labs first_token timeout fired after 0.5s; SSE messages that arrived: 2 "
         "(thread_widgets ×2)",
         "What to change: messages came, none with answer text this client reads: if the web app is only "
@@ -246,13 +239,9 @@ async def test_a_failed_frame_shows_the_servers_text() -> None:
         emulator.script(Scenario(failure=FAILED_FRAME))
         report = await _walk(emulator.base_url)
     assert _lines(report) == [
-        _header(emulator.base_url),
-        *HEALTHY_START,
-        f"✔ ask accepted | {ASKED}",
+        *_accepted(emulator.base_url),
         "✔ first SSE message | event 'message', status failed",
-        "✘ first answer text | status failed: 'Error in processing query'",
-        "",
-        "Failed at: first answer text",
+        *_failed("first answer text", "status failed: 'Error in processing query'"),
         "Evidence: the server answered status failed: 'Error in processing query'",
         "What to change: the web app failed the question: try another --model (auto, turbo) or later; if it "
         "keeps failing, the request may lack a field it now wants: LabsProtocol(web_params=..., "
@@ -273,15 +262,8 @@ async def test_a_failure_after_answer_text_fails_the_final_step() -> None:
     ]
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 async def test_a_refused_port_fails_at_connect() -> None:
-    port = _closed_port()
+    port = _free_port()
     report = await _walk(f"http://127.0.0.1:{port}")
     refused = (
         f"Could not connect to http://127.0.0.1:{port} over web: Cannot connect to host 127.0.0.1:{port} "
@@ -289,9 +271,7 @@ async def test_a_refused_port_fails_at_connect() -> None:
     )
     assert _lines(report) == [
         _header(f"http://127.0.0.1:{port}"),
-        f"✘ connect (TCP, TLS) | {refused}",
-        "",
-        "Failed at: connect (TCP, TLS)",
+        *_failed("connect (TCP, TLS)", refused),
         f"Evidence: {refused}",
         "What to change: nothing answers at that host and port: check --base-url, the network or a proxy",
     ]
@@ -319,9 +299,7 @@ async def _refused_ask(fake: FakeWebApp, status: int, **response: Any) -> list[s
 async def test_a_redirect_of_the_ask_names_web_path(fake_web: FakeWebApp) -> None:
     lines = await _refused_ask(fake_web, 301, headers={"Location": "https://ask.example.org/v2/ask"})
     assert lines[3:] == [
-        "✘ ask accepted | HTTP 301 redirect to https://ask.example.org/v2/ask",
-        "",
-        "Failed at: ask accepted",
+        *_failed("ask accepted", "HTTP 301 redirect to https://ask.example.org/v2/ask"),
         f"Evidence: HTTP 301 at {fake_web.base_url}/rest/sse/perplexity_ask: 'https://ask.example.org/v2/ask'",
         "What to change: the web endpoint moved (a redirect at /rest/sse/perplexity_ask): check --base-url "
         "(and cookies, if it leads to a sign-in page); set LabsProtocol(web_path=...) to where it is now "
@@ -336,9 +314,7 @@ async def test_an_html_page_instead_of_an_event_stream_names_web_path(fake_web: 
     )
     assert lines[2:] == [
         "✔ session check | anonymous (no cookies sent)",
-        "✘ ask accepted | HTTP 200 but text/html, not an event stream",
-        "",
-        "Failed at: ask accepted",
+        *_failed("ask accepted", "HTTP 200 but text/html, not an event stream"),
         f"Evidence: HTTP 200 at {fake_web.base_url}/rest/sse/perplexity_ask: "
         "'<!DOCTYPE html><title>Perplexity</title>'",
         "What to change: the web endpoint moved (no event stream at /rest/sse/perplexity_ask): check "
@@ -350,9 +326,7 @@ async def test_http_429_is_a_rate_limit_at_the_ask(fake_web: FakeWebApp) -> None
     body = {"error_code": "FREE_TIER_RATE_LIMITED", "message": "You have reached the free limit"}
     lines = await _refused_ask(fake_web, 429, json=body)
     assert lines[3:] == [
-        "✘ ask accepted | HTTP 429, rate limited (FREE_TIER_RATE_LIMITED)",
-        "",
-        "Failed at: ask accepted",
+        *_failed("ask accepted", "HTTP 429, rate limited (FREE_TIER_RATE_LIMITED)"),
         "Evidence: the server refused the question for a rate limit (FREE_TIER_RATE_LIMITED): 'HTTP 429 at "
         f"{fake_web.base_url}/rest/sse/perplexity_ask: You have reached the free limit'; asked anonymously",
         "What to change: a rate limit: wait before asking again, do not loop (retries only prolong it); "
@@ -364,9 +338,7 @@ async def test_http_429_is_a_rate_limit_at_the_ask(fake_web: FakeWebApp) -> None
 async def test_401_and_403_ask_for_session_cookies(fake_web: FakeWebApp, status: int) -> None:
     lines = await _refused_ask(fake_web, status, text="Unauthorized")
     assert lines[3:] == [
-        f"✘ ask accepted | HTTP {status}",
-        "",
-        "Failed at: ask accepted",
+        *_failed("ask accepted", f"HTTP {status}"),
         f"Evidence: The web app refused the question at {fake_web.base_url}/rest/sse/perplexity_ask: HTTP "
         f"{status}: 'Unauthorized'. It may want signed-in cookies (cookies=...)",
         f"What to change: the web app wants a signed-in session: {SIGN_IN}",
@@ -531,9 +503,7 @@ async def test_a_final_message_without_answer_text_fails_the_first_text_step() -
         emulator.script(Scenario(answer="", citations=[]))
         report = await _walk(emulator.base_url)
     assert _lines(report)[-5:] == [
-        "✘ first answer text | the final message carried no answer text",
-        "",
-        "Failed at: first answer text",
+        *_failed("first answer text", "the final message carried no answer text"),
         "Evidence: 1 SSE message (message ×1), no answer text in any",
         f"What to change: the web app's stream may have changed: try the older text stream, {TEXT_STREAM}, else "
         "report a bug with this output (--json)",
@@ -563,11 +533,10 @@ async def test_a_base_url_with_a_path_is_walked_under_it(fake_web: FakeWebApp) -
     ]
 
 
-async def test_an_untrusted_certificate_fails_at_connect_with_tls_advice() -> None:
-    authority = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(server_context)
-    async with LabsEmulator(ssl_context=server_context) as emulator:
+async def test_an_untrusted_certificate_fails_at_connect_with_tls_advice(
+    untrusted_tls: ssl.SSLContext,
+) -> None:
+    async with LabsEmulator(ssl_context=untrusted_tls) as emulator:
         report = await _walk(emulator.base_url)
     assert [(step.name, step.ok) for step in report.steps] == [("connect (TCP, TLS)", False)]
     assert "certificate" in report.evidence.lower()
@@ -582,9 +551,7 @@ def test_serve_rate_limited_is_named_by_the_web_walk_as_docs_doctor_md_shows() -
     assert result.stderr == ""
     assert _masked(result.stdout)[4:] == [
         "✔ first SSE message | event 'message', status failed",
-        "✘ first answer text | rate limited (FREE_TIER_RATE_LIMITED)",
-        "",
-        "Failed at: first answer text",
+        *_failed("first answer text", "rate limited (FREE_TIER_RATE_LIMITED)"),
         "Evidence: the server refused the question for a rate limit (FREE_TIER_RATE_LIMITED); asked anonymously",
         "What to change: a rate limit: wait before asking again, do not loop (retries only prolong it); "
         f"anonymous asks are limited first: sign in, {SIGN_IN}",
