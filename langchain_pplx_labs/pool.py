@@ -376,12 +376,19 @@ class ConnectionPool:
 
 # aiohttp's own keep-alive timeout, the floor: a pool that expires sooner keeps them no shorter.
 AIOHTTP_KEEPALIVE_SECONDS = 15.0
+# What "never expire" becomes for aiohttp, whose keep-alive timer needs a number.
+AIOHTTP_KEEPALIVE_FOREVER = 86_400.0
 
 
-def connector_keepalive_timeout(pool_idle_timeout: float | None) -> float | None:
-    """How long aiohttp keeps an idle HTTP connection: at least the pool's idle timeout (``None``: forever)."""
+def connector_keepalive_timeout(pool_idle_timeout: float | None) -> float:
+    """How long aiohttp keeps an idle HTTP connection: at least the pool's idle timeout.
+
+    ``None`` (the pool never expires its connections) is a day here: aiohttp before 3.12 cannot
+    compare an idle time with ``None``, and a keep-alive connection dropped after a day is only
+    reconnected by the next question.
+    """
     if pool_idle_timeout is None:
-        return None
+        return AIOHTTP_KEEPALIVE_FOREVER
     return max(AIOHTTP_KEEPALIVE_SECONDS, pool_idle_timeout)
 
 

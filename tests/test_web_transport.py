@@ -167,7 +167,7 @@ def test_the_connectors_keepalive_follows_the_pools_idle_timeout() -> None:
     assert connector_keepalive_timeout(60.0) == 60.0
     assert connector_keepalive_timeout(300.0) == 300.0
     assert connector_keepalive_timeout(5.0) == 15.0  # aiohttp's own, the floor
-    assert connector_keepalive_timeout(None) is None  # the pool never expires them: neither does aiohttp
+    assert connector_keepalive_timeout(None) == 86_400.0  # the pool never expires them: a day for aiohttp
 
 
 async def test_an_abandoned_answer_is_cut_off_and_its_connection_asks_again_at_once(
