@@ -94,7 +94,7 @@ class LabsModelFields(BaseChatModel):
     cookies: SecretStr | None = Field(default_factory=secret_from_env("PPLX_LABS_COOKIES", default=None))
     """``Cookie`` header value (e.g. a session); a secret: masked, and a secret in ``dumpd``. Env: ``PPLX_LABS_COOKIES``."""
     protocol: LabsProtocol = Field(default_factory=LabsProtocol)
-    """Labs' path, event names, payload version, Origin and auth; change it when Labs changes."""
+    """Labs' and the web app's paths, event names, payload versions, Origins and auth, as data: change it when they change."""
     transport: Service = Field(
         default_factory=cast("Callable[[], Service]", from_env("PPLX_LABS_TRANSPORT", default="labs")),
         validate_default=True,  # a PPLX_LABS_TRANSPORT of neither name is refused, not ignored
