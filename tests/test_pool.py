@@ -292,6 +292,8 @@ async def test_aclose_closes_every_socket(emulator: LabsEmulator, base_url: str)
     await _await_until(lambda: not _new_sockets(emulator, before), "aclose to close the sockets")
 
 
+@pytest.mark.bench
+@pytest.mark.system
 @pytest.mark.timeout(300)  # about 50 s on an idle 2-core machine; several times that under load
 def test_benchmarks_quick_mode_prints_a_table() -> None:
     root = Path(__file__).resolve().parent.parent

@@ -7,7 +7,9 @@ import json
 import pickle
 import textwrap
 from collections.abc import AsyncIterator
+from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from devmode import run_clean_under_dev_mode
@@ -18,6 +20,7 @@ from webfake import FakeWebApp, answer_message, forever, serving, streaming
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs import pool as pool_module
 from langchain_pplx_labs.pool import connector_keepalive_timeout
 
 ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
@@ -147,16 +150,27 @@ async def test_questions_reuse_one_warm_connection_and_one_session_check(fake_we
     assert len({request.client_port for request in fake_web.seen}) == 1  # one TCP connection for all four
 
 
-@pytest.mark.timeout(60)
+class _QuickKeepaliveConnector(aiohttp.TCPConnector):
+    """aiohttp's connector with a 0.3 s default keep-alive in place of its 15 s."""
+
+    def __init__(self, *args: Any, keepalive_timeout: float = 0.3, **kwargs: Any) -> None:
+        super().__init__(*args, keepalive_timeout=keepalive_timeout, **kwargs)
+
+
 async def test_a_connection_idle_past_aiohttps_keepalive_is_still_warm_within_the_pools_idle_timeout(
-    fake_web: FakeWebApp,
+    fake_web: FakeWebApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # aiohttp drops an idle keep-alive connection after 15 s by default, while the pool keeps an
-    # idle web connection for 60 s: the second question would silently pay a new TCP (and TLS)
-    # connect. Waiting past 15 s is the only way to see aiohttp's own timer fire.
-    async with ChatPerplexityLabs(transport="web", base_url=fake_web.base_url, max_retries=0) as chat:
+    # aiohttp drops an idle keep-alive connection after its own keep-alive timeout (15 s), while the
+    # pool keeps an idle web connection longer: the second question would silently pay a new TCP (and
+    # TLS) connect. Here aiohttp's default and floor are 0.3 s and the pool keeps idle connections 5 s,
+    # so an idle second shows aiohttp's own timer firing without a 16 s wait.
+    monkeypatch.setattr(aiohttp, "TCPConnector", _QuickKeepaliveConnector)
+    monkeypatch.setattr(pool_module, "AIOHTTP_KEEPALIVE_SECONDS", 0.3)
+    async with ChatPerplexityLabs(
+        transport="web", base_url=fake_web.base_url, max_retries=0, pool_idle_timeout=5
+    ) as chat:
         await chat.ainvoke("before")
-        await asyncio.sleep(16)
+        await asyncio.sleep(1.0)
         await chat.ainvoke("after")
         assert (await chat._labs_client().pool()).connections_opened == 1
     assert fake_web.hits == {"session": 1, "ask": 2}
