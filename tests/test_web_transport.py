@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from webfake import FakeWebApp, answer_message, forever, serving, streaming
 
 from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs import pool as pool_module
 from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.errors import PerplexityLabsInputError
-from langchain_pplx_labs import pool as pool_module
 from langchain_pplx_labs.pool import connector_keepalive_timeout
 
 ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
