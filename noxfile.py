@@ -13,7 +13,21 @@ from pathlib import Path
 import nox
 
 PYTHONS = ["3.11", "3.12", "3.13"]
-PYTEST = ("python", "-m", "pytest", "--record-mode=none", "-p", "no:cacheprovider")
+# Four workers on two cores: the suite mostly waits on sockets and timers (Makefile's WORKERS says the same).
+PYTEST = (
+    "python",
+    "-m",
+    "pytest",
+    "--record-mode=none",
+    "-p",
+    "no:cacheprovider",
+    "-n",
+    "4",
+    "--dist",
+    "loadgroup",
+)
+UNIT_TIERS = ("-m", "not system and not bench")
+"""The unit and emulator tiers: what CI runs on the other Pythons and the lowest dependencies (``-- --tiers``)."""
 # Transitive versions that the lowest direct ones admit but do not work with, in test tools only (the
 # package's own floors live in pyproject.toml): langgraph 1.0.0 allows langgraph-prebuilt 1.0.9+, which
 # imports names (langgraph.runtime.ExecutionInfo) that only langgraph 1.1.3+ has.
@@ -79,21 +93,26 @@ def _expose_pythons() -> None:
 _expose_pythons()
 
 
+def _pytest_args(posargs: list[str]) -> list[str]:
+    """``--tiers`` stands for the unit and emulator tiers; everything else goes to pytest as it is."""
+    return [arg for given in posargs for arg in (UNIT_TIERS if given == "--tiers" else (given,))]
+
+
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The whole suite, offline, against the installed package (not the source tree)."""
+    """The whole suite (``-- --tiers``: without the system tier), offline, against the installed package."""
     session.install(".[test,test-perplexity]")
-    session.run(*PYTEST, *session.posargs)
+    session.run(*PYTEST, *_pytest_args(session.posargs))
 
 
 @nox.session(python=PYTHONS[0], venv_backend="uv")
 def lowest(session: nox.Session) -> None:
-    """The suite on the lowest versions of every direct dependency that pyproject.toml allows."""
+    """The suite (``-- --tiers``: without the system tier) on the lowest direct dependencies pyproject.toml allows."""
     constraints = Path(session.create_tmp()).resolve() / "lowest-constraints.txt"
     constraints.write_text("\n".join(LOWEST_CONSTRAINTS) + "\n")
     session.install("--resolution", "lowest-direct", "--constraint", str(constraints), ".[test]")
     session.run("uv", "pip", "list", silent=False)
-    session.run(*PYTEST, *session.posargs)
+    session.run(*PYTEST, *_pytest_args(session.posargs))
 
 
 @nox.session(python=PYTHONS[0])
