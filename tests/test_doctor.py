@@ -2,24 +2,64 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import ssl
-import subprocess
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
+import devmode
 import pytest
 from aiohttp import web
+from clirun import run_cli
 from test_proxy_tls import _free_port
 
 from langchain_pplx_labs import LabsProtocol
 from langchain_pplx_labs._doctor import STEPS, Report, diagnose
-from langchain_pplx_labs.emulator import LabsEmulator, Scenario
+from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator, Scenario
 from langchain_pplx_labs.recording import load_cassette
 
 ANSWER = "Paris is the capital of France [1]."
+
+DOCTOR_SCENARIOS = """
+import contextlib, io, json, os
+from langchain_pplx_labs import cli
+
+# As from a shell with no PPLX_LABS_* variable set, as the tests' runs in-process are.
+for key in [key for key in os.environ if key.startswith("PPLX_LABS_")]:
+    del os.environ[key]
+
+def _doctor(flags):
+    def walk():
+        out = io.StringIO()
+        # stdout only: what a leak prints goes to stderr, where the batch looks for it.
+        with contextlib.redirect_stdout(out):
+            code = cli.main(["doctor", *flags])
+        print(json.dumps({"returncode": code, "stdout": out.getvalue()}))
+    return walk
+
+SCENARIOS = {name: _doctor(flags) for name, flags in WALKS.items()}
+"""
+"""``pplx-labs doctor FLAGS`` per scenario name, run by ``cli.main`` (``WALKS`` is filled in by the caller)."""
+
+
+def doctor_walks_under_dev_mode(
+    emulators: Mapping[str, LabsEmulator], flags: Callable[[str, str], list[str]]
+) -> dict[str, devmode.Scenario]:
+    """``pplx-labs doctor`` against each emulator, one walk per name, all in one ``-X dev -W error`` child.
+
+    Each emulator serves from this process on its own thread while the child runs, so whatever a
+    server leaves open is not blamed on the doctor; ``flags(name, base_url)`` gives each walk's flags.
+    Each scenario's stdout is a JSON object: the walk's ``returncode`` and its ``stdout``.
+    """
+    with contextlib.ExitStack() as stack:
+        walks = {
+            name: flags(name, stack.enter_context(EmulatorThread(emulator)).base_url)
+            for name, emulator in emulators.items()
+        }
+        script = f"WALKS = {walks!r}\n" + DOCTOR_SCENARIOS
+        return devmode.run_scenarios_under_dev_mode(script, list(walks))
 
 
 async def _doctor(base_url: str, protocol: LabsProtocol | None = None, seconds: float = 5.0) -> Report:
@@ -147,15 +187,9 @@ async def test_a_refused_port_fails_at_connect() -> None:
     assert report.advice.startswith("nothing answers at that host and port")
 
 
-def _pplx_labs(*args: str) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("pplx-labs")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "langchain_pplx_labs.cli"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=90, check=False)
-
-
 def test_cli_json_and_exit_code_on_success(emulator: LabsEmulator, base_url: str) -> None:
     emulator.script(answer=ANSWER, citations=["https://a.example"])
-    result = _pplx_labs("doctor", "--base-url", base_url, "--model", "sonar", "--json")
+    result = run_cli("doctor", "--base-url", base_url, "--model", "sonar", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["ok"] is True
@@ -168,7 +202,7 @@ def test_cli_prints_the_failing_step_and_records_a_redacted_cassette(
 ) -> None:
     emulator.script(answer=ANSWER, fail="Error in processing query", fail_after=1, chunk_size=10)
     out = tmp_path / "report.labs.yaml"
-    result = _pplx_labs(
+    result = run_cli(
         "doctor", "--base-url", base_url, "--model", "sonar", "--record", str(out), "--timeout", "5"
     )
     assert result.returncode == 1
@@ -189,7 +223,7 @@ def test_cli_prints_the_failing_step_and_records_a_redacted_cassette(
 
 
 def test_cli_bad_timeout_is_one_error_line() -> None:
-    result = _pplx_labs("doctor", "--timeout", "0")
+    result = run_cli("doctor", "--timeout", "0")
     assert result.returncode == 1
     assert result.stderr == "pplx-labs: error: Invalid --timeout 0.0: use a positive number of seconds\n"
 
@@ -219,34 +253,51 @@ async def test_refused_auth_over_polling_is_still_a_refused_connect() -> None:
     assert report.evidence.startswith("the server's refusal: authentication required")
 
 
-@pytest.mark.parametrize("fault", ["healthy", "blocked", "refuse_websocket", "stall", "renamed"])
+DEV_MODE_FAULTS = ["healthy", "blocked", "refuse_websocket", "stall", "renamed"]
+
+
+def _faulty(fault: str) -> LabsEmulator:
+    """An emulator answering ``ANSWER`` with ``fault`` (``renamed`` is the client's side: its ``--protocol``)."""
+    emulator = LabsEmulator(blocked=fault == "blocked", refuse_websocket=fault == "refuse_websocket")
+    emulator.script(answer=ANSWER, stall_after=0 if fault == "stall" else None)
+    return emulator
+
+
+@pytest.fixture(scope="module")
+def dev_mode_walks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, devmode.Scenario]:
+    """The doctor's walk of each of ``DEV_MODE_FAULTS``, all in one ``-X dev -W error`` child."""
+    protocols = tmp_path_factory.mktemp("protocols")
+
+    def flags(fault: str, base_url: str) -> list[str]:
+        expecting = protocols / f"{fault}.json"
+        # "renamed": the client expects answers on another event than the emulator sends.
+        expecting.write_text('{"progress_event": "{model}.answer"}' if fault == "renamed" else "{}")
+        return [
+            "--base-url",
+            base_url,
+            "--model",
+            "sonar",
+            "--timeout",
+            "1",
+            "--json",
+            "--protocol",
+            str(expecting),
+        ]
+
+    return doctor_walks_under_dev_mode({fault: _faulty(fault) for fault in DEV_MODE_FAULTS}, flags)
+
+
+@pytest.mark.system
+@pytest.mark.xdist_group("test_doctor-devmode")
+@pytest.mark.parametrize("fault", DEV_MODE_FAULTS)
 def test_doctor_leaves_nothing_open_under_dev_mode(
-    fault: str, emulator: LabsEmulator, base_url: str, tmp_path: Path
+    fault: str, dev_mode_walks: dict[str, devmode.Scenario]
 ) -> None:
     # -X dev -W error: an unclosed socket, session or task would be a warning, hence an error here.
-    emulator.blocked = fault == "blocked"
-    emulator.refuse_websocket = fault == "refuse_websocket"
-    emulator.script(answer=ANSWER, stall_after=0 if fault == "stall" else None)
-    expecting = tmp_path / "labs.json"
-    # "renamed": the client expects answers on another event than the emulator sends.
-    expecting.write_text('{"progress_event": "{model}.answer"}' if fault == "renamed" else "{}")
-    flags = [
-        "--base-url",
-        base_url,
-        "--model",
-        "sonar",
-        "--timeout",
-        "1",
-        "--json",
-        "--protocol",
-        str(expecting),
-    ]
-    command = [sys.executable, "-X", "dev", "-W", "error", "-m", "langchain_pplx_labs.cli", "doctor", *flags]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+    walked = json.loads(dev_mode_walks[fault].assert_clean())
     answered = fault in ("healthy", "refuse_websocket")
-    assert result.stderr == ""
-    assert json.loads(result.stdout)["ok"] is answered
-    assert result.returncode == (0 if answered else 1)
+    assert json.loads(walked["stdout"])["ok"] is answered
+    assert walked["returncode"] == (0 if answered else 1)
 
 
 async def test_an_untrusted_certificate_fails_at_connect_with_tls_advice(
@@ -264,7 +315,7 @@ def test_cli_records_without_model_with_the_default_model(
 ) -> None:
     emulator.script(answer=ANSWER, citations=[])
     out = tmp_path / "default.labs.yaml"
-    result = _pplx_labs("doctor", "--base-url", base_url, "--record", str(out), "--timeout", "5")
+    result = run_cli("doctor", "--base-url", base_url, "--record", str(out), "--timeout", "5")
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.fullmatch(rf"recorded \d+ frames to {re.escape(str(out))}", result.stdout.splitlines()[-1])
     cassette = load_cassette(out)

@@ -7,19 +7,21 @@ import time
 from pathlib import Path
 
 import pytest
+from clirun import run_cli
 from test_proxy_tls import _free_port, _tunnels_to, pproxy_server
 
-from langchain_pplx_labs.cli import main
 from langchain_pplx_labs.emulator import LabsEmulator
 
 __all__ = ["pproxy_server"]  # the module-scoped fixture, shared with the proxy tests
 
 
-def _doctor_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, object]]:
-    code = main(["doctor", "--json", "--timeout", "10", *args])
-    return code, json.loads(capsys.readouterr().out)
+def _doctor_json(*args: str) -> tuple[int, dict[str, object]]:
+    """``pplx-labs doctor --json`` run in-process: its exit code and its report."""
+    result = run_cli("doctor", "--json", "--timeout", "10", *args)
+    return result.returncode, json.loads(result.stdout)
 
 
+@pytest.mark.system  # the proxy is a real pproxy process
 @pytest.mark.parametrize("scheme", ["http", "socks5"])
 @pytest.mark.parametrize(("transport", "steps_planned"), [("labs", 7), ("web", 6)])
 def test_doctor_walks_through_the_proxy(
@@ -29,7 +31,6 @@ def test_doctor_walks_through_the_proxy(
     pproxy_server: tuple[int, Path],
     base_url: str,
     emulator: LabsEmulator,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     proxy_port, log = pproxy_server
     emulator.script(
@@ -37,7 +38,6 @@ def test_doctor_walks_through_the_proxy(
     )
     before = _tunnels_to(log, emulator.port)
     code, report = _doctor_json(
-        capsys,
         "--transport",
         transport,
         "--base-url",
@@ -59,11 +59,10 @@ def test_doctor_walks_through_the_proxy(
 
 
 def test_a_refused_proxy_fails_the_web_walks_connect_without_its_password(
-    base_url: str, emulator: LabsEmulator, capsys: pytest.CaptureFixture[str]
+    base_url: str, emulator: LabsEmulator
 ) -> None:
     port = _free_port()
     code, report = _doctor_json(
-        capsys,
         "--transport",
         "web",
         "--base-url",
@@ -79,13 +78,9 @@ def test_a_refused_proxy_fails_the_web_walks_connect_without_its_password(
     assert emulator.web.session_checks == 0
 
 
-def test_a_refused_proxy_is_the_failing_step_with_advice(
-    base_url: str, emulator: LabsEmulator, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_refused_proxy_is_the_failing_step_with_advice(base_url: str, emulator: LabsEmulator) -> None:
     port = _free_port()
-    code, report = _doctor_json(
-        capsys, "--base-url", base_url, "--proxy", f"socks5://user:secret@127.0.0.1:{port}"
-    )
+    code, report = _doctor_json("--base-url", base_url, "--proxy", f"socks5://user:secret@127.0.0.1:{port}")
     assert code == 1
     assert report["steps"] == [
         {
@@ -103,12 +98,10 @@ def test_a_refused_proxy_is_the_failing_step_with_advice(
     assert emulator.requests == []
 
 
-def test_doctor_refuses_an_https_proxy_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as caught:
-        main(["doctor", "--proxy", "https://127.0.0.1:3128"])
-    assert caught.value.code == 2
-    err = capsys.readouterr().err
-    assert err == (
+def test_doctor_refuses_an_https_proxy_in_one_line() -> None:
+    result = run_cli("doctor", "--proxy", "https://127.0.0.1:3128")
+    assert result.returncode == 2  # argparse's usage error (run_cli turns its SystemExit into the code)
+    assert result.stderr == (
         "pplx-labs: error: argument --proxy: invalid proxy 'https://127.0.0.1:3128': expected http://, "
         "socks4:// or socks5://HOST:PORT (https:// proxies are not supported) (see pplx-labs doctor --help)\n"
     )

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shlex
 import ssl
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import devmode
 import pytest
 from aiohttp import web
+from clirun import run_cli
 from test_cli import serving as serving_cli
+from test_doctor import doctor_walks_under_dev_mode
 from test_proxy_tls import _free_port
 from webfake import FakeWebApp, serving, streaming
 
@@ -372,23 +372,9 @@ def test_the_retired_labs_command_names_the_base_url_only_when_it_is_not_the_def
 # -- the command line --------------------------------------------------------------------------
 
 
-def _pplx_labs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("pplx-labs")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "langchain_pplx_labs.cli"]
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("PPLX_LABS_")}
-    return subprocess.run(
-        [*command, *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-        env={**environment, **(env or {})},
-    )
-
-
 def test_cli_json_shape_and_exit_code_on_success(emulator: LabsEmulator, base_url: str) -> None:
     emulator.script(answer=ANSWER, citations=SOURCES)
-    result = _pplx_labs("doctor", "--transport", "web", "--base-url", base_url, "--json")
+    result = run_cli("doctor", "--transport", "web", "--base-url", base_url, "--json")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     data = json.loads(result.stdout)
@@ -403,7 +389,7 @@ def test_cli_json_of_a_failure_has_evidence_and_advice_and_exits_1(
     emulator: LabsEmulator, base_url: str
 ) -> None:
     emulator.blocked = True
-    result = _pplx_labs("doctor", "--transport", "web", "--base-url", base_url, "--json")
+    result = run_cli("doctor", "--transport", "web", "--base-url", base_url, "--json")
     assert result.returncode == 1
     assert result.stderr == ""
     data = json.loads(result.stdout)
@@ -417,13 +403,13 @@ def test_cli_json_of_a_failure_has_evidence_and_advice_and_exits_1(
 
 def test_cli_takes_the_transport_from_the_environment(emulator: LabsEmulator, base_url: str) -> None:
     emulator.script(answer=ANSWER, citations=[])
-    result = _pplx_labs("doctor", "--base-url", base_url, env={"PPLX_LABS_TRANSPORT": "web"})
+    result = run_cli("doctor", "--base-url", base_url, env={"PPLX_LABS_TRANSPORT": "web"})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == _header(base_url)
     assert [line.split("  ")[0] for line in lines[1:7]] == [f"✔ {name}".rstrip() for name in STEP_NAMES]
     assert lines[-1] == f"The web app answered: {ANSWER}"
-    flagged = _pplx_labs(
+    flagged = run_cli(
         "doctor", "--base-url", base_url, "--transport", "labs", env={"PPLX_LABS_TRANSPORT": "web"}
     )
     assert flagged.stdout.splitlines()[0] == f"pplx-labs doctor: {base_url}/socket.io/"  # the flag wins
@@ -441,7 +427,7 @@ def test_cli_usage_errors_are_one_line(
 ) -> None:
     out = tmp_path / "report.labs.yaml"
     args = [arg.format(out=out) for arg in args]
-    result = _pplx_labs("doctor", "--base-url", "http://127.0.0.1:9", *args, env=env)
+    result = run_cli("doctor", "--base-url", "http://127.0.0.1:9", *args, env=env)
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr == f"pplx-labs: error: {error}\n"
@@ -449,7 +435,7 @@ def test_cli_usage_errors_are_one_line(
 
 
 def test_cli_unknown_transport_is_argparses_one_line() -> None:
-    result = _pplx_labs("doctor", "--transport", "sse")
+    result = run_cli("doctor", "--transport", "sse")
     assert result.returncode == 2
     assert result.stderr == (
         "pplx-labs: error: argument --transport: invalid choice: 'sse' (choose from 'labs', 'web') "
@@ -461,7 +447,7 @@ def test_the_retired_labs_advice_is_a_command_that_walks_the_web_app(
     emulator: LabsEmulator, base_url: str
 ) -> None:
     emulator.redirect_to = "https://www.perplexity.ai/"
-    labs = _pplx_labs("doctor", "--base-url", base_url)
+    labs = run_cli("doctor", "--base-url", base_url)
     assert labs.returncode == 1
     [advice] = [line for line in labs.stdout.splitlines() if line.startswith("What to change: ")]
     command = re.search(r"try: (pplx-labs doctor [^;]+);", advice)
@@ -469,33 +455,49 @@ def test_the_retired_labs_advice_is_a_command_that_walks_the_web_app(
     assert command.group(1) == f"pplx-labs doctor --transport web --base-url {base_url}"
     emulator.redirect_to = None  # the web app answers where Labs no longer does
     emulator.script(answer=ANSWER, citations=[])
-    web_walk = _pplx_labs(*shlex.split(command.group(1))[1:])
+    web_walk = run_cli(*shlex.split(command.group(1))[1:])
     assert web_walk.returncode == 0, web_walk.stdout
     assert web_walk.stdout.splitlines()[-1] == f"The web app answered: {ANSWER}"
 
 
-@pytest.mark.parametrize(
-    "fault", ["healthy", "blocked", "redirect", "main_site", "stall", "failed", "rate_limited"]
-)
-def test_the_web_walk_leaves_nothing_open_under_dev_mode(
-    fault: str, emulator: LabsEmulator, base_url: str
-) -> None:
-    # -X dev -W error: an unclosed socket, session or task would be a warning, hence an error here.
-    emulator.blocked = fault == "blocked"
-    emulator.redirect_to = "https://www.perplexity.ai/" if fault == "redirect" else None
-    emulator.main_site = fault == "main_site"
-    emulator.web.variant = WebVariant(anonymous="rate_limited" if fault == "rate_limited" else "allowed")
+DEV_MODE_FAULTS = ["healthy", "blocked", "redirect", "main_site", "stall", "failed", "rate_limited"]
+
+
+def _faulty(fault: str) -> LabsEmulator:
+    """An emulator whose web app answers ``ANSWER`` with ``fault``."""
+    emulator = LabsEmulator(
+        blocked=fault == "blocked",
+        redirect_to="https://www.perplexity.ai/" if fault == "redirect" else None,
+        main_site=fault == "main_site",
+        web_variant=WebVariant(anonymous="rate_limited" if fault == "rate_limited" else "allowed"),
+    )
     if fault == "failed":
         emulator.script(Scenario(failure=FAILED_FRAME))
     else:
         emulator.script(answer=ANSWER, stall_after=0 if fault == "stall" else None)
-    flags = ["--transport", "web", "--base-url", base_url, "--timeout", "1", "--json"]
-    command = [sys.executable, "-X", "dev", "-W", "error", "-m", "langchain_pplx_labs.cli", "doctor", *flags]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
-    assert result.stderr == ""
+    return emulator
+
+
+@pytest.fixture(scope="module")
+def dev_mode_walks() -> dict[str, devmode.Scenario]:
+    """The web walk of each of ``DEV_MODE_FAULTS``, all in one ``-X dev -W error`` child."""
+    return doctor_walks_under_dev_mode(
+        {fault: _faulty(fault) for fault in DEV_MODE_FAULTS},
+        lambda _fault, base_url: ["--transport", "web", "--base-url", base_url, "--timeout", "1", "--json"],
+    )
+
+
+@pytest.mark.system
+@pytest.mark.xdist_group("test_doctor_web-devmode")
+@pytest.mark.parametrize("fault", DEV_MODE_FAULTS)
+def test_the_web_walk_leaves_nothing_open_under_dev_mode(
+    fault: str, dev_mode_walks: dict[str, devmode.Scenario]
+) -> None:
+    # -X dev -W error: an unclosed socket, session or task would be a warning, hence an error here.
+    walked = json.loads(dev_mode_walks[fault].assert_clean())
     answered = fault == "healthy"
-    assert json.loads(result.stdout)["ok"] is answered
-    assert result.returncode == (0 if answered else 1)
+    assert json.loads(walked["stdout"])["ok"] is answered
+    assert walked["returncode"] == (0 if answered else 1)
 
 
 async def test_a_final_message_without_answer_text_fails_the_first_text_step() -> None:
@@ -543,10 +545,11 @@ async def test_an_untrusted_certificate_fails_at_connect_with_tls_advice(
     assert report.advice.startswith("the server's TLS certificate is not trusted")
 
 
+@pytest.mark.system  # what `pplx-labs serve --rate-limited` itself answers
 def test_serve_rate_limited_is_named_by_the_web_walk_as_docs_doctor_md_shows() -> None:
     with serving_cli("--rate-limited") as (_, first):
         base_url = first.strip()
-        result = _pplx_labs("doctor", "--transport", "web", "--base-url", base_url)
+        result = run_cli("doctor", "--transport", "web", "--base-url", base_url)
     assert result.returncode == 1
     assert result.stderr == ""
     assert _masked(result.stdout)[4:] == [
@@ -558,6 +561,7 @@ def test_serve_rate_limited_is_named_by_the_web_walk_as_docs_doctor_md_shows() -
     ]
 
 
+@pytest.mark.system  # what `pplx-labs serve` itself answers
 def test_the_healthy_web_walk_in_docs_doctor_md_is_what_serve_answers() -> None:
     page = (Path(__file__).resolve().parents[1] / "docs" / "doctor.md").read_text(encoding="utf-8")
     [block] = re.findall(r"```console\n\$ pplx-labs serve --port 8765 &\n(.*?)```", page, re.S)
@@ -565,7 +569,7 @@ def test_the_healthy_web_walk_in_docs_doctor_md_is_what_serve_answers() -> None:
     assert command == "$ pplx-labs doctor --transport web --base-url http://127.0.0.1:8765"
     with serving_cli() as (_, first):
         base_url = first.strip()
-        result = _pplx_labs("doctor", "--transport", "web", "--base-url", base_url)
+        result = run_cli("doctor", "--transport", "web", "--base-url", base_url)
     assert result.returncode == 0, result.stdout
     assert _masked(result.stdout) == _masked(shown.replace("http://127.0.0.1:8765", base_url))
 
@@ -576,7 +580,7 @@ def test_cli_records_the_web_walk_as_a_redacted_web_cassette(
     emulator.script(answer=ANSWER, citations=SOURCES)
     out = tmp_path / "report.labs.yaml"
     cookie = "__Secure-next-auth.session-token=s3cr3t-token-value"
-    result = _pplx_labs(
+    result = run_cli(
         "doctor",
         "--transport",
         "web",
@@ -601,9 +605,7 @@ def test_cli_json_of_a_recorded_web_walk_says_what_was_recorded(
 ) -> None:
     emulator.script(Scenario(failure=FAILED_FRAME))
     out = tmp_path / "failed.labs.yaml"
-    result = _pplx_labs(
-        "doctor", "--transport", "web", "--base-url", base_url, "--record", str(out), "--json"
-    )
+    result = run_cli("doctor", "--transport", "web", "--base-url", base_url, "--record", str(out), "--json")
     assert result.returncode == 1
     data = json.loads(result.stdout)
     assert data["recorded"] == f"recorded 2 messages to {out}"  # the failed one, then end_of_stream

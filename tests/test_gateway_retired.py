@@ -119,6 +119,7 @@ def test_a_rate_limit_mid_stream_ends_with_the_same_error_event(emulator: LabsEm
     }
 
 
+@pytest.mark.system  # both commands as real processes: their chaining is the subject
 def test_pplx_labs_gateway_before_pplx_labs_serve_rate_limited() -> None:
     """The two commands as a user chains them: ``serve --rate-limited``, ``gateway --base-url``, the SDK."""
     with serving("--rate-limited") as (_, first):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import io
 import json
 import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from clirun import run_cli
 from devmode import run_clean_under_dev_mode
 from retired import HISTORY, INSTEAD, MAIN_SITE
 
@@ -337,7 +336,7 @@ def test_cassette_show_prints_the_source_and_the_ending() -> None:
         "0ff78647, after 2025-12-25; read 2026-12-03), the main site's rate-limit message"
     )
     assert lines[-1] == "ended: failed (FREE_TIER_RATE_LIMITED)"
-    shown = _pplx_labs("cassette", "show", str(CASSETTES / "test_public_failed_frame.labs.yaml"))
+    shown = run_cli("cassette", "show", str(CASSETTES / "test_public_failed_frame.labs.yaml"))
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines()[1].startswith("provenance: public-report · recorded 2025-03-29")
     assert shown.stdout.splitlines()[2] == (
@@ -450,17 +449,11 @@ async def test_doctor_names_a_rate_limit_without_a_retirement_verdict() -> None:
     assert "verdict" not in report.as_json()
 
 
-def _pplx_labs(*args: str) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("pplx-labs")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "langchain_pplx_labs.cli"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=90, check=False)
-
-
 def test_cli_doctor_on_a_301_to_another_host_says_retired_and_exits_1(
     emulator: LabsEmulator, base_url: str
 ) -> None:
     emulator.redirect_to = MAIN_SITE
-    result = _pplx_labs("doctor", "--base-url", base_url)
+    result = run_cli("doctor", "--base-url", base_url)
     assert result.returncode == 1
     assert result.stderr == ""
     lines = result.stdout.splitlines()
@@ -473,7 +466,7 @@ def test_cli_doctor_on_a_301_to_another_host_says_retired_and_exits_1(
         == f"Evidence: ws://{host}/socket.io/?EIO=4&transport=websocket redirects (HTTP 301) to {MAIN_SITE}, another host"
     )
     assert dict(emulator.refusals) == {"websocket": 1}  # one request: the verdict came at the first answer
-    as_json = json.loads(_pplx_labs("doctor", "--base-url", base_url, "--json").stdout)
+    as_json = json.loads(run_cli("doctor", "--base-url", base_url, "--json").stdout)
     assert as_json["ok"] is False
     assert as_json["verdict"] == f"Labs is retired. {HISTORY}"
 
@@ -526,6 +519,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.system
 def test_every_verdict_leaves_nothing_open_under_dev_mode() -> None:
     out = run_clean_under_dev_mode(_EACH_VERDICT)
     assert out.split() == [

@@ -1,4 +1,8 @@
-"""Each retirement verdict as a user sees it offline: ``pplx-labs serve --FLAG``, then ``ask`` and ``doctor``."""
+"""Each retirement verdict as a user sees it offline: ``pplx-labs serve --FLAG``, then ``ask`` and ``doctor``.
+
+``serve`` runs as the real command, one process per test, since what it does with its flag is the subject;
+``ask`` and ``doctor`` run in-process against it (their output and exit code are what the tests read).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,11 @@ import re
 from pathlib import Path
 
 import pytest
+from clirun import run_cli
 from retired import HISTORY, INSTEAD, MAIN_SITE
-from test_cli import run, serving
+from test_cli import serving
 
 from langchain_pplx_labs import cli
-from langchain_pplx_labs.cli import main
 
 QUESTION = "Is Labs still there?"
 
@@ -20,12 +24,12 @@ def _host(base_url: str) -> str:
 
 
 def _ask(base_url: str, *flags: str) -> tuple[int, str, str]:
-    result = run("ask", "--base-url", base_url, "--model", "sonar", "--system", "", *flags, QUESTION)
+    result = run_cli("ask", "--base-url", base_url, "--model", "sonar", "--system", "", *flags, QUESTION)
     return result.returncode, result.stdout, result.stderr
 
 
 def _doctor(base_url: str) -> tuple[int, list[str]]:
-    result = run("doctor", "--base-url", base_url, "--model", "sonar", "--timeout", "1")
+    result = run_cli("doctor", "--base-url", base_url, "--model", "sonar", "--timeout", "1")
     assert result.stderr == ""
     return result.returncode, result.stdout.splitlines()
 
@@ -49,6 +53,7 @@ def _line(lines: list[str], start: str) -> str:
     return line
 
 
+@pytest.mark.system
 def test_serve_redirect_to_is_a_retired_labs_for_ask_and_doctor() -> None:
     base_url, code, out, err, doctor_code, lines = _ask_and_doctor("--redirect-to", MAIN_SITE)
     assert (code, out) == (1, "")
@@ -61,6 +66,7 @@ def test_serve_redirect_to_is_a_retired_labs_for_ask_and_doctor() -> None:
     assert _line(lines, "Verdict:") == f"Verdict: Labs is retired. {HISTORY}"
 
 
+@pytest.mark.system
 def test_serve_redirect_to_a_path_of_the_same_host_is_retired_too() -> None:
     with serving("--redirect-to", "/") as (_, first):
         code, _, err = _ask(first.strip())
@@ -69,6 +75,7 @@ def test_serve_redirect_to_a_path_of_the_same_host_is_retired_too() -> None:
     assert err.count("\n") == 1
 
 
+@pytest.mark.system
 def test_serve_main_site_is_a_retired_labs_for_ask_and_doctor() -> None:
     base_url, code, out, err, doctor_code, lines = _ask_and_doctor("--main-site")
     assert (code, out) == (1, "")
@@ -82,6 +89,7 @@ def test_serve_main_site_is_a_retired_labs_for_ask_and_doctor() -> None:
     assert _line(lines, "Verdict:") == f"Verdict: Labs is retired. {HISTORY}"
 
 
+@pytest.mark.system
 def test_serve_silent_is_a_timeout_whose_one_line_says_labs_may_be_retired() -> None:
     _base_url, code, out, err, doctor_code, lines = _ask_and_doctor(
         "--silent",
@@ -105,6 +113,7 @@ def test_serve_silent_is_a_timeout_whose_one_line_says_labs_may_be_retired() -> 
     )
 
 
+@pytest.mark.system
 def test_serve_failed_sends_the_public_failed_frame_and_no_retirement_verdict() -> None:
     _base_url, code, _, err, doctor_code, lines = _ask_and_doctor("--failed")
     assert code == 1
@@ -120,6 +129,7 @@ def test_serve_failed_sends_the_public_failed_frame_and_no_retirement_verdict() 
     assert not [line for line in lines if line.startswith("Verdict:")]
 
 
+@pytest.mark.system
 def test_serve_rate_limited_sends_the_rate_limit_frame_and_no_retirement_verdict() -> None:
     _base_url, code, _, err, doctor_code, lines = _ask_and_doctor("--rate-limited")
     assert code == 1
@@ -134,6 +144,7 @@ def test_serve_rate_limited_sends_the_rate_limit_frame_and_no_retirement_verdict
     assert not [line for line in lines if line.startswith("Verdict:")]
 
 
+@pytest.mark.system
 def test_serve_rate_limited_after_frames_keeps_what_came_first() -> None:
     with serving("--rate-limited", "--fail-after", "2", "--chunk-size", "4", "--delay", "0") as (_, first):
         code, out, err = _ask(first.strip())
@@ -174,7 +185,7 @@ def test_serve_rate_limited_after_frames_keeps_what_came_first() -> None:
 def test_serve_verdict_flags_that_cannot_go_together_are_usage_errors(
     flags: list[str], expected: str
 ) -> None:
-    result = run("serve", "--port", "0", *flags)
+    result = run_cli("serve", "--port", "0", *flags)
     assert result.returncode == 2
     assert result.stderr == f"pplx-labs: error: {expected}\n"
 
@@ -193,13 +204,13 @@ def test_serve_verdict_flags_that_cannot_go_together_are_usage_errors(
     ],
 )
 def test_serve_verdict_flags_with_flags_they_contradict_say_so(flags: list[str], expected: str) -> None:
-    result = run("serve", "--port", "0", *flags)
+    result = run_cli("serve", "--port", "0", *flags)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == f"pplx-labs: error: {expected}\n"
 
 
 def test_serve_help_and_the_docs_name_each_verdict_flag() -> None:
-    result = run("serve", "--help")
+    result = run_cli("serve", "--help")
     assert result.returncode == 0
     docs = Path(__file__).resolve().parents[1] / "docs"
     retirement = (docs / "retirement.md").read_text(encoding="utf-8")
@@ -210,9 +221,7 @@ def test_serve_help_and_the_docs_name_each_verdict_flag() -> None:
         assert f"`{flag}`" in emulator
 
 
-def test_every_note_of_an_error_joins_its_one_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_every_note_of_an_error_joins_its_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     async def noted(args: object, out: object) -> int:
         error = ValueError("what happened\nsecond line of a diff")
         error.add_note("what it means")
@@ -220,5 +229,6 @@ def test_every_note_of_an_error_joins_its_one_line(
         raise error
 
     monkeypatch.setattr(cli, "_ask", noted)
-    assert main(["ask", "--emulator", QUESTION]) == 1
-    assert capsys.readouterr().err == "pplx-labs: error: what happened; what it means; what to do next\n"
+    result = run_cli("ask", "--emulator", QUESTION)
+    assert result.returncode == 1
+    assert result.stderr == "pplx-labs: error: what happened; what it means; what to do next\n"
