@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-from benchmarks import abandoned, concurrency, cpu, gateway, overhead, peer, ttft, web
+from benchmarks import abandoned, concurrency, cpu, gateway, overhead, peer, ttft, web, web_growth
 from benchmarks.latency_proxy import DEFAULT_RTT
 
 
@@ -27,7 +27,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rtt-ms", type=float, default=DEFAULT_RTT * 1000, help="injected round trip")
     parser.add_argument(
         "--only",
-        choices=["ttft", "abandoned", "cpu", "peer", "overhead", "concurrency", "gateway", "web"],
+        choices=[
+            "ttft",
+            "abandoned",
+            "cpu",
+            "peer",
+            "overhead",
+            "concurrency",
+            "gateway",
+            "web",
+            "web_growth",
+        ],
         action="append",
     )
     args = parser.parse_args(argv)
@@ -42,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         "concurrency": concurrency,
         "gateway": gateway,
         "web": web,
+        "web_growth": web_growth,
     }
     for name in args.only or list(modules):
         modules[name].run(args.quick, rtt)

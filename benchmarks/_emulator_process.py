@@ -3,25 +3,36 @@
 In the client's process the emulator's thread competes with the client for the GIL: every socket
 call the client makes lets it run, and the client then waits up to the switch interval to get the
 GIL back, which puts milliseconds of the emulator's work into the client's wall time.
-Run as ``python -m benchmarks._emulator_process SCENARIO_JSON RTT``; prints the URL, then serves
-until its stdin closes.
+Run as ``python -m benchmarks._emulator_process SCENARIO_JSON RTT [WEB_VARIANT_JSON]`` (``@FILE`` for a
+scenario too long for a command line); prints the URL, then serves until its stdin closes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 
 @contextlib.contextmanager
-def emulator_process(scenario: dict[str, Any] | None = None, rtt: float | None = None) -> Iterator[str]:
-    """Serve the emulator (scripted with ``scenario``; behind the proxy if ``rtt``) in a child; yields its URL."""
+def emulator_process(
+    scenario: dict[str, Any] | None = None,
+    rtt: float | None = None,
+    web_variant: dict[str, Any] | None = None,
+) -> Iterator[str]:
+    """Serve the emulator (scripted with ``scenario``; behind the proxy if ``rtt``; its web side worded as
+    ``web_variant``, a :class:`WebVariant`'s fields) in a child; yields its URL."""
+    script = json.dumps(scenario or {})
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
+        file.write(script)  # a long answer exceeds what one command-line argument may hold (128 KiB)
+    arguments = [f"@{file.name}", str(rtt or 0), json.dumps(web_variant or {})]
     child = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks._emulator_process", json.dumps(scenario or {}), str(rtt or 0)],
+        [sys.executable, "-m", "benchmarks._emulator_process", *arguments],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -42,13 +53,15 @@ def emulator_process(scenario: dict[str, Any] | None = None, rtt: float | None =
             child.wait()
         if child.stdout is not None:
             child.stdout.close()
+        os.unlink(file.name)
 
 
-def _serve(scenario: dict[str, Any], rtt: float) -> None:
+def _serve(scenario: dict[str, Any], rtt: float, web_variant: dict[str, Any]) -> None:
     from benchmarks.latency_proxy import ProxyThread
-    from langchain_pplx_labs.emulator import EmulatorThread
+    from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
+    from langchain_pplx_labs.emulator.web import WebVariant
 
-    with EmulatorThread() as thread:
+    with EmulatorThread(LabsEmulator(web_variant=WebVariant(**web_variant))) as thread:
         if scenario:
             thread.call(lambda: thread.emulator.script(**scenario))
         with contextlib.ExitStack() as stack:
@@ -59,5 +72,13 @@ def _serve(scenario: dict[str, Any], rtt: float) -> None:
             sys.stdin.read()  # until the parent closes our stdin
 
 
+def _scenario(argument: str) -> dict[str, Any]:
+    if argument.startswith("@"):
+        with open(argument[1:]) as file:
+            argument = file.read()
+    scenario: dict[str, Any] = json.loads(argument)
+    return scenario
+
+
 if __name__ == "__main__":
-    _serve(json.loads(sys.argv[1]), float(sys.argv[2]))
+    _serve(_scenario(sys.argv[1]), float(sys.argv[2]), json.loads(sys.argv[3]) if len(sys.argv) > 3 else {})

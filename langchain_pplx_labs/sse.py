@@ -21,8 +21,10 @@ _LINE_END = re.compile(r"\r\n|\r|\n")
 class SSEParser:
     """Incremental ``text/event-stream`` parser after the WHATWG HTML spec (section 9.2.6).
 
-    Feed it bytes as they arrive, split anywhere (inside a line, a CRLF or a UTF-8 character).
-    Lines end with CRLF, LF or CR; ``:`` lines are comments; ``event``, ``data``, ``id`` and
+    Feed it bytes as they arrive, split anywhere (inside a line, a CRLF or a UTF-8 character);
+    each read is scanned once, so a line split over many reads costs its length, not more.
+    Lines end with CRLF, LF or CR (a CR ends its line at once; a LF right after it, even at the
+    start of the next read, is the rest of that CRLF); ``:`` lines are comments; ``event``, ``data``, ``id`` and
     ``retry`` are understood and other fields ignored. One deviation: a block that names an
     ``event`` but has no ``data`` is still dispatched (with ``data=""``), because an end marker
     such as ``event: end_of_stream`` may come without data and must not vanish.
@@ -30,7 +32,11 @@ class SSEParser:
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buffer = ""
+        # The unfinished line's pieces, one per read: joined once when its end arrives, never
+        # re-joined and re-scanned per read (a long line read in many pieces stays linear).
+        self._pending: list[str] = []
+        # The text so far ended with a CR: a LF that starts the next text is the rest of its CRLF.
+        self._after_cr = False
         self._started = False
         self._event = ""
         self._data: list[str] = []
@@ -40,31 +46,42 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[SSEMessage]:
         """Consume ``chunk`` and return the messages it completes."""
-        return self._consume(self._decoder.decode(chunk), final=False)
+        return self._consume(self._decoder.decode(chunk))
 
     def close(self) -> list[SSEMessage]:
         """End of stream: flush a last line and a last message not ended by a blank line."""
-        messages = self._consume(self._decoder.decode(b"", final=True), final=True)
-        if self._buffer:
-            line, self._buffer = self._buffer, ""
-            self._line(line, messages)
+        messages = self._consume(self._decoder.decode(b"", final=True))
+        if self._pending:
+            self._line(self._take_line(""), messages)
         self._dispatch(messages)
         return messages
 
-    def _consume(self, text: str, *, final: bool) -> list[SSEMessage]:
-        if not self._started and text:
+    def _consume(self, text: str) -> list[SSEMessage]:
+        messages: list[SSEMessage] = []
+        if not text:
+            return messages
+        if not self._started:
             self._started = True
             text = text.removeprefix("\ufeff")
-        buffer = self._buffer + text
-        messages: list[SSEMessage] = []
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]
         start = 0
-        for match in _LINE_END.finditer(buffer):
-            if match.group() == "\r" and match.end() == len(buffer) and not final:
-                break  # a CR at the end may be the first half of a CRLF split across chunks
-            self._line(buffer[start : match.start()], messages)
+        for match in _LINE_END.finditer(text):  # only the new text: the pending pieces have no line end
+            self._line(self._take_line(text[start : match.start()]), messages)
             start = match.end()
-        self._buffer = buffer[start:]
+        if start < len(text):
+            self._pending.append(text[start:])
+        self._after_cr = text.endswith("\r")
         return messages
+
+    def _take_line(self, last: str) -> str:
+        """The unfinished line ended by ``last``, its final piece; no line is pending after it."""
+        if not self._pending:
+            return last
+        self._pending.append(last)
+        line = "".join(self._pending)
+        self._pending = []
+        return line
 
     def _line(self, line: str, messages: list[SSEMessage]) -> None:
         if not line:

@@ -172,6 +172,30 @@ async def test_older_text_stream_with_final_true_and_lf_lines() -> None:
     }
 
 
+LONG = "".join(f"word{n} " for n in range(400))  # 3,090 characters: 129 frames of 24
+
+
+async def test_schematized_messages_carry_only_the_new_text_and_the_text_stream_repeats_it() -> None:
+    # Bytes linear in the answer where the web app appends; cumulative where the service repeats.
+    async with _emulator(Scenario(answer=LONG, citations=[], chunk_size=24)) as emulator:
+        _, schematized, blocks = await _ask(emulator.base_url, _body("turbo"))
+        emulator.web.variant = WebVariant(stream="text")
+        _, text, texts = await _ask(emulator.base_url, _body("turbo"))
+    patches = [
+        patch
+        for m in blocks[:-1]
+        for block in orjson.loads(m.data)["blocks"]
+        for patch in block["diff_block"]["patches"]
+    ]
+    added = [p["value"] for p in patches if p["op"] == "add" and p["path"].startswith("/chunks/")]
+    assert [p["path"] for p in patches[1:4]] == ["/chunks/1", "/chunks/2", "/chunks/3"]
+    assert patches[0]["value"]["chunks"][0] + "".join(added) == LONG
+    assert max(len(m.data) for m in blocks[:-2]) < 800  # every message but the last: one 24-character piece
+    answers = [orjson.loads(orjson.loads(m.data)["text"])["answer"] for m in texts[:-1]]
+    assert answers[:3] == [LONG[:24], LONG[:48], LONG[:72]]  # the whole answer so far, every time
+    assert len(schematized) < 150_000 < len(text)
+
+
 async def test_status_only_marker_needs_the_end_of_the_stream() -> None:
     variant = WebVariant(final_marker="status", comments=True)
     async with _emulator(Scenario(answer="Done."), web_variant=variant) as emulator:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import pickle
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 from langchain_core.load import dumpd, load
 from pydantic import ValidationError
 
-from langchain_pplx_labs import ChatPerplexityLabs, LabsProtocol
+from langchain_pplx_labs import ChatPerplexityLabs, LabsProtocol, sse
 from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError
 from langchain_pplx_labs.protocol import LabsMessage, ProgressFrame, StreamDecoder
 from langchain_pplx_labs.sse import SSEMessage, SSEParser, sse_message
@@ -86,6 +88,50 @@ def test_parser_waits_for_the_blank_line_and_close_flushes_the_rest() -> None:
     assert parser.feed(b"data: a\n") == []
     assert parser.feed(b"data: b") == []
     assert parser.close() == [SSEMessage("message", "a\nb")]
+
+
+LONG_LINE = "x" * 5_000 + "\u00e9" + "y" * 5_000  # a 10 KB data line with a two-byte character in it
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\n", "\r"])
+@pytest.mark.parametrize("size", [1, 2, 7, 64])
+def test_parser_reads_a_line_split_over_many_reads_as_a_whole(newline: str, size: int) -> None:
+    # Every CRLF lands split across two reads at size 1, and at some positions at the others.
+    stream = f"data: {LONG_LINE}{newline}data: tail{newline}{newline}data: next{newline}{newline}".encode()
+    parser = SSEParser()
+    messages = [m for start in range(0, len(stream), size) for m in parser.feed(stream[start : start + size])]
+    assert messages + parser.close() == [
+        SSEMessage("message", LONG_LINE + "\ntail"),
+        SSEMessage("message", "next"),
+    ]
+
+
+def test_parser_takes_a_lf_after_a_cr_at_the_end_of_a_read_as_one_line_end() -> None:
+    parser = SSEParser()
+    assert parser.feed(b"data: a\r") == []
+    assert parser.feed(b"\ndata: b\r") == []  # a second line end here would have ended the message at "a"
+    assert parser.feed(b"\n\r") == [SSEMessage("message", "a\nb")]  # a CR ends the message at once
+    assert parser.feed(b"\n") == []
+    assert parser.feed(b"\rdata: c\n\n") == [SSEMessage("message", "c")]  # CR CR: two line ends
+    assert parser.close() == []
+
+
+def test_parser_scans_each_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The unfinished line is kept in pieces: no read makes the parser search earlier text again.
+    scanned: list[int] = []
+    pattern = sse._LINE_END
+
+    class Counting:
+        def finditer(self, text: str) -> Iterator[re.Match[str]]:
+            scanned.append(len(text))
+            return pattern.finditer(text)
+
+    monkeypatch.setattr(sse, "_LINE_END", Counting())
+    stream = f"data: {LONG_LINE}\r\n\r\n".encode()
+    parser = SSEParser()
+    messages = [m for start in range(0, len(stream), 100) for m in parser.feed(stream[start : start + 100])]
+    assert messages == [SSEMessage("message", LONG_LINE)]
+    assert sum(scanned) == len(f"data: {LONG_LINE}\r\n\r\n")  # characters, once each
 
 
 def test_parser_ignores_unknown_fields_empty_blocks_and_a_bom() -> None:

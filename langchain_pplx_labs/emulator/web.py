@@ -218,6 +218,8 @@ class WebRenderer:
         """A final or failed frame was rendered."""
         self._reasoning: str | None = None
         self._chunks: list[str] = []
+        # The answer text sent so far (the chunks joined): kept, not re-joined for every frame.
+        self._sent = ""
         self._citations: list[Any] = []
         question = request.question.strip()
         mode = params.get("mode")
@@ -291,36 +293,45 @@ class WebRenderer:
         return {"blocks": blocks}
 
     def _markdown_patches(self, answer: str, final: bool) -> list[dict[str, Any]]:
-        sent = "".join(self._chunks)
+        """Patches that bring ``markdown_block`` to ``answer``: each new piece appended as a chunk of its own."""
         patches: list[dict[str, Any]] = []
-        if not self._chunks and (answer or final):
-            self._chunks = [answer]
+        new = self._extend(answer)
+        if new is None or (not self._chunks and final):
+            self._restart(answer)  # the first text, or the answer was rewritten: send it whole
             value = {"progress": "IN_PROGRESS", "chunks": [answer], "chunk_starting_offset": 0}
             patches.append({"op": "replace", "path": "", "value": value})
-        elif answer.startswith(sent) and len(answer) > len(sent):
-            self._chunks.append(answer[len(sent) :])
-            patches.append(
-                {"op": "add", "path": f"/chunks/{len(self._chunks) - 1}", "value": self._chunks[-1]}
-            )
-        elif not answer.startswith(sent):
-            self._chunks = [answer]  # the answer was rewritten: send it whole
-            value = {"progress": "IN_PROGRESS", "chunks": [answer], "chunk_starting_offset": 0}
-            patches.append({"op": "replace", "path": "", "value": value})
+        elif new:
+            patches.append({"op": "add", "path": f"/chunks/{len(self._chunks) - 1}", "value": new})
         if final:
             patches.append({"op": "replace", "path": "/progress", "value": "DONE"})
             patches.append({"op": "add", "path": "/answer", "value": answer})
         return patches
 
+    def _extend(self, answer: str) -> str | None:
+        """Take ``answer`` as what was sent plus a new chunk: that chunk (``""`` if none); ``None`` when
+        nothing was sent yet (and ``answer`` has text) or ``answer`` does not continue it."""
+        if not self._chunks:
+            return "" if not answer else None
+        if not answer.startswith(self._sent):
+            return None
+        new = answer[len(self._sent) :]
+        if new:
+            self._chunks.append(new)
+            self._sent = answer
+        return new
+
+    def _restart(self, answer: str) -> None:
+        self._chunks = [answer]
+        self._sent = answer
+
     def _text_message(self, answer: str, citations: list[Any], final: bool) -> dict[str, Any] | None:
-        sent = "".join(self._chunks)
-        changed = answer != sent or citations != self._citations
+        # Cumulative by the service: every ``text`` repeats the whole answer and all its chunks
+        # (henrique-coder's client replaces its answer and chunks with each message's).
+        changed = answer != self._sent or citations != self._citations
         if not changed and not final:
             return None
-        if answer.startswith(sent):
-            if len(answer) > len(sent):
-                self._chunks.append(answer[len(sent) :])
-        else:
-            self._chunks = [answer]
+        if self._extend(answer) is None:
+            self._restart(answer)
         self._citations = citations
         content = {
             "answer": answer,
