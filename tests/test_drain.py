@@ -255,6 +255,7 @@ _STALLED_DRAIN_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.system  # a -X dev child: its exit is part of the subject
 def test_stalled_and_closed_drains_leak_nothing_under_dev_mode(base_url: str, emulator: LabsEmulator) -> None:
     emulator.script(answer="gamma " * 50, chunk_size=6, stall_after=2, citations=[])
     stdout = run_clean_under_dev_mode(_STALLED_DRAIN_SCRIPT, base_url)

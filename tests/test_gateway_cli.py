@@ -11,20 +11,29 @@ from typing import Any
 
 import openai
 import pytest
-from devmode import run_clean_under_dev_mode
+from clirun import run_cli
+from devmode import Scenario, run_scenarios_under_dev_mode
 
-from langchain_pplx_labs.cli import main
 
-
-def _start(*flags: str) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
+def _spawn(*flags: str) -> subprocess.Popen[str]:
+    """``pplx-labs gateway --port 0 FLAGS``, not yet waited for."""
+    return subprocess.Popen(
         [sys.executable, "-m", "langchain_pplx_labs.cli", "gateway", "--port", "0", *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _root(process: subprocess.Popen[str]) -> str:
+    """The root URL a gateway prints first, once it serves."""
     assert process.stdout is not None
-    return process, process.stdout.readline().strip()
+    return process.stdout.readline().strip()
+
+
+def _start(*flags: str) -> tuple[subprocess.Popen[str], str]:
+    process = _spawn(*flags)
+    return process, _root(process)
 
 
 def _stop(process: subprocess.Popen[str]) -> str:
@@ -34,14 +43,21 @@ def _stop(process: subprocess.Popen[str]) -> str:
     return stderr
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def follow_tools_gateway() -> Iterator[str]:
+    """One ``pplx-labs gateway --emulator --follow-tools`` process for the tests of its group."""
     process, root = _start("--emulator", "--follow-tools")
     yield root
     stderr = _stop(process)
     assert "Traceback" not in stderr
 
 
+# The tests sharing the gateway process: one worker runs them, so it starts once.
+shared_gateway = pytest.mark.xdist_group("gateway_cli-gateway")
+
+
+@pytest.mark.system
+@shared_gateway
 def test_prints_its_root_url_first(follow_tools_gateway: str) -> None:
     assert follow_tools_gateway.startswith("http://127.0.0.1:")
     port = int(follow_tools_gateway.rsplit(":", 1)[1])
@@ -74,6 +90,8 @@ SPECS: Any = [
 ]
 
 
+@pytest.mark.system
+@shared_gateway
 def test_two_tool_agent_loop_on_the_plain_openai_sdk(follow_tools_gateway: str) -> None:
     ran: list[tuple[str, dict[str, Any]]] = []
     answers: list[str] = []
@@ -114,15 +132,18 @@ def test_two_tool_agent_loop_on_the_plain_openai_sdk(follow_tools_gateway: str) 
         (["--follow-tools"], "--follow-tools needs --emulator"),
     ],
 )
-def test_refusals_are_one_line(argv: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["gateway", *argv]) == 1
-    out, err = capsys.readouterr()
+def test_refusals_are_one_line(argv: list[str], words: str) -> None:
+    # run_cli drops PPLX_LABS_* from the environment: a gateway API key there would serve, not refuse.
+    result = run_cli("gateway", *argv)
+    assert result.returncode == 1
+    out, err = result.stdout, result.stderr
     assert out == ""
     assert err.splitlines() == [err.strip()]
     assert err.startswith("pplx-labs: error: ")
     assert words in err
 
 
+@pytest.mark.system
 def test_api_key_from_the_environment_protects_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PPLX_LABS_GATEWAY_API_KEY", "sk-env-key-123")
     process, root = _start("--emulator")
@@ -140,13 +161,29 @@ def test_api_key_from_the_environment_protects_it(monkeypatch: pytest.MonkeyPatc
     assert "GET /v1/models -> 401" in stderr  # one log line per request
 
 
-def test_port_in_use_is_one_line(follow_tools_gateway: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.system
+@shared_gateway
+def test_port_in_use_is_one_line(follow_tools_gateway: str) -> None:
     port = follow_tools_gateway.rsplit(":", 1)[1]
-    assert main(["gateway", "--emulator", "--port", port]) == 1
-    err = capsys.readouterr().err
+    result = run_cli("gateway", "--emulator", "--port", port)
+    assert result.returncode == 1
+    err = result.stderr
     assert err.startswith(f"pplx-labs: error: cannot serve on 127.0.0.1:{port}: ")
     assert len(err.splitlines()) == 1
 
+
+# Each case: seconds between Labs frames, whether the server cancels a handler whose client left,
+# drain or close the abandoned answer, Labs sockets kept afterwards, frames in the answer.
+_LEAVE_CASES = [
+    # Labs silent between frames: only cancellation notices the client left
+    pytest.param("30", "cancel", "close", 0, 400, id="30-cancel-close-0"),
+    # gunicorn's worker does not cancel handlers: the next write notices
+    pytest.param("0.02", "write", "close", 0, 400, id="0.02-write-close-0"),
+    # The abandoned answer is drained and its one socket reused. The drain plays the answer to its
+    # end after each of the four leaves: it only has to outlast the client's first line, so 100
+    # frames (half a second) rather than 400 (two seconds and more each time under dev mode).
+    pytest.param("0.005", "cancel", "drain", 1, 100, id="0.005-cancel-drain-1"),
+]
 
 _LEAVE_SCRIPT = textwrap.dedent(
     """
@@ -165,8 +202,8 @@ _LEAVE_SCRIPT = textwrap.dedent(
             assert (await response.content.readline()).startswith(b"data: ")
         # Leaving the block unread closes the connection: the client is gone mid-answer.
 
-    async def main(cancel_handlers, drain, kept):
-        slow = Scenario(answer="tick " * 400, chunk_size=5, delay=float(sys.argv[1]))
+    async def main(delay, frames, cancel_handlers, drain, kept):
+        slow = Scenario(answer="tick " * frames, chunk_size=5, delay=delay)
         emulator = LabsEmulator(lambda request: slow)
         await emulator.start()
         runner = web.AppRunner(
@@ -191,32 +228,38 @@ _LEAVE_SCRIPT = textwrap.dedent(
         await runner.cleanup()
         await emulator.stop()
 
-    # A drained socket (the answer played to its end) is kept warm in the pool; with drain_timeout=0
-    # the gateway closes a socket whose client left.
-    drain = {} if sys.argv[3] == "drain" else {"drain_timeout": 0}
-    asyncio.run(main(cancel_handlers=sys.argv[2] == "cancel", drain=drain, kept=int(sys.argv[4])))
+    def case(delay, mode, drain, kept, frames):
+        # A drained socket (the answer played to its end) is kept warm in the pool; with drain_timeout=0
+        # the gateway closes a socket whose client left.
+        options = {} if drain == "drain" else {"drain_timeout": 0}
+        asyncio.run(main(float(delay), frames, cancel_handlers=mode == "cancel", drain=options, kept=kept))
+
+    SCENARIOS = {name: (lambda values=values: case(*values)) for name, values in CASES.items()}
     """
 )
 
 
-@pytest.mark.parametrize(
-    ("delay", "mode", "drain", "kept"),
-    [
-        ("30", "cancel", "close", 0),  # Labs silent between frames: only cancellation notices the client left
-        ("0.02", "write", "close", 0),  # gunicorn's worker does not cancel handlers: the next write notices
-        ("0.005", "cancel", "drain", 1),  # the abandoned answer is drained and its one socket reused
-    ],
-)
+@pytest.fixture(scope="module")
+def leave_runs() -> dict[str, Scenario]:
+    """Every case of ``_LEAVE_CASES`` in one ``-X dev -W error`` child, each reported apart."""
+    cases = {case.id: tuple(case.values) for case in _LEAVE_CASES}
+    return run_scenarios_under_dev_mode(f"CASES = {cases!r}\n" + _LEAVE_SCRIPT, list(cases))
+
+
+@pytest.mark.system
+@pytest.mark.xdist_group("gateway_cli-devmode")
+@pytest.mark.parametrize(("delay", "mode", "drain", "kept", "frames"), _LEAVE_CASES)
 def test_client_leaving_mid_stream_releases_the_labs_socket(
-    delay: str, mode: str, drain: str, kept: int
+    delay: str, mode: str, drain: str, kept: int, frames: int, leave_runs: dict[str, Scenario]
 ) -> None:
-    stdout = run_clean_under_dev_mode(_LEAVE_SCRIPT, delay, mode, drain, str(kept), timeout=120)
+    stdout = leave_runs[f"{delay}-{mode}-{drain}-{kept}"].assert_clean()
     assert stdout.count(f"labs-sockets-open {kept} answers-playing 0") == 4, stdout
     growth = int(stdout.split("fd-growth")[1].split()[0])
     assert growth <= 2, stdout
 
 
-def test_gunicorn_serves_the_app_factory(tmp_path: Any) -> None:
+@pytest.mark.system
+def test_gunicorn_serves_the_app_factory(base_url: str) -> None:
     import os
     import socket
 
@@ -228,11 +271,8 @@ def test_gunicorn_serves_the_app_factory(tmp_path: Any) -> None:
         "PPLX_LABS_GATEWAY_API_KEY": "sk-gunicorn-key",
         "PPLX_LABS_GATEWAY_REASONING": "inline",
     }
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "langchain_pplx_labs.cli", "serve"], stdout=subprocess.PIPE, text=True
-    )
-    assert emulator.stdout is not None
-    env["PPLX_LABS_BASE_URL"] = emulator.stdout.readline().strip()
+    # The emulator answers in this process: gunicorn and its workers are the processes under test.
+    env["PPLX_LABS_BASE_URL"] = base_url
     worker = ["--worker-class", "aiohttp.GunicornWebWorker", "--workers", "2", "--bind", f"127.0.0.1:{port}"]
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "langchain_pplx_labs.gateway.app:app_factory", *worker],
@@ -241,6 +281,7 @@ def test_gunicorn_serves_the_app_factory(tmp_path: Any) -> None:
         text=True,
     )
     try:
+        _wait_for_port(port)  # rather than the client's growing back-off while gunicorn starts
         with openai.OpenAI(
             base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-gunicorn-key", max_retries=8
         ) as client:
@@ -253,8 +294,6 @@ def test_gunicorn_serves_the_app_factory(tmp_path: Any) -> None:
     finally:
         server.terminate()
         _, stderr = server.communicate(timeout=30)
-        emulator.terminate()
-        emulator.communicate(timeout=15)
     contents = {answer.choices[0].message.content for answer in answers}
     assert len(contents) == 1
     (content,) = contents
@@ -278,6 +317,7 @@ def _wait_for_port(port: int) -> None:
             time.sleep(0.1)
 
 
+@pytest.mark.system
 def test_protocol_file_reaches_the_upstream_client(tmp_path: Any) -> None:
     protocol = tmp_path / "moved.json"
     protocol.write_text(
@@ -290,8 +330,10 @@ def test_protocol_file_reaches_the_upstream_client(tmp_path: Any) -> None:
     )
     assert labs.stdout is not None
     labs_url = labs.stdout.readline().strip()
-    following, following_root = _start("--base-url", labs_url, "--protocol", str(protocol))
-    stale, stale_root = _start("--base-url", labs_url)
+    # Both gateways start side by side: each spends its first second or so importing.
+    following = _spawn("--base-url", labs_url, "--protocol", str(protocol))
+    stale = _spawn("--base-url", labs_url)
+    following_root, stale_root = _root(following), _root(stale)
     try:
         with openai.OpenAI(base_url=following_root + "/v1", api_key="x", max_retries=0) as client:
             answer = client.chat.completions.create(
@@ -312,18 +354,20 @@ def test_protocol_file_reaches_the_upstream_client(tmp_path: Any) -> None:
     assert refused.value.body["code"] == "labs_not_found"
 
 
-def test_bad_protocol_file_is_one_line(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_protocol_file_is_one_line(tmp_path: Any) -> None:
     protocol = tmp_path / "bad.json"
     protocol.write_text('{"socketio_path": "no good"}')
-    assert main(["gateway", "--emulator", "--port", "0", "--protocol", str(protocol)]) == 1
-    err = capsys.readouterr().err
+    result = run_cli("gateway", "--emulator", "--port", "0", "--protocol", str(protocol))
+    assert result.returncode == 1
+    err = result.stderr
     assert err.startswith(f"pplx-labs: error: {protocol}: not a LabsProtocol (socketio_path")
     assert len(err.splitlines()) == 1
 
 
-def test_bad_base_url_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["gateway", "--port", "0", "--base-url", "ftp://labs.example"]) == 1
-    err = capsys.readouterr().err
+def test_bad_base_url_is_one_line() -> None:
+    result = run_cli("gateway", "--port", "0", "--base-url", "ftp://labs.example")
+    assert result.returncode == 1
+    err = result.stderr
     assert err.startswith("pplx-labs: error: ")
     assert "Invalid base_url 'ftp://labs.example'" in err
     assert len(err.splitlines()) == 1

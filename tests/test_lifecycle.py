@@ -5,18 +5,19 @@ from __future__ import annotations
 import concurrent.futures
 import socket
 import ssl
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 
 import pytest
 import trustme
+from devmode import Scenario, run_clean_under_dev_mode, run_scenarios_under_dev_mode
 
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
 
 # Each path runs in a fresh interpreter more than once: the leaks it guards against came
-# from races (a close still in flight at exit) that showed in some runs only.
+# from races (a close still in flight at exit) that showed in some runs only. The paths of
+# one run share that interpreter (one child per run, not one per path and run), each
+# reporting its own output; what the interpreter prints at exit is checked for every path.
 RUNS = 3
 
 # Quiet only asyncio's slow-callback notes (dev mode, loaded machine); its errors
@@ -26,64 +27,67 @@ _PRELUDE = textwrap.dedent(
     import asyncio, gc, logging, sys
     logging.getLogger("asyncio").setLevel(logging.ERROR)
     from langchain_pplx_labs import ChatPerplexityLabs
-    URL = sys.argv[1]
     """
 )
 
-_SYNC_FAILURES = _PRELUDE + textwrap.dedent(
+_PATHS = textwrap.dedent(
     """
-    for _ in range(3):
-        try:
-            ChatPerplexityLabs(base_url=URL, max_retries=0, connect_timeout=5).invoke("hi")
-        except Exception as exc:
-            print(type(exc).__name__)
+    def sync_failures(url):
+        for _ in range(3):
+            try:
+                ChatPerplexityLabs(base_url=url, max_retries=0, connect_timeout=5).invoke("hi")
+            except Exception as exc:
+                print(type(exc).__name__)
+            gc.collect()
+
+    def sync_answers(url):
+        for _ in range(2):
+            print(ChatPerplexityLabs(base_url=url).invoke("hi").content)
+            gc.collect()
+
+    def async_paths(*urls):
+        async def main():
+            for url in urls:
+                for _ in range(2):
+                    try:
+                        print((await ChatPerplexityLabs(base_url=url, max_retries=0).ainvoke("hi")).content)
+                    except Exception as exc:
+                        print(type(exc).__name__)
+                    gc.collect()
+
+        asyncio.run(main())
         gc.collect()
+
+    SCENARIOS = {
+        "refused-connect": lambda: sync_failures(REFUSED),
+        "tls-mismatch": lambda: sync_failures(TLS),
+        "plain-http-to-tls": lambda: sync_failures(TLS.replace("https://", "http://")),
+        "unresolvable-host": lambda: sync_failures("http://nonexistent.invalid"),
+        "answers-websocket": lambda: sync_answers(WEBSOCKET),
+        "answers-polling": lambda: sync_answers(POLLING),
+        "async-path": lambda: async_paths(POLLING, REFUSED),
+    }
     """
 )
-
-_SYNC_ANSWERS = _PRELUDE + textwrap.dedent(
-    """
-    for _ in range(2):
-        print(ChatPerplexityLabs(base_url=URL).invoke("hi").content)
-        gc.collect()
-    """
-)
-
-_ASYNC_PATHS = _PRELUDE + textwrap.dedent(
-    """
-    async def main():
-        for url in (URL, sys.argv[2]):
-            for _ in range(2):
-                try:
-                    print((await ChatPerplexityLabs(base_url=url, max_retries=0).ainvoke("hi")).content)
-                except Exception as exc:
-                    print(type(exc).__name__)
-                gc.collect()
-
-    asyncio.run(main())
-    gc.collect()
-    """
-)
-
-
-def _run_quietly(script: str, *args: str) -> str:
-    """Run ``script`` in ``python -X dev -W error``; stderr must stay empty. Returns stdout."""
-    result = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", script, *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert result.stderr == "", result.stderr
-    assert result.returncode == 0
-    return result.stdout
 
 
 def _closed_port() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def _resolves_fast(host: str) -> bool | None:
+    """False if ``host`` fails to resolve within 5 s, True if it resolves, None if too slow."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        lookup = pool.submit(socket.getaddrinfo, host, 80)
+        try:
+            lookup.result(timeout=5)
+        except socket.gaierror:
+            return False
+        except concurrent.futures.TimeoutError:
+            return None
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -102,66 +106,104 @@ def polling_url() -> Iterator[str]:
         yield thread.base_url
 
 
-def test_dropped_after_a_refused_connect() -> None:
-    url = _closed_port()
-    for _ in range(RUNS):
-        assert _run_quietly(_SYNC_FAILURES, url).split() == ["PerplexityLabsConnectionError"] * 3
+@pytest.fixture(scope="module")
+def websocket_url() -> Iterator[str]:
+    """An emulator of its own with default answers (the shared one is scripted by other tests)."""
+    with EmulatorThread(LabsEmulator()) as thread:
+        yield thread.base_url
 
 
-def test_dropped_after_a_tls_mismatch(tls_url: str) -> None:
-    for _ in range(RUNS):
-        assert _run_quietly(_SYNC_FAILURES, tls_url).split() == ["PerplexityLabsConnectionError"] * 3
+@pytest.fixture(scope="module")
+def runs(tls_url: str, polling_url: str, websocket_url: str) -> list[dict[str, Scenario]]:
+    """Every path, in each of ``RUNS`` fresh ``-X dev -W error`` interpreters."""
+    urls = {"REFUSED": _closed_port(), "TLS": tls_url, "POLLING": polling_url, "WEBSOCKET": websocket_url}
+    script = _PRELUDE + "".join(f"{name} = {url!r}\n" for name, url in urls.items()) + _PATHS
+    # The async path first, in the state a fresh interpreter has: after a failed sync call, the
+    # garbage collector runs engineio's AsyncClient.__del__ on this thread, whose
+    # asyncio.get_event_loop() (3.11) makes and sets a loop nobody closes; asyncio.run would
+    # replace it and warn "unclosed event loop", a leak of engineio's, not of the path under test.
+    names = [
+        "async-path",
+        "refused-connect",
+        "tls-mismatch",
+        "plain-http-to-tls",
+        "answers-websocket",
+        "answers-polling",
+    ]
+    # Only where a bad name fails at once: elsewhere its test skips, and must not slow the others.
+    if _resolves_fast("nonexistent.invalid") is False:
+        names.append("unresolvable-host")
+    # The runs side by side: each mostly waits on its imports and sockets, and a loaded machine
+    # is where the exit races showed.
+    with concurrent.futures.ThreadPoolExecutor(RUNS) as pool:
+        return list(pool.map(lambda _: run_scenarios_under_dev_mode(script, names), range(RUNS)))
 
 
-def test_dropped_after_plain_http_to_a_tls_port(tls_url: str) -> None:
-    url = tls_url.replace("https://", "http://")
-    for _ in range(RUNS):
-        assert _run_quietly(_SYNC_FAILURES, url).split() == ["PerplexityLabsConnectionError"] * 3
+def _outputs(runs: list[dict[str, Scenario]], name: str) -> list[str]:
+    """What the path ``name`` printed in each run, each run checked for leaks and its exit code."""
+    return [run[name].assert_clean() for run in runs]
 
 
-def _resolves_fast(host: str) -> bool | None:
-    """False if ``host`` fails to resolve within 5 s, True if it resolves, None if too slow."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        lookup = pool.submit(socket.getaddrinfo, host, 80)
-        try:
-            lookup.result(timeout=5)
-        except socket.gaierror:
-            return False
-        except concurrent.futures.TimeoutError:
-            return None
-    return True
+# The tests that read the batched runs: one worker runs them, so the runs happen once.
+batched = pytest.mark.xdist_group("lifecycle-devmode")
 
 
-def test_dropped_after_an_unresolvable_host() -> None:
-    if _resolves_fast("nonexistent.invalid") is not False:
-        pytest.skip("name resolution does not fail fast here")
-    for _ in range(RUNS):
-        out = _run_quietly(_SYNC_FAILURES, "http://nonexistent.invalid")
+@pytest.mark.system
+@batched
+def test_dropped_after_a_refused_connect(runs: list[dict[str, Scenario]]) -> None:
+    for out in _outputs(runs, "refused-connect"):
         assert out.split() == ["PerplexityLabsConnectionError"] * 3
 
 
+@pytest.mark.system
+@batched
+def test_dropped_after_a_tls_mismatch(runs: list[dict[str, Scenario]]) -> None:
+    for out in _outputs(runs, "tls-mismatch"):
+        assert out.split() == ["PerplexityLabsConnectionError"] * 3
+
+
+@pytest.mark.system
+@batched
+def test_dropped_after_plain_http_to_a_tls_port(runs: list[dict[str, Scenario]]) -> None:
+    for out in _outputs(runs, "plain-http-to-tls"):
+        assert out.split() == ["PerplexityLabsConnectionError"] * 3
+
+
+@pytest.mark.system
+@batched
+def test_dropped_after_an_unresolvable_host(runs: list[dict[str, Scenario]]) -> None:
+    if "unresolvable-host" not in runs[0]:
+        pytest.skip("name resolution does not fail fast here")
+    for out in _outputs(runs, "unresolvable-host"):
+        assert out.split() == ["PerplexityLabsConnectionError"] * 3
+
+
+@pytest.mark.system
+@batched
 @pytest.mark.parametrize("server", ["websocket", "polling"])
-def test_dropped_after_answers(server: str, base_url: str, polling_url: str) -> None:
-    url = base_url if server == "websocket" else polling_url
-    for _ in range(RUNS):
-        out = _run_quietly(_SYNC_ANSWERS, url)
+def test_dropped_after_answers(server: str, runs: list[dict[str, Scenario]]) -> None:
+    for out in _outputs(runs, f"answers-{server}"):
         assert out.count("This is the offline Perplexity Labs emulator") == 2, out
 
 
-def test_dropped_on_the_async_path_under_asyncio_run(polling_url: str) -> None:
-    refused = _closed_port()
-    for _ in range(RUNS):
-        out = _run_quietly(_ASYNC_PATHS, polling_url, refused)
+@pytest.mark.system
+@batched
+def test_dropped_on_the_async_path_under_asyncio_run(runs: list[dict[str, Scenario]]) -> None:
+    for out in _outputs(runs, "async-path"):
         assert out.count("This is the offline Perplexity Labs emulator") == 2, out
         assert out.count("PerplexityLabsConnectionError") == 2, out
 
 
 # -- fork -------------------------------------------------------------------------------------
 
+# A process of its own, not a scenario of the batch: the subject is a fork of a parent whose only
+# model is this one (its background loop, its one warm socket), and the emulator's counts are
+# this test's alone.
 _FORK = _PRELUDE + textwrap.dedent(
     """
     import multiprocessing, os, signal, warnings
 
+    URL = sys.argv[1]
     chat = ChatPerplexityLabs(base_url=URL, max_retries=0, timeout=20)
     print("parent", chat.invoke("before the fork").content)  # starts the background loop
 
@@ -192,11 +234,12 @@ _FORK = _PRELUDE + textwrap.dedent(
 )
 
 
+@pytest.mark.system
 def test_forked_children_get_their_own_loop_and_leave_the_parents_sockets_alone(
     base_url: str, emulator: LabsEmulator
 ) -> None:
     emulator.script(answer="forked fine")
-    lines = _run_quietly(_FORK, base_url).splitlines()
+    lines = run_clean_under_dev_mode(_FORK, base_url).splitlines()
     assert lines[0] == "parent forked fine"
     assert "child forked fine" in lines
     assert "child-status 0" in lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import socket
@@ -14,8 +15,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import devmode
 import pytest
-from devmode import run_clean_under_dev_mode
 from langchain_core.messages import AIMessage, HumanMessage
 from pydantic import ValidationError
 
@@ -299,9 +300,14 @@ async def test_early_break_does_not_leak_sockets(base_url: str, emulator: LabsEm
     assert emulator.open_sockets <= 2
 
 
-async def test_cancelled_task_does_not_leak_sockets(base_url: str, emulator: LabsEmulator) -> None:
+async def test_cancelled_task_does_not_leak_sockets(
+    base_url: str, emulator: LabsEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     emulator.script(answer="slow " * 100, chunk_size=5, delay=0.02)
     # Cancelled answers are drained and their sockets kept (up to max_connections): two at most.
+    # From the third question on both slots are held by drains: it waits DRAIN_YIELD_SECONDS, then
+    # ends the oldest drain. The same path at 0.1 s instead of 1 s each time.
+    monkeypatch.setattr(pool_module, "DRAIN_YIELD_SECONDS", 0.1)
     async with _model(base_url, max_connections=2) as chat:
         await chat.ainvoke("warm up")
         before = _fd_count()
@@ -319,16 +325,19 @@ async def test_cancelled_task_does_not_leak_sockets(base_url: str, emulator: Lab
     assert after - before <= 2
 
 
-_CANCEL_SCRIPT = textwrap.dedent(
+# Two -X dev scenarios of this file, run in one child (see ``dev_mode_runs``): cancels and breaks
+# on a slow answer, and cancels landing at every moment of a connect over polling.
+_DEV_MODE_SCRIPT = textwrap.dedent(
     """
     import asyncio, gc, os, sys
     from langchain_pplx_labs import ChatPerplexityLabs
+    from langchain_pplx_labs import pool as pool_module
 
     def fds():
         return len(os.listdir("/proc/self/fd"))
 
-    async def main():
-        chat = ChatPerplexityLabs(base_url=sys.argv[1], model="sonar", first_token_timeout=5, idle_timeout=5, max_retries=0, max_connections=2)
+    async def cancel_and_break():
+        chat = ChatPerplexityLabs(base_url=SLOW_URL, model="sonar", first_token_timeout=5, idle_timeout=5, max_retries=0, max_connections=2)
         async for _ in chat.astream("warm up"):
             break
         start = fds()
@@ -346,22 +355,85 @@ _CANCEL_SCRIPT = textwrap.dedent(
         print("fd-growth", fds() - start)
         await chat.aclose()
 
-    asyncio.run(main())
-    chat = ChatPerplexityLabs(base_url=sys.argv[1], model="sonar", first_token_timeout=5, idle_timeout=5)
-    for _ in range(5):
-        for _ in chat.stream("sync break"):
-            break
-    chat.close()
-    gc.collect()
+    def cancellation():
+        # Both slots soon held by drains of abandoned answers: each question waits DRAIN_YIELD_SECONDS,
+        # then ends the oldest drain. The path is the same at 0.1 s as at 1 s, and ten times shorter.
+        pool_module.DRAIN_YIELD_SECONDS = 0.1
+        try:
+            asyncio.run(cancel_and_break())
+            chat = ChatPerplexityLabs(base_url=SLOW_URL, model="sonar", first_token_timeout=5, idle_timeout=5)
+            for _ in range(5):
+                for _ in chat.stream("sync break"):
+                    break
+            chat.close()
+            gc.collect()
+        finally:
+            pool_module.DRAIN_YIELD_SECONDS = 1.0
+
+    async def cancel_connects():
+        chat = ChatPerplexityLabs(base_url=POLLING_URL, model="sonar", max_retries=0, pool_idle_timeout=None)
+        await chat.ainvoke("warm up")
+        pool = await chat._client.pool()
+        for i in range(30):
+            # A cancel after the question went out leaves a drain that pools its socket when it ends:
+            # wait for it, so that socket is closed here and not forgotten by the clear() below.
+            while pool.draining_count:
+                await asyncio.sleep(0.01)
+            await asyncio.gather(*(c.close() for c, _ in pool._idle))
+            pool._idle.clear()
+            task = asyncio.create_task(chat.ainvoke("cancel me while connecting"))
+            await asyncio.sleep(0.0005 * i)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        while pool.draining_count:  # a cancel after the question went out leaves a drain, then a pooled socket
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*(c.close() for c, _ in pool._idle))  # the last one may have finished
+        pool._idle.clear()
+        await asyncio.sleep(0.5)
+        loops = [t for t in asyncio.all_tasks() if "_read_loop" in repr(t) or "_write_loop" in repr(t)]
+        print("engineio-loops", len(loops))
+        await chat.aclose()
+        gc.collect()
+
+    SCENARIOS = {
+        "cancellation": cancellation,
+        "cancelled-connects-over-polling": lambda: asyncio.run(cancel_connects()),
+    }
     """
 )
 
 
-def test_cancellation_is_clean_under_dev_mode_and_warnings_as_errors(
-    base_url: str, emulator: LabsEmulator
-) -> None:
-    emulator.script(answer="tick " * 100, chunk_size=5, delay=0.01)
-    stdout = run_clean_under_dev_mode(_CANCEL_SCRIPT, base_url)
+@dataclasses.dataclass(frozen=True)
+class DevModeRuns:
+    """The batch's scenarios, and the polling emulator whose sessions the connect scenario opened."""
+
+    scenarios: dict[str, devmode.Scenario]
+    polling: LabsEmulator
+    polling_baseline: int
+
+
+@pytest.fixture(scope="module")
+def dev_mode_runs() -> Iterator[DevModeRuns]:
+    """One ``-X dev -W error`` child for both scenarios, each against an emulator of its own."""
+    # Its own polling emulator: a session cancelled before the handshake ends lingers until the
+    # server's ping timeout, which must not leak into tests on the shared one.
+    with EmulatorThread() as slow, EmulatorThread(LabsEmulator(refuse_websocket=True)) as polling:
+        slow.emulator.script(answer="tick " * 100, chunk_size=5, delay=0.01)
+        script = f"SLOW_URL = {slow.base_url!r}\nPOLLING_URL = {polling.base_url!r}\n" + _DEV_MODE_SCRIPT
+        baseline = polling.emulator.open_sockets
+        scenarios = devmode.run_scenarios_under_dev_mode(
+            script, ["cancellation", "cancelled-connects-over-polling"]
+        )
+        yield DevModeRuns(scenarios, polling.emulator, baseline)
+
+
+@pytest.mark.system
+@pytest.mark.xdist_group("reliability-devmode")
+def test_cancellation_is_clean_under_dev_mode_and_warnings_as_errors(dev_mode_runs: DevModeRuns) -> None:
+    stdout = dev_mode_runs.scenarios["cancellation"].assert_clean()
     growth = int(stdout.split("fd-growth")[1].split()[0])
     assert growth <= 2, stdout
 
@@ -475,6 +547,7 @@ def faulty_serve() -> Iterator[str]:
     process.stdout.close()
 
 
+@pytest.mark.system
 async def test_serve_fault_flags_reach_the_scenario(faulty_serve: str) -> None:
     received: list[str] = []
     async with _model(faulty_serve, max_retries=2) as chat:
@@ -536,57 +609,14 @@ async def test_timeout_on_a_dead_network_is_not_delayed_by_closing_the_socket(
     assert waited < 8, f"the idle timeout (0.5 s) reached us {waited:.1f}s after the network went dark"
 
 
-_CANCEL_CONNECT_SCRIPT = textwrap.dedent(
-    """
-    import asyncio, gc, sys
-    from langchain_pplx_labs import ChatPerplexityLabs
-
-    async def main():
-        chat = ChatPerplexityLabs(base_url=sys.argv[1], model="sonar", max_retries=0, pool_idle_timeout=None)
-        await chat.ainvoke("warm up")
-        pool = await chat._client.pool()
-        for i in range(30):
-            # A cancel after the question went out leaves a drain that pools its socket when it ends:
-            # wait for it, so that socket is closed here and not forgotten by the clear() below.
-            while pool.draining_count:
-                await asyncio.sleep(0.01)
-            await asyncio.gather(*(c.close() for c, _ in pool._idle))
-            pool._idle.clear()
-            task = asyncio.create_task(chat.ainvoke("cancel me while connecting"))
-            await asyncio.sleep(0.0005 * i)
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        while pool.draining_count:  # a cancel after the question went out leaves a drain, then a pooled socket
-            await asyncio.sleep(0.01)
-        await asyncio.gather(*(c.close() for c, _ in pool._idle))  # the last one may have finished
-        pool._idle.clear()
-        await asyncio.sleep(0.5)
-        loops = [t for t in asyncio.all_tasks() if "_read_loop" in repr(t) or "_write_loop" in repr(t)]
-        print("engineio-loops", len(loops))
-        await chat.aclose()
-        gc.collect()
-
-    asyncio.run(main())
-    """
-)
-
-
-def test_cancelled_connects_leave_no_socket_open_over_polling() -> None:
+@pytest.mark.system
+@pytest.mark.xdist_group("reliability-devmode")
+def test_cancelled_connects_leave_no_socket_open_over_polling(dev_mode_runs: DevModeRuns) -> None:
     # A cancel mid-connect left a half-open socket in no pool list (and, over polling, a
     # session the server kept): every one must be closed, and told so, at once.
-    # Its own emulator: a session cancelled before the handshake ends lingers until the
-    # server's ping timeout, which must not leak into tests on the shared one.
-    with EmulatorThread(LabsEmulator(refuse_websocket=True)) as thread:
-        _run_cancelled_connects(thread.emulator)
-
-
-def _run_cancelled_connects(emulator: LabsEmulator) -> None:
-    baseline = emulator.open_sockets
-    stdout = run_clean_under_dev_mode(_CANCEL_CONNECT_SCRIPT, emulator.base_url)
+    stdout = dev_mode_runs.scenarios["cancelled-connects-over-polling"].assert_clean()
     assert "engineio-loops 0" in stdout, stdout
+    emulator, baseline = dev_mode_runs.polling, dev_mode_runs.polling_baseline
     # The server counts sessions until it sees them end (its ping timeout is 45 s).
     for _ in range(100):
         if emulator.open_sockets <= baseline:

@@ -314,6 +314,7 @@ _LEAK_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.system  # a -X dev child: its exit is part of the subject
 def test_web_answers_abandoned_cancelled_or_left_open_leak_nothing_under_dev_mode(
     base_url: str, emulator: LabsEmulator
 ) -> None:
