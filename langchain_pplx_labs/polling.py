@@ -7,6 +7,7 @@ import contextlib
 from typing import Any
 
 import aiohttp
+import engineio
 import socketio
 from engineio import base_client as eio_base_client
 from socketio import exceptions as sio_exceptions
@@ -22,12 +23,25 @@ class PoolSessionClosed(PerplexityLabsConnectionError):
     """engine.io wanted a new HTTP session because the pool's was closed (the pool is closing)."""
 
 
+class _BorrowingEngineIO(engineio.AsyncClient):  # type: ignore[misc]
+    """engine.io's client on the pool's HTTP session, which it borrows and so never closes."""
+
+    def __del__(self) -> None:
+        # engine.io's own __del__ closes an open session on asyncio.get_event_loop(): from the
+        # main thread on 3.11 that creates (and leaves unclosed) a loop, and runs the close of a
+        # session that belongs to the pool's loop on it. The pool closes its session itself.
+        pass
+
+
 class _LabsSocketIO(socketio.AsyncClient):  # type: ignore[misc]
     """python-socketio client that reports undecodable packets instead of only logging them."""
 
     def __init__(self, listener: WireListener, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._listener = listener
+
+    def _engineio_client_class(self) -> type[engineio.AsyncClient]:
+        return _BorrowingEngineIO
 
     async def _handle_eio_disconnect(self, reason: Any) -> None:
         # python-socketio reports a lost transport only to connected namespaces: before the
