@@ -7,6 +7,10 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
+# pytester forgets every module an inner run imported, and hypothesis's plugin imports its package at
+# the end of each inner run: without a bytecode cache, pytest then rewrites ~80 hypothesis modules
+# again for every runpytest (about 2 s each). Imported here once, the package stays for every inner run.
+import hypothesis.internal.observability  # noqa: F401
 import pytest
 import trustme
 from aiohttp import web

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import hashlib
+import io
 import itertools
-import subprocess
-import sys
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import CliResult
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.output_parsers import JsonOutputParser
 
@@ -23,7 +26,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
-from langchain_pplx_labs.recording import Cassette, load_cassette
+from langchain_pplx_labs.recording import Cassette, build_corpus, load_cassette
 from langchain_pplx_labs.recording.replay import CassetteResponder
 
 CASSETTES = Path(__file__).resolve().parents[1] / "cassettes"
@@ -277,20 +280,40 @@ async def test_async_fixture_streams_the_same_cassette(applx_labs_cassette: Chat
     assert chunks[-1].response_metadata["citations"] == PARIS_SOURCES
 
 
-def _build_corpus(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    module = "langchain_pplx_labs.recording.build_corpus"
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+# build_corpus records from its own in-process emulator: vcrpy, active in this module, lets that
+# loopback traffic pass (a python -m subprocess never had vcrpy in it).
+BUILDS_LOCALLY = pytest.mark.vcr(ignore_localhost=True)
 
 
-def test_build_corpus_rejects_unknown_names_and_writes_nothing(tmp_path: Path) -> None:
-    result = _build_corpus(tmp_path, "test_no_such_entry")
+@contextlib.contextmanager
+def _root_logger_kept() -> Iterator[None]:
+    """The root logger's handlers and level as they were: ``main`` calls ``logging.basicConfig``."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def _build_corpus(cwd: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> CliResult:
+    """``python -m langchain_pplx_labs.recording.build_corpus ARGS`` run by its ``main`` here, from ``cwd``."""
+    monkeypatch.chdir(cwd)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with _root_logger_kept(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            code = build_corpus.main(list(args))
+        except SystemExit as exit_:  # argparse's usage errors
+            code = int(exit_.code or 0)
+    return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+@BUILDS_LOCALLY
+def test_build_corpus_rejects_unknown_names_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = _build_corpus(tmp_path, monkeypatch, "test_no_such_entry")
     assert result.returncode == 2
     assert (
         "unknown entry test_no_such_entry; valid entries: test_plain_answer_with_citations" in result.stderr
@@ -298,11 +321,10 @@ def test_build_corpus_rejects_unknown_names_and_writes_nothing(tmp_path: Path) -
     assert list(tmp_path.iterdir()) == []
 
 
-def test_build_corpus_writes_only_where_told(tmp_path: Path) -> None:
-    from langchain_pplx_labs.recording.build_corpus import CORPUS_DIR
-
-    assert CORPUS_DIR == HERE  # the default is the checkout's corpus, wherever it is run from
-    result = _build_corpus(tmp_path, "--out", "out", "test_no_citations")
+@BUILDS_LOCALLY
+def test_build_corpus_writes_only_where_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert build_corpus.CORPUS_DIR == HERE  # the default is the checkout's corpus, wherever it is run from
+    result = _build_corpus(tmp_path, monkeypatch, "--out", "out", "test_no_citations")
     assert result.returncode == 0, result.stderr
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["test_no_citations.labs.yaml"]
     rebuilt = load_cassette(tmp_path / "out" / "test_no_citations.labs.yaml")

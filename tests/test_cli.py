@@ -1,4 +1,9 @@
-"""The ``pplx-labs`` command as a user runs it: a real subprocess, real sockets."""
+"""The ``pplx-labs`` command as a user runs it, on real sockets.
+
+What it prints and its exit code are checked in this process through ``clirun.run_cli``; a real
+``pplx-labs`` process is started only where the process is the subject (``serve`` beside the test,
+signals, a closed pipe, a fresh interpreter): those tests are marked ``system``.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clirun import command, run_cli
 from pydantic import BaseModel
 
 from langchain_pplx_labs import ChatPerplexityLabs, cli
@@ -27,15 +33,8 @@ QUESTION = "What is the capital of France?"
 TIMEOUT = 60
 
 
-def command(*args: str) -> list[str]:
-    """The installed ``pplx-labs`` script next to this interpreter, else the module."""
-    script = Path(sys.executable).with_name("pplx-labs")
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "langchain_pplx_labs.cli", *args]
-
-
 def run(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``pplx-labs ARGS`` as a real process, for the modules that import it (this one uses ``run_cli``)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PPLX_LABS_BASE_URL", "PPLX_LABS_COOKIES")}
     env.update(env_extra or {})
     return subprocess.run(
@@ -44,11 +43,12 @@ def run(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.Compl
 
 
 def footnotes(urls: list[str]) -> str:
+    """The ``[n] URL`` lines ``ask`` ends its answer with."""
     return "".join(f"[{n}] {url}\n" for n, url in enumerate(urls, start=1))
 
 
 def test_ask_emulator_prints_answer_and_numbered_footnotes() -> None:
-    result = run("ask", "--emulator", "--model", "sonar-pro", QUESTION)
+    result = run_cli("ask", "--emulator", "--model", "sonar-pro", QUESTION)
     assert result.returncode == 0, result.stderr
     answer = made_up_answer(QUESTION)
     urls = default_citations(QUESTION)
@@ -59,7 +59,7 @@ def test_ask_emulator_prints_answer_and_numbered_footnotes() -> None:
 
 
 def test_ask_with_reasoning_model_shows_thinking_only_when_asked() -> None:
-    result = run("ask", "--emulator", "--show-reasoning", QUESTION)
+    result = run_cli("ask", "--emulator", "--show-reasoning", QUESTION)
     assert result.returncode == 0, result.stderr
     assert "[thinking] The user asks:" in result.stdout
     assert "[answer] " + made_up_answer(QUESTION) in result.stdout
@@ -68,7 +68,7 @@ def test_ask_with_reasoning_model_shows_thinking_only_when_asked() -> None:
 
 def test_ask_reports_server_failure_on_stderr_with_exit_code(emulator: LabsEmulator) -> None:
     emulator.script(fail="Error in processing query")
-    result = run("ask", "--base-url", emulator.base_url, QUESTION)
+    result = run_cli("ask", "--base-url", emulator.base_url, QUESTION)
     assert result.returncode == 1
     assert "Error in processing query" in result.stderr
     assert "Traceback" not in result.stderr
@@ -111,6 +111,7 @@ def served() -> Iterator[tuple[subprocess.Popen[str], str]]:
         yield started
 
 
+@pytest.mark.system
 def test_serve_prints_base_url_first_and_answers_there(served: tuple[subprocess.Popen[str], str]) -> None:
     process, first = served
     base_url = first.strip()
@@ -123,7 +124,7 @@ def test_serve_prints_base_url_first_and_answers_there(served: tuple[subprocess.
     assert message.content == made_up_answer(QUESTION)
     assert message.response_metadata["citations"] == default_citations(QUESTION)
     # The CLI's own client works against it too.
-    result = run("ask", "--base-url", base_url, QUESTION)
+    result = run_cli("ask", "--base-url", base_url, QUESTION)
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith(footnotes(default_citations(QUESTION)))
     # SIGINT / SIGTERM end it cleanly.
@@ -145,6 +146,7 @@ def get_weather(city: str) -> str:
     return f"Sunny in {city}"
 
 
+@pytest.mark.system
 def test_serve_follow_tools_answers_tool_and_schema_prompts() -> None:
     with (
         serving("--follow-tools", "--chunk-size", "4") as (_, first),
@@ -160,7 +162,7 @@ def test_serve_follow_tools_answers_tool_and_schema_prompts() -> None:
 
 
 def test_serve_follow_tools_and_cassettes_are_exclusive(tmp_path: Path) -> None:
-    result = run("serve", "--follow-tools", "--cassettes", str(tmp_path))
+    result = run_cli("serve", "--follow-tools", "--cassettes", str(tmp_path))
     assert result.returncode == 1
     assert "--follow-tools and --cassettes" in result.stderr
 
@@ -195,8 +197,12 @@ def _free_port() -> int:
         ),
     ],
 )
-def test_bad_input_is_one_error_line_not_a_traceback(args: list[str], code: int, expected: str) -> None:
-    result = run(*args)
+def test_bad_input_is_one_error_line_not_a_traceback(
+    args: list[str], code: int, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A relative --out that a regression did write would land here, not in the checkout.
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(*args)
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
     assert expected in result.stderr
@@ -208,20 +214,20 @@ def test_serve_on_a_busy_port_names_the_address() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run("serve", "--port", str(port))
+        result = run_cli("serve", "--port", str(port))
     assert result.returncode == 1
     assert result.stderr.startswith(f"pplx-labs: error: cannot serve on 127.0.0.1:{port}: ")
     assert "Traceback" not in result.stderr
 
 
 def test_serve_an_empty_cassette_folder_is_an_error(tmp_path: Path) -> None:
-    result = run("serve", "--cassettes", str(tmp_path))
+    result = run_cli("serve", "--cassettes", str(tmp_path))
     assert result.returncode == 1
     assert f"no *.labs.yaml cassettes under {tmp_path}" in result.stderr
 
 
 def test_ask_with_empty_system_sends_no_system_message(emulator: LabsEmulator) -> None:
-    result = run("ask", "--base-url", emulator.base_url, "--system", "", QUESTION)
+    result = run_cli("ask", "--base-url", emulator.base_url, "--system", "", QUESTION)
     assert result.returncode == 0, result.stderr
     assert emulator.requests[-1]["messages"] == [{"role": "user", "content": QUESTION}]
 
@@ -229,7 +235,7 @@ def test_ask_with_empty_system_sends_no_system_message(emulator: LabsEmulator) -
 def test_record_from_an_unreachable_server_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "live.labs.yaml"
     url = f"http://127.0.0.1:{_free_port()}"
-    result = run("cassette", "record", "--base-url", url, "--out", str(out), QUESTION)
+    result = run_cli("cassette", "record", "--base-url", url, "--out", str(out), QUESTION)
     assert result.returncode == 1
     assert result.stderr.startswith(f"pplx-labs: error: cannot reach {url}: ")
     assert "recorded" not in result.stderr
@@ -240,10 +246,10 @@ def test_record_sends_cookies_and_headers_but_saves_them_redacted(
     emulator: LabsEmulator, tmp_path: Path
 ) -> None:
     out = tmp_path / "live.labs.yaml"
-    result = run(
+    result = run_cli(
         *("cassette", "record", "--base-url", emulator.base_url, "--out", str(out), QUESTION),
         *("--header", "X-Team-Token: TEAM-SECRET-1", "--header", "Accept-Language: fr"),
-        env_extra={"PPLX_LABS_COOKIES": "cf_clearance=COOKIE-SECRET-2"},
+        env={"PPLX_LABS_COOKIES": "cf_clearance=COOKIE-SECRET-2"},
     )
     assert result.returncode == 0, result.stderr
     sent = emulator.handshake_headers[-1]
@@ -258,7 +264,7 @@ def test_record_sends_cookies_and_headers_but_saves_them_redacted(
 def test_record_goes_through_the_given_proxy(emulator: LabsEmulator, tmp_path: Path) -> None:
     out = tmp_path / "live.labs.yaml"
     dead_proxy = f"socks5://127.0.0.1:{_free_port()}"
-    result = run(
+    result = run_cli(
         *("cassette", "record", "--base-url", emulator.base_url, "--proxy", dead_proxy),
         *("--out", str(out), QUESTION),
     )
@@ -361,7 +367,7 @@ def test_cassette_show_errors_are_one_line_naming_the_file_and_first_problem(
 
 def test_serve_refuses_a_malformed_cassette_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "bad.labs.yaml").write_text(MALFORMED)
-    result = run("serve", "--cassettes", str(tmp_path))
+    result = run_cli("serve", "--cassettes", str(tmp_path))
     assert result.returncode == 1
     assert _one_error_line(result.stderr).startswith(f"Cassette {tmp_path / 'bad.labs.yaml'} is malformed: ")
 
@@ -370,7 +376,7 @@ def test_ask_server_failure_mid_answer_is_one_line_after_the_partial_answer(emul
     emulator.script(
         answer="Partial answer that breaks off.", chunk_size=4, fail="Boom at frame two", fail_after=2
     )
-    result = run("ask", "--base-url", emulator.base_url, "--model", "sonar-pro", QUESTION)
+    result = run_cli("ask", "--base-url", emulator.base_url, "--model", "sonar-pro", QUESTION)
     assert result.returncode == 1
     assert "Boom at frame two" in _one_error_line(result.stderr)
     assert result.stdout == "Partial \n"  # two frames of 4 characters, then the line is ended
@@ -387,6 +393,7 @@ def test_unexpected_exceptions_are_one_line_not_a_traceback(
     assert _one_error_line(capsys.readouterr().err) == "unexpected RuntimeError: something nobody expected"
 
 
+@pytest.mark.system
 def test_ask_into_a_closed_pipe_exits_quietly_with_141(emulator: LabsEmulator) -> None:
     """``pplx-labs ask ... | head -c 5``: the reader leaves early; no "Broken pipe", exit 128 + SIGPIPE."""
     emulator.script(answer="word " * 2_000, chunk_size=5, delay=0.002)
@@ -417,6 +424,7 @@ def _ipv6_loopback() -> bool:
     return True
 
 
+@pytest.mark.system
 @pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
 def test_serve_on_ipv6_prints_a_bracketed_url_the_model_accepts() -> None:
     with serving("--host", "::1") as (_, first):
@@ -429,18 +437,20 @@ def test_serve_on_ipv6_prints_a_bracketed_url_the_model_accepts() -> None:
 # -- recorded with the CLI, replayed with the CLI (issue 17, item 5) ------------------------------
 
 
+@pytest.mark.system
 def test_a_cli_recording_replays_with_ask_and_a_near_miss_names_the_closest_recording(tmp_path: Path) -> None:
     # "a" sorts first: a mismatch that blamed the first cassette would name it instead of "b".
     for name, question in (("a", "Say hello."), ("b", QUESTION)):
         out = tmp_path / f"{name}.labs.yaml"
-        recorded = run(
+        recorded = run_cli(
             "cassette", "record", "--emulator", "--model", "sonar-pro", "--out", str(out), question
         )
         assert recorded.returncode == 0, recorded.stderr
+    # Replayed by `pplx-labs serve --cassettes`, the process a user starts beside the client.
     with serving("--cassettes", str(tmp_path)) as (_, first):
         base_url = first.strip()
-        same = run("ask", "--base-url", base_url, "--model", "sonar-pro", QUESTION)
-        near = run("ask", "--base-url", base_url, "--model", "sonar-pro", "What is the capital of Spain?")
+        same = run_cli("ask", "--base-url", base_url, "--model", "sonar-pro", QUESTION)
+        near = run_cli("ask", "--base-url", base_url, "--model", "sonar-pro", "What is the capital of Spain?")
     assert same.returncode == 0, same.stderr
     assert same.stdout == (
         "The capital of France is Paris [1]. It has been the seat of the French government for most of "
@@ -460,9 +470,9 @@ def test_a_cli_recording_replays_with_ask_and_a_near_miss_names_the_closest_reco
 
 
 def test_ask_and_cassette_record_send_the_same_system_prompt(emulator: LabsEmulator, tmp_path: Path) -> None:
-    asked = run("ask", "--base-url", emulator.base_url, QUESTION)
+    asked = run_cli("ask", "--base-url", emulator.base_url, QUESTION)
     assert asked.returncode == 0, asked.stderr
-    recorded = run(
+    recorded = run_cli(
         "cassette",
         "record",
         "--base-url",
@@ -483,11 +493,13 @@ def test_ask_and_cassette_record_send_the_same_system_prompt(emulator: LabsEmula
 README = Path(__file__).resolve().parents[1] / "docs" / "tools_and_agents.md"
 
 
+@pytest.mark.system
 def test_readme_bind_tools_snippet_gives_what_it_shows_against_serve_follow_tools() -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
     [snippet] = [b for b in blocks if "ChatPerplexityLabs(" in b and ".bind_tools([get_weather])" in b]
     show = "\nprint(json.dumps([[c['name'], c['args']] for c in msg.tool_calls]))\n"
     with serving("--follow-tools") as (_, first):
+        # A fresh interpreter, as a reader runs the snippet (which never closes its model).
         env = {**os.environ, "PPLX_LABS_BASE_URL": first.strip()}
         result = subprocess.run(
             [sys.executable, "-c", "import json\n" + snippet + show],

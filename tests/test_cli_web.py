@@ -1,10 +1,11 @@
-"""``--transport web`` on the command line: ``ask`` and ``gateway`` as real subprocesses against the emulator."""
+"""``--transport web`` on the command line: ``ask`` in this process, ``gateway`` as a real process, against the emulator."""
 
 from __future__ import annotations
 
 import openai
 import pytest
-from test_cli import footnotes, run
+from clirun import run_cli
+from test_cli import footnotes
 from test_gateway_cli import _start, _stop
 
 from langchain_pplx_labs.cli import main
@@ -24,7 +25,7 @@ def test_ask_over_the_web_prints_the_answer_and_its_sources(
     flags: list[str], env: dict[str, str], emulator: LabsEmulator
 ) -> None:
     emulator.script(answer=ANSWER, citations=CITATIONS, chunk_size=9)
-    result = run("ask", "--base-url", emulator.base_url, *flags, QUESTION, env_extra=env)
+    result = run_cli("ask", "--base-url", emulator.base_url, *flags, QUESTION, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{ANSWER}\n\nSources:\n{footnotes(CITATIONS)}"
     assert emulator.web.asks == 1
@@ -34,9 +35,9 @@ def test_ask_over_the_web_prints_the_answer_and_its_sources(
 
 def test_ask_transport_labs_overrides_the_environment(emulator: LabsEmulator) -> None:
     emulator.script(answer=ANSWER, citations=CITATIONS)
-    result = run(
+    result = run_cli(
         "ask", "--base-url", emulator.base_url, "--transport", "labs", QUESTION,
-        env_extra={"PPLX_LABS_TRANSPORT": "web"},
+        env={"PPLX_LABS_TRANSPORT": "web"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(ANSWER)
@@ -46,7 +47,7 @@ def test_ask_transport_labs_overrides_the_environment(emulator: LabsEmulator) ->
 
 def test_ask_web_refusal_is_one_line(emulator: LabsEmulator) -> None:
     emulator.blocked = True
-    result = run("ask", "--base-url", emulator.base_url, "--transport", "web", QUESTION)
+    result = run_cli("ask", "--base-url", emulator.base_url, "--transport", "web", QUESTION)
     assert result.returncode == 1
     assert result.stderr.startswith("pplx-labs: error: Perplexity blocked the session check: HTTP 403")
     assert result.stderr.count("\n") == 1
@@ -60,6 +61,7 @@ def test_an_unknown_transport_is_a_usage_error(capsys: pytest.CaptureFixture[str
     assert "invalid choice: 'sse'" in capsys.readouterr().err
 
 
+@pytest.mark.system  # `pplx-labs gateway` serves beside the test until a signal stops it
 def test_the_openai_sdk_streams_from_the_gateway_over_the_web(emulator: LabsEmulator) -> None:
     emulator.script(answer=ANSWER, citations=CITATIONS, chunk_size=7)
     process, root = _start("--base-url", emulator.base_url, "--transport", "web")

@@ -31,6 +31,9 @@ from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
 from langchain_pplx_labs.emulator.rules import schema_follower
 
+# The docs and examples run as a user runs them: the system tier.
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS_PAGE = ROOT / "docs" / "chat_perplexity_labs.md"
 _FENCE = re.compile(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import socketio
+from clirun import command
 
 from langchain_pplx_labs import ChatPerplexityLabs, LabsProtocol
 from langchain_pplx_labs.cli import build_parser
@@ -228,18 +228,12 @@ def test_serve_is_paced_like_the_recorded_cassettes_unless_told_otherwise() -> N
     assert narrowed.allowed_origin == ["https://a.example"]
 
 
-def _pplx_labs(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("pplx-labs")
-    return (
-        [str(script), *args] if script.exists() else [sys.executable, "-m", "langchain_pplx_labs.cli", *args]
-    )
-
-
+@pytest.mark.system  # `pplx-labs serve`'s own flags, in the process a user starts
 async def test_serve_with_a_protocol_file_and_an_allowed_origin(tmp_path: Path) -> None:
     protocol_file = tmp_path / "labs.json"
     protocol_file.write_text('{"socketio_path": "/v9/io/", "progress_event": "{model}.answer"}')
     process = await asyncio.create_subprocess_exec(
-        *_pplx_labs(
+        *command(
             "serve",
             "--port",
             "0",

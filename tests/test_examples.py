@@ -12,6 +12,9 @@ import pytest
 
 from langchain_pplx_labs.emulator import LabsEmulator
 
+# The docs and examples run as a user runs them: the system tier.
+pytestmark = pytest.mark.system
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # Lines each example must print, as regexes (the offline emulator's answers are deterministic).
 EXPECTED: dict[str, list[str]] = {

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clirun import run_cli
 from langchain_core.load import dumpd, dumps, load
 
 from langchain_pplx_labs import ChatPerplexityLabs, LabsProtocol
@@ -187,18 +186,10 @@ def test_protocol_is_part_of_the_connection_settings() -> None:
     assert settings.header_dict["Referer"] == "https://www.perplexity.ai/labs"
 
 
-def _pplx_labs(*args: str) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("pplx-labs")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "langchain_pplx_labs.cli"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=60, check=False)
-
-
 def test_cli_ask_takes_a_protocol_file(tmp_path: Path) -> None:
     path = tmp_path / "labs.json"
     path.write_text(MOVED.model_dump_json())
-    result = _pplx_labs(
-        "ask", "--emulator", "--model", "sonar", "--protocol", str(path), "capital of France?"
-    )
+    result = run_cli("ask", "--emulator", "--model", "sonar", "--protocol", str(path), "capital of France?")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("The capital of France is Paris [1].")
 
@@ -206,7 +197,7 @@ def test_cli_ask_takes_a_protocol_file(tmp_path: Path) -> None:
 def test_cli_names_a_bad_protocol_file_in_one_line(tmp_path: Path) -> None:
     path = tmp_path / "labs.json"
     path.write_text('{"progress_event": "{model}{model}"}')
-    result = _pplx_labs("ask", "--emulator", "--protocol", str(path), "q")
+    result = run_cli("ask", "--emulator", "--protocol", str(path), "q")
     assert result.returncode == 1
     assert result.stderr.startswith(f"pplx-labs: error: {path}: not a LabsProtocol (progress_event: ")
     assert result.stderr.count("\n") == 1

@@ -1,4 +1,7 @@
-"""What the package loads: the pytest plugin, ``pplx-labs --help``, ``serve`` and ``cassette show`` stay light."""
+"""What the package loads: the pytest plugin, ``pplx-labs --help``, ``serve`` and ``cassette show`` stay light.
+
+What an import loads shows only in a fresh interpreter: those tests start one and are marked ``system``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from clirun import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60
@@ -47,6 +51,7 @@ def roots(modules: set[str]) -> set[str]:
     return {name.partition(".")[0] for name in modules}
 
 
+@pytest.mark.system
 def test_plugin_import_loads_only_pytest_and_the_standard_library() -> None:
     # pytest-asyncio is a pytest plugin that pytest loads anyway when it is installed.
     baseline = loaded_after("import pytest, pytest_asyncio")
@@ -59,6 +64,7 @@ def test_plugin_import_loads_only_pytest_and_the_standard_library() -> None:
     assert roots(modules).isdisjoint({*HEAVY, "pydantic", "yaml", "orjson"})
 
 
+@pytest.mark.system
 def test_package_names_load_on_first_use() -> None:
     modules = loaded_after(
         "import langchain_pplx_labs as p\n"
@@ -82,7 +88,8 @@ def test_unknown_name_is_an_attribute_error_and_submodules_still_import() -> Non
         _ = langchain_pplx_labs.ChatPerplexityLab
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_fresh(*args: str) -> subprocess.CompletedProcess[str]:
+    """``pplx-labs ARGS`` in a fresh interpreter; its stdout ends with the ``MODULES=`` line."""
     return subprocess.run(
         [sys.executable, "-c", RUN_CLI, json.dumps(args)],
         capture_output=True,
@@ -92,8 +99,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.system
 def test_help_loads_no_langchain_aiohttp_or_socketio() -> None:
-    result = run_cli("--help")
+    result = run_fresh("--help")
     assert result.returncode == 0, result.stderr
     assert "cassette" in result.stdout
     assert "serve" in result.stdout
@@ -110,14 +118,16 @@ def test_version_is_the_one_in_pyproject() -> None:
     assert langchain_pplx_labs.__version__ == declared
 
 
+@pytest.mark.system
 def test_cassette_show_loads_no_langchain_aiohttp_or_socketio() -> None:
     path = ROOT / "cassettes" / "test_cassettes" / "test_failed_status.labs.yaml"
-    result = run_cli("cassette", "show", str(path))
+    result = run_fresh("cassette", "show", str(path))
     assert result.returncode == 0, result.stderr
     assert "synthetic" in result.stdout
     assert roots(modules_of(result.stdout)).isdisjoint(HEAVY)
 
 
+@pytest.mark.system
 @pytest.mark.parametrize(
     "extra", [(), ("--cassettes", str(ROOT / "cassettes"))], ids=["scripted", "cassettes"]
 )

@@ -6,12 +6,12 @@ import asyncio
 import re
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import command
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from langchain_pplx_labs import ChatPerplexityLabs
@@ -249,11 +249,12 @@ def test_cli_record_then_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "nope.yaml" in capsys.readouterr().err
 
 
+@pytest.mark.system  # `pplx-labs serve` answers from another process until it is stopped
 def test_cli_serve_cassettes_replays_over_a_real_socket() -> None:
     folder = Path(__file__).resolve().parents[1] / "cassettes" / "test_cassettes"
     expected = load_cassette(folder / "test_no_citations.labs.yaml").interactions[0].frames[-1].data["output"]
     server = subprocess.Popen(
-        [sys.executable, "-m", "langchain_pplx_labs.cli", "serve", "--cassettes", str(folder)],
+        command("serve", "--cassettes", str(folder)),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
