@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 QUESTION ?= What is the capital of France?
-# The suite mostly waits on sockets and timers: more workers than cores keeps both cores busy.
+# The suite mostly waits on sockets and timers: more workers than cores keeps both cores busy. A file's
+# tests share a worker (loadfile), so its module-scoped servers and -X dev batches start once.
 WORKERS ?= 4
-PYTEST := $(BIN)/python -m pytest --record-mode=none -n $(WORKERS) --dist loadgroup
+PYTEST := $(BIN)/python -m pytest --record-mode=none -n $(WORKERS) --dist loadfile
 
 .PHONY: demo test lint dev ci bench bench-smoke soak clean
 

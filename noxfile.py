@@ -24,7 +24,7 @@ PYTEST = (
     "-n",
     "4",
     "--dist",
-    "loadgroup",
+    "loadfile",
 )
 UNIT_TIERS = ("-m", "not system and not bench")
 """The unit and emulator tiers: what CI runs on the other Pythons and the lowest dependencies (``-- --tiers``)."""

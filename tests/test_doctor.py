@@ -288,7 +288,6 @@ def dev_mode_walks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, devmod
 
 
 @pytest.mark.system
-@pytest.mark.xdist_group("test_doctor-devmode")
 @pytest.mark.parametrize("fault", DEV_MODE_FAULTS)
 def test_doctor_leaves_nothing_open_under_dev_mode(
     fault: str, dev_mode_walks: dict[str, devmode.Scenario]

@@ -488,7 +488,6 @@ def dev_mode_walks() -> dict[str, devmode.Scenario]:
 
 
 @pytest.mark.system
-@pytest.mark.xdist_group("test_doctor_web-devmode")
 @pytest.mark.parametrize("fault", DEV_MODE_FAULTS)
 def test_the_web_walk_leaves_nothing_open_under_dev_mode(
     fault: str, dev_mode_walks: dict[str, devmode.Scenario]

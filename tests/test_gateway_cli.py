@@ -52,12 +52,7 @@ def follow_tools_gateway() -> Iterator[str]:
     assert "Traceback" not in stderr
 
 
-# The tests sharing the gateway process: one worker runs them, so it starts once.
-shared_gateway = pytest.mark.xdist_group("gateway_cli-gateway")
-
-
 @pytest.mark.system
-@shared_gateway
 def test_prints_its_root_url_first(follow_tools_gateway: str) -> None:
     assert follow_tools_gateway.startswith("http://127.0.0.1:")
     port = int(follow_tools_gateway.rsplit(":", 1)[1])
@@ -91,7 +86,6 @@ SPECS: Any = [
 
 
 @pytest.mark.system
-@shared_gateway
 def test_two_tool_agent_loop_on_the_plain_openai_sdk(follow_tools_gateway: str) -> None:
     ran: list[tuple[str, dict[str, Any]]] = []
     answers: list[str] = []
@@ -162,7 +156,6 @@ def test_api_key_from_the_environment_protects_it(monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.system
-@shared_gateway
 def test_port_in_use_is_one_line(follow_tools_gateway: str) -> None:
     port = follow_tools_gateway.rsplit(":", 1)[1]
     result = run_cli("gateway", "--emulator", "--port", port)
@@ -247,7 +240,6 @@ def leave_runs() -> dict[str, Scenario]:
 
 
 @pytest.mark.system
-@pytest.mark.xdist_group("gateway_cli-devmode")
 @pytest.mark.parametrize(("delay", "mode", "drain", "kept", "frames"), _LEAVE_CASES)
 def test_client_leaving_mid_stream_releases_the_labs_socket(
     delay: str, mode: str, drain: str, kept: int, frames: int, leave_runs: dict[str, Scenario]

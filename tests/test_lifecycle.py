@@ -143,33 +143,25 @@ def _outputs(runs: list[dict[str, Scenario]], name: str) -> list[str]:
     return [run[name].assert_clean() for run in runs]
 
 
-# The tests that read the batched runs: one worker runs them, so the runs happen once.
-batched = pytest.mark.xdist_group("lifecycle-devmode")
-
-
 @pytest.mark.system
-@batched
 def test_dropped_after_a_refused_connect(runs: list[dict[str, Scenario]]) -> None:
     for out in _outputs(runs, "refused-connect"):
         assert out.split() == ["PerplexityLabsConnectionError"] * 3
 
 
 @pytest.mark.system
-@batched
 def test_dropped_after_a_tls_mismatch(runs: list[dict[str, Scenario]]) -> None:
     for out in _outputs(runs, "tls-mismatch"):
         assert out.split() == ["PerplexityLabsConnectionError"] * 3
 
 
 @pytest.mark.system
-@batched
 def test_dropped_after_plain_http_to_a_tls_port(runs: list[dict[str, Scenario]]) -> None:
     for out in _outputs(runs, "plain-http-to-tls"):
         assert out.split() == ["PerplexityLabsConnectionError"] * 3
 
 
 @pytest.mark.system
-@batched
 def test_dropped_after_an_unresolvable_host(runs: list[dict[str, Scenario]]) -> None:
     if "unresolvable-host" not in runs[0]:
         pytest.skip("name resolution does not fail fast here")
@@ -178,7 +170,6 @@ def test_dropped_after_an_unresolvable_host(runs: list[dict[str, Scenario]]) -> 
 
 
 @pytest.mark.system
-@batched
 @pytest.mark.parametrize("server", ["websocket", "polling"])
 def test_dropped_after_answers(server: str, runs: list[dict[str, Scenario]]) -> None:
     for out in _outputs(runs, f"answers-{server}"):
@@ -186,7 +177,6 @@ def test_dropped_after_answers(server: str, runs: list[dict[str, Scenario]]) -> 
 
 
 @pytest.mark.system
-@batched
 def test_dropped_on_the_async_path_under_asyncio_run(runs: list[dict[str, Scenario]]) -> None:
     for out in _outputs(runs, "async-path"):
         assert out.count("This is the offline Perplexity Labs emulator") == 2, out

@@ -58,17 +58,12 @@ def pproxy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[in
         process.wait(timeout=10)
 
 
-# The tests through the pproxy process: one worker runs them, so it starts once.
-through_pproxy = pytest.mark.xdist_group("proxy_tls-pproxy")
-
-
 def _tunnels_to(log: Path, target_port: int) -> int:
     # pproxy -v prints one line per tunnel, e.g. "http 127.0.0.1:5xxxx -> 127.0.0.1:4xxxx".
     return sum(f"127.0.0.1:{target_port}" in line for line in log.read_text(errors="replace").splitlines())
 
 
 @pytest.mark.system
-@through_pproxy
 @pytest.mark.parametrize("scheme", ["http", "socks5"])
 async def test_queries_go_through_the_proxy(
     scheme: str, pproxy_server: tuple[int, Path], base_url: str, emulator: LabsEmulator
@@ -140,7 +135,6 @@ async def test_verify_ssl_false_is_accepted(tls_emulator: LabsEmulator) -> None:
 
 
 @pytest.mark.system
-@through_pproxy
 async def test_tls_through_a_socks5_proxy(
     tls_emulator: LabsEmulator, authority: trustme.CA, pproxy_server: tuple[int, Path]
 ) -> None:
@@ -161,7 +155,6 @@ async def test_tls_through_a_socks5_proxy(
 
 
 @pytest.mark.system
-@through_pproxy
 async def test_polling_transport_also_goes_through_the_proxy(
     pproxy_server: tuple[int, Path], base_url: str, emulator: LabsEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

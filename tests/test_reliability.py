@@ -431,7 +431,6 @@ def dev_mode_runs() -> Iterator[DevModeRuns]:
 
 
 @pytest.mark.system
-@pytest.mark.xdist_group("reliability-devmode")
 def test_cancellation_is_clean_under_dev_mode_and_warnings_as_errors(dev_mode_runs: DevModeRuns) -> None:
     stdout = dev_mode_runs.scenarios["cancellation"].assert_clean()
     growth = int(stdout.split("fd-growth")[1].split()[0])
@@ -610,7 +609,6 @@ async def test_timeout_on_a_dead_network_is_not_delayed_by_closing_the_socket(
 
 
 @pytest.mark.system
-@pytest.mark.xdist_group("reliability-devmode")
 def test_cancelled_connects_leave_no_socket_open_over_polling(dev_mode_runs: DevModeRuns) -> None:
     # A cancel mid-connect left a half-open socket in no pool list (and, over polling, a
     # session the server kept): every one must be closed, and told so, at once.
