@@ -292,9 +292,13 @@ def dev_mode_walks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, devmod
 def test_doctor_leaves_nothing_open_under_dev_mode(
     fault: str, dev_mode_walks: dict[str, devmode.Scenario]
 ) -> None:
+    assert_clean_walk(dev_mode_walks[fault], answered=fault in ("healthy", "refuse_websocket"))
+
+
+def assert_clean_walk(walk: devmode.Scenario, *, answered: bool) -> None:
+    """The walk left nothing open, and its ``--json`` verdict and exit code say whether it was answered."""
     # -X dev -W error: an unclosed socket, session or task would be a warning, hence an error here.
-    walked = json.loads(dev_mode_walks[fault].assert_clean())
-    answered = fault in ("healthy", "refuse_websocket")
+    walked = json.loads(walk.assert_clean())
     assert json.loads(walked["stdout"])["ok"] is answered
     assert walked["returncode"] == (0 if answered else 1)
 

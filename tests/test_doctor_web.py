@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from clirun import run_cli
 from test_cli import serving as serving_cli
-from test_doctor import doctor_walks_under_dev_mode
+from test_doctor import assert_clean_walk, doctor_walks_under_dev_mode
 from test_proxy_tls import _free_port
 from webfake import FakeWebApp, serving, streaming
 
@@ -492,11 +492,7 @@ def dev_mode_walks() -> dict[str, devmode.Scenario]:
 def test_the_web_walk_leaves_nothing_open_under_dev_mode(
     fault: str, dev_mode_walks: dict[str, devmode.Scenario]
 ) -> None:
-    # -X dev -W error: an unclosed socket, session or task would be a warning, hence an error here.
-    walked = json.loads(dev_mode_walks[fault].assert_clean())
-    answered = fault == "healthy"
-    assert json.loads(walked["stdout"])["ok"] is answered
-    assert walked["returncode"] == (0 if answered else 1)
+    assert_clean_walk(dev_mode_walks[fault], answered=fault == "healthy")
 
 
 async def test_a_final_message_without_answer_text_fails_the_first_text_step() -> None:

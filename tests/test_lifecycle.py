@@ -144,28 +144,13 @@ def _outputs(runs: list[dict[str, Scenario]], name: str) -> list[str]:
 
 
 @pytest.mark.system
-def test_dropped_after_a_refused_connect(runs: list[dict[str, Scenario]]) -> None:
-    for out in _outputs(runs, "refused-connect"):
-        assert out.split() == ["PerplexityLabsConnectionError"] * 3
-
-
-@pytest.mark.system
-def test_dropped_after_a_tls_mismatch(runs: list[dict[str, Scenario]]) -> None:
-    for out in _outputs(runs, "tls-mismatch"):
-        assert out.split() == ["PerplexityLabsConnectionError"] * 3
-
-
-@pytest.mark.system
-def test_dropped_after_plain_http_to_a_tls_port(runs: list[dict[str, Scenario]]) -> None:
-    for out in _outputs(runs, "plain-http-to-tls"):
-        assert out.split() == ["PerplexityLabsConnectionError"] * 3
-
-
-@pytest.mark.system
-def test_dropped_after_an_unresolvable_host(runs: list[dict[str, Scenario]]) -> None:
-    if "unresolvable-host" not in runs[0]:
+@pytest.mark.parametrize(
+    "path", ["refused-connect", "tls-mismatch", "plain-http-to-tls", "unresolvable-host"]
+)
+def test_dropped_after_a_failed_connect(path: str, runs: list[dict[str, Scenario]]) -> None:
+    if path not in runs[0]:
         pytest.skip("name resolution does not fail fast here")
-    for out in _outputs(runs, "unresolvable-host"):
+    for out in _outputs(runs, path):
         assert out.split() == ["PerplexityLabsConnectionError"] * 3
 
 
