@@ -312,6 +312,10 @@ def test_benchmarks_quick_mode_prints_a_table() -> None:
     assert "| TTFT, ours, warm (later questions, pooled connection) |" in result.stdout
     assert "ours, one model, cold pool: errors 0/20;" in result.stdout
     assert "ours, same model, warm: errors 0/20;" in result.stdout
+    # CPU per web answer: this version and ChatOpenAI always; the older commit's row needs its history.
+    assert "## CPU per web answer, 2,000 SSE messages" in result.stdout
+    assert '| this version, ChatPerplexityLabs(transport="web").astream | 3 |' in result.stdout
+    assert "| langchain-openai ChatOpenAI.astream, loopback OpenAI SSE server | 3 |" in result.stdout
 
 
 def test_refused_connect_on_a_pipelined_socket_is_a_clear_error(
