@@ -79,7 +79,7 @@ def main(argv: list[str]) -> None:
     kind, url, root, model = argv
     # In place of this script's directory (``benchmarks/``, whose module names are not for the client).
     sys.path[0:1] = [root] if root else []
-    socket.socket.recv = _counting_recv  # type: ignore[method-assign]
+    socket.socket.recv = _counting_recv  # type: ignore[method-assign, assignment]
     asyncio.run(_serve(kind, url, model))
 
 

@@ -294,7 +294,7 @@ async def test_aclose_closes_every_socket(emulator: LabsEmulator, base_url: str)
 
 @pytest.mark.bench
 @pytest.mark.system
-@pytest.mark.timeout(300)  # about 50 s on an idle 2-core machine; several times that under load
+@pytest.mark.timeout(300)  # about 60 s on an idle 2-core machine; several times that under load
 def test_benchmarks_quick_mode_prints_a_table() -> None:
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run(
