@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-from benchmarks import abandoned, concurrency, cpu, gateway, overhead, peer, ttft, web, web_growth
+from benchmarks import abandoned, concurrency, cpu, gateway, overhead, peer, ttft, web, web_cpu, web_growth
 from benchmarks.latency_proxy import DEFAULT_RTT
 
 
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
             "gateway",
             "web",
             "web_growth",
+            "web_cpu",
         ],
         action="append",
     )
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         "gateway": gateway,
         "web": web,
         "web_growth": web_growth,
+        "web_cpu": web_cpu,
     }
     for name in args.only or list(modules):
         modules[name].run(args.quick, rtt)

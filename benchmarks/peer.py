@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -29,24 +30,20 @@ def _sse_chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
     return f"data: {json.dumps(body)}\n\n".encode()
 
 
-async def _completions(request: web.Request) -> web.StreamResponse:
-    """An OpenAI-style ``/v1/chat/completions`` that streams ``CHUNKS`` deltas of ``PIECE``."""
-    await request.read()
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
-    await response.write(_sse_chunk({"role": "assistant", "content": ""}))
-    for _ in range(CHUNKS):
-        await response.write(_sse_chunk({"content": PIECE}))
-    await response.write(_sse_chunk({}, finish="stop"))
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
-    return response
-
-
 class SSEServerThread:
-    """The OpenAI-style server on its own loop and thread, so the measured thread runs only the client."""
+    """The OpenAI-style server on its own loop and thread, so the measured thread runs only the client.
 
-    def __init__(self) -> None:
+    Its ``/v1/chat/completions`` streams ``pieces`` (default: ``CHUNKS`` deltas of ``PIECE``), one SSE
+    chunk each, after the role chunk and before the finish chunk and ``[DONE]``."""
+
+    def __init__(self, pieces: Sequence[str] = (PIECE,) * CHUNKS) -> None:
+        # Encoded once: the server's own work is not what is measured, and less of it keeps the runs short.
+        self._stream = [
+            _sse_chunk({"role": "assistant", "content": ""}),
+            *(_sse_chunk({"content": piece}) for piece in pieces),
+            _sse_chunk({}, finish="stop"),
+            b"data: [DONE]\n\n",
+        ]
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="sse-server", daemon=True)
         self._runner: web.AppRunner | None = None
@@ -54,13 +51,22 @@ class SSEServerThread:
 
     async def _start(self) -> str:
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", _completions)
+        app.router.add_post("/v1/chat/completions", self._completions)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         return f"http://{host}:{port}/v1"
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for message in self._stream:
+            await response.write(message)
+        await response.write_eof()
+        return response
 
     def __enter__(self) -> SSEServerThread:
         self._thread.start()
