@@ -44,6 +44,8 @@ from langchain_pplx_labs.protocol import (
     parse_frame,
 )
 from langchain_pplx_labs.sse import SSEMessage
+from langchain_pplx_labs.transports.aiohttp import AiohttpTransport
+from langchain_pplx_labs.transports.base import HTTPTransport
 from langchain_pplx_labs.web import WebWire
 from langchain_pplx_labs.web_protocol import WEB_SESSION_COOKIES, web_request_body
 
@@ -75,10 +77,8 @@ class _Answered:
 class _WebConnection(LabsConnection):
     """A LabsConnection over the web wire, which the walk watches: ``framed`` runs as each frame arrives."""
 
-    def __init__(
-        self, settings: ConnectionSettings, session: aiohttp.ClientSession, framed: Callable[[], None]
-    ) -> None:
-        super().__init__(settings, session)
+    def __init__(self, settings: ConnectionSettings, http: HTTPTransport, framed: Callable[[], None]) -> None:
+        super().__init__(settings, http=http)
         self._framed = framed
 
     def on_event(self, event: str, *args: Any) -> None:
@@ -143,13 +143,19 @@ class _WebWalk(StepWalk):
         self.frames.append((time.monotonic(), self.messages))
 
     async def run(self) -> None:
-        async with self.session(self._clock()) as session:
-            connection = _WebConnection(self.settings, session, self._framed)
-            try:
-                await self._open(connection)
-                await self._ask(connection)
-            finally:
-                await connection.close(graceful=False)
+        # Dialling as the pool's transport does, watched by the walk's clocks.
+        http = AiohttpTransport(
+            connect_timeout=self.settings.timeouts.connect,
+            proxy=self.proxy,
+            trace_configs=[self._connect_clock(), self._clock()],
+        )
+        connection = _WebConnection(self.settings, http, self._framed)
+        try:
+            await self._open(connection)
+            await self._ask(connection)
+        finally:
+            await connection.close(graceful=False)
+            await http.aclose()
 
     async def _open(self, connection: _WebConnection) -> None:
         try:
