@@ -63,10 +63,7 @@ def client_session(
 
 
 class AiohttpTransport:
-    """An :class:`~langchain_pplx_labs.transports.base.HTTPTransport` on one aiohttp session, made on first use.
-
-    ``trace_configs`` watch its requests too (the doctor times each answer with them).
-    """
+    """An :class:`~langchain_pplx_labs.transports.base.HTTPTransport` on one aiohttp session, made on first use."""
 
     def __init__(
         self,
@@ -75,13 +72,11 @@ class AiohttpTransport:
         proxy: str | None = None,
         ssl_option: ssl.SSLContext | bool = True,
         keepalive_timeout: float = AIOHTTP_KEEPALIVE_SECONDS,
-        trace_configs: Sequence[aiohttp.TraceConfig] = (),
     ) -> None:
         self._connect_timeout = connect_timeout
         self._proxy = proxy
         self._ssl = ssl_option
         self._keepalive_timeout = keepalive_timeout
-        self._trace_configs = (_connected_trace(), *trace_configs)
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -120,7 +115,7 @@ class AiohttpTransport:
                 proxy=self._proxy,
                 ssl_option=self._ssl,
                 keepalive_timeout=self._keepalive_timeout,
-                trace_configs=self._trace_configs,
+                trace_configs=[_connected_trace()],
             )
             _open_sessions.add(self._session)
         return self._session
