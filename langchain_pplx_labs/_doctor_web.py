@@ -42,7 +42,7 @@ from langchain_pplx_labs.protocol import (
     parse_frame,
 )
 from langchain_pplx_labs.sse import SSEMessage
-from langchain_pplx_labs.transports.aiohttp import AiohttpTransport
+from langchain_pplx_labs.transports import http_transport
 from langchain_pplx_labs.transports.base import HTTPTransport, Request, Response
 from langchain_pplx_labs.web import WebWire
 from langchain_pplx_labs.web_protocol import WEB_SESSION_COOKIES, web_request_body
@@ -140,7 +140,7 @@ class _WebWalk(StepWalk):
     async def run(self) -> None:
         # Dialling as the pool's transport does, watched by the walk's clocks.
         http = _Watched(
-            AiohttpTransport(connect_timeout=self.settings.timeouts.connect, proxy=self.proxy), self
+            http_transport(connect_timeout=self.settings.timeouts.connect, proxy=self.proxy), self
         )
         connection = _WebConnection(self.settings, http, self._framed)
         try:

@@ -26,11 +26,8 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsRetiredError,
     PerplexityLabsTimeoutError,
 )
-from langchain_pplx_labs.transports.aiohttp import (
-    AiohttpTransport,
-    client_session,
-    connector_keepalive_timeout,
-)
+from langchain_pplx_labs.transports import http_transport
+from langchain_pplx_labs.transports.aiohttp import client_session, connector_keepalive_timeout
 from langchain_pplx_labs.transports.base import HTTPTransport
 
 logger = logging.getLogger(__name__)
@@ -381,11 +378,11 @@ class ConnectionPool:
             # An idle keep-alive connection stays as long as the pool keeps an idle connection on it:
             # with aiohttp's default (15 s) a web "connection" parked for longer would silently lose
             # its TCP (and TLS) connection and pay a new connect on its next question.
-            self._http = AiohttpTransport(
+            self._http = http_transport(
                 connect_timeout=self.settings.timeouts.connect,
                 proxy=self.pool_settings.proxy,
                 ssl_option=self.pool_settings.ssl,
-                keepalive_timeout=connector_keepalive_timeout(self.pool_settings.idle_timeout),
+                keep_idle=self.pool_settings.idle_timeout,
             )
         return self._http
 

@@ -16,7 +16,7 @@ from langchain_pplx_labs.recording.cassette import Frame, HttpRefusal, Interacti
 from langchain_pplx_labs.recording.redact import Redactor
 from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError, describe_error
 from langchain_pplx_labs.sse import SSEMessage, SSEParser
-from langchain_pplx_labs.transports.aiohttp import AiohttpTransport
+from langchain_pplx_labs.transports import http_transport
 from langchain_pplx_labs.transports.base import Request, Response, TransportError
 from langchain_pplx_labs.web_protocol import (
     WebAnswer,
@@ -67,7 +67,7 @@ async def record_web_interaction(
     redactor = (redactor or Redactor()).for_web()
     given = dict(headers if headers is not None else browser_headers(protocol))
     root = base_url.rstrip("/")
-    http = AiohttpTransport(connect_timeout=connect_timeout, proxy=proxy)
+    http = http_transport(connect_timeout=connect_timeout, proxy=proxy)
     try:
         session_url = root + protocol.web_session_path
         check = _merged({"accept": "application/json"}, given, protocol)
