@@ -5,12 +5,10 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from types import SimpleNamespace
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from langchain_pplx_labs._doctor import (
@@ -44,6 +42,8 @@ from langchain_pplx_labs.protocol import (
     parse_frame,
 )
 from langchain_pplx_labs.sse import SSEMessage
+from langchain_pplx_labs.transports import http_transport
+from langchain_pplx_labs.transports.base import HTTPTransport, Request, Response
 from langchain_pplx_labs.web import WebWire
 from langchain_pplx_labs.web_protocol import WEB_SESSION_COOKIES, web_request_body
 
@@ -75,10 +75,8 @@ class _Answered:
 class _WebConnection(LabsConnection):
     """A LabsConnection over the web wire, which the walk watches: ``framed`` runs as each frame arrives."""
 
-    def __init__(
-        self, settings: ConnectionSettings, session: aiohttp.ClientSession, framed: Callable[[], None]
-    ) -> None:
-        super().__init__(settings, session)
+    def __init__(self, settings: ConnectionSettings, http: HTTPTransport, framed: Callable[[], None]) -> None:
+        super().__init__(settings, http=http)
         self._framed = framed
 
     def on_event(self, event: str, *args: Any) -> None:
@@ -122,17 +120,14 @@ class _WebWalk(StepWalk):
     def messages(self) -> int:
         return sum(self.events.values())
 
-    def _clock(self) -> aiohttp.TraceConfig:
-        async def answered(
-            session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
-        ) -> None:
-            content_type = params.response.headers.get("Content-Type", "")
-            answer = _Answered(time.monotonic(), params.response.status, content_type)
-            self.answers[params.url.path.removeprefix(self.root)] = answer
+    def _connected(self) -> None:
+        if self.tcp_at is None:
+            self.tcp_at = time.monotonic()
 
-        trace = aiohttp.TraceConfig()
-        trace.on_request_end.append(answered)
-        return trace
+    def _answered(self, request: Request, response: Response) -> None:
+        content_type = response.headers.get("content-type", "")
+        answer = _Answered(time.monotonic(), response.status, content_type)
+        self.answers[urlsplit(request.url).path.removeprefix(self.root)] = answer
 
     def _heard(self, message: SSEMessage) -> None:
         self.events[message.event] += 1
@@ -143,13 +138,17 @@ class _WebWalk(StepWalk):
         self.frames.append((time.monotonic(), self.messages))
 
     async def run(self) -> None:
-        async with self.session(self._clock()) as session:
-            connection = _WebConnection(self.settings, session, self._framed)
-            try:
-                await self._open(connection)
-                await self._ask(connection)
-            finally:
-                await connection.close(graceful=False)
+        # Dialling as the pool's transport does, watched by the walk's clocks.
+        http = _Watched(
+            http_transport(connect_timeout=self.settings.timeouts.connect, proxy=self.proxy), self
+        )
+        connection = _WebConnection(self.settings, http, self._framed)
+        try:
+            await self._open(connection)
+            await self._ask(connection)
+        finally:
+            await connection.close(graceful=False)
+            await http.aclose()
 
     async def _open(self, connection: _WebConnection) -> None:
         try:
@@ -361,6 +360,29 @@ class _WebWalk(StepWalk):
                 "or report a bug with this output"
             )
         return f"the stream went silent mid-answer: {raise_it}, or ask again"
+
+
+class _Watched:
+    """The walk's HTTP transport: notes when the first connection was made and when each answer's head came."""
+
+    def __init__(self, http: HTTPTransport, walk: _WebWalk) -> None:
+        self._http = http
+        self._walk = walk
+
+    async def handle_request(self, request: Request) -> Response:
+        wire_connected = request.on_connected
+
+        def connected() -> None:
+            self._walk._connected()
+            if wire_connected is not None:
+                wire_connected()
+
+        response = await self._http.handle_request(replace(request, on_connected=connected))
+        self._walk._answered(request, response)
+        return response
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
 
 diagnose_web = _WebWalk.diagnose

@@ -30,6 +30,7 @@ from langchain_pplx_labs.errors import (
     excerpt_of,
 )
 from langchain_pplx_labs.polling import PollingWire
+from langchain_pplx_labs.transports.base import ConnectTimeout, HTTPTransport, TransportError
 from langchain_pplx_labs.web import WebWire
 from langchain_pplx_labs.websocket import WebSocketWire
 from langchain_pplx_labs.wire import (
@@ -44,10 +45,9 @@ from langchain_pplx_labs.wire import (
     is_cloudflare_block,
 )
 
-_WIRES: dict[Transport, type[WebSocketWire | PollingWire | WebWire]] = {
+_LABS_WIRES: dict[Transport, type[WebSocketWire | PollingWire]] = {
     "websocket": WebSocketWire,
     "polling": PollingWire,
-    "web": WebWire,
 }
 
 __all__ = [
@@ -67,7 +67,13 @@ logger = logging.getLogger(__name__)
 
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
 # What a failed connect raises below our typed errors.
-_CONNECT_FAILURES = (aiohttp.ClientError, ConnectionError, sio_exceptions.ConnectionError, *PROXY_ERRORS)
+_CONNECT_FAILURES = (
+    aiohttp.ClientError,
+    ConnectionError,
+    sio_exceptions.ConnectionError,
+    TransportError,
+    *PROXY_ERRORS,
+)
 
 
 class PipelinedQueryDropped(PerplexityLabsDisconnectedError):
@@ -82,12 +88,20 @@ class PipelinedQueryDropped(PerplexityLabsDisconnectedError):
 class LabsConnection:
     """A connected Labs socket that runs one query at a time."""
 
-    def __init__(self, settings: ConnectionSettings, session: aiohttp.ClientSession) -> None:
-        """``session`` should carry :func:`labs_trace_config`, as the pool's does."""
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        http: HTTPTransport | None = None,
+    ) -> None:
+        """``session`` carries Labs' wires, and should carry :func:`labs_trace_config`, as the pool's does;
+        ``http`` carries the web wire."""
         self.settings = settings
         # Looked up once: it runs for every frame.
         self._is_progress = settings.protocol.is_progress_event
-        self._traced = is_traced(session)
+        self._traced = session is not None and is_traced(session)
+        self._http = http
         self.transport: Transport | None = None
         self.queries_run = 0
         self._inbox: Inbox | None = None
@@ -131,7 +145,7 @@ class LabsConnection:
         """
         if self._wire is not None:
             raise RuntimeError("a Labs connection opens once")
-        self._wire = wire = _WIRES[transport](self.settings, self._session, self)
+        self._wire = wire = self._new_wire(transport)
         token = OPENING.set(self._opening)
         try:
             await self._connect(wire, pipelined)
@@ -155,6 +169,19 @@ class LabsConnection:
             raise _closed_while_connecting()
         self._opening.responses.clear()
         self.transport = transport
+
+    def _new_wire(self, transport: Transport) -> Wire:
+        if transport == "web":
+            if self._http is None:
+                raise RuntimeError("the web wire needs an HTTP transport: LabsConnection(..., http=...)")
+            # Every HTTP transport reports its connect, so the connect and handshake budgets are told apart.
+            self._traced = True
+            return WebWire(self.settings, self._http, self, on_connected=self._opening.connected)
+        if self._session is None:
+            raise RuntimeError(
+                f"the {transport} wire needs an aiohttp session: LabsConnection(settings, session)"
+            )
+        return _LABS_WIRES[transport](self.settings, self._session, self)
 
     async def _connect(self, wire: Wire, pipelined: bool) -> None:
         timeouts = self.settings.timeouts
@@ -194,7 +221,9 @@ class LabsConnection:
         if isinstance(exc, PerplexityLabsError):
             return exc  # already typed by the wire (the web wire's refusals, a rate limit among them)
         if isinstance(exc, _CONNECT_FAILURES):
-            if _caused_by(exc, aiohttp.ConnectionTimeoutError) or _caused_by(exc, ProxyTimeoutError):
+            if isinstance(exc, ConnectTimeout) or any(
+                _caused_by(exc, kind) for kind in (aiohttp.ConnectionTimeoutError, ProxyTimeoutError)
+            ):
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
             hint = ""
             if _caused_by(exc, aiohttp.ClientConnectorCertificateError):

@@ -26,6 +26,9 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsRetiredError,
     PerplexityLabsTimeoutError,
 )
+from langchain_pplx_labs.transports import http_transport
+from langchain_pplx_labs.transports.aiohttp import client_session, connector_keepalive_timeout
+from langchain_pplx_labs.transports.base import HTTPTransport
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +121,9 @@ class ConnectionPool:
         self._none_opening = asyncio.Event()
         self._none_opening.set()
         self._limit = asyncio.Semaphore(pool.max_connections)
+        # Labs' wires speak on an aiohttp session; the web wire through an HTTP transport.
         self._session: aiohttp.ClientSession | None = None
+        self._http: HTTPTransport | None = None
         self._closed = False
         # Sockets reading an abandoned answer to its end; each holds its slot of ``_limit``.
         self._draining: dict[LabsConnection, asyncio.Task[None]] = {}
@@ -226,7 +231,7 @@ class ConnectionPool:
             lease.reusable = True
 
     async def aclose(self) -> None:
-        """Close every socket (idle, in use or still connecting) and the HTTP session.
+        """Close every socket (idle, in use or still connecting), the HTTP session and transport.
 
         Shielded like a socket's close: a cancelled caller must not cut the session from
         under goodbyes still on their way (a polling server would keep those sessions).
@@ -260,6 +265,9 @@ class ConnectionPool:
                 session, self._session = self._session, None
                 _open_sessions.discard(session)  # referenced by this frame until closed
                 await session.close()
+            if self._http is not None:
+                http, self._http = self._http, None
+                await http.aclose()
 
     async def _settle(self) -> None:
         """Let cut-short connects finish and polling goodbyes go out while the session is open."""
@@ -329,7 +337,10 @@ class ConnectionPool:
         raise await diagnose_refusal(self.settings, self._http_session(), cause) from failure
 
     async def _open_one(self, transport: Transport) -> LabsConnection:
-        connection = LabsConnection(self.settings, self._http_session())
+        if transport == "web":
+            connection = LabsConnection(self.settings, http=self._http_transport())
+        else:
+            connection = LabsConnection(self.settings, self._http_session())
         self._opening.add(connection)
         self._none_opening.clear()
         try:
@@ -350,46 +361,30 @@ class ConnectionPool:
             raise PoolClosedError()
         if self._session is None or self._session.closed:
             # aiohttp bounds the TCP connect; the handshake after it has its own budget (see open).
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeouts.connect)
-            self._session = aiohttp.ClientSession(
-                connector=self._connector(), timeout=timeout, trace_configs=[labs_trace_config()]
+            self._session = client_session(
+                connect_timeout=self.settings.timeouts.connect,
+                proxy=self.pool_settings.proxy,
+                ssl_option=self.pool_settings.ssl,
+                keepalive_timeout=connector_keepalive_timeout(self.pool_settings.idle_timeout),
+                trace_configs=[labs_trace_config()],
             )
             _open_sessions.add(self._session)
         return self._session
 
-    def _connector(self) -> aiohttp.BaseConnector:
-        ssl_option = self.pool_settings.ssl
-        # An idle keep-alive connection stays as long as the pool keeps an idle connection on it:
-        # with aiohttp's default (15 s) a web "connection" parked for longer would silently lose
-        # its TCP (and TLS) connection and pay a new connect on its next question.
-        keepalive = connector_keepalive_timeout(self.pool_settings.idle_timeout)
-        if self.pool_settings.proxy:
-            from aiohttp_socks import ProxyConnector
-
-            return ProxyConnector.from_url(
-                self.pool_settings.proxy, ssl=ssl_option, limit=0, keepalive_timeout=keepalive
+    def _http_transport(self) -> HTTPTransport:
+        if self._closed:
+            raise PoolClosedError()  # as _http_session: nothing would close it
+        if self._http is None:
+            # An idle keep-alive connection stays as long as the pool keeps an idle connection on it:
+            # with aiohttp's default (15 s) a web "connection" parked for longer would silently lose
+            # its TCP (and TLS) connection and pay a new connect on its next question.
+            self._http = http_transport(
+                connect_timeout=self.settings.timeouts.connect,
+                proxy=self.pool_settings.proxy,
+                ssl_option=self.pool_settings.ssl,
+                keep_idle=self.pool_settings.idle_timeout,
             )
-        # limit=0: aiohttp's default cap of 100 would stall sockets past the 100th until the
-        # connect timeout; the pool's own semaphore (max_connections) is the limit.
-        return aiohttp.TCPConnector(ssl=ssl_option, limit=0, keepalive_timeout=keepalive)
-
-
-# aiohttp's own keep-alive timeout, the floor: a pool that expires sooner keeps them no shorter.
-AIOHTTP_KEEPALIVE_SECONDS = 15.0
-# What "never expire" becomes for aiohttp, whose keep-alive timer needs a number.
-AIOHTTP_KEEPALIVE_FOREVER = 86_400.0
-
-
-def connector_keepalive_timeout(pool_idle_timeout: float | None) -> float:
-    """How long aiohttp keeps an idle HTTP connection: at least the pool's idle timeout.
-
-    ``None`` (the pool never expires its connections) is a day here: aiohttp before 3.12 cannot
-    compare an idle time with ``None``, and a keep-alive connection dropped after a day is only
-    reconnected by the next question.
-    """
-    if pool_idle_timeout is None:
-        return AIOHTTP_KEEPALIVE_FOREVER
-    return max(AIOHTTP_KEEPALIVE_SECONDS, pool_idle_timeout)
+        return self._http
 
 
 async def _ended(task: asyncio.Task[None]) -> None:

@@ -3,8 +3,8 @@
 Perplexity's web app asks with one ``POST`` per question and streams the answer back as
 ``text/event-stream``; the codec (:mod:`langchain_pplx_labs.web_protocol`) turns its messages
 into Labs-shaped progress frames, so everything above the wire is the same for both services.
-A "connection" here is a warm HTTP keep-alive connection of the pool's aiohttp session:
-``connect`` makes the web app's own warm-up request (``GET /api/auth/session``, which also says
+A "connection" here is a warm HTTP keep-alive connection of the pool's HTTP transport
+(:mod:`langchain_pplx_labs.transports`): ``connect`` makes the web app's own warm-up request (``GET /api/auth/session``, which also says
 whether the cookies are signed in), and each question reuses the TCP (and TLS) connection.
 """
 
@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 from multidict import CIMultiDict
 
@@ -32,6 +31,13 @@ from langchain_pplx_labs.errors import (
     excerpt_of,
 )
 from langchain_pplx_labs.sse import SSEMessage, SSEParser
+from langchain_pplx_labs.transports.base import (
+    ConnectTimeout,
+    HTTPTransport,
+    Request,
+    Response,
+    TransportError,
+)
 from langchain_pplx_labs.web_protocol import (
     WebAnswer,
     is_end_marker,
@@ -40,16 +46,15 @@ from langchain_pplx_labs.web_protocol import (
     web_headers,
     web_request_body,
 )
-from langchain_pplx_labs.wire import PROXY_ERRORS, ConnectionSettings, WireListener, is_cloudflare_block
+from langchain_pplx_labs.wire import ConnectionSettings, WireListener, is_cloudflare_block
 
 logger = logging.getLogger(__name__)
 
 # How much of a refusal's body an error quotes (and reads: the rest is not worth the wait).
 _REFUSAL_READ_BYTES = 4096
 # After an answer's last message the server still ends its stream; read that far (within
-# GRACEFUL_CLOSE_SECONDS) so the keep-alive connection goes back to aiohttp's pool warm.
+# GRACEFUL_CLOSE_SECONDS) so the keep-alive connection goes back to the transport's pool warm.
 _TAIL_READ_BYTES = 64 * 1024
-_FAILURES = (aiohttp.ClientError, ConnectionError, *PROXY_ERRORS)
 
 
 class WebWire:
@@ -58,11 +63,18 @@ class WebWire:
     reads_inline = True
 
     def __init__(
-        self, settings: ConnectionSettings, session: aiohttp.ClientSession, listener: WireListener
+        self,
+        settings: ConnectionSettings,
+        http: HTTPTransport,
+        listener: WireListener,
+        *,
+        on_connected: Callable[[], None] | None = None,
     ) -> None:
+        """``on_connected`` runs once the warm-up request has its TCP (and TLS) connection."""
         self._settings = settings
-        self._session = session
+        self._http = http
         self._listener = listener
+        self._on_connected = on_connected
         self._connected = False
         self._lost: str | None = None
         self.signed_in = False
@@ -75,7 +87,7 @@ class WebWire:
         self._question: dict[str, Any] | None = None
         self._request_id = ""
         self._progress_event = ""
-        self._response: aiohttp.ClientResponse | None = None
+        self._response: Response | None = None
         self._parser = SSEParser()
         self._answer = WebAnswer()
         self._answer_over = True
@@ -99,7 +111,9 @@ class WebWire:
         del pipelined  # one request per question: nothing to pipeline behind
         url = self._url(self._settings.protocol.web_session_path)
         headers = self._headers({"Accept": "application/json"})
-        async with self._session.get(url, headers=headers, allow_redirects=False) as response:
+        # Transport errors go up as they are: the connection names a failed connect for every wire.
+        request = Request("GET", url, headers, on_connected=self._on_connected)
+        async with await self._http.handle_request(request) as response:
             if response.status != 200:
                 raise await _refusal(url, response, "the session check")
             # Read whole: an unread body would close the keep-alive connection we came to warm.
@@ -109,10 +123,9 @@ class WebWire:
             except orjson.JSONDecodeError:
                 # A page (the main site's, a proxy's, a challenge) where the web app answers JSON: the
                 # ask would meet the same, so say so now, as the ask would (NotFound, or Blocked).
-                answered = {name.lower(): value for name, value in response.headers.items()}
                 text = body[:_REFUSAL_READ_BYTES].decode("utf-8", "replace")
                 raise web_refusal(
-                    url, 200, answered, text, what="the session check", expected="JSON"
+                    url, 200, response.headers, text, what="the session check", expected="JSON"
                 ) from None
         self.signed_in = session_user_id(session) is not None
         self._connected = True
@@ -158,9 +171,9 @@ class WebWire:
             self._response = await self._ask()
             return
         try:
-            chunk = await response.content.readany()
-        except _FAILURES as exc:
-            self._end_stream(f"the event stream broke off ({type(exc).__name__}: {exc})")
+            chunk = await response.receive()
+        except TransportError as exc:
+            self._end_stream(f"the event stream broke off ({_named(exc)})")
             return
         if chunk:
             self._report(self._parser.feed(chunk))
@@ -199,23 +212,21 @@ class WebWire:
 
     # -- asking ------------------------------------------------------------------------
 
-    async def _ask(self) -> aiohttp.ClientResponse:
+    async def _ask(self) -> Response:
         question, self._question = self._question, None
         protocol = self._settings.protocol
         url = self._url(protocol.web_path)
         headers = self._headers(web_headers(protocol, request_id=self._request_id))
         try:
-            response = await self._session.post(
-                url, data=orjson.dumps(question), headers=headers, allow_redirects=False
-            )
-        except aiohttp.ConnectionTimeoutError:
+            response = await self._http.handle_request(Request("POST", url, headers, orjson.dumps(question)))
+        except ConnectTimeout:
             # A new TCP connection was needed (the warm one expired) and could not be made in time.
             raise PerplexityLabsTimeoutError("connect", self._settings.timeouts.connect) from None
-        except _FAILURES as exc:
+        except TransportError as exc:
             raise PerplexityLabsDisconnectedError(
-                f"The web app at {url} dropped the connection before answering ({type(exc).__name__}: {exc})"
+                f"The web app at {url} dropped the connection before answering ({_named(exc)})"
             ) from exc
-        content_type = response.headers.get("Content-Type", "")
+        content_type = response.headers.get("content-type", "")
         if response.status == 200 and content_type.lower().startswith("text/event-stream"):
             return response
         raise await _refusal(url, response, "the question")
@@ -256,8 +267,8 @@ class WebWire:
         response, self._response = self._response, None
         if response is None:
             return
-        if response.content.at_eof():
-            response.release()
+        if response.ended:
+            response.close()  # read to its end: the connection goes back warm
             return
         task = asyncio.get_running_loop().create_task(_read_tail(response), name="labs-web-tail")
         self._tails.add(task)
@@ -266,7 +277,7 @@ class WebWire:
     def _drop_response(self) -> None:
         response, self._response = self._response, None
         if response is not None:
-            response.close()  # unread: aiohttp drops its TCP connection rather than pool it
+            response.close()  # unread: the transport drops its connection rather than reuse it
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -288,32 +299,34 @@ class WebWire:
         return headers
 
 
-async def _read_tail(response: aiohttp.ClientResponse) -> None:
-    """Read what is left of a finished answer's stream, then give its connection back (or close it)."""
+async def _read_tail(response: Response) -> None:
+    """Read what is left of a finished answer's stream, then give its connection back (or drop it)."""
     read = 0
     try:
         async with asyncio.timeout(GRACEFUL_CLOSE_SECONDS):
-            while read <= _TAIL_READ_BYTES and (chunk := await response.content.readany()):
+            while read <= _TAIL_READ_BYTES and (chunk := await response.receive()):
                 read += len(chunk)
-    except (TimeoutError, *_FAILURES) as exc:
+    except (TimeoutError, TransportError) as exc:
         logger.debug("the end of a web answer's stream was not read: %r", exc)
     finally:
-        if response.content.at_eof():
-            response.release()
-        else:
-            response.close()
+        response.close()
 
 
-async def _refusal(url: str, response: aiohttp.ClientResponse, what: str) -> PerplexityLabsError:
+async def _refusal(url: str, response: Response, what: str) -> PerplexityLabsError:
     """The typed error for an HTTP answer that is not what the web app sends (the response is closed)."""
     try:
-        raw = await response.content.read(_REFUSAL_READ_BYTES)
-    except _FAILURES:
+        raw = await response.read(_REFUSAL_READ_BYTES)
+    except TransportError:
         raw = b""
     finally:
         response.close()
-    headers = {name.lower(): value for name, value in response.headers.items()}
-    return web_refusal(url, response.status, headers, raw.decode("utf-8", "replace"), what=what)
+    return web_refusal(url, response.status, response.headers, raw.decode("utf-8", "replace"), what=what)
+
+
+def _named(exc: TransportError) -> str:
+    """The error under a transport's (``ServerDisconnectedError: ...``), as the message names it."""
+    cause = exc.__cause__ or exc
+    return f"{type(cause).__name__}: {cause}"
 
 
 def web_refusal(

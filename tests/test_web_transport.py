@@ -18,10 +18,10 @@ from pydantic import ValidationError
 from webfake import FakeWebApp, answer_message, forever, serving, streaming
 
 from langchain_pplx_labs import ChatPerplexityLabs
-from langchain_pplx_labs import pool as pool_module
 from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.errors import PerplexityLabsInputError
-from langchain_pplx_labs.pool import connector_keepalive_timeout
+from langchain_pplx_labs.transports import aiohttp as aiohttp_transport
+from langchain_pplx_labs.transports.aiohttp import connector_keepalive_timeout
 
 ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
 THINKING = "The user asks about France; check both sources."
@@ -165,7 +165,7 @@ async def test_a_connection_idle_past_aiohttps_keepalive_is_still_warm_within_th
     # TLS) connect. Here aiohttp's default and floor are 0.3 s and the pool keeps idle connections 5 s,
     # so an idle second shows aiohttp's own timer firing without a 16 s wait.
     monkeypatch.setattr(aiohttp, "TCPConnector", _QuickKeepaliveConnector)
-    monkeypatch.setattr(pool_module, "AIOHTTP_KEEPALIVE_SECONDS", 0.3)
+    monkeypatch.setattr(aiohttp_transport, "AIOHTTP_KEEPALIVE_SECONDS", 0.3)
     async with ChatPerplexityLabs(
         transport="web", base_url=fake_web.base_url, max_retries=0, pool_idle_timeout=5
     ) as chat:

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 from multidict import CIMultiDict
 
@@ -17,6 +16,8 @@ from langchain_pplx_labs.recording.cassette import Frame, HttpRefusal, Interacti
 from langchain_pplx_labs.recording.redact import Redactor
 from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError, describe_error
 from langchain_pplx_labs.sse import SSEMessage, SSEParser
+from langchain_pplx_labs.transports import http_transport
+from langchain_pplx_labs.transports.base import Request, Response, TransportError
 from langchain_pplx_labs.web_protocol import (
     WebAnswer,
     is_end_marker,
@@ -24,7 +25,7 @@ from langchain_pplx_labs.web_protocol import (
     web_headers,
     web_request_body,
 )
-from langchain_pplx_labs.wire import PROXY_ERRORS, browser_headers, proxy_connector
+from langchain_pplx_labs.wire import browser_headers
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ _REFUSAL_BYTES = 64 * 1024
 _KEPT_REFUSAL_HEADERS = frozenset(
     {"content-type", "server", "cf-ray", "set-cookie", "cf-mitigated", "location"}
 )
-_UNREACHABLE = (aiohttp.ClientConnectionError, TimeoutError, *PROXY_ERRORS)
+_UNREACHABLE = (TransportError, TimeoutError)
 
 
 async def record_web_interaction(
@@ -66,12 +67,12 @@ async def record_web_interaction(
     redactor = (redactor or Redactor()).for_web()
     given = dict(headers if headers is not None else browser_headers(protocol))
     root = base_url.rstrip("/")
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
-    async with aiohttp.ClientSession(connector=proxy_connector(proxy), timeout=timeout) as session:
+    http = http_transport(connect_timeout=connect_timeout, proxy=proxy)
+    try:
         session_url = root + protocol.web_session_path
         check = _merged({"accept": "application/json"}, given, protocol)
         try:
-            async with session.get(session_url, headers=check, allow_redirects=False) as response:
+            async with await http.handle_request(Request("GET", session_url, check)) as response:
                 if response.status != 200:
                     refusal = await _refusal(response, redactor)
                     request = redactor.redact_data(dict(body if body is not None else payload))
@@ -97,24 +98,26 @@ async def record_web_interaction(
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            response = await session.post(
-                root + protocol.web_path, data=orjson.dumps(dict(body)), headers=sent, allow_redirects=False
+            response = await http.handle_request(
+                Request("POST", root + protocol.web_path, sent, orjson.dumps(dict(body)))
             )
         except _UNREACHABLE as exc:
             raise UpstreamUnreachableError(base_url, describe_error(exc)) from None
         try:
-            content_type = response.headers.get("Content-Type", "").lower()
+            content_type = response.headers.get("content-type", "").lower()
             if response.status != 200 or not content_type.startswith("text/event-stream"):
                 return Interaction(request=request, refusal=await _refusal(response, redactor))
             model = str(payload.get("model", ""))
             frames = await _collect(response, WebAnswer(model), redactor, silence, started)
         finally:
             response.close()
+    finally:
+        await http.aclose()
     return Interaction(request=request, frames=frames)
 
 
 async def _collect(
-    response: aiohttp.ClientResponse, answer: WebAnswer, redactor: Redactor, silence: float, started: float
+    response: Response, answer: WebAnswer, redactor: Redactor, silence: float, started: float
 ) -> list[Frame]:
     loop = asyncio.get_running_loop()
     parser = SSEParser()
@@ -123,12 +126,12 @@ async def _collect(
     wait = silence
     while True:
         try:
-            chunk = await asyncio.wait_for(response.content.readany(), wait)
+            chunk = await asyncio.wait_for(response.receive(), wait)
         except TimeoutError:
             if not answer.finished:  # silent mid-answer; after its last message, silence is just the end
                 frames.append(Frame(at=last, kind="stall"))
             return frames
-        except (aiohttp.ClientError, *PROXY_ERRORS) as exc:
+        except TransportError as exc:
             logger.info("the recorded event stream broke off: %s", describe_error(exc))
             frames.append(Frame(at=round(loop.time() - started, 3), kind="drop"))
             return frames
@@ -172,12 +175,12 @@ def _signed_in(body: bytes) -> bool:
         return False
 
 
-async def _refusal(response: aiohttp.ClientResponse, redactor: Redactor) -> HttpRefusal:
+async def _refusal(response: Response, redactor: Redactor) -> HttpRefusal:
     try:
-        raw = await response.content.read(_REFUSAL_BYTES)
-    except (aiohttp.ClientError, *PROXY_ERRORS):
+        raw = await response.read(_REFUSAL_BYTES)
+    except TransportError:
         raw = b""
-    kept = {name: value for name, value in response.headers.items() if name.lower() in _KEPT_REFUSAL_HEADERS}
+    kept = {name: value for name, value in response.headers.items() if name in _KEPT_REFUSAL_HEADERS}
     return HttpRefusal(
         status=response.status, headers=redactor.redact_headers(kept), body=raw.decode("utf-8", "replace")
     )

@@ -1,0 +1,169 @@
+"""The HTTP transport on an aiohttp session: TCP connect, TLS, proxies (aiohttp-socks) and keep-alive."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+from types import SimpleNamespace
+
+import aiohttp
+from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
+
+from langchain_pplx_labs.transports.base import (
+    ConnectError,
+    ConnectTimeout,
+    ReadError,
+    Request,
+    Response,
+)
+
+# aiohttp's own keep-alive timeout, the floor: a pool that expires sooner keeps them no shorter.
+AIOHTTP_KEEPALIVE_SECONDS = 15.0
+# What "never expire" becomes for aiohttp, whose keep-alive timer needs a number.
+AIOHTTP_KEEPALIVE_FOREVER = 86_400.0
+# aiohttp-socks raises these outside aiohttp's hierarchy.
+_CONNECT_FAILURES = (aiohttp.ClientConnectorError, ProxyError, ProxyConnectionError)
+_READ_FAILURES = (aiohttp.ClientError, ConnectionError)
+
+
+def connector_keepalive_timeout(pool_idle_timeout: float | None) -> float:
+    """How long aiohttp keeps an idle HTTP connection: at least the pool's idle timeout.
+
+    ``None`` (the pool never expires its connections) is a day here: aiohttp before 3.12 cannot
+    compare an idle time with ``None``, and a keep-alive connection dropped after a day is only
+    reconnected by the next question.
+    """
+    if pool_idle_timeout is None:
+        return AIOHTTP_KEEPALIVE_FOREVER
+    return max(AIOHTTP_KEEPALIVE_SECONDS, pool_idle_timeout)
+
+
+def client_session(
+    *,
+    connect_timeout: float | None,
+    proxy: str | None = None,
+    ssl_option: ssl.SSLContext | bool = True,
+    keepalive_timeout: float = AIOHTTP_KEEPALIVE_SECONDS,
+    trace_configs: Sequence[aiohttp.TraceConfig] = (),
+) -> aiohttp.ClientSession:
+    """An aiohttp session dialling direct or through ``proxy`` (http, socks4, socks5), bounding only the connect."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
+    # limit=0: aiohttp's default cap of 100 would stall sockets past the 100th until the connect
+    # timeout; the pool's own semaphore (max_connections) is the limit.
+    connector: aiohttp.BaseConnector
+    if proxy:
+        from aiohttp_socks import ProxyConnector
+
+        connector = ProxyConnector.from_url(
+            proxy, ssl=ssl_option, limit=0, keepalive_timeout=keepalive_timeout
+        )
+    else:
+        connector = aiohttp.TCPConnector(ssl=ssl_option, limit=0, keepalive_timeout=keepalive_timeout)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, trace_configs=list(trace_configs))
+
+
+class AiohttpTransport:
+    """An :class:`~langchain_pplx_labs.transports.base.HTTPTransport` on one aiohttp session, made on first use."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float | None = 10.0,
+        proxy: str | None = None,
+        ssl_option: ssl.SSLContext | bool = True,
+        keepalive_timeout: float = AIOHTTP_KEEPALIVE_SECONDS,
+    ) -> None:
+        self._connect_timeout = connect_timeout
+        self._proxy = proxy
+        self._ssl = ssl_option
+        self._keepalive_timeout = keepalive_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    async def handle_request(self, request: Request) -> Response:
+        session = self._open_session()
+        try:
+            response = await session.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.body or None,
+                allow_redirects=False,
+                trace_request_ctx=request,
+            )
+        except (aiohttp.ConnectionTimeoutError, ProxyTimeoutError) as exc:
+            raise ConnectTimeout(_described(exc)) from exc
+        except _CONNECT_FAILURES as exc:
+            raise ConnectError(_described(exc)) from exc
+        except _READ_FAILURES as exc:
+            raise ReadError(_described(exc)) from exc
+        return Response(response.status, response.headers.items(), _Body(response))
+
+    async def aclose(self) -> None:
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            _open_sessions.discard(session)  # referenced by this frame until closed
+            await session.close()
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ConnectError("the HTTP transport is closed")
+        if self._session is None or self._session.closed:
+            self._session = client_session(
+                connect_timeout=self._connect_timeout,
+                proxy=self._proxy,
+                ssl_option=self._ssl,
+                keepalive_timeout=self._keepalive_timeout,
+                trace_configs=[_connected_trace()],
+            )
+            _open_sessions.add(self._session)
+        return self._session
+
+
+class _Body:
+    """An aiohttp response's payload as the seam's byte stream."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def receive(self) -> bytes:
+        try:
+            return await self._response.content.readany()
+        except (*_READ_FAILURES, ProxyError) as exc:
+            raise ReadError(_described(exc)) from exc
+
+    @property
+    def ended(self) -> bool:
+        return self._response.content.at_eof()
+
+    def close(self) -> None:
+        if self.ended:
+            self._response.release()
+        else:
+            self._response.close()  # unread: aiohttp drops its TCP connection rather than pool it
+
+
+def _connected_trace() -> aiohttp.TraceConfig:
+    """Tracing that tells each request (its ``trace_request_ctx``) when it has its connection."""
+
+    async def connected(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
+        request = context.trace_request_ctx
+        if isinstance(request, Request) and request.on_connected is not None:
+            request.on_connected()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(connected)
+    trace.on_connection_reuseconn.append(connected)
+    return trace
+
+
+def _described(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+# Every session not closed yet. A dropped model caught in a reference cycle (an error's
+# traceback makes one) is collected in one pass: the session's ``__del__`` would warn
+# "Unclosed client session" before the pool's lifespan, finalised in the same pass, had
+# closed it. Held from here, the session is never part of that garbage.
+_open_sessions: set[aiohttp.ClientSession] = set()

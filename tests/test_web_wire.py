@@ -1,0 +1,139 @@
+"""The web wire over the test-double transport: what it requests, how it reads, drops and refuses, with no socket."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+from mocktransport import MockTransport, ScriptedStream, json_response, sse_response
+from webfake import ASK, SESSION, answer_message
+
+from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection
+from langchain_pplx_labs.errors import (
+    PerplexityLabsConnectionError,
+    PerplexityLabsDisconnectedError,
+    PerplexityLabsRateLimitError,
+    PerplexityLabsTimeoutError,
+)
+from langchain_pplx_labs.protocol import build_payload
+from langchain_pplx_labs.transports.base import ConnectError, ConnectTimeout, Request, Response
+
+BASE_URL = "http://web.test"
+SETTINGS = ConnectionSettings(base_url=BASE_URL, service="web")
+PAYLOAD = build_payload("sonar", [{"role": "user", "content": "Capital of France?"}])
+
+
+def _web_app(*answers: Response, session: dict[str, Any] | None = None) -> MockTransport:
+    """A transport answering the session check with ``session`` and each ask with the next of ``answers``."""
+    waiting = list(answers)
+
+    def handle(request: Request) -> Response:
+        if urlsplit(request.url).path == SESSION:
+            return json_response(session or {})
+        return waiting.pop(0)
+
+    return MockTransport(handle)
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[[MockTransport], Any]]:
+    opened: list[LabsConnection] = []
+
+    async def opening(http: MockTransport) -> LabsConnection:
+        connection = LabsConnection(SETTINGS, http=http)
+        opened.append(connection)
+        await connection.open("web")
+        return connection
+
+    yield opening
+    for connection in opened:
+        await connection.close(graceful=False)
+
+
+async def _outputs(connection: LabsConnection) -> list[str]:
+    """Each frame's output until the final one (the caller ends a query, as the client does)."""
+    outputs: list[str] = []
+    frames = connection.query(PAYLOAD)
+    try:
+        async for frame in frames:
+            outputs.append(frame["output"])
+            if frame.get("final"):
+                break
+    finally:
+        await frames.aclose()
+    return outputs
+
+
+async def test_the_session_check_then_the_question_posted_and_its_stream_read(connect: Any) -> None:
+    answer, body = sse_response([answer_message("Paris"), answer_message("Paris [1].", final=True)])
+    http = _web_app(answer, session={"user": {"id": "u-1"}})
+    connection = await connect(http)
+    assert await _outputs(connection) == ["Paris", "Paris [1]."]
+    assert [(r.method, urlsplit(r.url).path) for r in http.requests] == [("GET", SESSION), ("POST", ASK)]
+    asked = http.requests[1]
+    assert asked.headers["accept"] == "text/event-stream"
+    assert asked.headers["x-request-id"]
+    sent = orjson.loads(asked.body)
+    assert sent["query_str"] == "Capital of France?"
+    assert sent["params"]["mode"] == "copilot"  # the session check said the cookies are signed in
+    # The stream's end, after the final message, is read in the background: then the connection is reused.
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert body.closed
+    assert not body.dropped
+
+
+async def test_an_abandoned_answer_drops_its_response_and_the_wire_asks_again(connect: Any) -> None:
+    endless, dropped = sse_response([answer_message("Paris")], hold=True)
+    whole, _ = sse_response([answer_message("Lyon.", final=True)])
+    connection = await connect(_web_app(endless, whole))
+    frames = connection.query(PAYLOAD)
+    assert (await anext(frames))["output"] == "Paris"
+    await frames.aclose()
+    assert dropped.dropped  # closed unread: a real transport drops its connection
+    assert connection.alive
+    assert not connection.answer_open
+    assert await _outputs(connection) == ["Lyon."]
+
+
+async def test_a_stream_that_breaks_off_is_a_disconnect_naming_the_cause(connect: Any) -> None:
+    broken, _ = sse_response([answer_message("Par"), ConnectionResetError("reset by peer")])
+    connection = await connect(_web_app(broken))
+    with pytest.raises(PerplexityLabsDisconnectedError, match="ConnectionResetError: reset by peer"):
+        await _outputs(connection)
+    assert not connection.alive
+
+
+async def test_a_refused_question_is_the_typed_error_and_its_body_is_closed(connect: Any) -> None:
+    limited = ScriptedStream([orjson.dumps({"error_code": "FREE_TIER_RATE_LIMITED", "message": "slow down"})])
+    refusal = Response(429, [("Content-Type", "application/json")], limited)
+    connection = await connect(_web_app(refusal))
+    with pytest.raises(PerplexityLabsRateLimitError, match="slow down") as caught:
+        await _outputs(connection)
+    assert caught.value.error_code == "FREE_TIER_RATE_LIMITED"
+    assert limited.closed
+
+
+async def test_a_connect_timeout_is_the_connect_timeout(connect: Any) -> None:
+    def handle(request: Request) -> Response:
+        raise ConnectTimeout("no answer to SYN")
+
+    with pytest.raises(PerplexityLabsTimeoutError) as caught:
+        await connect(MockTransport(handle))
+    assert caught.value.which == "connect"
+
+
+async def test_a_failed_connect_names_the_url_and_the_transports_reason(connect: Any) -> None:
+    def handle(request: Request) -> Response:
+        raise ConnectError("Cannot connect to host web.test:80")
+
+    with pytest.raises(PerplexityLabsConnectionError) as caught:
+        await connect(MockTransport(handle))
+    assert (
+        str(caught.value)
+        == "Could not connect to http://web.test over web: Cannot connect to host web.test:80"
+    )
