@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import statistics
+import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -48,6 +49,20 @@ def print_table(title: str, rows: Sequence[Row]) -> None:
 
 
 @contextlib.contextmanager
+def stop_child(child: subprocess.Popen[str]) -> None:
+    """Close a benchmark child's stdin (its cue to stop), wait for it (kill after 10 s), close its stdout."""
+    if child.stdin is not None:
+        with contextlib.suppress(BrokenPipeError):
+            child.stdin.close()
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    if child.stdout is not None:
+        child.stdout.close()
+
+
 def emulator_behind_proxy(rtt: float = DEFAULT_RTT) -> Iterator[tuple[LabsEmulator, str]]:
     """The Labs emulator on a real port, reached through the latency proxy: (emulator, proxied URL)."""
     with EmulatorThread() as thread, ProxyThread(thread.base_url, rtt) as proxy:

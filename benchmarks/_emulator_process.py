@@ -18,6 +18,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+from benchmarks._common import stop_child
+
 
 @contextlib.contextmanager
 def emulator_process(
@@ -44,15 +46,7 @@ def emulator_process(
             raise RuntimeError("the emulator process did not start")
         yield url
     finally:
-        assert child.stdin is not None
-        child.stdin.close()  # the child's cue to stop
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+        stop_child(child)
         os.unlink(file.name)
 
 

@@ -31,9 +31,9 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from benchmarks._common import percentile
+from benchmarks._common import percentile, stop_child
 from benchmarks._emulator_process import emulator_process
 from benchmarks.peer import SSEServerThread
 
@@ -131,21 +131,7 @@ def client_process(name: str, kind: str, url: str, root: str) -> Iterator[Client
     try:
         yield Client(name, child, package=_reply(child, name)["package"] or "")
     finally:
-        _stop(child)
-
-
-def _stop(child: subprocess.Popen[str]) -> None:
-    stdin: IO[str] | None = child.stdin
-    if stdin is not None:
-        with contextlib.suppress(BrokenPipeError):
-            stdin.close()  # the child's cue to stop
-    try:
-        child.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
-    if child.stdout is not None:
-        child.stdout.close()
+        stop_child(child)
 
 
 @contextlib.contextmanager

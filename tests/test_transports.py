@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiohttp import web
+from loopback import serving_app
 
 from langchain_pplx_labs.transports.aiohttp import AiohttpTransport
 from langchain_pplx_labs.transports.base import ConnectError, ConnectTimeout, ReadError, Request
@@ -74,15 +75,8 @@ async def server() -> AsyncIterator[_Server]:
     app.router.add_get("/chunks", served.chunks)
     app.router.add_get("/endless", served.endless)
     app.router.add_get("/broken", served.broken)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        host, port = runner.addresses[0][:2]
-        served.url = f"http://{host}:{port}"
+    async with serving_app(app) as served.url:
         yield served
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from loopback import serving_app
 from multidict import CIMultiDict
 
 from langchain_pplx_labs.sse import sse_message
@@ -113,12 +114,5 @@ async def forever() -> None:
 async def serving() -> AsyncIterator[FakeWebApp]:
     """A fresh fake on a free port of 127.0.0.1, stopped on the way out."""
     fake = FakeWebApp()
-    runner = web.AppRunner(fake.app(), shutdown_timeout=0.1)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        host, port = runner.addresses[0][:2]
-        fake.base_url = f"http://{host}:{port}"
+    async with serving_app(fake.app()) as fake.base_url:
         yield fake
-    finally:
-        await runner.cleanup()

@@ -1,0 +1,21 @@
+"""Serves an aiohttp application on a free port of 127.0.0.1 for the length of a test."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+
+@contextlib.asynccontextmanager
+async def serving_app(app: web.Application) -> AsyncIterator[str]:
+    """``app`` served on a free loopback port; yields its base URL, and stops it on the way out."""
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]  # the bound port (site.name shows 0 on older aiohttp)
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
