@@ -23,6 +23,10 @@ ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
 CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
 THINKING = "The user asks about France; check both sources."
 
+# Models these tests build themselves speak Labs (the environment says so); test_web_reruns.py runs
+# many of them again with the environment saying web.
+pytestmark = pytest.mark.usefixtures("over_labs")
+
 
 def added(chunks: Iterable[BaseMessageChunk]) -> BaseMessageChunk:
     return reduce(lambda a, b: a + b, chunks)

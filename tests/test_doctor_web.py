@@ -447,7 +447,7 @@ def test_the_retired_labs_advice_is_a_command_that_walks_the_web_app(
     emulator: LabsEmulator, base_url: str
 ) -> None:
     emulator.redirect_to = "https://www.perplexity.ai/"
-    labs = run_cli("doctor", "--base-url", base_url)
+    labs = run_cli("doctor", "--transport", "labs", "--base-url", base_url)
     assert labs.returncode == 1
     [advice] = [line for line in labs.stdout.splitlines() if line.startswith("What to change: ")]
     command = re.search(r"try: (pplx-labs doctor [^;]+);", advice)
