@@ -415,6 +415,20 @@ def test_cli_takes_the_transport_from_the_environment(emulator: LabsEmulator, ba
     assert flagged.stdout.splitlines()[0] == f"pplx-labs doctor: {base_url}/socket.io/"  # the flag wins
 
 
+def test_cli_walks_the_web_app_by_default_and_records_its_default_model(
+    emulator: LabsEmulator, base_url: str, tmp_path: Path
+) -> None:
+    emulator.script(answer=ANSWER, citations=[])
+    out = tmp_path / "default.labs.yaml"
+    result = run_cli("doctor", "--base-url", base_url, "--record", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == _header(base_url)
+    assert (load_cassette(out).transport, load_cassette(out).model) == ("web", "auto")
+    assert sum(emulator.handshakes.values()) == 0
+    from_env = run_cli("doctor", "--base-url", base_url, env={"PPLX_LABS_TRANSPORT": "labs"})
+    assert from_env.stdout.splitlines()[0] == f"pplx-labs doctor: {base_url}/socket.io/"
+
+
 @pytest.mark.parametrize(
     ("args", "env", "error"),
     [
