@@ -22,7 +22,9 @@ PACING = 0.005
 async def _abandoned_ttfts(base_url: str, drain_timeout: float) -> tuple[list[float], int]:
     """TTFT of each of ``QUESTIONS`` questions, each abandoned at its first token; sockets opened."""
     ttfts = []
-    async with ChatPerplexityLabs(base_url=base_url, model=MODEL, drain_timeout=drain_timeout) as chat:
+    async with ChatPerplexityLabs(
+        transport="labs", base_url=base_url, model=MODEL, drain_timeout=drain_timeout
+    ) as chat:
         await chat.awarmup()
         for n in range(QUESTIONS):
             started = time.perf_counter()

@@ -20,7 +20,9 @@ async def _one(chat: ChatPerplexityLabs, n: int) -> float:
 
 
 async def _measure(base_url: str, streams: int) -> tuple[list[float], int]:
-    async with ChatPerplexityLabs(base_url=base_url, model="sonar", max_connections=streams) as chat:
+    async with ChatPerplexityLabs(
+        transport="labs", base_url=base_url, model="sonar", max_connections=streams
+    ) as chat:
         results = await asyncio.gather(*(_one(chat, n) for n in range(streams)), return_exceptions=True)
     ttfts = [r for r in results if isinstance(r, float)]
     return ttfts, len(results) - len(ttfts)

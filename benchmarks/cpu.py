@@ -57,7 +57,7 @@ async def _measure(base_url: str, size: int, reps: int) -> tuple[list[float], li
     baseline: list[float] = []
     client: list[float] = []
     ours: list[float] = []
-    async with ChatPerplexityLabs(base_url=base_url, model="sonar") as chat:
+    async with ChatPerplexityLabs(transport="labs", base_url=base_url, model="sonar") as chat:
         await chat.awarmup()
         # One untimed answer each first: first-use costs (lazy imports, caches) are not per-answer
         # CPU, and --quick takes a single sample. Then interleaved, so machine noise hits all alike.

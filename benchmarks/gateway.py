@@ -48,7 +48,8 @@ async def gateway_ttfb(session: aiohttp.ClientSession, url: str, question: str) 
 
 def start_gateway(base_url: str, max_connections: int) -> tuple[subprocess.Popen[str], str]:
     """``pplx-labs gateway`` in its own process, as deployed: its root URL is its first line."""
-    command = ["gateway", "--port", "0", "--base-url", base_url, "--max-connections", str(max_connections)]
+    command = ["gateway", "--transport", "labs", "--port", "0", "--base-url", base_url]
+    command += ["--max-connections", str(max_connections)]
     process = subprocess.Popen(
         [sys.executable, "-m", "langchain_pplx_labs.cli", *command],
         stdout=subprocess.PIPE,
@@ -64,7 +65,7 @@ async def _ttfb(base_url: str, root: str, count: int) -> tuple[list[float], list
     direct: list[float] = []
     through: list[float] = []
     async with (
-        ChatPerplexityLabs(base_url=base_url, model=MODEL) as chat,
+        ChatPerplexityLabs(transport="labs", base_url=base_url, model=MODEL) as chat,
         aiohttp.ClientSession() as session,
     ):
         # One untimed answer each: both sides then ask on a warm pooled socket.
@@ -89,7 +90,9 @@ async def _concurrent(root: str, streams: int) -> tuple[list[float], int]:
 
 async def _concurrent_direct(base_url: str, streams: int) -> tuple[list[float], int]:
     """The same load on one model instance in this process, for comparison."""
-    async with ChatPerplexityLabs(base_url=base_url, model=MODEL, max_connections=streams) as chat:
+    async with ChatPerplexityLabs(
+        transport="labs", base_url=base_url, model=MODEL, max_connections=streams
+    ) as chat:
         await asyncio.gather(*(direct_ttfb(chat, f"warm-up {n}") for n in range(streams)))
         results = await asyncio.gather(
             *(direct_ttfb(chat, f"concurrent {n}") for n in range(streams)), return_exceptions=True

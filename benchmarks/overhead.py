@@ -38,7 +38,9 @@ async def _astream(chat: ChatPerplexityLabs) -> Sample:
 
 
 async def _measure(base_url: str, reps: int) -> tuple[list[Sample], list[Sample]]:
-    async with ChatPerplexityLabs(base_url=base_url, model=MODEL, max_connections=1) as chat:
+    async with ChatPerplexityLabs(
+        transport="labs", base_url=base_url, model=MODEL, max_connections=1
+    ) as chat:
         await chat.awarmup()  # max_connections=1: both paths use the one warm socket
         await _raw(chat)  # untimed, each: first-use costs are not per-answer overhead
         await _astream(chat)

@@ -98,7 +98,7 @@ async def _measure(labs_url: str, openai_url: str, reps: int) -> tuple[list[floa
     openai_chat = ChatOpenAI(base_url=openai_url, api_key="sk-local", model="gpt-bench", max_retries=0)
     ours: list[float] = []
     theirs: list[float] = []
-    async with ChatPerplexityLabs(base_url=labs_url, model="sonar") as labs_chat:
+    async with ChatPerplexityLabs(transport="labs", base_url=labs_url, model="sonar") as labs_chat:
         await labs_chat.awarmup()
         await _cpu_of(openai_chat)  # untimed: first-use costs are not per-answer CPU
         await _cpu_of(labs_chat)

@@ -104,6 +104,7 @@ async def soak(args: argparse.Namespace, emulator: LabsEmulator) -> int:
     rng = random.Random(args.seed)
     outcomes: collections.Counter[str] = collections.Counter()
     chat = ChatPerplexityLabs(
+        transport="labs",
         base_url=emulator.base_url,
         model="sonar",
         first_token_timeout=args.timeout,

@@ -33,7 +33,7 @@ def cold_child(base_url: str, profile: str | None = None) -> None:
     """
 
     async def once() -> tuple[float, float, float]:
-        async with ChatPerplexityLabs(base_url=base_url, model=MODEL) as chat:
+        async with ChatPerplexityLabs(transport="labs", base_url=base_url, model=MODEL) as chat:
             cpu = time.process_time()
             ttft = await first_token(chat, "cold question")
             cpu = time.process_time() - cpu
@@ -80,7 +80,7 @@ def cold_samples(base_url: str, count: int) -> tuple[list[float], list[float], l
 
 async def baseline_and_warm(base_url: str, count: int) -> tuple[list[float], list[float]]:
     baseline = [(await reference_ask(base_url, f"question {n}", MODEL)).ttft for n in range(count)]
-    async with ChatPerplexityLabs(base_url=base_url, model=MODEL) as chat:
+    async with ChatPerplexityLabs(transport="labs", base_url=base_url, model=MODEL) as chat:
         await chat.awarmup()
         warm = [await first_token(chat, f"question {n}") for n in range(count)]
     return baseline, warm

@@ -1,4 +1,4 @@
-"""LangChain chat model for the Perplexity Labs playground."""
+"""LangChain chat model for Perplexity's web app and the retired Perplexity Labs playground."""
 
 from __future__ import annotations
 

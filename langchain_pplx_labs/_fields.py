@@ -15,9 +15,8 @@ from langchain_pplx_labs._profiles import default_profile, drop_default_profile,
 from langchain_pplx_labs.errors import PerplexityLabsInputError
 from langchain_pplx_labs.protocol import (
     DEFAULT_BASE_URL,
-    DEFAULT_MODEL,
-    WEB_DEFAULT_MODEL,
     LabsProtocol,
+    default_model,
     validate_model_name,
 )
 from langchain_pplx_labs.wire import (
@@ -46,10 +45,22 @@ class LabsModelFields(BaseChatModel):
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
-    model: str = Field(default=DEFAULT_MODEL, alias="model_name")
-    """Labs model: r1-1776, sonar-pro, sonar, sonar-reasoning, sonar-reasoning-pro, or any newer name."""
+    # Declared before ``model``: the default model is the transport's, and a default factory sees
+    # only the fields validated before it.
+    transport: Service = Field(
+        default_factory=cast("Callable[[], Service]", from_env("PPLX_LABS_TRANSPORT", default="web")),
+        validate_default=True,  # a PPLX_LABS_TRANSPORT of neither name is refused, not ignored
+    )
+    """``web`` (the default): the web app's Server-Sent Events, the live service; ``labs``: the retired
+    Labs playground's Socket.IO (the emulator and cassettes still speak it). Env: ``PPLX_LABS_TRANSPORT``."""
+    model: str = Field(
+        default_factory=lambda fields: default_model(fields.get("transport")), alias="model_name"
+    )
+    """Model name; when not given, the transport's default: ``WEB_DEFAULT_MODEL`` (``auto``) on web,
+    ``DEFAULT_MODEL`` (``r1-1776``) on labs. Labs knew r1-1776, sonar-pro, sonar, sonar-reasoning and
+    sonar-reasoning-pro; any newer name is accepted."""
     base_url: str = Field(default_factory=from_env("PPLX_LABS_BASE_URL", default=DEFAULT_BASE_URL))
-    """Server root; ``/socket.io/`` is appended. Env: ``PPLX_LABS_BASE_URL``."""
+    """Server root; ``/rest/sse/perplexity_ask`` (web) or ``/socket.io/`` (labs) is appended. Env: ``PPLX_LABS_BASE_URL``."""
     timeout: float | None = Field(default=300.0, alias="request_timeout")
     """Upper bound in seconds on a whole call, retries and backoff included; ``None`` for no bound. Not retried."""
     connect_timeout: float = 10.0
@@ -95,12 +106,6 @@ class LabsModelFields(BaseChatModel):
     """``Cookie`` header value (e.g. a session); a secret: masked, and a secret in ``dumpd``. Env: ``PPLX_LABS_COOKIES``."""
     protocol: LabsProtocol = Field(default_factory=LabsProtocol)
     """Labs' and the web app's paths, event names, payload versions, Origins and auth, as data: change it when they change."""
-    transport: Service = Field(
-        default_factory=cast("Callable[[], Service]", from_env("PPLX_LABS_TRANSPORT", default="labs")),
-        validate_default=True,  # a PPLX_LABS_TRANSPORT of neither name is refused, not ignored
-    )
-    """``labs``: the Labs playground's Socket.IO; ``web``: the web app's Server-Sent Events (whose default
-    model is ``WEB_DEFAULT_MODEL`` when ``model`` is not given). Env: ``PPLX_LABS_TRANSPORT``."""
 
     @model_validator(mode="before")
     @classmethod
@@ -129,13 +134,6 @@ class LabsModelFields(BaseChatModel):
         if value not in ("labs", "web"):
             raise PerplexityLabsInputError(f"Invalid transport {value!r}: use 'labs' or 'web'")
         return value
-
-    @model_validator(mode="after")
-    def _web_default_model(self) -> Self:
-        # Labs' default model does not exist on the web app: there, an unnamed model is the web's default.
-        if self.transport == "web" and "model" not in self.model_fields_set:
-            self.model = WEB_DEFAULT_MODEL
-        return self
 
     @field_validator("base_url")
     @classmethod

@@ -40,14 +40,14 @@ from langchain_pplx_labs.tools import (
 
 
 class ChatPerplexityLabs(LabsModelFields):
-    r"""Chat model for Perplexity's Labs playground (Socket.IO) and its web app (Server-Sent Events).
+    r"""Chat model for Perplexity's web app (Server-Sent Events) and its retired Labs playground (Socket.IO).
 
-    Neither has an official API: this model speaks the playground's Socket.IO protocol
-    (`transport="labs"`, the default) or the web app's SSE ask (`transport="web"`), splits
+    Neither has an official API: this model speaks the web app's SSE ask (`transport="web"`,
+    the default) or the playground's Socket.IO protocol (`transport="labs"`), splits
     `<think>` reasoning from the answer, and returns the cited sources as response metadata.
     Tool calling and structured output are prompted and strictly parsed on the client.
-    The Labs playground was retired in 2025-09: against the live site the default transport
-    raises `PerplexityLabsRetiredError`; `transport="web"` is the live path.
+    The Labs playground was retired in 2025-09: against the live site `transport="labs"`
+    raises `PerplexityLabsRetiredError`; the emulator and cassettes still speak it.
 
     The outputs shown below come from the bundled emulator, so they are synthetic but exact
     (the test suite runs every example here and compares): start it with
@@ -65,8 +65,8 @@ class ChatPerplexityLabs(LabsModelFields):
         export PPLX_LABS_COOKIES="cf_clearance=..."
         # offline: the emulator instead of https://www.perplexity.ai
         export PPLX_LABS_BASE_URL="http://127.0.0.1:PORT"
-        # the live path since Labs was retired: the web app's SSE ask
-        export PPLX_LABS_TRANSPORT="web"
+        # the retired Labs playground's Socket.IO instead of the web app (the emulator serves both)
+        export PPLX_LABS_TRANSPORT="labs"
         ```
 
     ??? info "Instantiate"
@@ -88,17 +88,20 @@ class ChatPerplexityLabs(LabsModelFields):
 
     ??? info "Transport"
 
-        The same model asks the web app when `transport="web"` (its default model is `auto`);
-        everything below works the same over either:
+        The model asks the web app (`transport="web"`, whose default model is `auto`) unless
+        `transport="labs"` (or `PPLX_LABS_TRANSPORT=labs`) picks the retired Labs playground
+        (default model `r1-1776`); everything below works the same over either:
 
         ```python
-        with ChatPerplexityLabs(transport="web") as web:
-            answer = web.invoke("What is the capital of France?")
-        print(web.model, answer.response_metadata["citations"])
+        print(ChatPerplexityLabs().model)
+        with ChatPerplexityLabs(transport="labs") as labs:
+            answer = labs.invoke("What is the capital of France?")
+        print(labs.model, answer.response_metadata["citations"])
         ```
 
         ```text
-        auto ['https://en.wikipedia.org/wiki/Paris', 'https://www.britannica.com/place/Paris']
+        auto
+        r1-1776 ['https://en.wikipedia.org/wiki/Paris', 'https://www.britannica.com/place/Paris']
         ```
 
     ??? info "Invoke"
@@ -251,14 +254,15 @@ class ChatPerplexityLabs(LabsModelFields):
     ??? info "Response metadata"
 
         Sources come in the order the answer's `[n]` markers use, in
-        `response_metadata["citations"]` (and `additional_kwargs["citations"]`):
+        `response_metadata["citations"]` (and `additional_kwargs["citations"]`); over Labs the
+        server's `elapsed_time` comes too:
 
         ```python
         print(msg.response_metadata)
         ```
 
         ```text
-        {'model_provider': 'perplexity_labs', 'model_name': 'sonar-pro', 'finish_reason': 'stop', 'citations': ['https://en.wikipedia.org/wiki/Paris', 'https://www.britannica.com/place/Paris'], 'elapsed_time': 0.25}
+        {'model_provider': 'perplexity_labs', 'model_name': 'sonar-pro', 'finish_reason': 'stop', 'citations': ['https://en.wikipedia.org/wiki/Paris', 'https://www.britannica.com/place/Paris']}
         ```
 
         When the sources carry titles, `response_metadata["search_results"]` lists them

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://www.perplexity.ai"
 DEFAULT_MODEL = "r1-1776"
+"""The model a Labs question (``transport="labs"``) asks when none is named."""
 WEB_DEFAULT_MODEL = "auto"
 """The model a web question (``transport="web"``) asks when none is named: the account picks (``turbo`` anonymous)."""
 WEB_MODELS = (
@@ -40,6 +41,13 @@ WEB_MODELS = (
 )
 """Model names for ``transport="web"`` in the public clients (docs/web_transport.md, "Models"): ``auto``
 lets the account pick, the rest are the web app's ``model_preference`` values; other names are accepted too."""
+
+
+def default_model(transport: str | None) -> str:
+    """The model asked when none is named: each service's own (Labs' default does not exist on the web app)."""
+    return DEFAULT_MODEL if transport == "labs" else WEB_DEFAULT_MODEL
+
+
 KNOWN_MODELS = ("r1-1776", "sonar-pro", "sonar", "sonar-reasoning", "sonar-reasoning-pro")
 """Labs models seen on the playground in 2025; other names are accepted too."""
 REASONING_MODELS = frozenset({"r1-1776", "sonar-reasoning", "sonar-reasoning-pro"})

@@ -43,7 +43,7 @@ def base_url(emulator: LabsEmulator) -> str:
 def model(base_url: str) -> Iterator[ChatPerplexityLabs]:
     """A model bound to the emulator with short timeouts, closed after the test."""
     chat = ChatPerplexityLabs(
-        base_url=base_url, timeout=20, first_token_timeout=5, idle_timeout=5, max_retries=1
+        transport="labs", base_url=base_url, timeout=20, first_token_timeout=5, idle_timeout=5, max_retries=1
     )
     yield chat
     chat.close()
@@ -53,7 +53,7 @@ def model(base_url: str) -> Iterator[ChatPerplexityLabs]:
 async def amodel(base_url: str) -> AsyncIterator[ChatPerplexityLabs]:
     """Like ``model`` but closed on the test's own event loop."""
     chat = ChatPerplexityLabs(
-        base_url=base_url, timeout=20, first_token_timeout=5, idle_timeout=5, max_retries=1
+        transport="labs", base_url=base_url, timeout=20, first_token_timeout=5, idle_timeout=5, max_retries=1
     )
     yield chat
     await chat.aclose()
@@ -123,3 +123,12 @@ def over_the_web(monkeypatch: pytest.MonkeyPatch, emulator: LabsEmulator) -> Ite
     monkeypatch.setenv("PPLX_LABS_TRANSPORT", "web")
     yield emulator
     assert sum(emulator.handshakes.values()) == 0
+
+
+@pytest.fixture
+def over_labs(monkeypatch: pytest.MonkeyPatch, emulator: LabsEmulator) -> Iterator[LabsEmulator]:
+    """Models built from the environment speak Labs' Socket.IO (``PPLX_LABS_TRANSPORT=labs``), not the
+    default web app; afterwards the emulator saw no web ask at all."""
+    monkeypatch.setenv("PPLX_LABS_TRANSPORT", "labs")
+    yield emulator
+    assert emulator.web.asks == 0

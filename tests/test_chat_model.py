@@ -23,6 +23,10 @@ ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
 CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
 THINKING = "The user asks about France; check both sources."
 
+# Models these tests build themselves speak Labs (the environment says so); test_web_reruns.py runs
+# many of them again with the environment saying web.
+pytestmark = pytest.mark.usefixtures("over_labs")
+
 
 def added(chunks: Iterable[BaseMessageChunk]) -> BaseMessageChunk:
     return reduce(lambda a, b: a + b, chunks)
@@ -172,12 +176,15 @@ async def test_sync_invoke_and_stream_from_async_test(
     assert "".join(str(c.content) for c in model.stream("Q")) == ANSWER
 
 
-def test_field_aliases_and_defaults() -> None:
+def test_field_aliases_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     chat = ChatPerplexityLabs(model_name="sonar", request_timeout=12.5, base_url="http://127.0.0.1:9/")
     assert chat.model == "sonar"
     assert chat.timeout == 12.5
     assert chat.base_url == "http://127.0.0.1:9"
-    assert ChatPerplexityLabs(base_url="http://127.0.0.1:9").model == "r1-1776"
+    # The model a transport asks when none is named: the web (the default) has its own.
+    monkeypatch.delenv("PPLX_LABS_TRANSPORT")
+    assert ChatPerplexityLabs(base_url="http://127.0.0.1:9").model == "auto"
+    assert ChatPerplexityLabs(transport="labs", base_url="http://127.0.0.1:9").model == "r1-1776"
 
 
 def test_base_url_from_environment(monkeypatch: pytest.MonkeyPatch, emulator: LabsEmulator) -> None:

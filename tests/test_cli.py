@@ -48,7 +48,7 @@ def footnotes(urls: list[str]) -> str:
 
 
 def test_ask_emulator_prints_answer_and_numbered_footnotes() -> None:
-    result = run_cli("ask", "--emulator", "--model", "sonar-pro", QUESTION)
+    result = run_cli("ask", "--transport", "labs", "--emulator", "--model", "sonar-pro", QUESTION)
     assert result.returncode == 0, result.stderr
     answer = made_up_answer(QUESTION)
     urls = default_citations(QUESTION)
@@ -59,7 +59,7 @@ def test_ask_emulator_prints_answer_and_numbered_footnotes() -> None:
 
 
 def test_ask_with_reasoning_model_shows_thinking_only_when_asked() -> None:
-    result = run_cli("ask", "--emulator", "--show-reasoning", QUESTION)
+    result = run_cli("ask", "--transport", "labs", "--emulator", "--show-reasoning", QUESTION)
     assert result.returncode == 0, result.stderr
     assert "[thinking] The user asks:" in result.stdout
     assert "[answer] " + made_up_answer(QUESTION) in result.stdout
@@ -68,7 +68,7 @@ def test_ask_with_reasoning_model_shows_thinking_only_when_asked() -> None:
 
 def test_ask_reports_server_failure_on_stderr_with_exit_code(emulator: LabsEmulator) -> None:
     emulator.script(fail="Error in processing query")
-    result = run_cli("ask", "--base-url", emulator.base_url, QUESTION)
+    result = run_cli("ask", "--transport", "labs", "--base-url", emulator.base_url, QUESTION)
     assert result.returncode == 1
     assert "Error in processing query" in result.stderr
     assert "Traceback" not in result.stderr
@@ -119,12 +119,12 @@ def test_serve_prints_base_url_first_and_answers_there(served: tuple[subprocess.
     assert base_url.startswith("http://127.0.0.1:")
     port = int(base_url.rsplit(":", 1)[1])
     assert port > 0
-    with ChatPerplexityLabs(model="sonar-pro", base_url=base_url, max_retries=0) as chat:
+    with ChatPerplexityLabs(transport="labs", model="sonar-pro", base_url=base_url, max_retries=0) as chat:
         message = chat.invoke(QUESTION)
     assert message.content == made_up_answer(QUESTION)
     assert message.response_metadata["citations"] == default_citations(QUESTION)
     # The CLI's own client works against it too.
-    result = run_cli("ask", "--base-url", base_url, QUESTION)
+    result = run_cli("ask", "--transport", "labs", "--base-url", base_url, QUESTION)
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith(footnotes(default_citations(QUESTION)))
     # SIGINT / SIGTERM end it cleanly.
@@ -150,7 +150,9 @@ def get_weather(city: str) -> str:
 def test_serve_follow_tools_answers_tool_and_schema_prompts() -> None:
     with (
         serving("--follow-tools", "--chunk-size", "4") as (_, first),
-        ChatPerplexityLabs(model="sonar-pro", base_url=first.strip(), max_retries=0) as chat,
+        ChatPerplexityLabs(
+            transport="labs", model="sonar-pro", base_url=first.strip(), max_retries=0
+        ) as chat,
     ):
         call = chat.bind_tools([get_weather]).invoke("Weather in 'Lyon'?")
         parsed = chat.with_structured_output(Weather).invoke("It is 21 degrees in 'Nice'.")
@@ -189,7 +191,11 @@ def _free_port() -> int:
             1,
             "bad model",
         ),
-        (["cassette", "record", "--emulator", "--out", "/proc/x.labs.yaml", "q"], 1, "/proc/x.labs.yaml"),
+        (
+            ["cassette", "record", "--transport", "labs", "--emulator", "--out", "/proc/x.labs.yaml", "q"],
+            1,
+            "/proc/x.labs.yaml",
+        ),
         (
             ["cassette", "record", "--header", "nocolon", "--out", "x.yaml", "q"],
             2,
@@ -227,7 +233,7 @@ def test_serve_an_empty_cassette_folder_is_an_error(tmp_path: Path) -> None:
 
 
 def test_ask_with_empty_system_sends_no_system_message(emulator: LabsEmulator) -> None:
-    result = run_cli("ask", "--base-url", emulator.base_url, "--system", "", QUESTION)
+    result = run_cli("ask", "--transport", "labs", "--base-url", emulator.base_url, "--system", "", QUESTION)
     assert result.returncode == 0, result.stderr
     assert emulator.requests[-1]["messages"] == [{"role": "user", "content": QUESTION}]
 
@@ -235,7 +241,9 @@ def test_ask_with_empty_system_sends_no_system_message(emulator: LabsEmulator) -
 def test_record_from_an_unreachable_server_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "live.labs.yaml"
     url = f"http://127.0.0.1:{_free_port()}"
-    result = run_cli("cassette", "record", "--base-url", url, "--out", str(out), QUESTION)
+    result = run_cli(
+        "cassette", "record", "--transport", "labs", "--base-url", url, "--out", str(out), QUESTION
+    )
     assert result.returncode == 1
     assert result.stderr.startswith(f"pplx-labs: error: cannot reach {url}: ")
     assert "recorded" not in result.stderr
@@ -247,7 +255,17 @@ def test_record_sends_cookies_and_headers_but_saves_them_redacted(
 ) -> None:
     out = tmp_path / "live.labs.yaml"
     result = run_cli(
-        *("cassette", "record", "--base-url", emulator.base_url, "--out", str(out), QUESTION),
+        *(
+            "cassette",
+            "record",
+            "--transport",
+            "labs",
+            "--base-url",
+            emulator.base_url,
+            "--out",
+            str(out),
+            QUESTION,
+        ),
         *("--header", "X-Team-Token: TEAM-SECRET-1", "--header", "Accept-Language: fr"),
         env={"PPLX_LABS_COOKIES": "cf_clearance=COOKIE-SECRET-2"},
     )
@@ -265,7 +283,16 @@ def test_record_goes_through_the_given_proxy(emulator: LabsEmulator, tmp_path: P
     out = tmp_path / "live.labs.yaml"
     dead_proxy = f"socks5://127.0.0.1:{_free_port()}"
     result = run_cli(
-        *("cassette", "record", "--base-url", emulator.base_url, "--proxy", dead_proxy),
+        *(
+            "cassette",
+            "record",
+            "--transport",
+            "labs",
+            "--base-url",
+            emulator.base_url,
+            "--proxy",
+            dead_proxy,
+        ),
         *("--out", str(out), QUESTION),
     )
     assert result.returncode == 1
@@ -376,7 +403,9 @@ def test_ask_server_failure_mid_answer_is_one_line_after_the_partial_answer(emul
     emulator.script(
         answer="Partial answer that breaks off.", chunk_size=4, fail="Boom at frame two", fail_after=2
     )
-    result = run_cli("ask", "--base-url", emulator.base_url, "--model", "sonar-pro", QUESTION)
+    result = run_cli(
+        "ask", "--transport", "labs", "--base-url", emulator.base_url, "--model", "sonar-pro", QUESTION
+    )
     assert result.returncode == 1
     assert "Boom at frame two" in _one_error_line(result.stderr)
     assert result.stdout == "Partial \n"  # two frames of 4 characters, then the line is ended
@@ -398,7 +427,9 @@ def test_ask_into_a_closed_pipe_exits_quietly_with_141(emulator: LabsEmulator) -
     """``pplx-labs ask ... | head -c 5``: the reader leaves early; no "Broken pipe", exit 128 + SIGPIPE."""
     emulator.script(answer="word " * 2_000, chunk_size=5, delay=0.002)
     process = subprocess.Popen(
-        command("ask", "--base-url", emulator.base_url, "--model", "sonar-pro", QUESTION),
+        command(
+            "ask", "--transport", "labs", "--base-url", emulator.base_url, "--model", "sonar-pro", QUESTION
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -430,7 +461,9 @@ def test_serve_on_ipv6_prints_a_bracketed_url_the_model_accepts() -> None:
     with serving("--host", "::1") as (_, first):
         base_url = first.strip()
         assert base_url.startswith("http://[::1]:")
-        with ChatPerplexityLabs(model="sonar-pro", base_url=base_url, max_retries=0) as chat:
+        with ChatPerplexityLabs(
+            transport="labs", model="sonar-pro", base_url=base_url, max_retries=0
+        ) as chat:
             assert chat.invoke(QUESTION).content == made_up_answer(QUESTION)
 
 
@@ -443,14 +476,32 @@ def test_a_cli_recording_replays_with_ask_and_a_near_miss_names_the_closest_reco
     for name, question in (("a", "Say hello."), ("b", QUESTION)):
         out = tmp_path / f"{name}.labs.yaml"
         recorded = run_cli(
-            "cassette", "record", "--emulator", "--model", "sonar-pro", "--out", str(out), question
+            "cassette",
+            "record",
+            "--transport",
+            "labs",
+            "--emulator",
+            "--model",
+            "sonar-pro",
+            "--out",
+            str(out),
+            question,
         )
         assert recorded.returncode == 0, recorded.stderr
     # Replayed by `pplx-labs serve --cassettes`, the process a user starts beside the client.
     with serving("--cassettes", str(tmp_path)) as (_, first):
         base_url = first.strip()
-        same = run_cli("ask", "--base-url", base_url, "--model", "sonar-pro", QUESTION)
-        near = run_cli("ask", "--base-url", base_url, "--model", "sonar-pro", "What is the capital of Spain?")
+        same = run_cli("ask", "--transport", "labs", "--base-url", base_url, "--model", "sonar-pro", QUESTION)
+        near = run_cli(
+            "ask",
+            "--transport",
+            "labs",
+            "--base-url",
+            base_url,
+            "--model",
+            "sonar-pro",
+            "What is the capital of Spain?",
+        )
     assert same.returncode == 0, same.stderr
     assert same.stdout == (
         "The capital of France is Paris [1]. It has been the seat of the French government for most of "
@@ -470,11 +521,13 @@ def test_a_cli_recording_replays_with_ask_and_a_near_miss_names_the_closest_reco
 
 
 def test_ask_and_cassette_record_send_the_same_system_prompt(emulator: LabsEmulator, tmp_path: Path) -> None:
-    asked = run_cli("ask", "--base-url", emulator.base_url, QUESTION)
+    asked = run_cli("ask", "--transport", "labs", "--base-url", emulator.base_url, QUESTION)
     assert asked.returncode == 0, asked.stderr
     recorded = run_cli(
         "cassette",
         "record",
+        "--transport",
+        "labs",
         "--base-url",
         emulator.base_url,
         "--out",

@@ -18,8 +18,8 @@ CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/
 
 @pytest.mark.parametrize(
     ("flags", "env"),
-    [(["--transport", "web"], {}), ([], {"PPLX_LABS_TRANSPORT": "web"})],
-    ids=["flag", "environment"],
+    [(["--transport", "web"], {}), ([], {"PPLX_LABS_TRANSPORT": "web"}), ([], {})],
+    ids=["flag", "environment", "default"],
 )
 def test_ask_over_the_web_prints_the_answer_and_its_sources(
     flags: list[str], env: dict[str, str], emulator: LabsEmulator

@@ -36,7 +36,7 @@ SOURCES = ["https://example.org/paris", "https://example.org/lyon"]
 
 def _chat(base_url: str, **fields: Any) -> ChatPerplexityLabs:
     settings: dict[str, Any] = {"timeout": 20, "first_token_timeout": 5, "idle_timeout": 5, "max_retries": 1}
-    return ChatPerplexityLabs(base_url=base_url, **{**settings, **fields})
+    return ChatPerplexityLabs(transport="labs", base_url=base_url, **{**settings, **fields})
 
 
 def _final_tokens_streamed(emulator: LabsEmulator, scenario: Scenario) -> int:
@@ -286,7 +286,9 @@ _SECRET_HEADERS = {"Cookie": "pplx.session=SECRET-COOKIE-123", "Authorization": 
 
 @pytest.mark.filterwarnings("ignore:The function `load` is in beta")
 def test_dumpd_keeps_cookies_secret_and_load_restores_them(base_url: str) -> None:
-    chat = ChatPerplexityLabs(model="sonar", base_url=base_url, cookies="pplx.session=SECRET-COOKIE-123")
+    chat = ChatPerplexityLabs(
+        transport="labs", model="sonar", base_url=base_url, cookies="pplx.session=SECRET-COOKIE-123"
+    )
     assert ChatPerplexityLabs.is_lc_serializable()
     text = dumps(chat)
     assert "SECRET-COOKIE-123" not in text

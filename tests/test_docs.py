@@ -266,7 +266,7 @@ class Page:
 
 
 RUNNABLE_PAGES = (
-    Page("README.md", checked_outputs=1, models=2),  # the quickstart: llm and web (closed by their `with`)
+    Page("README.md", checked_outputs=1, models=3),  # the quickstart: llm, web, labs (closed by their `with`)
     Page("docs/tools_and_agents.md", checked_outputs=1, models=0),  # its model is made inline
     Page("docs/protocol.md", checked_outputs=1, models=2),  # llm, rehearsed
     Page("docs/cassettes.md", checked_outputs=0, models=0),  # a pytest file: tests/test_recording.py runs it
@@ -317,6 +317,7 @@ def test_readme_first_screen_gives_the_service_status() -> None:
         "https://www.perplexity.ai/rest/sse/perplexity_ask",
         'transport="web"',
         'transport="labs"',
+        '`ChatPerplexityLabs()` (`transport="web"`, the default',  # the default is the live service
         "PerplexityLabsRetiredError",
         "langchain-perplexity",
     ]:

@@ -189,7 +189,7 @@ async def test_a_refused_port_fails_at_connect() -> None:
 
 def test_cli_json_and_exit_code_on_success(emulator: LabsEmulator, base_url: str) -> None:
     emulator.script(answer=ANSWER, citations=["https://a.example"])
-    result = run_cli("doctor", "--base-url", base_url, "--model", "sonar", "--json")
+    result = run_cli("doctor", "--transport", "labs", "--base-url", base_url, "--model", "sonar", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["ok"] is True
@@ -203,7 +203,17 @@ def test_cli_prints_the_failing_step_and_records_a_redacted_cassette(
     emulator.script(answer=ANSWER, fail="Error in processing query", fail_after=1, chunk_size=10)
     out = tmp_path / "report.labs.yaml"
     result = run_cli(
-        "doctor", "--base-url", base_url, "--model", "sonar", "--record", str(out), "--timeout", "5"
+        "doctor",
+        "--transport",
+        "labs",
+        "--base-url",
+        base_url,
+        "--model",
+        "sonar",
+        "--record",
+        str(out),
+        "--timeout",
+        "5",
     )
     assert result.returncode == 1
     lines = result.stdout.splitlines()
@@ -273,6 +283,8 @@ def dev_mode_walks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, devmod
         # "renamed": the client expects answers on another event than the emulator sends.
         expecting.write_text('{"progress_event": "{model}.answer"}' if fault == "renamed" else "{}")
         return [
+            "--transport",
+            "labs",
             "--base-url",
             base_url,
             "--model",
@@ -318,7 +330,9 @@ def test_cli_records_without_model_with_the_default_model(
 ) -> None:
     emulator.script(answer=ANSWER, citations=[])
     out = tmp_path / "default.labs.yaml"
-    result = run_cli("doctor", "--base-url", base_url, "--record", str(out), "--timeout", "5")
+    result = run_cli(
+        "doctor", "--transport", "labs", "--base-url", base_url, "--record", str(out), "--timeout", "5"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.fullmatch(rf"recorded \d+ frames to {re.escape(str(out))}", result.stdout.splitlines()[-1])
     cassette = load_cassette(out)

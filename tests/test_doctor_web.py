@@ -415,6 +415,20 @@ def test_cli_takes_the_transport_from_the_environment(emulator: LabsEmulator, ba
     assert flagged.stdout.splitlines()[0] == f"pplx-labs doctor: {base_url}/socket.io/"  # the flag wins
 
 
+def test_cli_walks_the_web_app_by_default_and_records_its_default_model(
+    emulator: LabsEmulator, base_url: str, tmp_path: Path
+) -> None:
+    emulator.script(answer=ANSWER, citations=[])
+    out = tmp_path / "default.labs.yaml"
+    result = run_cli("doctor", "--base-url", base_url, "--record", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == _header(base_url)
+    assert (load_cassette(out).transport, load_cassette(out).model) == ("web", "auto")
+    assert sum(emulator.handshakes.values()) == 0
+    from_env = run_cli("doctor", "--base-url", base_url, env={"PPLX_LABS_TRANSPORT": "labs"})
+    assert from_env.stdout.splitlines()[0] == f"pplx-labs doctor: {base_url}/socket.io/"
+
+
 @pytest.mark.parametrize(
     ("args", "env", "error"),
     [
@@ -447,7 +461,7 @@ def test_the_retired_labs_advice_is_a_command_that_walks_the_web_app(
     emulator: LabsEmulator, base_url: str
 ) -> None:
     emulator.redirect_to = "https://www.perplexity.ai/"
-    labs = run_cli("doctor", "--base-url", base_url)
+    labs = run_cli("doctor", "--transport", "labs", "--base-url", base_url)
     assert labs.returncode == 1
     [advice] = [line for line in labs.stdout.splitlines() if line.startswith("What to change: ")]
     command = re.search(r"try: (pplx-labs doctor [^;]+);", advice)

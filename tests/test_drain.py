@@ -48,7 +48,7 @@ def _chat(base_url: str, **fields: object) -> ChatPerplexityLabs:
         "max_connections": 1,
     }
     options.update(fields)
-    return ChatPerplexityLabs(base_url=base_url, **options)
+    return ChatPerplexityLabs(transport="labs", base_url=base_url, **options)
 
 
 async def _pool(chat: ChatPerplexityLabs) -> ConnectionPool:
@@ -235,7 +235,7 @@ _STALLED_DRAIN_SCRIPT = textwrap.dedent(
 
     async def main():
         chat = ChatPerplexityLabs(
-            base_url=sys.argv[1], model="sonar", idle_timeout=0.3, first_token_timeout=5, max_retries=0
+            transport="labs", base_url=sys.argv[1], model="sonar", idle_timeout=0.3, first_token_timeout=5, max_retries=0
         )
         await abandon(chat, "stalls")
         pool = await chat._labs_client().pool()
@@ -258,7 +258,7 @@ _STALLED_DRAIN_SCRIPT = textwrap.dedent(
 
     # A drain still running when asyncio.run ends: the loop's shutdown must end it cleanly too.
     async def left_draining():
-        chat = ChatPerplexityLabs(base_url=sys.argv[1], model="sonar", idle_timeout=30, max_retries=0)
+        chat = ChatPerplexityLabs(transport="labs", base_url=sys.argv[1], model="sonar", idle_timeout=30, max_retries=0)
         await abandon(chat, "left draining")
         print("draining-at-exit", (await chat._labs_client().pool()).draining_count)
 

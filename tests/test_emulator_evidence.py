@@ -73,6 +73,7 @@ async def test_allowed_origins_narrow_what_is_accepted() -> None:
         assert (await _handshake_status(emulator.base_url, "https://www.perplexity.ai"))[0] == 400
         # The model with the www origin is refused at the handshake, as a typed error.
         chat = ChatPerplexityLabs(
+            transport="labs",
             base_url=emulator.base_url,
             max_retries=0,
             protocol=LabsProtocol(origin="https://www.perplexity.ai"),
@@ -172,7 +173,9 @@ async def test_client_takes_every_frame_variant(variant: str, transport: str) ->
     options, citations, search_results = VARIANTS[variant]
     async with LabsEmulator(refuse_websocket=transport == "polling") as emulator:
         emulator.script(answer=ANSWER, citations=URLS, chunk_size=7, **options)
-        async with ChatPerplexityLabs(model="sonar-pro", base_url=emulator.base_url, max_retries=0) as chat:
+        async with ChatPerplexityLabs(
+            transport="labs", model="sonar-pro", base_url=emulator.base_url, max_retries=0
+        ) as chat:
             streamed = [chunk async for chunk in chat.astream("What is the capital of France?")]
             message = await chat.ainvoke("What is the capital of France?")
     assert "".join(str(chunk.content) for chunk in streamed) == ANSWER
@@ -186,7 +189,9 @@ async def test_payload_versions_the_service_has_used(version: str) -> None:
     async with LabsEmulator() as emulator:
         emulator.script(answer=ANSWER, citations=URLS, versions=[version])
         protocol = LabsProtocol(payload_version=version)
-        async with ChatPerplexityLabs(base_url=emulator.base_url, protocol=protocol, max_retries=0) as chat:
+        async with ChatPerplexityLabs(
+            transport="labs", base_url=emulator.base_url, protocol=protocol, max_retries=0
+        ) as chat:
             message = await chat.ainvoke("q")
         assert message.content == ANSWER
         assert emulator.requests[-1]["version"] == version
@@ -195,7 +200,9 @@ async def test_payload_versions_the_service_has_used(version: str) -> None:
 async def test_a_server_that_moved_on_from_our_version_says_so() -> None:
     async with LabsEmulator() as emulator:
         emulator.script(answer=ANSWER, versions=["2.20"])
-        async with ChatPerplexityLabs(model="sonar", base_url=emulator.base_url, max_retries=0) as chat:
+        async with ChatPerplexityLabs(
+            transport="labs", model="sonar", base_url=emulator.base_url, max_retries=0
+        ) as chat:
             with pytest.raises(PerplexityLabsServerError) as info:
                 await chat.ainvoke("q")
     assert info.value.server_message == "Unsupported payload version '2.18'; expected one of 2.20"
@@ -254,7 +261,7 @@ async def test_serve_with_a_protocol_file_and_an_allowed_origin(tmp_path: Path) 
                 assert refused.status == 400
         protocol = LabsProtocol.from_file(protocol_file)
         async with ChatPerplexityLabs(
-            model="sonar", base_url=base_url, protocol=protocol, max_retries=0
+            transport="labs", model="sonar", base_url=base_url, protocol=protocol, max_retries=0
         ) as chat:
             message = await chat.ainvoke("What is the capital of France?")
         assert message.content == made_up_answer("What is the capital of France?")

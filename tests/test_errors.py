@@ -31,6 +31,7 @@ ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
 async def chat(base_url: str) -> AsyncIterator[ChatPerplexityLabs]:
     """No retries and short silences, so each fault shows up once and quickly."""
     model = ChatPerplexityLabs(
+        transport="labs",
         model="sonar-pro",
         base_url=base_url,
         max_retries=0,
@@ -110,7 +111,9 @@ async def test_server_silent_mid_answer_raises_idle_timeout_with_partial(
 
 async def test_total_timeout_is_named(base_url: str, emulator: LabsEmulator) -> None:
     emulator.script(answer=ANSWER, chunk_size=8, delay=0.2)
-    async with ChatPerplexityLabs(model="sonar", base_url=base_url, max_retries=0, timeout=0.5) as chat:
+    async with ChatPerplexityLabs(
+        transport="labs", model="sonar", base_url=base_url, max_retries=0, timeout=0.5
+    ) as chat:
         with pytest.raises(PerplexityLabsTimeoutError) as caught:
             await chat.ainvoke("Q")
     assert caught.value.which == "total"
@@ -163,7 +166,7 @@ def _closed_port() -> int:
 
 async def test_unreachable_port_raises_connection_error() -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
-    async with ChatPerplexityLabs(base_url=url, max_retries=0, connect_timeout=5) as chat:
+    async with ChatPerplexityLabs(transport="labs", base_url=url, max_retries=0, connect_timeout=5) as chat:
         with pytest.raises(PerplexityLabsConnectionError) as caught:
             await chat.ainvoke("Q")
     assert not isinstance(caught.value, PerplexityLabsBlockedError)
@@ -193,7 +196,7 @@ async def test_after_an_error_the_next_question_gets_its_own_answer(
     emulator.script(answer="Stale answer that must never reappear.", **fault)
     baseline = emulator.open_sockets
     async with ChatPerplexityLabs(
-        model="sonar", base_url=base_url, max_retries=0, idle_timeout=0.5, timeout=1.0
+        transport="labs", model="sonar", base_url=base_url, max_retries=0, idle_timeout=0.5, timeout=1.0
     ) as chat:
         with pytest.raises(PerplexityLabsError):
             await chat.ainvoke("first")
@@ -218,7 +221,9 @@ async def test_handshake_timeout_is_named_when_the_server_never_speaks() -> None
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)  # the kernel completes TCP handshakes; nobody ever answers
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        async with ChatPerplexityLabs(base_url=url, max_retries=0, handshake_timeout=0.5) as chat:
+        async with ChatPerplexityLabs(
+            transport="labs", base_url=url, max_retries=0, handshake_timeout=0.5
+        ) as chat:
             with pytest.raises(PerplexityLabsTimeoutError) as caught:
                 await chat.ainvoke("Q")
     assert caught.value.which == "handshake"
@@ -260,6 +265,8 @@ async def test_websocket_reply_that_is_not_engineio_is_a_connection_error(
         with pytest.raises(PerplexityLabsConnectionError, match=expected):
             await connection.open("websocket")
         assert not connection.alive
-    async with ChatPerplexityLabs(base_url=not_engineio_url, max_retries=0, connect_timeout=2) as chat:
+    async with ChatPerplexityLabs(
+        transport="labs", base_url=not_engineio_url, max_retries=0, connect_timeout=2
+    ) as chat:
         with pytest.raises(PerplexityLabsConnectionError):  # after the polling fallback also failed
             await chat.ainvoke("Q")

@@ -28,6 +28,9 @@ PARIS_SOURCES = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.
 QUESTION = "What is the capital of France?"
 FAST = {"timeout": 20, "first_token_timeout": 5, "idle_timeout": 5, "max_retries": 0}
 
+# The gateway's model speaks Labs here (test_gateway_web.py runs these tests again over the web).
+pytestmark = pytest.mark.usefixtures("over_labs")
+
 
 class GatewayThread:
     """The gateway app on a real loopback port, served from its own loop in a thread."""

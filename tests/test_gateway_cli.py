@@ -46,7 +46,7 @@ def _stop(process: subprocess.Popen[str]) -> str:
 @pytest.fixture(scope="module")
 def follow_tools_gateway() -> Iterator[str]:
     """One ``pplx-labs gateway --emulator --follow-tools`` process for the tests of its group."""
-    process, root = _start("--emulator", "--follow-tools")
+    process, root = _start("--transport", "labs", "--emulator", "--follow-tools")
     yield root
     stderr = _stop(process)
     assert "Traceback" not in stderr
@@ -224,7 +224,7 @@ _LEAVE_SCRIPT = textwrap.dedent(
     def case(delay, mode, drain, kept, frames):
         # A drained socket (the answer played to its end) is kept warm in the pool; with drain_timeout=0
         # the gateway closes a socket whose client left.
-        options = {} if drain == "drain" else {"drain_timeout": 0}
+        options = {"transport": "labs", **({} if drain == "drain" else {"drain_timeout": 0})}
         asyncio.run(main(float(delay), frames, cancel_handlers=mode == "cancel", drain=options, kept=kept))
 
     SCENARIOS = {name: (lambda values=values: case(*values)) for name, values in CASES.items()}
@@ -262,6 +262,7 @@ def test_gunicorn_serves_the_app_factory(base_url: str) -> None:
         **os.environ,
         "PPLX_LABS_GATEWAY_API_KEY": "sk-gunicorn-key",
         "PPLX_LABS_GATEWAY_REASONING": "inline",
+        "PPLX_LABS_TRANSPORT": "labs",
     }
     # The emulator answers in this process: gunicorn and its workers are the processes under test.
     env["PPLX_LABS_BASE_URL"] = base_url
@@ -323,8 +324,8 @@ def test_protocol_file_reaches_the_upstream_client(tmp_path: Any) -> None:
     assert labs.stdout is not None
     labs_url = labs.stdout.readline().strip()
     # Both gateways start side by side: each spends its first second or so importing.
-    following = _spawn("--base-url", labs_url, "--protocol", str(protocol))
-    stale = _spawn("--base-url", labs_url)
+    following = _spawn("--transport", "labs", "--base-url", labs_url, "--protocol", str(protocol))
+    stale = _spawn("--transport", "labs", "--base-url", labs_url)
     following_root, stale_root = _root(following), _root(stale)
     try:
         with openai.OpenAI(base_url=following_root + "/v1", api_key="x", max_retries=0) as client:

@@ -21,6 +21,9 @@ RATE_LIMITED = (
 
 SDKError = TypeVar("SDKError", bound=openai.APIStatusError)
 
+# These verdicts are Labs' own: the gateway's model speaks Socket.IO.
+pytestmark = pytest.mark.usefixtures("over_labs")
+
 
 def _refused(emulator: LabsEmulator, kind: type[SDKError], *, max_retries: int) -> SDKError:
     """Ask through the gateway with the openai SDK; the error the SDK raises, of ``kind``."""

@@ -38,7 +38,7 @@ def _chat(base_url: str, **fields: object) -> ChatPerplexityLabs:
         "timeout": 30,
     }
     options.update(fields)
-    return ChatPerplexityLabs(base_url=base_url, **options)
+    return ChatPerplexityLabs(transport="labs", base_url=base_url, **options)
 
 
 def test_defaults_are_the_observed_protocol() -> None:
@@ -179,7 +179,9 @@ def test_protocol_survives_pickling() -> None:
 
 
 def test_protocol_is_part_of_the_connection_settings() -> None:
-    chat = ChatPerplexityLabs(protocol=MOVED, default_headers={"Origin": "https://elsewhere.example"})
+    chat = ChatPerplexityLabs(
+        transport="labs", protocol=MOVED, default_headers={"Origin": "https://elsewhere.example"}
+    )
     settings, _ = chat._settings()
     assert settings.protocol == MOVED
     assert settings.header_dict["Origin"] == "https://elsewhere.example"  # explicit headers win
@@ -189,7 +191,17 @@ def test_protocol_is_part_of_the_connection_settings() -> None:
 def test_cli_ask_takes_a_protocol_file(tmp_path: Path) -> None:
     path = tmp_path / "labs.json"
     path.write_text(MOVED.model_dump_json())
-    result = run_cli("ask", "--emulator", "--model", "sonar", "--protocol", str(path), "capital of France?")
+    result = run_cli(
+        "ask",
+        "--transport",
+        "labs",
+        "--emulator",
+        "--model",
+        "sonar",
+        "--protocol",
+        str(path),
+        "capital of France?",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("The capital of France is Paris [1].")
 
@@ -197,7 +209,7 @@ def test_cli_ask_takes_a_protocol_file(tmp_path: Path) -> None:
 def test_cli_names_a_bad_protocol_file_in_one_line(tmp_path: Path) -> None:
     path = tmp_path / "labs.json"
     path.write_text('{"progress_event": "{model}{model}"}')
-    result = run_cli("ask", "--emulator", "--protocol", str(path), "q")
+    result = run_cli("ask", "--transport", "labs", "--emulator", "--protocol", str(path), "q")
     assert result.returncode == 1
     assert result.stderr.startswith(f"pplx-labs: error: {path}: not a LabsProtocol (progress_event: ")
     assert result.stderr.count("\n") == 1

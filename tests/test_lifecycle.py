@@ -35,14 +35,14 @@ _PATHS = textwrap.dedent(
     def sync_failures(url):
         for _ in range(3):
             try:
-                ChatPerplexityLabs(base_url=url, max_retries=0, connect_timeout=5).invoke("hi")
+                ChatPerplexityLabs(transport="labs", base_url=url, max_retries=0, connect_timeout=5).invoke("hi")
             except Exception as exc:
                 print(type(exc).__name__)
             gc.collect()
 
     def sync_answers(url):
         for _ in range(2):
-            print(ChatPerplexityLabs(base_url=url).invoke("hi").content)
+            print(ChatPerplexityLabs(transport="labs", base_url=url).invoke("hi").content)
             gc.collect()
 
     def async_paths(*urls):
@@ -50,7 +50,7 @@ _PATHS = textwrap.dedent(
             for url in urls:
                 for _ in range(2):
                     try:
-                        print((await ChatPerplexityLabs(base_url=url, max_retries=0).ainvoke("hi")).content)
+                        print((await ChatPerplexityLabs(transport="labs", base_url=url, max_retries=0).ainvoke("hi")).content)
                     except Exception as exc:
                         print(type(exc).__name__)
                     gc.collect()
@@ -178,7 +178,7 @@ _FORK = _PRELUDE + textwrap.dedent(
     import multiprocessing, os, signal, warnings
 
     URL = sys.argv[1]
-    chat = ChatPerplexityLabs(base_url=URL, max_retries=0, timeout=20)
+    chat = ChatPerplexityLabs(transport="labs", base_url=URL, max_retries=0, timeout=20)
     print("parent", chat.invoke("before the fork").content)  # starts the background loop
 
     def ask_in_child(label):

@@ -37,7 +37,7 @@ def _chat(base_url: str, **fields: object) -> ChatPerplexityLabs:
         "max_retries": 0,
     }
     options.update(fields)
-    return ChatPerplexityLabs(base_url=base_url, **options)
+    return ChatPerplexityLabs(transport="labs", base_url=base_url, **options)
 
 
 def _wait_until(condition: Callable[[], bool], what: str, deadline: float = 10.0) -> None:

@@ -165,7 +165,9 @@ def test_structured_output_in_the_profile_switches_create_agent_to_provider_stra
 
     emulator.script(schema_follower)
     profile = {**EXPECTED["sonar-pro"], "structured_output": True}
-    with ChatPerplexityLabs(model="sonar-pro", base_url=base_url, profile=profile, max_retries=0) as model:
+    with ChatPerplexityLabs(
+        transport="labs", model="sonar-pro", base_url=base_url, profile=profile, max_retries=0
+    ) as model:
         agent = create_agent(model, tools=[], response_format=City)
         result: dict[str, Any] = agent.invoke({"messages": [HumanMessage(QUESTION)]})
     assert result["structured_response"] == City(name="Lyon", population=522250)

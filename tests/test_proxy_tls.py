@@ -72,7 +72,11 @@ async def test_queries_go_through_the_proxy(
     emulator.script(answer=f"via {scheme}")
     before = _tunnels_to(log, emulator.port)
     async with ChatPerplexityLabs(
-        base_url=base_url, model="sonar", proxy=f"{scheme}://127.0.0.1:{proxy_port}", max_retries=0
+        transport="labs",
+        base_url=base_url,
+        model="sonar",
+        proxy=f"{scheme}://127.0.0.1:{proxy_port}",
+        max_retries=0,
     ) as chat:
         message = await chat.ainvoke("hello")
     assert message.content == f"via {scheme}"
@@ -82,7 +86,11 @@ async def test_queries_go_through_the_proxy(
 
 async def test_dead_proxy_is_a_connection_error(base_url: str, emulator: LabsEmulator) -> None:
     async with ChatPerplexityLabs(
-        base_url=base_url, model="sonar", proxy=f"socks5://127.0.0.1:{_free_port()}", max_retries=0
+        transport="labs",
+        base_url=base_url,
+        model="sonar",
+        proxy=f"socks5://127.0.0.1:{_free_port()}",
+        max_retries=0,
     ) as chat:
         with pytest.raises(PerplexityLabsConnectionError):
             await chat.ainvoke("hello")
@@ -106,7 +114,9 @@ async def tls_emulator(authority: trustme.CA) -> AsyncIterator[LabsEmulator]:
 
 async def test_default_refuses_a_self_signed_certificate(tls_emulator: LabsEmulator) -> None:
     assert tls_emulator.base_url.startswith("https://")
-    async with ChatPerplexityLabs(base_url=tls_emulator.base_url, model="sonar", max_retries=0) as chat:
+    async with ChatPerplexityLabs(
+        transport="labs", base_url=tls_emulator.base_url, model="sonar", max_retries=0
+    ) as chat:
         with pytest.raises(PerplexityLabsConnectionError, match=r"(?i)certificate") as caught:
             await chat.ainvoke("hello")
     assert "ssl_context=" in str(caught.value)
@@ -119,7 +129,7 @@ async def test_custom_ssl_context_with_the_ca_is_accepted(
     context = ssl.create_default_context()
     authority.configure_trust(context)
     async with ChatPerplexityLabs(
-        base_url=tls_emulator.base_url, model="sonar", ssl_context=context, max_retries=0
+        transport="labs", base_url=tls_emulator.base_url, model="sonar", ssl_context=context, max_retries=0
     ) as chat:
         message = await chat.ainvoke("hello")
     assert message.content == "over TLS"
@@ -128,7 +138,7 @@ async def test_custom_ssl_context_with_the_ca_is_accepted(
 
 async def test_verify_ssl_false_is_accepted(tls_emulator: LabsEmulator) -> None:
     async with ChatPerplexityLabs(
-        base_url=tls_emulator.base_url, model="sonar", verify_ssl=False, max_retries=0
+        transport="labs", base_url=tls_emulator.base_url, model="sonar", verify_ssl=False, max_retries=0
     ) as chat:
         message = await chat.ainvoke("hello")
     assert message.content == "over TLS"
@@ -142,6 +152,7 @@ async def test_tls_through_a_socks5_proxy(
     context = ssl.create_default_context()
     authority.configure_trust(context)
     async with ChatPerplexityLabs(
+        transport="labs",
         base_url=tls_emulator.base_url,
         model="sonar",
         ssl_context=context,
@@ -168,7 +179,11 @@ async def test_polling_transport_also_goes_through_the_proxy(
     emulator.script(answer="polled via proxy")
     before = _tunnels_to(log, emulator.port)
     async with ChatPerplexityLabs(
-        base_url=base_url, model="sonar", proxy=f"http://127.0.0.1:{proxy_port}", max_retries=0
+        transport="labs",
+        base_url=base_url,
+        model="sonar",
+        proxy=f"http://127.0.0.1:{proxy_port}",
+        max_retries=0,
     ) as chat:
         message = await chat.ainvoke("hello")
     assert message.content == "polled via proxy"

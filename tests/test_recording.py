@@ -54,7 +54,12 @@ UNICODE = "Paris 🇫🇷 — ‏שלום‏, مرحبا, 日本語, trailing sp
 def model(base_url: str) -> Iterator[ChatPerplexityLabs]:
     """A sonar-pro model (no think section) bound to the shared emulator."""
     chat = ChatPerplexityLabs(
-        model="sonar-pro", base_url=base_url, first_token_timeout=5, idle_timeout=5, max_retries=0
+        transport="labs",
+        model="sonar-pro",
+        base_url=base_url,
+        first_token_timeout=5,
+        idle_timeout=5,
+        max_retries=0,
     )
     yield chat
     chat.close()
@@ -233,7 +238,20 @@ def test_cli_record_then_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out = tmp_path / "cli.labs.yaml"
     question = "What is LangChain?"
     assert (
-        main(["cassette", "record", "--emulator", "--out", str(out), "--model", "sonar-reasoning", question])
+        main(
+            [
+                "cassette",
+                "record",
+                "--transport",
+                "labs",
+                "--emulator",
+                "--out",
+                str(out),
+                "--model",
+                "sonar-reasoning",
+                question,
+            ]
+        )
         == 0
     )
     assert load_cassette(out).provenance == "synthetic"
@@ -263,7 +281,12 @@ def test_cli_serve_cassettes_replays_over_a_real_socket() -> None:
         assert server.stdout is not None
         base_url = server.stdout.readline().strip()
         with ChatPerplexityLabs(
-            model="sonar-pro", base_url=base_url, max_retries=0, first_token_timeout=5, idle_timeout=5
+            transport="labs",
+            model="sonar-pro",
+            base_url=base_url,
+            max_retries=0,
+            first_token_timeout=5,
+            idle_timeout=5,
         ) as chat:
             assert chat.invoke("Say hello.").content == expected
     finally:
@@ -277,6 +300,7 @@ PLUGIN_TEST = """
 import pytest
 
 @pytest.mark.vcr
+@pytest.mark.pplx_labs(transport="labs")
 def test_capital(pplx_labs_cassette):
     message = pplx_labs_cassette.invoke("What is the capital of France?")
     assert message.content.startswith("The capital of France is Paris")
@@ -344,6 +368,7 @@ TWO_QUESTIONS = """
 import pytest
 
 @pytest.mark.vcr
+@pytest.mark.pplx_labs(transport="labs")
 def test_chain(pplx_labs_cassette):
     assert pplx_labs_cassette.invoke("First?").content == "Scripted answer [1]."
     if QUESTIONS > 1:
@@ -388,7 +413,9 @@ def pplx_labs_upstream(upstream):
 SECRET_TEST = """
 import pytest
 
-@pytest.mark.pplx_labs(cookies="cf_clearance=COOKIE-SECRET-1", default_headers={"X-Team": "TEAM-SECRET-2"})
+@pytest.mark.pplx_labs(
+    transport="labs", cookies="cf_clearance=COOKIE-SECRET-1", default_headers={"X-Team": "TEAM-SECRET-2"}
+)
 def test_secret(pplx_labs_cassette, upstream):
     assert pplx_labs_cassette.invoke("What is the capital of France?").content
     if upstream.emulator.handshake_headers:  # recorded: the live site got the user's credentials
@@ -536,7 +563,7 @@ def test_replay_refuses_a_payload_that_differs_from_the_recorded_one(
     """Replay must compare the whole payload: an answer to a question not asked would hide real changes."""
     responder = CassetteResponder({PLAIN: load_cassette(PLAIN_CASSETTE)})
     emulator_thread.call(lambda: emulator.script(responder))
-    with ChatPerplexityLabs(model=model, base_url=emulator.base_url, max_retries=0) as chat:
+    with ChatPerplexityLabs(transport="labs", model=model, base_url=emulator.base_url, max_retries=0) as chat:
         with pytest.raises(PerplexityLabsServerError, match=f"Request does not match cassette {PLAIN}"):
             chat.invoke(messages)
         assert len(responder.mismatches) == 1

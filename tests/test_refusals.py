@@ -45,7 +45,7 @@ async def plain_server() -> AsyncIterator[Serve]:
 
 
 async def _ask(base_url: str, **fields: object) -> PerplexityLabsConnectionError:
-    async with ChatPerplexityLabs(base_url=base_url, max_retries=0, **fields) as chat:
+    async with ChatPerplexityLabs(transport="labs", base_url=base_url, max_retries=0, **fields) as chat:
         with pytest.raises(PerplexityLabsConnectionError) as caught:
             await chat.ainvoke("Q")
     return caught.value
@@ -89,7 +89,7 @@ async def test_no_endpoint_is_not_retried() -> None:
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
         async with ChatPerplexityLabs(
-            base_url=f"http://127.0.0.1:{runner.addresses[0][1]}", max_retries=2
+            transport="labs", base_url=f"http://127.0.0.1:{runner.addresses[0][1]}", max_retries=2
         ) as chat:
             with pytest.raises(PerplexityLabsNotFoundError) as caught:
                 await chat.ainvoke("Q")

@@ -19,7 +19,9 @@ SOURCES = ["https://example.org/early-1", "https://example.org/early-2"]
 
 @pytest.fixture
 def sonar(base_url: str) -> Iterator[ChatPerplexityLabs]:
-    chat = ChatPerplexityLabs(model="sonar-pro", base_url=base_url, max_retries=0, idle_timeout=5)
+    chat = ChatPerplexityLabs(
+        transport="labs", model="sonar-pro", base_url=base_url, max_retries=0, idle_timeout=5
+    )
     yield chat
     chat.close()
 
@@ -128,7 +130,12 @@ def test_strict_tools_refuse_unknown_arguments_too() -> None:
 
 def test_first_token_timeout_fires_on_a_reused_pooled_socket(base_url: str, emulator: LabsEmulator) -> None:
     chat = ChatPerplexityLabs(
-        model="sonar-pro", base_url=base_url, max_retries=0, first_token_timeout=0.5, timeout=30
+        transport="labs",
+        model="sonar-pro",
+        base_url=base_url,
+        max_retries=0,
+        first_token_timeout=0.5,
+        timeout=30,
     )
     with chat:
         assert chat.invoke("Warm up.").content  # leaves one warm socket in the pool

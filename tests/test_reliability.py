@@ -47,7 +47,7 @@ def _model(base_url: str, **overrides: Any) -> ChatPerplexityLabs:
         "max_retries": 0,
     }
     settings.update(overrides)
-    return ChatPerplexityLabs(**settings)
+    return ChatPerplexityLabs(transport="labs", **settings)
 
 
 async def _collect(chat: ChatPerplexityLabs, received: list[str]) -> None:
@@ -337,7 +337,7 @@ _DEV_MODE_SCRIPT = textwrap.dedent(
         return len(os.listdir("/proc/self/fd"))
 
     async def cancel_and_break():
-        chat = ChatPerplexityLabs(base_url=SLOW_URL, model="sonar", first_token_timeout=5, idle_timeout=5, max_retries=0, max_connections=2)
+        chat = ChatPerplexityLabs(transport="labs", base_url=SLOW_URL, model="sonar", first_token_timeout=5, idle_timeout=5, max_retries=0, max_connections=2)
         async for _ in chat.astream("warm up"):
             break
         start = fds()
@@ -361,7 +361,7 @@ _DEV_MODE_SCRIPT = textwrap.dedent(
         pool_module.DRAIN_YIELD_SECONDS = 0.1
         try:
             asyncio.run(cancel_and_break())
-            chat = ChatPerplexityLabs(base_url=SLOW_URL, model="sonar", first_token_timeout=5, idle_timeout=5)
+            chat = ChatPerplexityLabs(transport="labs", base_url=SLOW_URL, model="sonar", first_token_timeout=5, idle_timeout=5)
             for _ in range(5):
                 for _ in chat.stream("sync break"):
                     break
@@ -371,7 +371,7 @@ _DEV_MODE_SCRIPT = textwrap.dedent(
             pool_module.DRAIN_YIELD_SECONDS = 1.0
 
     async def cancel_connects():
-        chat = ChatPerplexityLabs(base_url=POLLING_URL, model="sonar", max_retries=0, pool_idle_timeout=None)
+        chat = ChatPerplexityLabs(transport="labs", base_url=POLLING_URL, model="sonar", max_retries=0, pool_idle_timeout=None)
         await chat.ainvoke("warm up")
         pool = await chat._client.pool()
         for i in range(30):

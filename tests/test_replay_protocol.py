@@ -28,7 +28,13 @@ ANSWER = "Replayed through the moved endpoint [1]."
 def _chat(base_url: str) -> ChatPerplexityLabs:
     # first_token_timeout well above a fast failure: a mismatch must fail at once, not by timing out.
     return ChatPerplexityLabs(
-        model="sonar", base_url=base_url, protocol=MOVED, max_retries=0, first_token_timeout=20, timeout=30
+        transport="labs",
+        model="sonar",
+        base_url=base_url,
+        protocol=MOVED,
+        max_retries=0,
+        first_token_timeout=20,
+        timeout=30,
     )
 
 
@@ -96,12 +102,14 @@ from langchain_pplx_labs import LabsProtocol
 
 MOVED = LabsProtocol(socketio_path="/api/v2/sock/", query_event="labs_ask", progress_event="answer:{model}")
 
-@pytest.mark.pplx_labs(protocol=MOVED, model="sonar-pro")
+@pytest.mark.pplx_labs(transport="labs", protocol=MOVED, model="sonar-pro")
 def test_moved(pplx_labs_cassette):
     message = pplx_labs_cassette.invoke("What is the capital of France?")
     assert message.content.startswith("The capital of France is Paris [1].")
 
-@pytest.mark.pplx_labs(cassette="test_moved", protocol=MOVED, model="sonar-pro", first_token_timeout=30)
+@pytest.mark.pplx_labs(
+    transport="labs", cassette="test_moved", protocol=MOVED, model="sonar-pro", first_token_timeout=30
+)
 def test_moved_mismatch(pplx_labs_cassette):
     pplx_labs_cassette.invoke("What is the capital of Spain?")
 """

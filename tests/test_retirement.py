@@ -49,7 +49,7 @@ def _model(base_url: str, **fields: Any) -> ChatPerplexityLabs:
         "first_token_timeout": 5,
         "timeout": 30,
     }
-    return ChatPerplexityLabs(**{**settings, **fields})
+    return ChatPerplexityLabs(transport="labs", **{**settings, **fields})
 
 
 async def _fails(emulator: LabsEmulator, **fields: Any) -> PerplexityLabsError:
@@ -453,7 +453,7 @@ def test_cli_doctor_on_a_301_to_another_host_says_retired_and_exits_1(
     emulator: LabsEmulator, base_url: str
 ) -> None:
     emulator.redirect_to = MAIN_SITE
-    result = run_cli("doctor", "--base-url", base_url)
+    result = run_cli("doctor", "--transport", "labs", "--base-url", base_url)
     assert result.returncode == 1
     assert result.stderr == ""
     lines = result.stdout.splitlines()
@@ -466,7 +466,7 @@ def test_cli_doctor_on_a_301_to_another_host_says_retired_and_exits_1(
         == f"Evidence: ws://{host}/socket.io/?EIO=4&transport=websocket redirects (HTTP 301) to {MAIN_SITE}, another host"
     )
     assert dict(emulator.refusals) == {"websocket": 1}  # one request: the verdict came at the first answer
-    as_json = json.loads(run_cli("doctor", "--base-url", base_url, "--json").stdout)
+    as_json = json.loads(run_cli("doctor", "--transport", "labs", "--base-url", base_url, "--json").stdout)
     assert as_json["ok"] is False
     assert as_json["verdict"] == f"Labs is retired. {HISTORY}"
 
@@ -502,14 +502,14 @@ async def main():
     ]
     for fault in faults:
         async with LabsEmulator(**fault) as emulator:
-            async with ChatPerplexityLabs(base_url=emulator.base_url) as chat:
+            async with ChatPerplexityLabs(transport="labs", base_url=emulator.base_url) as chat:
                 try:
                     await chat.ainvoke("Q")
                 except PerplexityLabsError as exc:
                     print(type(exc).__name__)
     for scenario in (Scenario(stall_after=0), Scenario(failure=RATE_LIMIT_FRAME)):
         async with LabsEmulator(responder=lambda request: scenario) as emulator:
-            async with ChatPerplexityLabs(base_url=emulator.base_url, first_token_timeout=0.3) as chat:
+            async with ChatPerplexityLabs(transport="labs", base_url=emulator.base_url, first_token_timeout=0.3) as chat:
                 try:
                     await chat.ainvoke("Q")
                 except PerplexityLabsError as exc:

@@ -24,12 +24,26 @@ def _host(base_url: str) -> str:
 
 
 def _ask(base_url: str, *flags: str) -> tuple[int, str, str]:
-    result = run_cli("ask", "--base-url", base_url, "--model", "sonar", "--system", "", *flags, QUESTION)
+    result = run_cli(
+        "ask",
+        "--transport",
+        "labs",
+        "--base-url",
+        base_url,
+        "--model",
+        "sonar",
+        "--system",
+        "",
+        *flags,
+        QUESTION,
+    )
     return result.returncode, result.stdout, result.stderr
 
 
 def _doctor(base_url: str) -> tuple[int, list[str]]:
-    result = run_cli("doctor", "--base-url", base_url, "--model", "sonar", "--timeout", "1")
+    result = run_cli(
+        "doctor", "--transport", "labs", "--base-url", base_url, "--model", "sonar", "--timeout", "1"
+    )
     assert result.stderr == ""
     return result.returncode, result.stdout.splitlines()
 

@@ -18,6 +18,7 @@ SECRETS = ("SECRET-cookie-0f1e2d3c4b5a", "SECRET-token-a1b2c3d4")
 
 def _secret_model(base_url: str, **overrides: object) -> ChatPerplexityLabs:
     return ChatPerplexityLabs(
+        transport="labs",
         base_url=base_url,
         model="sonar",
         default_headers={"Cookie": COOKIE, "Authorization": TOKEN},

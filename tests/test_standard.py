@@ -104,14 +104,14 @@ class TestChatPerplexityLabsUnit(_Flags, ChatModelUnitTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         # Explicit base_url so a PPLX_LABS_BASE_URL in the developer's env cannot change the snapshot.
-        return {"model": "sonar-pro", "base_url": "https://www.perplexity.ai"}
+        return {"model": "sonar-pro", "base_url": "https://www.perplexity.ai", "transport": "labs"}
 
     @property
     def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
         return (
-            {"PPLX_LABS_BASE_URL": "https://labs.example.org"},
+            {"PPLX_LABS_BASE_URL": "https://labs.example.org", "PPLX_LABS_TRANSPORT": "labs"},
             {"model": "sonar"},
-            {"base_url": "https://labs.example.org"},
+            {"base_url": "https://labs.example.org", "transport": "labs"},
         )
 
     @pytest.mark.xfail(
@@ -138,6 +138,7 @@ class TestChatPerplexityLabsIntegration(_Flags, ChatModelIntegrationTests):
         # The emulator plays an obliging model: tool calls / JSON when asked, prose otherwise.
         emulator_thread.call(lambda: emulator_thread.emulator.script(schema_follower))
         monkeypatch.setenv("PPLX_LABS_BASE_URL", emulator_thread.base_url)
+        monkeypatch.setenv("PPLX_LABS_TRANSPORT", self.chat_model_params["transport"])
         # Some suite tests (test_stop_sequence) build a model and never close it; an unclosed
         # model's aiohttp session would warn when garbage-collected, so close every model used.
         used: list[ChatPerplexityLabs] = []
@@ -151,6 +152,8 @@ class TestChatPerplexityLabsIntegration(_Flags, ChatModelIntegrationTests):
         yield
         for chat in used:
             chat.close()
+        if self.chat_model_params["transport"] == "labs":
+            assert emulator_thread.emulator.web.asks == 0  # nothing went over the web app's SSE
         emulator_thread.call(emulator_thread.emulator.reset)
 
     @pytest.fixture
@@ -172,4 +175,10 @@ class TestChatPerplexityLabsIntegration(_Flags, ChatModelIntegrationTests):
     def chat_model_params(self) -> dict[str, Any]:
         # Suite tests build models they never close (e.g. test_stop_sequence): no warm sockets
         # may outlive them, or later tests would count a stray open socket.
-        return {"model": "sonar-pro", "first_token_timeout": 5, "idle_timeout": 5, "pool_idle_timeout": 0}
+        return {
+            "model": "sonar-pro",
+            "transport": "labs",
+            "first_token_timeout": 5,
+            "idle_timeout": 5,
+            "pool_idle_timeout": 0,
+        }

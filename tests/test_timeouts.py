@@ -28,7 +28,7 @@ def _model(base_url: str, **overrides: Any) -> ChatPerplexityLabs:
         "idle_timeout": 5,
     }
     settings.update(overrides)
-    return ChatPerplexityLabs(**settings)
+    return ChatPerplexityLabs(transport="labs", **settings)
 
 
 def _accounting(error: PerplexityLabsTimeoutError, fired: str) -> tuple[int, int]:

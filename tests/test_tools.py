@@ -62,6 +62,10 @@ CALCULATOR = {
 SPECS = convert_tools([get_weather])
 CALL = '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}'
 
+# Models these tests build themselves speak Labs (the environment says so); test_web_reruns.py runs
+# many of them again with the environment saying web.
+pytestmark = pytest.mark.usefixtures("over_labs")
+
 
 # -- the parser ----------------------------------------------------------------------------
 

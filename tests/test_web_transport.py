@@ -31,16 +31,19 @@ CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/
 # -- the field -------------------------------------------------------------------------------
 
 
-def test_transport_defaults_to_labs_and_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_transport_defaults_to_web_and_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PPLX_LABS_TRANSPORT", raising=False)
+    web = ChatPerplexityLabs(base_url="http://127.0.0.1:9")
+    assert web.transport == "web"
+    assert web.model == "auto"
+    assert web._settings()[0].service == "web"
+    monkeypatch.setenv("PPLX_LABS_TRANSPORT", "labs")
     labs = ChatPerplexityLabs(base_url="http://127.0.0.1:9")
     assert labs.transport == "labs"
     assert labs.model == "r1-1776"
     assert labs._settings()[0].service == "labs"
     monkeypatch.setenv("PPLX_LABS_TRANSPORT", "web")
-    web = ChatPerplexityLabs(base_url="http://127.0.0.1:9")
-    assert web.transport == "web"
-    assert web._settings()[0].service == "web"
+    assert ChatPerplexityLabs(base_url="http://127.0.0.1:9").transport == "web"
 
 
 def test_web_without_a_model_asks_the_webs_default_and_a_named_model_is_kept() -> None:
@@ -83,6 +86,37 @@ def test_dumpd_load_and_pickle_keep_the_transport_and_the_web_model() -> None:
     assert (loaded.transport, loaded.model) == ("web", "auto")
     clone = pickle.loads(pickle.dumps(chat))
     assert (clone.transport, clone.model) == ("web", "auto")
+
+
+def _reloaded(chat: ChatPerplexityLabs) -> ChatPerplexityLabs:
+    loaded = load(
+        json.loads(dumps(chat)),
+        valid_namespaces=["langchain_pplx_labs"],
+        allowed_objects=[ChatPerplexityLabs],
+    )
+    assert isinstance(loaded, ChatPerplexityLabs)
+    return loaded
+
+
+def test_the_unnamed_model_is_the_transports_in_profile_tracing_and_a_dump_loaded_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PPLX_LABS_TRANSPORT", raising=False)
+    web = ChatPerplexityLabs(base_url="http://127.0.0.1:9")
+    labs = ChatPerplexityLabs(transport="labs", base_url="http://127.0.0.1:9")
+    # The profile is made for the model asked, not for Labs' default (auto is no Labs model).
+    assert web.profile is not None
+    assert labs.profile is not None
+    assert ("name" in web.profile, web.profile["reasoning_output"]) == (False, False)
+    assert (labs.profile["name"], labs.profile["reasoning_output"]) == ("r1-1776", True)
+    assert web._identifying_params["model"] == "auto"
+    assert web._get_ls_params()["ls_model_name"] == "auto"
+    assert labs._get_ls_params()["ls_model_name"] == "r1-1776"
+    # A dump names its transport and model: loaded where the environment says the other, it stays.
+    monkeypatch.setenv("PPLX_LABS_TRANSPORT", "labs")
+    assert (_reloaded(web).transport, _reloaded(web).model) == ("web", "auto")
+    monkeypatch.setenv("PPLX_LABS_TRANSPORT", "web")
+    assert (_reloaded(labs).transport, _reloaded(labs).model) == ("labs", "r1-1776")
 
 
 # -- what the wire sends, and its warm connection (against a hand-written web app) ---------------

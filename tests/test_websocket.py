@@ -40,7 +40,9 @@ def emulator(fast_pings: EmulatorThread) -> LabsEmulator:
 
 
 def _chat(emulator: LabsEmulator) -> ChatPerplexityLabs:
-    return ChatPerplexityLabs(base_url=emulator.base_url, max_retries=0, idle_timeout=5, timeout=20)
+    return ChatPerplexityLabs(
+        transport="labs", base_url=emulator.base_url, max_retries=0, idle_timeout=5, timeout=20
+    )
 
 
 async def test_idle_pooled_socket_answers_pings(emulator: LabsEmulator) -> None:
@@ -116,7 +118,7 @@ def test_a_clean_close_says_goodbye() -> None:
         emulator = thread.emulator
         assert isinstance(emulator, _ReasonRecorder)
         emulator.script(answer=ANSWER)
-        with ChatPerplexityLabs(base_url=thread.base_url, max_retries=0) as chat:
+        with ChatPerplexityLabs(transport="labs", base_url=thread.base_url, max_retries=0) as chat:
             assert chat.invoke("clean").content == ANSWER
         give_up = time.monotonic() + 5
         while not emulator.reasons and time.monotonic() < give_up:

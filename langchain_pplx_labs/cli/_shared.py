@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from langchain_pplx_labs._cliargs import CliError
+from langchain_pplx_labs.protocol import DEFAULT_MODEL, WEB_DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from langchain_pplx_labs.protocol import LabsProtocol
@@ -28,14 +29,18 @@ def add_protocol_flag(
     parser.add_argument("--protocol", metavar="FILE.json", default=default, help=help_text)
 
 
+MODEL_DEFAULT_HELP = f"default {WEB_DEFAULT_MODEL}; {DEFAULT_MODEL} with --transport labs"
+"""What ``--model`` defaults to: the model's own default, which follows the transport."""
+
+
 def add_transport_flag(parser: argparse.ArgumentParser) -> None:
-    """``--transport labs|web``: the Labs playground's Socket.IO or the web app's SSE (read by ``transport_option``)."""
+    """``--transport web|labs``: the web app's SSE or the Labs playground's Socket.IO (read by ``transport_option``)."""
     parser.add_argument(
         "--transport",
         choices=["labs", "web"],
         default=None,
-        help="labs: the Labs playground's Socket.IO; web: the web app's Server-Sent Events "
-        "(default $PPLX_LABS_TRANSPORT, else labs)",
+        help="web: the web app's Server-Sent Events; labs: the retired Labs playground's Socket.IO "
+        "(default $PPLX_LABS_TRANSPORT, else web)",
     )
 
 

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, TextIO
 
 from langchain_pplx_labs._cliargs import positive_seconds
 from langchain_pplx_labs.cli._shared import (
+    MODEL_DEFAULT_HELP,
     add_protocol_flag,
     add_transport_flag,
     labs_protocol,
     maybe_emulator,
     transport_option,
 )
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, KNOWN_MODELS, WEB_DEFAULT_MODEL
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, KNOWN_MODELS
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -29,8 +30,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ask.add_argument(
         "--model",
         default=None,
-        help=f"one of {', '.join(KNOWN_MODELS)} or newer (default {DEFAULT_MODEL}; "
-        f"{WEB_DEFAULT_MODEL} with --transport web)",
+        help=f"one of {', '.join(KNOWN_MODELS)} or newer ({MODEL_DEFAULT_HELP})",
     )
     where = ask.add_mutually_exclusive_group()
     where.add_argument("--emulator", action="store_true", help="answer offline from an in-process emulator")

@@ -8,6 +8,7 @@ import sys
 
 from langchain_pplx_labs._cliargs import positive_seconds, proxy_url
 from langchain_pplx_labs.cli._shared import (
+    MODEL_DEFAULT_HELP,
     add_protocol_flag,
     add_transport_flag,
     labs_protocol,
@@ -15,7 +16,7 @@ from langchain_pplx_labs.cli._shared import (
     transport_option,
 )
 from langchain_pplx_labs.cli.ask import DEFAULT_SYSTEM, conversation
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, WEB_DEFAULT_MODEL
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -30,9 +31,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     record = actions.add_parser("record", help="ask one question and save the session as a cassette")
     record.add_argument("question")
     record.add_argument("--out", required=True, help="cassette file to write")
-    record.add_argument(
-        "--model", default=None, help=f"default {DEFAULT_MODEL}; {WEB_DEFAULT_MODEL} with --transport web"
-    )
+    record.add_argument("--model", default=None, help=MODEL_DEFAULT_HELP)
     record.add_argument(
         "--system",
         default=DEFAULT_SYSTEM,

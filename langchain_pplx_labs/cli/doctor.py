@@ -11,8 +11,14 @@ from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
 from langchain_pplx_labs._cliargs import CliError, proxy_url
-from langchain_pplx_labs.cli._shared import add_protocol_flag, add_transport_flag, is_loopback, labs_protocol
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, WEB_DEFAULT_MODEL
+from langchain_pplx_labs.cli._shared import (
+    MODEL_DEFAULT_HELP,
+    add_protocol_flag,
+    add_transport_flag,
+    is_loopback,
+    labs_protocol,
+)
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, default_model
 
 if TYPE_CHECKING:
     from langchain_pplx_labs._doctor import Report
@@ -30,9 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     doctor.add_argument(
         "--base-url", default=None, help=f"server root (default $PPLX_LABS_BASE_URL or {DEFAULT_BASE_URL})"
     )
-    doctor.add_argument(
-        "--model", default=None, help=f"default {DEFAULT_MODEL}; {WEB_DEFAULT_MODEL} with --transport web"
-    )
+    doctor.add_argument("--model", default=None, help=MODEL_DEFAULT_HELP)
     doctor.add_argument("--question", default=QUESTION)
     doctor.add_argument("--timeout", type=float, default=15.0, help="seconds each step may take")
     doctor.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     transport = _transport(args)
     protocol = labs_protocol(args)
     base_url = (args.base_url or os.environ.get("PPLX_LABS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-    model = args.model or (WEB_DEFAULT_MODEL if transport == "web" else DEFAULT_MODEL)
+    model = args.model or default_model(transport)
     if transport == "web":
         from langchain_pplx_labs._doctor_web import diagnose_web as diagnose
     else:
@@ -77,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _transport(args: argparse.Namespace) -> Service:
-    """``--transport``, else ``$PPLX_LABS_TRANSPORT``, else ``labs`` (as ``ChatPerplexityLabs`` reads it)."""
-    transport = args.transport or os.environ.get("PPLX_LABS_TRANSPORT") or "labs"
+    """``--transport``, else ``$PPLX_LABS_TRANSPORT``, else ``web`` (as ``ChatPerplexityLabs`` reads it)."""
+    transport = args.transport or os.environ.get("PPLX_LABS_TRANSPORT") or "web"
     if transport == "web":
         return "web"
     if transport == "labs":

@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--port", type=port, default=8000, help="0 picks a free port")
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
-        "--base-url", default=None, help="Labs server root (default $PPLX_LABS_BASE_URL or the live site)"
+        "--base-url", default=None, help="server root (default $PPLX_LABS_BASE_URL or the live site)"
     )
     where.add_argument(
         "--emulator", action="store_true", help="answer from an in-process Labs emulator (offline)"
