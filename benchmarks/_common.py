@@ -48,7 +48,6 @@ def print_table(title: str, rows: Sequence[Row]) -> None:
         )
 
 
-@contextlib.contextmanager
 def stop_child(child: subprocess.Popen[str]) -> None:
     """Close a benchmark child's stdin (its cue to stop), wait for it (kill after 10 s), close its stdout."""
     if child.stdin is not None:
@@ -63,6 +62,7 @@ def stop_child(child: subprocess.Popen[str]) -> None:
         child.stdout.close()
 
 
+@contextlib.contextmanager
 def emulator_behind_proxy(rtt: float = DEFAULT_RTT) -> Iterator[tuple[LabsEmulator, str]]:
     """The Labs emulator on a real port, reached through the latency proxy: (emulator, proxied URL)."""
     with EmulatorThread() as thread, ProxyThread(thread.base_url, rtt) as proxy:

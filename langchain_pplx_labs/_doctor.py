@@ -30,6 +30,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsServerError,
     PerplexityLabsSilentError,
     PerplexityLabsTimeoutError,
+    caused_by,
 )
 from langchain_pplx_labs.protocol import (
     DEFAULT_BASE_URL,
@@ -179,9 +180,9 @@ class StepWalk:
         return trace
 
     def connect_failed(self, exc: BaseException) -> Failed:
-        if self.proxy and _caused_by(exc, (ProxyConnectionError, ProxyError)):
+        if self.proxy and caused_by(exc, (ProxyConnectionError, ProxyError)):
             where = _proxy_address(self.proxy)
-            if _caused_by(exc, ProxyConnectionError):
+            if caused_by(exc, ProxyConnectionError):
                 detail = f"the proxy {where} refused the connection"
                 advice = (
                     f"nothing accepts connections at the proxy {where}: start the proxy, or check --proxy"
@@ -397,18 +398,6 @@ def _proxy_address(proxy: str) -> str:
     """``scheme://host:port`` of a proxy URL, without its credentials (a report gets pasted into bugs)."""
     parts = urlsplit(proxy)
     return f"{parts.scheme}://{parts.hostname}:{parts.port}"
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> bool:
-    """Whether ``kind`` is anywhere in the chain of ``exc``."""
-    current: BaseException | None = exc
-    for _ in range(16):  # a bounded walk: chains can loop
-        if current is None:
-            return False
-        if isinstance(current, kind):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def _transport_of(wire: Wire | None) -> str:

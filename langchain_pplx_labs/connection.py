@@ -27,6 +27,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsRetiredError,
     PerplexityLabsSilentError,
     PerplexityLabsTimeoutError,
+    caused_by,
     excerpt_of,
 )
 from langchain_pplx_labs.polling import PollingWire
@@ -222,11 +223,11 @@ class LabsConnection:
             return exc  # already typed by the wire (the web wire's refusals, a rate limit among them)
         if isinstance(exc, _CONNECT_FAILURES):
             if isinstance(exc, ConnectTimeout) or any(
-                _caused_by(exc, kind) for kind in (aiohttp.ConnectionTimeoutError, ProxyTimeoutError)
+                caused_by(exc, kind) for kind in (aiohttp.ConnectionTimeoutError, ProxyTimeoutError)
             ):
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
             hint = ""
-            if _caused_by(exc, aiohttp.ClientConnectorCertificateError):
+            if caused_by(exc, aiohttp.ClientConnectorCertificateError):
                 hint = " (TLS certificate not trusted: pass ssl_context= with your CA, or verify_ssl=False)"
             return PerplexityLabsConnectionError(f"Could not connect to {url} over {transport}: {exc}{hint}")
         if isinstance(exc, Exception):
@@ -457,18 +458,6 @@ class LabsConnection:
 def _ends_answer(data: Any) -> bool:
     """Whether a progress frame's data is its answer's last: final, or ``status: failed``."""
     return isinstance(data, dict) and (bool(data.get("final")) or data.get("status") == "failed")
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    """Whether ``kind`` is anywhere in the chain of ``exc`` (engine.io re-raises aiohttp errors bare)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def _closed_while_connecting() -> PerplexityLabsConnectionError:

@@ -190,3 +190,19 @@ def excerpt_of(raw: object, limit: int = 120) -> str:
     """Return a short printable start of ``raw`` for error messages."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def caused_by(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> bool:
+    """Whether an instance of ``kind`` is anywhere in the cause/context chain of ``exc``.
+
+    Clients re-raise each other's errors (engine.io raises aiohttp's bare, a transport raises from
+    the client's own): what happened is often a few links down the chain.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

@@ -45,6 +45,7 @@ from langchain_pplx_labs.web_protocol import (
     session_user_id,
     web_headers,
     web_request_body,
+    web_request_headers,
 )
 from langchain_pplx_labs.wire import ConnectionSettings, WireListener, is_cloudflare_block
 
@@ -285,18 +286,8 @@ class WebWire:
         return self._settings.base_url.rstrip("/") + path
 
     def _headers(self, extra: Mapping[str, str]) -> CIMultiDict[str]:
-        """``extra`` (the web app's headers), then the settings' own (User-Agent, cookies, the user's).
-
-        Settings carry the Labs playground's Origin and Referer by default; on the web app the
-        web's replace those, while an Origin the user set replaces the web's.
-        """
-        labs_defaults = {name.lower(): value for name, value in self._settings.protocol.headers.items()}
-        headers: CIMultiDict[str] = CIMultiDict(extra)
-        for name, value in self._settings.headers:
-            if labs_defaults.get(name.lower()) == value and name in headers:
-                continue
-            headers[name] = value
-        return headers
+        """``extra`` (the web app's headers), then the settings' own (see :func:`web_request_headers`)."""
+        return web_request_headers(extra, self._settings.headers, self._settings.protocol)
 
 
 async def _read_tail(response: Response) -> None:

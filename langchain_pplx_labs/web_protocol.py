@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jsonpatch
 import jsonpointer
 import orjson
+from multidict import CIMultiDict
 
 from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError, excerpt_of
 from langchain_pplx_labs.protocol import (
@@ -244,6 +245,23 @@ def web_headers(protocol: LabsProtocol, *, request_id: str = "") -> dict[str, st
         headers["referer"] = protocol.web_referer
     if request_id:
         headers["x-request-id"] = request_id
+    return headers
+
+
+def web_request_headers(
+    web: Mapping[str, str], given: Iterable[tuple[str, str]], protocol: LabsProtocol
+) -> CIMultiDict[str]:
+    """The web app's own headers ``web``, then the ``given`` ones (User-Agent, cookies, the user's).
+
+    Given headers carry the Labs playground's Origin and Referer by default: on the web app the
+    web's replace those, while a value the user set replaces the web's.
+    """
+    labs_defaults = {name.lower(): value for name, value in protocol.headers.items()}
+    headers: CIMultiDict[str] = CIMultiDict(web)
+    for name, value in given:
+        if labs_defaults.get(name.lower()) == value and name in headers:
+            continue
+        headers[name] = value
     return headers
 
 

@@ -17,7 +17,7 @@ from langchain_core.load import dumpd, load
 from pydantic import ValidationError
 
 from langchain_pplx_labs import ChatPerplexityLabs, LabsProtocol, sse
-from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError
+from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError, caused_by
 from langchain_pplx_labs.protocol import LabsMessage, ProgressFrame, StreamDecoder
 from langchain_pplx_labs.sse import SSEMessage, SSEParser, sse_message
 from langchain_pplx_labs.web_protocol import (
@@ -33,6 +33,7 @@ from langchain_pplx_labs.web_protocol import (
     web_headers,
     web_model_preference,
     web_request_body,
+    web_request_headers,
 )
 
 # --- SSE parser -----------------------------------------------------------------------------------
@@ -691,3 +692,26 @@ def test_chunks_added_at_the_end_in_the_middle_or_with_a_dash_land_where_json_pa
         frame = answer.feed({"blocks": [_patch("markdown_block", operation)]})
         assert frame is not None, operation
         assert frame["output"] == output, operation
+
+
+def test_request_headers_put_the_webs_origin_over_the_playgrounds_but_keep_what_the_user_set() -> None:
+    protocol = LabsProtocol()
+    web = {"Origin": "https://www.perplexity.ai", "Referer": "https://www.perplexity.ai/", "Accept": "x"}
+    playground = [("Origin", "https://labs.perplexity.ai"), ("Referer", "https://labs.perplexity.ai/")]
+    merged = web_request_headers(web, [*playground, ("Cookie", "a=b")], protocol)
+    assert merged["origin"] == "https://www.perplexity.ai"
+    assert merged["referer"] == "https://www.perplexity.ai/"
+    assert (merged["accept"], merged["cookie"]) == ("x", "a=b")
+    mine = web_request_headers(web, [("Origin", "https://mine.example")], protocol)
+    assert mine.getall("origin") == ["https://mine.example"]
+
+
+def test_caused_by_finds_a_kind_down_the_chain_and_survives_a_loop() -> None:
+    inner = ConnectionResetError("reset")
+    outer = RuntimeError("wrapped")
+    outer.__cause__ = inner
+    assert caused_by(outer, ConnectionResetError)
+    assert caused_by(outer, (KeyError, OSError))
+    assert not caused_by(outer, KeyError)
+    inner.__context__ = outer  # a loop: the walk must still end
+    assert not caused_by(outer, KeyError)

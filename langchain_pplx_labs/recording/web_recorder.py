@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from multidict import CIMultiDict
 
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Frame, HttpRefusal, Interaction
@@ -24,6 +23,7 @@ from langchain_pplx_labs.web_protocol import (
     session_user_id,
     web_headers,
     web_request_body,
+    web_request_headers,
 )
 from langchain_pplx_labs.wire import browser_headers
 
@@ -70,7 +70,7 @@ async def record_web_interaction(
     http = http_transport(connect_timeout=connect_timeout, proxy=proxy)
     try:
         session_url = root + protocol.web_session_path
-        check = _merged({"accept": "application/json"}, given, protocol)
+        check = web_request_headers({"accept": "application/json"}, given.items(), protocol)
         try:
             async with await http.handle_request(Request("GET", session_url, check)) as response:
                 if response.status != 200:
@@ -91,7 +91,7 @@ async def record_web_interaction(
             )
         params = body.get("params")
         request_id = str(params.get("frontend_uuid", "")) if isinstance(params, Mapping) else ""
-        sent = _merged(web_headers(protocol, request_id=request_id), given, protocol)
+        sent = web_request_headers(web_headers(protocol, request_id=request_id), given.items(), protocol)
         if connection_info is not None:
             connection_info.update({"headers": redactor.redact_headers(dict(sent)), "signed_in": signed_in})
         request = redactor.redact_data(dict(body))
@@ -155,17 +155,6 @@ def _frame(message: SSEMessage, at: float, answer: WebAnswer, redactor: Redactor
     if message.event == "message" and isinstance(data, dict):
         answer.feed(data)
     return Frame(at=at, event=message.event, data=redactor.redact_data(data))
-
-
-def _merged(web: Mapping[str, str], given: Mapping[str, str], protocol: LabsProtocol) -> CIMultiDict[str]:
-    """The web app's headers, then ``given``; a Labs playground default gives way to the web's own."""
-    labs_defaults = {name.lower(): value for name, value in protocol.headers.items()}
-    merged: CIMultiDict[str] = CIMultiDict(web)
-    for name, value in given.items():
-        if labs_defaults.get(name.lower()) == value and name in merged:
-            continue
-        merged[name] = value
-    return merged
 
 
 def _signed_in(body: bytes) -> bool:
