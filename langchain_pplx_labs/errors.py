@@ -17,6 +17,7 @@ __all__ = [
     "PerplexityLabsServerError",
     "PerplexityLabsSilentError",
     "PerplexityLabsTimeoutError",
+    "caused_by",
     "excerpt_of",
 ]
 
