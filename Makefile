@@ -25,7 +25,7 @@ test: $(BIN)/pplx-labs  ## the whole suite, offline, against the emulator and th
 lint: $(BIN)/pplx-labs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict langchain_pplx_labs
+	$(BIN)/mypy --strict langchain_pplx_labs benchmarks
 
 dev: $(BIN)/pplx-labs  ## nox, uv, build and twine for the matrix in noxfile.py
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
 from benchmarks._common import Row, print_table
 from benchmarks._emulator_process import emulator_process
@@ -28,7 +30,7 @@ async def _abandoned_ttfts(base_url: str, drain_timeout: float) -> tuple[list[fl
         await chat.awarmup()
         for n in range(QUESTIONS):
             started = time.perf_counter()
-            stream = chat.astream(f"abandoned question {n}")
+            stream = cast("AsyncGenerator[Any, None]", chat.astream(f"abandoned question {n}"))
             async for chunk in stream:
                 if chunk.content:
                     ttfts.append(time.perf_counter() - started)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 from langchain_core.messages import HumanMessage
@@ -78,8 +79,11 @@ def run(quick: bool, rtt: float) -> None:
     with EmulatorThread() as thread:
         for label, size in SIZES.items():
             thread.call(
-                lambda size=size: thread.emulator.script(
-                    answer=_answer(size), chunk_size=max(1, size // FRAMES), citations=[]
+                functools.partial(
+                    thread.emulator.script,
+                    answer=_answer(size),
+                    chunk_size=max(1, size // FRAMES),
+                    citations=[],
                 )
             )
             baseline, client, ours = asyncio.run(_measure(thread.base_url, size, reps))

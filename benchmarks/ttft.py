@@ -6,6 +6,8 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
 from benchmarks._common import Row, print_table
 from benchmarks._emulator_process import emulator_process
@@ -39,7 +41,7 @@ def cold_child(base_url: str, profile: str | None = None) -> None:
             cpu = time.process_time() - cpu
             # The second question: what a question costs once nothing is left to warm up.
             warm_cpu = time.process_time()
-            stream = chat.astream("warm question")
+            stream = cast("AsyncGenerator[Any, None]", chat.astream("warm question"))
             async for chunk in stream:
                 if chunk.content:
                     warm_cpu = time.process_time() - warm_cpu

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from langchain_core.messages import HumanMessage
 
@@ -21,7 +23,7 @@ from langchain_pplx_labs.protocol import StreamDecoder, TextDelta
 MODEL = "turbo"  # the web app's anonymous model: no plan, so the first text is answer text for both clients
 # Paced as the corpus cassettes are where nothing else is recorded (recording/build_corpus.py):
 # 50 ms before the first frame, 10 ms between frames; a 480-character answer in 20 frames.
-PACED = {
+PACED: dict[str, Any] = {
     "answer": "Paris is the capital of France. " * 15,
     "chunk_size": 24,
     "delay": 0.01,
@@ -227,8 +229,8 @@ def _cpu_table(reps: int) -> None:
         for label, size in CPU_SIZES.items():
             answer = _lorem(size)
             thread.call(
-                lambda answer=answer, size=size: thread.emulator.script(
-                    answer=answer, chunk_size=max(1, size // FRAMES), citations=[]
+                functools.partial(
+                    thread.emulator.script, answer=answer, chunk_size=max(1, size // FRAMES), citations=[]
                 )
             )
             samples = asyncio.run(_cpu(thread.base_url, size, reps))
