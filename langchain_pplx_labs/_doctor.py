@@ -41,7 +41,8 @@ from langchain_pplx_labs.protocol import (
     build_payload,
     parse_frame,
 )
-from langchain_pplx_labs.wire import Service, Wire, browser_headers, proxy_connector
+from langchain_pplx_labs.transports.aiohttp import client_session
+from langchain_pplx_labs.wire import Service, Wire, browser_headers
 
 QUESTION = "What is the capital of France?"
 STEPS = (
@@ -163,10 +164,9 @@ class StepWalk:
 
     def session(self, *traces: aiohttp.TraceConfig) -> aiohttp.ClientSession:
         """A session dialling as the pool's does (``proxy``, the connect budget), traced like it and by ``traces``."""
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeouts.connect)
-        return aiohttp.ClientSession(
-            connector=proxy_connector(self.proxy),
-            timeout=timeout,
+        return client_session(
+            connect_timeout=self.settings.timeouts.connect,
+            proxy=self.proxy,
             trace_configs=[labs_trace_config(), self._connect_clock(), *traces],
         )
 

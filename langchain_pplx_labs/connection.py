@@ -101,7 +101,8 @@ class LabsConnection:
         self.settings = settings
         # Looked up once: it runs for every frame.
         self._is_progress = settings.protocol.is_progress_event
-        self._traced = session is not None and is_traced(session)
+        # Every HTTP transport reports its connect (Request.on_connected); a Labs session, if traced.
+        self._traced = http is not None or (session is not None and is_traced(session))
         self._http = http
         self.transport: Transport | None = None
         self.queries_run = 0
@@ -175,8 +176,6 @@ class LabsConnection:
         if transport == "web":
             if self._http is None:
                 raise RuntimeError("the web wire needs an HTTP transport: LabsConnection(..., http=...)")
-            # Every HTTP transport reports its connect, so the connect and handshake budgets are told apart.
-            self._traced = True
             return WebWire(self.settings, self._http, self, on_connected=self._opening.connected)
         if self._session is None:
             raise RuntimeError(
