@@ -7,7 +7,6 @@ import json
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
@@ -20,6 +19,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsServerError,
     excerpt_of,
 )
+from langchain_pplx_labs.events import ReasoningDelta, Source, StreamEvent, TextDelta, finished
 
 logger = logging.getLogger(__name__)
 
@@ -270,15 +270,6 @@ def _merge_consecutive_assistant(messages: Sequence[LabsMessage]) -> list[LabsMe
     return merged
 
 
-class Source(BaseModel):
-    """A cited source; the server sends bare URLs or objects with ``url``/``title``."""
-
-    model_config = ConfigDict(extra="allow")
-
-    url: str
-    title: str | None = None
-
-
 class ProgressFrame(BaseModel):
     """One ``<model>_query_progress`` frame; ``output`` is the whole answer so far."""
 
@@ -336,31 +327,6 @@ def parse_frame(data: object) -> ProgressFrame:
         ) from None
 
 
-@dataclass(frozen=True, slots=True)
-class TextDelta:
-    """New answer text."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReasoningDelta:
-    """New text from the model's think section."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """The final frame: the sources and the server's counters."""
-
-    sources: tuple[Source, ...]
-    rich_sources: bool
-    tokens_streamed: int | None
-    elapsed_time: float | None
-
-
-StreamEvent = TextDelta | ReasoningDelta | Finished
 
 _START, _REASONING, _ANSWER = "start", "reasoning", "answer"
 
@@ -393,8 +359,7 @@ class StreamDecoder:
         self._saw_close = False
         self._reasoning_parts: list[str] = []
         self._answer_parts: list[str] = []
-        self._sources: tuple[Source, ...] = ()
-        self._rich_sources = False
+        self._citations: list[str | Source] = []
         self.finished = False
 
     @property
@@ -410,7 +375,7 @@ class StreamDecoder:
         self._accept_output(frame.output)
         events = self._advance(final=frame.final)
         if frame.citations:
-            self._sources, self._rich_sources = _normalise_sources(frame.citations)
+            self._citations = frame.citations  # a later frame may leave them out
         if frame.final:
             events.extend(self._finish(frame))
         return events
@@ -505,16 +470,6 @@ class StreamDecoder:
             self._skip_space = True
             self._emit("".join(self._reasoning_parts), events)
         events.append(
-            Finished(
-                sources=self._sources,
-                rich_sources=self._rich_sources,
-                tokens_streamed=frame.tokens_streamed,
-                elapsed_time=frame.elapsed_time,
-            )
+            finished(self._citations, tokens_streamed=frame.tokens_streamed, elapsed_time=frame.elapsed_time)
         )
         return events
-
-
-def _normalise_sources(citations: Sequence[str | Source]) -> tuple[tuple[Source, ...], bool]:
-    sources = tuple(Source(url=c) if isinstance(c, str) else c for c in citations)
-    return sources, any(not isinstance(c, str) for c in citations)

@@ -1,25 +1,25 @@
-"""The web transport: the web app's Server-Sent Events ask endpoint, reported to the connection as Labs frames.
+"""A web session: one warm keep-alive connection to the web app, each question POSTed and its SSE answer read as events.
 
 Perplexity's web app asks with one ``POST`` per question and streams the answer back as
-``text/event-stream``; the codec (:mod:`langchain_pplx_labs.web_protocol`) turns its messages
-into Labs-shaped progress frames, so everything above the wire is the same for both services.
-A "connection" here is a warm HTTP keep-alive connection of the pool's HTTP transport
-(:mod:`langchain_pplx_labs.transports`): ``connect`` makes the web app's own warm-up request (``GET /api/auth/session``, which also says
-whether the cookies are signed in), and each question reuses the TCP (and TLS) connection.
-"""
+``text/event-stream``; the codec (:mod:`langchain_pplx_labs.web_protocol`) reads its messages as
+the answer's events. A session opens with the web app's own warm-up request (``GET
+/api/auth/session``, which also says whether the cookies are signed in), and each question
+reuses the TCP (and TLS) connection of the HTTP transport (:mod:`langchain_pplx_labs.transports`).
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any, Literal, Protocol
 
 import orjson
 from multidict import CIMultiDict
 
-from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, stop_tasks
+from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, stop_tasks, track
+from langchain_pplx_labs._waiting import Deadline
 from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
@@ -30,8 +30,10 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsTimeoutError,
     excerpt_of,
 )
+from langchain_pplx_labs.events import StreamEvent
 from langchain_pplx_labs.sse import SSEMessage, SSEParser
 from langchain_pplx_labs.transports.base import (
+    CertificateError,
     ConnectTimeout,
     HTTPTransport,
     Request,
@@ -39,7 +41,7 @@ from langchain_pplx_labs.transports.base import (
     TransportError,
 )
 from langchain_pplx_labs.web_protocol import (
-    WebAnswer,
+    WebDecoder,
     is_end_marker,
     message_json,
     session_user_id,
@@ -47,7 +49,7 @@ from langchain_pplx_labs.web_protocol import (
     web_request_body,
     web_request_headers,
 )
-from langchain_pplx_labs.wire import ConnectionSettings, WireListener, is_cloudflare_block
+from langchain_pplx_labs.wire import ConnectionSettings, is_cloudflare_block
 
 logger = logging.getLogger(__name__)
 
@@ -56,173 +58,218 @@ _REFUSAL_READ_BYTES = 4096
 # After an answer's last message the server still ends its stream; read that far (within
 # GRACEFUL_CLOSE_SECONDS) so the keep-alive connection goes back to the transport's pool warm.
 _TAIL_READ_BYTES = 64 * 1024
+_CERTIFICATE_HINT = " (TLS certificate not trusted: pass ssl_context= with your CA, or verify_ssl=False)"
 
 
-class WebWire:
-    """One warm HTTP connection to the web app; one question at a time, its answer read in the query's task."""
+class WebTap(Protocol):
+    """Watches a session's ask: each SSE message as it is read (``pplx-labs doctor`` and the recorder)."""
 
-    reads_inline = True
+    def on_message(self, message: SSEMessage) -> None: ...
 
-    def __init__(
-        self,
-        settings: ConnectionSettings,
-        http: HTTPTransport,
-        listener: WireListener,
-        *,
-        on_connected: Callable[[], None] | None = None,
-    ) -> None:
-        """``on_connected`` runs once the warm-up request has its TCP (and TLS) connection."""
-        self._settings = settings
+
+class WebSession:
+    """One warm connection to the web app; one question at a time, its answer read in the asking task.
+
+    What the pool reads of a session: :attr:`alive`, :attr:`busy`, :meth:`open`, :meth:`query`,
+    :meth:`close`. An HTTP answer ends with its response, so nothing is left to drain when its
+    reader leaves (:attr:`answer_open` is never true between questions).
+    """
+
+    transport: Literal["web"] = "web"
+    answer_open = False
+    pipelining_dropped = False
+    stray_chars = 0
+    stray_heard_at = 0.0
+
+    def __init__(self, settings: ConnectionSettings, http: HTTPTransport, *, tap: WebTap | None = None) -> None:
+        self.settings = settings
         self._http = http
-        self._listener = listener
-        self._on_connected = on_connected
-        self._connected = False
-        self._lost: str | None = None
+        self.tap = tap
         self.signed_in = False
-        """Whether the warm-up found the cookies signed in (the web app then asks with the user's id)."""
-        self.on_message: Callable[[SSEMessage], None] | None = None
-        """Called with each message of an answer's stream as it is read (``pplx-labs doctor`` watches with it)."""
+        """Whether the session check found the cookies signed in (the web app then asks with the user's id)."""
+        self.queries_run = 0
+        self.stray_news = asyncio.Event()
+        self._connected = False
+        self._closed = False
+        self._lost: str | None = None
+        self._busy = False
+        # Set while open() runs: close() from another task (the pool closing) ends the connect.
+        self._cut_short: Callable[[], None] | None = None
         # A visitor id per warm connection, as a browser tab keeps one; the request ids are per question.
         self._visitor_id = str(uuid.uuid4())
-        # The body of the question asked: POSTed by the query's first read, under its deadline.
-        self._question: dict[str, Any] | None = None
-        self._request_id = ""
-        self._progress_event = ""
         self._response: Response | None = None
-        self._parser = SSEParser()
-        self._answer = WebAnswer()
-        self._answer_over = True
-        # Streams read to their end in the background after their last frame (see _retire_response).
+        # Streams read to their end in the background after their last message (see _retire).
         self._tails: set[asyncio.Task[None]] = set()
 
     @property
-    def engine_open(self) -> bool:
-        return self._connected and self._lost is None
+    def alive(self) -> bool:
+        """True while the session is open and its last answer did not break off."""
+        return self._connected and not self._closed and self._lost is None
 
     @property
-    def namespace_ready(self) -> bool:
-        # No namespace and no CONNECT to acknowledge: ready once the warm-up answered.
-        return self.engine_open
+    def busy(self) -> bool:
+        return self._busy
 
-    @property
-    def loops_running(self) -> bool:
-        return False  # nothing runs in the background to say goodbye with: abort() is the close
+    # -- opening -----------------------------------------------------------------------
 
-    async def connect(self, *, pipelined: bool) -> None:
-        del pipelined  # one request per question: nothing to pipeline behind
-        url = self._url(self._settings.protocol.web_session_path)
-        headers = self._headers({"Accept": "application/json"})
-        # Transport errors go up as they are: the connection names a failed connect for every wire.
-        request = Request("GET", url, headers, on_connected=self._on_connected)
+    async def open(self, transport: str = "web", *, pipelined: bool = True) -> None:
+        """The session check, under the ``connect`` budget until its connection is made, then ``handshake``'s.
+
+        On any failure, a cancel included, nothing this call opened stays open.
+        """
+        del transport, pipelined  # one way in, one request per question: nothing to pipeline behind
+        if self._connected or self._closed:
+            raise RuntimeError("a web session opens once")
+        timeouts = self.settings.timeouts
+        tcp_connected = False
+        try:
+            async with asyncio.timeout(timeouts.connect) as budget:
+                loop = asyncio.get_running_loop()
+
+                def connected() -> None:
+                    nonlocal tcp_connected
+                    tcp_connected = True
+                    if not budget.expired():
+                        budget.reschedule(loop.time() + timeouts.handshake)
+
+                def cut_short() -> None:
+                    if not budget.expired():
+                        budget.reschedule(loop.time())
+
+                self._cut_short = cut_short
+                try:
+                    await self._check_session(connected)
+                finally:
+                    self._cut_short = None
+        except BaseException as exc:
+            abandoned = self._closed and isinstance(exc, Exception)  # close() ran while we connected
+            await self.close()
+            error = _closed_while_connecting() if abandoned else self._open_error(exc, tcp_connected=tcp_connected)
+            if error is None:
+                raise
+            raise error from (None if isinstance(error, PerplexityLabsTimeoutError) or error is exc else exc)
+        self._connected = True
+
+    async def _check_session(self, connected: Callable[[], None]) -> None:
+        url = self._url(self.settings.protocol.web_session_path)
+        request = Request("GET", url, self._headers({"Accept": "application/json"}), on_connected=connected)
         async with await self._http.handle_request(request) as response:
             if response.status != 200:
                 raise await _refusal(url, response, "the session check")
             # Read whole: an unread body would close the keep-alive connection we came to warm.
             body = await response.read()
-            try:
-                session = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                # A page (the main site's, a proxy's, a challenge) where the web app answers JSON: the
-                # ask would meet the same, so say so now, as the ask would (NotFound, or Blocked).
-                text = body[:_REFUSAL_READ_BYTES].decode("utf-8", "replace")
-                raise web_refusal(
-                    url, 200, response.headers, text, what="the session check", expected="JSON"
-                ) from None
+        try:
+            session = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            # A page (the main site's, a proxy's, a challenge) where the web app answers JSON: the
+            # ask would meet the same, so say so now, as the ask would (NotFound, or Blocked).
+            text = body[:_REFUSAL_READ_BYTES].decode("utf-8", "replace")
+            raise web_refusal(
+                url, 200, response.headers, text, what="the session check", expected="JSON"
+            ) from None
         self.signed_in = session_user_id(session) is not None
-        self._connected = True
-        self._listener.on_connect()
 
-    async def send_event(self, event: str, data: Any, *, before_ack: bool) -> None:
-        """Take the question; the query's first :meth:`read_one` POSTs it (so its deadline bounds the wait)."""
-        del event, before_ack  # the web app has one ask endpoint, and nothing to acknowledge
-        if not self.engine_open:
-            raise LookupError("the web connection is closed")
-        if not isinstance(data, Mapping):
-            raise TypeError(f"a web question is a payload mapping, not {type(data).__name__}")
-        self._drop_response()
-        protocol = self._settings.protocol
-        model = str(data.get("model", ""))
-        self._progress_event = protocol.progress_event_for(model)
-        self._request_id = str(uuid.uuid4())
-        self._question = web_request_body(
-            data,
-            frontend_uuid=self._request_id,
+    def _open_error(self, exc: BaseException, *, tcp_connected: bool) -> BaseException | None:
+        """The typed error for a failed open, or None to re-raise ``exc`` (a cancel) as is."""
+        timeouts = self.settings.timeouts
+        if isinstance(exc, ConnectTimeout) or (isinstance(exc, TimeoutError) and not tcp_connected):
+            return PerplexityLabsTimeoutError("connect", timeouts.connect)
+        if isinstance(exc, TimeoutError):
+            return PerplexityLabsTimeoutError("handshake", timeouts.handshake)
+        if isinstance(exc, PerplexityLabsError):
+            return exc  # a refusal, already typed (a rate limit among them)
+        if isinstance(exc, TransportError):
+            hint = _CERTIFICATE_HINT if isinstance(exc, CertificateError) else ""
+            return PerplexityLabsConnectionError(
+                f"Could not connect to {self.settings.base_url} over web: {exc}{hint}"
+            )
+        if isinstance(exc, Exception):
+            return PerplexityLabsConnectionError(
+                f"Could not connect to {self.settings.base_url} over web: {type(exc).__name__}: {exc}"
+            )
+        return None
+
+    # -- asking ------------------------------------------------------------------------
+
+    async def query(
+        self, payload: Mapping[str, Any], *, started: float | None = None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Ask ``payload`` and yield its answer's events, up to and including :class:`Finished`.
+
+        Enforces the first-token, idle and total timeouts (``total`` counted from ``started``);
+        HTTP refusals and failed messages are the typed errors of :mod:`langchain_pplx_labs.errors`.
+        A reader that leaves early cuts the answer off: its response is closed unread.
+        """
+        if self._busy:
+            raise RuntimeError("a web session runs one query at a time")
+        if not self.alive:
+            raise _not_sent(self._lost or "the connection was closed")
+        timeouts = self.settings.timeouts
+        deadline = Deadline(time.monotonic() if started is None else started, timeouts.total)
+        deadline.applies("first_token", timeouts.first_token)
+        decoder = WebDecoder(str(payload.get("model", "")))
+        self._busy = True
+        self.queries_run += 1
+        try:
+            response = self._response = await deadline.wait(lambda: self._ask(payload))
+            parser = SSEParser()
+            while not decoder.finished:
+                try:
+                    chunk = await deadline.wait(response.receive)
+                except TransportError as exc:
+                    raise self._broke_off(f"the event stream broke off ({_named(exc)})") from exc
+                messages = parser.feed(chunk) if chunk else parser.close()
+                for event in self._decode(messages, decoder, ended=not chunk):
+                    yield event
+                    # Set after the yield: the caller's own time between events is not the server's silence.
+                    deadline.applies("idle", timeouts.idle)
+            self._retire()
+        finally:
+            deadline.cancel()
+            self._busy = False
+            # An answer not read to its end (a break, a stop sequence, a cancel, an error) is cut
+            # off here: unlike a Labs socket, an HTTP answer can be dropped alone.
+            self._drop_response()
+
+    def _decode(self, messages: list[SSEMessage], decoder: WebDecoder, *, ended: bool) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        for message in messages:
+            if decoder.finished:
+                break  # past the last message: what follows is the stream's tail
+            if self.tap is not None:
+                self.tap.on_message(message)
+            if is_end_marker(message):
+                events.extend(decoder.finish())
+                continue
+            data = message_json(message)  # raises a protocol error for data that is not a JSON object
+            if data is None:
+                logger.debug("ignoring web event %r", message.event)
+                continue
+            events.extend(decoder.feed(data))
+        if ended and not decoder.finished:
+            if not decoder.completed:
+                raise self._broke_off("the server ended the event stream before the answer's last message")
+            events.extend(decoder.finish())  # COMPLETED, then the end of the stream: the answer is whole
+        return events
+
+    async def _ask(self, payload: Mapping[str, Any]) -> Response:
+        protocol = self.settings.protocol
+        request_id = str(uuid.uuid4())
+        question = web_request_body(
+            payload,
+            frontend_uuid=request_id,
             visitor_id=self._visitor_id,
             frontend_context_uuid=str(uuid.uuid4()),
             signed_in=self.signed_in,
             protocol=protocol,
         )
-        self._parser = SSEParser()
-        self._answer = WebAnswer(model)
-        self._answer_over = False
-
-    async def read_one(self) -> None:
-        """Send the question (first call) or read the next part of its event stream, and report its frames.
-
-        HTTP refusals become the typed errors of :mod:`langchain_pplx_labs.errors`, raised here.
-        """
-        if self._lost is not None:
-            self._listener.on_disconnect(self._lost)
-            return
-        response = self._response
-        if response is None:
-            if self._question is None or self._answer_over:
-                self._listener.on_disconnect("no question is waiting for an answer on this web connection")
-                return
-            self._response = await self._ask()
-            return
-        try:
-            chunk = await response.receive()
-        except TransportError as exc:
-            self._end_stream(f"the event stream broke off ({_named(exc)})")
-            return
-        if chunk:
-            self._report(self._parser.feed(chunk))
-        else:
-            self._report(self._parser.close())
-            if self._answer.completed:
-                # COMPLETED, then the end of the stream: the answer is whole (finish() is idempotent).
-                self._report_frame(self._answer.finish())
-            if not self._answer_over:
-                self._end_stream("the server ended the event stream before the answer's last message")
-                return
-        if self._answer_over:
-            self._retire_response()
-
-    def release(self) -> None:
-        """The query is over; an answer it stopped reading is cut off here (its response closed)."""
-        self._question = None
-        if self._answer_over:
-            return
-        # The caller stopped reading (a break, a stop sequence, a cancel). Unlike a Labs socket,
-        # an HTTP answer can be dropped alone: closing its response ends it, and the wire can ask
-        # again at once, on another keep-alive connection, instead of reading the tail.
-        self._answer_over = True
-        self._drop_response()
-        self._listener.on_answer_dropped()
-
-    async def goodbye(self) -> None:
-        """Nothing to say: an HTTP connection has no session to leave."""
-
-    async def abort(self) -> None:
-        self._lost = self._lost or "the connection was closed"
-        self._answer_over = True
-        self._drop_response()
-        if self._tails:
-            await stop_tasks(list(self._tails))
-
-    # -- asking ------------------------------------------------------------------------
-
-    async def _ask(self) -> Response:
-        question, self._question = self._question, None
-        protocol = self._settings.protocol
         url = self._url(protocol.web_path)
-        headers = self._headers(web_headers(protocol, request_id=self._request_id))
+        headers = self._headers(web_headers(protocol, request_id=request_id))
         try:
             response = await self._http.handle_request(Request("POST", url, headers, orjson.dumps(question)))
         except ConnectTimeout:
             # A new TCP connection was needed (the warm one expired) and could not be made in time.
-            raise PerplexityLabsTimeoutError("connect", self._settings.timeouts.connect) from None
+            raise PerplexityLabsTimeoutError("connect", self.settings.timeouts.connect) from None
         except TransportError as exc:
             raise PerplexityLabsDisconnectedError(
                 f"The web app at {url} dropped the connection before answering ({_named(exc)})"
@@ -232,38 +279,14 @@ class WebWire:
             return response
         raise await _refusal(url, response, "the question")
 
-    def _report(self, messages: list[SSEMessage]) -> None:
-        for message in messages:
-            if self._answer_over:
-                return  # past the last frame: what follows is the stream's tail, read unparsed
-            if self.on_message is not None:
-                self.on_message(message)
-            if is_end_marker(message):
-                self._report_frame(self._answer.finish())
-                continue
-            data = message_json(message)  # raises a protocol error for data that is not a JSON object
-            if data is None:
-                logger.debug("ignoring web event %r", message.event)
-                continue
-            self._report_frame(self._answer.feed(data))
-
-    def _report_frame(self, frame: dict[str, Any] | None) -> None:
-        if frame is None or self._answer_over:
-            return  # nothing new, or past the answer's end (which the connection already heard)
-        if frame.get("final") or frame.get("status") == "failed":
-            self._answer_over = True
-        self._listener.on_event(self._progress_event, frame)
+    def _broke_off(self, reason: str) -> PerplexityLabsDisconnectedError:
+        """The stream ended without the answer's last message: this session is done for."""
+        self._lost = reason
+        return PerplexityLabsDisconnectedError(f"Perplexity Labs closed the connection mid-answer ({reason})")
 
     # -- responses ---------------------------------------------------------------------
 
-    def _end_stream(self, reason: str) -> None:
-        """The stream ended without the answer's last frame: this connection is done for."""
-        self._lost = reason
-        self._answer_over = True
-        self._drop_response()
-        self._listener.on_disconnect(reason)
-
-    def _retire_response(self) -> None:
+    def _retire(self) -> None:
         """The answer is complete: finish its stream in the background so the connection stays warm."""
         response, self._response = self._response, None
         if response is None:
@@ -280,14 +303,43 @@ class WebWire:
         if response is not None:
             response.close()  # unread: the transport drops its connection rather than reuse it
 
+    # -- closing -----------------------------------------------------------------------
+
+    async def wait_ready(self) -> None:
+        """Ready once open: the session check was the handshake."""
+
+    async def close(self, *, graceful: bool = True) -> None:
+        """Drop the answer in flight and the stream tails; safe to call twice and from a cancelled task."""
+        del graceful  # an HTTP connection has no session to leave: closing is dropping
+        if self._closed:
+            return
+        self._closed = True
+        if self._cut_short is not None:
+            self._cut_short()
+        self._drop_response()
+        self.stray_news.set()
+        if self._tails:
+            # Shielded and tracked: a cancelled caller must not leave tails reading on a closing transport.
+            await asyncio.shield(track(asyncio.ensure_future(stop_tasks(list(self._tails)))))
+
     # -- helpers -----------------------------------------------------------------------
 
     def _url(self, path: str) -> str:
-        return self._settings.base_url.rstrip("/") + path
+        return self.settings.base_url.rstrip("/") + path
 
     def _headers(self, extra: Mapping[str, str]) -> CIMultiDict[str]:
         """``extra`` (the web app's headers), then the settings' own (see :func:`web_request_headers`)."""
-        return web_request_headers(extra, self._settings.headers, self._settings.protocol)
+        return web_request_headers(extra, self.settings.headers, self.settings.protocol)
+
+
+def _closed_while_connecting() -> PerplexityLabsConnectionError:
+    return PerplexityLabsConnectionError("The web session was closed while it was connecting")
+
+
+def _not_sent(reason: str) -> PerplexityLabsDisconnectedError:
+    return PerplexityLabsDisconnectedError(
+        f"Perplexity Labs closed the connection before the question was sent ({reason})"
+    )
 
 
 async def _read_tail(response: Response) -> None:

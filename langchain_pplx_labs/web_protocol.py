@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -12,16 +13,18 @@ import jsonpointer
 import orjson
 from multidict import CIMultiDict
 
-from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError, excerpt_of
-from langchain_pplx_labs.protocol import (
-    IMPLICIT_THINK_MODELS,
-    THINK_CLOSE,
-    THINK_OPEN,
-    LabsMessage,
-    LabsProtocol,
-    Role,
+from langchain_pplx_labs.errors import (
+    PerplexityLabsInputError,
+    PerplexityLabsProtocolError,
+    PerplexityLabsRateLimitError,
+    PerplexityLabsServerError,
+    excerpt_of,
 )
+from langchain_pplx_labs.events import ReasoningDelta, StreamEvent, TextDelta, finished
+from langchain_pplx_labs.protocol import LabsMessage, LabsProtocol, Role
 from langchain_pplx_labs.sse import SSEMessage
+
+logger = logging.getLogger(__name__)
 
 WEB_ASK_PATH = "/rest/sse/perplexity_ask"
 WEB_SESSION_PATH = "/api/auth/session"
@@ -277,101 +280,109 @@ def session_user_id(session: object) -> str | None:
 # --- Answer -----------------------------------------------------------------------------------
 
 Citation = str | dict[str, Any]
-"""A source as a Labs frame cites it: a bare URL, or ``{"url", "title"?, ...}`` with the web result's other fields."""
+"""A source as the stream cites it: a bare URL, or ``{"url", "title"?, ...}`` with the web result's other fields."""
 
 
-class WebAnswer:
-    """Folds the web app's SSE JSON messages into Labs-shaped progress-frame data, one at a time.
+class WebDecoder:
+    """Reads the web app's SSE JSON messages, one at a time, as the answer's events (sans-IO).
 
     Understands the schematized stream (``blocks`` with ``markdown_block`` / ``plan_block`` /
     ``web_result_block`` / ``sources_mode_block`` snapshots and ``diff_block`` JSON patches on them)
     and the older one (a ``text`` field holding JSON with ``answer``, ``chunks``, ``web_results``,
     or a list of steps ending in ``FINAL``). What it does not understand it ignores.
 
-    :meth:`feed` returns ``None`` when a message adds nothing, else
-    ``{"output", "citations", "final"}``: ``output`` is cumulative, with the plan's goals first as
-    ``<think>...</think>``; ``citations`` are URLs, or ``{"url", "title", ...}`` objects (with every
-    other field the web result carries, such as ``snippet`` or ``date``) where the stream sends more
-    than a URL. A failure gives ``{"status": "failed", "text", "error_code"?}``.
+    A chunk appended to the answer is a :class:`TextDelta` of that chunk; a snapshot or another
+    patch is diffed against the text already read. The plan's goals are :class:`ReasoningDelta`
+    until the answer begins. Sources are kept as they change and sent once, with :class:`Finished`.
     A message with ``final_sse_message`` or ``final`` true ends the answer; ``status: COMPLETED``
     alone only marks it :attr:`completed`, and :meth:`finish` ends it when the stream ends.
-    Pass the Labs ``model`` asked: for ``r1-1776`` the output always spells out its think section.
+    A failed message raises the server's error (:func:`web_failure`).
     """
 
     def __init__(self, model: str = "") -> None:
-        # For a model whose Labs output starts inside an unopened think section (r1-1776), the
-        # StreamDecoder would take a bare answer for reasoning: write the section out for it.
-        self._explicit_think = model in IMPLICIT_THINK_MODELS
+        self.model = model
         self._blocks: dict[tuple[str, str], Any] = {}
-        self._answer = ""
+        # The answer's text as the stream has it (read), and what became deltas (leading space cut).
+        self._read: list[str] = []
+        self._read_length = 0
+        self._answer_started = False
         self._reasoning = ""
-        self._reasoning_frozen = False
         self._citations: list[Citation] = []
-        # The answer's chunks list as last joined, how many of its chunks, and their text: a
-        # message that only appends chunks to that same list extends the text instead of
-        # joining the whole answer again (which made long answers quadratic).
-        self._joined: tuple[list[Any] | None, int, str] = (None, 0, "")
-        self._last: tuple[str, list[Citation]] | None = None
+        self._events: list[StreamEvent] = []
         self.completed = False
         """A ``status: COMPLETED`` message arrived."""
         self.finished = False
-        """A final (or failed) frame was returned: later messages are ignored."""
+        """The answer ended (its final message, or :meth:`finish`): later messages are ignored."""
 
-    def feed(self, message: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Take one SSE message's JSON; return the frame it makes, or ``None`` if nothing is new."""
+    def feed(self, message: Mapping[str, Any]) -> list[StreamEvent]:
+        """Take one SSE message's JSON; return the events it makes (none when nothing is new)."""
         if self.finished or not isinstance(message, Mapping):
-            return None
-        failure = _failure(message)
+            return []
+        failure = web_failure(message, model=self.model)
         if failure is not None:
             self.finished = True
-            return failure
+            raise failure
         status = message.get("status")
         if isinstance(status, str) and status.upper() == "COMPLETED":
             self.completed = True
+        events = self._events = []
         blocks = message.get("blocks")
         if isinstance(blocks, list):
             self._take_blocks(blocks)
         text = message.get("text")
         if isinstance(text, str) and text:
             self._take_text(text)
-        final = message.get("final_sse_message") is True or message.get("final") is True
-        return self._frame(final=final)
+        if message.get("final_sse_message") is True or message.get("final") is True:
+            events.extend(self.finish())
+        return events
 
-    def finish(self) -> dict[str, Any] | None:
-        """The stream ended (an ``end_of_stream`` event, or its close after ``COMPLETED``): the final frame.
+    def finish(self) -> list[StreamEvent]:
+        """The stream ended (an ``end_of_stream`` event, or its close after ``COMPLETED``): the end event.
 
-        ``None`` if a final or failed frame was already returned.
+        Empty if the answer already ended.
         """
         if self.finished:
-            return None
-        return self._frame(final=True, force=True)
+            return []
+        self.finished = True
+        return [finished(self._citations)]
 
-    @property
-    def output(self) -> str:
-        """The cumulative output so far: the plan as a think section, then the answer."""
-        if not self._reasoning and not (self._explicit_think and self._answer):
-            return self._answer
-        if not self._answer and not self._reasoning_frozen:
-            return THINK_OPEN + self._reasoning
-        return f"{THINK_OPEN}{self._reasoning}{THINK_CLOSE}\n\n{self._answer}"
+    # Answer text and reasoning, as deltas.
 
-    def _frame(self, *, final: bool, force: bool = False) -> dict[str, Any] | None:
-        if final:
-            self.finished = True
-            self._reasoning_frozen = True
-        output = self.output
-        key = (output, self._citations)
-        if not final and not force and key == self._last:
-            return None
-        self._last = key
-        frame: dict[str, Any] = {
-            "output": output,
-            "citations": copy.deepcopy(self._citations),
-            "final": final,
-        }
-        if final:
-            frame["status"] = "completed"
-        return frame
+    def _append(self, chunk: str) -> None:
+        """``chunk`` continues the answer's text."""
+        if not chunk:
+            return
+        self._read.append(chunk)
+        self._read_length += len(chunk)
+        if not self._answer_started:
+            chunk = chunk.lstrip()  # as the answer after a think section: no leading blank
+            if not chunk:
+                return
+            self._answer_started = True
+        self._events.append(TextDelta(chunk))
+
+    def _answer_is(self, text: str) -> None:
+        """The answer's whole text is now ``text``: what it adds to the text read.
+
+        A rewrite of text already read keeps ours (its deltas were sent) and takes the rest.
+        """
+        if len(text) <= self._read_length:
+            return
+        read = "".join(self._read)
+        self._read = [read]
+        if not text.startswith(read):
+            logger.debug("web answer rewritten at %d chars; keeping the text read", len(read))
+        self._append(text[len(read) :])
+
+    def _plan_is(self, reasoning: str) -> None:
+        if self._answer_started or len(reasoning) <= len(self._reasoning):
+            return  # the plan once the answer began, or nothing new
+        new = reasoning[len(self._reasoning) :]
+        if not self._reasoning:
+            new = new.lstrip()
+        self._reasoning = reasoning
+        if new:
+            self._events.append(ReasoningDelta(new))
 
     # Schematized stream: block snapshots and JSON patches on them.
 
@@ -394,41 +405,35 @@ class WebAnswer:
         if not isinstance(field, str) or not isinstance(patches, list):
             return
         document = self._blocks.get((usage, field), {})
-        appended_only = True
+        others = False
         for operation in patches:
-            if isinstance(operation, Mapping) and not _append_chunk(document, operation):
-                document = _apply_patch(document, operation)
-                appended_only = False
+            if not isinstance(operation, Mapping):
+                continue
+            appended = _append_chunk(document, operation)
+            if appended is not None and field == "markdown_block" and not others:
+                self._append(appended)  # the usual message: one chunk more, and nothing else to read
+            else:
+                if appended is None:
+                    document = _apply_patch(document, operation)
+                others = True
         self._blocks[usage, field] = document
-        self._derive(field, document, appended_only=appended_only)
+        if others:
+            self._derive(field, document)
 
-    def _derive(self, field: str, document: Any, *, appended_only: bool = False) -> None:
+    def _derive(self, field: str, document: Any) -> None:
         if not isinstance(document, Mapping):
             return
         if field == "markdown_block":
-            answer = self._markdown_text(document, appended_only=appended_only)
-            if answer:
-                self._answer = answer
-                self._reasoning_frozen = True  # the output must stay a prefix of what follows
-        elif field == "plan_block" and not self._reasoning_frozen:
-            self._reasoning = _goals_text(document.get("goals"))
+            self._answer_is(_markdown_text(document))
+        elif field == "plan_block":
+            self._plan_is(_goals_text(document.get("goals")))
         elif field in ("web_result_block", "sources_mode_block"):
-            citations = _citations_of(document.get("web_results"))
-            if citations:
-                self._citations = citations
+            self._sources_are(document.get("web_results"))
 
-    def _markdown_text(self, block: Mapping[str, Any], *, appended_only: bool) -> str:
-        chunks = block.get("chunks")
-        joined = ""
-        if isinstance(chunks, list):
-            last_chunks, count, joined = self._joined
-            if not (appended_only and chunks is last_chunks and count <= len(chunks)):
-                count, joined = 0, ""  # a new list, or one changed in place: join it all
-            joined += "".join(c for c in chunks[count:] if isinstance(c, str))
-            self._joined = (chunks, len(chunks), joined)
-        answer = block.get("answer")
-        # ``answer`` is the finished text; before it arrives the chunks are all there is.
-        return answer if isinstance(answer, str) and len(answer) >= len(joined) else joined
+    def _sources_are(self, results: object) -> None:
+        citations = _citations_of(results)
+        if citations:
+            self._citations = citations
 
     # Older stream: a ``text`` field holding JSON (or the answer itself).
 
@@ -436,59 +441,58 @@ class WebAnswer:
         try:
             content: Any = orjson.loads(text)
         except orjson.JSONDecodeError:
-            self._answer = text
-            self._reasoning_frozen = True
+            self._answer_is(text)
             return
         if isinstance(content, list):
             content = _final_step(content)
         if not isinstance(content, Mapping):
             return
-        chunks = content.get("chunks")
-        answer = content.get("answer")
-        if isinstance(answer, str) and answer:
-            self._answer = answer
-        elif isinstance(chunks, list) and chunks:
-            self._answer = "".join(c for c in chunks if isinstance(c, str))
-        if self._answer:
-            self._reasoning_frozen = True
-        citations = _citations_of(content.get("web_results"))
-        if citations:
-            self._citations = citations
+        self._answer_is(_markdown_text(content))
+        self._sources_are(content.get("web_results"))
 
 
-def _failure(message: Mapping[str, Any]) -> dict[str, Any] | None:
+def web_failure(message: Mapping[str, Any], *, model: str = "") -> PerplexityLabsServerError | None:
+    """The server's error for a failed message (``status: failed`` or an ``error_code``), else ``None``.
+
+    A rate limit (``error_code`` such as ``FREE_TIER_RATE_LIMITED``) is its own error, never retried.
+    """
     status = message.get("status")
     error_code = message.get("error_code")
-    failed = isinstance(status, str) and status.lower() == "failed"
-    if not failed and not error_code:
+    if not (isinstance(status, str) and status.lower() == "failed") and not error_code:
         return None
     text = message.get("text")
     code = str(error_code) if error_code else ""
-    frame: dict[str, Any] = {"status": "failed", "text": text if isinstance(text, str) and text else code}
-    if not frame["text"]:
-        frame["text"] = "(the server gave no message)"
-    if code:
-        frame["error_code"] = code
-    experience = message.get("experience")
-    if isinstance(experience, str):
-        frame["experience"] = experience
-    return frame
+    said = text if isinstance(text, str) and text else code
+    if "RATE_LIMIT" in code.upper():
+        return PerplexityLabsRateLimitError(said, error_code=code, model=model)
+    if not said:
+        said = "(the server gave no message)"
+    return PerplexityLabsServerError(said, model=model)
 
 
-def _append_chunk(document: Any, operation: Mapping[str, Any]) -> bool:
-    """Apply ``operation`` if it adds a text chunk at the end of ``chunks``; whether it did.
+def _markdown_text(block: Mapping[str, Any]) -> str:
+    """The answer a markdown block (or the older ``text`` JSON) holds: its ``answer``, else its chunks joined."""
+    chunks = block.get("chunks")
+    joined = "".join(c for c in chunks if isinstance(c, str)) if isinstance(chunks, list) else ""
+    answer = block.get("answer")
+    # ``answer`` is the finished text; before it arrives the chunks are all there is.
+    return answer if isinstance(answer, str) and len(answer) >= len(joined) else joined
+
+
+def _append_chunk(document: Any, operation: Mapping[str, Any]) -> str | None:
+    """Apply ``operation`` if it adds a text chunk at the end of ``chunks``: that chunk, else ``None``.
 
     Nearly every message is one such patch: appending it (a str needs no copy) costs far less
     than building, copying and resolving a JSON patch for it.
     """
     value = operation.get("value")
     if operation.get("op") != "add" or not isinstance(value, str) or not isinstance(document, dict):
-        return False
+        return None
     chunks = document.get("chunks")
     if not isinstance(chunks, list) or operation.get("path") not in ("/chunks/-", f"/chunks/{len(chunks)}"):
-        return False
+        return None
     chunks.append(value)
-    return True
+    return value
 
 
 def _apply_patch(document: Any, operation: Mapping[str, Any]) -> Any:

@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
 
 from langchain_pplx_labs.transports.base import (
+    CertificateError,
     ConnectError,
     ConnectTimeout,
     ReadError,
@@ -93,6 +94,8 @@ class AiohttpTransport:
             )
         except (aiohttp.ConnectionTimeoutError, ProxyTimeoutError) as exc:
             raise ConnectTimeout(_described(exc)) from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise CertificateError(_described(exc)) from exc
         except _CONNECT_FAILURES as exc:
             raise ConnectError(_described(exc)) from exc
         except _READ_FAILURES as exc:

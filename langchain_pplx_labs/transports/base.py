@@ -111,6 +111,10 @@ class ConnectTimeout(ConnectError):
     """No connection could be made within the transport's connect timeout."""
 
 
+class CertificateError(ConnectError):
+    """The server's TLS certificate is not trusted (a private CA, an intercepting proxy)."""
+
+
 class ReadError(TransportError):
     """The connection broke while the request was sent or its response read."""
 
