@@ -1,4 +1,4 @@
-"""LangChain chunks from decoded Labs stream events: text, reasoning, and the closing chunk's sources and usage (pure)."""
+"""LangChain chunks from an answer's events: text, reasoning, and the closing chunk's sources and usage (pure)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from langchain_pplx_labs._blocks import PROVIDER
 from langchain_pplx_labs._profiles import CHARS_PER_TOKEN
 from langchain_pplx_labs._stamped import TextChunks
-from langchain_pplx_labs.protocol import Finished, ReasoningDelta, StreamDecoder, StreamEvent, TextDelta
+from langchain_pplx_labs.events import Finished, ReasoningDelta, StreamEvent, TextDelta
 
 # One chunk per frame is the hot path: validating each one cost more than the rest of the layer.
 text_chunk = TextChunks({"model_provider": PROVIDER}).make
@@ -55,17 +55,20 @@ def usage_metadata(input_tokens: int, output_tokens: int) -> UsageMetadata:
     )
 
 
-def closing_message(event: Finished, decoder: StreamDecoder, input_tokens: int | None) -> AIMessageChunk:
+def closing_message(
+    event: Finished, model: str, answer_chars: int, input_tokens: int | None
+) -> AIMessageChunk:
     """The last chunk's message: no text, the sources, and usage unless ``input_tokens`` is ``None``.
 
-    Output tokens are the server's ``tokens_streamed``, or an estimate from the answer when it sent none.
+    Output tokens are the server's ``tokens_streamed``, or an estimate from the answer's
+    ``answer_chars`` when it sent none.
     """
-    metadata = response_metadata(event, decoder.model)
+    metadata = response_metadata(event, model)
     usage = None
     if input_tokens is not None:
         output_tokens = event.tokens_streamed
         if output_tokens is None:
-            output_tokens = estimate_tokens(len(decoder.answer_so_far))
+            output_tokens = estimate_tokens(answer_chars)
         usage = usage_metadata(input_tokens, output_tokens)
     return AIMessageChunk(
         content="",
@@ -76,10 +79,27 @@ def closing_message(event: Finished, decoder: StreamDecoder, input_tokens: int |
     )
 
 
-def chunk_of(event: StreamEvent, decoder: StreamDecoder, input_tokens: int | None) -> ChatGenerationChunk:
-    """The chunk for one decoded event; ``decoder`` is the one that produced it."""
-    if isinstance(event, TextDelta):
-        return text_chunk(event.text)
-    if isinstance(event, ReasoningDelta):
-        return reasoning_chunk(event.text)
-    return ChatGenerationChunk(message=closing_message(event, decoder, input_tokens))
+class AnswerChunks:
+    """One answer's chunks, event by event: it keeps the text so far for usage and partial answers."""
+
+    def __init__(self, model: str, input_tokens: int | None) -> None:
+        self.model = model
+        self.input_tokens = input_tokens
+        self._text: list[str] = []
+        self.answer_chars = 0
+
+    @property
+    def answer_so_far(self) -> str:
+        return "".join(self._text)
+
+    def of(self, event: StreamEvent) -> ChatGenerationChunk:
+        """The chunk for one event."""
+        if isinstance(event, TextDelta):
+            self._text.append(event.text)
+            self.answer_chars += len(event.text)
+            return text_chunk(event.text)
+        if isinstance(event, ReasoningDelta):
+            return reasoning_chunk(event.text)
+        return ChatGenerationChunk(
+            message=closing_message(event, self.model, self.answer_chars, self.input_tokens)
+        )

@@ -32,15 +32,8 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsTimeoutError,
     caused_by,
 )
-from langchain_pplx_labs.protocol import (
-    DEFAULT_BASE_URL,
-    Finished,
-    LabsProtocol,
-    StreamDecoder,
-    TextDelta,
-    build_payload,
-    parse_frame,
-)
+from langchain_pplx_labs.events import Finished, TextDelta
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, LabsProtocol, build_payload
 from langchain_pplx_labs.transports.aiohttp import client_session
 from langchain_pplx_labs.wire import Service, Wire, browser_headers
 
@@ -293,36 +286,34 @@ class _Walk(StepWalk):
     async def _ask(self, connection: _Observed) -> None:
         protocol = self.settings.protocol
         payload = build_payload(self.model, [{"role": "user", "content": self.question}], protocol=protocol)
-        frames = connection.query(payload)
+        events = connection.query(payload)
         try:
-            await self._frames(connection, frames)
+            await self._events(connection, events)
         finally:
-            await frames.aclose()
+            await events.aclose()
 
-    async def _frames(self, connection: _Observed, frames: Any) -> None:
-        decoder = StreamDecoder(self.model)
+    async def _events(self, connection: _Observed, events: Any) -> None:
         text: list[str] = []
-        count = 0
+        first = True
         try:
-            async for data in frames:
-                if count == 0:
+            async for event in events:
+                if first:
+                    first = False
                     self.passed(
                         STEPS[4],
                         f"{self.settings.protocol.query_event} ({self.model})",
                         until=connection.sent_at,
                     )
                     self.passed(STEPS[5], connection.last_progress)
-                count += 1
-                for event in decoder.feed(parse_frame(data)):
-                    if isinstance(event, TextDelta):
-                        text.append(event.text)
-                    elif isinstance(event, Finished):
-                        self.report.answer = "".join(text)
-                        sources = len(event.sources)
-                        self.passed(STEPS[6], f"{count} frames, {sources} source{'s' * (sources != 1)}")
-                        return
+                if isinstance(event, TextDelta):
+                    text.append(event.text)
+                elif isinstance(event, Finished):
+                    self.report.answer = "".join(text)
+                    sources, count = len(event.sources), connection.frames
+                    self.passed(STEPS[6], f"{count} frames, {sources} source{'s' * (sources != 1)}")
+                    return
         except PerplexityLabsError as exc:
-            raise self._answer_failed(connection, count, exc) from None
+            raise self._answer_failed(connection, connection.frames, exc) from None
 
     def _answer_failed(self, connection: _Observed, count: int, exc: PerplexityLabsError) -> Failed:
         if connection.sent_at is None:
@@ -368,6 +359,8 @@ class _Observed(LabsConnection):
         self.sent_at: float | None = None
         self.events: Counter[str] = Counter()
         self.last_progress = ""
+        self.frames = 0
+        """Progress frames that arrived for the question."""
         self.server_refused = False
 
     def on_connect_error(self, data: Any = None) -> None:
@@ -391,6 +384,7 @@ class _Observed(LabsConnection):
         self.events[event] += 1
         if self.settings.protocol.is_progress_event(event):
             self.last_progress = event
+            self.frames += 1
         super().on_event(event, *args)
 
 

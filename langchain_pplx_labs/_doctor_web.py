@@ -1,10 +1,9 @@
-"""The doctor's walk over the web transport: one question through the web wire's own requests, each step judged."""
+"""The doctor's walk over the web transport: one question through the web session's own requests, each step judged."""
 
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +20,7 @@ from langchain_pplx_labs._doctor import (
     evidence_of,
     short,
 )
-from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection
+from langchain_pplx_labs.connection import ConnectionSettings
 from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
     PerplexityLabsDisconnectedError,
@@ -33,18 +32,12 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsTimeoutError,
     excerpt_of,
 )
-from langchain_pplx_labs.protocol import (
-    Finished,
-    LabsProtocol,
-    StreamDecoder,
-    TextDelta,
-    build_payload,
-    parse_frame,
-)
+from langchain_pplx_labs.events import Finished, TextDelta
+from langchain_pplx_labs.protocol import LabsProtocol, build_payload
 from langchain_pplx_labs.sse import SSEMessage
 from langchain_pplx_labs.transports import http_transport
 from langchain_pplx_labs.transports.base import HTTPTransport, Request, Response
-from langchain_pplx_labs.web import WebWire
+from langchain_pplx_labs.web import WebSession
 from langchain_pplx_labs.web_protocol import WEB_SESSION_COOKIES, web_request_body
 
 WEB_STEPS = (
@@ -72,24 +65,6 @@ class _Answered:
     content_type: str
 
 
-class _WebConnection(LabsConnection):
-    """A LabsConnection over the web wire, which the walk watches: ``framed`` runs as each frame arrives."""
-
-    def __init__(self, settings: ConnectionSettings, http: HTTPTransport, framed: Callable[[], None]) -> None:
-        super().__init__(settings, http=http)
-        self._framed = framed
-
-    def on_event(self, event: str, *args: Any) -> None:
-        self._framed()  # now, not when the query yields it: a read can bring several messages at once
-        super().on_event(event, *args)
-
-    @property
-    def web_wire(self) -> WebWire:
-        if not isinstance(self._wire, WebWire):
-            raise RuntimeError("open('web') the connection first")
-        return self._wire
-
-
 class _WebWalk(StepWalk):
     """One walk through the web app's steps: the warm-up session check, then one ask read to its end."""
 
@@ -109,8 +84,6 @@ class _WebWalk(StepWalk):
         self.first_message: tuple[float, SSEMessage] | None = None
         self.first_text: tuple[float, str] | None = None
         self.text_in_message = 0
-        # When each frame arrived and how many messages had come by then, oldest first.
-        self.frames: deque[tuple[float, int]] = deque()
 
     @property
     def protocol(self) -> LabsProtocol:
@@ -129,20 +102,18 @@ class _WebWalk(StepWalk):
         answer = _Answered(time.monotonic(), response.status, content_type)
         self.answers[urlsplit(request.url).path.removeprefix(self.root)] = answer
 
-    def _heard(self, message: SSEMessage) -> None:
+    def on_message(self, message: SSEMessage) -> None:
+        """The session's tap: each SSE message as it is read."""
         self.events[message.event] += 1
         if self.first_message is None:
             self.first_message = (time.monotonic(), message)
-
-    def _framed(self) -> None:
-        self.frames.append((time.monotonic(), self.messages))
 
     async def run(self) -> None:
         # Dialling as the pool's transport does, watched by the walk's clocks.
         http = _Watched(
             http_transport(connect_timeout=self.settings.timeouts.connect, proxy=self.proxy), self
         )
-        connection = _WebConnection(self.settings, http, self._framed)
+        connection = WebSession(self.settings, http, tap=self)
         try:
             await self._open(connection)
             await self._ask(connection)
@@ -150,19 +121,17 @@ class _WebWalk(StepWalk):
             await connection.close(graceful=False)
             await http.aclose()
 
-    async def _open(self, connection: _WebConnection) -> None:
+    async def _open(self, connection: WebSession) -> None:
         try:
-            await connection.open("web")
+            await connection.open()
         except PerplexityLabsError as exc:
             if self.tcp_at is None:
                 raise self.connect_failed(exc) from None
             self.passed(CONNECT, self.connect_detail(), until=self.tcp_at)
             raise self._judged(SESSION, exc) from None
         self.passed(CONNECT, self.connect_detail(), until=self.tcp_at)
-        wire = connection.web_wire
-        self.signed_in = wire.signed_in
+        self.signed_in = connection.signed_in
         self.passed(SESSION, self._session_detail())
-        wire.on_message = self._heard
 
     def _session_detail(self) -> str:
         if self.signed_in:
@@ -171,37 +140,35 @@ class _WebWalk(StepWalk):
             return "anonymous: the cookies sent ($PPLX_LABS_COOKIES) are not signed in"
         return "anonymous (no cookies sent)"
 
-    async def _ask(self, connection: _WebConnection) -> None:
+    async def _ask(self, connection: WebSession) -> None:
         payload = build_payload(
             self.model, [{"role": "user", "content": self.question}], protocol=self.protocol
         )
-        # The body the wire will send, by the codec's own function: what the server was asked for.
+        # The body the session will send, by the codec's own function: what the server was asked for.
         ids = {"frontend_uuid": "", "visitor_id": "", "frontend_context_uuid": ""}
         params = web_request_body(payload, signed_in=self.signed_in, protocol=self.protocol, **ids)["params"]
         self.asked = f"model_preference {params.get('model_preference')!r}, mode {params.get('mode')!r}"
-        frames = connection.query(payload)
+        events = connection.query(payload)
         try:
-            await self._read(frames)
+            await self._read(events)
         except PerplexityLabsError as exc:
             raise self._judged(self._pass_reached(), exc) from None
         finally:
-            await frames.aclose()
+            await events.aclose()
 
-    async def _read(self, frames: Any) -> None:
-        decoder = StreamDecoder(self.model)
+    async def _read(self, events: Any) -> None:
+        # Events are yielded as each message is decoded: now is when the message that made them arrived.
         text: list[str] = []
-        async for data in frames:
-            arrived, message = self.frames.popleft() if self.frames else (time.monotonic(), self.messages)
-            for event in decoder.feed(parse_frame(data)):
-                if isinstance(event, TextDelta) and event.text:
-                    if self.first_text is None:
-                        self.first_text = (arrived, event.text)
-                        self.text_in_message = message
-                    text.append(event.text)
-                elif isinstance(event, Finished):
-                    self.report.answer = "".join(text)
-                    self._finished(len(event.sources))
-                    return
+        async for event in events:
+            if isinstance(event, TextDelta) and event.text:
+                if self.first_text is None:
+                    self.first_text = (time.monotonic(), event.text)
+                    self.text_in_message = self.messages
+                text.append(event.text)
+            elif isinstance(event, Finished):
+                self.report.answer = "".join(text)
+                self._finished(len(event.sources))
+                return
 
     def _finished(self, sources: int) -> None:
         pending = self._pass_reached()

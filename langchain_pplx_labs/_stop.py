@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from langchain_pplx_labs._chunks import estimate_tokens
 from langchain_pplx_labs.errors import PerplexityLabsInputError
-from langchain_pplx_labs.protocol import Finished, StreamEvent, TextDelta
+from langchain_pplx_labs.events import Finished, StreamEvent, TextDelta
 
 
 def normalise_stop(stop: str | Sequence[str] | None) -> tuple[str, ...]:

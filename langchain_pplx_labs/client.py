@@ -1,4 +1,4 @@
-"""The Labs client (a pool per event loop, retries before the first token, one query = one frame stream), and a model's cache of it."""
+"""The client (a pool per event loop, retries before the first token, one question = one stream of events), and a model's cache of it."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
+from langchain_pplx_labs.events import Finished, StreamEvent
 from langchain_pplx_labs.pool import ConnectionPool, PoolClosedError, PoolSettings
-from langchain_pplx_labs.protocol import LabsProtocol, ProgressFrame, failure_of, parse_frame
+from langchain_pplx_labs.protocol import LabsProtocol
 from langchain_pplx_labs.wire import Service, browser_headers
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ RETRIED_TIMEOUTS = frozenset({"connect", "handshake"})
 
 
 class LabsClient:
-    """Streams Labs answers as parsed frames, reusing warm sockets on each event loop.
+    """Streams answers as events, reusing warm sessions on each event loop.
 
     A pool belongs to one loop; each loop that uses the client gets its own, and
     the pool closes itself when that loop shuts down (``asyncio.run`` ends).
@@ -116,12 +117,12 @@ class LabsClient:
         if lifespan is not None:
             await lifespan.aclose()  # type: ignore[attr-defined]
 
-    async def stream(self, payload: Mapping[str, Any]) -> AsyncIterator[ProgressFrame]:
-        """Send ``payload`` and yield frames up to and including the final (or failed) one.
+    async def stream(self, payload: Mapping[str, Any]) -> AsyncIterator[StreamEvent]:
+        """Send ``payload`` and yield its answer's events up to and including :class:`Finished`.
 
-        Failures before the first frame are retried with backoff, except timeouts after
+        Failures before the first event are retried with backoff, except timeouts after
         the question reached the server (first_token, idle, total: a slow model would be
-        asked again and again); once a frame was yielded nothing is re-asked, so callers
+        asked again and again); once an event was yielded nothing is re-asked, so callers
         never see duplicated text. The ``total`` timeout covers the whole call, retries
         and backoff included. Errors say how many attempts were made and the time spent.
         """
@@ -139,10 +140,10 @@ class LabsClient:
                 # aclosing: a consumer that stops at the final frame must release the lease now,
                 # not when the loop gets round to finalising the generator (another task may
                 # be handed the same socket meanwhile).
-                async with aclosing(self._attempt(pool, payload, started)) as frames:
-                    async for frame in frames:
+                async with aclosing(self._attempt(pool, payload, started)) as events:
+                    async for event in events:
                         yielded = True
-                        yield frame
+                        yield event
                 return
             except _StaleSocket as exc:
                 # A pooled socket died while idle: not the server's fault, so ask again at
@@ -174,20 +175,17 @@ class LabsClient:
 
     async def _attempt(
         self, pool: ConnectionPool, payload: Mapping[str, Any], started: float
-    ) -> AsyncGenerator[ProgressFrame, None]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         # ``started`` is when stream() began: each attempt gets only what is left of ``total``.
         async with pool.lease() as lease:
             streamed = False
             try:
-                async with aclosing(lease.connection.query(payload, started=started)) as data_stream:
-                    async for data in data_stream:
-                        frame = parse_frame(data)
-                        if frame.failed:
-                            # Raised here, not by the caller's decoder, so stream() can retry it.
-                            raise failure_of(frame, model=str(payload.get("model", "")))
+                # A failed answer raises its error here, before any event, so stream() can retry it.
+                async with aclosing(lease.connection.query(payload, started=started)) as events:
+                    async for event in events:
                         streamed = True
-                        yield frame
-                        if frame.final:
+                        yield event
+                        if isinstance(event, Finished):
                             lease.reusable = True
                             return
             except (GeneratorExit, asyncio.CancelledError):

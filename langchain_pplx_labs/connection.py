@@ -30,9 +30,9 @@ from langchain_pplx_labs.errors import (
     caused_by,
     excerpt_of,
 )
+from langchain_pplx_labs.events import Finished, StreamEvent
 from langchain_pplx_labs.polling import PollingWire
-from langchain_pplx_labs.transports.base import ConnectTimeout, HTTPTransport, TransportError
-from langchain_pplx_labs.web import WebWire
+from langchain_pplx_labs.protocol import StreamDecoder, parse_frame
 from langchain_pplx_labs.websocket import WebSocketWire
 from langchain_pplx_labs.wire import (
     BLOCK_MARKERS,
@@ -72,7 +72,6 @@ _CONNECT_FAILURES = (
     aiohttp.ClientError,
     ConnectionError,
     sio_exceptions.ConnectionError,
-    TransportError,
     *PROXY_ERRORS,
 )
 
@@ -89,21 +88,12 @@ class PipelinedQueryDropped(PerplexityLabsDisconnectedError):
 class LabsConnection:
     """A connected Labs socket that runs one query at a time."""
 
-    def __init__(
-        self,
-        settings: ConnectionSettings,
-        session: aiohttp.ClientSession | None = None,
-        *,
-        http: HTTPTransport | None = None,
-    ) -> None:
-        """``session`` carries Labs' wires, and should carry :func:`labs_trace_config`, as the pool's does;
-        ``http`` carries the web wire."""
+    def __init__(self, settings: ConnectionSettings, session: aiohttp.ClientSession | None = None) -> None:
+        """``session`` carries the wires, and should carry :func:`labs_trace_config`, as the pool's does."""
         self.settings = settings
         # Looked up once: it runs for every frame.
         self._is_progress = settings.protocol.is_progress_event
-        # Every HTTP transport reports its connect (Request.on_connected); a Labs session, if traced.
-        self._traced = http is not None or (session is not None and is_traced(session))
-        self._http = http
+        self._traced = session is not None and is_traced(session)
         self.transport: Transport | None = None
         self.queries_run = 0
         self._inbox: Inbox | None = None
@@ -141,7 +131,7 @@ class LabsConnection:
         return self._inbox is not None
 
     async def open(self, transport: Transport, *, pipelined: bool = True) -> None:
-        """Connect with ``transport``: a direct WebSocket, the polling handshake then upgrade, or the web app.
+        """Connect with ``transport``: a direct WebSocket, or the polling handshake then upgrade.
 
         On any failure, a cancel included, nothing this call opened stays open.
         """
@@ -174,9 +164,7 @@ class LabsConnection:
 
     def _new_wire(self, transport: Transport) -> Wire:
         if transport == "web":
-            if self._http is None:
-                raise RuntimeError("the web wire needs an HTTP transport: LabsConnection(..., http=...)")
-            return WebWire(self.settings, self._http, self, on_connected=self._opening.connected)
+            raise ValueError("the web app is asked by a web session (web.WebSession), not a Labs connection")
         if self._session is None:
             raise RuntimeError(
                 f"the {transport} wire needs an aiohttp session: LabsConnection(settings, session)"
@@ -219,11 +207,9 @@ class LabsConnection:
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
             return PerplexityLabsTimeoutError("handshake", timeouts.handshake)
         if isinstance(exc, PerplexityLabsError):
-            return exc  # already typed by the wire (the web wire's refusals, a rate limit among them)
+            return exc  # already typed by the wire
         if isinstance(exc, _CONNECT_FAILURES):
-            if isinstance(exc, ConnectTimeout) or any(
-                caused_by(exc, kind) for kind in (aiohttp.ConnectionTimeoutError, ProxyTimeoutError)
-            ):
+            if any(caused_by(exc, kind) for kind in (aiohttp.ConnectionTimeoutError, ProxyTimeoutError)):
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
             hint = ""
             if caused_by(exc, aiohttp.ClientConnectorCertificateError):
@@ -311,12 +297,13 @@ class LabsConnection:
 
     async def query(
         self, payload: Mapping[str, Any], *, started: float | None = None
-    ) -> AsyncGenerator[Any, None]:
-        """Send one question and yield the data of each progress frame until the caller stops.
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Send one question and yield its answer's events, up to and including :class:`Finished`.
 
-        The caller ends the iteration when a frame is final or failed; this method
-        only enforces the first-token, idle and total timeouts and turns a lost
-        socket or an undecodable packet into a typed error.
+        Labs frames are cumulative: the protocol's :class:`StreamDecoder` turns each into what
+        it adds. A failed frame is the server's typed error; this method also enforces the
+        first-token, idle and total timeouts and turns a lost socket or an undecodable packet
+        into a typed error.
         """
         if self._inbox is not None:
             raise RuntimeError("a Labs connection runs one query at a time")
@@ -331,6 +318,7 @@ class LabsConnection:
         self.answer_open = True
         self.stray_chars = 0
         streaming = False
+        decoder = StreamDecoder(str(payload.get("model", "")))
         try:
             await self._emit(wire, payload)
             deadline.applies(*self._first_wait())
@@ -344,8 +332,11 @@ class LabsConnection:
                     kind, value = await deadline.wait(inbox.get)
                 if kind == "frame":
                     streaming = True
-                    yield value
-                    # Set after the yield: the caller's own time between frames is not the server's silence.
+                    for event in decoder.feed(parse_frame(value)):  # a failed frame raises its error
+                        yield event
+                        if isinstance(event, Finished):
+                            return
+                    # Set after the yields: the caller's own time between frames is not the server's silence.
                     deadline.applies("idle", timeouts.idle)
                 elif kind == "ready":
                     deadline.applies("first_token", timeouts.first_token)
@@ -365,7 +356,7 @@ class LabsConnection:
                         "Received a Socket.IO packet that cannot be decoded", excerpt=excerpt_of(value)
                     )
         except PerplexityLabsTimeoutError as exc:
-            if exc.which != "first_token" or self._heard or not isinstance(wire, WebSocketWire | PollingWire):
+            if exc.which != "first_token" or self._heard:
                 raise
             # Not a word on this socket since it opened, the question included: how a retired Labs answers.
             raise PerplexityLabsSilentError(exc.seconds, url=self.settings.base_url) from None
@@ -442,11 +433,6 @@ class LabsConnection:
         self.stray_news.set()
         if self._inbox is not None:
             self._inbox.put(("gone", reason or "disconnected"))
-
-    def on_answer_dropped(self) -> None:
-        # The web wire closed the response of an answer nobody reads: no tail to drain.
-        self.answer_open = False
-        self.stray_news.set()
 
     def on_bad_packet(self, data: Any, exc: Exception) -> None:
         logger.debug("undecodable Socket.IO packet (%s): %s", exc, excerpt_of(data))

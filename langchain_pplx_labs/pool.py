@@ -29,6 +29,7 @@ from langchain_pplx_labs.errors import (
 from langchain_pplx_labs.transports import http_transport
 from langchain_pplx_labs.transports.aiohttp import client_session, connector_keepalive_timeout
 from langchain_pplx_labs.transports.base import HTTPTransport
+from langchain_pplx_labs.web import WebSession
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ DRAIN_MAX_CHARS = 8 * 1024 * 1024
 # drains) waits before the oldest drain is ended to free its slot: about what a cold connect
 # costs, so a drain about to finish still hands over its warm socket.
 DRAIN_YIELD_SECONDS = 1.0
+
+
+Session = LabsConnection | WebSession
+"""A warm connection to one service that answers one question at a time: a Labs socket or a web session."""
 
 
 class FallbackMemory:
@@ -99,7 +104,7 @@ class Lease:
     rest of the answer in the background and keeps the socket if it ends in time.
     """
 
-    def __init__(self, connection: LabsConnection, *, fresh: bool) -> None:
+    def __init__(self, connection: Session, *, fresh: bool) -> None:
         self.connection = connection
         self.fresh = fresh
         self.reusable = False
@@ -114,10 +119,10 @@ class ConnectionPool:
         self.pool_settings = pool
         self.connections_opened = 0
         self.drains_completed = 0
-        self._idle: list[tuple[LabsConnection, asyncio.TimerHandle | None]] = []
-        self._in_use: set[LabsConnection] = set()
+        self._idle: list[tuple[Session, asyncio.TimerHandle | None]] = []
+        self._in_use: set[Session] = set()
         # Connections mid-open are in neither list above; aclose() must reach them too.
-        self._opening: set[LabsConnection] = set()
+        self._opening: set[Session] = set()
         self._none_opening = asyncio.Event()
         self._none_opening.set()
         self._limit = asyncio.Semaphore(pool.max_connections)
@@ -126,7 +131,7 @@ class ConnectionPool:
         self._http: HTTPTransport | None = None
         self._closed = False
         # Sockets reading an abandoned answer to its end; each holds its slot of ``_limit``.
-        self._draining: dict[LabsConnection, asyncio.Task[None]] = {}
+        self._draining: dict[Session, asyncio.Task[None]] = {}
 
     @property
     def idle_count(self) -> int:
@@ -189,7 +194,7 @@ class ConnectionPool:
         await connection.close(graceful=ended and connection.alive and not connection.busy)
         return False
 
-    async def _drain(self, connection: LabsConnection) -> None:
+    async def _drain(self, connection: Session) -> None:
         """Read an abandoned answer to its last frame, then pool the socket; else close it."""
         ended = False
         try:
@@ -204,7 +209,7 @@ class ConnectionPool:
                 logger.debug("abandoned Labs answer not drained; closing its socket")
                 await connection.close(graceful=False)
 
-    async def _answer_ends(self, connection: LabsConnection) -> bool:
+    async def _answer_ends(self, connection: Session) -> bool:
         """Wait for the answer in flight to end, within the drain limits and ``idle`` silence."""
         settings = self.pool_settings
         idle = self.settings.timeouts.idle
@@ -288,14 +293,14 @@ class ConnectionPool:
             await connection.close(graceful=False)
         return Lease(await self._open(), fresh=True)
 
-    def _park(self, connection: LabsConnection) -> None:
+    def _park(self, connection: Session) -> None:
         idle_timeout = self.pool_settings.idle_timeout
         timer = None
         if idle_timeout is not None:
             timer = asyncio.get_running_loop().call_later(idle_timeout, self._expire, connection)
         self._idle.append((connection, timer))
 
-    def _expire(self, connection: LabsConnection) -> None:
+    def _expire(self, connection: Session) -> None:
         for index, (candidate, _) in enumerate(self._idle):
             if candidate is connection:
                 del self._idle[index]
@@ -304,7 +309,7 @@ class ConnectionPool:
                 task.add_done_callback(_background.discard)
                 return
 
-    async def _open(self) -> LabsConnection:
+    async def _open(self) -> Session:
         base_url = self.settings.base_url
         order: list[Transport]
         if self.settings.service == "web":
@@ -336,9 +341,10 @@ class ConnectionPool:
         cause = failure.__cause__ or failure
         raise await diagnose_refusal(self.settings, self._http_session(), cause) from failure
 
-    async def _open_one(self, transport: Transport) -> LabsConnection:
+    async def _open_one(self, transport: Transport) -> Session:
+        connection: Session
         if transport == "web":
-            connection = LabsConnection(self.settings, http=self._http_transport())
+            connection = WebSession(self.settings, self._http_transport())
         else:
             connection = LabsConnection(self.settings, self._http_session())
         self._opening.add(connection)

@@ -327,7 +327,6 @@ def parse_frame(data: object) -> ProgressFrame:
         ) from None
 
 
-
 _START, _REASONING, _ANSWER = "start", "reasoning", "answer"
 
 

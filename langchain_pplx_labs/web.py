@@ -5,6 +5,7 @@ Perplexity's web app asks with one ``POST`` per question and streams the answer 
 the answer's events. A session opens with the web app's own warm-up request (``GET
 /api/auth/session``, which also says whether the cookies are signed in), and each question
 reuses the TCP (and TLS) connection of the HTTP transport (:mod:`langchain_pplx_labs.transports`).
+"""
 
 from __future__ import annotations
 
@@ -81,7 +82,9 @@ class WebSession:
     stray_chars = 0
     stray_heard_at = 0.0
 
-    def __init__(self, settings: ConnectionSettings, http: HTTPTransport, *, tap: WebTap | None = None) -> None:
+    def __init__(
+        self, settings: ConnectionSettings, http: HTTPTransport, *, tap: WebTap | None = None
+    ) -> None:
         self.settings = settings
         self._http = http
         self.tap = tap
@@ -144,7 +147,11 @@ class WebSession:
         except BaseException as exc:
             abandoned = self._closed and isinstance(exc, Exception)  # close() ran while we connected
             await self.close()
-            error = _closed_while_connecting() if abandoned else self._open_error(exc, tcp_connected=tcp_connected)
+            error = (
+                _closed_while_connecting()
+                if abandoned
+                else self._open_error(exc, tcp_connected=tcp_connected)
+            )
             if error is None:
                 raise
             raise error from (None if isinstance(error, PerplexityLabsTimeoutError) or error is exc else exc)

@@ -149,9 +149,6 @@ class WireListener(Protocol):
 
     def on_bad_packet(self, data: Any, exc: Exception) -> None: ...
 
-    def on_answer_dropped(self) -> None:
-        """The wire ended the answer in flight itself (the web wire closes an abandoned response)."""
-
 
 class Wire(Protocol):
     """One transport's socket: how it connects, sends a question and goes away."""
@@ -179,10 +176,7 @@ class Wire(Protocol):
         """Send an EVENT to ``/``; raise ``LookupError`` when the socket is no longer connected."""
 
     async def read_one(self) -> None:
-        """Read and dispatch the next message, in the caller's task.
-
-        May raise a ``PerplexityLabsError`` the wire found (the web wire's HTTP refusals).
-        """
+        """Read and dispatch the next message, in the caller's task."""
 
     def release(self) -> None:
         """The query that was reading inline is over."""

@@ -1,4 +1,4 @@
-"""One answer's frames become chunks: stop sequences cut them, and a failure keeps the partial answer (no sockets)."""
+"""One answer's events become chunks: stop sequences cut them, and a failure keeps the partial answer (no sockets)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from langchain_pplx_labs._answer import answer_chunks
 from langchain_pplx_labs._stop import StopScanner, apply_stop
 from langchain_pplx_labs.client import LabsClient
 from langchain_pplx_labs.errors import PerplexityLabsTimeoutError
-from langchain_pplx_labs.protocol import Finished, ProgressFrame, ReasoningDelta, Source, TextDelta
+from langchain_pplx_labs.events import Finished, ReasoningDelta, Source, StreamEvent, TextDelta
+from langchain_pplx_labs.protocol import ProgressFrame, StreamDecoder
 
 PAYLOAD = {"model": "sonar", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
 DONE = Finished(sources=(), rich_sources=False, tokens_streamed=9, elapsed_time=None)
@@ -59,7 +60,7 @@ def test_apply_stop_leaves_reasoning_and_a_plain_final_alone() -> None:
 
 
 class FakeClient(LabsClient):
-    """A client whose stream plays the given frames (or raises after them); records what was asked."""
+    """A client whose stream plays the events of the given Labs frames (or raises after them); records what was asked."""
 
     def __init__(self, frames: list[ProgressFrame], error: Exception | None = None) -> None:
         self.frames = frames
@@ -67,11 +68,13 @@ class FakeClient(LabsClient):
         self.asked: list[Mapping[str, Any]] = []
         self.closed_stream = False
 
-    async def stream(self, payload: Mapping[str, Any]) -> AsyncIterator[ProgressFrame]:
+    async def stream(self, payload: Mapping[str, Any]) -> AsyncIterator[StreamEvent]:
         self.asked.append(payload)
+        decoder = StreamDecoder(payload["model"])
         try:
             for frame in self.frames:
-                yield frame
+                for event in decoder.feed(frame):
+                    yield event
             if self.error is not None:
                 raise self.error
         finally:

@@ -1,4 +1,4 @@
-"""Labs stream events become the LangChain chunks users see: text, reasoning, and the closing chunk (pure)."""
+"""An answer's events become the LangChain chunks users see: text, reasoning, and the closing chunk (pure)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from langchain_core.messages import AIMessageChunk
 
 from langchain_pplx_labs._chunks import (
-    chunk_of,
+    AnswerChunks,
     closing_message,
     estimate_tokens,
     reasoning_chunk,
@@ -14,14 +14,7 @@ from langchain_pplx_labs._chunks import (
     text_chunk,
     usage_metadata,
 )
-from langchain_pplx_labs.protocol import (
-    Finished,
-    ProgressFrame,
-    ReasoningDelta,
-    Source,
-    StreamDecoder,
-    TextDelta,
-)
+from langchain_pplx_labs.events import Finished, ReasoningDelta, Source, TextDelta
 
 PARIS = Source(url="https://en.wikipedia.org/wiki/Paris", title="Paris - Wikipedia")
 LOUVRE = Source(url="https://www.louvre.fr")
@@ -33,10 +26,10 @@ def _finished(
     return Finished(sources=sources, rich_sources=rich, tokens_streamed=tokens, elapsed_time=elapsed)
 
 
-def _decoder_that_answered(text: str, model: str = "sonar") -> StreamDecoder:
-    decoder = StreamDecoder(model)
-    decoder.feed(ProgressFrame(output=text))
-    return decoder
+def _chunks_that_answered(text: str, input_tokens: int | None, model: str = "sonar") -> AnswerChunks:
+    chunks = AnswerChunks(model, input_tokens)
+    chunks.of(TextDelta(text))
+    return chunks
 
 
 @pytest.mark.parametrize(
@@ -93,7 +86,7 @@ def test_usage_metadata_adds_up_the_total() -> None:
 
 
 def test_closing_message_takes_output_tokens_from_the_server() -> None:
-    message = closing_message(_finished(PARIS, tokens=30), _decoder_that_answered("x" * 400), 19)
+    message = closing_message(_finished(PARIS, tokens=30), "sonar", 400, 19)
     assert message.content == ""
     assert message.chunk_position == "last"
     assert message.usage_metadata == {"input_tokens": 19, "output_tokens": 30, "total_tokens": 49}
@@ -102,28 +95,29 @@ def test_closing_message_takes_output_tokens_from_the_server() -> None:
 
 
 def test_closing_message_estimates_output_tokens_when_the_server_sent_none() -> None:
-    message = closing_message(_finished(tokens=None), _decoder_that_answered("Paris is the capital."), 5)
+    message = closing_message(_finished(tokens=None), "sonar", len("Paris is the capital."), 5)
     # "Paris is the capital." is 21 characters: 6 tokens begun.
     assert message.usage_metadata == {"input_tokens": 5, "output_tokens": 6, "total_tokens": 11}
 
 
 def test_closing_message_without_input_tokens_has_no_usage() -> None:
-    message = closing_message(_finished(PARIS), _decoder_that_answered("Paris."), None)
+    message = closing_message(_finished(PARIS), "sonar", 6, None)
     assert message.usage_metadata is None
 
 
 def test_closing_message_citations_are_copies_not_shared_lists() -> None:
-    message = closing_message(_finished(PARIS), _decoder_that_answered("Paris."), None)
+    message = closing_message(_finished(PARIS), "sonar", 6, None)
     message.additional_kwargs["citations"].append("https://example.com")
     assert message.response_metadata["citations"] == ["https://en.wikipedia.org/wiki/Paris"]
 
 
-def test_chunk_of_turns_each_event_into_its_chunk() -> None:
-    decoder = _decoder_that_answered("Paris.", model="sonar-pro")
-    assert chunk_of(TextDelta("Paris."), decoder, 3).text == "Paris."
-    thinking = chunk_of(ReasoningDelta("hmm"), decoder, 3)
+def test_answer_chunks_turn_each_event_into_its_chunk() -> None:
+    chunks = AnswerChunks("sonar-pro", 3)
+    assert chunks.of(TextDelta("Paris.")).text == "Paris."
+    thinking = chunks.of(ReasoningDelta("hmm"))
     assert thinking.message.additional_kwargs == {"reasoning_content": "hmm"}
-    closing = chunk_of(_finished(tokens=2), decoder, 3)
+    assert chunks.answer_so_far == "Paris."  # reasoning is not the answer
+    closing = chunks.of(_finished(tokens=2))
     assert isinstance(closing.message, AIMessageChunk)
     assert closing.message.chunk_position == "last"
     assert closing.message.response_metadata["model_name"] == "sonar-pro"
@@ -131,8 +125,8 @@ def test_chunk_of_turns_each_event_into_its_chunk() -> None:
 
 
 def test_chunks_add_up_to_the_whole_message() -> None:
-    decoder = _decoder_that_answered("Paris [1].")
-    chunks = [text_chunk("Paris "), text_chunk("[1]."), chunk_of(_finished(PARIS, tokens=3), decoder, 4)]
+    answer = _chunks_that_answered("Paris [1].", 4)
+    chunks = [text_chunk("Paris "), text_chunk("[1]."), answer.of(_finished(PARIS, tokens=3))]
     full = chunks[0].message + chunks[1].message + chunks[2].message
     assert full.content == "Paris [1]."
     assert full.response_metadata["citations"] == ["https://en.wikipedia.org/wiki/Paris"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from langchain_pplx_labs.errors import PerplexityLabsServerError
+from langchain_pplx_labs.events import ReasoningDelta, Source, StreamEvent, TextDelta
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, THINK_CLOSE, THINK_OPEN, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Cassette, Frame, Interaction
-from langchain_pplx_labs.web_protocol import WEB_END_EVENT, WebAnswer, messages_from_query
+from langchain_pplx_labs.web_protocol import WEB_END_EVENT, WebDecoder, messages_from_query
 
 
 def format_transcript(
@@ -27,7 +29,7 @@ def format_transcript(
     for number, interaction in enumerate(cassette.interactions, start=1):
         if cassette.transport == "web":
             # The turn as a web client read it; the timeline lists the SSE messages as recorded.
-            turn = _turn(_as_labs(interaction, cassette.model, protocol), False, protocol)
+            turn = _web_turn(interaction, cassette.model)
             if frames and interaction.refusal is None:
                 turn += [_message_line(frame) for frame in interaction.frames]
         else:
@@ -40,10 +42,7 @@ def _turn(interaction: Interaction, with_frames: bool, protocol: LabsProtocol) -
     messages = interaction.request.get("messages") or []
     lines = [f"[{m.get('role', '?')}] {m.get('content', '')}" for m in messages if isinstance(m, dict)]
     if interaction.refusal is not None:
-        refusal = interaction.refusal
-        kind = refusal.headers.get("Content-Type", refusal.headers.get("content-type", "?"))
-        lines.append(f"refused: HTTP {refusal.status} ({kind}), {len(refusal.body)} characters of body")
-        return lines
+        return [*lines, _refused(interaction)]
     progress = [
         f for f in interaction.frames if f.kind == "event" and protocol.is_progress_event(f.event or "")
     ]
@@ -64,38 +63,95 @@ def _turn(interaction: Interaction, with_frames: bool, protocol: LabsProtocol) -
     return lines
 
 
-def _as_labs(interaction: Interaction, model: str, protocol: LabsProtocol) -> Interaction:
-    """A web interaction as the Labs one it stands for: the body's conversation, its messages folded into frames.
-
-    The codec that reads the live stream (:class:`WebAnswer`) folds the recorded messages, so the
-    transcript shows what a web client would have seen; each frame keeps its message's time.
-    """
+def _web_turn(interaction: Interaction, model: str) -> list[str]:
+    """A web interaction as a web client read it: the body's conversation, then what the codec read."""
     query = interaction.request.get("query_str")
     messages = messages_from_query(query) if isinstance(query, str) else []
-    request = {"model": model, "messages": messages}
+    lines = [f"[{m['role']}] {m['content']}" for m in messages]
     if interaction.refusal is not None:
-        return Interaction(request=request, refusal=interaction.refusal)
-    answer = WebAnswer(model)
-    event = protocol.progress_event_for(model)
-    frames: list[Frame] = []
+        return [*lines, _refused(interaction)]
+    read = _WebRead(model)
     for frame in interaction.frames:
-        if frame.kind in ("stall", "drop"):
-            frames.append(frame)
-            continue
-        message_ended = frame.event == WEB_END_EVENT or (
-            frame.kind == "raw" and str(frame.data).strip() == "[DONE]"
+        read.take(frame)
+    read.end(interaction.frames)
+    if read.reasoning:
+        lines.append(f"[reasoning] {''.join(read.reasoning).strip()}")
+    lines.append(f"[answer] {''.join(read.answer)}")
+    if read.sources:
+        lines.append("sources:")
+        lines += [
+            f"  [{n}] {_source(s.model_dump(exclude_none=True))}" for n, s in enumerate(read.sources, 1)
+        ]
+    if not read.times:
+        lines.append(f"timing: no answer message ({len(interaction.frames)} messages)")
+    else:
+        lines.append(
+            f"timing: first +{read.times[0]:.3f}s, last +{read.times[-1]:.3f}s, "
+            f"{len(read.times)} messages with news of {len(interaction.frames)}"
         )
-        if message_ended:
-            labs = answer.finish()
-        elif frame.kind == "event" and frame.event == "message" and isinstance(frame.data, dict):
-            labs = answer.feed(frame.data)
-        else:
-            labs = None
-        if labs is not None:
-            frames.append(Frame(at=frame.at, event=event, data=labs))
-    if answer.completed and not answer.finished and frames and frames[-1].kind == "event":
-        frames.append(Frame(at=frames[-1].at, event=event, data=answer.finish()))
-    return Interaction(request=request, frames=frames)
+    lines.append(f"ended: {read.ending(interaction.frames)}")
+    return lines
+
+
+class _WebRead:
+    """What the web codec (:class:`WebDecoder`) reads from a cassette's messages, and when."""
+
+    def __init__(self, model: str) -> None:
+        self.decoder = WebDecoder(model)
+        self.reasoning: list[str] = []
+        self.answer: list[str] = []
+        self.sources: tuple[Source, ...] = ()
+        self.times: list[float] = []
+        self.failure: PerplexityLabsServerError | None = None
+
+    def take(self, frame: Frame) -> None:
+        if self.decoder.finished or frame.kind in ("stall", "drop"):
+            return
+        ended = frame.event == WEB_END_EVENT or (frame.kind == "raw" and str(frame.data).strip() == "[DONE]")
+        try:
+            if ended:
+                self._read(self.decoder.finish(), frame.at)
+            elif frame.kind == "event" and frame.event == "message" and isinstance(frame.data, dict):
+                self._read(self.decoder.feed(frame.data), frame.at)
+        except PerplexityLabsServerError as exc:
+            self.failure = exc
+            self.times.append(frame.at)
+
+    def end(self, frames: list[Frame]) -> None:
+        """A stream that ends after ``COMPLETED`` ended the answer (unless it stalled or dropped)."""
+        if self.decoder.completed and frames and frames[-1].kind == "event":
+            self._read(self.decoder.finish(), frames[-1].at)
+
+    def _read(self, events: list[StreamEvent], at: float) -> None:
+        if events:
+            self.times.append(at)
+        for event in events:
+            if isinstance(event, TextDelta):
+                self.answer.append(event.text)
+            elif isinstance(event, ReasoningDelta):
+                self.reasoning.append(event.text)
+            else:
+                self.sources = event.sources
+
+    def ending(self, frames: list[Frame]) -> str:
+        tail = frames[-1] if frames else None
+        if tail is not None and tail.kind in ("stall", "drop") and not self.decoder.finished:
+            return _ending(frames, {})
+        if self.failure is not None:
+            code = getattr(self.failure, "error_code", "")
+            return (
+                f"failed ({code}): {self.failure.server_message}"
+                if code
+                else f"failed: {self.failure.server_message}"
+            )
+        return "completed" if self.decoder.finished else "incomplete"
+
+
+def _refused(interaction: Interaction) -> str:
+    refusal = interaction.refusal
+    assert refusal is not None
+    kind = refusal.headers.get("Content-Type", refusal.headers.get("content-type", "?"))
+    return f"refused: HTTP {refusal.status} ({kind}), {len(refusal.body)} characters of body"
 
 
 def _split(output: str) -> tuple[str, str]:

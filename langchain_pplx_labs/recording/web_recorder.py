@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Mapping
@@ -10,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from langchain_pplx_labs.errors import PerplexityLabsError
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Frame, HttpRefusal, Interaction
 from langchain_pplx_labs.recording.redact import Redactor
@@ -18,7 +20,7 @@ from langchain_pplx_labs.sse import SSEMessage, SSEParser
 from langchain_pplx_labs.transports import http_transport
 from langchain_pplx_labs.transports.base import Request, Response, TransportError
 from langchain_pplx_labs.web_protocol import (
-    WebAnswer,
+    WebDecoder,
     is_end_marker,
     session_user_id,
     web_headers,
@@ -108,7 +110,7 @@ async def record_web_interaction(
             if response.status != 200 or not content_type.startswith("text/event-stream"):
                 return Interaction(request=request, refusal=await _refusal(response, redactor))
             model = str(payload.get("model", ""))
-            frames = await _collect(response, WebAnswer(model), redactor, silence, started)
+            frames = await _collect(response, WebDecoder(model), redactor, silence, started)
         finally:
             response.close()
     finally:
@@ -117,7 +119,7 @@ async def record_web_interaction(
 
 
 async def _collect(
-    response: Response, answer: WebAnswer, redactor: Redactor, silence: float, started: float
+    response: Response, answer: WebDecoder, redactor: Redactor, silence: float, started: float
 ) -> list[Frame]:
     loop = asyncio.get_running_loop()
     parser = SSEParser()
@@ -146,14 +148,15 @@ async def _collect(
             wait = min(silence, _TAIL_SECONDS)
 
 
-def _frame(message: SSEMessage, at: float, answer: WebAnswer, redactor: Redactor) -> Frame:
+def _frame(message: SSEMessage, at: float, answer: WebDecoder, redactor: Redactor) -> Frame:
     """The cassette frame of one SSE message: its JSON data (fed to ``answer``, to see the end), else raw."""
     try:
         data = orjson.loads(message.data)
     except orjson.JSONDecodeError:
         return Frame(at=at, kind="raw", event=message.event, data=message.data)
     if message.event == "message" and isinstance(data, dict):
-        answer.feed(data)
+        with contextlib.suppress(PerplexityLabsError):  # a failed answer is recorded as it came
+            answer.feed(data)
     return Frame(at=at, event=message.event, data=redactor.redact_data(data))
 
 
