@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -238,26 +238,25 @@ class WebSession:
             # off here: unlike a Labs socket, an HTTP answer can be dropped alone.
             self._drop_response()
 
-    def _decode(self, messages: list[SSEMessage], decoder: WebDecoder, *, ended: bool) -> list[StreamEvent]:
-        events: list[StreamEvent] = []
+    def _decode(self, messages: list[SSEMessage], decoder: WebDecoder, *, ended: bool) -> Iterator[StreamEvent]:
+        """The events of one read's messages, message by message: a failure after text raises after it."""
         for message in messages:
             if decoder.finished:
-                break  # past the last message: what follows is the stream's tail
+                return  # past the last message: what follows is the stream's tail
             if self.tap is not None:
                 self.tap.on_message(message)
             if is_end_marker(message):
-                events.extend(decoder.finish())
+                yield from decoder.finish()
                 continue
             data = message_json(message)  # raises a protocol error for data that is not a JSON object
             if data is None:
                 logger.debug("ignoring web event %r", message.event)
                 continue
-            events.extend(decoder.feed(data))
+            yield from decoder.feed(data)
         if ended and not decoder.finished:
             if not decoder.completed:
                 raise self._broke_off("the server ended the event stream before the answer's last message")
-            events.extend(decoder.finish())  # COMPLETED, then the end of the stream: the answer is whole
-        return events
+            yield from decoder.finish()  # COMPLETED, then the end of the stream: the answer is whole
 
     async def _ask(self, payload: Mapping[str, Any]) -> Response:
         protocol = self.settings.protocol

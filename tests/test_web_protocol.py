@@ -17,13 +17,20 @@ from langchain_core.load import dumpd, load
 from pydantic import ValidationError
 
 from langchain_pplx_labs import ChatPerplexityLabs, LabsProtocol, sse
-from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError, caused_by
-from langchain_pplx_labs.protocol import LabsMessage, ProgressFrame, StreamDecoder
+from langchain_pplx_labs.errors import (
+    PerplexityLabsInputError,
+    PerplexityLabsProtocolError,
+    PerplexityLabsRateLimitError,
+    PerplexityLabsServerError,
+    caused_by,
+)
+from langchain_pplx_labs.events import Finished, ReasoningDelta, StreamEvent, TextDelta
+from langchain_pplx_labs.protocol import LabsMessage
 from langchain_pplx_labs.sse import SSEMessage, SSEParser, sse_message
 from langchain_pplx_labs.web_protocol import (
     TRANSCRIPT_PREAMBLE,
     WEB_ASK_PATH,
-    WebAnswer,
+    WebDecoder,
     is_end_marker,
     labs_model_name,
     message_json,
@@ -351,19 +358,35 @@ def _patch(field: str, *patches: dict[str, Any], usage: str = "ask_text") -> dic
     return {"intended_usage": usage, "diff_block": {"field": field, "patches": list(patches)}}
 
 
-def test_schematized_stream_folds_into_cumulative_frames() -> None:
-    answer = WebAnswer()
+def _said(events: list[StreamEvent]) -> list[tuple[str, Any]]:
+    """Events as plain data: ("text", ...), ("reasoning", ...), ("finished", sources as dicts or URLs)."""
+    said: list[tuple[str, Any]] = []
+    for event in events:
+        if isinstance(event, TextDelta):
+            said.append(("text", event.text))
+        elif isinstance(event, ReasoningDelta):
+            said.append(("reasoning", event.text))
+        else:
+            assert isinstance(event, Finished)
+            sources = [
+                s.model_dump(exclude_none=True) if event.rich_sources else s.url for s in event.sources
+            ]
+            said.append(("finished", sources))
+    return said
+
+
+def test_schematized_stream_reads_as_deltas() -> None:
+    answer = WebDecoder()
     plan = _patch(
         "plan_block",
         {"op": "replace", "path": "", "value": {"progress": "IN_PROGRESS", "goals": []}},
         {"op": "add", "path": "/goals/0", "value": "Looking up Paris"},
         usage="pro_search_steps",
     )
-    assert answer.feed({"status": "PENDING", "blocks": [plan], "final_sse_message": False}) == {
-        "output": "<think>Looking up Paris",
-        "citations": [],
-        "final": False,
-    }
+    feed = answer.feed
+    assert _said(feed({"status": "PENDING", "blocks": [plan], "final_sse_message": False})) == [
+        ("reasoning", "Looking up Paris")
+    ]
     first = _patch(
         "markdown_block",
         {
@@ -372,27 +395,15 @@ def test_schematized_stream_folds_into_cumulative_frames() -> None:
             "value": {"progress": "IN_PROGRESS", "chunks": ["Paris"], "chunk_starting_offset": 0},
         },
     )
-    assert answer.feed({"blocks": [first]}) == {
-        "output": "<think>Looking up Paris</think>\n\nParis",
-        "citations": [],
-        "final": False,
-    }
+    assert _said(feed({"blocks": [first]})) == [("text", "Paris")]
     more = _patch("markdown_block", {"op": "add", "path": "/chunks/1", "value": " [1]."})
-    # Later goals do not rewrite the think section the answer already follows.
+    # Later goals are not reasoning any more: the answer already began.
     late_goal = _patch(
         "plan_block", {"op": "add", "path": "/goals/1", "value": "late"}, usage="pro_search_steps"
     )
-    assert answer.feed({"blocks": [more, late_goal]}) == {
-        "output": "<think>Looking up Paris</think>\n\nParis [1].",
-        "citations": [],
-        "final": False,
-    }
-    assert (
-        answer.feed(
-            {"blocks": [_patch("markdown_block", {"op": "replace", "path": "/progress", "value": "DONE"})]}
-        )
-        is None
-    )
+    assert _said(feed({"blocks": [more, late_goal]})) == [("text", " [1].")]
+    done = _patch("markdown_block", {"op": "replace", "path": "/progress", "value": "DONE"})
+    assert feed({"blocks": [done]}) == []
     sources = {
         "intended_usage": "web_results",
         "web_result_block": {
@@ -411,36 +422,37 @@ def test_schematized_stream_folds_into_cumulative_frames() -> None:
             sources,
         ],
     }
-    assert answer.feed(final) == {
-        "output": "<think>Looking up Paris</think>\n\nParis [1].",
-        "citations": [
-            {"url": "https://en.wikipedia.org/wiki/Paris", "title": "Paris - Wikipedia"},
-            "https://example.org/",
-        ],
-        "final": True,
-        "status": "completed",
-    }
+    assert _said(feed(final)) == [
+        (
+            "finished",
+            [
+                {"url": "https://en.wikipedia.org/wiki/Paris", "title": "Paris - Wikipedia"},
+                {"url": "https://example.org/"},
+            ],
+        )
+    ]
     assert answer.finished
     assert answer.completed
-    assert answer.feed({"blocks": [more]}) is None
-    assert answer.finish() is None
+    assert feed({"blocks": [more]}) == []
+    assert answer.finish() == []
 
 
 def test_snapshots_and_gpt4free_style_chunk_dicts_are_read() -> None:
-    answer = WebAnswer()
+    answer = WebDecoder()
     snapshot = {
         "intended_usage": "ask_text",
         "markdown_block": {"progress": "IN_PROGRESS", "chunks": ["Hel", "lo"]},
     }
-    assert answer.feed({"blocks": [snapshot]})["output"] == "Hello"  # type: ignore[index]
+    assert _said(answer.feed({"blocks": [snapshot]})) == [("text", "Hello")]
     # A chunk added past the end of what we hold (a missed patch) is kept, not lost.
     skipped = _patch("markdown_block", {"op": "add", "path": "/chunks/5", "value": " world"})
-    assert answer.feed({"blocks": [skipped]})["output"] == "Hello world"  # type: ignore[index]
+    assert _said(answer.feed({"blocks": [skipped]})) == [("text", " world")]
     sources = {
         "intended_usage": "sources_answer_mode",
         "sources_mode_block": {"web_results": [{"name": "", "url": "https://a.example/"}]},
     }
-    assert answer.feed({"blocks": [sources]})["citations"] == ["https://a.example/"]  # type: ignore[index]
+    assert answer.feed({"blocks": [sources]}) == []  # sources come once, with the end
+    assert _said(answer.finish()) == [("finished", ["https://a.example/"])]
 
 
 def test_web_results_keep_every_field_the_stream_sends() -> None:
@@ -480,35 +492,31 @@ def test_web_results_keep_every_field_the_stream_sends() -> None:
             "is_attachment": False,
         },
         {"url": "https://nameless.example/", "snippet": "No title, a snippet."},
-        "https://bare.example/",
+        {"url": "https://bare.example/"},  # nothing but its URL: a bare source among rich ones
     ]
-    schematized = WebAnswer()
+    schematized = WebDecoder()
     block = {"intended_usage": "web_results", "web_result_block": {"web_results": results}}
-    assert schematized.feed({"blocks": [block]})["citations"] == expected  # type: ignore[index]
-    text = WebAnswer()
+    assert schematized.feed({"blocks": [block]}) == []
+    text = WebDecoder()
     content = orjson.dumps({"answer": "Paris.", "web_results": results}).decode()
-    assert text.feed({"text": content, "final": True})["citations"] == expected  # type: ignore[index]
+    assert _said(text.feed({"text": content, "final": True})) == [("text", "Paris."), ("finished", expected)]
     # The answer holds its own copy: a later change to the message does not reach it.
     results[0]["snippet"] = "changed"
-    assert schematized.finish()["citations"] == expected  # type: ignore[index]
+    assert _said(schematized.finish()) == [("finished", expected)]
 
 
 def test_status_completed_alone_waits_for_the_end_of_the_stream() -> None:
-    answer = WebAnswer()
+    answer = WebDecoder()
     block = {"markdown_block": {"chunks": ["Done."]}}
-    assert answer.feed({"status": "COMPLETED", "blocks": [block]}) == {
-        "output": "Done.",
-        "citations": [],
-        "final": False,
-    }
+    assert _said(answer.feed({"status": "COMPLETED", "blocks": [block]})) == [("text", "Done.")]
     assert answer.completed
     assert not answer.finished
-    assert answer.finish() == {"output": "Done.", "citations": [], "final": True, "status": "completed"}
-    assert answer.finish() is None
+    assert _said(answer.finish()) == [("finished", [])]
+    assert answer.finish() == []
 
 
 def test_older_text_stream_with_answer_json() -> None:
-    answer = WebAnswer()
+    answer = WebDecoder()
     text = orjson.dumps(
         {
             "answer": "Rome",
@@ -516,12 +524,11 @@ def test_older_text_stream_with_answer_json() -> None:
             "web_results": [{"name": "Rome", "url": "https://r.example/"}],
         }
     )
-    assert answer.feed({"text": text.decode(), "final": False}) == {
-        "output": "Rome",
-        "citations": [{"url": "https://r.example/", "title": "Rome"}],
-        "final": False,
-    }
-    assert answer.feed({"text": text.decode(), "final": True})["final"] is True  # type: ignore[index]
+    assert _said(answer.feed({"text": text.decode(), "final": False})) == [("text", "Rome")]
+    # Cumulative by the service: the same text again adds nothing but the end.
+    assert _said(answer.feed({"text": text.decode(), "final": True})) == [
+        ("finished", [{"url": "https://r.example/", "title": "Rome"}])
+    ]
 
 
 def test_older_text_stream_with_steps_and_plain_text() -> None:
@@ -529,92 +536,101 @@ def test_older_text_stream_with_steps_and_plain_text() -> None:
         {"step_type": "SEARCH_RESULTS", "content": {"web_results": [{"url": "https://s.example/"}]}},
         {"step_type": "FINAL", "content": {"answer": orjson.dumps({"answer": "Berlin [1]."}).decode()}},
     ]
-    answer = WebAnswer()
-    assert answer.feed({"text": orjson.dumps(steps).decode(), "final": True}) == {
-        "output": "Berlin [1].",
-        "citations": ["https://s.example/"],
-        "final": True,
-        "status": "completed",
-    }
-    plain = WebAnswer()
-    assert plain.feed({"text": "Just text"})["output"] == "Just text"  # type: ignore[index]
+    answer = WebDecoder()
+    assert _said(answer.feed({"text": orjson.dumps(steps).decode(), "final": True})) == [
+        ("text", "Berlin [1]."),
+        ("finished", ["https://s.example/"]),
+    ]
+    plain = WebDecoder()
+    assert _said(plain.feed({"text": "Just text"})) == [("text", "Just text")]
+    assert _said(plain.feed({"text": "Just text, more"})) == [("text", ", more")]
 
 
-def test_failures_pass_through_with_the_servers_text() -> None:
-    assert WebAnswer().feed({"status": "failed", "text": "Error in processing query."}) == {
-        "status": "failed",
-        "text": "Error in processing query.",
-    }
+def test_failures_raise_the_servers_text() -> None:
+    with pytest.raises(PerplexityLabsServerError) as caught:
+        WebDecoder("turbo").feed({"status": "failed", "text": "Error in processing query."})
+    assert caught.value.server_message == "Error in processing query."
+    assert caught.value.model == "turbo"
     limited = {
         "error_code": "FREE_TIER_RATE_LIMITED",
         "experience": "upgrade",
         "status": "failed",
         "final_sse_message": True,
     }
-    answer = WebAnswer()
-    assert answer.feed(limited) == {
-        "status": "failed",
-        "text": "FREE_TIER_RATE_LIMITED",
-        "error_code": "FREE_TIER_RATE_LIMITED",
-        "experience": "upgrade",
-    }
+    answer = WebDecoder()
+    with pytest.raises(PerplexityLabsRateLimitError) as limit:
+        answer.feed(limited)
+    assert limit.value.error_code == "FREE_TIER_RATE_LIMITED"
+    assert limit.value.server_message == "FREE_TIER_RATE_LIMITED"
     assert answer.finished
-    assert answer.finish() is None
-    assert WebAnswer().feed({"status": "FAILED"}) == {
-        "status": "failed",
-        "text": "(the server gave no message)",
-    }
+    assert answer.finish() == []
+    with pytest.raises(PerplexityLabsServerError) as empty:
+        WebDecoder().feed({"status": "FAILED"})
+    assert empty.value.server_message == "(the server gave no message)"
 
 
 def test_what_it_does_not_understand_is_ignored() -> None:
-    answer = WebAnswer()
-    assert answer.feed({"backend_uuid": "b", "status": "PENDING"}) == {
-        "output": "",
-        "citations": [],
-        "final": False,
-    }
+    answer = WebDecoder()
+    assert answer.feed({"backend_uuid": "b", "status": "PENDING"}) == []
     assert (
         answer.feed({"blocks": ["nope", {"answer_tabs_block": {"modes": []}}, {"diff_block": {"field": 3}}]})
-        is None
+        == []
     )
     assert (
         answer.feed({"blocks": [_patch("markdown_block", {"op": "explode", "path": "/x"}, {"path": 5})]})
-        is None
+        == []
     )
-    assert (
-        answer.feed({"blocks": [_patch("weather_block", {"op": "add", "path": "/t", "value": 20})]}) is None
-    )
-    assert answer.feed({"text": "[1, 2]"}) is None
-    assert answer.feed("not a mapping") is None  # type: ignore[arg-type]
+    assert answer.feed({"blocks": [_patch("weather_block", {"op": "add", "path": "/t", "value": 20})]}) == []
+    assert answer.feed({"text": "[1, 2]"}) == []
+    assert answer.feed("not a mapping") == []  # type: ignore[arg-type]
     assert not answer.finished
 
 
 def test_patching_does_not_touch_the_callers_message() -> None:
     value = {"chunks": ["a"]}
     message = {"blocks": [_patch("markdown_block", {"op": "replace", "path": "", "value": value})]}
-    answer = WebAnswer()
+    answer = WebDecoder()
     answer.feed(message)
     answer.feed({"blocks": [_patch("markdown_block", {"op": "add", "path": "/chunks/1", "value": "b"})]})
     assert value == {"chunks": ["a"]}
 
 
-def test_frames_decode_with_the_stream_decoder_for_any_model() -> None:
-    # The think section WebAnswer writes is split by the StreamDecoder even for a non-reasoning name.
-    answer = WebAnswer()
-    frames = [
-        answer.feed(
-            {"blocks": [_patch("plan_block", {"op": "replace", "path": "", "value": {"goals": ["Plan"]}})]}
-        ),
-        answer.feed({"blocks": [{"markdown_block": {"chunks": ["Ans"]}}]}),
-        answer.feed({"blocks": [{"markdown_block": {"chunks": ["Ans", "wer"]}}], "final_sse_message": True}),
-    ]
-    decoder = StreamDecoder("turbo")
+@pytest.mark.parametrize("model", ["turbo", "r1-1776", "pplx_reasoning"])
+def test_the_plan_is_reasoning_and_the_answer_text_for_every_model(model: str) -> None:
+    # No think section is written out, so no model's name changes how its answer reads.
+    answer = WebDecoder(model)
+    plan = _patch("plan_block", {"op": "replace", "path": "", "value": {"goals": ["Plan"]}})
     events = [
-        event for frame in frames if frame for event in decoder.feed(ProgressFrame.model_validate(frame))
+        *answer.feed({"blocks": [plan]}),
+        *answer.feed({"blocks": [{"markdown_block": {"chunks": ["  Ans"]}}]}),
+        *answer.feed(
+            {"blocks": [{"markdown_block": {"chunks": ["  Ans", "wer"]}}], "final_sse_message": True}
+        ),
     ]
-    text = "".join(getattr(e, "text", "") for e in events if type(e).__name__ == "TextDelta")
-    reasoning = "".join(getattr(e, "text", "") for e in events if type(e).__name__ == "ReasoningDelta")
-    assert (reasoning, text) == ("Plan", "Answer")
+    # Leading blanks of the answer are cut, as after a think section.
+    assert _said(events) == [("reasoning", "Plan"), ("text", "Ans"), ("text", "wer"), ("finished", [])]
+
+
+def test_chunks_added_at_the_end_in_the_middle_or_with_a_dash_land_where_json_patch_puts_them() -> None:
+    # Appends at the end take a fast path that is their own delta; anything else re-reads the chunks,
+    # and text already given out stays as it was (a delta cannot be taken back): what is new is
+    # what goes past it.
+    answer = WebDecoder()
+    answer.feed({"blocks": [{"intended_usage": "ask_text", "markdown_block": {"chunks": ["a"]}}]})
+    steps = [
+        ({"op": "add", "path": "/chunks/1", "value": "c"}, "ac", ["c"]),  # at the end: appended
+        ({"op": "add", "path": "/chunks/-", "value": "d"}, "acd", ["d"]),  # "-" is the end too
+        ({"op": "add", "path": "/chunks/1", "value": "b"}, "abcd", ["d"]),  # in the middle: one more char
+        ({"op": "add", "path": "/chunks/04", "value": "x"}, "abcdx", ["x"]),  # not an index: kept at the end
+        ({"op": "replace", "path": "/chunks/0", "value": "A"}, "Abcdx", []),  # changed in place: not longer
+        ({"op": "add", "path": "/chunks/5", "value": "y"}, "Abcdxy", ["y"]),
+        ({"op": "remove", "path": "/chunks/1"}, "Acdxy", []),
+        ({"op": "add", "path": "/chunks/5", "value": "z"}, "Acdxyz", ["z"]),
+    ]
+    for operation, document, deltas in steps:
+        events = answer.feed({"blocks": [_patch("markdown_block", operation)]})
+        assert "".join(answer._blocks["ask_text", "markdown_block"]["chunks"]) == document, operation
+        assert [e.text for e in events if isinstance(e, TextDelta)] == deltas, operation
 
 
 # --- LabsProtocol's web fields --------------------------------------------------------------------
@@ -654,44 +670,6 @@ def test_protocol_web_fields_hash_load_and_survive_pickle(tmp_path: Path) -> Non
 def test_protocol_refuses_a_web_path_that_is_not_a_path(bad: str) -> None:
     with pytest.raises(ValidationError, match="is not a URL path"):
         LabsProtocol(web_path=bad)
-
-
-@pytest.mark.parametrize(("model", "output"), [("turbo", "Answer"), ("r1-1776", "<think></think>\n\nAnswer")])
-def test_a_bare_answer_stays_an_answer_for_every_model(model: str, output: str) -> None:
-    # r1-1776's Labs output starts inside an unopened think section: WebAnswer spells it out.
-    answer = WebAnswer(model)
-    frames = [
-        answer.feed({"blocks": [{"markdown_block": {"chunks": ["Ans"]}}]}),
-        answer.feed({"blocks": [{"markdown_block": {"chunks": ["Ans", "wer"]}}], "final_sse_message": True}),
-    ]
-    assert frames[-1] is not None
-    assert frames[-1]["output"] == output
-    decoder = StreamDecoder(model)
-    events = [
-        event for frame in frames if frame for event in decoder.feed(ProgressFrame.model_validate(frame))
-    ]
-    assert [type(e).__name__ for e in events] == ["TextDelta", "TextDelta", "Finished"]
-    assert "".join(getattr(e, "text", "") for e in events) == "Answer"
-
-
-def test_chunks_added_at_the_end_in_the_middle_or_with_a_dash_land_where_json_patch_puts_them() -> None:
-    # Appends at the end take a fast path that extends the text; anything else re-reads the chunks.
-    answer = WebAnswer()
-    answer.feed({"blocks": [{"intended_usage": "ask_text", "markdown_block": {"chunks": ["a"]}}]})
-    steps = [
-        ({"op": "add", "path": "/chunks/1", "value": "c"}, "ac"),  # at the end: appended
-        ({"op": "add", "path": "/chunks/-", "value": "d"}, "acd"),  # "-" is the end too
-        ({"op": "add", "path": "/chunks/1", "value": "b"}, "abcd"),  # in the middle: inserted
-        ({"op": "add", "path": "/chunks/04", "value": "x"}, "abcdx"),  # not an index: kept at the end
-        ({"op": "replace", "path": "/chunks/0", "value": "A"}, "Abcdx"),  # changed in place: read again
-        ({"op": "add", "path": "/chunks/5", "value": "y"}, "Abcdxy"),
-        ({"op": "remove", "path": "/chunks/1"}, "Acdxy"),
-        ({"op": "add", "path": "/chunks/5", "value": "z"}, "Acdxyz"),
-    ]
-    for operation, output in steps:
-        frame = answer.feed({"blocks": [_patch("markdown_block", operation)]})
-        assert frame is not None, operation
-        assert frame["output"] == output, operation
 
 
 def test_request_headers_put_the_webs_origin_over_the_playgrounds_but_keep_what_the_user_set() -> None:

@@ -1,4 +1,4 @@
-"""The web wire over the test-double transport: what it requests, how it reads, drops and refuses, with no socket."""
+"""A web session over the test-double transport: what it requests, how it reads, drops and refuses, with no socket."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ import pytest
 from mocktransport import MockTransport, ScriptedStream, json_response, sse_response
 from webfake import ASK, SESSION, answer_message
 
-from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection
+from langchain_pplx_labs.connection import ConnectionSettings
 from langchain_pplx_labs.errors import (
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
     PerplexityLabsRateLimitError,
     PerplexityLabsTimeoutError,
 )
+from langchain_pplx_labs.events import TextDelta
 from langchain_pplx_labs.protocol import build_payload
 from langchain_pplx_labs.transports.base import ConnectError, ConnectTimeout, Request, Response
+from langchain_pplx_labs.web import WebSession
 
 BASE_URL = "http://web.test"
 SETTINGS = ConnectionSettings(base_url=BASE_URL, service="web")
@@ -41,12 +43,12 @@ def _web_app(*answers: Response, session: dict[str, Any] | None = None) -> MockT
 
 @pytest.fixture
 async def connect() -> AsyncIterator[Callable[[MockTransport], Any]]:
-    opened: list[LabsConnection] = []
+    opened: list[WebSession] = []
 
-    async def opening(http: MockTransport) -> LabsConnection:
-        connection = LabsConnection(SETTINGS, http=http)
+    async def opening(http: MockTransport) -> WebSession:
+        connection = WebSession(SETTINGS, http)
         opened.append(connection)
-        await connection.open("web")
+        await connection.open()
         return connection
 
     yield opening
@@ -54,25 +56,20 @@ async def connect() -> AsyncIterator[Callable[[MockTransport], Any]]:
         await connection.close(graceful=False)
 
 
-async def _outputs(connection: LabsConnection) -> list[str]:
-    """Each frame's output until the final one (the caller ends a query, as the client does)."""
-    outputs: list[str] = []
-    frames = connection.query(PAYLOAD)
-    try:
-        async for frame in frames:
-            outputs.append(frame["output"])
-            if frame.get("final"):
-                break
-    finally:
-        await frames.aclose()
-    return outputs
+async def _texts(connection: WebSession) -> list[str]:
+    """Each text delta until the answer's end (which ends the query)."""
+    texts: list[str] = []
+    async for event in connection.query(PAYLOAD):
+        if isinstance(event, TextDelta):
+            texts.append(event.text)
+    return texts
 
 
 async def test_the_session_check_then_the_question_posted_and_its_stream_read(connect: Any) -> None:
     answer, body = sse_response([answer_message("Paris"), answer_message("Paris [1].", final=True)])
     http = _web_app(answer, session={"user": {"id": "u-1"}})
     connection = await connect(http)
-    assert await _outputs(connection) == ["Paris", "Paris [1]."]
+    assert await _texts(connection) == ["Paris", " [1]."]
     assert [(r.method, urlsplit(r.url).path) for r in http.requests] == [("GET", SESSION), ("POST", ASK)]
     asked = http.requests[1]
     assert asked.headers["accept"] == "text/event-stream"
@@ -87,24 +84,24 @@ async def test_the_session_check_then_the_question_posted_and_its_stream_read(co
     assert not body.dropped
 
 
-async def test_an_abandoned_answer_drops_its_response_and_the_wire_asks_again(connect: Any) -> None:
+async def test_an_abandoned_answer_drops_its_response_and_the_session_asks_again(connect: Any) -> None:
     endless, dropped = sse_response([answer_message("Paris")], hold=True)
     whole, _ = sse_response([answer_message("Lyon.", final=True)])
     connection = await connect(_web_app(endless, whole))
-    frames = connection.query(PAYLOAD)
-    assert (await anext(frames))["output"] == "Paris"
-    await frames.aclose()
+    events = connection.query(PAYLOAD)
+    assert await anext(events) == TextDelta("Paris")
+    await events.aclose()
     assert dropped.dropped  # closed unread: a real transport drops its connection
     assert connection.alive
     assert not connection.answer_open
-    assert await _outputs(connection) == ["Lyon."]
+    assert await _texts(connection) == ["Lyon."]
 
 
 async def test_a_stream_that_breaks_off_is_a_disconnect_naming_the_cause(connect: Any) -> None:
     broken, _ = sse_response([answer_message("Par"), ConnectionResetError("reset by peer")])
     connection = await connect(_web_app(broken))
     with pytest.raises(PerplexityLabsDisconnectedError, match="ConnectionResetError: reset by peer"):
-        await _outputs(connection)
+        await _texts(connection)
     assert not connection.alive
 
 
@@ -113,7 +110,7 @@ async def test_a_refused_question_is_the_typed_error_and_its_body_is_closed(conn
     refusal = Response(429, [("Content-Type", "application/json")], limited)
     connection = await connect(_web_app(refusal))
     with pytest.raises(PerplexityLabsRateLimitError, match="slow down") as caught:
-        await _outputs(connection)
+        await _texts(connection)
     assert caught.value.error_code == "FREE_TIER_RATE_LIMITED"
     assert limited.closed
 
