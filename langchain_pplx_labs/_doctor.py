@@ -299,12 +299,7 @@ class _Walk(StepWalk):
             async for event in events:
                 if first:
                     first = False
-                    self.passed(
-                        STEPS[4],
-                        f"{self.settings.protocol.query_event} ({self.model})",
-                        until=connection.sent_at,
-                    )
-                    self.passed(STEPS[5], connection.last_progress)
+                    self._first_frame(connection)
                 if isinstance(event, TextDelta):
                     text.append(event.text)
                 elif isinstance(event, Finished):
@@ -313,7 +308,13 @@ class _Walk(StepWalk):
                     self.passed(STEPS[6], f"{count} frames, {sources} source{'s' * (sources != 1)}")
                     return
         except PerplexityLabsError as exc:
+            if first and connection.frames:
+                self._first_frame(connection)  # a frame came, and failed the answer (or made no text)
             raise self._answer_failed(connection, connection.frames, exc) from None
+
+    def _first_frame(self, connection: _Observed) -> None:
+        self.passed(STEPS[4], f"{self.settings.protocol.query_event} ({self.model})", until=connection.sent_at)
+        self.passed(STEPS[5], connection.last_progress)
 
     def _answer_failed(self, connection: _Observed, count: int, exc: PerplexityLabsError) -> Failed:
         if connection.sent_at is None:

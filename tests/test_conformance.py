@@ -475,8 +475,8 @@ def test_debug_logs_never_show_credentials(
         chat.invoke("q", stop=["answer"])
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("langchain_pplx_labs")]
     assert any("opened a Labs socket" in m for m in messages)
-    assert any("Labs query" in m for m in messages)
-    assert any("Labs answer finished" in m for m in messages)
+    assert any(m.startswith("query: model=") for m in messages)
+    assert any(m.startswith("answer finished: model=") for m in messages)
     assert any("stop sequence" in m for m in messages)
     assert "SECRET-COOKIE-123" not in caplog.text
     assert "SECRET-TOKEN-456" not in caplog.text

@@ -13,9 +13,11 @@ import pytest
 from langchain_pplx_labs import LabsProtocol
 from langchain_pplx_labs.emulator import LabsEmulator, Scenario
 from langchain_pplx_labs.emulator.web import WebVariant, split_reasoning
+from langchain_pplx_labs.errors import PerplexityLabsRateLimitError, PerplexityLabsServerError
+from langchain_pplx_labs.events import Finished, ReasoningDelta, StreamEvent, TextDelta
 from langchain_pplx_labs.protocol import LabsMessage
 from langchain_pplx_labs.sse import SSEMessage, SSEParser
-from langchain_pplx_labs.web_protocol import WebAnswer, web_headers, web_request_body
+from langchain_pplx_labs.web_protocol import WebDecoder, web_headers, web_request_body
 
 ANSWER = "Paris is the capital of France [1]."
 URLS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
@@ -44,10 +46,31 @@ async def _ask(
     return response, raw, parser.feed(raw) + parser.close()
 
 
-def _fold(messages: list[SSEMessage]) -> list[dict[str, Any]]:
-    answer = WebAnswer()
-    frames = [answer.feed(orjson.loads(m.data)) for m in messages if m.event == "message"]
-    return [frame for frame in frames if frame is not None]
+def _fold(messages: list[SSEMessage]) -> dict[str, Any]:
+    """What the client's codec reads from ``messages``: the answer (and plan, if any), sources, the end."""
+    answer = WebDecoder()
+    events: list[StreamEvent] = []
+    try:
+        for message in messages:
+            if message.event == "message":
+                events += answer.feed(orjson.loads(message.data))
+    except PerplexityLabsServerError as exc:
+        failed = {"status": "failed", "text": exc.server_message}
+        return failed | (
+            {"error_code": exc.error_code} if isinstance(exc, PerplexityLabsRateLimitError) else {}
+        )
+    read: dict[str, Any] = {"output": "".join(e.text for e in events if isinstance(e, TextDelta))}
+    reasoning = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
+    if reasoning:
+        read["reasoning"] = reasoning
+    ends = [e for e in events if isinstance(e, Finished)]
+    read["citations"] = (
+        [s.model_dump(exclude_none=True) if ends[0].rich_sources else s.url for s in ends[0].sources]
+        if ends
+        else []
+    )
+    read["final"] = bool(ends)
+    return read
 
 
 async def test_default_stream_is_schematized_with_final_sse_message_and_end_of_stream() -> None:
@@ -99,7 +122,7 @@ async def test_default_stream_is_schematized_with_final_sse_message_and_end_of_s
             ],
         },
     }
-    assert _fold(messages)[-1] == {"output": ANSWER, "citations": URLS, "final": True, "status": "completed"}
+    assert _fold(messages) == {"output": ANSWER, "citations": URLS, "final": True}
     assert emulator.requests[-1] == {
         "version": "2.18",
         "source": "default",
@@ -129,7 +152,12 @@ async def test_reasoning_arrives_as_plan_goals_before_the_answer() -> None:
             },
         }
     ]
-    assert _fold(messages)[-1]["output"] == "<think>Recall the capital.</think>\n\nParis."
+    assert _fold(messages) == {
+        "output": "Paris.",
+        "reasoning": "Recall the capital.",
+        "citations": _fold(messages)["citations"],
+        "final": True,
+    }
 
 
 async def test_titled_citations_keep_their_titles_and_sources_mode_block_variant() -> None:
@@ -140,7 +168,7 @@ async def test_titled_citations_keep_their_titles_and_sources_mode_block_variant
         _, _, messages = await _ask(emulator.base_url, _body())
     last = orjson.loads(messages[-2].data)
     assert last["blocks"][-1]["intended_usage"] == "sources_answer_mode"
-    assert _fold(messages)[-1]["citations"] == [
+    assert _fold(messages)["citations"] == [
         {"url": URLS[0], "title": "Paris"},
         {"url": URLS[1], "title": "Paris"},
     ]
@@ -164,11 +192,10 @@ async def test_older_text_stream_with_final_true_and_lf_lines() -> None:
         "web_results": [{"name": "", "url": URLS[0], "snippet": ""}],
     }
     assert last["final"] is True
-    assert _fold(messages)[-1] == {
+    assert _fold(messages) == {
         "output": ANSWER,
         "citations": URLS[:1],
         "final": True,
-        "status": "completed",
     }
 
 
@@ -204,16 +231,14 @@ async def test_status_only_marker_needs_the_end_of_the_stream() -> None:
     datas = [orjson.loads(m.data) for m in messages if m.event == "message"]
     assert all("final_sse_message" not in d for d in datas)
     assert datas[-1]["status"] == "COMPLETED"
-    answer = WebAnswer()
-    frames = [answer.feed(d) for d in datas]
-    assert all(frame is None or frame["final"] is False for frame in frames)
+    answer = WebDecoder()
+    events = [event for d in datas for event in answer.feed(d)]
+    assert events == [TextDelta("Done.")]  # no end yet
     assert messages[-1].event == "end_of_stream"
-    assert answer.finish() == {
-        "output": "Done.",
-        "citations": URLS,  # the emulator's made-up sources for a question about France
-        "final": True,
-        "status": "completed",
-    }
+    (end,) = answer.finish()
+    assert isinstance(end, Finished)
+    # the emulator's made-up sources for a question about France
+    assert [source.url for source in end.sources] == URLS
 
 
 async def test_failure_is_the_web_apps_failed_message() -> None:
@@ -223,7 +248,7 @@ async def test_failure_is_the_web_apps_failed_message() -> None:
         _, _, messages = await _ask(emulator.base_url, _body())
     assert [m.event for m in messages] == ["message", "message", "end_of_stream"]
     assert orjson.loads(messages[1].data) == {"status": "failed", "text": "Error in processing query."}
-    assert _fold(messages)[-1] == {"status": "failed", "text": "Error in processing query."}
+    assert _fold(messages) == {"status": "failed", "text": "Error in processing query."}
 
 
 async def test_anonymous_rate_limit_variant_and_a_signed_in_ask() -> None:
@@ -237,15 +262,12 @@ async def test_anonymous_rate_limit_variant_and_a_signed_in_ask() -> None:
         "experience": "upgrade",
         "final_sse_message": True,
     }
-    assert _fold(anonymous) == [
-        {
-            "status": "failed",
-            "text": "FREE_TIER_RATE_LIMITED",
-            "error_code": "FREE_TIER_RATE_LIMITED",
-            "experience": "upgrade",
-        }
-    ]
-    assert _fold(signed_in)[-1]["output"] == "Hi."
+    assert _fold(anonymous) == {
+        "status": "failed",
+        "text": "FREE_TIER_RATE_LIMITED",
+        "error_code": "FREE_TIER_RATE_LIMITED",
+    }
+    assert _fold(signed_in)["output"] == "Hi."
     assert orjson.loads(signed_in[0].data)["display_model"] == "pplx_pro"
     assert [r["model"] for r in emulator.requests] == ["turbo", "pplx_pro"]
 
@@ -301,7 +323,7 @@ async def test_a_moved_web_path_is_served_and_the_old_one_is_not() -> None:
         response, _, messages = await _ask(emulator.base_url, _body(), path="/rest/sse/ask_v2")
         old, _, _ = await _ask(emulator.base_url, _body())
     assert response.status == 200
-    assert _fold(messages)[-1]["output"] == "Moved."
+    assert _fold(messages)["output"] == "Moved."
     assert old.status == 404
 
 
@@ -315,7 +337,7 @@ async def test_a_conversation_reaches_the_responder_as_the_same_turns() -> None:
     async with LabsEmulator(lambda request: Scenario(answer=request.messages[-1]["content"])) as emulator:
         _, _, sse = await _ask(emulator.base_url, _body(messages=messages))
     assert emulator.requests[-1]["messages"] == messages
-    assert _fold(sse)[-1]["output"] == "[User]\nAnd Italy?"
+    assert _fold(sse)["output"] == "[User]\nAnd Italy?"
 
 
 async def test_unknown_events_and_raw_garbage_are_sent_as_the_scenario_says() -> None:
@@ -358,7 +380,7 @@ async def test_a_client_leaving_a_stalled_answer_logs_no_traceback(caplog: pytes
     caplog.set_level(logging.DEBUG, logger="aiohttp")
     async with _emulator(Scenario(answer="abcdefghij", chunk_size=3, stall_after=1)) as emulator:
         _, _, messages = await _ask_until_stalled(emulator)
-        assert _fold(messages) == [{"output": "abc", "citations": [], "final": False}]
+        assert _fold(messages) == {"output": "abc", "citations": [], "final": False}
         await asyncio.sleep(0.2)  # the handler sees the client gone at its next look
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
 

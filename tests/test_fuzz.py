@@ -15,14 +15,12 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_pplx_labs import packets
 from langchain_pplx_labs._json import OrjsonPacket
 from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError
+from langchain_pplx_labs.events import Finished, ReasoningDelta, TextDelta
 from langchain_pplx_labs.messages import to_labs_messages
 from langchain_pplx_labs.protocol import (
     THINK_CLOSE,
     THINK_OPEN,
-    Finished,
-    ReasoningDelta,
     StreamDecoder,
-    TextDelta,
     build_payload,
     parse_frame,
 )

@@ -11,15 +11,11 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsProtocolError,
     PerplexityLabsServerError,
 )
+from langchain_pplx_labs.events import Finished, ReasoningDelta, Source, StreamEvent, TextDelta
 from langchain_pplx_labs.protocol import (
-    Finished,
     LabsMessage,
     ProgressFrame,
-    ReasoningDelta,
-    Source,
     StreamDecoder,
-    StreamEvent,
-    TextDelta,
     build_payload,
     is_progress_event,
     parse_frame,
