@@ -12,8 +12,8 @@ from benchmarks._common import Row, print_table
 from benchmarks.reference_client import reference_ask
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import EmulatorThread
+from langchain_pplx_labs.events import TextDelta
 from langchain_pplx_labs.messages import to_labs_payload
-from langchain_pplx_labs.protocol import StreamDecoder, TextDelta
 
 FRAMES = 100  # cumulative frames per answer, whatever its size: wire bytes grow linearly with size
 SIZES = {"10 KB": 10_000, "100 KB": 100_000, "1 MB": 1_000_000}
@@ -36,13 +36,13 @@ async def _ours(chat: ChatPerplexityLabs, size: int) -> float:
 
 
 async def _client(chat: ChatPerplexityLabs, size: int) -> float:
-    # The package's client alone (frames off the socket, decoded into deltas), no LangChain layer.
+    # The package's client alone (the answer's events off the socket), no LangChain layer.
     payload = to_labs_payload([HumanMessage("long answer")], chat.model, protocol=chat.protocol)
-    decoder = StreamDecoder(chat.model)
     started = time.thread_time()
     received = 0
-    async for frame in chat._labs_client().stream(payload):
-        received += sum(len(event.text) for event in decoder.feed(frame) if isinstance(event, TextDelta))
+    async for event in chat._labs_client().stream(payload):
+        if isinstance(event, TextDelta):
+            received += len(event.text)
     assert received == size, (received, size)
     return time.thread_time() - started
 

@@ -17,8 +17,8 @@ from benchmarks._emulator_process import emulator_process
 from benchmarks.web_reference_client import web_reference_ask
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import EmulatorThread
+from langchain_pplx_labs.events import TextDelta
 from langchain_pplx_labs.messages import to_labs_payload
-from langchain_pplx_labs.protocol import StreamDecoder, TextDelta
 
 MODEL = "turbo"  # the web app's anonymous model: no plan, so the first text is answer text for both clients
 # Paced as the corpus cassettes are where nothing else is recorded (recording/build_corpus.py):
@@ -140,12 +140,12 @@ async def _cpu(base_url: str, size: int, reps: int) -> dict[str, list[float]]:
         assert len(answer.text) == size, (len(answer.text), size)
 
     async def client() -> None:
-        # The package's client alone: frames off the wire, decoded into deltas, no LangChain layer.
+        # The package's client alone: the answer's events off the wire, no LangChain layer.
         payload = to_labs_payload([HumanMessage("long answer")], chat.model, protocol=chat.protocol)
-        decoder = StreamDecoder(chat.model)
         received = 0
-        async for frame in chat._labs_client().stream(payload):
-            received += sum(len(event.text) for event in decoder.feed(frame) if isinstance(event, TextDelta))
+        async for event in chat._labs_client().stream(payload):
+            if isinstance(event, TextDelta):
+                received += len(event.text)
         assert received == size, (received, size)
 
     async def astream() -> None:

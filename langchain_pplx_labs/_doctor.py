@@ -313,7 +313,9 @@ class _Walk(StepWalk):
             raise self._answer_failed(connection, connection.frames, exc) from None
 
     def _first_frame(self, connection: _Observed) -> None:
-        self.passed(STEPS[4], f"{self.settings.protocol.query_event} ({self.model})", until=connection.sent_at)
+        self.passed(
+            STEPS[4], f"{self.settings.protocol.query_event} ({self.model})", until=connection.sent_at
+        )
         self.passed(STEPS[5], connection.last_progress)
 
     def _answer_failed(self, connection: _Observed, count: int, exc: PerplexityLabsError) -> Failed:

@@ -238,7 +238,9 @@ class WebSession:
             # off here: unlike a Labs socket, an HTTP answer can be dropped alone.
             self._drop_response()
 
-    def _decode(self, messages: list[SSEMessage], decoder: WebDecoder, *, ended: bool) -> Iterator[StreamEvent]:
+    def _decode(
+        self, messages: list[SSEMessage], decoder: WebDecoder, *, ended: bool
+    ) -> Iterator[StreamEvent]:
         """The events of one read's messages, message by message: a failure after text raises after it."""
         for message in messages:
             if decoder.finished:
