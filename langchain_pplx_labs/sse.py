@@ -65,13 +65,26 @@ class SSEParser:
             text = text.removeprefix("\ufeff")
         if self._after_cr and text.startswith("\n"):
             text = text[1:]
-        start = 0
-        for match in _LINE_END.finditer(text):  # only the new text: the pending pieces have no line end
-            self._line(self._take_line(text[start : match.start()]), messages)
-            start = match.end()
-        if start < len(text):
-            self._pending.append(text[start:])
         self._after_cr = text.endswith("\r")
+        # Only the new text is split: the pending pieces have no line end. The last piece is
+        # what follows the last line end: the start of a line still to come.
+        lines = _LINE_END.split(text)
+        rest = lines.pop()
+        if lines and self._pending:
+            lines[0] = self._take_line(lines[0])
+        for line in lines:
+            # The two lines of nearly every message, read here; the other fields in _line.
+            if not line:
+                if self._data or self._event:
+                    messages.append(SSEMessage(self._event or "message", "\n".join(self._data)))
+                    self._event = ""
+                    self._data = []
+            elif line.startswith("data:"):
+                self._data.append(line[6:] if line.startswith("data: ") else line[5:])
+            else:
+                self._line(line, messages)
+        if rest:
+            self._pending.append(rest)
         return messages
 
     def _take_line(self, last: str) -> str:

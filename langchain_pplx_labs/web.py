@@ -31,7 +31,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsTimeoutError,
     excerpt_of,
 )
-from langchain_pplx_labs.events import StreamEvent
+from langchain_pplx_labs.events import ReasoningDelta, StreamEvent, TextDelta
 from langchain_pplx_labs.sse import SSEMessage, SSEParser
 from langchain_pplx_labs.transports.base import (
     CertificateError,
@@ -226,7 +226,7 @@ class WebSession:
                 except TransportError as exc:
                     raise self._broke_off(f"the event stream broke off ({_named(exc)})") from exc
                 messages = parser.feed(chunk) if chunk else parser.close()
-                for event in self._decode(messages, decoder, ended=not chunk):
+                for event in coalesced(self._decode(messages, decoder, ended=not chunk)):
                     yield event
                     # Set after the yield: the caller's own time between events is not the server's silence.
                     deadline.applies("idle", timeouts.idle)
@@ -338,6 +338,35 @@ class WebSession:
     def _headers(self, extra: Mapping[str, str]) -> CIMultiDict[str]:
         """``extra`` (the web app's headers), then the settings' own (see :func:`web_request_headers`)."""
         return web_request_headers(extra, self.settings.headers, self.settings.protocol)
+
+
+def coalesced(events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
+    """``events`` with each run of text deltas (or of reasoning deltas) joined into one.
+
+    A read of the stream often brings several messages at once (a burst, a slow reader): their
+    text was all there at the same moment, so it goes on as one delta, and the layers above make
+    one chunk of it instead of one per message. An error raised mid-run comes after the text before it.
+    """
+    kind: type[TextDelta | ReasoningDelta] | None = None
+    run: list[str] = []
+    try:
+        for event in events:
+            if type(event) is kind:
+                run.append(event.text)
+                continue
+            if kind is not None:
+                yield kind("".join(run))
+            if isinstance(event, TextDelta | ReasoningDelta):
+                kind, run = type(event), [event.text]
+            else:
+                kind, run = None, []
+                yield event
+    except Exception:
+        if kind is not None:
+            yield kind("".join(run))
+        raise
+    if kind is not None:
+        yield kind("".join(run))
 
 
 def _closed_while_connecting() -> PerplexityLabsConnectionError:
