@@ -32,7 +32,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsTimeoutError,
     excerpt_of,
 )
-from langchain_pplx_labs.events import Finished, TextDelta
+from langchain_pplx_labs.events import Finished, StreamEvent, TextDelta
 from langchain_pplx_labs.protocol import LabsProtocol, build_payload
 from langchain_pplx_labs.sse import SSEMessage
 from langchain_pplx_labs.transports import http_transport
@@ -108,6 +108,14 @@ class _WebWalk(StepWalk):
         if self.first_message is None:
             self.first_message = (time.monotonic(), message)
 
+    def on_events(self, events: list[StreamEvent]) -> None:
+        """The session's tap: what the message just read made (the first answer text, say)."""
+        if self.first_text is None:
+            text = next((e.text for e in events if isinstance(e, TextDelta) and e.text), None)
+            if text is not None:
+                self.first_text = (time.monotonic(), text)
+                self.text_in_message = self.messages
+
     async def run(self) -> None:
         # Dialling as the pool's transport does, watched by the walk's clocks.
         http = _Watched(
@@ -157,13 +165,9 @@ class _WebWalk(StepWalk):
             await events.aclose()
 
     async def _read(self, events: Any) -> None:
-        # Events are yielded as each message is decoded: now is when the message that made them arrived.
         text: list[str] = []
         async for event in events:
-            if isinstance(event, TextDelta) and event.text:
-                if self.first_text is None:
-                    self.first_text = (time.monotonic(), event.text)
-                    self.text_in_message = self.messages
+            if isinstance(event, TextDelta):
                 text.append(event.text)
             elif isinstance(event, Finished):
                 self.report.answer = "".join(text)

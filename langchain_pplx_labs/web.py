@@ -31,7 +31,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsTimeoutError,
     excerpt_of,
 )
-from langchain_pplx_labs.events import ReasoningDelta, StreamEvent, TextDelta
+from langchain_pplx_labs.events import StreamEvent
 from langchain_pplx_labs.sse import SSEMessage, SSEParser
 from langchain_pplx_labs.transports.base import (
     CertificateError,
@@ -63,9 +63,13 @@ _CERTIFICATE_HINT = " (TLS certificate not trusted: pass ssl_context= with your 
 
 
 class WebTap(Protocol):
-    """Watches a session's ask: each SSE message as it is read (``pplx-labs doctor`` and the recorder)."""
+    """Watches a session's ask message by message (``pplx-labs doctor``): what was read, what it made."""
 
-    def on_message(self, message: SSEMessage) -> None: ...
+    def on_message(self, message: SSEMessage) -> None:
+        """A message as it is read, before it is decoded."""
+
+    def on_events(self, events: list[StreamEvent]) -> None:
+        """What that message made, as soon as it is decoded."""
 
 
 class WebSession:
@@ -226,7 +230,7 @@ class WebSession:
                 except TransportError as exc:
                     raise self._broke_off(f"the event stream broke off ({_named(exc)})") from exc
                 messages = parser.feed(chunk) if chunk else parser.close()
-                for event in coalesced(self._decode(messages, decoder, ended=not chunk)):
+                for event in self._decode(messages, decoder, ended=not chunk):
                     yield event
                     # Set after the yield: the caller's own time between events is not the server's silence.
                     deadline.applies("idle", timeouts.idle)
@@ -248,13 +252,15 @@ class WebSession:
             if self.tap is not None:
                 self.tap.on_message(message)
             if is_end_marker(message):
-                yield from decoder.finish()
-                continue
-            data = message_json(message)  # raises a protocol error for data that is not a JSON object
-            if data is None:
+                events = decoder.finish()
+            elif (data := message_json(message)) is not None:  # not a JSON object: a protocol error
+                events = decoder.feed(data)
+            else:
                 logger.debug("ignoring web event %r", message.event)
                 continue
-            yield from decoder.feed(data)
+            if self.tap is not None:
+                self.tap.on_events(events)
+            yield from events
         if ended and not decoder.finished:
             if not decoder.completed:
                 raise self._broke_off("the server ended the event stream before the answer's last message")
@@ -338,35 +344,6 @@ class WebSession:
     def _headers(self, extra: Mapping[str, str]) -> CIMultiDict[str]:
         """``extra`` (the web app's headers), then the settings' own (see :func:`web_request_headers`)."""
         return web_request_headers(extra, self.settings.headers, self.settings.protocol)
-
-
-def coalesced(events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
-    """``events`` with each run of text deltas (or of reasoning deltas) joined into one.
-
-    A read of the stream often brings several messages at once (a burst, a slow reader): their
-    text was all there at the same moment, so it goes on as one delta, and the layers above make
-    one chunk of it instead of one per message. An error raised mid-run comes after the text before it.
-    """
-    kind: type[TextDelta | ReasoningDelta] | None = None
-    run: list[str] = []
-    try:
-        for event in events:
-            if type(event) is kind:
-                run.append(event.text)
-                continue
-            if kind is not None:
-                yield kind("".join(run))
-            if isinstance(event, TextDelta | ReasoningDelta):
-                kind, run = type(event), [event.text]
-            else:
-                kind, run = None, []
-                yield event
-    except Exception:
-        if kind is not None:
-            yield kind("".join(run))
-        raise
-    if kind is not None:
-        yield kind("".join(run))
 
 
 def _closed_while_connecting() -> PerplexityLabsConnectionError:
