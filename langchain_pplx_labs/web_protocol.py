@@ -71,7 +71,9 @@ SUPPORTED_BLOCK_USE_CASES = (
 
 def is_end_marker(message: SSEMessage) -> bool:
     """True for a message that ends the stream: an ``end_of_stream`` event, or ``data: [DONE]``."""
-    return message.event == WEB_END_EVENT or message.data.strip() == "[DONE]"
+    data = message.data
+    # Looked at for every message: an answer's (a JSON object, hundreds of bytes) is never copied.
+    return message.event == WEB_END_EVENT or (len(data) < 32 and data.strip() == "[DONE]")
 
 
 def message_json(message: SSEMessage) -> dict[str, Any] | None:
@@ -79,7 +81,7 @@ def message_json(message: SSEMessage) -> dict[str, Any] | None:
 
     Data that is not a JSON object raises :class:`PerplexityLabsProtocolError` with its start.
     """
-    if message.event != "message" or is_end_marker(message) or not message.data.strip():
+    if message.event != "message" or (not message.data.startswith("{") and not _json_data(message)):
         return None
     try:
         data = orjson.loads(message.data)
@@ -93,6 +95,11 @@ def message_json(message: SSEMessage) -> dict[str, Any] | None:
             excerpt=excerpt_of(message.data),
         )
     return data
+
+
+def _json_data(message: SSEMessage) -> bool:
+    """Whether data that does not start an object is still to be read as JSON: not empty, not an end marker."""
+    return bool(message.data.strip()) and not is_end_marker(message)
 
 
 # --- Conversation transcript ----------------------------------------------------------------------
