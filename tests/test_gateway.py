@@ -383,6 +383,67 @@ def test_malformed_requests_get_400_naming_the_field(
     assert emulator.requests == []  # refused before anything was sent
 
 
+@pytest.mark.parametrize(
+    ("messages", "words"),
+    [
+        pytest.param(
+            [{"role": "user", "content": ""}], "messages[0] is the question and has no text", id="empty"
+        ),
+        pytest.param([{"role": "user", "content": " \n\t"}], "messages[0] is the question", id="whitespace"),
+        pytest.param([{"role": "user", "content": []}], "messages[0] is the question", id="no-parts"),
+        pytest.param(
+            [{"role": "user", "content": [{"type": "text", "text": "  "}]}],
+            "messages[0] is the question",
+            id="blank-part",
+        ),
+        pytest.param(
+            [{"role": "system", "content": "Be brief."}],
+            "messages has no question: it needs a user message with text, and has only system messages",
+            id="system-only",
+        ),
+        pytest.param(
+            [{"role": "system", "content": "Be brief."}, {"role": "assistant", "content": "Hello."}],
+            "has only system and assistant messages",
+            id="no-user",
+        ),
+        pytest.param(
+            [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "   "},
+            ],
+            "messages[2] is the question and has no text",
+            id="blank-last-turn",
+        ),
+    ],
+)
+def test_a_request_without_a_question_is_400(
+    client: openai.OpenAI, emulator: LabsEmulator, messages: Any, words: str
+) -> None:
+    # Issue #31: these were sent to Labs as they were, and answered with a 200.
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="sonar", messages=messages)
+    assert refused.value.status_code == 400
+    assert refused.value.body["type"] == "invalid_request_error"
+    assert refused.value.body["param"] == "messages"
+    assert words in refused.value.message
+    assert emulator.requests == []  # refused before anything was sent
+
+
+def test_a_question_may_come_before_the_last_message(client: openai.OpenAI, emulator: LabsEmulator) -> None:
+    # An assistant turn to continue, or tool results after the question, still carry one: they pass.
+    prefilled = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    assert client.chat.completions.create(model="sonar", messages=prefilled).choices[0].message.content
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    results: Any = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": ""},
+    ]
+    assert client.chat.completions.create(model="sonar", messages=results).choices[0].message.content
+    assert len(emulator.requests) == 2
+
+
 def test_bad_model_name_and_oversized_conversation_are_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="Invalid Labs model name"):
         ask(client, model="no spaces allowed")

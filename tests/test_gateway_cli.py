@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +16,8 @@ import openai
 import pytest
 from clirun import run_cli
 from devmode import Scenario, run_scenarios_under_dev_mode
+
+from langchain_pplx_labs.emulator import LabsEmulator
 
 
 def _spawn(*flags: str) -> subprocess.Popen[str]:
@@ -163,6 +168,107 @@ def test_port_in_use_is_one_line(follow_tools_gateway: str) -> None:
     err = result.stderr
     assert err.startswith(f"pplx-labs: error: cannot serve on 127.0.0.1:{port}: ")
     assert len(err.splitlines()) == 1
+
+
+def _ask_in_background(root: str) -> tuple[threading.Thread, list[BaseException | str]]:
+    """One chat completion posted from a thread; its outcome (the answer, or what was raised) lands in the list."""
+    outcome: list[BaseException | str] = []
+
+    def ask() -> None:
+        with openai.OpenAI(base_url=root + "/v1", api_key="unused", max_retries=0, timeout=120) as client:
+            try:
+                answer = client.chat.completions.create(
+                    model="sonar", messages=[{"role": "user", "content": "Anyone there?"}]
+                )
+                outcome.append(answer.choices[0].message.content or "")
+            except openai.APIError as exc:
+                outcome.append(exc)
+
+    thread = threading.Thread(target=ask, name="asking", daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _until_asked(emulator: LabsEmulator) -> None:
+    """Return once the question reached the emulator: the gateway's handler now waits on a silent upstream."""
+    deadline = time.monotonic() + 60
+    while not emulator.requests:
+        assert time.monotonic() < deadline, "the question never reached the emulator"
+        time.sleep(0.02)
+
+
+def _exit_code(process: subprocess.Popen[str], within: float) -> int | None:
+    """The process's exit code once it ended, ``None`` (and killed) if it is still running after ``within`` s."""
+    try:
+        return process.wait(timeout=within)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return None
+
+
+@pytest.mark.system  # a signal to a real process is the subject
+@pytest.mark.parametrize(
+    ("transport", "signum", "code"),
+    [
+        pytest.param("labs", signal.SIGINT, 130, id="labs-ctrl-c"),
+        pytest.param("web", signal.SIGINT, 130, id="web-ctrl-c"),
+        pytest.param("labs", signal.SIGTERM, 0, id="labs-sigterm"),
+    ],
+)
+def test_a_signal_cancels_an_answer_waiting_on_a_silent_upstream(
+    emulator: LabsEmulator, transport: str, signum: int, code: int
+) -> None:
+    """Issue #31: the gateway exited only when the silent upstream's 60 s first-token timeout fired."""
+    emulator.script(stall_after=0)  # takes the question, never answers: serve --silent
+    process, root = _start("--transport", transport, "--base-url", emulator.base_url)
+    asking, outcome = _ask_in_background(root)
+    try:
+        _until_asked(emulator)
+        process.send_signal(signum)
+        # The answers in flight get --shutdown-timeout (3 s) and are then cancelled: well within 10 s,
+        # while the model's own first_token timeout (60 s) would have held it a minute.
+        exited = _exit_code(process, within=10)
+    finally:
+        if process.poll() is None:  # the test failed before the process ended
+            process.kill()
+        _, stderr = process.communicate(timeout=15)
+        asking.join(timeout=30)
+    assert exited == code, stderr
+    banner, *said = stderr.splitlines()
+    assert banner.startswith("pplx-labs gateway on ")
+    assert said == [
+        "pplx-labs gateway: stopping; waiting 3s for 1 answer in flight, then cancelling (Ctrl+C again to cancel now)"
+    ]
+    # The client's connection closed without an answer (rather than a 504 a minute later).
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], openai.APIConnectionError), outcome
+
+
+@pytest.mark.system
+def test_a_second_ctrl_c_cancels_the_answers_in_flight_at_once(emulator: LabsEmulator) -> None:
+    emulator.script(stall_after=0)
+    # A grace far longer than the test may wait: only the second Ctrl+C can end it in time.
+    process, root = _start(
+        "--transport", "labs", "--base-url", emulator.base_url, "--shutdown-timeout", "600"
+    )
+    asking, outcome = _ask_in_background(root)
+    assert process.stderr is not None
+    try:
+        _until_asked(emulator)
+        process.send_signal(signal.SIGINT)
+        lines = [process.stderr.readline() for _ in range(2)]  # the banner, then the first Ctrl+C's line
+        assert lines[1].startswith("pplx-labs gateway: stopping; waiting 600s for 1 answer in flight"), lines
+        process.send_signal(signal.SIGINT)
+        exited = _exit_code(process, within=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        _, rest = process.communicate(timeout=15)
+        asking.join(timeout=30)
+    assert exited == 130, rest
+    assert rest == ""  # nothing more than that one line
+    assert isinstance(outcome[0], openai.APIConnectionError), outcome
 
 
 # Each case: seconds between Labs frames, whether the server cancels a handler whose client left,

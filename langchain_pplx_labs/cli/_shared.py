@@ -97,6 +97,43 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
+class StopSignals:
+    """SIGINT and SIGTERM as they arrive, for a server that stops in steps: the first signal asks it to
+    stop, a second to stop now; :meth:`restore` hands any further one back to Python's defaults.
+
+    Install it before the URL is printed, as :func:`stop_on_signals`: whoever read it may stop us at once.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._arrived: asyncio.Queue[int] = asyncio.Queue()
+        self.received: list[int] = []
+        """Every signal so far, in order."""
+        for signum in _STOP_SIGNALS:
+            self._loop.add_signal_handler(signum, self._arrive, signum)
+
+    def _arrive(self, signum: int) -> None:
+        self.received.append(signum)
+        self._arrived.put_nowait(signum)
+
+    async def next(self) -> int:
+        """Wait for the next signal (one that came earlier is returned at once)."""
+        return await self._arrived.get()
+
+    @property
+    def exit_code(self) -> int:
+        """130 once a SIGINT came (Ctrl+C: interrupted, as the CLI says elsewhere), else 0 (SIGTERM: a clean stop)."""
+        return 130 if signal.SIGINT in self.received else 0
+
+    def restore(self) -> None:
+        """Python's own handling again: another Ctrl+C raises ``KeyboardInterrupt``, SIGTERM ends the process."""
+        for signum in _STOP_SIGNALS:
+            self._loop.remove_signal_handler(signum)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.asynccontextmanager
 async def listening(
     host: str, port: int, start: Callable[[], Awaitable[object]], stop: Callable[[], Awaitable[object]]

@@ -7,19 +7,27 @@ import asyncio
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_pplx_labs._cliargs import CliError, port, positive_int, positive_seconds
+from langchain_pplx_labs._cliargs import CliError, port, positive_int, positive_seconds, seconds
 from langchain_pplx_labs.cli._shared import (
+    StopSignals,
     add_protocol_flag,
     add_transport_flag,
     is_loopback,
     labs_protocol,
     listening,
     maybe_emulator,
-    stop_on_signals,
     transport_option,
 )
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from langchain_pplx_labs.gateway.app import Gateway
+
+SHUTDOWN_TIMEOUT = 3.0
+"""Seconds the answers in flight get to finish after SIGINT / SIGTERM before they are cancelled."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -79,6 +87,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "(default $PPLX_LABS_GATEWAY_PROTOCOL)",
     )
     add_transport_flag(parser)
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=seconds,
+        default=SHUTDOWN_TIMEOUT,
+        metavar="SECONDS",
+        help="on SIGINT / SIGTERM, seconds the answers in flight get to finish before they are cancelled "
+        f"(default {SHUTDOWN_TIMEOUT:g}; a second signal cancels them at once)",
+    )
     parser.add_argument("--max-body-bytes", type=positive_int, default=4 * 1024 * 1024)
     parser.add_argument("--max-messages", type=positive_int, default=512)
     parser.set_defaults(run=run)
@@ -86,7 +102,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the flags, then serve until SIGINT / SIGTERM."""
+    """Check the flags, then serve until SIGINT (exit 130) or SIGTERM (exit 0)."""
     if args.follow_tools and not args.emulator:
         raise CliError("--follow-tools needs --emulator (it chooses how the emulator answers)")
     if not is_loopback(args.host) and args.api_key is None and not args.insecure_no_auth:
@@ -100,13 +116,13 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from langchain_pplx_labs.gateway.app import GatewaySettings, create_app, logger
+    from langchain_pplx_labs.gateway.app import GATEWAY, GatewaySettings, create_app, logger
 
     # One line per request on stderr (method, path, status, time): never bodies, headers or keys.
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
 
-    stop = stop_on_signals()
+    signals = StopSignals()
     protocol = labs_protocol(args)
     async with maybe_emulator(args.emulator, protocol, follow_tools=args.follow_tools) as emulator_url:
         settings = GatewaySettings(
@@ -122,10 +138,19 @@ async def _serve(args: argparse.Namespace) -> int:
         )
         # handler_cancellation: a client that leaves mid-answer cancels its handler at once,
         # which releases the Labs socket even while Labs is silent.
-        runner = web.AppRunner(create_app(settings), handler_cancellation=True, access_log=None)
+        app = create_app(settings)
+        # _shut_down cancels the handlers still running after --shutdown-timeout; aiohttp's own wait
+        # is a bound behind it (its 0 would mean no bound at all, and its default is a minute).
+        runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=args.shutdown_timeout + 1.0
+        )
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
-        async with listening(args.host, args.port, site.start, runner.cleanup):
+
+        async def shut_down() -> None:
+            await _shut_down(runner, app[GATEWAY], signals, args.shutdown_timeout)
+
+        async with listening(args.host, args.port, site.start, shut_down):
             root = _root_url(args.host, _bound_port(site))
             print(root, flush=True)
             print(
@@ -133,8 +158,31 @@ async def _serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            await stop.wait()
-    return 0
+            await signals.next()
+    return signals.exit_code
+
+
+async def _shut_down(runner: web.AppRunner, gateway: Gateway, signals: StopSignals, grace: float) -> None:
+    """Stop listening; the answers in flight get ``grace`` seconds to finish, or until the next signal,
+    and then are cancelled (a silent Labs would otherwise hold the exit until its own timeout)."""
+    if gateway.in_flight:
+        answers = "1 answer" if gateway.in_flight == 1 else f"{gateway.in_flight} answers"
+        plan = (
+            f"waiting {grace:g}s for {answers} in flight, then cancelling (Ctrl+C again to cancel now)"
+            if grace
+            else f"cancelling {answers} in flight"
+        )
+        print(f"pplx-labs gateway: stopping; {plan}", file=sys.stderr, flush=True)
+    cleanup = asyncio.ensure_future(runner.cleanup())
+    hurry = asyncio.ensure_future(signals.next())
+    try:
+        await asyncio.wait((cleanup, hurry), timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hurry.cancel()
+    if not cleanup.done():
+        signals.restore()  # should the cancelled answers still hang, a third Ctrl+C ends the process
+        gateway.cancel_in_flight()
+    await cleanup
 
 
 def _bound_port(site: Any) -> int:

@@ -9,14 +9,14 @@ import inspect
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Raw, Scenario, Stall, Step
-from langchain_pplx_labs.protocol import IMPLICIT_THINK_MODELS, THINK_CLOSE, THINK_OPEN
+from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Raw, Responder, Scenario, Stall, Step
+from langchain_pplx_labs.protocol import IMPLICIT_THINK_MODELS, THINK_CLOSE, THINK_OPEN, LabsProtocol
 from langchain_pplx_labs.sse import sse_message
 from langchain_pplx_labs.web_protocol import (
     WEB_END_EVENT,
@@ -24,9 +24,6 @@ from langchain_pplx_labs.web_protocol import (
     labs_model_name,
     messages_from_query,
 )
-
-if TYPE_CHECKING:
-    from langchain_pplx_labs.emulator.server import LabsEmulator
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +55,22 @@ class WebVariant(BaseModel):
     """``rate_limited``: an ask without a session cookie gets ``FREE_TIER_RATE_LIMITED``."""
 
 
+class WebHost(Protocol):
+    """What the web endpoint uses of the emulator it serves beside: its protocol, its responder and the
+    list its questions are recorded in (``LabsEmulator`` has them; the arrow goes server -> web only)."""
+
+    @property
+    def protocol(self) -> LabsProtocol: ...
+
+    @property
+    def responder(self) -> Responder: ...
+
+    @property
+    def requests(self) -> list[dict[str, Any]]: ...
+
+
 class WebEndpoint:
-    """Serves ``POST <web_path>`` and ``GET <web_session_path>`` for a :class:`LabsEmulator`.
+    """Serves ``POST <web_path>`` and ``GET <web_session_path>`` for a :class:`WebHost` (the emulator).
 
     An ask's ``query_str`` becomes the same :class:`LabsRequest` the Socket.IO side builds, the
     emulator's responder gives the same steps, and each Labs frame is rendered as the web app's
@@ -67,7 +78,7 @@ class WebEndpoint:
     """
 
     def __init__(
-        self, emulator: LabsEmulator, variant: WebVariant | None = None, *, max_recorded: int = 1000
+        self, emulator: WebHost, variant: WebVariant | None = None, *, max_recorded: int = 1000
     ) -> None:
         self.emulator = emulator
         self.max_recorded = max_recorded

@@ -7,8 +7,8 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -119,6 +119,34 @@ class Gateway:
         self.model = ChatPerplexityLabs(**options)
         self._secrets = settings.secrets()
         self._slots: asyncio.Semaphore | None = None
+        self._in_flight: set[asyncio.Task[Any]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests whose handler is running now."""
+        return len(self._in_flight)
+
+    def cancel_in_flight(self) -> int:
+        """Cancel every request being answered, for a server that stops without waiting; how many there were.
+
+        Each one's chunk stream is closed as it unwinds, which gives its Labs socket back, and its client's
+        connection is closed without an answer.
+        """
+        tasks = list(self._in_flight)
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """Count the current task (a request's handler) as a request in flight while the block runs."""
+        task = asyncio.current_task()
+        assert task is not None, "aiohttp handles every request in a task"
+        self._in_flight.add(task)
+        try:
+            yield
+        finally:
+            self._in_flight.discard(task)
 
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -159,7 +187,9 @@ GATEWAY = web.AppKey("gateway", Gateway)
 def create_app(settings: GatewaySettings | None = None) -> web.Application:
     """The gateway as an aiohttp application (settings from the environment when not given)."""
     gateway = Gateway(settings or GatewaySettings.from_env())
-    app = web.Application(middlewares=[_errors, _auth], client_max_size=gateway.settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[_in_flight, _errors, _auth], client_max_size=gateway.settings.max_body_bytes
+    )
     app[GATEWAY] = gateway
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
@@ -179,6 +209,13 @@ async def _close_model(app: web.Application) -> None:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request is counted while it is answered, so a stopping server can cancel what is left."""
+    with request.app[GATEWAY].answering():
+        return await handler(request)
 
 
 @web.middleware

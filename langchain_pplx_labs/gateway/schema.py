@@ -109,11 +109,43 @@ def parse_request(body: bytes, *, max_messages: int) -> ChatRequest:
             f"Too many messages: {len(request.messages)}, this gateway takes at most {max_messages}",
             "messages",
         )
+    _check_question(request.messages)
     if request.n not in (None, 1):
         raise invalid("Only n=1 is supported: Labs gives one answer per question", "n")
     if request.tool_choice is not None and not request.tools and request.tool_choice not in ("none", "auto"):
         raise invalid("tool_choice needs tools", "tool_choice")
     return request
+
+
+def _check_question(messages: list[MessageIn]) -> None:
+    """A 400 when the conversation asks nothing: no user message, or a last one without text.
+
+    Labs answers the last user message (or the tool results after it); sent blank, it would answer
+    a question nobody asked. A part that is not text counts as content here: ``to_langchain`` names it.
+    """
+    asking = [index for index, message in enumerate(messages) if message.role in ("user", "tool", "function")]
+    if not asking:
+        roles = " and ".join(dict.fromkeys(message.role for message in messages))
+        raise invalid(
+            f"messages has no question: it needs a user message with text, and has only {roles} messages",
+            "messages",
+            code="missing_question",
+        )
+    last = asking[-1]
+    if messages[last].role == "user" and _is_blank(messages[last].content):
+        raise invalid(
+            f"messages[{last}] is the question and has no text (it is empty or only whitespace)",
+            "messages",
+            code="empty_question",
+        )
+
+
+def _is_blank(content: str | list[ContentPart] | None) -> bool:
+    if content is None:
+        return True
+    if isinstance(content, str):
+        return not content.strip()
+    return all(part.type in _TEXT_PARTS and not (part.text or "").strip() for part in content)
 
 
 def _validation_error(exc: ValidationError) -> GatewayError:
