@@ -30,10 +30,10 @@ from langchain_pplx_labs.errors import (
     caused_by,
     excerpt_of,
 )
-from langchain_pplx_labs.polling import PollingWire
+from langchain_pplx_labs.labs.polling import PollingWire
+from langchain_pplx_labs.labs.websocket import WebSocketWire
 from langchain_pplx_labs.transports.base import ConnectTimeout, HTTPTransport, TransportError
 from langchain_pplx_labs.web import WebWire
-from langchain_pplx_labs.websocket import WebSocketWire
 from langchain_pplx_labs.wire import (
     BLOCK_MARKERS,
     BROWSER_USER_AGENT,

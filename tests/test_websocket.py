@@ -16,7 +16,7 @@ from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs._tracing import labs_trace_config
 from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
-from langchain_pplx_labs.websocket import WebSocketWire
+from langchain_pplx_labs.labs.websocket import WebSocketWire
 
 # A client that stops answering is dropped 1.5 s after its last pong (python-engineio's
 # server truncates the interval to whole seconds in its OPEN packet).

@@ -17,8 +17,8 @@ from typing import Any
 
 import aiohttp
 
-from langchain_pplx_labs import packets
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, sever, stop_tasks
+from langchain_pplx_labs.labs import packets
 from langchain_pplx_labs.wire import ConnectionSettings, WireListener
 
 logger = logging.getLogger(__name__)
