@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp_socks import ProxyConnectionError, ProxyError
 
-from langchain_pplx_labs._tracing import labs_trace_config
 from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection, Timeouts, diagnose_refusal
 from langchain_pplx_labs.errors import (
     INSTEAD,
@@ -33,8 +32,8 @@ from langchain_pplx_labs.errors import (
     caused_by,
 )
 from langchain_pplx_labs.events import Finished, TextDelta
+from langchain_pplx_labs.labs.dial import LabsDialer
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, LabsProtocol, build_payload
-from langchain_pplx_labs.transports.aiohttp import client_session
 from langchain_pplx_labs.wire import Service, Wire, browser_headers
 
 QUESTION = "What is the capital of France?"
@@ -155,23 +154,6 @@ class StepWalk:
         self.report.evidence, self.report.advice = evidence, advice
         return Failed(name)
 
-    def session(self, *traces: aiohttp.TraceConfig) -> aiohttp.ClientSession:
-        """A session dialling as the pool's does (``proxy``, the connect budget), traced like it and by ``traces``."""
-        return client_session(
-            connect_timeout=self.settings.timeouts.connect,
-            proxy=self.proxy,
-            trace_configs=[labs_trace_config(), self._connect_clock(), *traces],
-        )
-
-    def _connect_clock(self) -> aiohttp.TraceConfig:
-        async def connected(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
-            if self.tcp_at is None:
-                self.tcp_at = time.monotonic()
-
-        trace = aiohttp.TraceConfig()
-        trace.on_connection_create_end.append(connected)
-        return trace
-
     def connect_failed(self, exc: BaseException) -> Failed:
         if self.proxy and caused_by(exc, (ProxyConnectionError, ProxyError)):
             where = _proxy_address(self.proxy)
@@ -208,7 +190,11 @@ class _Walk(StepWalk):
 
     async def run(self) -> None:
         self.responses: list[tuple[float, str, int]] = []  # each HTTP answer: when, its URL, its status
-        async with self.session(self._clock()) as session:
+        # A dialer as the pool's (``proxy``, the connect budget), also timing the connect and each answer.
+        dialer = LabsDialer(
+            connect_timeout=self.settings.timeouts.connect, proxy=self.proxy, traces=[self._clock()]
+        )
+        async with contextlib.aclosing(dialer) as session:
             connection = await self._open(session)
             try:
                 await self._ask(connection)
@@ -216,16 +202,21 @@ class _Walk(StepWalk):
                 await connection.close(graceful=False)
 
     def _clock(self) -> aiohttp.TraceConfig:
+        async def connected(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
+            if self.tcp_at is None:
+                self.tcp_at = time.monotonic()
+
         async def answered(
             session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
         ) -> None:
             self.responses.append((time.monotonic(), str(params.url), params.response.status))
 
         trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(connected)
         trace.on_request_end.append(answered)
         return trace
 
-    async def _open(self, session: aiohttp.ClientSession) -> _Observed:
+    async def _open(self, session: LabsDialer) -> _Observed:
         direct = _Observed(self.settings, session)
         try:
             await direct.open("websocket", pipelined=True)
@@ -247,9 +238,7 @@ class _Walk(StepWalk):
         self.passed(STEPS[3], "direct", until=self.mark)
         return direct
 
-    async def _open_polling(self, session: aiohttp.ClientSession, refused: BaseException) -> _Observed:
-        from langchain_pplx_labs.errors import PerplexityLabsConnectionError, PerplexityLabsTimeoutError
-
+    async def _open_polling(self, session: LabsDialer, refused: BaseException) -> _Observed:
         self.passed(STEPS[0], self.connect_detail(), until=self.tcp_at)
         polling = _Observed(self.settings, session)
         try:
@@ -357,7 +346,7 @@ diagnose = _Walk.diagnose
 class _Observed(LabsConnection):
     """A LabsConnection that also notes when the question left and every event name that arrived."""
 
-    def __init__(self, settings: ConnectionSettings, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: ConnectionSettings, session: LabsDialer) -> None:
         super().__init__(settings, session)
         self.sent_at: float | None = None
         self.events: Counter[str] = Counter()

@@ -1,16 +1,9 @@
-"""Dropping Engine.IO sockets without waiting on the peer, and closes that outlive their caller."""
+"""Closes that outlive their caller, and bounded waits for them and for a wire's tasks to end."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
-
-import aiohttp
-from engineio import packet as eio_packet
-from engineio import payload as eio_payload
-
-logger = logging.getLogger(__name__)
 
 # How long a polite close may wait for the server's goodbye before the socket is dropped: a
 # close runs in the lease's ``finally``, so every error would otherwise reach the caller late.
@@ -27,22 +20,8 @@ def track(future: asyncio.Future[None]) -> asyncio.Future[None]:
     return future
 
 
-def sever(ws: aiohttp.ClientWebSocketResponse) -> None:
-    """Drop the TCP connection under an aiohttp WebSocket at once.
-
-    aiohttp has no public abort: ``ws.close()`` sends a close frame and waits (up to
-    engine.io's request timeout) for the peer's. Closing the response's connection is what
-    aiohttp itself does when such a close is cancelled.
-    """
-    response = ws._response
-    connection = response.connection
-    if connection is not None and connection.transport is not None:
-        connection.transport.abort()
-    response.close()
-
-
 async def stop_tasks(tasks: list[asyncio.Task[Any]]) -> None:
-    """Cancel engine.io's loop tasks and wait (bounded) for them to end.
+    """Cancel a wire's background tasks (engine.io's loops, a reader) and wait (bounded) for them to end.
 
     The cancel is repeated: on Python 3.11 a ``wait_for`` whose inner wait finishes just
     as the cancel lands swallows it, and the write loop would then idle on for 30 s.
@@ -56,31 +35,6 @@ async def stop_tasks(tasks: list[asyncio.Task[Any]]) -> None:
     for task in tasks:
         if task.done() and not task.cancelled():
             task.exception()  # retrieved: a loop that failed must not log "never retrieved"
-
-
-def say_goodbye(eio: Any) -> None:
-    """Send a polling server our CLOSE without waiting for it.
-
-    Unlike a WebSocket, a dropped polling session is not noticed by the server: it
-    would keep it (and keep answering into it) until its ping timeout.
-    """
-    body = eio_payload.Payload(packets=[eio_packet.Packet(eio_packet.CLOSE)]).encode()
-
-    async def post() -> None:
-        try:
-            response = await eio._send_request(
-                "POST",
-                eio.base_url,
-                body=body,
-                headers={"Content-Type": "text/plain"},
-                timeout=GRACEFUL_CLOSE_SECONDS,
-            )
-            if isinstance(response, aiohttp.ClientResponse):
-                response.release()
-        except Exception as exc:  # best effort: the server times the session out anyway
-            logger.debug("polling goodbye failed: %r", exc)
-
-    track(asyncio.ensure_future(post()))
 
 
 async def settle_closes() -> None:

@@ -1,29 +1,31 @@
-"""aiohttp request tracing that lets a connect time its phases and find what it opened."""
+"""What one connect did, as its transport's tracing reports it: its first connection, the responses to close, a redirect."""
 
 from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable
-from types import SimpleNamespace
+from typing import Protocol
 
-import aiohttp
+
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
 class Opening:
-    """What one ``open()`` did on the shared HTTP session, reported by aiohttp's tracing.
+    """What one ``open()`` did, reported by the Labs dialer's tracing (``labs.dial``) or the web wire.
 
     engine.io keeps an upgrade WebSocket in a local until the upgrade finishes, so a
     cancel or error mid-upgrade would leave it open: its response is noted here to close.
     The first TCP connection marks the end of ``connect`` and the start of ``handshake``.
-    A redirect is shown to ``on_redirect`` before it is followed.
+    A redirect is shown to ``on_redirect`` (its URL, status and Location) before it is followed.
     """
 
     def __init__(self) -> None:
         self.active = True
-        self.responses: list[aiohttp.ClientResponse] = []
+        self.responses: list[Closable] = []
         self.on_connected: Callable[[], None] | None = None
         # Called before aiohttp follows a redirect (engine.io and ws_connect follow them): raising stops it.
-        self.on_redirect: Callable[[aiohttp.TraceRequestRedirectParams], None] | None = None
+        self.on_redirect: Callable[[str, int, str], None] | None = None
         self.tcp_connected = False
 
     def connected(self) -> None:
@@ -40,43 +42,3 @@ OPENING: contextvars.ContextVar[Opening | None] = contextvars.ContextVar("labs_o
 def current_opening() -> Opening | None:
     opening = OPENING.get()
     return opening if opening is not None and opening.active else None
-
-
-async def trace_connection(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
-    opening = current_opening()
-    if opening is not None:
-        opening.connected()
-
-
-async def trace_response(
-    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams
-) -> None:
-    opening = current_opening()
-    if opening is not None:
-        opening.responses.append(params.response)
-
-
-async def trace_redirect(
-    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestRedirectParams
-) -> None:
-    opening = current_opening()
-    if opening is not None and opening.on_redirect is not None:
-        opening.on_redirect(params)
-
-
-def labs_trace_config() -> aiohttp.TraceConfig:
-    """Tracing for a pool's HTTP session, so ``open()`` can time and clean up its own requests."""
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_create_end.append(trace_connection)
-    trace.on_connection_reuseconn.append(trace_connection)
-    trace.on_request_end.append(trace_response)
-    trace.on_request_redirect.append(trace_redirect)
-    return trace
-
-
-def is_traced(session: aiohttp.ClientSession) -> bool:
-    """Whether ``session`` carries :func:`labs_trace_config` (the pool's sessions do)."""
-    return any(
-        trace_connection in config.on_connection_create_end
-        for config in getattr(session, "_trace_configs", ())
-    )

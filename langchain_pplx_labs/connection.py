@@ -10,12 +10,8 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import aiohttp
-from aiohttp_socks import ProxyTimeoutError
-from socketio import exceptions as sio_exceptions
-
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, being_cancelled, track
-from langchain_pplx_labs._tracing import OPENING, Opening, is_traced
+from langchain_pplx_labs._tracing import OPENING, Opening
 from langchain_pplx_labs._waiting import Deadline, Inbox
 from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
@@ -27,18 +23,18 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsRetiredError,
     PerplexityLabsSilentError,
     PerplexityLabsTimeoutError,
-    caused_by,
     excerpt_of,
 )
 from langchain_pplx_labs.events import Finished, StreamEvent
-from langchain_pplx_labs.polling import PollingWire
+from langchain_pplx_labs.labs.dial import LabsDialer, connect_failure
+from langchain_pplx_labs.labs.polling import PollingWire
+from langchain_pplx_labs.labs.websocket import WebSocketWire
 from langchain_pplx_labs.protocol import StreamDecoder, parse_frame
-from langchain_pplx_labs.websocket import WebSocketWire
+from langchain_pplx_labs.transports.base import CertificateError, ConnectTimeout, TransportError
 from langchain_pplx_labs.wire import (
     BLOCK_MARKERS,
     BROWSER_USER_AGENT,
     DEFAULT_HEADERS,
-    PROXY_ERRORS,
     ConnectionSettings,
     Timeouts,
     Transport,
@@ -67,13 +63,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
-# What a failed connect raises below our typed errors.
-_CONNECT_FAILURES = (
-    aiohttp.ClientError,
-    ConnectionError,
-    sio_exceptions.ConnectionError,
-    *PROXY_ERRORS,
-)
+_UNTRUSTED = " (TLS certificate not trusted: pass ssl_context= with your CA, or verify_ssl=False)"
 
 
 class PipelinedQueryDropped(PerplexityLabsDisconnectedError):
@@ -88,12 +78,11 @@ class PipelinedQueryDropped(PerplexityLabsDisconnectedError):
 class LabsConnection:
     """A connected Labs socket that runs one query at a time."""
 
-    def __init__(self, settings: ConnectionSettings, session: aiohttp.ClientSession | None = None) -> None:
-        """``session`` carries the wires, and should carry :func:`labs_trace_config`, as the pool's does."""
+    def __init__(self, settings: ConnectionSettings, session: LabsDialer | None = None) -> None:
+        """``session`` carries the wires; each reports its connect to :class:`Opening`."""
         self.settings = settings
         # Looked up once: it runs for every frame.
         self._is_progress = settings.protocol.is_progress_event
-        self._traced = session is not None and is_traced(session)
         self.transport: Transport | None = None
         self.queries_run = 0
         self._inbox: Inbox | None = None
@@ -166,20 +155,16 @@ class LabsConnection:
         if transport == "web":
             raise ValueError("the web app is asked by a web session (web.WebSession), not a Labs connection")
         if self._session is None:
-            raise RuntimeError(
-                f"the {transport} wire needs an aiohttp session: LabsConnection(settings, session)"
-            )
+            raise RuntimeError(f"the {transport} wire needs a LabsDialer: LabsConnection(settings, session)")
         return _LABS_WIRES[transport](self.settings, self._session, self)
 
     async def _connect(self, wire: Wire, pipelined: bool) -> None:
         timeouts = self.settings.timeouts
         loop = asyncio.get_running_loop()
         # Until the first TCP (+ proxy, TLS) connection is made only ``connect`` applies; then
-        # only ``handshake``. The pool's session is traced (labs_trace_config) to tell them apart;
-        # an untraced one gets both budgets at once. Not aiohttp's sock_connect alone: engine.io
-        # replaces the session's timeouts on its polling requests.
-        first = timeouts.connect if self._traced else timeouts.connect + timeouts.handshake
-        async with asyncio.timeout(first) as budget:
+        # only ``handshake`` (the Labs dialer's tracing, or the web request, tells them apart).
+        # Not aiohttp's sock_connect alone: engine.io replaces the session's timeouts on its polling requests.
+        async with asyncio.timeout(timeouts.connect) as budget:
 
             def connected() -> None:
                 if not budget.expired():
@@ -200,20 +185,18 @@ class LabsConnection:
         """The typed error for a failed connect, or None to re-raise ``exc`` (a cancel) as is."""
         timeouts = self.settings.timeouts
         url = self.settings.base_url
+        # A Labs wire's failure in the HTTP seam's terms, as the web wire's transport raises them.
+        failure = exc if isinstance(exc, TransportError) else connect_failure(exc)
         if isinstance(exc, TimeoutError):
-            if isinstance(exc, aiohttp.ConnectionTimeoutError) or (
-                self._traced and not self._opening.tcp_connected
-            ):
+            if isinstance(failure, ConnectTimeout) or not self._opening.tcp_connected:
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
             return PerplexityLabsTimeoutError("handshake", timeouts.handshake)
         if isinstance(exc, PerplexityLabsError):
             return exc  # already typed by the wire
-        if isinstance(exc, _CONNECT_FAILURES):
-            if any(caused_by(exc, kind) for kind in (aiohttp.ConnectionTimeoutError, ProxyTimeoutError)):
+        if failure is not None:
+            if isinstance(failure, ConnectTimeout):
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
-            hint = ""
-            if caused_by(exc, aiohttp.ClientConnectorCertificateError):
-                hint = " (TLS certificate not trusted: pass ssl_context= with your CA, or verify_ssl=False)"
+            hint = _UNTRUSTED if isinstance(failure, CertificateError) else ""
             return PerplexityLabsConnectionError(f"Could not connect to {url} over {transport}: {exc}{hint}")
         if isinstance(exc, Exception):
             # The server's first message is not Engine.IO (a plain WebSocket, a proxy's page):
@@ -224,14 +207,11 @@ class LabsConnection:
             )
         return None
 
-    def _check_redirect(self, redirect: aiohttp.TraceRequestRedirectParams) -> None:
+    def _check_redirect(self, url: str, status: int, location: str) -> None:
         """Stop at a redirect away from the Socket.IO endpoint: a retired Labs sends us to the main site."""
-        if self.settings.protocol.socketio_path.rstrip("/") not in redirect.url.path:
+        if self.settings.protocol.socketio_path.rstrip("/") not in urlsplit(url).path:
             return  # not an Engine.IO request (another wire's)
-        location = redirect.response.headers.get("Location", "")
-        # Without engine.io's cache-busting timestamp: the evidence reads the same on every run.
-        url = str(redirect.url.without_query_params("t"))
-        retired = retired_by_redirect(url, redirect.response.status, location)
+        retired = retired_by_redirect(url, status, location)
         if retired is not None:
             raise retired
 
@@ -456,7 +436,7 @@ def _not_sent() -> PerplexityLabsDisconnectedError:
 
 
 async def diagnose_refusal(
-    settings: ConnectionSettings, session: aiohttp.ClientSession, cause: BaseException
+    settings: ConnectionSettings, session: LabsDialer, cause: BaseException
 ) -> PerplexityLabsConnectionError:
     """Ask the polling endpoint why a connect failed, and name the real cause in a typed error.
 
@@ -465,23 +445,16 @@ async def diagnose_refusal(
     url = settings.protocol.endpoint(settings.base_url)
     try:
         # Not following redirects: where a redirect points is the evidence (a retired Labs points at the main site).
-        async with session.get(
-            url,
-            headers=settings.header_dict,
-            timeout=aiohttp.ClientTimeout(total=settings.timeouts.connect),
-            allow_redirects=False,
-        ) as response:
-            # Enough for a page's <title> behind its <head> of scripts and styles.
-            body = (await response.content.read(65536)).decode("utf-8", "replace")
-            status = response.status
-            headers = {name.lower(): value for name, value in response.headers.items()}
-    except (aiohttp.ClientError, TimeoutError, *PROXY_ERRORS) as exc:
-        hint = ""
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            hint = " (TLS certificate not trusted: pass ssl_context= with your CA, or verify_ssl=False)"
-        return PerplexityLabsConnectionError(
-            f"Cannot reach Perplexity Labs at {settings.base_url}: {exc or type(exc).__name__}{hint}"
+        # 64 KiB: enough for a page's <title> behind its <head> of scripts and styles.
+        status, sent, body = await session.get(
+            url, settings.header_dict, total=settings.timeouts.connect, limit=65536
         )
+    except TransportError as exc:
+        hint = _UNTRUSTED if isinstance(exc, CertificateError) else ""
+        return PerplexityLabsConnectionError(
+            f"Cannot reach Perplexity Labs at {settings.base_url}: {exc}{hint}"
+        )
+    headers = {name.lower(): value for name, value in sent}
     return explain_refusal(url, status, headers, body, cause)
 
 

@@ -11,10 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import aiohttp
-
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, settle_closes
-from langchain_pplx_labs._tracing import labs_trace_config
 from langchain_pplx_labs.connection import (
     ConnectionSettings,
     LabsConnection,
@@ -26,8 +23,8 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsRetiredError,
     PerplexityLabsTimeoutError,
 )
+from langchain_pplx_labs.labs.dial import LabsDialer
 from langchain_pplx_labs.transports import http_transport
-from langchain_pplx_labs.transports.aiohttp import client_session, connector_keepalive_timeout
 from langchain_pplx_labs.transports.base import HTTPTransport
 from langchain_pplx_labs.web import WebSession
 
@@ -126,8 +123,8 @@ class ConnectionPool:
         self._none_opening = asyncio.Event()
         self._none_opening.set()
         self._limit = asyncio.Semaphore(pool.max_connections)
-        # Labs' wires speak on an aiohttp session; the web wire through an HTTP transport.
-        self._session: aiohttp.ClientSession | None = None
+        # Labs' wires speak on the Labs dialer's session; the web wire through an HTTP transport.
+        self._session: LabsDialer | None = None
         self._http: HTTPTransport | None = None
         self._closed = False
         # Sockets reading an abandoned answer to its end; each holds its slot of ``_limit``.
@@ -268,8 +265,7 @@ class ConnectionPool:
         finally:
             if self._session is not None:
                 session, self._session = self._session, None
-                _open_sessions.discard(session)  # referenced by this frame until closed
-                await session.close()
+                await session.aclose()
             if self._http is not None:
                 http, self._http = self._http, None
                 await http.aclose()
@@ -361,20 +357,18 @@ class ConnectionPool:
             raise PoolClosedError()
         return connection
 
-    def _http_session(self) -> aiohttp.ClientSession:
+    def _http_session(self) -> LabsDialer:
         if self._closed:
             # A closed pool must not build a session nobody would close.
             raise PoolClosedError()
-        if self._session is None or self._session.closed:
+        if self._session is None:
             # aiohttp bounds the TCP connect; the handshake after it has its own budget (see open).
-            self._session = client_session(
+            self._session = LabsDialer(
                 connect_timeout=self.settings.timeouts.connect,
                 proxy=self.pool_settings.proxy,
                 ssl_option=self.pool_settings.ssl,
-                keepalive_timeout=connector_keepalive_timeout(self.pool_settings.idle_timeout),
-                trace_configs=[labs_trace_config()],
+                keep_idle=self.pool_settings.idle_timeout,
             )
-            _open_sessions.add(self._session)
         return self._session
 
     def _http_transport(self) -> HTTPTransport:
@@ -401,8 +395,3 @@ async def _ended(task: asyncio.Task[None]) -> None:
 
 
 _background: set[asyncio.Task[None]] = set()
-# Every session not closed yet. A dropped model caught in a reference cycle (an error's
-# traceback makes one) is collected in one pass: the session's ``__del__`` would warn
-# "Unclosed client session" before the pool's lifespan, finalised in the same pass, had
-# closed it. Held from here, the session is never part of that garbage.
-_open_sessions: set[aiohttp.ClientSession] = set()

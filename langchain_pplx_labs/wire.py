@@ -7,9 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
-
 from langchain_pplx_labs.errors import PerplexityLabsInputError
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_PROTOCOL, LabsProtocol
 
@@ -30,8 +27,6 @@ def browser_headers(protocol: LabsProtocol = DEFAULT_PROTOCOL) -> dict[str, str]
 
 
 DEFAULT_HEADERS: Mapping[str, str] = browser_headers()
-# aiohttp-socks raises these outside aiohttp's hierarchy.
-PROXY_ERRORS = (ProxyError, ProxyConnectionError, ProxyTimeoutError)
 # Proxy schemes aiohttp-socks can dial (it has no https:// proxies).
 PROXY_SCHEMES = ("http", "socks4", "socks5")
 
@@ -78,15 +73,6 @@ def check_not_negative(value: float | None) -> float | None:
     if value is not None and not value >= 0:
         raise PerplexityLabsInputError(f"Invalid value {value!r}: use zero or more")
     return value
-
-
-def proxy_connector(proxy: str | None) -> aiohttp.BaseConnector | None:
-    """An aiohttp connector dialling through ``proxy`` (http, socks4, socks5), or ``None`` to go direct."""
-    if not proxy:
-        return None
-    from aiohttp_socks import ProxyConnector
-
-    return ProxyConnector.from_url(proxy, limit=0)  # limit=0 as the pool's: its own semaphore bounds sockets
 
 
 # What a Cloudflare block page says, in its title or body (lower-cased).

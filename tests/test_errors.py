@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 
 import langchain_pplx_labs
@@ -252,13 +252,13 @@ async def test_websocket_reply_that_is_not_engineio_is_a_connection_error(
     not_engineio_url: str, request: pytest.FixtureRequest
 ) -> None:
     url_kind = request.node.callspec.params["not_engineio_url"]
-    from langchain_pplx_labs._tracing import labs_trace_config
     from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection
+    from langchain_pplx_labs.labs.dial import LabsDialer
 
     settings = ConnectionSettings(base_url=not_engineio_url)
-    # Traced as a pool's session is: that is how open() finds the WebSocket engine.io dropped.
-    async with aiohttp.ClientSession(trace_configs=[labs_trace_config()]) as session:
-        connection = LabsConnection(settings, session)
+    # The pool's dialer: its tracing is how open() finds the WebSocket engine.io dropped.
+    async with contextlib.aclosing(LabsDialer()) as dialer:
+        connection = LabsConnection(settings, dialer)
         expected = (
             r"closed the WebSocket before Engine\.IO's OPEN" if "close" in url_kind else r"not Engine\.IO"
         )

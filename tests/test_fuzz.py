@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
-from langchain_pplx_labs import packets
 from langchain_pplx_labs._json import OrjsonPacket
 from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError
 from langchain_pplx_labs.events import Finished, ReasoningDelta, TextDelta
+from langchain_pplx_labs.labs import packets
 from langchain_pplx_labs.messages import to_labs_messages
 from langchain_pplx_labs.protocol import (
     THINK_CLOSE,

@@ -1,4 +1,4 @@
-"""The package's import graph, read from its source: no import circle, and only the command line imports the CLI."""
+"""The package's import graph, read from its source: no import circle, only the command line imports the CLI, few import aiohttp."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from pathlib import Path
 PACKAGE = "langchain_pplx_labs"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 CLI = f"{PACKAGE}.cli"
+# Issue #26, a web-native core: aiohttp (and aiohttp-socks) only below the HTTP transport seam, in the
+# Labs wing and its doctor; the emulator, the gateway and the CLI (servers and their front) not counted.
+AIOHTTP = {"aiohttp", "aiohttp_socks"}
+AIOHTTP_IMPORTERS_OUTSIDE_SERVERS = 5
+SERVERS = ("emulator", "gateway", "cli")
 
 
 def module_name(path: Path) -> str:
@@ -68,6 +73,21 @@ def import_graph(*, type_only: bool = False) -> dict[str, set[str]]:
     return graph
 
 
+def importers_of(packages: set[str]) -> set[str]:
+    """The package's modules importing any of ``packages``: at module level, in a function or for type checkers only."""
+    found: set[str] = set()
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for statement in _imports(tree, type_only=True):
+            if isinstance(statement, ast.Import):
+                names = [alias.name for alias in statement.names]
+            else:
+                names = [statement.module or ""] if statement.level == 0 else []
+            if any(name.split(".")[0] in packages for name in names):
+                found.add(module)
+    return found
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str]:
     """One import circle as ``[a, b, ..., a]``, or ``[]`` when the graph has none (depth-first search)."""
     done: set[str] = set()
@@ -102,6 +122,10 @@ def test_the_reader_sees_the_packages_modules_and_imports() -> None:
     # ``if TYPE_CHECKING:`` imports count only when asked for.
     assert f"{PACKAGE}.chat_models" not in graph[PACKAGE]
     assert f"{PACKAGE}.chat_models" in import_graph(type_only=True)[PACKAGE]
+    # aiohttp's importers: ``import aiohttp``, ``from aiohttp_socks import`` in a function, not our transports.aiohttp.
+    aiohttp_importers = importers_of(AIOHTTP)
+    assert {f"{PACKAGE}.transports.aiohttp", f"{PACKAGE}.gateway.app"} <= aiohttp_importers
+    assert f"{PACKAGE}.transports" not in aiohttp_importers
 
 
 def test_the_cycle_finder_finds_a_circle_and_only_a_circle() -> None:
@@ -134,3 +158,15 @@ def test_only_the_command_line_imports_the_command_line() -> None:
         if not (module == CLI or module.startswith(f"{CLI}."))
     }
     assert {module: targets for module, targets in upward.items() if targets} == {}
+
+
+def test_few_modules_outside_the_servers_and_the_cli_import_aiohttp() -> None:
+    # Everything else reaches the network through the seam (transports/) or the Labs wing (labs/).
+    outside = sorted(
+        module
+        for module in importers_of(AIOHTTP)
+        if not any(
+            module == f"{PACKAGE}.{server}" or module.startswith(f"{PACKAGE}.{server}.") for server in SERVERS
+        )
+    )
+    assert len(outside) <= AIOHTTP_IMPORTERS_OUTSIDE_SERVERS, outside

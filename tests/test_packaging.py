@@ -81,9 +81,9 @@ def test_package_names_load_on_first_use() -> None:
 
 def test_unknown_name_is_an_attribute_error_and_submodules_still_import() -> None:
     import langchain_pplx_labs
-    from langchain_pplx_labs import packets  # a submodule, through the fallback of __getattr__
+    from langchain_pplx_labs import labs  # a subpackage, through the fallback of __getattr__
 
-    assert packets.__name__ == "langchain_pplx_labs.packets"
+    assert labs.__name__ == "langchain_pplx_labs.labs"
     with pytest.raises(AttributeError, match="has no attribute 'ChatPerplexityLab'"):
         _ = langchain_pplx_labs.ChatPerplexityLab
 

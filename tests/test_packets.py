@@ -8,8 +8,8 @@ import orjson
 import pytest
 from socketio import packet as sio_packet
 
-from langchain_pplx_labs import packets
 from langchain_pplx_labs._json import OrjsonPacket
+from langchain_pplx_labs.labs import packets
 
 FRAME = {
     "output": 'He said "hi" [1]',

@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import trustme
 from aiohttp import web
 from loopback import serving_app
 
 from langchain_pplx_labs.transports.aiohttp import AiohttpTransport
-from langchain_pplx_labs.transports.base import ConnectError, ConnectTimeout, ReadError, Request
+from langchain_pplx_labs.transports.base import (
+    CertificateError,
+    ConnectError,
+    ConnectTimeout,
+    ReadError,
+    Request,
+)
 
 
 class _Server:
@@ -165,6 +173,16 @@ async def test_a_refused_connect_is_a_connect_error(transport: AiohttpTransport)
         await transport.handle_request(Request("GET", f"http://127.0.0.1:{port}/"))
     assert not isinstance(caught.value, ConnectTimeout)
     assert f"127.0.0.1:{port}" in str(caught.value)
+
+
+async def test_an_untrusted_certificate_is_a_certificate_error(transport: AiohttpTransport) -> None:
+    # Its own type, so the layers above can say what to do without knowing aiohttp's errors.
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
+    async with serving_app(web.Application(), ssl_context=context) as url:
+        with pytest.raises(CertificateError) as caught:
+            await transport.handle_request(Request("GET", url + "/"))
+    assert "certificate" in str(caught.value).lower()
 
 
 @contextlib.contextmanager

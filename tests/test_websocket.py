@@ -4,19 +4,19 @@ reads, and a server that stops pinging is noticed. Real emulator, real sockets, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from langchain_pplx_labs import ChatPerplexityLabs
-from langchain_pplx_labs._tracing import labs_trace_config
 from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
-from langchain_pplx_labs.websocket import WebSocketWire
+from langchain_pplx_labs.labs.dial import LabsDialer
+from langchain_pplx_labs.labs.websocket import WebSocketWire
 
 # A client that stops answering is dropped 1.5 s after its last pong (python-engineio's
 # server truncates the interval to whole seconds in its OPEN packet).
@@ -89,8 +89,8 @@ async def stops_pinging(socketio_endpoint: Any) -> str:
 
 async def test_a_server_that_stops_pinging_is_dropped(stops_pinging: str) -> None:
     settings = ConnectionSettings(base_url=stops_pinging)
-    async with aiohttp.ClientSession(trace_configs=[labs_trace_config()]) as session:
-        connection = LabsConnection(settings, session)
+    async with contextlib.aclosing(LabsDialer()) as dialer:
+        connection = LabsConnection(settings, dialer)
         await connection.open("websocket", pipelined=False)
         assert connection.alive
         give_up = time.monotonic() + 5  # a bounded wait for the watchdog, not a timing assert

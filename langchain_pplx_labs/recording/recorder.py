@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-import aiohttp
 import socketio
 
 from langchain_pplx_labs._json import OrjsonPacket
+from langchain_pplx_labs.labs.dial import PROXY_ERRORS, LabsDialer
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Cassette, Frame, HttpRefusal, Interaction, Transport
 from langchain_pplx_labs.recording.redact import Redactor
 from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError as UpstreamUnreachableError
 from langchain_pplx_labs.recording.upstream import describe_error
-from langchain_pplx_labs.wire import PROXY_ERRORS as _PROXY_ERRORS
-from langchain_pplx_labs.wire import browser_headers, proxy_connector
+from langchain_pplx_labs.transports.base import TransportError
+from langchain_pplx_labs.wire import browser_headers
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +67,10 @@ async def record_interaction(
     redactor = redactor or Redactor()
     sent_headers = dict(headers if headers is not None else browser_headers(protocol))
     inbox: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
-    async with aiohttp.ClientSession(connector=proxy_connector(proxy)) as session:
+    async with contextlib.aclosing(LabsDialer(connect_timeout=connect_timeout, proxy=proxy)) as dialer:
         sio = socketio.AsyncClient(
             reconnection=False,
-            http_session=session,
+            http_session=dialer.session(),
             serializer=OrjsonPacket,
             logger=False,
             engineio_logger=False,
@@ -86,12 +87,12 @@ async def record_interaction(
                 socketio_path=protocol.engineio_path,
                 wait_timeout=connect_timeout,
             )
-        except _PROXY_ERRORS as exc:
+        except PROXY_ERRORS as exc:
             raise UpstreamUnreachableError(base_url, f"proxy {describe_error(exc)}") from None
         except socketio.exceptions.ConnectionError as exc:
             logger.info("recording a refused connection to %s: %s", base_url, exc)
             url = protocol.endpoint(base_url)
-            refusal = await _fetch_refusal(session, url, base_url, sent_headers, redactor, connect_timeout)
+            refusal = await _fetch_refusal(dialer, url, base_url, sent_headers, redactor, connect_timeout)
             return Interaction(request=request, refusal=refusal)
         try:
             if connection_info is not None:
@@ -148,7 +149,7 @@ def _last_frame(data: Any) -> bool:
 
 
 async def _fetch_refusal(
-    session: aiohttp.ClientSession,
+    dialer: LabsDialer,
     url: str,
     base_url: str,
     headers: Mapping[str, str],
@@ -156,18 +157,17 @@ async def _fetch_refusal(
     wait: float,
 ) -> HttpRefusal:
     try:
-        async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=wait)) as response:
-            body = (await response.content.read(64 * 1024)).decode("utf-8", "replace")
-            kept = {
-                name: value
-                for name, value in response.headers.items()
-                if name.lower() in {"content-type", "server", "cf-ray", "set-cookie", "cf-mitigated"}
-            }
-            return HttpRefusal(status=response.status, headers=redactor.redact_headers(kept), body=body)
-    except (aiohttp.ClientError, TimeoutError, *_PROXY_ERRORS) as exc:
+        status, sent, body = await dialer.get(url, headers, total=wait, limit=64 * 1024, follow=True)
+    except TransportError as exc:
         # No HTTP status means no server answered: saving that as a "refusal" would
         # replay a made-up Cloudflare block forever, so the recording fails instead.
         raise UpstreamUnreachableError(base_url, describe_error(exc)) from None
+    kept = {
+        name: value
+        for name, value in sent
+        if name.lower() in {"content-type", "server", "cf-ray", "set-cookie", "cf-mitigated"}
+    }
+    return HttpRefusal(status=status, headers=redactor.redact_headers(kept), body=body)
 
 
 async def record_cassette(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 
 import aiohttp
-from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
+from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, ProxyTimeoutError
 
 from langchain_pplx_labs.transports.base import (
     CertificateError,
@@ -39,30 +39,6 @@ def connector_keepalive_timeout(pool_idle_timeout: float | None) -> float:
     return max(AIOHTTP_KEEPALIVE_SECONDS, pool_idle_timeout)
 
 
-def client_session(
-    *,
-    connect_timeout: float | None,
-    proxy: str | None = None,
-    ssl_option: ssl.SSLContext | bool = True,
-    keepalive_timeout: float = AIOHTTP_KEEPALIVE_SECONDS,
-    trace_configs: Sequence[aiohttp.TraceConfig] = (),
-) -> aiohttp.ClientSession:
-    """An aiohttp session dialling direct or through ``proxy`` (http, socks4, socks5), bounding only the connect."""
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
-    # limit=0: aiohttp's default cap of 100 would stall sockets past the 100th until the connect
-    # timeout; the pool's own semaphore (max_connections) is the limit.
-    connector: aiohttp.BaseConnector
-    if proxy:
-        from aiohttp_socks import ProxyConnector
-
-        connector = ProxyConnector.from_url(
-            proxy, ssl=ssl_option, limit=0, keepalive_timeout=keepalive_timeout
-        )
-    else:
-        connector = aiohttp.TCPConnector(ssl=ssl_option, limit=0, keepalive_timeout=keepalive_timeout)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, trace_configs=list(trace_configs))
-
-
 class AiohttpTransport:
     """An :class:`~langchain_pplx_labs.transports.base.HTTPTransport` on one aiohttp session, made on first use."""
 
@@ -73,16 +49,18 @@ class AiohttpTransport:
         proxy: str | None = None,
         ssl_option: ssl.SSLContext | bool = True,
         keepalive_timeout: float = AIOHTTP_KEEPALIVE_SECONDS,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
     ) -> None:
         self._connect_timeout = connect_timeout
         self._proxy = proxy
         self._ssl = ssl_option
         self._keepalive_timeout = keepalive_timeout
+        self._traces = [_connected_trace(), *trace_configs]
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
     async def handle_request(self, request: Request) -> Response:
-        session = self._open_session()
+        session = self.session()
         try:
             response = await session.request(
                 request.method,
@@ -109,16 +87,26 @@ class AiohttpTransport:
             _open_sessions.discard(session)  # referenced by this frame until closed
             await session.close()
 
-    def _open_session(self) -> aiohttp.ClientSession:
+    def session(self) -> aiohttp.ClientSession:
+        """The aiohttp session (anew if it was closed), for aiohttp's own users too (the Labs wires)."""
         if self._closed:
             raise ConnectError("the HTTP transport is closed")
         if self._session is None or self._session.closed:
-            self._session = client_session(
-                connect_timeout=self._connect_timeout,
-                proxy=self._proxy,
-                ssl_option=self._ssl,
-                keepalive_timeout=self._keepalive_timeout,
-                trace_configs=[_connected_trace()],
+            # Direct or through the proxy (http, socks4, socks5), bounding only the connect. limit=0: aiohttp's
+            # default cap of 100 would stall sockets past the 100th until the connect timeout; the pool's
+            # own semaphore (max_connections) is the limit.
+            connector: aiohttp.BaseConnector
+            if self._proxy:
+                connector = ProxyConnector.from_url(
+                    self._proxy, ssl=self._ssl, limit=0, keepalive_timeout=self._keepalive_timeout
+                )
+            else:
+                connector = aiohttp.TCPConnector(
+                    ssl=self._ssl, limit=0, keepalive_timeout=self._keepalive_timeout
+                )
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=timeout, trace_configs=self._traces
             )
             _open_sessions.add(self._session)
         return self._session

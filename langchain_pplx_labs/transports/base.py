@@ -107,12 +107,12 @@ class ConnectError(TransportError):
     """No connection could be made (refused, unresolvable, TLS, a proxy's refusal)."""
 
 
+class CertificateError(ConnectError):
+    """No connection could be made: the server's TLS certificate is not trusted (an unknown CA, a clock off)."""
+
+
 class ConnectTimeout(ConnectError):
     """No connection could be made within the transport's connect timeout."""
-
-
-class CertificateError(ConnectError):
-    """The server's TLS certificate is not trusted (a private CA, an intercepting proxy)."""
 
 
 class ReadError(TransportError):

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 import aiohttp
 import engineio
 import socketio
 from engineio import base_client as eio_base_client
+from engineio import packet as eio_packet
+from engineio import payload as eio_payload
 from socketio import exceptions as sio_exceptions
 from socketio import packet as sio_packet
 
 from langchain_pplx_labs._json import OrjsonPacket
-from langchain_pplx_labs._teardown import say_goodbye, sever, stop_tasks, track
+from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, stop_tasks, track
 from langchain_pplx_labs.errors import PerplexityLabsConnectionError
+from langchain_pplx_labs.labs.dial import LabsDialer, sever
 from langchain_pplx_labs.wire import ConnectionSettings, WireListener
+
+logger = logging.getLogger(__name__)
 
 
 class PoolSessionClosed(PerplexityLabsConnectionError):
@@ -71,15 +77,13 @@ class PollingWire:
 
     reads_inline = False
 
-    def __init__(
-        self, settings: ConnectionSettings, session: aiohttp.ClientSession, listener: WireListener
-    ) -> None:
+    def __init__(self, settings: ConnectionSettings, dialer: LabsDialer, listener: WireListener) -> None:
         self._settings = settings
         timeouts = settings.timeouts
         self._sio = _LabsSocketIO(
             listener,
             reconnection=False,
-            http_session=session,
+            http_session=dialer.session(),
             serializer=OrjsonPacket,
             request_timeout=timeouts.connect + timeouts.handshake,
             logger=False,
@@ -192,3 +196,28 @@ class PollingWire:
 
 def _refuse_new_session() -> aiohttp.ClientSession:
     raise PoolSessionClosed("The Labs connection pool is closed")
+
+
+def say_goodbye(eio: Any) -> None:
+    """Send a polling server our CLOSE without waiting for it.
+
+    Unlike a WebSocket, a dropped polling session is not noticed by the server: it
+    would keep it (and keep answering into it) until its ping timeout.
+    """
+    body = eio_payload.Payload(packets=[eio_packet.Packet(eio_packet.CLOSE)]).encode()
+
+    async def post() -> None:
+        try:
+            response = await eio._send_request(
+                "POST",
+                eio.base_url,
+                body=body,
+                headers={"Content-Type": "text/plain"},
+                timeout=GRACEFUL_CLOSE_SECONDS,
+            )
+            if isinstance(response, aiohttp.ClientResponse):
+                response.release()
+        except Exception as exc:  # best effort: the server times the session out anyway
+            logger.debug("polling goodbye failed: %r", exc)
+
+    track(asyncio.ensure_future(post()))

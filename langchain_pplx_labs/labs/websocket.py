@@ -17,8 +17,9 @@ from typing import Any
 
 import aiohttp
 
-from langchain_pplx_labs import packets
-from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, sever, stop_tasks
+from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, stop_tasks
+from langchain_pplx_labs.labs import packets
+from langchain_pplx_labs.labs.dial import LabsDialer, sever
 from langchain_pplx_labs.wire import ConnectionSettings, WireListener
 
 logger = logging.getLogger(__name__)
@@ -33,11 +34,9 @@ class WebSocketWire:
 
     reads_inline = True
 
-    def __init__(
-        self, settings: ConnectionSettings, session: aiohttp.ClientSession, listener: WireListener
-    ) -> None:
+    def __init__(self, settings: ConnectionSettings, dialer: LabsDialer, listener: WireListener) -> None:
         self._settings = settings
-        self._session = session
+        self._dialer = dialer
         self._listener = listener
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -71,7 +70,7 @@ class WebSocketWire:
         return self.engine_open
 
     async def connect(self, *, pipelined: bool) -> None:
-        ws = await self._session.ws_connect(
+        ws = await self._dialer.session().ws_connect(
             self._url(),
             headers=self._settings.header_dict,
             # Bounds the close handshake of a goodbye; reads are bounded by our own timeouts.

@@ -1,0 +1,1 @@
+"""The retired Labs playground's wing: its Socket.IO wires (direct WebSocket, polling), their packets and dialling."""
