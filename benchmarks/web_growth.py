@@ -22,7 +22,7 @@ from benchmarks._common import percentile
 from benchmarks._emulator_process import emulator_process
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs import web as web_wire
-from langchain_pplx_labs.sse import SSEMessage, SSEParser
+from langchain_pplx_labs.web.sse import SSEMessage, SSEParser
 
 MODEL = "turbo"  # no plan: every character is answer text
 SIZES = (50_000, 100_000, 200_000)

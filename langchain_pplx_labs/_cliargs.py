@@ -46,7 +46,7 @@ positive_seconds = number(float, minimum=0, inclusive=False)
 
 def proxy_url(text: str) -> str:
     """An argparse type for ``--proxy`` (``cassette record``, ``doctor``): the schemes aiohttp-socks can dial, with a host and a port."""
-    from langchain_pplx_labs.wire import check_proxy_url  # pydantic's import, paid only with --proxy
+    from langchain_pplx_labs.settings import check_proxy_url  # pydantic's import, paid only with --proxy
 
     try:
         return check_proxy_url(text)  # as ChatPerplexityLabs.proxy accepts

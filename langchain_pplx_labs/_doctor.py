@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp_socks import ProxyConnectionError, ProxyError
 
-from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection, Timeouts, diagnose_refusal
 from langchain_pplx_labs.errors import (
     INSTEAD,
     RETIREMENT_EVIDENCE,
@@ -32,9 +31,11 @@ from langchain_pplx_labs.errors import (
     caused_by,
 )
 from langchain_pplx_labs.events import Finished, TextDelta
+from langchain_pplx_labs.labs.connection import LabsConnection, diagnose_refusal
 from langchain_pplx_labs.labs.dial import LabsDialer
+from langchain_pplx_labs.labs.wire import Wire
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, LabsProtocol, build_payload
-from langchain_pplx_labs.wire import Service, Wire, browser_headers
+from langchain_pplx_labs.settings import ConnectionSettings, Service, Timeouts, browser_headers
 
 QUESTION = "What is the capital of France?"
 STEPS = (

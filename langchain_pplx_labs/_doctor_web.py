@@ -20,7 +20,6 @@ from langchain_pplx_labs._doctor import (
     evidence_of,
     short,
 )
-from langchain_pplx_labs.connection import ConnectionSettings
 from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
     PerplexityLabsDisconnectedError,
@@ -34,11 +33,12 @@ from langchain_pplx_labs.errors import (
 )
 from langchain_pplx_labs.events import Finished, StreamEvent, TextDelta
 from langchain_pplx_labs.protocol import LabsProtocol, build_payload
-from langchain_pplx_labs.sse import SSEMessage
+from langchain_pplx_labs.settings import ConnectionSettings
 from langchain_pplx_labs.transports import http_transport
 from langchain_pplx_labs.transports.base import HTTPTransport, Request, Response
-from langchain_pplx_labs.web import WebSession
-from langchain_pplx_labs.web_protocol import WEB_SESSION_COOKIES, web_request_body
+from langchain_pplx_labs.web.codec import WEB_SESSION_COOKIES, web_request_body
+from langchain_pplx_labs.web.session import WebSession
+from langchain_pplx_labs.web.sse import SSEMessage
 
 WEB_STEPS = (
     STEPS[0],

@@ -19,7 +19,7 @@ from langchain_pplx_labs.protocol import (
     default_model,
     validate_model_name,
 )
-from langchain_pplx_labs.wire import (
+from langchain_pplx_labs.settings import (
     Service,
     check_base_url,
     check_not_negative,

@@ -22,11 +22,11 @@ from langchain_pplx_labs._reporting import areported, nothing_to_report, reporte
 from langchain_pplx_labs._stop import normalise_stop
 from langchain_pplx_labs._sync import iterate_sync, run_sync
 from langchain_pplx_labs.client import ClientCache, LabsClient, client_settings
-from langchain_pplx_labs.connection import ConnectionSettings
 from langchain_pplx_labs.errors import PerplexityLabsInputError
 from langchain_pplx_labs.messages import to_labs_payload
 from langchain_pplx_labs.pool import PoolSettings
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, validate_model_name
+from langchain_pplx_labs.settings import ConnectionSettings
 from langchain_pplx_labs.structured import Method, SchemaSpec, structured_output
 from langchain_pplx_labs.tools import (
     ChoiceSpec,

@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
-from langchain_pplx_labs.connection import ConnectionSettings, PipelinedQueryDropped, Timeouts
 from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
@@ -27,9 +26,10 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsTimeoutError,
 )
 from langchain_pplx_labs.events import Finished, StreamEvent
+from langchain_pplx_labs.labs.connection import PipelinedQueryDropped
 from langchain_pplx_labs.pool import ConnectionPool, PoolClosedError, PoolSettings
 from langchain_pplx_labs.protocol import LabsProtocol
-from langchain_pplx_labs.wire import Service, browser_headers
+from langchain_pplx_labs.settings import ConnectionSettings, Service, Timeouts, browser_headers
 
 logger = logging.getLogger(__name__)
 

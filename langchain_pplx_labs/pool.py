@@ -12,21 +12,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, settle_closes
-from langchain_pplx_labs.connection import (
-    ConnectionSettings,
-    LabsConnection,
-    Transport,
-    diagnose_refusal,
-)
 from langchain_pplx_labs.errors import (
     PerplexityLabsConnectionError,
     PerplexityLabsRetiredError,
     PerplexityLabsTimeoutError,
 )
+from langchain_pplx_labs.labs.connection import LabsConnection, diagnose_refusal
 from langchain_pplx_labs.labs.dial import LabsDialer
+from langchain_pplx_labs.settings import ConnectionSettings, Transport
 from langchain_pplx_labs.transports import http_transport
 from langchain_pplx_labs.transports.base import HTTPTransport
-from langchain_pplx_labs.web import WebSession
+from langchain_pplx_labs.web.session import WebSession
 
 logger = logging.getLogger(__name__)
 

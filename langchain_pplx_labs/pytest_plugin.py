@@ -386,7 +386,7 @@ def _recorded_model(request: dict[str, Any], transport: str) -> str:
     """The Labs model name a recorded request asked (a web body names its ``model_preference``)."""
     if transport != "web":
         return str(request.get("model", ""))
-    from langchain_pplx_labs.web_protocol import labs_model_name
+    from langchain_pplx_labs.web.codec import labs_model_name
 
     params = request.get("params")
     preference = params.get("model_preference") if isinstance(params, dict) else None

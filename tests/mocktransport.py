@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
-from langchain_pplx_labs.sse import sse_message
 from langchain_pplx_labs.transports.base import ReadError, Request, Response
+from langchain_pplx_labs.web.sse import sse_message
 
 Handler = Callable[[Request], Response | Awaitable[Response]]
 

@@ -11,10 +11,9 @@ from pydantic import SecretStr
 
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.client import ClientCache, LabsClient, client_settings
-from langchain_pplx_labs.connection import Timeouts
 from langchain_pplx_labs.pool import PoolSettings
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
-from langchain_pplx_labs.wire import BROWSER_USER_AGENT
+from langchain_pplx_labs.settings import BROWSER_USER_AGENT, Timeouts
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from langchain_pplx_labs.emulator.web import WebVariant, split_reasoning
 from langchain_pplx_labs.errors import PerplexityLabsRateLimitError, PerplexityLabsServerError
 from langchain_pplx_labs.events import Finished, ReasoningDelta, StreamEvent, TextDelta
 from langchain_pplx_labs.protocol import LabsMessage
-from langchain_pplx_labs.sse import SSEMessage, SSEParser
-from langchain_pplx_labs.web_protocol import WebDecoder, web_headers, web_request_body
+from langchain_pplx_labs.web.codec import WebDecoder, web_headers, web_request_body
+from langchain_pplx_labs.web.sse import SSEMessage, SSEParser
 
 ANSWER = "Paris is the capital of France [1]."
 URLS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]

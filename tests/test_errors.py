@@ -252,8 +252,9 @@ async def test_websocket_reply_that_is_not_engineio_is_a_connection_error(
     not_engineio_url: str, request: pytest.FixtureRequest
 ) -> None:
     url_kind = request.node.callspec.params["not_engineio_url"]
-    from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection
+    from langchain_pplx_labs.labs.connection import LabsConnection
     from langchain_pplx_labs.labs.dial import LabsDialer
+    from langchain_pplx_labs.settings import ConnectionSettings
 
     settings = ConnectionSettings(base_url=not_engineio_url)
     # The pool's dialer: its tracing is how open() finds the WebSocket engine.io dropped.

@@ -13,10 +13,11 @@ import pytest
 
 from langchain_pplx_labs import ChatPerplexityLabs, LabsProtocol
 from langchain_pplx_labs import pool as pool_module
-from langchain_pplx_labs.connection import LabsConnection, Transport
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
 from langchain_pplx_labs.emulator.script import LabsRequest, Scenario
 from langchain_pplx_labs.errors import PerplexityLabsConnectionError, PerplexityLabsDisconnectedError
+from langchain_pplx_labs.labs.connection import LabsConnection
+from langchain_pplx_labs.settings import Transport
 
 ANSWER = "Pooled sockets answer this one [1]."
 GRACEFUL_WAIT = 1.5  # longer than a graceful close may take (GRACEFUL_CLOSE_SECONDS)

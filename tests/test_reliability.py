@@ -22,7 +22,6 @@ from pydantic import ValidationError
 
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs import pool as pool_module
-from langchain_pplx_labs.connection import LabsConnection
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
 from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Scenario, Step, progress_frame
 from langchain_pplx_labs.errors import (
@@ -33,6 +32,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
+from langchain_pplx_labs.labs.connection import LabsConnection
 from langchain_pplx_labs.protocol import progress_event
 
 

@@ -29,8 +29,8 @@ from langchain_pplx_labs import (
 )
 from langchain_pplx_labs._doctor import Report, diagnose
 from langchain_pplx_labs.cli.doctor import _print
-from langchain_pplx_labs.connection import explain_refusal, retired_by_redirect
 from langchain_pplx_labs.emulator import FAILED_FRAME, RATE_LIMIT_FRAME, LabsEmulator, Scenario
+from langchain_pplx_labs.labs.connection import explain_refusal, retired_by_redirect
 from langchain_pplx_labs.protocol import parse_frame
 from langchain_pplx_labs.recording import load_cassette
 from langchain_pplx_labs.recording.cassette import CassetteError, parse_cassette

@@ -8,7 +8,7 @@ import pytest
 
 from langchain_pplx_labs._cliargs import proxy_url
 from langchain_pplx_labs.errors import PerplexityLabsInputError
-from langchain_pplx_labs.wire import check_base_url, check_proxy_url
+from langchain_pplx_labs.settings import check_base_url, check_proxy_url
 
 PROXY_HINT = "expected scheme://[user:password@]host:port with scheme http, socks4, socks5, e.g. socks5://127.0.0.1:1080"
 

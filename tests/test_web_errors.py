@@ -34,7 +34,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
-from langchain_pplx_labs.sse import sse_message
+from langchain_pplx_labs.web.sse import sse_message
 
 __all__ = ["authority", "pproxy_server", "tls_emulator"]
 

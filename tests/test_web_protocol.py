@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from langchain_core.load import dumpd, load
 from pydantic import ValidationError
 
-from langchain_pplx_labs import ChatPerplexityLabs, LabsProtocol, sse
+from langchain_pplx_labs import ChatPerplexityLabs, LabsProtocol
 from langchain_pplx_labs.errors import (
     PerplexityLabsInputError,
     PerplexityLabsProtocolError,
@@ -24,8 +24,8 @@ from langchain_pplx_labs.errors import (
 )
 from langchain_pplx_labs.events import Finished, ReasoningDelta, StreamEvent, TextDelta
 from langchain_pplx_labs.protocol import LabsMessage
-from langchain_pplx_labs.sse import SSEMessage, SSEParser, sse_message
-from langchain_pplx_labs.web_protocol import (
+from langchain_pplx_labs.web import sse
+from langchain_pplx_labs.web.codec import (
     TRANSCRIPT_PREAMBLE,
     WEB_ASK_PATH,
     WebDecoder,
@@ -40,6 +40,7 @@ from langchain_pplx_labs.web_protocol import (
     web_request_body,
     web_request_headers,
 )
+from langchain_pplx_labs.web.sse import SSEMessage, SSEParser, sse_message
 
 # --- SSE parser -----------------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ import pytest
 from mocktransport import MockTransport, ScriptedStream, json_response, sse_response
 from webfake import ASK, SESSION, answer_message
 
-from langchain_pplx_labs.connection import ConnectionSettings
 from langchain_pplx_labs.errors import (
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
@@ -21,8 +20,9 @@ from langchain_pplx_labs.errors import (
 )
 from langchain_pplx_labs.events import TextDelta
 from langchain_pplx_labs.protocol import build_payload
+from langchain_pplx_labs.settings import ConnectionSettings
 from langchain_pplx_labs.transports.base import ConnectError, ConnectTimeout, Request, Response
-from langchain_pplx_labs.web import WebSession
+from langchain_pplx_labs.web.session import WebSession
 
 BASE_URL = "http://web.test"
 SETTINGS = ConnectionSettings(base_url=BASE_URL, service="web")

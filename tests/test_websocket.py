@@ -13,10 +13,11 @@ import pytest
 from aiohttp import web
 
 from langchain_pplx_labs import ChatPerplexityLabs
-from langchain_pplx_labs.connection import ConnectionSettings, LabsConnection
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
+from langchain_pplx_labs.labs.connection import LabsConnection
 from langchain_pplx_labs.labs.dial import LabsDialer
 from langchain_pplx_labs.labs.websocket import WebSocketWire
+from langchain_pplx_labs.settings import ConnectionSettings
 
 # A client that stops answering is dropped 1.5 s after its last pong (python-engineio's
 # server truncates the interval to whole seconds in its OPEN packet).

@@ -14,7 +14,7 @@ from aiohttp import web
 from loopback import serving_app
 from multidict import CIMultiDict
 
-from langchain_pplx_labs.sse import sse_message
+from langchain_pplx_labs.web.sse import sse_message
 
 ASK = "/rest/sse/perplexity_ask"
 SESSION = "/api/auth/session"

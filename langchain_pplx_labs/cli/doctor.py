@@ -23,7 +23,7 @@ from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, default_model
 if TYPE_CHECKING:
     from langchain_pplx_labs._doctor import Report
     from langchain_pplx_labs.protocol import LabsProtocol
-    from langchain_pplx_labs.wire import Service
+    from langchain_pplx_labs.settings import Service
 
 QUESTION = "What is the capital of France?"
 

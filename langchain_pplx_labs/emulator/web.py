@@ -17,13 +17,13 @@ from pydantic import BaseModel, ConfigDict
 
 from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Raw, Responder, Scenario, Stall, Step
 from langchain_pplx_labs.protocol import IMPLICIT_THINK_MODELS, THINK_CLOSE, THINK_OPEN, LabsProtocol
-from langchain_pplx_labs.sse import sse_message
-from langchain_pplx_labs.web_protocol import (
+from langchain_pplx_labs.web.codec import (
     WEB_END_EVENT,
     WEB_SESSION_COOKIES,
     labs_model_name,
     messages_from_query,
 )
+from langchain_pplx_labs.web.sse import sse_message
 
 logger = logging.getLogger(__name__)
 

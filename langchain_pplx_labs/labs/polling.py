@@ -20,7 +20,8 @@ from langchain_pplx_labs._json import OrjsonPacket
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, stop_tasks, track
 from langchain_pplx_labs.errors import PerplexityLabsConnectionError
 from langchain_pplx_labs.labs.dial import LabsDialer, sever
-from langchain_pplx_labs.wire import ConnectionSettings, WireListener
+from langchain_pplx_labs.labs.wire import WireListener
+from langchain_pplx_labs.settings import ConnectionSettings
 
 logger = logging.getLogger(__name__)
 

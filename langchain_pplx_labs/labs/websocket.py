@@ -20,7 +20,8 @@ import aiohttp
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, stop_tasks
 from langchain_pplx_labs.labs import packets
 from langchain_pplx_labs.labs.dial import LabsDialer, sever
-from langchain_pplx_labs.wire import ConnectionSettings, WireListener
+from langchain_pplx_labs.labs.wire import WireListener
+from langchain_pplx_labs.settings import ConnectionSettings
 
 logger = logging.getLogger(__name__)
 

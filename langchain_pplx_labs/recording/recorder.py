@@ -19,8 +19,8 @@ from langchain_pplx_labs.recording.cassette import Cassette, Frame, HttpRefusal,
 from langchain_pplx_labs.recording.redact import Redactor
 from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError as UpstreamUnreachableError
 from langchain_pplx_labs.recording.upstream import describe_error
+from langchain_pplx_labs.settings import browser_headers
 from langchain_pplx_labs.transports.base import TransportError
-from langchain_pplx_labs.wire import browser_headers
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from langchain_pplx_labs.recording.cassette import (
 from langchain_pplx_labs.recording.recorder import record_interaction
 from langchain_pplx_labs.recording.redact import REDACTED, Redactor
 from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError
-from langchain_pplx_labs.sse import sse_message
+from langchain_pplx_labs.web.sse import sse_message
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from langchain_pplx_labs.errors import PerplexityLabsServerError
 from langchain_pplx_labs.events import ReasoningDelta, Source, StreamEvent, TextDelta
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, THINK_CLOSE, THINK_OPEN, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Cassette, Frame, Interaction
-from langchain_pplx_labs.web_protocol import WEB_END_EVENT, WebDecoder, messages_from_query
+from langchain_pplx_labs.web.codec import WEB_END_EVENT, WebDecoder, messages_from_query
 
 
 def format_transcript(

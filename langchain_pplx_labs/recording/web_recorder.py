@@ -16,10 +16,10 @@ from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Frame, HttpRefusal, Interaction
 from langchain_pplx_labs.recording.redact import Redactor
 from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError, describe_error
-from langchain_pplx_labs.sse import SSEMessage, SSEParser
+from langchain_pplx_labs.settings import browser_headers
 from langchain_pplx_labs.transports import http_transport
 from langchain_pplx_labs.transports.base import Request, Response, TransportError
-from langchain_pplx_labs.web_protocol import (
+from langchain_pplx_labs.web.codec import (
     WebDecoder,
     is_end_marker,
     session_user_id,
@@ -27,7 +27,7 @@ from langchain_pplx_labs.web_protocol import (
     web_request_body,
     web_request_headers,
 )
-from langchain_pplx_labs.wire import browser_headers
+from langchain_pplx_labs.web.sse import SSEMessage, SSEParser
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ async def record_web_interaction(
 
     As ``ChatPerplexityLabs(transport="web")`` does: ``GET protocol.web_session_path`` first (which
     says whether the cookies are signed in), then ``POST protocol.web_path`` with
-    :func:`~langchain_pplx_labs.web_protocol.web_request_body` — or ``body`` as given (a client's own,
+    :func:`~langchain_pplx_labs.web.codec.web_request_body` — or ``body`` as given (a client's own,
     when recording through the replay server). ``headers`` default to the browser-like ones; the web
     app's own (accept, origin, referer, ``x-request-id``) replace the Labs playground's defaults.
     The interaction's request is the body as sent, redacted with :meth:`Redactor.for_web` (so its

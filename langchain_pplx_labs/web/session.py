@@ -1,7 +1,7 @@
 """A web session: one warm keep-alive connection to the web app, each question POSTed and its SSE answer read as events.
 
 Perplexity's web app asks with one ``POST`` per question and streams the answer back as
-``text/event-stream``; the codec (:mod:`langchain_pplx_labs.web_protocol`) reads its messages as
+``text/event-stream``; the codec (:mod:`langchain_pplx_labs.web.codec`) reads its messages as
 the answer's events. A session opens with the web app's own warm-up request (``GET
 /api/auth/session``, which also says whether the cookies are signed in), and each question
 reuses the TCP (and TLS) connection of the HTTP transport (:mod:`langchain_pplx_labs.transports`).
@@ -32,7 +32,7 @@ from langchain_pplx_labs.errors import (
     excerpt_of,
 )
 from langchain_pplx_labs.events import StreamEvent
-from langchain_pplx_labs.sse import SSEMessage, SSEParser
+from langchain_pplx_labs.settings import ConnectionSettings, is_cloudflare_block
 from langchain_pplx_labs.transports.base import (
     CertificateError,
     ConnectTimeout,
@@ -41,7 +41,7 @@ from langchain_pplx_labs.transports.base import (
     Response,
     TransportError,
 )
-from langchain_pplx_labs.web_protocol import (
+from langchain_pplx_labs.web.codec import (
     WebDecoder,
     is_end_marker,
     message_json,
@@ -50,7 +50,7 @@ from langchain_pplx_labs.web_protocol import (
     web_request_body,
     web_request_headers,
 )
-from langchain_pplx_labs.wire import ConnectionSettings, is_cloudflare_block
+from langchain_pplx_labs.web.sse import SSEMessage, SSEParser
 
 logger = logging.getLogger(__name__)
 

@@ -29,18 +29,15 @@ from langchain_pplx_labs.events import Finished, StreamEvent
 from langchain_pplx_labs.labs.dial import LabsDialer, connect_failure
 from langchain_pplx_labs.labs.polling import PollingWire
 from langchain_pplx_labs.labs.websocket import WebSocketWire
+from langchain_pplx_labs.labs.wire import Wire
 from langchain_pplx_labs.protocol import StreamDecoder, parse_frame
-from langchain_pplx_labs.transports.base import CertificateError, ConnectTimeout, TransportError
-from langchain_pplx_labs.wire import (
+from langchain_pplx_labs.settings import (
     BLOCK_MARKERS,
-    BROWSER_USER_AGENT,
-    DEFAULT_HEADERS,
     ConnectionSettings,
-    Timeouts,
     Transport,
-    Wire,
     is_cloudflare_block,
 )
+from langchain_pplx_labs.transports.base import CertificateError, ConnectTimeout, TransportError
 
 _LABS_WIRES: dict[Transport, type[WebSocketWire | PollingWire]] = {
     "websocket": WebSocketWire,
@@ -48,13 +45,8 @@ _LABS_WIRES: dict[Transport, type[WebSocketWire | PollingWire]] = {
 }
 
 __all__ = [
-    "BROWSER_USER_AGENT",
-    "DEFAULT_HEADERS",
-    "ConnectionSettings",
     "LabsConnection",
     "PipelinedQueryDropped",
-    "Timeouts",
-    "Transport",
     "diagnose_refusal",
     "explain_refusal",
     "retired_by_redirect",

@@ -22,7 +22,7 @@ from langchain_pplx_labs.errors import (
 )
 from langchain_pplx_labs.events import ReasoningDelta, StreamEvent, TextDelta, finished
 from langchain_pplx_labs.protocol import LabsMessage, LabsProtocol, Role
-from langchain_pplx_labs.sse import SSEMessage
+from langchain_pplx_labs.web.sse import SSEMessage
 
 logger = logging.getLogger(__name__)
 
