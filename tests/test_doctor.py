@@ -16,7 +16,8 @@ from clirun import run_cli
 from test_proxy_tls import _free_port
 
 from langchain_pplx_labs import LabsProtocol
-from langchain_pplx_labs._doctor import STEPS, Report, diagnose
+from langchain_pplx_labs.doctor.labs import diagnose
+from langchain_pplx_labs.doctor.walk import STEPS, Report
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator, Scenario
 from langchain_pplx_labs.recording import load_cassette
 

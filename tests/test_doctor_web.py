@@ -21,9 +21,9 @@ from test_proxy_tls import _free_port
 from webfake import FakeWebApp, serving, streaming
 
 from langchain_pplx_labs import LabsProtocol
-from langchain_pplx_labs._doctor import Report, web_walk_command
-from langchain_pplx_labs._doctor_web import diagnose_web
 from langchain_pplx_labs.cli.doctor import _print
+from langchain_pplx_labs.doctor.walk import Report, web_walk_command
+from langchain_pplx_labs.doctor.web import diagnose_web
 from langchain_pplx_labs.emulator import FAILED_FRAME, LabsEmulator, Scenario
 from langchain_pplx_labs.emulator.script import Emit, Stall
 from langchain_pplx_labs.emulator.web import WebVariant

@@ -27,8 +27,9 @@ from langchain_pplx_labs import (
     PerplexityLabsSilentError,
     PerplexityLabsTimeoutError,
 )
-from langchain_pplx_labs._doctor import Report, diagnose
 from langchain_pplx_labs.cli.doctor import _print
+from langchain_pplx_labs.doctor.labs import diagnose
+from langchain_pplx_labs.doctor.walk import Report
 from langchain_pplx_labs.emulator import FAILED_FRAME, RATE_LIMIT_FRAME, LabsEmulator, Scenario
 from langchain_pplx_labs.labs.connection import explain_refusal, retired_by_redirect
 from langchain_pplx_labs.protocol import parse_frame

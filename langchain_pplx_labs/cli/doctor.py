@@ -21,7 +21,7 @@ from langchain_pplx_labs.cli._shared import (
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, default_model
 
 if TYPE_CHECKING:
-    from langchain_pplx_labs._doctor import Report
+    from langchain_pplx_labs.doctor.walk import Report
     from langchain_pplx_labs.protocol import LabsProtocol
     from langchain_pplx_labs.settings import Service
 
@@ -63,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
     base_url = (args.base_url or os.environ.get("PPLX_LABS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
     model = args.model or default_model(transport)
     if transport == "web":
-        from langchain_pplx_labs._doctor_web import diagnose_web as diagnose
+        from langchain_pplx_labs.doctor.web import diagnose_web as diagnose
     else:
-        from langchain_pplx_labs._doctor import diagnose
+        from langchain_pplx_labs.doctor.labs import diagnose
     report = asyncio.run(diagnose(base_url, model, protocol, args.timeout, args.question, proxy=args.proxy))
     recorded = asyncio.run(_record(args, base_url, model, protocol, transport)) if args.record else ""
     if args.json:

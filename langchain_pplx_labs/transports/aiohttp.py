@@ -7,7 +7,11 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 
 import aiohttp
-from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, ProxyTimeoutError
+from aiohttp_socks import (
+    ProxyConnectionError as ProxyConnectionError,  # re-exported: the doctor names proxy failures
+)
+from aiohttp_socks import ProxyConnector, ProxyTimeoutError
+from aiohttp_socks import ProxyError as ProxyError
 
 from langchain_pplx_labs.transports.base import (
     CertificateError,

@@ -1,180 +1,40 @@
-"""The doctor's walk: one question through the client's own connection code, each step timed and judged."""
+"""The doctor's walk over Labs: one question through the Labs connection's own code, each step timed and judged."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
-from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from typing import Any
 
 import aiohttp
-from aiohttp_socks import ProxyConnectionError, ProxyError
 
+from langchain_pplx_labs.doctor.walk import (
+    STEPS,
+    Failed,
+    StepWalk,
+    advice_for,
+    event_summary,
+    evidence_of,
+    short,
+    web_walk_command,
+)
 from langchain_pplx_labs.errors import (
     INSTEAD,
     RETIREMENT_EVIDENCE,
-    PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
-    PerplexityLabsDisconnectedError,
     PerplexityLabsError,
-    PerplexityLabsNotFoundError,
-    PerplexityLabsProtocolError,
-    PerplexityLabsRateLimitError,
     PerplexityLabsRetiredError,
-    PerplexityLabsServerError,
     PerplexityLabsSilentError,
     PerplexityLabsTimeoutError,
-    caused_by,
 )
 from langchain_pplx_labs.events import Finished, TextDelta
 from langchain_pplx_labs.labs.connection import LabsConnection, diagnose_refusal
 from langchain_pplx_labs.labs.dial import LabsDialer
 from langchain_pplx_labs.labs.wire import Wire
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, LabsProtocol, build_payload
-from langchain_pplx_labs.settings import ConnectionSettings, Service, Timeouts, browser_headers
-
-QUESTION = "What is the capital of France?"
-STEPS = (
-    "connect (TCP, TLS)",
-    "Engine.IO open",
-    "Socket.IO connect with auth",
-    "WebSocket",
-    "question sent",
-    "first frame",
-    "final frame with sources",
-)
-
-
-@dataclass
-class Step:
-    """One step's outcome: ``detail`` says what was seen."""
-
-    name: str
-    ok: bool
-    ms: float
-    detail: str = ""
-
-
-@dataclass
-class Report:
-    """Every step walked; on a failure, what was seen and what to change.
-
-    ``verdict`` says what the failure means for the service as a whole, when it says anything
-    (a retired Labs); it is empty otherwise.
-    """
-
-    base_url: str
-    steps: list[Step] = field(default_factory=list)
-    evidence: str = ""
-    advice: str = ""
-    answer: str = ""
-    verdict: str = ""
-    transport: Service = "labs"
-    planned: tuple[str, ...] = STEPS
-    """The walk's steps in order (the Labs playground's, or the web app's)."""
-
-    @property
-    def ok(self) -> bool:
-        return len(self.steps) == len(self.planned) and all(step.ok for step in self.steps)
-
-    def as_json(self) -> dict[str, Any]:
-        steps = [asdict(step) for step in self.steps]
-        data: dict[str, Any] = {"ok": self.ok, "transport": self.transport, "steps": steps}
-        if not self.ok:
-            data.update(evidence=self.evidence, advice=self.advice)
-        if self.verdict:
-            data["verdict"] = self.verdict
-        return data
-
-
-class Failed(Exception):
-    """A step failed: the report has its evidence and advice."""
-
-
-def walk_settings(base_url: str, protocol: LabsProtocol, timeout: float) -> ConnectionSettings:
-    """The settings a walk connects with: the model's headers, ``$PPLX_LABS_COOKIES``, every timeout ``timeout``."""
-    headers = browser_headers(protocol)
-    cookies = os.environ.get("PPLX_LABS_COOKIES")
-    if cookies:
-        headers["Cookie"] = cookies
-    timeouts = Timeouts(connect=timeout, handshake=timeout, first_token=timeout, idle=timeout, total=None)
-    return ConnectionSettings(base_url, tuple(headers.items()), timeouts, protocol)
-
-
-class StepWalk:
-    """What both walks do alike: time each step from the end of the one before, and judge the connect."""
-
-    transport: ClassVar[Service]
-    planned: ClassVar[tuple[str, ...]]
-
-    def __init__(
-        self, report: Report, settings: ConnectionSettings, model: str, question: str, proxy: str | None
-    ) -> None:
-        self.report = report
-        self.settings = settings
-        self.model = model
-        self.question = question
-        self.proxy = proxy
-        self.mark = time.monotonic()
-        self.tcp_at: float | None = None
-
-    @classmethod
-    async def diagnose(
-        cls,
-        base_url: str,
-        model: str,
-        protocol: LabsProtocol,
-        step_seconds: float,
-        question: str = QUESTION,
-        *,
-        proxy: str | None = None,
-    ) -> Report:
-        """Ask ``question`` through this walk's transport (and ``proxy``), timing and judging each step."""
-        report = Report(base_url, transport=cls.transport, planned=cls.planned)
-        settings = walk_settings(base_url, protocol, step_seconds)
-        with contextlib.suppress(Failed):
-            await cls(report, settings, model, question, proxy).run()
-        return report
-
-    async def run(self) -> None:
-        """Walk every step; a failing one raises ``Failed`` once it is in the report."""
-        raise NotImplementedError
-
-    def passed(self, name: str, detail: str = "", *, until: float | None = None) -> None:
-        now = time.monotonic() if until is None else until
-        self.report.steps.append(Step(name, True, round((now - self.mark) * 1000, 1), detail))
-        self.mark = now
-
-    def failed(self, name: str, detail: str, evidence: str, advice: str) -> Failed:
-        now = time.monotonic()
-        self.report.steps.append(Step(name, False, round((now - self.mark) * 1000, 1), detail))
-        self.report.evidence, self.report.advice = evidence, advice
-        return Failed(name)
-
-    def connect_failed(self, exc: BaseException) -> Failed:
-        if self.proxy and caused_by(exc, (ProxyConnectionError, ProxyError)):
-            where = _proxy_address(self.proxy)
-            if caused_by(exc, ProxyConnectionError):
-                detail = f"the proxy {where} refused the connection"
-                advice = (
-                    f"nothing accepts connections at the proxy {where}: start the proxy, or check --proxy"
-                )
-            else:
-                detail = f"the proxy {where} could not reach {self.settings.base_url}"
-                advice = (
-                    "the proxy answered but opened no tunnel: check its credentials and rules, --base-url"
-                )
-            how = " (scheme, host and port; proxy=... in ChatPerplexityLabs)"
-            return self.failed(STEPS[0], detail, short(exc), advice + how)
-        return self.failed(STEPS[0], short(exc), evidence_of(exc), advice_for(exc, step=STEPS[0]))
-
-    def connect_detail(self) -> str:
-        scheme = "TCP + TLS" if self.settings.base_url.startswith("https") else "TCP"
-        return f"{scheme} through the proxy {_proxy_address(self.proxy)}" if self.proxy else scheme
+from langchain_pplx_labs.protocol import build_payload
+from langchain_pplx_labs.settings import ConnectionSettings
 
 
 class _Walk(StepWalk):
@@ -381,12 +241,6 @@ class _Observed(LabsConnection):
         super().on_event(event, *args)
 
 
-def _proxy_address(proxy: str) -> str:
-    """``scheme://host:port`` of a proxy URL, without its credentials (a report gets pasted into bugs)."""
-    parts = urlsplit(proxy)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port}"
-
-
 def _transport_of(wire: Wire | None) -> str:
     sio = getattr(wire, "_sio", None)
     return str(getattr(getattr(sio, "eio", None), "current_transport", "") or "")
@@ -394,14 +248,6 @@ def _transport_of(wire: Wire | None) -> str:
 
 def _keys(auth: dict[str, Any]) -> str:
     return "{" + ", ".join(repr(key) for key in auth) + "}" if auth else "{}"
-
-
-def short(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
-
-
-def event_summary(events: Counter[str]) -> str:
-    return ", ".join(f"{name} ×{count}" for name, count in events.most_common(5))
 
 
 def _verdict(exc: BaseException) -> str:
@@ -420,74 +266,6 @@ def _retired_detail(exc: PerplexityLabsRetiredError) -> str:
     if exc.status is not None and 300 <= exc.status < 400:
         return f"HTTP {exc.status} redirect to {exc.excerpt}"
     return f"HTTP {exc.status}: Perplexity's main site, not Engine.IO"
-
-
-def evidence_of(exc: BaseException) -> str:
-    if isinstance(exc, PerplexityLabsSilentError):
-        return short(exc)  # the timeout's own text: the verdict says what the silence means
-    if isinstance(exc, PerplexityLabsRetiredError):
-        return exc.evidence
-    if isinstance(exc, PerplexityLabsRateLimitError):
-        code = f" ({exc.error_code})" if exc.error_code else ""
-        # The web codec's text is the code itself when the server gave none: said once.
-        said = f": {exc.server_message!r}" if exc.server_message not in ("", exc.error_code) else ""
-        return f"the server refused the question for a rate limit{code}{said}"
-    if isinstance(exc, PerplexityLabsNotFoundError):
-        return f"HTTP {exc.status} at {exc.url}: {exc.excerpt!r}"
-    if isinstance(exc, PerplexityLabsBlockedError):
-        return f"HTTP {exc.status}: {exc.excerpt!r}"
-    if isinstance(exc, PerplexityLabsServerError):
-        return f"the server answered status failed: {exc.server_message!r}"
-    if isinstance(exc, PerplexityLabsProtocolError):
-        return f"a frame we cannot read: {exc.excerpt!r}"
-    return short(exc)
-
-
-def web_walk_command(base_url: str) -> str:
-    """The command that walks the web app where a retired Labs was asked (its ``--base-url`` when not the default)."""
-    where = "" if base_url.rstrip("/") == DEFAULT_BASE_URL else f" --base-url {base_url}"
-    return f"pplx-labs doctor --transport web{where}"
-
-
-def advice_for(exc: BaseException, *, step: str = "", base_url: str = DEFAULT_BASE_URL) -> str:
-    if isinstance(exc, PerplexityLabsRetiredError) and not isinstance(exc, PerplexityLabsSilentError):
-        return (
-            f"Labs' Socket.IO endpoint is gone: try: {web_walk_command(base_url)}; in code, {INSTEAD} "
-            "(docs/retirement.md)"
-        )
-    if isinstance(exc, PerplexityLabsRateLimitError):
-        return "a rate limit: wait before asking again; do not loop (retries only prolong it)"
-    if isinstance(exc, PerplexityLabsBlockedError):
-        return (
-            "a Cloudflare page: Labs refuses this client from here. Send browser cookies "
-            "($PPLX_LABS_COOKIES / cookies=...), use a proxy (proxy=...), or try another network"
-        )
-    if isinstance(exc, PerplexityLabsNotFoundError):
-        return (
-            "no Labs endpoint at that URL: check --base-url (base_url); if Labs moved its Socket.IO "
-            "endpoint, set LabsProtocol(socketio_path=...) (--protocol FILE.json)"
-        )
-    if isinstance(exc, PerplexityLabsTimeoutError) and exc.which in ("connect", "handshake"):
-        return f"the server did not answer the {exc.which} in time: check the host, a proxy or firewall; raise --timeout"
-    if isinstance(exc, PerplexityLabsServerError):
-        return (
-            "Labs itself failed the question: try another --model or later; if its text names the "
-            "payload, set LabsProtocol(payload_version=...)"
-        )
-    if isinstance(exc, PerplexityLabsDisconnectedError):
-        return "the server closed the socket mid-answer: ask again; if it repeats, record a cassette (--record) for a report"
-    if isinstance(exc, PerplexityLabsProtocolError):
-        return (
-            "Labs changed its frame format: record a cassette (--record FILE) and attach it to a bug report"
-        )
-    if step == STEPS[0] and "certificate" in short(exc).lower():
-        return (
-            "the server's TLS certificate is not trusted: fix the clock or CA bundle, or pass "
-            "ssl_context= with your CA to ChatPerplexityLabs (an intercepting proxy needs its CA)"
-        )
-    if step == STEPS[0]:
-        return "nothing answers at that host and port: check --base-url, the network or a proxy"
-    return "record a cassette (--record FILE) and attach it to a bug report"
 
 
 def _first_frame_advice(exc: PerplexityLabsError, events: Counter[str], walk: _Walk) -> str:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from langchain_pplx_labs._doctor import (
+from langchain_pplx_labs.doctor.walk import (
     STEPS,
     Failed,
     Report,
