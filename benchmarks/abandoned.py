@@ -37,7 +37,7 @@ async def _abandoned_ttfts(base_url: str, drain_timeout: float) -> tuple[list[fl
                     break
             await stream.aclose()  # what the loop does for a ``break`` a little later
             await asyncio.sleep(GAP)
-        opened = (await chat._labs_client().pool()).connections_opened
+        opened = (await chat._client().pool()).connections_opened
     return ttfts, opened
 
 

@@ -13,7 +13,7 @@ from benchmarks.reference_client import reference_ask
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import EmulatorThread
 from langchain_pplx_labs.events import TextDelta
-from langchain_pplx_labs.messages import to_labs_payload
+from langchain_pplx_labs.messages import to_payload
 
 FRAMES = 100  # cumulative frames per answer, whatever its size: wire bytes grow linearly with size
 SIZES = {"10 KB": 10_000, "100 KB": 100_000, "1 MB": 1_000_000}
@@ -37,10 +37,10 @@ async def _ours(chat: ChatPerplexityLabs, size: int) -> float:
 
 async def _client(chat: ChatPerplexityLabs, size: int) -> float:
     # The package's client alone (the answer's events off the socket), no LangChain layer.
-    payload = to_labs_payload([HumanMessage("long answer")], chat.model, protocol=chat.protocol)
+    payload = to_payload([HumanMessage("long answer")], chat.model, protocol=chat.protocol)
     started = time.thread_time()
     received = 0
-    async for event in chat._labs_client().stream(payload):
+    async for event in chat._client().stream(payload):
         if isinstance(event, TextDelta):
             received += len(event.text)
     assert received == size, (received, size)
@@ -89,6 +89,6 @@ def run(quick: bool, rtt: float) -> None:
             baseline, client, ours = asyncio.run(_measure(thread.base_url, size, reps))
             reference = Row("", baseline).median
             rows.append(Row(f"baseline, {label}", baseline, baseline=reference))
-            rows.append(Row(f"ours, LabsClient.stream, {label}", client, baseline=reference))
+            rows.append(Row(f"ours, Client.stream, {label}", client, baseline=reference))
             rows.append(Row(f"ours, ChatPerplexityLabs.astream, {label}", ours, baseline=reference))
     print_table(f"CPU time to stream an answer ({FRAMES} cumulative frames; lower is better)", rows)

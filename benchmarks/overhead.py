@@ -11,7 +11,7 @@ from langchain_core.messages import HumanMessage
 from benchmarks._common import Row, print_table
 from benchmarks._emulator_process import emulator_process
 from langchain_pplx_labs import ChatPerplexityLabs
-from langchain_pplx_labs.messages import to_labs_payload
+from langchain_pplx_labs.messages import to_payload
 
 MODEL = "sonar"
 TARGET = 1.15
@@ -21,9 +21,9 @@ Sample = tuple[float, float]  # (wall seconds, this thread's CPU seconds)
 
 async def _raw(chat: ChatPerplexityLabs) -> Sample:
     # What the client alone does: the answer's events off the socket (frames decoded into deltas).
-    payload = to_labs_payload([HumanMessage("overhead")], chat.model, protocol=chat.protocol)
+    payload = to_payload([HumanMessage("overhead")], chat.model, protocol=chat.protocol)
     wall, cpu = time.perf_counter(), time.thread_time()
-    async for _ in chat._labs_client().stream(payload):
+    async for _ in chat._client().stream(payload):
         pass
     return time.perf_counter() - wall, time.thread_time() - cpu
 
@@ -46,7 +46,7 @@ async def _measure(base_url: str, reps: int) -> tuple[list[Sample], list[Sample]
         for _ in range(reps):  # interleaved, so machine noise hits both alike
             raw.append(await _raw(chat))
             wrapped.append(await _astream(chat))
-        assert (await chat._labs_client().pool()).connections_opened == 1
+        assert (await chat._client().pool()).connections_opened == 1
     return raw, wrapped
 
 
@@ -85,10 +85,10 @@ def run(quick: bool, rtt: float) -> None:
         f"LangChain layer overhead, 2 KB answer in 50 frames, {runs} runs x {reps} "
         f"(target <= {TARGET}x of the raw client)",
         [
-            Row("raw LabsClient.stream (decoded events), wall", [s[0] for s in raw], baseline=wall_reference),
+            Row("raw Client.stream (decoded events), wall", [s[0] for s in raw], baseline=wall_reference),
             Row("ChatPerplexityLabs.astream, wall", [s[0] for s in wrapped], baseline=wall_reference),
             Row(
-                "raw LabsClient.stream (decoded events), client-thread CPU",
+                "raw Client.stream (decoded events), client-thread CPU",
                 [s[1] for s in raw],
                 baseline=cpu_reference,
             ),

@@ -18,7 +18,7 @@ from benchmarks.web_reference_client import web_reference_ask
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import EmulatorThread
 from langchain_pplx_labs.events import TextDelta
-from langchain_pplx_labs.messages import to_labs_payload
+from langchain_pplx_labs.messages import to_payload
 
 MODEL = "turbo"  # the web app's anonymous model: no plan, so the first text is answer text for both clients
 # Paced as the corpus cassettes are where nothing else is recorded (recording/build_corpus.py):
@@ -141,9 +141,9 @@ async def _cpu(base_url: str, size: int, reps: int) -> dict[str, list[float]]:
 
     async def client() -> None:
         # The package's client alone: the answer's events off the wire, no LangChain layer.
-        payload = to_labs_payload([HumanMessage("long answer")], chat.model, protocol=chat.protocol)
+        payload = to_payload([HumanMessage("long answer")], chat.model, protocol=chat.protocol)
         received = 0
-        async for event in chat._labs_client().stream(payload):
+        async for event in chat._client().stream(payload):
             if isinstance(event, TextDelta):
                 received += len(event.text)
         assert received == size, (received, size)
@@ -236,7 +236,7 @@ def _cpu_table(reps: int) -> None:
             samples = asyncio.run(_cpu(thread.base_url, size, reps))
             reference = Row("", samples["baseline"]).median
             rows.append(Row(f"baseline, {label}", samples["baseline"], baseline=reference))
-            rows.append(Row(f"ours, LabsClient.stream, {label}", samples["client"], baseline=reference))
+            rows.append(Row(f"ours, Client.stream, {label}", samples["client"], baseline=reference))
             rows.append(
                 Row(f"ours, ChatPerplexityLabs.astream, {label}", samples["astream"], baseline=reference)
             )

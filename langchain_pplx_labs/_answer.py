@@ -11,7 +11,7 @@ from langchain_core.outputs import ChatGenerationChunk
 
 from langchain_pplx_labs._chunks import AnswerChunks, estimate_tokens
 from langchain_pplx_labs._stop import StopScanner, apply_stop
-from langchain_pplx_labs.client import LabsClient
+from langchain_pplx_labs.client import Client
 from langchain_pplx_labs.errors import PerplexityLabsError
 from langchain_pplx_labs.events import ReasoningDelta, StreamEvent
 
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 async def answer_chunks(
-    open_client: Callable[[], LabsClient],
+    open_client: Callable[[], Client],
     payload: Mapping[str, Any],
     *,
     keep_reasoning: bool,

@@ -8,9 +8,9 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk
 
-from langchain_pplx_labs._blocks import PROVIDER
+from langchain_pplx_labs._content_blocks import PROVIDER
 from langchain_pplx_labs._profiles import CHARS_PER_TOKEN
-from langchain_pplx_labs._stamped import TextChunks
+from langchain_pplx_labs._text_chunks import TextChunks
 from langchain_pplx_labs.events import Finished, ReasoningDelta, StreamEvent, TextDelta
 
 # One chunk per frame is the hot path: validating each one cost more than the rest of the layer.

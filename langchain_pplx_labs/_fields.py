@@ -36,7 +36,7 @@ _SECRET_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization", "
 _IGNORED_PARAMS = frozenset({"temperature", "max_tokens"})
 
 
-class LabsModelFields(BaseChatModel):
+class ModelFields(BaseChatModel):
     """ChatPerplexityLabs's settings as pydantic fields, checked when the model is built.
 
     Apart from the model class so that ``chat_models`` reads as LangChain's surface alone,

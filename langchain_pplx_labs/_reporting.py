@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.outputs import ChatGenerationChunk
 
-from langchain_pplx_labs._blocks import annotate_last_chunk
+from langchain_pplx_labs._content_blocks import annotate_last_chunk
 
 
 class AnswerNotes:

@@ -15,15 +15,15 @@ from langchain_core.tools import BaseTool
 from pydantic import PrivateAttr
 
 from langchain_pplx_labs._answer import answer_chunks
-from langchain_pplx_labs._blocks import PROVIDER
-from langchain_pplx_labs._fields import LabsModelFields
+from langchain_pplx_labs._content_blocks import PROVIDER
+from langchain_pplx_labs._fields import ModelFields
 from langchain_pplx_labs._first_call import pay_first_call_costs
 from langchain_pplx_labs._reporting import areported, nothing_to_report, reported
 from langchain_pplx_labs._stop import normalise_stop
 from langchain_pplx_labs._sync import iterate_sync, run_sync
-from langchain_pplx_labs.client import ClientCache, LabsClient, client_settings
+from langchain_pplx_labs.client import Client, ClientCache, client_settings
 from langchain_pplx_labs.errors import PerplexityLabsInputError
-from langchain_pplx_labs.messages import to_labs_payload
+from langchain_pplx_labs.messages import to_payload
 from langchain_pplx_labs.pool import PoolSettings
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, validate_model_name
 from langchain_pplx_labs.settings import ConnectionSettings
@@ -39,7 +39,7 @@ from langchain_pplx_labs.tools import (
 )
 
 
-class ChatPerplexityLabs(LabsModelFields):
+class ChatPerplexityLabs(ModelFields):
     r"""Chat model for Perplexity's web app (Server-Sent Events) and its retired Labs playground (Socket.IO).
 
     Neither has an official API: this model speaks the web app's SSE ask (`transport="web"`,
@@ -337,14 +337,14 @@ class ChatPerplexityLabs(LabsModelFields):
     # -- connection management ---------------------------------------------------------
 
     @property
-    def _client(self) -> LabsClient | None:
+    def _current_client(self) -> Client | None:
         """The client for the latest settings used, if any."""
         return self._clients.client
 
     def _settings(self) -> tuple[ConnectionSettings, PoolSettings]:
         return client_settings(self)
 
-    def _labs_client(self) -> LabsClient:
+    def _client(self) -> Client:
         """The client for the current settings: built anew after one changed (the old one is kept to close)."""
         clients, client = self._clients.client_for(self)
         if clients is not self._clients:
@@ -353,11 +353,11 @@ class ChatPerplexityLabs(LabsModelFields):
 
     async def awarmup(self) -> None:
         """Open a socket now, on this event loop, so the first question skips the handshake."""
-        await self._labs_client().warmup()
+        await self._client().warmup()
 
     def warmup(self) -> None:
         """Open a socket for sync calls ahead of the first question."""
-        run_sync(self._labs_client().warmup())
+        run_sync(self._client().warmup())
 
     async def aclose(self) -> None:
         """Close this model's sockets on the current event loop."""
@@ -432,7 +432,7 @@ class ChatPerplexityLabs(LabsModelFields):
         model = validate_model_name(kwargs["model"]) if kwargs.get("model") else self.model
         # An instruction may be prepended: errors must still name the caller's message indexes.
         first_index = len(messages) - len(prepared)
-        payload = to_labs_payload(
+        payload = to_payload(
             prepared,
             model,
             protocol=self.protocol,
@@ -440,7 +440,7 @@ class ChatPerplexityLabs(LabsModelFields):
             first_index=first_index,
         )
         chunks = answer_chunks(
-            self._labs_client,
+            self._client,
             payload,
             keep_reasoning=self.reasoning is not False,
             stops=normalise_stop(stop if stop is not None else self.stop),

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 RETRIED_TIMEOUTS = frozenset({"connect", "handshake"})
 
 
-class LabsClient:
+class Client:
     """Streams answers as events, reusing warm sessions on each event loop.
 
     A pool belongs to one loop; each loop that uses the client gets its own, and
@@ -225,7 +225,7 @@ class LabsClient:
         return random.uniform(ceiling / 2, ceiling)
 
 
-# What forked children inherited from their parent (see LabsClient._forget_closed_loops).
+# What forked children inherited from their parent (see Client._forget_closed_loops).
 _inherited: list[object] = []
 
 
@@ -292,18 +292,18 @@ class ClientCache:
     and the copy opens its own client on first use.
     """
 
-    client: LabsClient | None = None
+    client: Client | None = None
     key: tuple[Any, ...] | None = None
     # Replaced clients may still hold warm sockets on some loop; aclose() closes them.
-    retired: tuple[LabsClient, ...] = ()
+    retired: tuple[Client, ...] = ()
 
-    def client_for(self, options: ClientOptions) -> tuple[ClientCache, LabsClient]:
+    def client_for(self, options: ClientOptions) -> tuple[ClientCache, Client]:
         """The cache to keep and its client for ``options``: this one, or one with a new client."""
         connection, pool = client_settings(options)
         key = (connection, pool, options.max_retries, options.retry_server_failures)
         if self.client is not None and self.key == key:
             return self, self.client
-        client = LabsClient(
+        client = Client(
             connection,
             pool,
             max_retries=options.max_retries,

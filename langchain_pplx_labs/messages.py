@@ -47,7 +47,7 @@ _CHAT_ROLES: dict[str, Role] = {
 }
 
 
-def to_labs_messages(messages: Sequence[BaseMessage], *, first_index: int = 0) -> list[LabsMessage]:
+def to_turns(messages: Sequence[BaseMessage], *, first_index: int = 0) -> list[LabsMessage]:
     """Convert a LangChain conversation to Labs turns, raising on unsupported content.
 
     ``first_index`` numbers the messages in errors (-1 when an instruction was prepended).
@@ -55,7 +55,7 @@ def to_labs_messages(messages: Sequence[BaseMessage], *, first_index: int = 0) -
     return [to_labs_message(message, index) for index, message in enumerate(messages, start=first_index)]
 
 
-def to_labs_payload(
+def to_payload(
     messages: Sequence[BaseMessage],
     model: str,
     *,
@@ -64,7 +64,7 @@ def to_labs_payload(
     first_index: int = 0,
 ) -> dict[str, Any]:
     """The question payload for a LangChain conversation, exactly as ``ChatPerplexityLabs`` sends it."""
-    turns = to_labs_messages(messages, first_index=first_index)
+    turns = to_turns(messages, first_index=first_index)
     return build_payload(model, turns, protocol=protocol, max_input_chars=max_input_chars)
 
 

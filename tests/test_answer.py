@@ -10,7 +10,7 @@ from langchain_core.outputs import ChatGenerationChunk
 
 from langchain_pplx_labs._answer import answer_chunks
 from langchain_pplx_labs._stop import StopScanner, apply_stop
-from langchain_pplx_labs.client import LabsClient
+from langchain_pplx_labs.client import Client
 from langchain_pplx_labs.errors import PerplexityLabsTimeoutError
 from langchain_pplx_labs.events import Finished, ReasoningDelta, Source, StreamEvent, TextDelta
 from langchain_pplx_labs.protocol import ProgressFrame, StreamDecoder
@@ -59,7 +59,7 @@ def test_apply_stop_leaves_reasoning_and_a_plain_final_alone() -> None:
 # -- answer_chunks ---------------------------------------------------------------------------------
 
 
-class FakeClient(LabsClient):
+class FakeClient(Client):
     """A client whose stream plays the events of the given Labs frames (or raises after them); records what was asked."""
 
     def __init__(self, frames: list[ProgressFrame], error: Exception | None = None) -> None:

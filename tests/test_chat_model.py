@@ -337,10 +337,10 @@ def test_close_also_closes_the_client_a_setting_change_replaced(
     emulator.script(answer=ANSWER)
     chat = ChatPerplexityLabs(base_url=base_url, model="sonar", max_retries=0)
     chat.invoke("one")
-    replaced = chat._client  # held, so only close() (not the garbage collector) can close it
+    replaced = chat._current_client  # held, so only close() (not the garbage collector) can close it
     chat.timeout = 120  # part of the client key: the next call builds a new client
     chat.invoke("two")
-    assert chat._client is not replaced
+    assert chat._current_client is not replaced
     chat.close()
     deadline = time.monotonic() + 2
     while emulator.open_sockets and time.monotonic() < deadline:
@@ -352,10 +352,10 @@ async def test_aclose_also_closes_replaced_clients(base_url: str, emulator: Labs
     emulator.script(answer=ANSWER)
     chat = ChatPerplexityLabs(base_url=base_url, model="sonar", max_retries=0)
     await chat.ainvoke("one")
-    replaced = chat._client  # held, so only aclose() (not the garbage collector) can close it
+    replaced = chat._current_client  # held, so only aclose() (not the garbage collector) can close it
     chat.max_retries = 1
     await chat.ainvoke("two")
-    assert chat._client is not replaced
+    assert chat._current_client is not replaced
     await chat.aclose()
     for _ in range(100):
         if not emulator.open_sockets:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pydantic import SecretStr
 
 from langchain_pplx_labs import ChatPerplexityLabs
-from langchain_pplx_labs.client import ClientCache, LabsClient, client_settings
+from langchain_pplx_labs.client import Client, ClientCache, client_settings
 from langchain_pplx_labs.pool import PoolSettings
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 from langchain_pplx_labs.settings import BROWSER_USER_AGENT, Timeouts
@@ -96,7 +96,7 @@ def test_cache_replaces_the_client_on_a_change_and_keeps_the_old_to_close() -> N
 async def test_cache_aclose_closes_every_client_it_holds() -> None:
     closed: list[str] = []
 
-    class Recording(LabsClient):
+    class Recording(Client):
         def __init__(self, name: str) -> None:
             self.name = name
 
@@ -119,13 +119,13 @@ def test_cache_pickles_and_deep_copies_empty_but_shallow_copies_itself() -> None
 
 def test_a_models_shallow_copy_shares_the_client_until_either_changes_a_setting() -> None:
     chat = ChatPerplexityLabs(base_url="http://127.0.0.1:9", cookies=None)
-    client = chat._labs_client()  # builds the client object only: no socket until a question
+    client = chat._client()  # builds the client object only: no socket until a question
     twin = chat.model_copy()
-    assert twin._labs_client() is client
+    assert twin._client() is client
     twin.timeout = 60.0
-    replaced = twin._labs_client()
+    replaced = twin._client()
     assert replaced is not client
-    assert chat._labs_client() is client  # the original keeps its own
+    assert chat._client() is client  # the original keeps its own
     assert twin._clients.retired == (client,)
     assert chat._clients.retired == ()
-    assert pickle.loads(pickle.dumps(chat))._client is None
+    assert pickle.loads(pickle.dumps(chat))._current_client is None

@@ -334,7 +334,7 @@ def test_pickle_round_trip_of_a_used_model(model: ChatPerplexityLabs, emulator: 
     clone = pickle.loads(pickle.dumps(model))
     try:
         assert clone.model_dump() == model.model_dump()
-        assert clone._client is None  # sockets are not pickled; the clone opens its own
+        assert clone._current_client is None  # sockets are not pickled; the clone opens its own
         emulator.script(answer="after pickling")
         assert clone.invoke("q").content == "after pickling"
     finally:
@@ -355,10 +355,10 @@ def test_deep_copy_of_a_used_model_opens_its_own_client(
     model.invoke("q")
     clone = model.model_copy(deep=True)
     try:
-        assert clone._client is None
+        assert clone._current_client is None
         emulator.script(answer="from the deep copy")
         assert clone.invoke("q").content == "from the deep copy"
-        assert clone._client is not model._client
+        assert clone._current_client is not model._current_client
     finally:
         clone.close()
 

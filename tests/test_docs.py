@@ -209,7 +209,7 @@ def test_every_field_says_what_it_is_for() -> None:
     (fields_class,) = [
         node
         for node in ast.walk(ast.parse(source))
-        if isinstance(node, ast.ClassDef) and node.name == "LabsModelFields"
+        if isinstance(node, ast.ClassDef) and node.name == "ModelFields"
     ]
     body = fields_class.body
     documented, undocumented = set(), set()

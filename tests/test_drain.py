@@ -52,7 +52,7 @@ def _chat(base_url: str, **fields: object) -> ChatPerplexityLabs:
 
 
 async def _pool(chat: ChatPerplexityLabs) -> ConnectionPool:
-    return await chat._labs_client().pool()
+    return await chat._client().pool()
 
 
 async def _abandon_at_first_token(chat: ChatPerplexityLabs, question: str = "long") -> str:
@@ -210,7 +210,7 @@ async def test_drain_timeout_zero_closes_an_abandoned_socket_at_once(
 async def test_a_drain_past_its_size_limit_closes_the_socket(base_url: str, emulator: LabsEmulator) -> None:
     emulator.script(_two_answers(Scenario(answer=LONG, chunk_size=6, delay=0.005, citations=[])))
     async with _chat(base_url) as chat:
-        client = chat._labs_client()  # before its first pool: the pool takes these settings
+        client = chat._client()  # before its first pool: the pool takes these settings
         client.pool_settings = dataclasses.replace(client.pool_settings, drain_max_chars=100)
         await _abandon_at_first_token(chat)
         assert (await chat.ainvoke("next")).content == SHORT
@@ -238,7 +238,7 @@ _STALLED_DRAIN_SCRIPT = textwrap.dedent(
             transport="labs", base_url=sys.argv[1], model="sonar", idle_timeout=0.3, first_token_timeout=5, max_retries=0
         )
         await abandon(chat, "stalls")
-        pool = await chat._labs_client().pool()
+        pool = await chat._client().pool()
         print("draining", pool.draining_count)
         for _ in range(500):
             if not pool.draining_count:
@@ -248,7 +248,7 @@ _STALLED_DRAIN_SCRIPT = textwrap.dedent(
         # A second abandoned answer, its drain cut short by closing the model.
         chat.idle_timeout = 30.0
         await abandon(chat, "closed mid-drain")
-        pool = await chat._labs_client().pool()
+        pool = await chat._client().pool()
         print("draining-at-close", pool.draining_count)
         await chat.aclose()
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -260,7 +260,7 @@ _STALLED_DRAIN_SCRIPT = textwrap.dedent(
     async def left_draining():
         chat = ChatPerplexityLabs(transport="labs", base_url=sys.argv[1], model="sonar", idle_timeout=30, max_retries=0)
         await abandon(chat, "left draining")
-        print("draining-at-exit", (await chat._labs_client().pool()).draining_count)
+        print("draining-at-exit", (await chat._client().pool()).draining_count)
 
     asyncio.run(left_draining())
     gc.collect()

@@ -16,7 +16,7 @@ from langchain_pplx_labs._json import OrjsonPacket
 from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError
 from langchain_pplx_labs.events import Finished, ReasoningDelta, TextDelta
 from langchain_pplx_labs.labs import packets
-from langchain_pplx_labs.messages import to_labs_messages
+from langchain_pplx_labs.messages import to_turns
 from langchain_pplx_labs.protocol import (
     THINK_CLOSE,
     THINK_OPEN,
@@ -200,9 +200,9 @@ def test_message_mapper_gives_text_turns_or_a_typed_error(messages: list[BaseMes
     refused = _has_non_text_part(messages) or not messages
     if refused:
         with pytest.raises(PerplexityLabsInputError):
-            build_payload("sonar-pro", to_labs_messages(messages))
+            build_payload("sonar-pro", to_turns(messages))
         return
-    turns = to_labs_messages(messages)
+    turns = to_turns(messages)
     payload = build_payload("sonar-pro", turns, max_input_chars=10_000)
     roles = [turn["role"] for turn in payload["messages"]]
     assert set(roles) <= {"system", "user", "assistant"}

@@ -201,7 +201,7 @@ _FORK = _PRELUDE + textwrap.dedent(
         process.join(60)
         print("mp-child-status", process.exitcode)
     print("parent", chat.invoke("after the fork").content)
-    pool = next(iter(chat._client._pools.values()))
+    pool = next(iter(chat._current_client._pools.values()))
     print("parent-sockets-opened", pool.connections_opened)
     chat.close()
     """

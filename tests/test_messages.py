@@ -6,11 +6,11 @@ import pytest
 from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
 
 from langchain_pplx_labs.errors import PerplexityLabsInputError
-from langchain_pplx_labs.messages import to_labs_messages
+from langchain_pplx_labs.messages import to_turns
 
 
 def test_system_human_ai_map_to_labs_roles() -> None:
-    turns = to_labs_messages(
+    turns = to_turns(
         [
             SystemMessage("Be brief."),
             HumanMessage("Capital of France?"),
@@ -27,7 +27,7 @@ def test_system_human_ai_map_to_labs_roles() -> None:
 
 
 def test_tool_message_becomes_user_text_naming_the_call() -> None:
-    [turn] = to_labs_messages([ToolMessage("42 degrees", tool_call_id="call_7", name="weather")])
+    [turn] = to_turns([ToolMessage("42 degrees", tool_call_id="call_7", name="weather")])
     assert turn["role"] == "user"
     assert "call_7" in turn["content"]
     assert "weather" in turn["content"]
@@ -36,16 +36,16 @@ def test_tool_message_becomes_user_text_naming_the_call() -> None:
 
 def test_ai_message_with_tool_calls_keeps_them_as_text() -> None:
     message = AIMessage("", tool_calls=[{"id": "c1", "name": "search", "args": {"q": "paris"}}])
-    [turn] = to_labs_messages([message])
+    [turn] = to_turns([message])
     assert turn["role"] == "assistant"
     assert '"name": "search"' in turn["content"]
     assert '"q": "paris"' in turn["content"]
 
 
 def test_chat_message_with_known_role_maps_and_unknown_role_raises() -> None:
-    assert to_labs_messages([ChatMessage(content="hi", role="User")]) == [{"role": "user", "content": "hi"}]
+    assert to_turns([ChatMessage(content="hi", role="User")]) == [{"role": "user", "content": "hi"}]
     with pytest.raises(PerplexityLabsInputError, match="role 'critic'"):
-        to_labs_messages([ChatMessage(content="hi", role="critic")])
+        to_turns([ChatMessage(content="hi", role="critic")])
 
 
 def test_multi_part_string_content_is_joined() -> None:
@@ -56,7 +56,7 @@ def test_multi_part_string_content_is_joined() -> None:
             {"type": "reasoning", "reasoning": "x"},
         ]
     )
-    assert to_labs_messages([message]) == [{"role": "user", "content": "First part.\nSecond part."}]
+    assert to_turns([message]) == [{"role": "user", "content": "First part.\nSecond part."}]
 
 
 def test_image_part_raises_value_error_naming_the_part_index_and_message() -> None:
@@ -67,7 +67,7 @@ def test_image_part_raises_value_error_naming_the_part_index_and_message() -> No
         ]
     )
     with pytest.raises(ValueError, match="part 1") as caught:
-        to_labs_messages([SystemMessage("sys"), message])
+        to_turns([SystemMessage("sys"), message])
     assert isinstance(caught.value, PerplexityLabsInputError)
     assert "message 1" in str(caught.value)
     assert "image_url" in str(caught.value)
@@ -85,7 +85,7 @@ def test_v1_blocks_without_text_are_skipped_and_invalid_calls_rendered() -> None
         ],
         invalid_tool_calls=[{k: v for k, v in bad.items() if k != "type"}],
     )
-    [turn] = to_labs_messages([message])
+    [turn] = to_turns([message])
     assert turn == {
         "role": "assistant",
         "content": 'Checking.\n{"tool_calls": [{"id": "c1", "name": "search", "arguments": {"q": 1}}]}',
@@ -95,4 +95,4 @@ def test_v1_blocks_without_text_are_skipped_and_invalid_calls_rendered() -> None
 def test_first_index_numbers_messages_in_errors() -> None:
     image = HumanMessage([{"type": "image_url", "image_url": {"url": "http://example.org/x.png"}}])
     with pytest.raises(PerplexityLabsInputError, match=r"^message 0 \(human\)"):
-        to_labs_messages([SystemMessage("instruction"), image], first_index=-1)
+        to_turns([SystemMessage("instruction"), image], first_index=-1)

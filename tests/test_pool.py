@@ -98,7 +98,7 @@ async def test_async_questions_share_one_connection(emulator: LabsEmulator, base
 async def test_idle_socket_closes_after_pool_idle_timeout(emulator: LabsEmulator, base_url: str) -> None:
     async with _chat(base_url, pool_idle_timeout=0.2) as chat:
         await chat.ainvoke("first")
-        pool = await chat._labs_client().pool()
+        pool = await chat._client().pool()
         assert pool.idle_count == 1
         await _await_until(lambda: pool.idle_count == 0, "the idle socket to expire")
         await chat.ainvoke("second")
@@ -109,7 +109,7 @@ async def test_idle_socket_closes_after_pool_idle_timeout(emulator: LabsEmulator
 async def test_no_idle_timeout_keeps_the_socket(emulator: LabsEmulator, base_url: str) -> None:
     async with _chat(base_url, pool_idle_timeout=None) as chat:
         await chat.ainvoke("first")
-        pool = await chat._labs_client().pool()
+        pool = await chat._client().pool()
         await asyncio.sleep(0.3)
         assert pool.idle_count == 1
         await chat.ainvoke("second")
@@ -375,7 +375,7 @@ async def test_aclose_during_connect_ends_the_question_at_once_and_leaves_nothin
     baseline = emulator.open_sockets
     for delay in (0, 0.001, 0.002, 0.004, 0.008, 0.016):
         chat = _chat(base_url)
-        pool = await chat._labs_client().pool()  # the one the question will use
+        pool = await chat._client().pool()  # the one the question will use
         task = asyncio.create_task(chat.ainvoke("hello"))
         await asyncio.sleep(delay)
         await chat.aclose()

@@ -373,7 +373,7 @@ _DEV_MODE_SCRIPT = textwrap.dedent(
     async def cancel_connects():
         chat = ChatPerplexityLabs(transport="labs", base_url=POLLING_URL, model="sonar", max_retries=0, pool_idle_timeout=None)
         await chat.ainvoke("warm up")
-        pool = await chat._client.pool()
+        pool = await chat._current_client.pool()
         for i in range(30):
             # A cancel after the question went out leaves a drain that pools its socket when it ends:
             # wait for it, so that socket is closed here and not forgotten by the clear() below.

@@ -11,7 +11,7 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from langchain_pplx_labs import ChatPerplexityLabs
-from langchain_pplx_labs.client import LabsClient
+from langchain_pplx_labs.client import Client
 from langchain_pplx_labs.emulator import EmulatorThread
 from langchain_pplx_labs.emulator.rules import schema_follower
 
@@ -142,13 +142,13 @@ class TestChatPerplexityLabsIntegration(_Flags, ChatModelIntegrationTests):
         # Some suite tests (test_stop_sequence) build a model and never close it; an unclosed
         # model's aiohttp session would warn when garbage-collected, so close every model used.
         used: list[ChatPerplexityLabs] = []
-        open_client = ChatPerplexityLabs._labs_client
+        open_client = ChatPerplexityLabs._client
 
-        def tracking(chat: ChatPerplexityLabs) -> LabsClient:
+        def tracking(chat: ChatPerplexityLabs) -> Client:
             used.append(chat)
             return open_client(chat)
 
-        monkeypatch.setattr(ChatPerplexityLabs, "_labs_client", tracking)
+        monkeypatch.setattr(ChatPerplexityLabs, "_client", tracking)
         yield
         for chat in used:
             chat.close()

@@ -427,7 +427,7 @@ async def test_every_wording_of_the_stream_gives_the_same_answer(variant: WebVar
             message = await chat.ainvoke("Q")
             chunks = [chunk async for chunk in chat.astream("Q")]
             again = await chat.ainvoke("Q")  # the same warm connection, after a whole answer
-            pool = await chat._labs_client().pool()
+            pool = await chat._client().pool()
             assert pool.connections_opened == 1
     assert message.content == again.content == ANSWER
     assert "".join(str(chunk.content) for chunk in chunks) == ANSWER
@@ -489,7 +489,7 @@ async def test_whatever_follows_the_last_message_is_not_parsed(fake_web: FakeWeb
     async with _web(fake_web.base_url, max_retries=0) as chat:
         first = await chat.ainvoke("Q")
         second = await chat.ainvoke("Q")
-        pool = await chat._labs_client().pool()
+        pool = await chat._client().pool()
         assert pool.connections_opened == 1
     assert first.content == second.content == "Paris."
 

@@ -183,7 +183,7 @@ async def test_a_signed_in_session_asks_as_the_user(fake_web: FakeWebApp) -> Non
 async def test_questions_reuse_one_warm_connection_and_one_session_check(fake_web: FakeWebApp) -> None:
     async with ChatPerplexityLabs(transport="web", base_url=fake_web.base_url, max_retries=0) as chat:
         answers = [(await chat.ainvoke(q)).content for q in ("one", "two", "three")]
-        pool = await chat._labs_client().pool()
+        pool = await chat._client().pool()
         assert pool.connections_opened == 1
     assert answers == ["Paris [1]."] * 3
     assert fake_web.hits == {"session": 1, "ask": 3}
@@ -212,7 +212,7 @@ async def test_a_connection_idle_past_aiohttps_keepalive_is_still_warm_within_th
         await chat.ainvoke("before")
         await asyncio.sleep(1.0)
         await chat.ainvoke("after")
-        assert (await chat._labs_client().pool()).connections_opened == 1
+        assert (await chat._client().pool()).connections_opened == 1
     assert fake_web.hits == {"session": 1, "ask": 2}
     assert len({request.client_port for request in fake_web.seen}) == 1  # the same TCP connection
 
@@ -233,7 +233,7 @@ async def test_an_abandoned_answer_is_cut_off_and_its_connection_asks_again_at_o
         stream = chat.astream("Q")
         first = await anext(stream)
         await stream.aclose()
-        pool = await chat._labs_client().pool()
+        pool = await chat._client().pool()
         assert (pool.draining_count, pool.idle_count) == (0, 1)  # nothing to drain: the response was closed
         fake_web.ask = streaming([answer_message("Lyon.", final=True)])
         message = await chat.ainvoke("Q again")

@@ -92,7 +92,7 @@ def run_record(args: argparse.Namespace) -> int:
 
 async def _record(args: argparse.Namespace) -> int:
     from langchain_pplx_labs.chat_models import ChatPerplexityLabs
-    from langchain_pplx_labs.messages import to_labs_payload
+    from langchain_pplx_labs.messages import to_payload
     from langchain_pplx_labs.recording import Redactor, record_cassette, save_cassette
     from langchain_pplx_labs.recording.recorder import upstream_headers
 
@@ -101,7 +101,7 @@ async def _record(args: argparse.Namespace) -> int:
     # No --model: the model's own default, which follows the transport (as for ask).
     named = {"model": args.model} if args.model else {}
     defaults = ChatPerplexityLabs(protocol=protocol, **named, **transport_option(args))
-    payload = to_labs_payload(
+    payload = to_payload(
         conversation(args.question, args.system),
         defaults.model,
         protocol=protocol,

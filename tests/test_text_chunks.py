@@ -12,9 +12,9 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 from pydantic import BaseModel, model_validator
 
-from langchain_pplx_labs import ChatPerplexityLabs, _stamped
-from langchain_pplx_labs._blocks import PROVIDER
-from langchain_pplx_labs._stamped import Blueprint, TextChunks, same_model, validated_text_chunk
+from langchain_pplx_labs import ChatPerplexityLabs, _text_chunks
+from langchain_pplx_labs._content_blocks import PROVIDER
+from langchain_pplx_labs._text_chunks import Blueprint, TextChunks, same_model, validated_text_chunk
 from langchain_pplx_labs.emulator import LabsEmulator
 
 METADATA = {"model_provider": PROVIDER}
