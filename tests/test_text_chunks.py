@@ -112,7 +112,7 @@ class _NamedAfterContent(AIMessageChunk):
 
 
 def test_falls_back_to_validation_when_stamping_would_differ(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_stamped, "AIMessageChunk", _NamedAfterContent)
+    monkeypatch.setattr(_text_chunks, "AIMessageChunk", _NamedAfterContent)
     chunks = TextChunks(METADATA)
     assert not chunks.stamping
     made = chunks.make("hello")
