@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from langchain_pplx_labs._lazy import lazy_names
@@ -25,10 +24,7 @@ if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first
     )
     from langchain_pplx_labs.protocol import KNOWN_MODELS, LabsProtocol
 
-try:
-    __version__ = version("langchain-pplx-labs")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+from langchain_pplx_labs._version import __version__ as __version__
 
 # Public name -> module that defines it. Importing the package stays cheap (the pytest plugin and the
 # CLI import it), and langchain_core, aiohttp and socketio load only when a name is first used.

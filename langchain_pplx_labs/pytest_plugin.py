@@ -360,7 +360,7 @@ def _arm(server: EmulatorThread, responder: Responder, *, blocked: bool) -> None
 def _save_recording(
     request: pytest.FixtureRequest, path: Path, existing: Cassette | None, recorder: RecordingResponder
 ) -> None:
-    from langchain_pplx_labs import __version__
+    from langchain_pplx_labs._version import __version__
     from langchain_pplx_labs.recording.cassette import Cassette, save_cassette
 
     url = request.config.getoption("--pplx-labs-record-url")

@@ -170,3 +170,98 @@ def test_few_modules_outside_the_servers_and_the_cli_import_aiohttp() -> None:
         )
     )
     assert len(outside) <= AIOHTTP_IMPORTERS_OUTSIDE_SERVERS, outside
+
+
+# The layers, lowest first: a module may import its own layer and those below, never one above.
+# A module's layer is that of the longest prefix listed here that names it (``web`` covers ``web.codec``).
+LAYERS: dict[str, int] = {
+    # 0: what every layer uses: errors, the answer's events, small pure helpers
+    "errors": 0,
+    "events": 0,
+    "_json": 0,
+    "_lazy": 0,
+    "_sync": 0,
+    "_teardown": 0,
+    "_tracing": 0,
+    "_content_blocks": 0,
+    "_text_chunks": 0,
+    "_first_call": 0,
+    "_waiting": 0,
+    "_version": 0,
+    # 1: the protocol as data, settings, what LangChain messages become
+    "protocol": 1,
+    "settings": 1,
+    "_profiles": 1,
+    "messages": 1,
+    "tools": 1,
+    "structured": 1,
+    # 2: sans-IO codecs: bytes and messages <-> events
+    "web.codec": 2,
+    "web.sse": 2,
+    "labs.packets": 2,
+    "labs.wire": 2,
+    # 3: the HTTP transport seam and its implementations
+    "transports": 3,
+    # 4: a session on one service (the Labs wing, the web app)
+    "labs": 4,
+    "web": 4,
+    # 5: sessions pooled, one question = one stream of events with retries
+    "pool": 5,
+    "client": 5,
+    # 6: the LangChain layer
+    "_answer": 6,
+    "_chunks": 6,
+    "_stop": 6,
+    "_reporting": 6,
+    "_fields": 6,
+    "chat_models": 6,
+    # 7: clients of the layers above (never copies of them)
+    "doctor": 7,
+    "recording": 7,
+    "emulator": 7,
+    "gateway": 7,
+    "pytest_plugin": 7,
+    "_cliargs": 7,
+    "cli": 8,
+}
+
+
+def layer_of(module: str) -> int:
+    name = module.removeprefix(f"{PACKAGE}.")
+    if module == PACKAGE:
+        return 8  # the package's face: its lazy names reach every layer
+    prefixes = [prefix for prefix in LAYERS if name == prefix or name.startswith(prefix + ".")]
+    assert prefixes, f"{module} has no layer: add it to LAYERS"
+    return LAYERS[max(prefixes, key=len)]
+
+
+def test_every_module_has_a_layer_and_the_layer_reader_reads_prefixes() -> None:
+    assert layer_of(f"{PACKAGE}.web.codec") == 2
+    assert layer_of(f"{PACKAGE}.web.session") == 4
+    assert layer_of(f"{PACKAGE}.labs.connection") == 4
+    for module in MODULES:
+        layer_of(module)
+
+
+def test_no_upward_arrow() -> None:
+    # Type-only imports count: a lower layer naming a higher one's types depends on it all the same.
+    upward = sorted(
+        f"{module} ({layer_of(module)}) -> {target} ({layer_of(target)})"
+        for module, targets in import_graph(type_only=True).items()
+        for target in targets
+        if layer_of(target) > layer_of(module)
+    )
+    assert upward == []
+
+
+def test_the_two_services_do_not_know_each_other() -> None:
+    # Labs is its own wing and the web app its own: what they share lives below both.
+    graph = import_graph(type_only=True)
+    crossing = sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        for target in targets
+        for mine, theirs in (("web", "labs"), ("labs", "web"))
+        if module.startswith(f"{PACKAGE}.{mine}") and target.startswith(f"{PACKAGE}.{theirs}")
+    )
+    assert crossing == []

@@ -59,7 +59,12 @@ def test_plugin_import_loads_only_pytest_and_the_standard_library() -> None:
     added = modules - baseline
     ours = {name for name in added if name.startswith("langchain_pplx_labs")}
     # _lazy: the package's PEP 562 helper, standard library only.
-    assert ours == {"langchain_pplx_labs", "langchain_pplx_labs._lazy", "langchain_pplx_labs.pytest_plugin"}
+    assert ours == {
+        "langchain_pplx_labs",
+        "langchain_pplx_labs._lazy",
+        "langchain_pplx_labs._version",
+        "langchain_pplx_labs.pytest_plugin",
+    }
     assert roots(added - ours) <= set(sys.stdlib_module_names), roots(added - ours)
     assert roots(modules).isdisjoint({*HEAVY, "pydantic", "yaml", "orjson"})
 

@@ -191,7 +191,7 @@ async def record_cassette(
     emulator, ``live`` for the real service. ``transport="web"`` asks the web app's SSE endpoint
     (:func:`~langchain_pplx_labs.recording.web_recorder.record_web_interaction`) instead of Labs' Socket.IO.
     """
-    from langchain_pplx_labs import __version__
+    from langchain_pplx_labs._version import __version__
 
     if not payloads:
         raise ValueError("record_cassette needs at least one payload")
