@@ -13,7 +13,7 @@ from langchain_pplx_labs._stop import StopScanner, apply_stop
 from langchain_pplx_labs.client import Client
 from langchain_pplx_labs.errors import PerplexityLabsTimeoutError
 from langchain_pplx_labs.events import Finished, ReasoningDelta, Source, StreamEvent, TextDelta
-from langchain_pplx_labs.protocol import ProgressFrame, StreamDecoder
+from langchain_pplx_labs.labs.frames import ProgressFrame, StreamDecoder
 
 PAYLOAD = {"model": "sonar", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
 DONE = Finished(sources=(), rich_sources=False, tokens_streamed=9, elapsed_time=None)

@@ -16,14 +16,9 @@ from langchain_pplx_labs._json import OrjsonPacket
 from langchain_pplx_labs.errors import PerplexityLabsInputError, PerplexityLabsProtocolError
 from langchain_pplx_labs.events import Finished, ReasoningDelta, TextDelta
 from langchain_pplx_labs.labs import packets
+from langchain_pplx_labs.labs.frames import StreamDecoder, parse_frame
 from langchain_pplx_labs.messages import to_turns
-from langchain_pplx_labs.protocol import (
-    THINK_CLOSE,
-    THINK_OPEN,
-    StreamDecoder,
-    build_payload,
-    parse_frame,
-)
+from langchain_pplx_labs.protocol import THINK_CLOSE, THINK_OPEN, build_payload
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

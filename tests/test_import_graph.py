@@ -199,6 +199,7 @@ LAYERS: dict[str, int] = {
     "web.codec": 2,
     "web.sse": 2,
     "labs.packets": 2,
+    "labs.frames": 2,
     "labs.wire": 2,
     # 3: the HTTP transport seam and its implementations
     "transports": 3,

@@ -12,15 +12,8 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsServerError,
 )
 from langchain_pplx_labs.events import Finished, ReasoningDelta, Source, StreamEvent, TextDelta
-from langchain_pplx_labs.protocol import (
-    LabsMessage,
-    ProgressFrame,
-    StreamDecoder,
-    build_payload,
-    is_progress_event,
-    parse_frame,
-    progress_event,
-)
+from langchain_pplx_labs.labs.frames import ProgressFrame, StreamDecoder, parse_frame
+from langchain_pplx_labs.protocol import LabsMessage, build_payload, is_progress_event, progress_event
 
 
 def frame(output: str, *, final: bool = False, citations: Sequence[object] = ()) -> ProgressFrame:

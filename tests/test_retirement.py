@@ -32,7 +32,7 @@ from langchain_pplx_labs.doctor.labs import diagnose
 from langchain_pplx_labs.doctor.walk import Report
 from langchain_pplx_labs.emulator import FAILED_FRAME, RATE_LIMIT_FRAME, LabsEmulator, Scenario
 from langchain_pplx_labs.labs.connection import explain_refusal, retired_by_redirect
-from langchain_pplx_labs.protocol import parse_frame
+from langchain_pplx_labs.labs.frames import parse_frame
 from langchain_pplx_labs.recording import load_cassette
 from langchain_pplx_labs.recording.cassette import CassetteError, parse_cassette
 from langchain_pplx_labs.recording.replay import CassetteResponder

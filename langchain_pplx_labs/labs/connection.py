@@ -27,10 +27,10 @@ from langchain_pplx_labs.errors import (
 )
 from langchain_pplx_labs.events import Finished, StreamEvent
 from langchain_pplx_labs.labs.dial import LabsDialer, connect_failure
+from langchain_pplx_labs.labs.frames import StreamDecoder, parse_frame
 from langchain_pplx_labs.labs.polling import PollingWire
 from langchain_pplx_labs.labs.websocket import WebSocketWire
 from langchain_pplx_labs.labs.wire import Wire
-from langchain_pplx_labs.protocol import StreamDecoder, parse_frame
 from langchain_pplx_labs.settings import (
     BLOCK_MARKERS,
     ConnectionSettings,
