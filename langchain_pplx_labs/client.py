@@ -8,6 +8,7 @@ import os
 import random
 import ssl
 import time
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class Client:
             lifespan = self._lifespan(loop, pool)
             await lifespan.__anext__()
             self._lifespans[loop] = lifespan
+            _close_pools_before_close(loop, self)
         return pool
 
     async def _lifespan(self, loop: asyncio.AbstractEventLoop, pool: ConnectionPool) -> AsyncIterator[None]:
@@ -227,6 +229,46 @@ class Client:
 
 # What forked children inherited from their parent (see Client._forget_closed_loops).
 _inherited: list[object] = []
+# The clients with a pool on each loop whose close() closes them first (see _close_pools_before_close).
+# Weak: a dropped model's client is not kept alive by the loop it once asked on.
+_pooled_on: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.WeakSet[Client]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _close_pools_before_close(loop: asyncio.AbstractEventLoop, client: Client) -> None:
+    """Make ``loop.close()`` close ``client``'s pool on it first, as ``asyncio.run`` does.
+
+    ``asyncio.run`` finalises the pool's lifespan (``shutdown_asyncgens``) before closing its loop.
+    A loop made by hand (``new_event_loop``, ``run_until_complete``, ``close``: notebooks, older code)
+    never does: its sockets, sessions and reader tasks would be left to the garbage collector on a
+    closed loop. So that loop's ``close`` runs the pools' close first, on the loop itself.
+    """
+    clients = _pooled_on.get(loop)
+    if clients is not None:
+        clients.add(client)
+        return
+    original = loop.close
+
+    def close() -> None:
+        pooled = list(_pooled_on.pop(loop, ()))
+        if pooled and not loop.is_closed() and not loop.is_running():
+            try:
+                loop.run_until_complete(_close_all(pooled))
+            except Exception as exc:  # the loop's own close must still happen
+                logger.debug("closing pools before their loop closed failed: %r", exc)
+        original()
+
+    try:
+        loop.close = close  # type: ignore[method-assign]
+    except AttributeError:  # a loop class without instance attributes: asyncio.run still closes pools
+        return
+    _pooled_on[loop] = weakref.WeakSet([client])
+
+
+async def _close_all(clients: list[Client]) -> None:
+    for client in clients:
+        await client.aclose()
 
 
 class _StaleSocket(PerplexityLabsConnectionError):

@@ -58,7 +58,20 @@ _PATHS = textwrap.dedent(
         asyncio.run(main())
         gc.collect()
 
+    def hand_made_loop(url, transport):
+        # No asyncio.run: the loop never runs shutdown_asyncgens, and the model is not closed.
+        llm = ChatPerplexityLabs(transport=transport, base_url=url, model="sonar" if transport == "labs" else "auto")
+        loop = asyncio.new_event_loop()
+        print(loop.run_until_complete(llm.ainvoke("hi")).content)
+        loop.close()
+        print("closed", loop.is_closed())
+        loop.close()  # twice, as asyncio allows
+        del llm, loop
+        gc.collect()
+
     SCENARIOS = {
+        "hand-made-loop-labs": lambda: hand_made_loop(WEBSOCKET, "labs"),
+        "hand-made-loop-web": lambda: hand_made_loop(WEBSOCKET, "web"),
         "refused-connect": lambda: sync_failures(REFUSED),
         "tls-mismatch": lambda: sync_failures(TLS),
         "plain-http-to-tls": lambda: sync_failures(TLS.replace("https://", "http://")),
@@ -131,7 +144,7 @@ def runs(tls_url: str, polling_url: str, websocket_url: str) -> list[dict[str, S
     # Only where a bad name fails at once: elsewhere its test skips, and must not slow the others.
     if _resolves_fast("nonexistent.invalid") is False:
         names.append("unresolvable-host")
-    names.append("async-path")
+    names += ["async-path", "hand-made-loop-labs", "hand-made-loop-web"]
     # The runs side by side: each mostly waits on its imports and sockets, and a loaded machine
     # is where the exit races showed.
     with concurrent.futures.ThreadPoolExecutor(RUNS) as pool:
@@ -166,6 +179,18 @@ def test_dropped_on_the_async_path_under_asyncio_run(runs: list[dict[str, Scenar
     for out in _outputs(runs, "async-path"):
         assert out.count("This is the offline Perplexity Labs emulator") == 2, out
         assert out.count("PerplexityLabsConnectionError") == 2, out
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("transport", ["labs", "web"])
+def test_dropped_on_a_hand_made_loop_closes_with_the_loop(
+    transport: str, runs: list[dict[str, Scenario]]
+) -> None:
+    # Issue 31: new_event_loop + run_until_complete + close printed "Task was destroyed but it is pending!",
+    # "Unclosed client session" and "Event loop is closed"; loop.close() now closes the pools first.
+    for out in _outputs(runs, f"hand-made-loop-{transport}"):
+        assert out.splitlines()[-1] == "closed True", out
+        assert out.count("This is the offline Perplexity Labs emulator") == 1, out
 
 
 # -- fork -------------------------------------------------------------------------------------
