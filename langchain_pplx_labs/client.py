@@ -252,10 +252,13 @@ def _close_pools_before_close(loop: asyncio.AbstractEventLoop, client: Client) -
 
     def close() -> None:
         pooled = list(_pooled_on.pop(loop, ()))
-        if pooled and not loop.is_closed() and not loop.is_running():
+        # Only where the loop can run here: not running, and no other loop running in this thread.
+        if pooled and not loop.is_closed() and not loop.is_running() and not _in_a_running_loop():
+            closing = _close_all(pooled)
             try:
-                loop.run_until_complete(_close_all(pooled))
+                loop.run_until_complete(closing)
             except Exception as exc:  # the loop's own close must still happen
+                closing.close()
                 logger.debug("closing pools before their loop closed failed: %r", exc)
         original()
 
@@ -264,6 +267,14 @@ def _close_pools_before_close(loop: asyncio.AbstractEventLoop, client: Client) -
     except AttributeError:  # a loop class without instance attributes: asyncio.run still closes pools
         return
     _pooled_on[loop] = weakref.WeakSet([client])
+
+
+def _in_a_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def _close_all(clients: list[Client]) -> None:

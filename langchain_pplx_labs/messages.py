@@ -63,9 +63,33 @@ def to_payload(
     max_input_chars: int | None = None,
     first_index: int = 0,
 ) -> dict[str, Any]:
-    """The question payload for a LangChain conversation, exactly as ``ChatPerplexityLabs`` sends it."""
+    """The question payload for a LangChain conversation, exactly as ``ChatPerplexityLabs`` sends it.
+
+    A conversation that asks nothing (no human, tool or function message, or a last human message
+    without text) is refused here, before anything is sent: the service would answer a blank.
+    """
     turns = to_turns(messages, first_index=first_index)
+    _check_question(messages, turns, first_index)
     return build_payload(model, turns, protocol=protocol, max_input_chars=max_input_chars)
+
+
+def _check_question(messages: Sequence[BaseMessage], turns: list[LabsMessage], first_index: int) -> None:
+    """Raise unless the conversation's last asking message (human, tool or function) has text."""
+    if not messages:
+        return  # build_payload names that one
+    asking = [index for index, message in enumerate(messages) if turns[index]["role"] == "user"]
+    if not asking:
+        kinds = sorted({message.type for message in messages}) or ["none"]
+        raise PerplexityLabsInputError(
+            f"The conversation has no question: it needs a human message with text, and has only "
+            f"{', '.join(kinds)} messages"
+        )
+    last = asking[-1]
+    if isinstance(messages[last], HumanMessage | ChatMessage) and not turns[last]["content"].strip():
+        raise PerplexityLabsInputError(
+            f"Message {last + first_index} ({messages[last].type}) is the question and has no text "
+            "(it is empty or only whitespace)"
+        )
 
 
 def to_labs_message(message: BaseMessage, index: int = 0) -> LabsMessage:

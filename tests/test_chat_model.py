@@ -9,6 +9,7 @@ import types
 import warnings
 from collections.abc import Iterable
 from functools import reduce
+from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessageChunk, HumanMessage, SystemMessage
@@ -384,3 +385,19 @@ def test_half_read_stream_collected_on_the_sync_loop_does_not_block_it(
     finally:
         gc.enable()
     assert model.invoke("Q").content == ANSWER
+
+
+@pytest.mark.parametrize(
+    "asked",
+    ["", "   ", [SystemMessage("Be brief.")], [HumanMessage(content=[])]],
+    ids=["empty", "blank", "only-system", "no-parts"],
+)
+def test_a_question_with_no_text_is_refused_before_anything_is_sent(
+    model: ChatPerplexityLabs, emulator: LabsEmulator, asked: Any
+) -> None:
+    # Issue 31: these went out and were answered; the CLI and the docs refuse them, so the model does too.
+    with pytest.raises(PerplexityLabsInputError, match=r"no question|has no text"):
+        model.invoke(asked)
+    with pytest.raises(PerplexityLabsInputError, match=r"no question|has no text"):
+        list(model.stream(asked))
+    assert emulator.requests == []

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 
 from langchain_pplx_labs.errors import PerplexityLabsInputError
-from langchain_pplx_labs.messages import to_turns
+from langchain_pplx_labs.messages import to_payload, to_turns
 
 
 def test_system_human_ai_map_to_labs_roles() -> None:
@@ -96,3 +103,45 @@ def test_first_index_numbers_messages_in_errors() -> None:
     image = HumanMessage([{"type": "image_url", "image_url": {"url": "http://example.org/x.png"}}])
     with pytest.raises(PerplexityLabsInputError, match=r"^message 0 \(human\)"):
         to_turns([SystemMessage("instruction"), image], first_index=-1)
+
+
+# -- a conversation must ask something (issue 31) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("messages", "problem"),
+    [
+        (
+            [HumanMessage("")],
+            "Message 0 (human) is the question and has no text (it is empty or only whitespace)",
+        ),
+        ([HumanMessage("  \n ")], "Message 0 (human) is the question and has no text"),
+        ([HumanMessage(content=[])], "Message 0 (human) is the question and has no text"),
+        ([HumanMessage("Hi"), AIMessage("Hello"), HumanMessage(" ")], "Message 2 (human) is the question"),
+        (
+            [SystemMessage("Be brief.")],
+            "The conversation has no question: it needs a human message with text, and has only system messages",
+        ),
+        (
+            [SystemMessage("x"), AIMessage("y")],
+            "The conversation has no question: it needs a human message with text, and has only ai, system messages",
+        ),
+    ],
+)
+def test_a_conversation_without_a_question_is_refused_before_anything_is_sent(
+    messages: list[BaseMessage], problem: str
+) -> None:
+    with pytest.raises(PerplexityLabsInputError) as caught:
+        to_payload(messages, "sonar")
+    assert str(caught.value).startswith(problem)
+
+
+def test_questions_that_are_asked_pass() -> None:
+    # A blank answer after the question, and an empty tool result (its turn names the call), still ask.
+    assert to_payload([HumanMessage("Hi"), AIMessage("")], "sonar")["messages"][0]["content"] == "Hi"
+    called = AIMessage("", tool_calls=[{"id": "c1", "name": "f", "args": {}}])
+    payload = to_payload([HumanMessage("Use f"), called, ToolMessage("", tool_call_id="c1")], "sonar")
+    assert payload["messages"][-1]["content"].startswith("Result of tool call c1")
+    # An empty conversation keeps its own error.
+    with pytest.raises(PerplexityLabsInputError, match="empty conversation"):
+        to_payload([], "sonar")
