@@ -46,6 +46,10 @@ LEFT_WITHIN_SECONDS = 1.0
 class _QuietServer(_Server):
     """Adds a stream that says one thing and then nothing: only a dropped connection tells it the client left."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+
     async def quiet(self, request: web.Request) -> web.StreamResponse:
         await self._note(request)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -57,6 +61,16 @@ class _QuietServer(_Server):
                 break
             await asyncio.sleep(0.01)
         return response
+
+    async def slow_head(self, request: web.Request) -> web.Response:
+        await self._note(request)
+        self.asked.set()
+        for _ in range(3000):  # 30 s before any answer, unless the client goes
+            if request.transport is None or request.transport.is_closing():
+                self.left.set()
+                break
+            await asyncio.sleep(0.01)
+        return web.Response(text="late")
 
     async def cookies(self, request: web.Request) -> web.Response:
         await self._note(request)
@@ -80,6 +94,7 @@ async def server() -> AsyncIterator[_QuietServer]:
     app.router.add_get("/endless", served.endless)
     app.router.add_get("/quiet", served.quiet)
     app.router.add_get("/broken", served.broken)
+    app.router.add_get("/slow-head", served.slow_head)
     app.router.add_get("/cookies", served.cookies)
     app.router.add_get("/set-cookie", served.set_cookie)
     app.router.add_get("/moved", served.moved)
@@ -163,6 +178,20 @@ async def test_a_reader_that_leaves_a_talking_stream_is_seen_to_go(
     await asyncio.wait_for(server.left.wait(), LEFT_WITHIN_SECONDS)
 
 
+async def test_a_request_cancelled_before_its_head_drops_its_connection(
+    server: _QuietServer, transport: CurlCffiTransport
+) -> None:
+    # curl_cffi runs the transfer in a task of its own, which a cancel of the request does not reach.
+    asking = asyncio.create_task(transport.handle_request(Request("GET", server.url + "/slow-head")))
+    await asyncio.wait_for(server.asked.wait(), 5)
+    asking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asking
+    await asyncio.wait_for(server.left.wait(), LEFT_WITHIN_SECONDS)
+    async with await transport.handle_request(Request("GET", server.url + "/chunks")) as again:
+        assert await again.read() == b"first second third"  # the session still works
+
+
 async def test_two_requests_read_to_their_end_share_one_keep_alive_connection(
     server: _QuietServer, transport: CurlCffiTransport
 ) -> None:
@@ -225,6 +254,15 @@ async def test_a_connect_past_its_timeout_is_a_connect_timeout() -> None:
             await http.handle_request(Request("GET", f"http://127.0.0.1:{port}/"))
     finally:
         await http.aclose()
+
+
+async def test_a_stream_closed_after_its_transport_is_quietly_closed(server: _QuietServer) -> None:
+    http = CurlCffiTransport()
+    response = await http.handle_request(Request("GET", server.url + "/quiet"))
+    assert await response.receive() == b"data: 1\n\n"
+    await http.aclose()  # the session ends every transfer, this one too
+    response.close()
+    await asyncio.wait_for(server.left.wait(), LEFT_WITHIN_SECONDS)
 
 
 async def test_a_closed_transport_refuses_requests(server: _QuietServer) -> None:

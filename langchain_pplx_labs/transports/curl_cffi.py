@@ -13,6 +13,8 @@ What curl_cffi 0.17 does not do for us, done here:
 - It has no hook for "the request has its connection": ``on_connected`` is called when the response head
   arrives (``Request.on_connected`` allows it). curl itself bounds the connect (TCP, proxy and TLS) by
   ``connect_timeout``.
+- A request cancelled before its head arrived leaves its transfer running in curl_cffi's background
+  task: the easy handle it holds is noted (:class:`_Session`) and removed from the multi handle.
 - It cannot take an ``ssl.SSLContext``: a context's CA certificates go to curl as a PEM file (CAINFO),
   a context that verifies nothing turns verification off, and one whose CAs cannot be read is refused.
 """
@@ -21,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import ssl
 import tempfile
 from typing import Any
 
-from curl_cffi import CurlError, CurlHttpVersion, CurlOpt
+from curl_cffi import Curl, CurlError, CurlHttpVersion, CurlOpt
 from curl_cffi.requests import AsyncSession
 from curl_cffi.requests import Response as CurlResponse
 from curl_cffi.requests.streams import STREAM_END
@@ -95,11 +98,13 @@ class CurlCffiTransport:
         if isinstance(ssl_option, ssl.SSLContext) and self._verify is True:
             self._ca_file = self._verify = _ca_file_of(ssl_option)
         self._check_hostname = not isinstance(ssl_option, ssl.SSLContext) or ssl_option.check_hostname
-        self._session: AsyncSession[CurlResponse] | None = None
+        self._session: _Session | None = None
         self._closed = False
 
     async def handle_request(self, request: Request) -> Response:
         session = self.session()
+        held: list[Curl] = []
+        noted = _HELD.set(held)
         try:
             response = await session.request(
                 request.method,  # type: ignore[arg-type]  # curl_cffi's Literal of method names
@@ -111,6 +116,12 @@ class CurlCffiTransport:
             )
         except CurlError as exc:
             raise _transport_error(exc) from exc
+        except asyncio.CancelledError:
+            for curl in list(held):  # its transfer runs on in curl_cffi's task: end it, drop its connection
+                session.abort(curl)
+            raise
+        finally:
+            _HELD.reset(noted)
         if request.on_connected is not None:
             # curl_cffi has no connection hook (libcurl's PREREQFUNCTION is not exposed): the head's
             # arrival is the first moment we know the request had its connection.
@@ -130,7 +141,7 @@ class CurlCffiTransport:
                     os.unlink(self._ca_file)
                 self._ca_file = None
 
-    def session(self) -> AsyncSession[CurlResponse]:
+    def session(self) -> _Session:
         """The curl_cffi session, made on first use (in the running loop: its multi handle is bound to it)."""
         if self._closed:
             raise ConnectError("the HTTP transport is closed")
@@ -145,11 +156,11 @@ class CurlCffiTransport:
                 options[CurlOpt.CONNECTTIMEOUT_MS] = max(1, round(self._connect_timeout * 1000))
             if not self._check_hostname:
                 options[CurlOpt.SSL_VERIFYHOST] = 0
-            self._session = AsyncSession(
+            self._session = _Session(
                 impersonate=self._impersonate,
                 proxy=self._proxy,
-                # A CA file's path is a curl_cffi verify value too (its CAINFO), typed bool only.
-                verify=self._verify,  # type: ignore[arg-type]
+                # A CA file's path is a curl_cffi verify value too (its CAINFO), though typed bool.
+                verify=self._verify,
                 # 0, no deadline: in stream mode curl_cffi makes a number a low-speed window, not a bound.
                 # The connect is bounded above; every other wait, by the caller's own timers.
                 timeout=0,
@@ -159,10 +170,52 @@ class CurlCffiTransport:
         return self._session
 
 
+# The easy handles the running handle_request holds, taken from its session's pool and not yet released.
+_HELD: contextvars.ContextVar[list[Curl]] = contextvars.ContextVar("_HELD")
+
+
+class _Session(AsyncSession[CurlResponse]):
+    """curl_cffi's session, noting which easy handle each request holds: a cancelled one must give it up.
+
+    A handle is held from the pool until curl_cffi releases it (its transfer over): only then may another
+    request take it, so a handle still held is still this request's.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._holders: dict[Curl, list[Curl]] = {}
+        self._shut = False
+
+    async def pop_curl(self) -> Curl:
+        curl = await super().pop_curl()
+        held = _HELD.get(None)
+        if held is not None:
+            held.append(curl)
+            self._holders[curl] = held
+        return curl
+
+    def release_curl(self, curl: Curl) -> None:
+        held = self._holders.pop(curl, None)
+        if held is not None:
+            held.remove(curl)
+        super().release_curl(curl)
+
+    def abort(self, curl: Curl) -> None:
+        """End ``curl``'s transfer now, unfinished: out of the multi handle (a closed session did that)."""
+        if self._shut:
+            return
+        with contextlib.suppress(CurlError):
+            self.acurl.remove_handle(curl)
+
+    async def close(self) -> None:
+        self._shut = True
+        await super().close()
+
+
 class _Body:
     """A curl_cffi streamed response as the seam's byte stream: its chunks come through curl_cffi's queue."""
 
-    def __init__(self, session: AsyncSession[CurlResponse], response: CurlResponse) -> None:
+    def __init__(self, session: _Session, response: CurlResponse) -> None:
         self._session = session
         self._response = response
         self._ended = False
@@ -201,9 +254,8 @@ class _Body:
         if response.curl is not None:
             # Out of the multi handle now: libcurl ends the transfer unfinished and closes its HTTP/1.1
             # connection (an HTTP/2 stream is reset). The transfer's task, cancelled, gives the easy
-            # handle back to the session's pool. (A session already closed has removed every handle.)
-            with contextlib.suppress(CurlError):
-                self._session.acurl.remove_handle(response.curl)
+            # handle back to the session's pool.
+            self._session.abort(response.curl)
         task.add_done_callback(_consume)
 
 
