@@ -278,6 +278,7 @@ RUN_BY_THEIR_OWN_TESTS = {
     "docs/gateway.md": "test_gateway_page_runs_against_pplx_labs_gateway",
 }
 WITHOUT_PYTHON = {
+    "docs/browser_voice.md": "a table of measurements of HTTP clients; tests/test_transports_curl.py and test_ja4.py check ours",
     "docs/conformance.md": "tables of what is tested where",
     "docs/doctor.md": "shell commands and the report they print",
     "docs/emulator.md": "the emulator's flags and options, exercised by tests/test_cli.py and the emulator tests",

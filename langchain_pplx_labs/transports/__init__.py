@@ -13,14 +13,27 @@ def http_transport(
     proxy: str | None = None,
     ssl_option: ssl.SSLContext | bool = True,
     keep_idle: float | None = 0.0,
+    impersonate: str | None = None,
 ) -> HTTPTransport:
-    """The HTTP transport the web wire, its doctor and its recorder dial with (aiohttp's, for now).
+    """The HTTP transport the web wire, its doctor and its recorder dial with.
 
     ``keep_idle``: seconds an idle keep-alive connection is kept at the least (``None``: never dropped
     for idling), so a pool's warm connection does not lose its TCP (and TLS) connection under it.
+    ``impersonate``: a browser for curl_cffi to speak as (``"chrome"``), whose TLS and HTTP/2 fingerprint
+    Cloudflare admits (``docs/browser_voice.md``); ``None``, for now the default, is plain aiohttp.
     """
     from langchain_pplx_labs.transports.aiohttp import AiohttpTransport, connector_keepalive_timeout
 
+    if impersonate is not None:
+        from langchain_pplx_labs.transports.curl_cffi import CurlCffiTransport
+
+        return CurlCffiTransport(
+            connect_timeout=connect_timeout,
+            proxy=proxy,
+            ssl_option=ssl_option,
+            keepalive_timeout=connector_keepalive_timeout(keep_idle),
+            impersonate=impersonate,
+        )
     return AiohttpTransport(
         connect_timeout=connect_timeout,
         proxy=proxy,

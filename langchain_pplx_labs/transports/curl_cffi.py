@@ -1,0 +1,301 @@
+"""The HTTP transport on curl_cffi: a browser's TLS and HTTP/2 voice (``impersonate``), proxies, keep-alive.
+
+Cloudflare, in front of the web app, refuses clients whose ClientHello and HTTP/2 SETTINGS are not a
+browser's; curl_cffi's ``impersonate="chrome"`` sends Chromium's (``docs/browser_voice.md``: measured).
+One ``AsyncSession`` per transport, made on first use in the running loop: its curl multi handle keeps the
+connections (HTTP/1.1 keep-alive, HTTP/2 multiplexed) between requests.
+
+What curl_cffi 0.17 does not do for us, done here:
+
+- A stream left unread is not stopped: its ``aclose`` waits for the transfer's end (curl_cffi PR #751,
+  open). :meth:`_Body.close` removes the easy handle from the multi handle, which aborts the transfer at
+  once: HTTP/1.1 closes the TCP connection, HTTP/2 resets the stream.
+- It has no hook for "the request has its connection": ``on_connected`` is called when the response head
+  arrives (``Request.on_connected`` allows it). curl itself bounds the connect (TCP, proxy and TLS) by
+  ``connect_timeout``.
+- A request cancelled before its head arrived leaves its transfer running in curl_cffi's background
+  task: the easy handle it holds is noted (:class:`_Session`) and removed from the multi handle.
+- It cannot take an ``ssl.SSLContext``: a context's CA certificates go to curl as a PEM file (CAINFO),
+  a context that verifies nothing turns verification off, and one whose CAs cannot be read is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import os
+import ssl
+import tempfile
+from typing import Any
+
+from curl_cffi import Curl, CurlError, CurlHttpVersion, CurlOpt
+from curl_cffi.requests import AsyncSession
+from curl_cffi.requests import Response as CurlResponse
+from curl_cffi.requests.streams import STREAM_END
+
+from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.transports.base import (
+    CertificateError,
+    ConnectError,
+    ConnectTimeout,
+    ReadError,
+    Request,
+    Response,
+)
+
+# curl's own keep-alive cap (CURLOPT_MAXAGE_CONN's default, 118 s) would be fine; aiohttp's floor is
+# kept so both transports keep an idle connection as long.
+CURL_KEEPALIVE_SECONDS = 15.0
+DEFAULT_IMPERSONATE = "chrome"
+
+# libcurl error codes (https://curl.se/libcurl/c/libcurl-errors.html), by what they mean here.
+_TIMED_OUT = 28  # CURLE_OPERATION_TIMEDOUT: only the connect is timed (no other curl timeout is set)
+_UNTRUSTED = frozenset({60, 83})  # CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_ISSUER_ERROR
+_NO_CONNECTION = frozenset(
+    {
+        5,  # COULDNT_RESOLVE_PROXY
+        6,  # COULDNT_RESOLVE_HOST
+        7,  # COULDNT_CONNECT
+        35,  # SSL_CONNECT_ERROR
+        45,  # INTERFACE_FAILED
+        58,  # SSL_CERTPROBLEM (the client's own certificate)
+        59,  # SSL_CIPHER
+        77,  # SSL_CACERT_BADFILE
+        90,  # SSL_PINNEDPUBKEYNOTMATCH
+        91,  # SSL_INVALIDCERTSTATUS
+        97,  # PROXY (a proxy's handshake refused)
+        98,  # SSL_CLIENTCERT
+        101,  # ECH_REQUIRED
+    }
+)
+
+
+class CurlCffiTransport:
+    """An :class:`~langchain_pplx_labs.transports.base.HTTPTransport` that speaks as a browser, on curl_cffi.
+
+    ``impersonate``: one of curl_cffi's targets (``"chrome"``: its newest Chrome; ``"chrome152"``,
+    ``"safari"``, … pin one). ``keepalive_timeout``: seconds an idle connection may be reused
+    (CURLOPT_MAXAGE_CONN). ``ssl_option``: ``True`` (curl_cffi's CA bundle, certifi's), ``False`` (no
+    verification) or an ``ssl.SSLContext`` whose CA certificates are used (see the module's docstring).
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float | None = 10.0,
+        proxy: str | None = None,
+        ssl_option: ssl.SSLContext | bool = True,
+        keepalive_timeout: float = CURL_KEEPALIVE_SECONDS,
+        impersonate: str = DEFAULT_IMPERSONATE,
+    ) -> None:
+        self._connect_timeout = connect_timeout
+        self._proxy = proxy
+        self._impersonate = impersonate
+        self._keepalive_timeout = keepalive_timeout
+        self._ca_file: str | None = None
+        self._verify: bool | str = _verify_option(ssl_option)
+        if isinstance(ssl_option, ssl.SSLContext) and self._verify is True:
+            self._ca_file = self._verify = _ca_file_of(ssl_option)
+        self._check_hostname = not isinstance(ssl_option, ssl.SSLContext) or ssl_option.check_hostname
+        self._session: _Session | None = None
+        self._closed = False
+
+    async def handle_request(self, request: Request) -> Response:
+        session = self.session()
+        held: list[Curl] = []
+        noted = _HELD.set(held)
+        try:
+            response = await session.request(
+                request.method,  # type: ignore[arg-type]  # curl_cffi's Literal of method names
+                request.url,
+                headers=list(request.headers.items()),
+                data=request.body or None,
+                allow_redirects=False,
+                stream=True,
+            )
+        except CurlError as exc:
+            raise _transport_error(exc) from exc
+        except asyncio.CancelledError:
+            for curl in list(held):  # its transfer runs on in curl_cffi's task: end it, drop its connection
+                session.abort(curl)
+            raise
+        finally:
+            _HELD.reset(noted)
+        if request.on_connected is not None:
+            # curl_cffi has no connection hook (libcurl's PREREQFUNCTION is not exposed): the head's
+            # arrival is the first moment we know the request had its connection.
+            request.on_connected()
+        headers = [(name, value or "") for name, value in response.headers.multi_items()]
+        return Response(response.status_code, headers, _Body(session, response))
+
+    async def aclose(self) -> None:
+        self._closed = True
+        session, self._session = self._session, None
+        try:
+            if session is not None:
+                await session.close()
+        finally:
+            if self._ca_file is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._ca_file)
+                self._ca_file = None
+
+    def session(self) -> _Session:
+        """The curl_cffi session, made on first use (in the running loop: its multi handle is bound to it)."""
+        if self._closed:
+            raise ConnectError("the HTTP transport is closed")
+        if self._session is None:
+            options: dict[CurlOpt, Any] = {
+                CurlOpt.MAXAGE_CONN: max(1, round(self._keepalive_timeout)),
+                # HTTP/2 over TLS (ALPN), HTTP/1.1 in the clear, as a browser: the impersonation's own
+                # setting would try an h2c upgrade on http:// (Upgrade: h2c, HTTP2-Settings headers).
+                CurlOpt.HTTP_VERSION: CurlHttpVersion.V2TLS,
+            }
+            if self._connect_timeout is not None:
+                options[CurlOpt.CONNECTTIMEOUT_MS] = max(1, round(self._connect_timeout * 1000))
+            if not self._check_hostname:
+                options[CurlOpt.SSL_VERIFYHOST] = 0
+            self._session = _Session(
+                impersonate=self._impersonate,
+                proxy=self._proxy,
+                # A CA file's path is a curl_cffi verify value too (its CAINFO), though typed bool.
+                verify=self._verify,
+                # 0, no deadline: in stream mode curl_cffi makes a number a low-speed window, not a bound.
+                # The connect is bounded above; every other wait, by the caller's own timers.
+                timeout=0,
+                allow_redirects=False,
+                curl_options=options,
+            )
+        return self._session
+
+
+# The easy handles the running handle_request holds, taken from its session's pool and not yet released.
+_HELD: contextvars.ContextVar[list[Curl]] = contextvars.ContextVar("_HELD")
+
+
+class _Session(AsyncSession[CurlResponse]):
+    """curl_cffi's session, noting which easy handle each request holds: a cancelled one must give it up.
+
+    A handle is held from the pool until curl_cffi releases it (its transfer over): only then may another
+    request take it, so a handle still held is still this request's.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._holders: dict[Curl, list[Curl]] = {}
+        self._shut = False
+
+    async def pop_curl(self) -> Curl:
+        curl = await super().pop_curl()
+        held = _HELD.get(None)
+        if held is not None:
+            held.append(curl)
+            self._holders[curl] = held
+        return curl
+
+    def release_curl(self, curl: Curl) -> None:
+        held = self._holders.pop(curl, None)
+        if held is not None:
+            held.remove(curl)
+        super().release_curl(curl)
+
+    def abort(self, curl: Curl) -> None:
+        """End ``curl``'s transfer now, unfinished: out of the multi handle (a closed session did that)."""
+        if self._shut:
+            return
+        with contextlib.suppress(CurlError):
+            self.acurl.remove_handle(curl)
+
+    async def close(self) -> None:
+        self._shut = True
+        await super().close()
+
+
+class _Body:
+    """A curl_cffi streamed response as the seam's byte stream: its chunks come through curl_cffi's queue."""
+
+    def __init__(self, session: _Session, response: CurlResponse) -> None:
+        self._session = session
+        self._response = response
+        self._ended = False
+        self._closed = False
+
+    async def receive(self) -> bytes:
+        queue = self._response.queue
+        if self._ended or self._closed or queue is None:
+            return b""
+        chunk = await queue.get()
+        if chunk is STREAM_END:
+            self._ended = True
+            return b""
+        if isinstance(chunk, BaseException):
+            self._closed = True  # the transfer is over, broken: nothing to drop
+            if isinstance(chunk, CurlError):
+                raise ReadError(_described(chunk)) from chunk
+            raise chunk
+        assert isinstance(chunk, bytes)
+        return chunk
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        response = self._response
+        task = response.astream_task
+        if self._ended or not isinstance(task, asyncio.Future) or task.done():
+            return  # the transfer is over: an ended one's connection went back to curl's cache for reuse
+        if response.quit_now is not None:
+            response.quit_now.set()  # a chunk already on its way is refused (CURL_WRITEFUNC_ERROR)
+        if response.curl is not None:
+            # Out of the multi handle now: libcurl ends the transfer unfinished and closes its HTTP/1.1
+            # connection (an HTTP/2 stream is reset). The transfer's task, cancelled, gives the easy
+            # handle back to the session's pool.
+            self._session.abort(response.curl)
+        task.add_done_callback(_consume)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a broken transfer nobody reads is not "never retrieved"
+
+
+def _transport_error(exc: CurlError) -> ConnectError | ReadError:
+    code = exc.code
+    message = _described(exc)
+    if code == _TIMED_OUT:
+        return ConnectTimeout(message)
+    if code in _UNTRUSTED:
+        return CertificateError(message)
+    if code in _NO_CONNECTION:
+        return ConnectError(message)
+    return ReadError(message)  # the connection was made, then broke before the head (52, 55, 56, …)
+
+
+def _verify_option(ssl_option: ssl.SSLContext | bool) -> bool:
+    if isinstance(ssl_option, ssl.SSLContext):
+        return ssl_option.verify_mode != ssl.CERT_NONE
+    return bool(ssl_option)
+
+
+def _ca_file_of(context: ssl.SSLContext) -> str:
+    """The context's CA certificates in a PEM file for curl (CAINFO); the transport deletes it on close."""
+    certificates = context.get_ca_certs(binary_form=True)
+    if not certificates:
+        raise PerplexityLabsInputError(
+            "The curl_cffi transport cannot read this ssl.SSLContext's CA certificates (loaded from a "
+            "directory, or none): load them with load_verify_locations(cafile=...) or cadata=..., or "
+            "pass verify_ssl=True (curl_cffi's CA bundle) or False."
+        )
+    handle, path = tempfile.mkstemp(prefix="pplx-labs-ca-", suffix=".pem")
+    with os.fdopen(handle, "w", encoding="ascii") as file:
+        file.writelines(ssl.DER_cert_to_PEM_cert(der) for der in certificates)
+    return path
+
+
+def _described(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
