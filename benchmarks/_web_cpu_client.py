@@ -1,7 +1,8 @@
 """One client of ``web_cpu.py`` in a process of its own: an answer streamed per line read, its CPU printed."""
 
 # Run as a script, not a module: ``python benchmarks/_web_cpu_client.py KIND URL ROOT MODEL``. KIND is
-# ``labs-web`` (``ChatPerplexityLabs(transport="web")``) or ``openai`` (langchain-openai's ``ChatOpenAI``);
+# ``labs-web`` (``ChatPerplexityLabs(transport="web")``), ``openai`` (langchain-openai's ``ChatOpenAI``) or
+# ``floor`` (this version's model over the answer's events played from memory: URL is then a JSON file);
 # ROOT goes first on ``sys.path``, so ``langchain_pplx_labs`` is imported from the source tree being measured
 # (this checkout, or a copy of an older commit); it imports nothing else of this repository for that reason.
 # Prints one JSON line when the model is built (where its package came from), then, for every line read on
@@ -32,6 +33,8 @@ def _counting_recv(self: socket.socket, *args: Any) -> bytes:
 
 
 def _model(kind: str, url: str, model: str) -> Any:
+    if kind == "floor":
+        return _floor_model(url)
     if kind == "openai":
         from langchain_openai import ChatOpenAI
 
@@ -39,6 +42,33 @@ def _model(kind: str, url: str, model: str) -> Any:
     from langchain_pplx_labs import ChatPerplexityLabs
 
     return ChatPerplexityLabs(transport="web", base_url=url, model=model)
+
+
+def _floor_model(path: str) -> Any:
+    """This version's model over a client that plays the answer's events from memory: the layer above the wire.
+
+    ``path`` is a JSON file of ``{"pieces": [...], "sources": [...]}``; no socket is opened, so what is
+    measured is what every answer costs above its events (LangChain's chunk handling and ours).
+    """
+    from langchain_pplx_labs import ChatPerplexityLabs
+    from langchain_pplx_labs.events import TextDelta, finished
+
+    with open(path, encoding="utf-8") as file:
+        recorded = json.load(file)
+
+    class Played:
+        async def stream(self, payload: Any) -> Any:
+            for piece in recorded["pieces"]:
+                yield TextDelta(piece)
+            yield finished(recorded["sources"])
+
+        async def aclose(self) -> None:
+            return None
+
+    chat = ChatPerplexityLabs(transport="web", base_url="http://127.0.0.1:9")
+    played = Played()
+    chat.__dict__["_client"] = lambda: played  # in place of the pool: the events, and nothing under them
+    return chat
 
 
 async def _answer(chat: Any) -> dict[str, Any]:
@@ -71,7 +101,7 @@ async def _serve(kind: str, url: str, model: str) -> None:
     finally:
         if kind == "openai":
             await chat.root_async_client.close()  # the SDK client: the model does not close it
-        else:
+        elif kind != "floor":
             await chat.aclose()
 
 

@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CLIENT_SCRIPT = Path(__file__).resolve().parent / "_web_cpu_client.py"
 LABS_CALL = 'ChatPerplexityLabs(transport="web").astream'
 OPENAI_CALL = "langchain-openai ChatOpenAI.astream, loopback OpenAI SSE server"
+FLOOR_CALL = "this version above the wire: the same 2,000 deltas played from memory into astream"
 
 _PARAGRAPHS = (
     "## What changed\n\nThe web client now reads the stream as it arrives: each server-sent event carries a "
@@ -121,7 +122,7 @@ def _reply(child: subprocess.Popen[str], name: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def client_process(name: str, kind: str, url: str, root: str) -> Iterator[Client]:
-    """A client (``kind``: ``labs-web`` or ``openai``) in a child process, ``root`` first on its path."""
+    """A client (``kind``: ``labs-web``, ``openai`` or ``floor``) in a child process, ``root`` first on its path."""
     child = subprocess.Popen(
         [sys.executable, str(CLIENT_SCRIPT), kind, url, root, MODEL],
         stdin=subprocess.PIPE,
@@ -201,7 +202,7 @@ def _table(clients: list[Client], baseline: Client | None, peer: Client, ref: st
 def _clients(
     stack: contextlib.ExitStack, emulator: str, openai_url: str, baseline_root: str | None, ref: str
 ) -> tuple[Client, Client | None, Client]:
-    """The three clients' processes, started side by side: (this version, the baseline or None, ChatOpenAI)."""
+    """The clients' processes, started side by side: (this version, the baseline or None, ChatOpenAI)."""
     ours = stack.enter_context(client_process(f"this version, {LABS_CALL}", "labs-web", emulator, str(ROOT)))
     baseline = None
     if baseline_root is not None:
@@ -225,7 +226,13 @@ def run(
         emulator = stack.enter_context(emulator_process(scenario=scenario))
         openai_url = stack.enter_context(SSEServerThread(pieces)).base_url
         ours, baseline, peer = _clients(stack, emulator, openai_url, baseline_root, baseline_ref)
-        clients = [ours, *([baseline] if baseline else []), peer]
+        # What this version's answer costs above its events (LangChain's per-chunk work and ours): the floor
+        # under any codec, in the same run.
+        played = stack.enter_context(tempfile.NamedTemporaryFile("w", suffix=".json"))
+        json.dump({"pieces": pieces, "sources": SOURCES}, played)
+        played.flush()
+        floor = stack.enter_context(client_process(FLOOR_CALL, "floor", played.name, str(ROOT)))
+        clients = [ours, *([baseline] if baseline else []), peer, floor]
         _measure(clients, text, warmup=1 if quick else 3, reps=reps or (3 if quick else 30))
     _table(clients, baseline, peer, baseline_ref)
     print(

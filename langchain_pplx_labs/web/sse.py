@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import codecs
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class SSEMessage:
+class SSEMessage(NamedTuple):
     """One dispatched Server-Sent Event: its ``event`` name and its ``data`` (lines joined by ``\\n``)."""
 
+    # A tuple: one is made per message, and a frozen dataclass's __init__ costs several times as much.
     event: str = "message"
     data: str = ""
 
@@ -73,14 +73,18 @@ class SSEParser:
         if lines and self._pending:
             lines[0] = self._take_line(lines[0])
         for line in lines:
-            # The two lines of nearly every message, read here; the other fields in _line.
+            # The lines of nearly every message (data, event, the blank that ends it) read here, the rest in _line.
             if not line:
-                if self._data or self._event:
-                    messages.append(SSEMessage(self._event or "message", "\n".join(self._data)))
+                data = self._data
+                if data or self._event:
+                    joined = data[0] if len(data) == 1 else "\n".join(data)
+                    messages.append(SSEMessage(self._event or "message", joined))
                     self._event = ""
                     self._data = []
             elif line.startswith("data:"):
                 self._data.append(line[6:] if line.startswith("data: ") else line[5:])
+            elif line.startswith("event:"):
+                self._event = line[7:] if line.startswith("event: ") else line[6:]
             else:
                 self._line(line, messages)
         if rest:
