@@ -7,6 +7,7 @@ import collections
 import hashlib
 import inspect
 import logging
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
@@ -17,18 +18,17 @@ from pydantic import BaseModel, ConfigDict
 
 from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Raw, Responder, Scenario, Stall, Step
 from langchain_pplx_labs.protocol import IMPLICIT_THINK_MODELS, THINK_CLOSE, THINK_OPEN, LabsProtocol
-from langchain_pplx_labs.web.codec import (
+from langchain_pplx_labs.web_evidence import (
+    RATE_LIMITED,
+    TRANSCRIPT_PREAMBLE,
+    TRANSCRIPT_ROLES,
     WEB_END_EVENT,
+    WEB_MODEL_ALIASES,
     WEB_SESSION_COOKIES,
-    labs_model_name,
-    messages_from_query,
 )
-from langchain_pplx_labs.web.sse import sse_message
 
 logger = logging.getLogger(__name__)
 
-RATE_LIMITED = {"status": "failed", "error_code": "FREE_TIER_RATE_LIMITED", "experience": "upgrade"}
-"""The frame of an anonymous ask refused for its rate limit (the web app's message, per henrique-coder's tests)."""
 _TICK = 0.05  # how often a paused answer looks whether its client is still there
 
 
@@ -142,8 +142,8 @@ class WebEndpoint:
         payload = {
             "version": str(params.get("version", "")),
             "source": str(params.get("source", "default")),
-            "model": labs_model_name(preference if isinstance(preference, str) and preference else "turbo"),
-            "messages": messages_from_query(body["query_str"]),
+            "model": _labs_model_name(preference if isinstance(preference, str) and preference else "turbo"),
+            "messages": transcript_turns(body["query_str"]),
         }
         self._record(payload)
         labs_request = LabsRequest(payload, self.emulator.protocol, web_body=body)
@@ -190,22 +190,18 @@ class WebEndpoint:
                 await response.write(raw + (newline * 2).encode())
                 continue
             if step.event != renderer.progress_event:
-                await response.write(
-                    sse_message(orjson.dumps(step.data).decode(), step.event, newline=newline)
-                )
+                await response.write(_sse(orjson.dumps(step.data), step.event, newline))
                 continue
             for message in renderer.render(step.data):
                 await self._send(response, message)
         if renderer.ended and self.variant.end_of_stream:
-            await response.write(sse_message("{}", WEB_END_EVENT, newline=newline))
+            await response.write(_sse(b"{}", WEB_END_EVENT, newline))
         await response.write_eof()
 
     async def _send(self, response: web.StreamResponse, message: Mapping[str, Any]) -> None:
         newline = self.variant.newline
         comment = f": keep-alive{newline}".encode() if self.variant.comments else b""
-        await response.write(
-            comment + sse_message(orjson.dumps(message).decode(), "message", newline=newline)
-        )
+        await response.write(comment + _sse(orjson.dumps(message), "message", newline))
 
     async def _pause(self, request: web.Request, seconds: float) -> bool:
         """Wait ``seconds``; ``False`` as soon as the client has gone or the emulator stops."""
@@ -442,3 +438,39 @@ def _session_token(request: web.Request) -> str:
 def _slug(question: str) -> str:
     words = "".join(c if c.isalnum() else " " for c in question.lower()).split()
     return "-".join(words[:8]) + "-" + uuid.uuid4().hex[:8] if words else uuid.uuid4().hex
+
+
+def _sse(data: bytes, event: str, newline: str) -> bytes:
+    """One SSE message: its ``event:`` line and one ``data:`` line (orjson never writes a line break)."""
+    end = newline.encode()
+    return b"event: " + event.encode() + end + b"data: " + data + end + end
+
+
+_LABS_NAMES = {web: labs for labs, web in WEB_MODEL_ALIASES.items()}
+_TURN_HEADER = re.compile(r"^\[(" + "|".join(TRANSCRIPT_ROLES) + r")\]$", re.MULTILINE)
+_ESCAPED = re.compile(r"^\\(\\*\[(?:" + "|".join(TRANSCRIPT_ROLES) + r")\])$", re.MULTILINE)
+
+
+def _labs_model_name(model_preference: str) -> str:
+    """The Labs name the responder is asked for a web ``model_preference`` (the record's aliases, reversed)."""
+    return _LABS_NAMES.get(model_preference, model_preference)
+
+
+def transcript_turns(query: str) -> list[dict[str, str]]:
+    """The turns a ``query_str`` carries, read by the emulator on its own from the transcript format
+    (``docs/web_transport.md``): a lone question is one user turn; after :data:`TRANSCRIPT_PREAMBLE`, each
+    ``[Label]`` line starts a turn, turns are separated by a blank line, and a text line that is a header
+    had one backslash added."""
+    prefix = TRANSCRIPT_PREAMBLE + "\n\n"
+    if not query.startswith(prefix):
+        return [{"role": "user", "content": query}]
+    body = query[len(prefix) :]
+    headers = list(_TURN_HEADER.finditer(body))
+    if not headers or headers[0].start() != 0:
+        return [{"role": "user", "content": query}]
+    turns: list[dict[str, str]] = []
+    for header, following in zip(headers, [*headers[1:], None], strict=True):
+        end = following.start() - 2 if following is not None else len(body)
+        text = _ESCAPED.sub(r"\1", body[header.end() + 1 : end])
+        turns.append({"role": header.group(1).lower(), "content": text})
+    return turns

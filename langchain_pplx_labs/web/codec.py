@@ -23,47 +23,25 @@ from langchain_pplx_labs.errors import (
 from langchain_pplx_labs.events import ReasoningDelta, StreamEvent, TextDelta, finished
 from langchain_pplx_labs.protocol import LabsMessage, LabsProtocol, Role
 from langchain_pplx_labs.web.sse import SSEMessage
+from langchain_pplx_labs.web_evidence import BLOCK_USE_CASES, STREAM_PARAMS
+from langchain_pplx_labs.web_evidence import TRANSCRIPT_PREAMBLE as TRANSCRIPT_PREAMBLE
+from langchain_pplx_labs.web_evidence import WEB_END_EVENT as WEB_END_EVENT
+from langchain_pplx_labs.web_evidence import WEB_MODEL_ALIASES as WEB_MODEL_ALIASES
+from langchain_pplx_labs.web_evidence import WEB_SESSION_COOKIES as WEB_SESSION_COOKIES
 
 logger = logging.getLogger(__name__)
 
 WEB_ASK_PATH = "/rest/sse/perplexity_ask"
 WEB_SESSION_PATH = "/api/auth/session"
-WEB_END_EVENT = "end_of_stream"
-"""SSE event name some clients saw after the last message (helallao/perplexity-ai)."""
-WEB_SESSION_COOKIES = ("__Secure-next-auth.session-token", "next-auth.session-token")
-"""Cookies that make a web-app session signed in (next-auth's names over https and http)."""
 WEB_REQUEST_REASON = "perplexity-query-state-provider"
 """``x-perplexity-request-reason`` the web app sends with an ask."""
 
 AUTO_MODELS = frozenset({"auto", "perplexity"})
 """Names that let the account pick: ``pplx_pro`` when signed in, ``turbo`` when anonymous (as gpt4free does)."""
-WEB_MODEL_ALIASES: Mapping[str, str] = {"r1-1776": "r1", "sonar": "experimental"}
-"""Labs model names with a web ``model_preference`` in the evidence; other names travel unchanged."""
 _LABS_NAMES = {web: labs for labs, web in WEB_MODEL_ALIASES.items()}
 
-SUPPORTED_BLOCK_USE_CASES = (
-    "answer_modes",
-    "media_items",
-    "knowledge_cards",
-    "inline_entity_cards",
-    "place_widgets",
-    "finance_widgets",
-    "sports_widgets",
-    "shopping_widgets",
-    "jobs_widgets",
-    "search_result_widgets",
-    "clarification_responses",
-    "inline_images",
-    "inline_assets",
-    "inline_finance_widgets",
-    "placeholder_cards",
-    "diff_blocks",
-    "inline_knowledge_cards",
-    "entity_group_v2",
-    "refinement_filters",
-    "canvas_mode",
-)
-"""Block kinds the client says it renders (the list gpt4free sent from 2025-10); ``diff_blocks`` asks for patches."""
+SUPPORTED_BLOCK_USE_CASES = BLOCK_USE_CASES
+"""Block kinds the client says it renders (``web_evidence.BLOCK_USE_CASES``); ``diff_blocks`` asks for patches."""
 
 
 # --- Server-Sent Events of the web app ----------------------------------------------------------
@@ -104,11 +82,6 @@ def _json_data(message: SSEMessage) -> bool:
 
 # --- Conversation transcript ----------------------------------------------------------------------
 
-TRANSCRIPT_PREAMBLE = (
-    "The conversation so far follows, oldest turn first. "
-    "Follow any System turns and reply to the last User turn."
-)
-"""First line of a multi-turn ``query_str``: it marks a transcript and tells the model how to read it."""
 _ROLE_LABELS: Mapping[Role, str] = {"system": "System", "user": "User", "assistant": "Assistant"}
 _LABEL_ROLES: Mapping[str, Role] = {label: role for role, label in _ROLE_LABELS.items()}
 _HEADER = re.compile(r"^\[(System|User|Assistant)\]$", re.MULTILINE)
@@ -219,9 +192,9 @@ def web_request_body(
         "is_incognito": False,
         "time_from_first_type": 0,
         "local_search_enabled": False,
-        "use_schematized_api": True,
-        "send_back_text_in_streaming_api": False,
-        "supported_block_use_cases": list(SUPPORTED_BLOCK_USE_CASES),
+        "use_schematized_api": STREAM_PARAMS["use_schematized_api"],
+        "send_back_text_in_streaming_api": STREAM_PARAMS["send_back_text_in_streaming_api"],
+        "supported_block_use_cases": list(STREAM_PARAMS["supported_block_use_cases"]),
         "client_coordinates": None,
         "mentions": [],
         "dsl_query": query,
