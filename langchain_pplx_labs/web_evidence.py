@@ -48,31 +48,24 @@ BLOCK_USE_CASES = (
     "inline_entity_cards",
     "place_widgets",
     "finance_widgets",
-    "prediction_market_widgets",
     "sports_widgets",
-    "flight_status_widgets",
-    "news_widgets",
     "shopping_widgets",
     "jobs_widgets",
     "search_result_widgets",
+    "clarification_responses",
     "inline_images",
     "inline_assets",
+    "inline_finance_widgets",
     "placeholder_cards",
     "diff_blocks",
     "inline_knowledge_cards",
     "entity_group_v2",
     "refinement_filters",
     "canvas_mode",
-    "maps_preview",
-    "answer_tabs",
-    "price_comparison_widgets",
-    "preserve_latex",
-    "generic_onboarding_widgets",
-    "in_context_suggestions",
-    "inline_claims",
 )
-"""``supported_block_use_cases`` as gpt4free 8.8.6 (2026-10) sends it, copied from a browser's request;
-``diff_blocks`` in it asks for ``diff_block`` patches instead of whole block snapshots."""
+"""``supported_block_use_cases`` as gpt4free sent it from 2025-10 (copied from a browser's request; 8.8.6,
+2026-10, sends a longer list, ``diff_blocks`` still in it): ``diff_blocks`` asks for ``diff_block`` patches
+instead of whole block snapshots."""
 
 DIFF_BLOCKS = "diff_blocks"
 
