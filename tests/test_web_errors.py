@@ -416,6 +416,7 @@ SNAPSHOTS = {"supported_block_use_cases": ["answer_modes"]}
         (WebVariant(final_marker="status", end_of_stream=True), TEXT_FORM),
         (WebVariant(final_marker="final", newline="\n", comments=True), {}),
         (WebVariant(sources="sources_mode_block", end_of_stream=False), {}),
+        (WebVariant(answer_block="workflow_block"), SNAPSHOTS),
     ],
     ids=[
         "default",
@@ -426,6 +427,7 @@ SNAPSHOTS = {"supported_block_use_cases": ["answer_modes"]}
         "status-end-of-stream-text",
         "final-lf-comments",
         "sources-mode",
+        "workflow",
     ],
 )
 async def test_every_wording_of_the_stream_gives_the_same_answer(

@@ -376,15 +376,22 @@ class WebDecoder:
                 if name == "diff_block" and isinstance(value, Mapping):
                     self._patch(usage, value)
                 elif name.endswith("_block") and isinstance(value, Mapping):
-                    self._blocks[usage, name] = copy.deepcopy(dict(value))  # our own copy, to patch
-                    self._derive(name, self._blocks[usage, name])
+                    document = copy.deepcopy(dict(value))  # our own copy, to patch
+                    if name == "markdown_block":
+                        document = _merged_markdown(self._blocks.get((usage, name)), document)
+                    self._blocks[usage, name] = document
+                    self._derive(name, document)
 
     def _patch(self, usage: str, diff: Mapping[str, Any]) -> None:
         field = diff.get("field")
         patches = diff.get("patches")
         if not isinstance(field, str) or not isinstance(patches, list):
             return
-        document = self._blocks.get((usage, field), {})
+        document = self._blocks.get((usage, field))
+        if document is None:
+            # A patch whose block came under another usage (or none: henrique-coder's workflow tests).
+            usage = next((key[0] for key in self._blocks if key[1] == field), usage)
+            document = self._blocks.get((usage, field), {})
         others = False
         for operation in patches:
             if not isinstance(operation, Mapping):
@@ -409,6 +416,8 @@ class WebDecoder:
             self._plan_is(_goals_text(document.get("goals")))
         elif field in ("web_result_block", "sources_mode_block"):
             self._sources_are(document.get("web_results"))
+        elif field == "workflow_block":
+            self._answer_is(_workflow_text(document))
 
     def _sources_are(self, results: object) -> None:
         citations = _citations_of(results)
@@ -457,6 +466,44 @@ def _markdown_text(block: Mapping[str, Any]) -> str:
     answer = block.get("answer")
     # ``answer`` is the finished text; before it arrives the chunks are all there is.
     return answer if isinstance(answer, str) and len(answer) >= len(joined) else joined
+
+
+def _merged_markdown(held: Any, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A ``markdown_block`` snapshot over the one held: its ``chunks`` start at ``chunk_starting_offset``
+    (henrique-coder's reader; 0, the whole list, in every snapshot of the record). Without an offset, chunks
+    that do not continue the text held are new ones after it (perplexity-web-mcp-cli's reading)."""
+    chunks = snapshot.get("chunks")
+    held_chunks = held.get("chunks") if isinstance(held, Mapping) else None
+    if not isinstance(chunks, list) or not isinstance(held_chunks, list) or not held_chunks:
+        return snapshot
+    offset = snapshot.get("chunk_starting_offset")
+    if isinstance(offset, int) and offset > 0:
+        snapshot["chunks"] = held_chunks[:offset] + [""] * (offset - len(held_chunks)) + chunks
+    elif offset is None and not isinstance(snapshot.get("answer"), str):
+        text, before = _joined(chunks), _joined(held_chunks)
+        if not text.startswith(before) and not before.startswith(text):
+            snapshot["chunks"] = held_chunks + chunks
+    return snapshot
+
+
+def _joined(chunks: list[Any]) -> str:
+    return "".join(c for c in chunks if isinstance(c, str))
+
+
+def _workflow_text(workflow: Mapping[str, Any]) -> str:
+    """The answer a ``workflow_block`` holds: the first step item's ``text_payload``, its ``text`` or its
+    chunks joined, whichever is longer (henrique-coder's ``_extract_workflow_text``)."""
+    steps = workflow.get("steps")
+    for step in steps if isinstance(steps, list) else []:
+        items = step.get("items") if isinstance(step, Mapping) else None
+        for item in items if isinstance(items, list) else []:
+            payload = item.get("payload") if isinstance(item, Mapping) else None
+            text_payload = payload.get("text_payload") if isinstance(payload, Mapping) else None
+            if isinstance(text_payload, Mapping):
+                return _markdown_text(
+                    {"answer": text_payload.get("text"), "chunks": text_payload.get("chunks")}
+                )
+    return ""
 
 
 def _append_chunk(document: Any, operation: Mapping[str, Any]) -> str | None:
