@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator.script import Emit, LabsRequest, Scenario
 from langchain_pplx_labs.emulator.web import WebRenderer, WebVariant
 from langchain_pplx_labs.errors import PerplexityLabsRateLimitError, PerplexityLabsServerError
@@ -311,3 +312,26 @@ def test_a_text_form_message_without_final_gives_its_search_results_at_the_end()
 def test_failed_messages_of_the_record_raise(message: dict[str, Any], kind: type[Exception]) -> None:
     with pytest.raises(kind):
         WebDecoder().feed(message)
+
+
+# -- a cassette per form, written by hand from the record (cassettes/test_web_forms/, provenance public-report)
+
+
+def test_public_markdown_snapshots(pplx_labs_cassette: ChatPerplexityLabs) -> None:
+    message = pplx_labs_cassette.invoke("Ping?")
+    assert message.content == "PONG."
+    assert message.response_metadata["search_results"] == [
+        {"url": "https://example.com", "title": "Example", "snippet": "Source"}
+    ]
+
+
+def test_public_workflow_block(pplx_labs_cassette: ChatPerplexityLabs) -> None:
+    chunks = [str(chunk.content) for chunk in pplx_labs_cassette.stream("Ping?")]
+    assert "".join(chunks) == "Pong! How can I help you today?"
+
+
+def test_public_text_steps(pplx_labs_cassette: ChatPerplexityLabs) -> None:
+    message = pplx_labs_cassette.invoke("Final?")
+    assert message.content == "Final answer"
+    assert message.response_metadata["citations"] == ["u"]
+    assert message.response_metadata["search_results"] == [{"url": "u", "title": "R", "snippet": "s"}]

@@ -290,7 +290,7 @@ class WebDecoder:
         self._citations: list[Citation] = []
         self._events: list[StreamEvent] = []
         self.completed = False
-        """A ``status: COMPLETED`` message arrived."""
+        """A ``status: COMPLETED`` (or ``text_completed: true``) message arrived."""
         self.finished = False
         """The answer ended (its final message, or :meth:`finish`): later messages are ignored."""
 
@@ -303,8 +303,8 @@ class WebDecoder:
             self.finished = True
             raise failure
         status = message.get("status")
-        if isinstance(status, str) and status.upper() == "COMPLETED":
-            self.completed = True
+        if (isinstance(status, str) and status.upper() == "COMPLETED") or message.get("text_completed") is True:
+            self.completed = True  # text_completed: the answer's text is whole (henrique-coder's reader ends there)
         events = self._events = []
         blocks = message.get("blocks")
         if isinstance(blocks, list):
