@@ -303,8 +303,12 @@ class WebDecoder:
             self.finished = True
             raise failure
         status = message.get("status")
-        if (isinstance(status, str) and status.upper() == "COMPLETED") or message.get("text_completed") is True:
-            self.completed = True  # text_completed: the answer's text is whole (henrique-coder's reader ends there)
+        if (isinstance(status, str) and status.upper() == "COMPLETED") or message.get(
+            "text_completed"
+        ) is True:
+            self.completed = (
+                True  # text_completed: the answer's text is whole (henrique-coder's reader ends there)
+            )
         events = self._events = []
         blocks = message.get("blocks")
         if isinstance(blocks, list):
