@@ -5,7 +5,8 @@
 # scripted with an answer of each size in 24-character frames (the emulator's default, as ``pplx-labs serve``
 # sends them); ``ChatPerplexityLabs(transport="web")`` streams it. Bytes and SSE messages are counted at the
 # client, as its ``SSEParser`` reads them; client CPU is the asking thread's (``time.thread_time``). Once per
-# stream form the emulator serves (``WebVariant.stream``); ``--quick`` measures the schematized one only, once
+# stream form the client asks for (its ``protocol.web_params``: the request chooses the form the emulator
+# serves); ``--quick`` measures the schematized one only, once
 # (the ``text`` form repeats the whole answer in every message: a minute per 200k-character answer).
 
 from __future__ import annotations
@@ -17,17 +18,22 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from benchmarks._common import percentile
 from benchmarks._emulator_process import emulator_process
-from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs import ChatPerplexityLabs, LabsProtocol
 from langchain_pplx_labs import web as web_wire
 from langchain_pplx_labs.web.sse import SSEMessage, SSEParser
 
 MODEL = "turbo"  # no plan: every character is answer text
 SIZES = (50_000, 100_000, 200_000)
 CHUNK = 24  # characters per emulator frame (Scenario's default)
-STREAMS = ("schematized", "text")  # the stream forms WebVariant serves; its other fields only reword them
+STREAMS = ("schematized", "text")  # the stream forms an ask can choose (web_evidence.text_form)
+FORM_PARAMS: dict[str, dict[str, Any]] = {
+    "schematized": {},  # the client's own ask: blocks with diff_block patches
+    "text": {"use_schematized_api": False, "send_back_text_in_streaming_api": True},
+}
 TARGET = 2.3  # the most either figure may grow per doubling of the answer (issue 26)
 
 
@@ -76,10 +82,10 @@ async def _ask(chat: ChatPerplexityLabs, size: int, found: Sample) -> None:
     found.read_bytes, found.messages = CountingParser.read_bytes, CountingParser.messages
 
 
-async def _measure(urls: dict[int, str], reps: int) -> dict[int, Sample]:
+async def _measure(urls: dict[int, str], reps: int, stream: str) -> dict[int, Sample]:
     """``reps`` rounds over the sizes, interleaved, a warm model per size's emulator."""
     found = {size: Sample() for size in urls}
-    chats = {size: _model(url) for size, url in urls.items()}
+    chats = {size: _model(url, stream) for size, url in urls.items()}
     try:
         for size, chat in chats.items():
             await _ask(chat, size, Sample())  # untimed: first-use costs are not per-answer CPU
@@ -92,10 +98,15 @@ async def _measure(urls: dict[int, str], reps: int) -> dict[int, Sample]:
     return found
 
 
-def _model(base_url: str) -> ChatPerplexityLabs:
+def _model(base_url: str, stream: str) -> ChatPerplexityLabs:
     # Generous deadlines: a quadratic stream of 200k characters takes many seconds.
     return ChatPerplexityLabs(
-        transport="web", base_url=base_url, model=MODEL, timeout=600.0, idle_timeout=600.0
+        transport="web",
+        base_url=base_url,
+        model=MODEL,
+        timeout=600.0,
+        idle_timeout=600.0,
+        protocol=LabsProtocol(web_params=FORM_PARAMS[stream]),
     )
 
 
@@ -106,12 +117,11 @@ def _measure_stream(stream: str, reps: int) -> dict[int, Sample]:
             size: stack.enter_context(
                 emulator_process(
                     scenario={"answer": _answer(size), "chunk_size": CHUNK, "citations": []},
-                    web_variant={"stream": stream},
                 )
             )
             for size in SIZES
         }
-        return asyncio.run(_measure(urls, reps))
+        return asyncio.run(_measure(urls, reps, stream))
 
 
 def _growth(values: list[float], index: int) -> str:

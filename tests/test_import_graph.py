@@ -143,6 +143,15 @@ def test_no_circle_even_through_type_only_imports() -> None:
     assert find_cycle(import_graph(type_only=True)) == []
 
 
+def test_the_emulators_web_side_does_not_know_the_client() -> None:
+    # Issue #28: the emulator serves the record on its own; what both sides name lives in web_evidence.
+    graph = import_graph(type_only=True)
+    client = sorted(
+        target for target in graph[f"{PACKAGE}.emulator.web"] if target.startswith(f"{PACKAGE}.web")
+    )
+    assert client == [f"{PACKAGE}.web_evidence"]
+
+
 def test_the_emulators_web_side_does_not_know_the_server() -> None:
     # The server builds the web endpoint; the endpoint needs only what ``WebHost`` names.
     graph = import_graph(type_only=True)
@@ -190,6 +199,7 @@ LAYERS: dict[str, int] = {
     "_version": 0,
     # 1: the protocol as data, settings, what LangChain messages become
     "protocol": 1,
+    "web_evidence": 1,
     "settings": 1,
     "_profiles": 1,
     "messages": 1,

@@ -18,7 +18,7 @@ from aiohttp import web
 from test_proxy_tls import authority, pproxy_server, tls_emulator
 from webfake import ASK, FakeWebApp, answer_message, forever, serving, streaming
 
-from langchain_pplx_labs import ChatPerplexityLabs
+from langchain_pplx_labs import ChatPerplexityLabs, LabsProtocol
 from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.emulator.server import CLOUDFLARE_PAGE
 from langchain_pplx_labs.emulator.web import WebVariant
@@ -401,29 +401,41 @@ async def test_anonymous_rate_limit_is_a_rate_limit_not_retried() -> None:
         assert server.web.bodies[-1]["params"]["mode"] == "copilot"
 
 
+TEXT_FORM = {"use_schematized_api": False, "send_back_text_in_streaming_api": True}
+SNAPSHOTS = {"supported_block_use_cases": ["answer_modes"]}
+
+
 @pytest.mark.parametrize(
-    "variant",
+    ("variant", "ask"),
     [
-        WebVariant(),
-        WebVariant(stream="text"),
-        WebVariant(final_marker="status", end_of_stream=False),
-        WebVariant(final_marker="status", end_of_stream=True, stream="text"),
-        WebVariant(final_marker="final", newline="\n", comments=True),
-        WebVariant(sources="sources_mode_block", end_of_stream=False),
+        (WebVariant(), {}),
+        (WebVariant(), TEXT_FORM),
+        (WebVariant(), SNAPSHOTS),
+        (WebVariant(text="answer"), TEXT_FORM),
+        (WebVariant(final_marker="status", end_of_stream=False), {}),
+        (WebVariant(final_marker="status", end_of_stream=True), TEXT_FORM),
+        (WebVariant(final_marker="final", newline="\n", comments=True), {}),
+        (WebVariant(sources="sources_mode_block", end_of_stream=False), {}),
+        (WebVariant(answer_block="workflow_block"), SNAPSHOTS),
     ],
     ids=[
         "default",
         "text",
+        "snapshots",
+        "older-text",
         "status-then-close",
         "status-end-of-stream-text",
         "final-lf-comments",
         "sources-mode",
+        "workflow",
     ],
 )
-async def test_every_wording_of_the_stream_gives_the_same_answer(variant: WebVariant) -> None:
+async def test_every_wording_of_the_stream_gives_the_same_answer(
+    variant: WebVariant, ask: dict[str, Any]
+) -> None:
     async with LabsEmulator(web_variant=variant) as server:
         server.script(answer=ANSWER, citations=CITATIONS, chunk_size=7)
-        async with _emulated(server.base_url, max_retries=0) as chat:
+        async with _emulated(server.base_url, max_retries=0, protocol=LabsProtocol(web_params=ask)) as chat:
             message = await chat.ainvoke("Q")
             chunks = [chunk async for chunk in chat.astream("Q")]
             again = await chat.ainvoke("Q")  # the same warm connection, after a whole answer

@@ -17,6 +17,7 @@ from langchain_pplx_labs.protocol import (
     THINK_OPEN,
     LabsProtocol,
 )
+from langchain_pplx_labs.web_evidence import plans
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,16 @@ class LabsRequest:
     def progress_event(self) -> str:
         """The event this question's answer streams on."""
         return self.protocol.progress_event_for(self.model)
+
+    @property
+    def reasons(self) -> bool:
+        """Whether the answer has a think section: a Labs reasoning model, or on the web app a model that
+        streams a plan (``pplx_reasoning``, ``r1``, the ``*thinking`` models: ``web_evidence.plans``)."""
+        if self.model in REASONING_MODELS:
+            return True
+        params = self.web_body.get("params") if self.web_body is not None else None
+        preference = params.get("model_preference") if isinstance(params, dict) else None
+        return isinstance(preference, str) and plans(preference)
 
     @property
     def version(self) -> str:
@@ -148,7 +159,7 @@ class Scenario(BaseModel):
         """The last cumulative ``output``, think section included."""
         answer = self.answer if self.answer is not None else made_up_answer(request.question)
         model = request.model
-        if model not in REASONING_MODELS:
+        if not request.reasons:
             return answer
         thinking = self.reasoning if self.reasoning is not None else made_up_reasoning(request.question)
         if not thinking:

@@ -192,7 +192,7 @@ class LabsEmulator:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         socketio = request.path.startswith(self.protocol.socketio_path.rstrip("/"))
-        if not socketio and request.path not in self.web.paths():
+        if not socketio and not self.web.serves(request.path):
             return await handler(request)
         # Web asks are counted as the "web" transport; Socket.IO names its own in the query.
         transport = request.query.get("transport", "") if socketio else "web"

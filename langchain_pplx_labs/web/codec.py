@@ -23,47 +23,25 @@ from langchain_pplx_labs.errors import (
 from langchain_pplx_labs.events import ReasoningDelta, StreamEvent, TextDelta, finished
 from langchain_pplx_labs.protocol import LabsMessage, LabsProtocol, Role
 from langchain_pplx_labs.web.sse import SSEMessage
+from langchain_pplx_labs.web_evidence import BLOCK_USE_CASES, STREAM_PARAMS
+from langchain_pplx_labs.web_evidence import TRANSCRIPT_PREAMBLE as TRANSCRIPT_PREAMBLE
+from langchain_pplx_labs.web_evidence import WEB_END_EVENT as WEB_END_EVENT
+from langchain_pplx_labs.web_evidence import WEB_MODEL_ALIASES as WEB_MODEL_ALIASES
+from langchain_pplx_labs.web_evidence import WEB_SESSION_COOKIES as WEB_SESSION_COOKIES
 
 logger = logging.getLogger(__name__)
 
 WEB_ASK_PATH = "/rest/sse/perplexity_ask"
 WEB_SESSION_PATH = "/api/auth/session"
-WEB_END_EVENT = "end_of_stream"
-"""SSE event name some clients saw after the last message (helallao/perplexity-ai)."""
-WEB_SESSION_COOKIES = ("__Secure-next-auth.session-token", "next-auth.session-token")
-"""Cookies that make a web-app session signed in (next-auth's names over https and http)."""
 WEB_REQUEST_REASON = "perplexity-query-state-provider"
 """``x-perplexity-request-reason`` the web app sends with an ask."""
 
 AUTO_MODELS = frozenset({"auto", "perplexity"})
 """Names that let the account pick: ``pplx_pro`` when signed in, ``turbo`` when anonymous (as gpt4free does)."""
-WEB_MODEL_ALIASES: Mapping[str, str] = {"r1-1776": "r1", "sonar": "experimental"}
-"""Labs model names with a web ``model_preference`` in the evidence; other names travel unchanged."""
 _LABS_NAMES = {web: labs for labs, web in WEB_MODEL_ALIASES.items()}
 
-SUPPORTED_BLOCK_USE_CASES = (
-    "answer_modes",
-    "media_items",
-    "knowledge_cards",
-    "inline_entity_cards",
-    "place_widgets",
-    "finance_widgets",
-    "sports_widgets",
-    "shopping_widgets",
-    "jobs_widgets",
-    "search_result_widgets",
-    "clarification_responses",
-    "inline_images",
-    "inline_assets",
-    "inline_finance_widgets",
-    "placeholder_cards",
-    "diff_blocks",
-    "inline_knowledge_cards",
-    "entity_group_v2",
-    "refinement_filters",
-    "canvas_mode",
-)
-"""Block kinds the client says it renders (the list gpt4free sent from 2025-10); ``diff_blocks`` asks for patches."""
+SUPPORTED_BLOCK_USE_CASES = BLOCK_USE_CASES
+"""Block kinds the client says it renders (``web_evidence.BLOCK_USE_CASES``); ``diff_blocks`` asks for patches."""
 
 
 # --- Server-Sent Events of the web app ----------------------------------------------------------
@@ -104,11 +82,6 @@ def _json_data(message: SSEMessage) -> bool:
 
 # --- Conversation transcript ----------------------------------------------------------------------
 
-TRANSCRIPT_PREAMBLE = (
-    "The conversation so far follows, oldest turn first. "
-    "Follow any System turns and reply to the last User turn."
-)
-"""First line of a multi-turn ``query_str``: it marks a transcript and tells the model how to read it."""
 _ROLE_LABELS: Mapping[Role, str] = {"system": "System", "user": "User", "assistant": "Assistant"}
 _LABEL_ROLES: Mapping[str, Role] = {label: role for role, label in _ROLE_LABELS.items()}
 _HEADER = re.compile(r"^\[(System|User|Assistant)\]$", re.MULTILINE)
@@ -219,9 +192,9 @@ def web_request_body(
         "is_incognito": False,
         "time_from_first_type": 0,
         "local_search_enabled": False,
-        "use_schematized_api": True,
-        "send_back_text_in_streaming_api": False,
-        "supported_block_use_cases": list(SUPPORTED_BLOCK_USE_CASES),
+        "use_schematized_api": STREAM_PARAMS["use_schematized_api"],
+        "send_back_text_in_streaming_api": STREAM_PARAMS["send_back_text_in_streaming_api"],
+        "supported_block_use_cases": list(STREAM_PARAMS["supported_block_use_cases"]),
         "client_coordinates": None,
         "mentions": [],
         "dsl_query": query,
@@ -317,7 +290,7 @@ class WebDecoder:
         self._citations: list[Citation] = []
         self._events: list[StreamEvent] = []
         self.completed = False
-        """A ``status: COMPLETED`` message arrived."""
+        """A ``status: COMPLETED`` (or ``text_completed: true``) message arrived."""
         self.finished = False
         """The answer ended (its final message, or :meth:`finish`): later messages are ignored."""
 
@@ -330,8 +303,12 @@ class WebDecoder:
             self.finished = True
             raise failure
         status = message.get("status")
-        if isinstance(status, str) and status.upper() == "COMPLETED":
-            self.completed = True
+        if (isinstance(status, str) and status.upper() == "COMPLETED") or message.get(
+            "text_completed"
+        ) is True:
+            self.completed = (
+                True  # text_completed: the answer's text is whole (henrique-coder's reader ends there)
+            )
         events = self._events = []
         blocks = message.get("blocks")
         if isinstance(blocks, list):
@@ -403,15 +380,22 @@ class WebDecoder:
                 if name == "diff_block" and isinstance(value, Mapping):
                     self._patch(usage, value)
                 elif name.endswith("_block") and isinstance(value, Mapping):
-                    self._blocks[usage, name] = copy.deepcopy(dict(value))  # our own copy, to patch
-                    self._derive(name, self._blocks[usage, name])
+                    document = copy.deepcopy(dict(value))  # our own copy, to patch
+                    if name == "markdown_block":
+                        document = _merged_markdown(self._blocks.get((usage, name)), document)
+                    self._blocks[usage, name] = document
+                    self._derive(name, document)
 
     def _patch(self, usage: str, diff: Mapping[str, Any]) -> None:
         field = diff.get("field")
         patches = diff.get("patches")
         if not isinstance(field, str) or not isinstance(patches, list):
             return
-        document = self._blocks.get((usage, field), {})
+        document = self._blocks.get((usage, field))
+        if document is None:
+            # A patch whose block came under another usage (or none: henrique-coder's workflow tests).
+            usage = next((key[0] for key in self._blocks if key[1] == field), usage)
+            document = self._blocks.get((usage, field), {})
         others = False
         for operation in patches:
             if not isinstance(operation, Mapping):
@@ -436,6 +420,8 @@ class WebDecoder:
             self._plan_is(_goals_text(document.get("goals")))
         elif field in ("web_result_block", "sources_mode_block"):
             self._sources_are(document.get("web_results"))
+        elif field == "workflow_block":
+            self._answer_is(_workflow_text(document))
 
     def _sources_are(self, results: object) -> None:
         citations = _citations_of(results)
@@ -484,6 +470,44 @@ def _markdown_text(block: Mapping[str, Any]) -> str:
     answer = block.get("answer")
     # ``answer`` is the finished text; before it arrives the chunks are all there is.
     return answer if isinstance(answer, str) and len(answer) >= len(joined) else joined
+
+
+def _merged_markdown(held: Any, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A ``markdown_block`` snapshot over the one held: its ``chunks`` start at ``chunk_starting_offset``
+    (henrique-coder's reader; 0, the whole list, in every snapshot of the record). Without an offset, chunks
+    that do not continue the text held are new ones after it (perplexity-web-mcp-cli's reading)."""
+    chunks = snapshot.get("chunks")
+    held_chunks = held.get("chunks") if isinstance(held, Mapping) else None
+    if not isinstance(chunks, list) or not isinstance(held_chunks, list) or not held_chunks:
+        return snapshot
+    offset = snapshot.get("chunk_starting_offset")
+    if isinstance(offset, int) and offset > 0:
+        snapshot["chunks"] = held_chunks[:offset] + [""] * (offset - len(held_chunks)) + chunks
+    elif offset is None and not isinstance(snapshot.get("answer"), str):
+        text, before = _joined(chunks), _joined(held_chunks)
+        if not text.startswith(before) and not before.startswith(text):
+            snapshot["chunks"] = held_chunks + chunks
+    return snapshot
+
+
+def _joined(chunks: list[Any]) -> str:
+    return "".join(c for c in chunks if isinstance(c, str))
+
+
+def _workflow_text(workflow: Mapping[str, Any]) -> str:
+    """The answer a ``workflow_block`` holds: the first step item's ``text_payload``, its ``text`` or its
+    chunks joined, whichever is longer (henrique-coder's ``_extract_workflow_text``)."""
+    steps = workflow.get("steps")
+    for step in steps if isinstance(steps, list) else []:
+        items = step.get("items") if isinstance(step, Mapping) else None
+        for item in items if isinstance(items, list) else []:
+            payload = item.get("payload") if isinstance(item, Mapping) else None
+            text_payload = payload.get("text_payload") if isinstance(payload, Mapping) else None
+            if isinstance(text_payload, Mapping):
+                return _markdown_text(
+                    {"answer": text_payload.get("text"), "chunks": text_payload.get("chunks")}
+                )
+    return ""
 
 
 def _append_chunk(document: Any, operation: Mapping[str, Any]) -> str | None:
