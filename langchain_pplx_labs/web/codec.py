@@ -296,27 +296,30 @@ class WebDecoder:
 
     def feed(self, message: Mapping[str, Any]) -> list[StreamEvent]:
         """Take one SSE message's JSON; return the events it makes (none when nothing is new)."""
-        if self.finished or not isinstance(message, Mapping):
+        # ``dict``, not ``Mapping``: an ABC's isinstance costs more than the rest of a usual message, and
+        # JSON decodes to dicts.
+        if self.finished or not isinstance(message, dict):
             return []
-        failure = web_failure(message, model=self.model)
-        if failure is not None:
-            self.finished = True
-            raise failure
-        status = message.get("status")
-        if (isinstance(status, str) and status.upper() == "COMPLETED") or message.get(
-            "text_completed"
-        ) is True:
-            self.completed = (
-                True  # text_completed: the answer's text is whole (henrique-coder's reader ends there)
-            )
+        get = message.get
+        status = get("status")
+        # Nearly every message is PENDING with no error code: two lookups, no string made.
+        if (status != "PENDING" and status is not None) or get("error_code"):
+            failure = web_failure(message, model=self.model)
+            if failure is not None:
+                self.finished = True
+                raise failure
+            if isinstance(status, str) and status.upper() == "COMPLETED":
+                self.completed = True
+        if get("text_completed") is True:
+            self.completed = True  # the answer's text is whole (henrique-coder's reader ends there)
         events = self._events = []
-        blocks = message.get("blocks")
+        blocks = get("blocks")
         if isinstance(blocks, list):
             self._take_blocks(blocks)
-        text = message.get("text")
+        text = get("text")
         if isinstance(text, str) and text:
             self._take_text(text)
-        if message.get("final_sse_message") is True or message.get("final") is True:
+        if get("final_sse_message") is True or get("final") is True:
             events.extend(self.finish())
         return events
 
@@ -372,14 +375,14 @@ class WebDecoder:
 
     def _take_blocks(self, blocks: list[Any]) -> None:
         for block in blocks:
-            if not isinstance(block, Mapping):
+            if not isinstance(block, dict):
                 continue
             usage = block.get("intended_usage")
             usage = usage if isinstance(usage, str) else ""
             for name, value in block.items():
-                if name == "diff_block" and isinstance(value, Mapping):
+                if name == "diff_block" and isinstance(value, dict):
                     self._patch(usage, value)
-                elif name.endswith("_block") and isinstance(value, Mapping):
+                elif name.endswith("_block") and isinstance(value, dict):
                     document = copy.deepcopy(dict(value))  # our own copy, to patch
                     if name == "markdown_block":
                         document = _merged_markdown(self._blocks.get((usage, name)), document)
@@ -398,7 +401,7 @@ class WebDecoder:
             document = self._blocks.get((usage, field), {})
         others = False
         for operation in patches:
-            if not isinstance(operation, Mapping):
+            if not isinstance(operation, dict):
                 continue
             appended = _append_chunk(document, operation)
             if appended is not None and field == "markdown_block" and not others:
