@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,7 +35,8 @@ from langchain_pplx_labs.events import Finished, StreamEvent, TextDelta
 from langchain_pplx_labs.protocol import LabsProtocol, build_payload
 from langchain_pplx_labs.settings import ConnectionSettings
 from langchain_pplx_labs.transports import http_transport
-from langchain_pplx_labs.transports.base import HTTPTransport, Request, Response
+from langchain_pplx_labs.transports.base import Request, Response
+from langchain_pplx_labs.transports.tap import HTTPTap, TappedTransport
 from langchain_pplx_labs.web.codec import WEB_SESSION_COOKIES, web_request_body
 from langchain_pplx_labs.web.session import WebSession
 from langchain_pplx_labs.web.sse import SSEMessage
@@ -65,8 +66,12 @@ class _Answered:
     content_type: str
 
 
-class _WebWalk(StepWalk):
-    """One walk through the web app's steps: the warm-up session check, then one ask read to its end."""
+class _WebWalk(StepWalk, HTTPTap):
+    """One walk through the web app's steps: the warm-up session check, then one ask read to its end.
+
+    It watches the session through two taps: its HTTP transport's (when the first connection was made,
+    when each answer's head came) and the session's own (each SSE message, what it made).
+    """
 
     transport = "web"
     planned = WEB_STEPS
@@ -93,11 +98,11 @@ class _WebWalk(StepWalk):
     def messages(self) -> int:
         return sum(self.events.values())
 
-    def _connected(self) -> None:
+    def on_request(self, request: Request) -> None:
         if self.tcp_at is None:
             self.tcp_at = time.monotonic()
 
-    def _answered(self, request: Request, response: Response) -> None:
+    def on_response(self, request: Request, response: Response) -> None:
         content_type = response.headers.get("content-type", "")
         answer = _Answered(time.monotonic(), response.status, content_type)
         self.answers[urlsplit(request.url).path.removeprefix(self.root)] = answer
@@ -118,7 +123,7 @@ class _WebWalk(StepWalk):
 
     async def run(self) -> None:
         # Dialling as the pool's transport does, watched by the walk's clocks.
-        http = _Watched(
+        http = TappedTransport(
             http_transport(connect_timeout=self.settings.timeouts.connect, proxy=self.proxy), self
         )
         connection = WebSession(self.settings, http, tap=self)
@@ -331,29 +336,6 @@ class _WebWalk(StepWalk):
                 "or report a bug with this output"
             )
         return f"the stream went silent mid-answer: {raise_it}, or ask again"
-
-
-class _Watched:
-    """The walk's HTTP transport: notes when the first connection was made and when each answer's head came."""
-
-    def __init__(self, http: HTTPTransport, walk: _WebWalk) -> None:
-        self._http = http
-        self._walk = walk
-
-    async def handle_request(self, request: Request) -> Response:
-        wire_connected = request.on_connected
-
-        def connected() -> None:
-            self._walk._connected()
-            if wire_connected is not None:
-                wire_connected()
-
-        response = await self._http.handle_request(replace(request, on_connected=connected))
-        self._walk._answered(request, response)
-        return response
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
 
 diagnose_web = _WebWalk.diagnose

@@ -203,13 +203,18 @@ class WebSession:
     # -- asking ------------------------------------------------------------------------
 
     async def query(
-        self, payload: Mapping[str, Any], *, started: float | None = None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        started: float | None = None,
+        body: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Ask ``payload`` and yield its answer's events, up to and including :class:`Finished`.
 
         Enforces the first-token, idle and total timeouts (``total`` counted from ``started``);
         HTTP refusals and failed messages are the typed errors of :mod:`langchain_pplx_labs.errors`.
-        A reader that leaves early cuts the answer off: its response is closed unread.
+        A reader that leaves early cuts the answer off: its response is closed unread. ``body``: the
+        ask's body as given (a client's own, which the recorder forwards), else one made of ``payload``.
         """
         if self._busy:
             raise RuntimeError("a web session runs one query at a time")
@@ -222,7 +227,7 @@ class WebSession:
         self._busy = True
         self.queries_run += 1
         try:
-            response = self._response = await deadline.wait(lambda: self._ask(payload))
+            response = self._response = await deadline.wait(lambda: self._ask(payload, body))
             parser = SSEParser()
             while not decoder.finished:
                 try:
@@ -234,13 +239,16 @@ class WebSession:
                     yield event
                     # Set after the yield: the caller's own time between events is not the server's silence.
                     deadline.applies("idle", timeouts.idle)
-            self._retire()
         finally:
             deadline.cancel()
             self._busy = False
-            # An answer not read to its end (a break, a stop sequence, a cancel, an error) is cut
-            # off here: unlike a Labs socket, an HTTP answer can be dropped alone.
-            self._drop_response()
+            # An answer the server ended (its last message, or a failed one) has its stream's tail read
+            # in the background; one not read to its end (a break, a stop sequence, a cancel, an error)
+            # is cut off here: unlike a Labs socket, an HTTP answer can be dropped alone.
+            if decoder.finished:
+                self._retire()
+            else:
+                self._drop_response()
 
     def _decode(
         self, messages: list[SSEMessage], decoder: WebDecoder, *, ended: bool
@@ -266,21 +274,25 @@ class WebSession:
                 raise self._broke_off("the server ended the event stream before the answer's last message")
             yield from decoder.finish()  # COMPLETED, then the end of the stream: the answer is whole
 
-    async def _ask(self, payload: Mapping[str, Any]) -> Response:
+    async def _ask(self, payload: Mapping[str, Any], body: Mapping[str, Any] | None) -> Response:
         protocol = self.settings.protocol
-        request_id = str(uuid.uuid4())
-        question = web_request_body(
-            payload,
-            frontend_uuid=request_id,
-            visitor_id=self._visitor_id,
-            frontend_context_uuid=str(uuid.uuid4()),
-            signed_in=self.signed_in,
-            protocol=protocol,
-        )
+        if body is None:
+            body = web_request_body(
+                payload,
+                frontend_uuid=str(uuid.uuid4()),
+                visitor_id=self._visitor_id,
+                frontend_context_uuid=str(uuid.uuid4()),
+                signed_in=self.signed_in,
+                protocol=protocol,
+            )
+        params = body.get("params")
+        request_id = str(params.get("frontend_uuid", "")) if isinstance(params, Mapping) else ""
         url = self._url(protocol.web_path)
         headers = self._headers(web_headers(protocol, request_id=request_id))
         try:
-            response = await self._http.handle_request(Request("POST", url, headers, orjson.dumps(question)))
+            response = await self._http.handle_request(
+                Request("POST", url, headers, orjson.dumps(dict(body)))
+            )
         except ConnectTimeout:
             # A new TCP connection was needed (the warm one expired) and could not be made in time.
             raise PerplexityLabsTimeoutError("connect", self.settings.timeouts.connect) from None
@@ -288,8 +300,7 @@ class WebSession:
             raise PerplexityLabsDisconnectedError(
                 f"The web app at {url} dropped the connection before answering ({_named(exc)})"
             ) from exc
-        content_type = response.headers.get("content-type", "")
-        if response.status == 200 and content_type.lower().startswith("text/event-stream"):
+        if is_event_stream(response):
             return response
         raise await _refusal(url, response, "the question")
 
@@ -353,6 +364,13 @@ def _closed_while_connecting() -> PerplexityLabsConnectionError:
 def _not_sent(reason: str) -> PerplexityLabsDisconnectedError:
     return PerplexityLabsDisconnectedError(
         f"Perplexity Labs closed the connection before the question was sent ({reason})"
+    )
+
+
+def is_event_stream(response: Response) -> bool:
+    """An answer to an ask: HTTP 200 with an event stream (anything else is a refusal)."""
+    return response.status == 200 and response.headers.get("content-type", "").lower().startswith(
+        "text/event-stream"
     )
 
 
