@@ -52,8 +52,7 @@ class WebSocketWire:
         self._query_reading = False  # a query holds the socket for a read (from before the pause on)
         self._closing = False  # saying goodbye: nothing may start a reader any more
         self._acked = False
-        self.sid = ""
-        """The Socket.IO session id, once the server acknowledged our CONNECT."""
+        self.sid = ""  # the Socket.IO session id, once the server acknowledged our CONNECT
         self._lost: str | None = None
         self._gone_reported = False
         self._refusal: str | None = None

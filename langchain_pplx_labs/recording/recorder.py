@@ -1,9 +1,4 @@
-"""Record a conversation into a cassette: a real session asks, and what it heard is kept with its time.
-
-Over Labs a :class:`~langchain_pplx_labs.labs.connection.LabsConnection` asks and keeps every Socket.IO
-event; over the web a :class:`~langchain_pplx_labs.web.session.WebSession` asks, watched by a tap on
-its HTTP transport (:mod:`langchain_pplx_labs.transports.tap`): nothing of either client is re-implemented.
-"""
+"""Record a conversation into a cassette: the client's own session asks, and what it heard is kept with its time."""
 
 from __future__ import annotations
 
@@ -12,6 +7,7 @@ import contextlib
 import datetime
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -25,7 +21,6 @@ from langchain_pplx_labs.errors import (
 )
 from langchain_pplx_labs.labs.connection import LabsConnection
 from langchain_pplx_labs.labs.dial import PROXY_ERRORS, LabsDialer
-from langchain_pplx_labs.labs.wire import Wire
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Cassette, Frame, HttpRefusal, Interaction, Transport
 from langchain_pplx_labs.recording.redact import Redactor
@@ -95,27 +90,22 @@ async def record_interaction(
 ) -> Interaction:
     """Ask ``payload`` on a fresh connection, as the model does, and record what the server answered.
 
-    ``labs``: a Labs connection asks over a direct WebSocket; every Socket.IO event it hears is a frame,
-    up to the final or failed one; a refused connection is recorded as the HTTP answer of a GET to its
-    endpoint. ``web``: a web session asks (the session check, then the question POSTed: its own body
-    of ``payload``, or ``body`` as given, a client's own when recording through the replay server);
-    each SSE message is a frame (``raw`` when its data is no JSON, such as ``[DONE]``) up to the end
-    marker or the stream's end, and an HTTP answer that is no event stream is the refusal. The request
-    recorded is then the body as sent, redacted with :meth:`Redactor.for_web` (so its per-question ids
-    match any on replay).
+    ``labs``: a Labs connection asks over a direct WebSocket; each Socket.IO event it hears is a frame, up
+    to the final or failed one; a refused connection is recorded as the answer to a GET of its endpoint.
+    ``web``: a web session asks (its own body of ``payload``, or ``body``: a client's own, forwarded by the
+    replay server); each SSE message is a frame (``raw`` when not JSON, such as ``[DONE]``) up to the end
+    marker or the stream's end; an answer that is no event stream is the refusal; the request recorded is
+    the body as sent, redacted with :meth:`Redactor.for_web` (its per-question ids then match any on replay).
 
-    ``headers`` (default: the browser-like headers of ``protocol``) and ``proxy`` are used as given;
-    only their redacted form reaches the cassette, as every frame's data. ``silence`` seconds without
-    an answer (the session's first-token and idle timeouts) end the recording with a ``stall``; a
-    connection that breaks off, with a ``drop``. When given, ``connection_info`` is filled with the
-    (redacted) headers and handshake. Raises :class:`UpstreamUnreachableError` when the server gives
-    no HTTP answer at all.
+    ``headers`` (default: the browser-like headers of ``protocol``) and ``proxy`` are used as given; only
+    their redacted form reaches the cassette. ``silence`` seconds without an answer (the session's
+    first-token and idle timeouts) end the recording with a ``stall``; a connection that breaks off, with a
+    ``drop``. ``connection_info``, when given, is filled with the (redacted) headers and handshake. Raises
+    :class:`UpstreamUnreachableError` when the server gives no HTTP answer at all.
     """
     redactor = redactor or Redactor()
     given = headers if headers is not None else browser_headers(protocol)
-    timeouts = Timeouts(
-        connect_timeout, handshake=connect_timeout, first_token=silence, idle=silence, total=None
-    )
+    timeouts = Timeouts(connect_timeout, connect_timeout, first_token=silence, idle=silence, total=None)
     settings = ConnectionSettings(base_url, tuple(given.items()), timeouts, protocol, transport)
     if transport == "web":
         return await _record_web(settings, payload, body, proxy, redactor.for_web(), connection_info)
@@ -138,9 +128,8 @@ async def _record_labs(
     connection_info: dict[str, Any] | None,
 ) -> Interaction:
     request = redactor.redact_data(dict(payload))
-    async with contextlib.aclosing(
-        LabsDialer(connect_timeout=settings.timeouts.connect, proxy=proxy)
-    ) as dialer:
+    dialer = LabsDialer(connect_timeout=settings.timeouts.connect, proxy=proxy)
+    async with contextlib.aclosing(dialer):
         connection = _TapedConnection(settings, dialer, redactor)
         try:
             await connection.open("websocket", pipelined=False)
@@ -150,13 +139,9 @@ async def _record_labs(
         try:
             if connection_info is not None:
                 sid = getattr(connection.wire, "sid", "")
-                handshake = {
-                    "auth": dict(settings.protocol.auth),
-                    "transport": connection.transport,
-                    "sid": sid,
-                }
+                info = {"auth": settings.protocol.auth, "transport": connection.transport, "sid": sid}
                 headers = redactor.redact_headers(settings.header_dict)
-                connection_info.update(redactor.redact_data({"headers": headers, **handshake}))
+                connection_info.update(redactor.redact_data({"headers": headers, **info}))
             await connection.record(payload)
         finally:
             await connection.close()
@@ -164,19 +149,13 @@ async def _record_labs(
 
 
 class _TapedConnection(LabsConnection):
-    """A Labs connection that also keeps every event it hears after the question, with its time."""
+    """A Labs connection that also keeps every event it hears, with its time from the question's."""
 
     def __init__(self, settings: ConnectionSettings, dialer: LabsDialer, redactor: Redactor) -> None:
         super().__init__(settings, dialer)
         self.redactor = redactor
         self.frames: list[Frame] = []
-        self._loop = asyncio.get_running_loop()
-        self._started: float | None = None
         self._last = 0.0
-
-    @property
-    def wire(self) -> Wire | None:
-        return self._wire
 
     async def record(self, payload: Mapping[str, Any]) -> None:
         """Ask, reading the answer to its end: a final or failed frame, a drop or a silence."""
@@ -186,23 +165,23 @@ class _TapedConnection(LabsConnection):
         except PerplexityLabsTimeoutError:
             self.frames.append(Frame(at=self._last, kind="stall"))
         except PerplexityLabsDisconnectedError:
-            self.frames.append(Frame(at=self._now(), kind="drop"))
+            self.frames.append(Frame(at=_since(self.sent_at), kind="drop"))
         except PerplexityLabsError as exc:  # a failed frame: recorded as it came
             logger.debug("the recorded answer ended with %r", exc)
 
-    async def _emit(self, wire: Wire, payload: Mapping[str, Any]) -> None:
-        self._started = self._loop.time()
-        await super()._emit(wire, payload)
-
     def on_event(self, event: str, *args: Any) -> None:
-        if self._started is not None:
-            self._last = self._now()
-            data = self.redactor.redact_data(args[0] if args else None)
-            self.frames.append(Frame(at=self._last, event=event, data=data))
+        self._last = _since(self.sent_at)  # 0 until the question left
+        data = self.redactor.redact_data(args[0] if args else None)
+        self.frames.append(Frame(at=self._last, event=event, data=data))
         super().on_event(event, *args)
 
-    def _now(self) -> float:
-        return round(self._loop.time() - (self._started or self._loop.time()), 3)
+    def on_bad_packet(self, data: Any, exc: Exception) -> None:
+        logger.info("not recorded: an undecodable Socket.IO packet (%s)", exc)  # the answer goes on
+
+
+def _since(started: float | None) -> float:
+    """Seconds from ``started`` (``time.monotonic()``) to now, as a frame's ``at``."""
+    return round(time.monotonic() - (started or time.monotonic()), 3)
 
 
 async def _fetch_refusal(dialer: LabsDialer, settings: ConnectionSettings, redactor: Redactor) -> HttpRefusal:
@@ -252,9 +231,8 @@ async def _record_web(
         await session.close()
         await http.aclose()
     if tape.ask is None:  # the session check refused: no body was made
-        return Interaction(
-            request=redactor.redact_data(dict(body if body is not None else payload)), refusal=tape.refusal
-        )
+        request = redactor.redact_data(dict(body if body is not None else payload))
+        return Interaction(request=request, refusal=tape.refusal)
     if connection_info is not None:
         sent = redactor.redact_headers(dict(tape.ask.headers))
         connection_info.update({"headers": sent, "signed_in": session.signed_in})
@@ -270,9 +248,7 @@ class _Tape(HTTPTap):
         self.ask: Request | None = None
         self.frames: list[Frame] = []
         self.refusal: HttpRefusal | None = None
-        self.closed = asyncio.Event()
-        """The ask's response was closed: its stream's tail, if any, was read."""
-        self._loop = asyncio.get_running_loop()
+        self.closed = asyncio.Event()  # the ask's response was closed: its stream's tail, if any, was read
         self._answered: tuple[Request, Response] | None = None
         self._body: list[bytes] = []  # the latest response's body as read, when it is no event stream
         self._parser: SSEParser | None = None  # the ask's event stream, until its end
@@ -281,7 +257,7 @@ class _Tape(HTTPTap):
 
     def on_request(self, request: Request) -> None:
         if request.method == "POST":
-            self.ask, self._started = request, self._loop.time()
+            self.ask, self._started = request, time.monotonic()
 
     def on_response(self, request: Request, response: Response) -> None:
         self._answered, self._body = (request, response), []
@@ -292,7 +268,7 @@ class _Tape(HTTPTap):
         if request is not self.ask or self._parser is None:
             self._body.append(chunk)
             return
-        self._last = self._now()
+        self._last = _since(self._started)
         for message in self._parser.feed(chunk) if chunk else self._parser.close():
             self.frames.append(self._frame(message))
             if is_end_marker(message):
@@ -321,10 +297,7 @@ class _Tape(HTTPTap):
             self.refusal = _refusal(response.status, response.headers.items(), text, self.redactor)
         elif isinstance(exc.__cause__, TransportError):  # a failed message, an early end: in the frames
             logger.info("the recorded event stream broke off: %s", describe_error(exc.__cause__))
-            self.frames.append(Frame(at=self._now(), kind="drop"))
-
-    def _now(self) -> float:
-        return round(self._loop.time() - self._started, 3)
+            self.frames.append(Frame(at=_since(self._started), kind="drop"))
 
     def _frame(self, message: SSEMessage) -> Frame:
         """The cassette frame of one SSE message: its JSON data, redacted, else its raw data."""

@@ -22,17 +22,16 @@ from multidict import CIMultiDict
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, stop_tasks, track
 from langchain_pplx_labs._waiting import Deadline
 from langchain_pplx_labs.errors import (
-    PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
     PerplexityLabsError,
     PerplexityLabsNotFoundError,
-    PerplexityLabsRateLimitError,
     PerplexityLabsTimeoutError,
     excerpt_of,
 )
 from langchain_pplx_labs.events import StreamEvent
-from langchain_pplx_labs.settings import ConnectionSettings, is_cloudflare_block
+from langchain_pplx_labs.refusals import shared_refusal
+from langchain_pplx_labs.settings import ConnectionSettings
 from langchain_pplx_labs.transports.base import (
     CertificateError,
     ConnectTimeout,
@@ -369,9 +368,8 @@ def _not_sent(reason: str) -> PerplexityLabsDisconnectedError:
 
 def is_event_stream(response: Response) -> bool:
     """An answer to an ask: HTTP 200 with an event stream (anything else is a refusal)."""
-    return response.status == 200 and response.headers.get("content-type", "").lower().startswith(
-        "text/event-stream"
-    )
+    kind = response.headers.get("content-type", "")
+    return response.status == 200 and kind.lower().startswith("text/event-stream")
 
 
 async def _read_tail(response: Response) -> None:
@@ -421,6 +419,11 @@ def web_refusal(
     A redirect is not read as Labs' retirement: on the web app it means the endpoint moved (or
     wants a sign-in page), so it is a :class:`PerplexityLabsNotFoundError` naming both URLs.
     """
+    shared = shared_refusal(
+        url, status, headers, body, blocked=f"Perplexity blocked {what}", behind="The web app"
+    )
+    if shared is not None:
+        return shared
     excerpt = excerpt_of(body.strip())
     if 300 <= status < 400:
         location = headers.get("location", "")
@@ -431,20 +434,6 @@ def web_refusal(
             url=url,
             status=status,
             excerpt=location or excerpt,
-        )
-    if is_cloudflare_block(status, headers, body):
-        return PerplexityLabsBlockedError(
-            f"Perplexity blocked {what}: HTTP {status} from Cloudflare at {url}. The web app sits behind "
-            "Cloudflare, which refuses many non-browser clients; try again later, with browser cookies "
-            "(cookies=...), from another network, or through a proxy (proxy=...)",
-            status=status,
-            excerpt=excerpt,
-        )
-    if status == 429:
-        detail = _json_detail(body)
-        return PerplexityLabsRateLimitError(
-            f"HTTP 429 at {url}: {detail.get('message') or excerpt or 'Too Many Requests'}",
-            error_code=detail.get("error_code", ""),
         )
     if status == 404 or 200 <= status < 300:
         kind = headers.get("content-type", "no content type")
@@ -463,21 +452,3 @@ def web_refusal(
             "cookies (cookies=...)"
         )
     return PerplexityLabsConnectionError(f"The web app refused {what} at {url}: HTTP {status}: {excerpt!r}")
-
-
-def _json_detail(body: str) -> dict[str, str]:
-    """``message`` and ``error_code`` from a JSON error body, where it has them."""
-    try:
-        data = orjson.loads(body) if body.strip() else None
-    except orjson.JSONDecodeError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    detail: dict[str, str] = {}
-    for key in ("error_code", "code"):
-        if isinstance(data.get(key), str):
-            detail.setdefault("error_code", data[key])
-    for key in ("text", "message", "detail", "error"):
-        if isinstance(data.get(key), str):
-            detail.setdefault("message", data[key])
-    return detail
