@@ -23,7 +23,7 @@ from typing import Any
 from benchmarks._common import percentile
 from benchmarks._emulator_process import emulator_process
 from langchain_pplx_labs import ChatPerplexityLabs, LabsProtocol
-from langchain_pplx_labs import web as web_wire
+from langchain_pplx_labs.web import session as web_session
 from langchain_pplx_labs.web.sse import SSEMessage, SSEParser
 
 MODEL = "turbo"  # no plan: every character is answer text
@@ -156,7 +156,7 @@ def _table(stream: str, found: dict[int, Sample]) -> None:
 def run(quick: bool, rtt: float = 0.0, reps: int | None = None, streams: Sequence[str] = STREAMS) -> None:
     """Print one table per stream form. ``rtt`` is ignored: growth is measured at 0 RTT."""
     del rtt
-    setattr(web_wire, "SSEParser", CountingParser)  # noqa: B010  # the wire's parser, counting
+    setattr(web_session, "SSEParser", CountingParser)  # noqa: B010  # the session's parser, counting
     for stream in streams[:1] if quick else streams:
         _table(stream, _measure_stream(stream, reps or (1 if quick else 5)))
 

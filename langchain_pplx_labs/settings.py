@@ -75,24 +75,6 @@ def check_not_negative(value: float | None) -> float | None:
     return value
 
 
-# What a Cloudflare block page says, in its title or body (lower-cased).
-BLOCK_MARKERS = ("cloudflare", "cf-chl", "challenge-platform", "just a moment", "attention required")
-
-
-def is_cloudflare_block(status: int, headers: Mapping[str, str], body: str) -> bool:
-    """A Cloudflare signature: ``cf-mitigated``, or a 403/429/503 with ``cf-ray``/Cloudflare's server or page."""
-    if "cf-mitigated" in headers:
-        return True
-    if status not in (403, 429, 503):
-        return False  # Cloudflare fronts every Labs answer, its 404s too: cf-ray alone is no block
-    lowered = body.lower()
-    return (
-        "cf-ray" in headers
-        or headers.get("server", "").lower() == "cloudflare"
-        or any(marker in lowered for marker in BLOCK_MARKERS)
-    )
-
-
 @dataclass(frozen=True)
 class Timeouts:
     """Every wait a query can make, in seconds; ``None`` waits forever."""

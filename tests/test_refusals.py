@@ -14,8 +14,10 @@ from langchain_pplx_labs import (
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsNotFoundError,
+    PerplexityLabsRateLimitError,
 )
 from langchain_pplx_labs.emulator import LabsEmulator
+from langchain_pplx_labs.web.session import web_refusal
 
 Serve = Callable[[int, dict[str, str], str], Awaitable[str]]
 
@@ -188,3 +190,19 @@ async def test_a_refused_connect_over_polling_leaves_no_traceback_in_the_servers
     assert "authentication required" in str(error)
     assert [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
     assert "Session is disconnected" not in caplog.text
+
+
+async def test_a_plain_429_is_a_rate_limit_on_either_service(plain_server: Serve) -> None:
+    # One refusal classifier: what both services make of a 429 (and of Cloudflare) is one rule.
+    body = '{"error_code": "TOO_MANY", "message": "slow down"}'
+    base_url = await plain_server(429, {}, body)
+    async with ChatPerplexityLabs(transport="labs", base_url=base_url, max_retries=0) as chat:
+        with pytest.raises(PerplexityLabsRateLimitError) as caught:
+            await chat.ainvoke("Q")
+    assert caught.value.error_code == "TOO_MANY"
+    assert f"HTTP 429 at {base_url}/socket.io/?EIO=4&transport=polling: slow down" in str(caught.value)
+    url = f"{base_url}/api/auth/session"
+    over_the_web = web_refusal(url, 429, {}, body, what="the session check")
+    assert isinstance(over_the_web, PerplexityLabsRateLimitError)
+    assert over_the_web.error_code == "TOO_MANY"
+    assert f"HTTP 429 at {url}: slow down" in str(over_the_web)

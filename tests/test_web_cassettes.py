@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from test_recording import scripted_conftest
+from webfake import answer_message, serving, streaming
 
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.cli import main
@@ -25,8 +27,10 @@ from langchain_pplx_labs.recording import (
     CassetteMismatchError,
     CassetteResponder,
     CassetteTransportError,
+    UpstreamUnreachableError,
     load_cassette,
     record_cassette,
+    record_web_interaction,
     save_cassette,
 )
 from langchain_pplx_labs.recording.recorder import upstream_headers
@@ -248,6 +252,39 @@ def test_a_done_marker_is_recorded_raw_and_replayed_as_the_end(
     emulator.reset()
     _replay(emulator_thread, cassette)
     assert web_model.invoke("Done?").content == "Ended by a done marker."
+
+
+async def test_a_refused_ask_is_recorded_as_the_sessions_refusal_and_nothing_answering_as_unreachable() -> (
+    None
+):
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        headers = {"cf-ray": "RAY-SECRET", "X-Internal": "dropped"}
+        return web.json_response({"error_code": "RATE", "message": "slow"}, status=429, headers=headers)
+
+    async with serving() as fake:
+        fake.ask = refuse
+        info: dict[str, Any] = {}
+        interaction = await record_web_interaction(fake.base_url, _payload("Refused?"), connection_info=info)
+    assert interaction.frames == []
+    assert interaction.request["query_str"] == "Refused?"  # the body as sent
+    refusal = interaction.refusal
+    assert refusal is not None
+    assert (refusal.status, refusal.body) == (429, '{"error_code": "RATE", "message": "slow"}')
+    assert refusal.headers["cf-ray"] == REDACTED
+    assert set(refusal.headers) == {"content-type", "server", "cf-ray"}  # the kept ones only
+    assert info["signed_in"] is False
+    with pytest.raises(UpstreamUnreachableError, match=f"cannot reach {fake.base_url}: "):
+        await record_web_interaction(fake.base_url, _payload("Anyone?"), connect_timeout=2)
+
+
+async def test_a_stream_ended_early_is_recorded_as_it_came_without_a_drop() -> None:
+    async with serving() as fake:
+        fake.ask = streaming([answer_message("Par"), b"data: not json\r\n\r\n"])
+        interaction = await record_web_interaction(fake.base_url, _payload("Early?"))
+    assert [(frame.kind, frame.data) for frame in interaction.frames] == [
+        ("event", answer_message("Par")),
+        ("raw", "not json"),
+    ]
 
 
 # --- the shipped synthetic web cassettes, through the pytest plugin ---------------------------

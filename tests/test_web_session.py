@@ -16,12 +16,14 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
     PerplexityLabsRateLimitError,
+    PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
 from langchain_pplx_labs.events import TextDelta
 from langchain_pplx_labs.protocol import build_payload
 from langchain_pplx_labs.settings import ConnectionSettings
 from langchain_pplx_labs.transports.base import ConnectError, ConnectTimeout, Request, Response
+from langchain_pplx_labs.transports.tap import HTTPTap, TappedTransport
 from langchain_pplx_labs.web.session import WebSession
 
 BASE_URL = "http://web.test"
@@ -134,3 +136,48 @@ async def test_a_failed_connect_names_the_url_and_the_transports_reason(connect:
         str(caught.value)
         == "Could not connect to http://web.test over web: Cannot connect to host web.test:80"
     )
+
+
+async def test_a_failed_answers_stream_is_read_to_its_end_so_the_connection_stays_warm(connect: Any) -> None:
+    failed = {"status": "failed", "text": "Error in processing query"}
+    answer, body = sse_response([failed, b"event: end_of_stream\r\ndata: {}\r\n\r\n"])
+    connection = await connect(_web_app(answer))
+    with pytest.raises(PerplexityLabsServerError, match="Error in processing query"):
+        await _texts(connection)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert body.closed
+    assert not body.dropped
+    assert connection.alive
+
+
+async def test_a_tapped_transport_tells_each_request_its_head_its_bytes_and_its_close() -> None:
+    seen: list[tuple[str, Any]] = []
+
+    class Tap(HTTPTap):
+        def on_request(self, request: Request) -> None:
+            seen.append(("request", request.method))
+
+        def on_response(self, request: Request, response: Response) -> None:
+            seen.append(("response", response.status))
+
+        def on_body(self, request: Request, chunk: bytes) -> None:
+            seen.append(("body", chunk))
+
+        def on_closed(self, request: Request) -> None:
+            seen.append(("closed", request.method))
+
+    answer, _ = sse_response([answer_message("Paris", final=True)])
+    connected: list[str] = []
+    request = Request("POST", BASE_URL + ASK, on_connected=lambda: connected.append("the session's own"))
+    tapped = TappedTransport(MockTransport(lambda _request: answer), Tap())
+    async with await tapped.handle_request(request) as response:
+        raw = await response.read()
+    assert connected == ["the session's own"]  # the caller's on_connected still runs
+    assert seen == [
+        ("request", "POST"),
+        ("response", 200),
+        ("body", raw),
+        ("body", b""),
+        ("closed", "POST"),
+    ]

@@ -209,7 +209,6 @@ class _Observed(LabsConnection):
 
     def __init__(self, settings: ConnectionSettings, session: LabsDialer) -> None:
         super().__init__(settings, session)
-        self.sent_at: float | None = None
         self.events: Counter[str] = Counter()
         self.last_progress = ""
         self.frames = 0
@@ -224,14 +223,6 @@ class _Observed(LabsConnection):
     @property
     def refused(self) -> str | None:
         return self._refused
-
-    @property
-    def wire(self) -> Wire | None:
-        return self._wire
-
-    async def _emit(self, wire: Wire, payload: Any) -> None:
-        await super()._emit(wire, payload)
-        self.sent_at = time.monotonic()
 
     def on_event(self, event: str, *args: Any) -> None:
         self.events[event] += 1

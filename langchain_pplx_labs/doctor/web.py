@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,9 +34,10 @@ from langchain_pplx_labs.events import Finished, StreamEvent, TextDelta
 from langchain_pplx_labs.protocol import LabsProtocol, build_payload
 from langchain_pplx_labs.settings import ConnectionSettings
 from langchain_pplx_labs.transports import http_transport
-from langchain_pplx_labs.transports.base import HTTPTransport, Request, Response
+from langchain_pplx_labs.transports.base import Request, Response
+from langchain_pplx_labs.transports.tap import HTTPTap, TappedTransport
 from langchain_pplx_labs.web.codec import WEB_SESSION_COOKIES, web_request_body
-from langchain_pplx_labs.web.session import WebSession
+from langchain_pplx_labs.web.session import WebSession, is_event_stream
 from langchain_pplx_labs.web.sse import SSEMessage
 
 WEB_STEPS = (
@@ -56,17 +56,9 @@ _TEXT_STREAM = (
 _SIGN_IN = f"send a signed-in browser session's cookies ({WEB_SESSION_COOKIES[0]}) in $PPLX_LABS_COOKIES (cookies=...)"
 
 
-@dataclass(frozen=True)
-class _Answered:
-    """An HTTP answer the walk saw: when its headers came, its status and content type."""
-
-    at: float
-    status: int
-    content_type: str
-
-
-class _WebWalk(StepWalk):
-    """One walk through the web app's steps: the warm-up session check, then one ask read to its end."""
+class _WebWalk(StepWalk, HTTPTap):
+    """One walk through the web app's steps (the session check, then one ask read to its end), seen through two
+    taps: the HTTP transport's (the first connection, each answer's head) and the session's (each message)."""
 
     transport = "web"
     planned = WEB_STEPS
@@ -75,8 +67,8 @@ class _WebWalk(StepWalk):
         self, report: Report, settings: ConnectionSettings, model: str, question: str, proxy: str | None
     ) -> None:
         super().__init__(report, settings, model, question, proxy)
-        self.answers: dict[str, _Answered] = {}
-        """The latest HTTP answer at each path (under ``base_url``'s own path, ``root``)."""
+        self.answers: dict[str, tuple[float, Response]] = {}
+        """The latest HTTP answer at each path (under ``base_url``'s own path, ``root``), and when its head came."""
         self.root = urlsplit(settings.base_url).path.rstrip("/")
         self.signed_in = False
         self.asked = ""
@@ -93,14 +85,12 @@ class _WebWalk(StepWalk):
     def messages(self) -> int:
         return sum(self.events.values())
 
-    def _connected(self) -> None:
+    def on_request(self, request: Request) -> None:
         if self.tcp_at is None:
             self.tcp_at = time.monotonic()
 
-    def _answered(self, request: Request, response: Response) -> None:
-        content_type = response.headers.get("content-type", "")
-        answer = _Answered(time.monotonic(), response.status, content_type)
-        self.answers[urlsplit(request.url).path.removeprefix(self.root)] = answer
+    def on_response(self, request: Request, response: Response) -> None:
+        self.answers[urlsplit(request.url).path.removeprefix(self.root)] = (time.monotonic(), response)
 
     def on_message(self, message: SSEMessage) -> None:
         """The session's tap: each SSE message as it is read."""
@@ -118,7 +108,7 @@ class _WebWalk(StepWalk):
 
     async def run(self) -> None:
         # Dialling as the pool's transport does, watched by the walk's clocks.
-        http = _Watched(
+        http = TappedTransport(
             http_transport(connect_timeout=self.settings.timeouts.connect, proxy=self.proxy), self
         )
         connection = WebSession(self.settings, http, tap=self)
@@ -188,8 +178,11 @@ class _WebWalk(StepWalk):
 
     def _pass_reached(self) -> str:
         """Pass every step of the ask whose moment came; the name of the first whose moment did not."""
-        accepted = self._accepted()
-        reached = [(ACCEPTED, accepted.at if accepted else None, self._accepted_detail)]
+        answered, seen = self.answers.get(self.protocol.web_path, (None, None))
+        accepted = (
+            answered if seen is not None and is_event_stream(seen) else None
+        )  # as the session judges it
+        reached = [(ACCEPTED, accepted, self._accepted_detail)]
         first = self.first_message
         reached.append((FIRST_MESSAGE, first[0] if first else None, self._first_message_detail))
         text = self.first_text
@@ -200,15 +193,9 @@ class _WebWalk(StepWalk):
             self.passed(name, detail(), until=at)
         return FINAL
 
-    def _accepted(self) -> _Answered | None:
-        seen = self.answers.get(self.protocol.web_path)
-        if seen is None or seen.status != 200 or _media_type(seen.content_type) != "text/event-stream":
-            return None
-        return seen
-
     def _accepted_detail(self) -> str:
-        seen = self.answers[self.protocol.web_path]
-        return f"HTTP {seen.status} {_media_type(seen.content_type)}; {self.asked}"
+        seen = self.answers[self.protocol.web_path][1]
+        return f"HTTP {seen.status} {_media_type(seen)}; {self.asked}"
 
     def _first_message_detail(self) -> str:
         assert self.first_message is not None
@@ -229,12 +216,12 @@ class _WebWalk(StepWalk):
     def _judged(self, step: str, exc: PerplexityLabsError) -> Failed:
         """``step`` failed with ``exc``: what was seen there, and the web app's own advice."""
         path = self.protocol.web_session_path if step == SESSION else self.protocol.web_path
-        seen = self.answers.get(path)
+        seen = self.answers[path][1] if path in self.answers else None
         status = seen.status if seen is not None else None
         detail = self._detail(step, exc, seen)
         return self.failed(step, detail, self._evidence(exc), self._advice(step, exc, status))
 
-    def _detail(self, step: str, exc: PerplexityLabsError, seen: _Answered | None) -> str:
+    def _detail(self, step: str, exc: PerplexityLabsError, seen: Response | None) -> str:
         if isinstance(exc, PerplexityLabsBlockedError):
             return f"HTTP {exc.status} from Cloudflare"
         if isinstance(exc, PerplexityLabsRateLimitError):
@@ -244,7 +231,7 @@ class _WebWalk(StepWalk):
             if 300 <= exc.status < 400:
                 return f"HTTP {exc.status} redirect to {exc.excerpt or '(nowhere)'}"
             if exc.status == 200 and seen is not None:
-                kind = _media_type(seen.content_type) or "no content type"
+                kind = _media_type(seen) or "no content type"
                 return (
                     f"HTTP 200 but {kind}, not {'a JSON session' if step == SESSION else 'an event stream'}"
                 )
@@ -333,29 +320,6 @@ class _WebWalk(StepWalk):
         return f"the stream went silent mid-answer: {raise_it}, or ask again"
 
 
-class _Watched:
-    """The walk's HTTP transport: notes when the first connection was made and when each answer's head came."""
-
-    def __init__(self, http: HTTPTransport, walk: _WebWalk) -> None:
-        self._http = http
-        self._walk = walk
-
-    async def handle_request(self, request: Request) -> Response:
-        wire_connected = request.on_connected
-
-        def connected() -> None:
-            self._walk._connected()
-            if wire_connected is not None:
-                wire_connected()
-
-        response = await self._http.handle_request(replace(request, on_connected=connected))
-        self._walk._answered(request, response)
-        return response
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-
 diagnose_web = _WebWalk.diagnose
 """Ask a question through the web transport's own connection code, timing and judging each step."""
 
@@ -364,6 +328,6 @@ def _counted(count: int, thing: str) -> str:
     return f"{count} {thing}{'s' * (count != 1)}"
 
 
-def _media_type(content_type: str) -> str:
-    """``text/event-stream`` of ``text/event-stream; charset=utf-8``."""
-    return content_type.split(";", 1)[0].strip().lower()
+def _media_type(response: Response) -> str:
+    """``text/event-stream`` of ``Content-Type: text/event-stream; charset=utf-8``."""
+    return response.headers.get("content-type", "").split(";", 1)[0].strip().lower()

@@ -14,7 +14,6 @@ from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, being_cancelle
 from langchain_pplx_labs._tracing import OPENING, Opening
 from langchain_pplx_labs._waiting import Deadline, Inbox
 from langchain_pplx_labs.errors import (
-    PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
     PerplexityLabsError,
@@ -31,12 +30,8 @@ from langchain_pplx_labs.labs.frames import StreamDecoder, parse_frame
 from langchain_pplx_labs.labs.polling import PollingWire
 from langchain_pplx_labs.labs.websocket import WebSocketWire
 from langchain_pplx_labs.labs.wire import Wire
-from langchain_pplx_labs.settings import (
-    BLOCK_MARKERS,
-    ConnectionSettings,
-    Transport,
-    is_cloudflare_block,
-)
+from langchain_pplx_labs.refusals import BLOCK_MARKERS, shared_refusal
+from langchain_pplx_labs.settings import ConnectionSettings, Transport
 from langchain_pplx_labs.transports.base import CertificateError, ConnectTimeout, TransportError
 
 _LABS_WIRES: dict[Transport, type[WebSocketWire | PollingWire]] = {
@@ -99,6 +94,7 @@ class LabsConnection:
         self.stray_news = asyncio.Event()
         # Whether the server ever sent this socket an event: a socket that answered before is no retired Labs.
         self._heard = False
+        self.sent_at: float | None = None  # when the last question left: the doctor's and recorder's clocks
 
     @property
     def alive(self) -> bool:
@@ -110,6 +106,10 @@ class LabsConnection:
     @property
     def busy(self) -> bool:
         return self._inbox is not None
+
+    @property
+    def wire(self) -> Wire | None:
+        return self._wire
 
     async def open(self, transport: Transport, *, pipelined: bool = True) -> None:
         """Connect with ``transport``: a direct WebSocket, or the polling handshake then upgrade.
@@ -361,6 +361,7 @@ class LabsConnection:
         except LookupError as exc:
             # The socket went away between the pool's liveness check and the send.
             raise _not_sent() from exc
+        self.sent_at = time.monotonic()
 
     # The WireListener side: what the wire reports, turned into items for the running query.
 
@@ -429,7 +430,7 @@ def _not_sent() -> PerplexityLabsDisconnectedError:
 
 async def diagnose_refusal(
     settings: ConnectionSettings, session: LabsDialer, cause: BaseException
-) -> PerplexityLabsConnectionError:
+) -> PerplexityLabsError:
     """Ask the polling endpoint why a connect failed, and name the real cause in a typed error.
 
     Only runs after a failure, so the happy path pays nothing for it.
@@ -452,21 +453,13 @@ async def diagnose_refusal(
 
 def explain_refusal(
     url: str, status: int, headers: Mapping[str, str], body: str, cause: BaseException | None = None
-) -> PerplexityLabsConnectionError:
+) -> PerplexityLabsError:
     """The typed error for an HTTP answer at the Engine.IO endpoint ``url`` (``headers`` lower-cased)."""
+    blocked = "Perplexity Labs blocked the connection"
+    shared = shared_refusal(url, status, headers, body, blocked=blocked, behind="The playground")
+    if shared is not None:
+        return shared
     excerpt = excerpt_of(body.strip())
-    if is_cloudflare_block(status, headers, body):
-        page = (
-            "a Cloudflare challenge page" if "cf-chl" in body or "challenge" in body.lower() else "Cloudflare"
-        )
-        return PerplexityLabsBlockedError(
-            f"Perplexity Labs blocked the connection: HTTP {status} from {page} at {url}. "
-            "The playground sits behind Cloudflare, which refuses many non-browser clients; "
-            "try again later, with browser cookies (cookies=...), from another network, or through a "
-            "proxy (proxy=...)",
-            status=status,
-            excerpt=excerpt,
-        )
     if 300 <= status < 400:
         location = headers.get("location", "")
         retired = retired_by_redirect(url, status, location)

@@ -52,6 +52,7 @@ class WebSocketWire:
         self._query_reading = False  # a query holds the socket for a read (from before the pause on)
         self._closing = False  # saying goodbye: nothing may start a reader any more
         self._acked = False
+        self.sid = ""  # the Socket.IO session id, once the server acknowledged our CONNECT
         self._lost: str | None = None
         self._gone_reported = False
         self._refusal: str | None = None
@@ -239,6 +240,7 @@ class WebSocketWire:
             await ws.send_str(packets.PONG + data)
         elif kind == "connect":
             self._acked = True
+            self.sid = str(data.get("sid", "")) if isinstance(data, dict) else ""
             self._settled.set()
             self._listener.on_connect()
         elif kind == "connect_error":

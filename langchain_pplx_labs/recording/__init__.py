@@ -16,7 +16,12 @@ if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first
         load_cassette,
         save_cassette,
     )
-    from langchain_pplx_labs.recording.recorder import record_cassette, record_interaction
+    from langchain_pplx_labs.recording.recorder import (
+        UpstreamUnreachableError,
+        record_cassette,
+        record_interaction,
+        record_web_interaction,
+    )
     from langchain_pplx_labs.recording.redact import Redactor
     from langchain_pplx_labs.recording.replay import (
         CassetteMismatchError,
@@ -25,8 +30,6 @@ if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first
         CassetteTransportError,
         payload_diff,
     )
-    from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError
-    from langchain_pplx_labs.recording.web_recorder import record_web_interaction
 
 # Name -> defining module: reading a cassette (``pplx-labs cassette show``) needs neither the
 # recorder's aiohttp and socketio nor the replay server's emulator.
@@ -44,7 +47,7 @@ _LAZY = {
         "langchain_pplx_labs.recording.cassette",
     ),
     **dict.fromkeys(
-        ("record_cassette", "record_interaction"),
+        ("UpstreamUnreachableError", "record_cassette", "record_interaction", "record_web_interaction"),
         "langchain_pplx_labs.recording.recorder",
     ),
     "Redactor": "langchain_pplx_labs.recording.redact",
@@ -58,8 +61,6 @@ _LAZY = {
         ),
         "langchain_pplx_labs.recording.replay",
     ),
-    "record_web_interaction": "langchain_pplx_labs.recording.web_recorder",
-    "UpstreamUnreachableError": "langchain_pplx_labs.recording.upstream",
 }
 
 __all__ = [

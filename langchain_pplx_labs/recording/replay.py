@@ -19,9 +19,8 @@ from langchain_pplx_labs.recording.cassette import (
     Transport,
     load_cassette,
 )
-from langchain_pplx_labs.recording.recorder import record_interaction
+from langchain_pplx_labs.recording.recorder import UpstreamUnreachableError, record_interaction
 from langchain_pplx_labs.recording.redact import REDACTED, Redactor
-from langchain_pplx_labs.recording.upstream import UpstreamUnreachableError
 from langchain_pplx_labs.web.sse import sse_message
 
 logger = logging.getLogger(__name__)
@@ -293,31 +292,18 @@ class RecordingResponder:
             return steps
         transport = _transport_of(request)
         try:
-            if request.web_body is not None:
-                from langchain_pplx_labs.recording.web_recorder import record_web_interaction
-
-                interaction = await record_web_interaction(
-                    self.upstream,
-                    request.payload,
-                    body=request.web_body,  # the client's own body, so its replay matches it
-                    headers=self.headers,
-                    proxy=self.proxy,
-                    redactor=self.redactor,
-                    silence=self.silence,
-                    connection_info=None if self.connection else self.connection,
-                    protocol=request.protocol,
-                )
-            else:
-                interaction = await record_interaction(
-                    self.upstream,
-                    request.payload,
-                    headers=self.headers,
-                    proxy=self.proxy,
-                    redactor=self.redactor,
-                    silence=self.silence,
-                    connection_info=None if self.connection else self.connection,
-                    protocol=request.protocol,  # the upstream speaks what the replay server was set up to speak
-                )
+            interaction = await record_interaction(
+                self.upstream,
+                request.payload,
+                transport=transport,
+                body=request.web_body,  # a web client's own body, so its replay matches it
+                headers=self.headers,
+                proxy=self.proxy,
+                redactor=self.redactor,
+                silence=self.silence,
+                connection_info=None if self.connection else self.connection,
+                protocol=request.protocol,  # the upstream speaks what the replay server was set up to speak
+            )
         except UpstreamUnreachableError as exc:
             self.unreachable.append(exc)
             # A failed frame stops the client at once with the real reason, not a vague drop.

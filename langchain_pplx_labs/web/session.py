@@ -22,17 +22,16 @@ from multidict import CIMultiDict
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, stop_tasks, track
 from langchain_pplx_labs._waiting import Deadline
 from langchain_pplx_labs.errors import (
-    PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
     PerplexityLabsError,
     PerplexityLabsNotFoundError,
-    PerplexityLabsRateLimitError,
     PerplexityLabsTimeoutError,
     excerpt_of,
 )
 from langchain_pplx_labs.events import StreamEvent
-from langchain_pplx_labs.settings import ConnectionSettings, is_cloudflare_block
+from langchain_pplx_labs.refusals import shared_refusal
+from langchain_pplx_labs.settings import ConnectionSettings
 from langchain_pplx_labs.transports.base import (
     CertificateError,
     ConnectTimeout,
@@ -203,13 +202,18 @@ class WebSession:
     # -- asking ------------------------------------------------------------------------
 
     async def query(
-        self, payload: Mapping[str, Any], *, started: float | None = None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        started: float | None = None,
+        body: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Ask ``payload`` and yield its answer's events, up to and including :class:`Finished`.
 
         Enforces the first-token, idle and total timeouts (``total`` counted from ``started``);
         HTTP refusals and failed messages are the typed errors of :mod:`langchain_pplx_labs.errors`.
-        A reader that leaves early cuts the answer off: its response is closed unread.
+        A reader that leaves early cuts the answer off: its response is closed unread. ``body``: the
+        ask's body as given (a client's own, which the recorder forwards), else one made of ``payload``.
         """
         if self._busy:
             raise RuntimeError("a web session runs one query at a time")
@@ -222,7 +226,7 @@ class WebSession:
         self._busy = True
         self.queries_run += 1
         try:
-            response = self._response = await deadline.wait(lambda: self._ask(payload))
+            response = self._response = await deadline.wait(lambda: self._ask(payload, body))
             parser = SSEParser()
             while not decoder.finished:
                 try:
@@ -234,13 +238,16 @@ class WebSession:
                     yield event
                     # Set after the yield: the caller's own time between events is not the server's silence.
                     deadline.applies("idle", timeouts.idle)
-            self._retire()
         finally:
             deadline.cancel()
             self._busy = False
-            # An answer not read to its end (a break, a stop sequence, a cancel, an error) is cut
-            # off here: unlike a Labs socket, an HTTP answer can be dropped alone.
-            self._drop_response()
+            # An answer the server ended (its last message, or a failed one) has its stream's tail read
+            # in the background; one not read to its end (a break, a stop sequence, a cancel, an error)
+            # is cut off here: unlike a Labs socket, an HTTP answer can be dropped alone.
+            if decoder.finished:
+                self._retire()
+            else:
+                self._drop_response()
 
     def _decode(
         self, messages: list[SSEMessage], decoder: WebDecoder, *, ended: bool
@@ -266,21 +273,25 @@ class WebSession:
                 raise self._broke_off("the server ended the event stream before the answer's last message")
             yield from decoder.finish()  # COMPLETED, then the end of the stream: the answer is whole
 
-    async def _ask(self, payload: Mapping[str, Any]) -> Response:
+    async def _ask(self, payload: Mapping[str, Any], body: Mapping[str, Any] | None) -> Response:
         protocol = self.settings.protocol
-        request_id = str(uuid.uuid4())
-        question = web_request_body(
-            payload,
-            frontend_uuid=request_id,
-            visitor_id=self._visitor_id,
-            frontend_context_uuid=str(uuid.uuid4()),
-            signed_in=self.signed_in,
-            protocol=protocol,
-        )
+        if body is None:
+            body = web_request_body(
+                payload,
+                frontend_uuid=str(uuid.uuid4()),
+                visitor_id=self._visitor_id,
+                frontend_context_uuid=str(uuid.uuid4()),
+                signed_in=self.signed_in,
+                protocol=protocol,
+            )
+        params = body.get("params")
+        request_id = str(params.get("frontend_uuid", "")) if isinstance(params, Mapping) else ""
         url = self._url(protocol.web_path)
         headers = self._headers(web_headers(protocol, request_id=request_id))
         try:
-            response = await self._http.handle_request(Request("POST", url, headers, orjson.dumps(question)))
+            response = await self._http.handle_request(
+                Request("POST", url, headers, orjson.dumps(dict(body)))
+            )
         except ConnectTimeout:
             # A new TCP connection was needed (the warm one expired) and could not be made in time.
             raise PerplexityLabsTimeoutError("connect", self.settings.timeouts.connect) from None
@@ -288,8 +299,7 @@ class WebSession:
             raise PerplexityLabsDisconnectedError(
                 f"The web app at {url} dropped the connection before answering ({_named(exc)})"
             ) from exc
-        content_type = response.headers.get("content-type", "")
-        if response.status == 200 and content_type.lower().startswith("text/event-stream"):
+        if is_event_stream(response):
             return response
         raise await _refusal(url, response, "the question")
 
@@ -356,6 +366,12 @@ def _not_sent(reason: str) -> PerplexityLabsDisconnectedError:
     )
 
 
+def is_event_stream(response: Response) -> bool:
+    """An answer to an ask: HTTP 200 with an event stream (anything else is a refusal)."""
+    kind = response.headers.get("content-type", "")
+    return response.status == 200 and kind.lower().startswith("text/event-stream")
+
+
 async def _read_tail(response: Response) -> None:
     """Read what is left of a finished answer's stream, then give its connection back (or drop it)."""
     read = 0
@@ -403,6 +419,11 @@ def web_refusal(
     A redirect is not read as Labs' retirement: on the web app it means the endpoint moved (or
     wants a sign-in page), so it is a :class:`PerplexityLabsNotFoundError` naming both URLs.
     """
+    shared = shared_refusal(
+        url, status, headers, body, blocked=f"Perplexity blocked {what}", behind="The web app"
+    )
+    if shared is not None:
+        return shared
     excerpt = excerpt_of(body.strip())
     if 300 <= status < 400:
         location = headers.get("location", "")
@@ -413,20 +434,6 @@ def web_refusal(
             url=url,
             status=status,
             excerpt=location or excerpt,
-        )
-    if is_cloudflare_block(status, headers, body):
-        return PerplexityLabsBlockedError(
-            f"Perplexity blocked {what}: HTTP {status} from Cloudflare at {url}. The web app sits behind "
-            "Cloudflare, which refuses many non-browser clients; try again later, with browser cookies "
-            "(cookies=...), from another network, or through a proxy (proxy=...)",
-            status=status,
-            excerpt=excerpt,
-        )
-    if status == 429:
-        detail = _json_detail(body)
-        return PerplexityLabsRateLimitError(
-            f"HTTP 429 at {url}: {detail.get('message') or excerpt or 'Too Many Requests'}",
-            error_code=detail.get("error_code", ""),
         )
     if status == 404 or 200 <= status < 300:
         kind = headers.get("content-type", "no content type")
@@ -445,21 +452,3 @@ def web_refusal(
             "cookies (cookies=...)"
         )
     return PerplexityLabsConnectionError(f"The web app refused {what} at {url}: HTTP {status}: {excerpt!r}")
-
-
-def _json_detail(body: str) -> dict[str, str]:
-    """``message`` and ``error_code`` from a JSON error body, where it has them."""
-    try:
-        data = orjson.loads(body) if body.strip() else None
-    except orjson.JSONDecodeError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    detail: dict[str, str] = {}
-    for key in ("error_code", "code"):
-        if isinstance(data.get(key), str):
-            detail.setdefault("error_code", data[key])
-    for key in ("text", "message", "detail", "error"):
-        if isinstance(data.get(key), str):
-            detail.setdefault("message", data[key])
-    return detail
