@@ -201,6 +201,7 @@ LAYERS: dict[str, int] = {
     "protocol": 1,
     "web_evidence": 1,
     "settings": 1,
+    "refusals": 1,
     "_profiles": 1,
     "messages": 1,
     "tools": 1,
