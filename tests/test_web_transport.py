@@ -125,6 +125,61 @@ def test_the_unnamed_model_is_the_transports_in_profile_tracing_and_a_dump_loade
     assert (_reloaded(labs).transport, _reloaded(labs).model) == ("labs", "r1-1776")
 
 
+# -- the voice: impersonate --------------------------------------------------------------------
+
+
+def test_impersonate_defaults_to_chrome_and_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PPLX_LABS_IMPERSONATE", raising=False)
+    chat = ChatPerplexityLabs(base_url="http://127.0.0.1:9")
+    assert chat.impersonate == "chrome"
+    assert chat._settings()[1].impersonate == "chrome"
+    assert chat._identifying_params["impersonate"] == "chrome"
+    monkeypatch.setenv("PPLX_LABS_IMPERSONATE", "chrome152")
+    assert ChatPerplexityLabs(base_url="http://127.0.0.1:9").impersonate == "chrome152"
+    monkeypatch.setenv("PPLX_LABS_IMPERSONATE", "none")
+    assert ChatPerplexityLabs(base_url="http://127.0.0.1:9").impersonate is None
+
+
+@pytest.mark.parametrize("value", [None, "none", "None"])
+def test_impersonate_none_is_plain_aiohttp(value: str | None) -> None:
+    chat = ChatPerplexityLabs(base_url="http://127.0.0.1:9", impersonate=value)
+    assert chat.impersonate is None
+    assert chat._settings()[1].impersonate is None
+
+
+@pytest.mark.parametrize("value", ["chrome999", "Chrome", ""])
+def test_an_unknown_browser_is_an_input_error_naming_curl_cffis_targets(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ChatPerplexityLabs(base_url="http://127.0.0.1:9", impersonate=value)
+    error = caught.value.errors()[0]["ctx"]["error"]
+    assert isinstance(error, PerplexityLabsInputError)
+    assert f"Invalid impersonate {value!r}" in str(error)
+    assert "chrome152" in str(error)
+    assert "safari" in str(error)
+    assert "'none' for plain aiohttp" in str(error)
+    monkeypatch.setenv("PPLX_LABS_IMPERSONATE", value)  # the environment's is refused, not ignored
+    with pytest.raises(ValidationError, match="Invalid impersonate"):
+        ChatPerplexityLabs(base_url="http://127.0.0.1:9")
+
+
+def test_impersonate_keys_the_client_and_survives_dumpd_and_pickle() -> None:
+    chrome = ChatPerplexityLabs(base_url="http://127.0.0.1:9", impersonate="chrome152")
+    plain = chrome.model_copy(update={"impersonate": None})
+    assert chrome._client() is not plain._client()
+    loaded = load(
+        dumpd(chrome), valid_namespaces=["langchain_pplx_labs"], allowed_objects=[ChatPerplexityLabs]
+    )
+    assert loaded.impersonate == "chrome152"
+    assert pickle.loads(pickle.dumps(chrome)).impersonate == "chrome152"
+
+
+def test_labs_dials_with_aiohttp_whatever_the_browser() -> None:
+    chat = ChatPerplexityLabs(base_url="http://127.0.0.1:9", transport="labs", impersonate="chrome")
+    assert chat._settings()[1].impersonate == "chrome"  # carried, and read only by the web's transport
+
+
 # -- what the wire sends, and its warm connection (against a hand-written web app) ---------------
 
 
@@ -207,7 +262,11 @@ async def test_a_connection_idle_past_aiohttps_keepalive_is_still_warm_within_th
     monkeypatch.setattr(aiohttp, "TCPConnector", _QuickKeepaliveConnector)
     monkeypatch.setattr(aiohttp_transport, "AIOHTTP_KEEPALIVE_SECONDS", 0.3)
     async with ChatPerplexityLabs(
-        transport="web", base_url=fake_web.base_url, max_retries=0, pool_idle_timeout=5
+        transport="web",
+        base_url=fake_web.base_url,
+        max_retries=0,
+        pool_idle_timeout=5,
+        impersonate=None,  # aiohttp's own keep-alive timer is the subject (curl keeps one MAXAGE_CONN long)
     ) as chat:
         await chat.ainvoke("before")
         await asyncio.sleep(1.0)

@@ -10,7 +10,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from langchain_pplx_labs._cliargs import CliError
+from langchain_pplx_labs._cliargs import CliError, impersonation
 from langchain_pplx_labs.protocol import DEFAULT_MODEL, WEB_DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -48,6 +48,25 @@ def transport_option(args: argparse.Namespace) -> dict[str, str]:
     """``{"transport": ...}`` for ``ChatPerplexityLabs`` when ``--transport`` was given; ``{}`` leaves it to the env."""
     transport = getattr(args, "transport", None)
     return {} if transport is None else {"transport": transport}
+
+
+def add_impersonate_flag(parser: argparse.ArgumentParser) -> None:
+    """``--impersonate NAME|none``: the browser the web transport speaks as (read by ``impersonate_option``)."""
+    parser.add_argument(
+        "--impersonate",
+        type=impersonation,
+        default=None,
+        metavar="NAME|none",
+        help="the browser the web transport speaks as, one of curl_cffi's targets (chrome, chrome152, "
+        "safari, ...); none: plain aiohttp, which Cloudflare challenges (default $PPLX_LABS_IMPERSONATE, "
+        "else chrome)",
+    )
+
+
+def impersonate_option(args: argparse.Namespace) -> dict[str, str]:
+    """``{"impersonate": ...}`` for ``ChatPerplexityLabs`` when ``--impersonate`` was given; ``{}`` leaves it to the env."""
+    impersonate = getattr(args, "impersonate", None)
+    return {} if impersonate is None else {"impersonate": impersonate}
 
 
 def labs_protocol(args: argparse.Namespace) -> LabsProtocol:

@@ -118,9 +118,10 @@ class _WebWalk(StepWalk):
 
     async def run(self) -> None:
         # Dialling as the pool's transport does, watched by the walk's clocks.
-        http = _Watched(
-            http_transport(connect_timeout=self.settings.timeouts.connect, proxy=self.proxy), self
+        dialled = http_transport(
+            connect_timeout=self.settings.timeouts.connect, proxy=self.proxy, impersonate=self.impersonate
         )
+        http = _Watched(dialled, self)
         connection = WebSession(self.settings, http, tap=self)
         try:
             await self._open(connection)
