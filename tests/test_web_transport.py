@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pickle
+import re
 import textwrap
 from collections.abc import AsyncIterator
 from typing import Any, get_type_hints
@@ -21,6 +22,7 @@ from webfake import FakeWebApp, answer_message, forever, serving, streaming
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.settings import BROWSER_USER_AGENT
 from langchain_pplx_labs.transports import aiohttp as aiohttp_transport
 from langchain_pplx_labs.transports.aiohttp import connector_keepalive_timeout
 
@@ -210,6 +212,65 @@ async def test_asks_carry_the_webs_origin_a_browser_agent_and_the_cookies(fake_w
     assert ask.headers["x-request-id"] == ask.body["params"]["frontend_uuid"]
     assert ask.body["query_str"] == "Capital of France?"
     assert ask.body["params"]["model_preference"] == "turbo"  # "auto", anonymous
+
+
+@pytest.mark.parametrize("impersonate", ["chrome", None])
+async def test_every_request_carries_the_webs_origin_referer_and_app_headers(
+    fake_web: FakeWebApp, impersonate: str | None
+) -> None:
+    async with ChatPerplexityLabs(
+        transport="web", base_url=fake_web.base_url, max_retries=0, impersonate=impersonate
+    ) as chat:
+        await chat.ainvoke("Q")
+    assert [request.path for request in fake_web.seen] == ["/api/auth/session", "/rest/sse/perplexity_ask"]
+    for request in fake_web.seen:  # the session check too, not the Labs playground's (issue #31, item 3)
+        assert request.headers.getall("Origin") == ["https://www.perplexity.ai"]
+        assert request.headers.getall("Referer") == ["https://www.perplexity.ai/"]
+        # perplexity-web-mcp PR #15 (2026-07-21): "to avoid Cloudflare 403"
+        assert request.headers["x-app-apiclient"] == "default"
+        assert request.headers["x-app-apiversion"] == "2.18"
+
+
+async def test_impersonating_sends_one_browsers_agent_and_hints_and_a_fetchs_metadata(
+    fake_web: FakeWebApp,
+) -> None:
+    async with ChatPerplexityLabs(
+        transport="web",
+        base_url=fake_web.base_url,
+        max_retries=0,
+        default_headers={"User-Agent": "MyBot/1.0"},  # never sent over the browser's: they would disagree
+    ) as chat:
+        await chat.ainvoke("Q")
+    session, ask = fake_web.seen
+    for request in (session, ask):
+        headers = request.headers
+        [agent] = headers.getall("User-Agent")
+        major = re.search(r"Chrome/(\d+)\.", agent)
+        assert major is not None, agent
+        assert f'"Chromium";v="{major.group(1)}"' in headers["sec-ch-ua"]  # one browser says both
+        assert "sec-ch-ua-platform" in headers
+        assert (headers["sec-fetch-site"], headers["sec-fetch-mode"], headers["sec-fetch-dest"]) == (
+            "same-origin",
+            "cors",
+            "empty",
+        )
+        for navigation in ("upgrade-insecure-requests", "sec-fetch-user"):
+            assert navigation not in headers
+        assert "Upgrade" not in headers  # no h2c upgrade in the clear: HTTP/1.1, as a browser
+    assert session.headers["Accept"] == "application/json"
+    assert "Cache-Control" not in session.headers  # curl's navigation max-age=0 is not a fetch's
+    assert ask.headers["Accept"] == "text/event-stream"
+    assert ask.headers["Cache-Control"] == "no-cache"  # the web app's own
+
+
+async def test_plain_aiohttp_sends_the_models_agent_and_no_hints(fake_web: FakeWebApp) -> None:
+    async with ChatPerplexityLabs(
+        transport="web", base_url=fake_web.base_url, max_retries=0, impersonate=None
+    ) as chat:
+        await chat.ainvoke("Q")
+    for request in fake_web.seen:
+        assert request.headers.getall("User-Agent") == [BROWSER_USER_AGENT]
+        assert "sec-ch-ua" not in request.headers
 
 
 async def test_an_origin_the_user_sets_replaces_the_webs(fake_web: FakeWebApp) -> None:

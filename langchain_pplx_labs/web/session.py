@@ -47,6 +47,7 @@ from langchain_pplx_labs.web.codec import (
     message_json,
     session_user_id,
     web_headers,
+    web_page_headers,
     web_request_body,
     web_request_headers,
 )
@@ -163,7 +164,8 @@ class WebSession:
 
     async def _check_session(self, connected: Callable[[], None]) -> None:
         url = self._url(self.settings.protocol.web_session_path)
-        request = Request("GET", url, self._headers({"Accept": "application/json"}), on_connected=connected)
+        headers = self._headers({"Accept": "application/json", **web_page_headers(self.settings.protocol)})
+        request = Request("GET", url, headers, on_connected=connected)
         async with await self._http.handle_request(request) as response:
             if response.status != 200:
                 raise await _refusal(url, response, "the session check")
