@@ -66,3 +66,14 @@ def impersonation(text: str) -> str:
     except ValueError as exc:  # its PerplexityLabsInputError
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def ca_file(text: str) -> str:
+    """An argparse type for ``--ca-file``: a PEM file of CA certificates that ``ssl`` can load."""
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=text)
+    except (OSError, ssl.SSLError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot load CA certificates from {text!r}: {exc}") from None
+    return text

@@ -338,7 +338,9 @@ class ConnectionPool:
     async def _open_one(self, transport: Transport) -> Session:
         connection: Session
         if transport == "web":
-            connection = WebSession(self.settings, self._http_transport())
+            connection = WebSession(
+                self.settings, self._http_transport(), impersonate=self.pool_settings.impersonate
+            )
         else:
             connection = LabsConnection(self.settings, self._http_session())
         self._opening.add(connection)

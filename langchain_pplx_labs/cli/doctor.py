@@ -13,11 +13,13 @@ from urllib.parse import urlsplit
 from langchain_pplx_labs._cliargs import CliError, proxy_url
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
+    add_ca_file_flag,
     add_impersonate_flag,
     add_protocol_flag,
     add_transport_flag,
     is_loopback,
     labs_protocol,
+    trusted_context,
 )
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, default_model
 
@@ -53,6 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add_transport_flag(doctor)
     add_impersonate_flag(doctor)
+    add_ca_file_flag(doctor)
     doctor.set_defaults(run=run)
 
 
@@ -69,8 +72,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         from langchain_pplx_labs.doctor.labs import diagnose
     voice = {"impersonate": _impersonate(args)} if transport == "web" else {}
+    trust = trusted_context(args) or True
     report = asyncio.run(
-        diagnose(base_url, model, protocol, args.timeout, args.question, proxy=args.proxy, **voice)
+        diagnose(
+            base_url,
+            model,
+            protocol,
+            args.timeout,
+            args.question,
+            proxy=args.proxy,
+            ssl_option=trust,
+            **voice,
+        )
     )
     recorded = asyncio.run(_record(args, base_url, model, protocol, transport)) if args.record else ""
     if args.json:

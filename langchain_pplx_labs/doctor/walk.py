@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -120,6 +121,8 @@ class StepWalk:
         self.proxy = proxy
         self.impersonate: str | None = DEFAULT_IMPERSONATE
         """The browser the web walk's transport speaks as (``None``: plain aiohttp); Labs' dials with aiohttp."""
+        self.ssl_option: ssl.SSLContext | bool = True
+        """What TLS trusts: a context (a private CA), ``True`` (the default CAs) or ``False`` (nothing checked)."""
         self.mark = time.monotonic()
         self.tcp_at: float | None = None
 
@@ -134,13 +137,14 @@ class StepWalk:
         *,
         proxy: str | None = None,
         impersonate: str | None = DEFAULT_IMPERSONATE,
+        ssl_option: ssl.SSLContext | bool = True,
     ) -> Report:
         """Ask ``question`` through this walk's transport (and ``proxy``, speaking as ``impersonate``),
         timing and judging each step."""
         report = Report(base_url, transport=cls.transport, planned=cls.planned)
         settings = walk_settings(base_url, protocol, step_seconds)
         walk = cls(report, settings, model, question, proxy)
-        walk.impersonate = impersonate
+        walk.impersonate, walk.ssl_option = impersonate, ssl_option
         with contextlib.suppress(Failed):
             await walk.run()
         return report

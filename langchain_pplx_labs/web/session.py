@@ -32,7 +32,7 @@ from langchain_pplx_labs.errors import (
     excerpt_of,
 )
 from langchain_pplx_labs.events import StreamEvent
-from langchain_pplx_labs.settings import ConnectionSettings, is_cloudflare_block
+from langchain_pplx_labs.settings import DEFAULT_IMPERSONATE, ConnectionSettings, is_cloudflare_block
 from langchain_pplx_labs.transports.base import (
     CertificateError,
     ConnectTimeout,
@@ -88,10 +88,17 @@ class WebSession:
     stray_heard_at = 0.0
 
     def __init__(
-        self, settings: ConnectionSettings, http: HTTPTransport, *, tap: WebTap | None = None
+        self,
+        settings: ConnectionSettings,
+        http: HTTPTransport,
+        *,
+        tap: WebTap | None = None,
+        impersonate: str | None = DEFAULT_IMPERSONATE,
     ) -> None:
         self.settings = settings
         self._http = http
+        self.impersonate = impersonate
+        """The browser ``http`` speaks as (``None``: none): a Cloudflare challenge's error says what to change."""
         self.tap = tap
         self.signed_in = False
         """Whether the session check found the cookies signed in (the web app then asks with the user's id)."""
@@ -168,7 +175,7 @@ class WebSession:
         request = Request("GET", url, headers, on_connected=connected)
         async with await self._http.handle_request(request) as response:
             if response.status != 200:
-                raise await _refusal(url, response, "the session check")
+                raise await _refusal(url, response, "the session check", self.impersonate)
             # Read whole: an unread body would close the keep-alive connection we came to warm.
             body = await response.read()
         try:
@@ -293,7 +300,7 @@ class WebSession:
         content_type = response.headers.get("content-type", "")
         if response.status == 200 and content_type.lower().startswith("text/event-stream"):
             return response
-        raise await _refusal(url, response, "the question")
+        raise await _refusal(url, response, "the question", self.impersonate)
 
     def _broke_off(self, reason: str) -> PerplexityLabsDisconnectedError:
         """The stream ended without the answer's last message: this session is done for."""
@@ -371,7 +378,7 @@ async def _read_tail(response: Response) -> None:
         response.close()
 
 
-async def _refusal(url: str, response: Response, what: str) -> PerplexityLabsError:
+async def _refusal(url: str, response: Response, what: str, impersonate: str | None) -> PerplexityLabsError:
     """The typed error for an HTTP answer that is not what the web app sends (the response is closed)."""
     try:
         raw = await response.read(_REFUSAL_READ_BYTES)
@@ -379,7 +386,8 @@ async def _refusal(url: str, response: Response, what: str) -> PerplexityLabsErr
         raw = b""
     finally:
         response.close()
-    return web_refusal(url, response.status, response.headers, raw.decode("utf-8", "replace"), what=what)
+    body = raw.decode("utf-8", "replace")
+    return web_refusal(url, response.status, response.headers, body, what=what, impersonate=impersonate)
 
 
 def _named(exc: TransportError) -> str:
@@ -396,6 +404,7 @@ def web_refusal(
     *,
     what: str = "the question",
     expected: str = "an event stream",
+    impersonate: str | None = None,
 ) -> PerplexityLabsError:
     """The typed error for the web app answering ``status`` at ``url`` (``headers`` lower-cased).
 
@@ -404,6 +413,8 @@ def web_refusal(
 
     A redirect is not read as Labs' retirement: on the web app it means the endpoint moved (or
     wants a sign-in page), so it is a :class:`PerplexityLabsNotFoundError` naming both URLs.
+    Cloudflare's challenge (``cf-mitigated: challenge``) is told by what the client spoke as
+    (``impersonate``, the browser; ``None``: plain aiohttp).
     """
     excerpt = excerpt_of(body.strip())
     if 300 <= status < 400:
@@ -415,6 +426,13 @@ def web_refusal(
             url=url,
             status=status,
             excerpt=location or excerpt,
+        )
+    if headers.get("cf-mitigated", "").lower() == "challenge":
+        return PerplexityLabsBlockedError(
+            fingerprint_challenge(what, url, status, impersonate),
+            status=status,
+            excerpt=excerpt,
+            challenge=True,
         )
     if is_cloudflare_block(status, headers, body):
         return PerplexityLabsBlockedError(
@@ -447,6 +465,22 @@ def web_refusal(
             "cookies (cookies=...)"
         )
     return PerplexityLabsConnectionError(f"The web app refused {what} at {url}: HTTP {status}: {excerpt!r}")
+
+
+def fingerprint_challenge(what: str, url: str, status: int, impersonate: str | None) -> str:
+    """What Cloudflare's challenge of ``what`` means, for a client that spoke as ``impersonate``."""
+    said = f"Cloudflare challenged {what} at {url} (HTTP {status}, cf-mitigated: challenge)"
+    if impersonate is None:
+        return (
+            f"{said}: it judged this client's TLS fingerprint not a browser's. impersonate=None speaks as "
+            'plain aiohttp, which it does not admit: keep impersonate="chrome" (the default; '
+            "PPLX_LABS_IMPERSONATE, --impersonate)"
+        )
+    return (
+        f"{said}, though this client speaks as {impersonate!r} (impersonate): Cloudflare did not admit its "
+        "TLS fingerprint, or this network. Try a newer browser (impersonate=..., a newer curl_cffi), a "
+        "browser's cookies (cf_clearance, cookies=...), another network or a proxy (proxy=...)"
+    )
 
 
 def _json_detail(body: str) -> dict[str, str]:
