@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from benchmarks._common import percentile
 from benchmarks._emulator_process import emulator_process
 from langchain_pplx_labs import ChatPerplexityLabs
-from langchain_pplx_labs import web as web_wire
+from langchain_pplx_labs.web import session as web_wire
 from langchain_pplx_labs.web.sse import SSEMessage, SSEParser
 
 MODEL = "turbo"  # no plan: every character is answer text
