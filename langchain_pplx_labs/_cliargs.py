@@ -55,3 +55,25 @@ def proxy_url(text: str) -> str:
             f"invalid proxy {text!r}: expected http://, socks4:// or socks5://HOST:PORT "
             "(https:// proxies are not supported)"
         ) from None
+
+
+def impersonation(text: str) -> str:
+    """An argparse type for ``--impersonate``: one of curl_cffi's targets, or ``none``; kept as given."""
+    from langchain_pplx_labs.settings import check_impersonate  # pydantic's import, paid only with the flag
+
+    try:
+        check_impersonate(text)  # as ChatPerplexityLabs.impersonate accepts
+    except ValueError as exc:  # its PerplexityLabsInputError
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def ca_file(text: str) -> str:
+    """An argparse type for ``--ca-file``: a PEM file of CA certificates that ``ssl`` can load."""
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=text)
+    except (OSError, ssl.SSLError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot load CA certificates from {text!r}: {exc}") from None
+    return text

@@ -20,8 +20,10 @@ from langchain_pplx_labs.protocol import (
     validate_model_name,
 )
 from langchain_pplx_labs.settings import (
+    DEFAULT_IMPERSONATE,
     Service,
     check_base_url,
+    check_impersonate,
     check_not_negative,
     check_proxy_url,
     check_timeout,
@@ -79,6 +81,15 @@ class ModelFields(BaseChatModel):
     """Also retry when the server answers ``status: failed``."""
     proxy: str | None = None
     """``http://``, ``socks5://`` or ``socks4://`` proxy URL with a port (checked at construction)."""
+    impersonate: str | None = Field(
+        default_factory=from_env("PPLX_LABS_IMPERSONATE", default=DEFAULT_IMPERSONATE),
+        validate_default=True,  # an unknown PPLX_LABS_IMPERSONATE is refused, not ignored
+    )
+    """The browser the web transport speaks as (curl_cffi's ``impersonate``): its TLS and HTTP/2
+    fingerprint and its own User-Agent and client hints, which Cloudflare, in front of the web app,
+    checks. ``"chrome"`` (the default: curl_cffi's newest Chrome) or one of curl_cffi's targets
+    (``"chrome152"``, ``"safari"``, ...); ``None`` or ``"none"``: plain aiohttp, which Cloudflare
+    challenges. Labs (``transport="labs"``) always dials with aiohttp. Env: ``PPLX_LABS_IMPERSONATE``."""
     default_headers: dict[str, str] | None = Field(default=None, repr=False)
     """Extra HTTP headers (e.g. cookies); never logged, shown masked."""
     verify_ssl: bool = True
@@ -144,6 +155,11 @@ class ModelFields(BaseChatModel):
     @classmethod
     def _check_proxy(cls, value: str | None) -> str | None:
         return value if value is None else check_proxy_url(value)
+
+    @field_validator("impersonate")
+    @classmethod
+    def _check_impersonate(cls, value: str | None) -> str | None:
+        return check_impersonate(value)
 
     @field_validator("timeout", "connect_timeout", "handshake_timeout", "first_token_timeout", "idle_timeout")
     @classmethod

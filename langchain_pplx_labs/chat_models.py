@@ -104,6 +104,11 @@ class ChatPerplexityLabs(ModelFields):
         r1-1776 ['https://en.wikipedia.org/wiki/Paris', 'https://www.britannica.com/place/Paris']
         ```
 
+        The web app sits behind Cloudflare, which checks that a client's TLS and HTTP/2 opening are a
+        browser's: over the web the model speaks as Chrome through curl_cffi (`impersonate="chrome"`,
+        the default, or `PPLX_LABS_IMPERSONATE`; another of curl_cffi's targets may be named), with
+        that browser's own User-Agent. `impersonate=None` asks through plain aiohttp.
+
     ??? info "Invoke"
 
         ```python
@@ -313,6 +318,7 @@ class ChatPerplexityLabs(ModelFields):
             "base_url": self.base_url,
             "reasoning": self.reasoning,
             "transport": self.transport,
+            "impersonate": self.impersonate,
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:

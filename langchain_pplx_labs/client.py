@@ -302,6 +302,7 @@ class ClientOptions(Protocol):
     max_connections: int
     pool_idle_timeout: float | None
     proxy: str | None
+    impersonate: str | None
     verify_ssl: bool
     ssl_context: ssl.SSLContext | None
     drain_timeout: float
@@ -332,6 +333,7 @@ def client_settings(options: ClientOptions) -> tuple[ConnectionSettings, PoolSet
             options.proxy,
             ssl_option,
             drain_timeout=options.drain_timeout,
+            impersonate=options.impersonate,
         ),
     )
 

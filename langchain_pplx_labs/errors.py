@@ -47,12 +47,19 @@ class PerplexityLabsConnectionError(PerplexityLabsError, ConnectionError):
 
 
 class PerplexityLabsBlockedError(PerplexityLabsConnectionError):
-    """The server refused us with a block page (Cloudflare 403 / challenge)."""
+    """The server refused us with a block page (Cloudflare 403 / challenge).
 
-    def __init__(self, message: str, *, status: int | None = None, excerpt: str = "") -> None:
+    ``challenge``: Cloudflare's challenge (``cf-mitigated: challenge``), which it gives a client whose
+    TLS fingerprint is not a browser's: the web transport's ``impersonate`` is what passes it.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, excerpt: str = "", challenge: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.excerpt = excerpt
+        self.challenge = challenge
 
 
 class PerplexityLabsNotFoundError(PerplexityLabsConnectionError):

@@ -19,7 +19,7 @@ from langchain_pplx_labs.errors import (
 )
 from langchain_pplx_labs.labs.connection import LabsConnection, diagnose_refusal
 from langchain_pplx_labs.labs.dial import LabsDialer
-from langchain_pplx_labs.settings import ConnectionSettings, Transport
+from langchain_pplx_labs.settings import DEFAULT_IMPERSONATE, ConnectionSettings, Transport
 from langchain_pplx_labs.transports import http_transport
 from langchain_pplx_labs.transports.base import HTTPTransport
 from langchain_pplx_labs.web.session import WebSession
@@ -81,6 +81,8 @@ class PoolSettings:
     drain_timeout: float = 30.0
     """Seconds an abandoned answer may be read in the background to keep its socket; 0: close it."""
     drain_max_chars: int = DRAIN_MAX_CHARS
+    impersonate: str | None = DEFAULT_IMPERSONATE
+    """The browser the web transport speaks as (curl_cffi's target); ``None``: plain aiohttp. Not Labs'."""
 
 
 class PoolClosedError(PerplexityLabsConnectionError):
@@ -336,7 +338,9 @@ class ConnectionPool:
     async def _open_one(self, transport: Transport) -> Session:
         connection: Session
         if transport == "web":
-            connection = WebSession(self.settings, self._http_transport())
+            connection = WebSession(
+                self.settings, self._http_transport(), impersonate=self.pool_settings.impersonate
+            )
         else:
             connection = LabsConnection(self.settings, self._http_session())
         self._opening.add(connection)
@@ -379,6 +383,7 @@ class ConnectionPool:
                 proxy=self.pool_settings.proxy,
                 ssl_option=self.pool_settings.ssl,
                 keep_idle=self.pool_settings.idle_timeout,
+                impersonate=self.pool_settings.impersonate,
             )
         return self._http
 

@@ -111,6 +111,9 @@ class LabsProtocol(BaseModel):
     """``params.version`` of the web ask body."""
     web_params: dict[str, Any] = {}
     """Extra ``params`` of the web ask body, laid over the defaults (e.g. ``{"mode": "copilot"}``)."""
+    web_client_headers: dict[str, str] = {"x-app-apiclient": "default", "x-app-apiversion": "2.18"}
+    """Headers the web app's own client sends on every request (the session check too): perplexity-web-mcp
+    added these two "to avoid Cloudflare 403" (its PR #15, 2026-07-21). ``{}`` sends none."""
 
     @field_validator("socketio_path")
     @classmethod
@@ -147,7 +150,7 @@ class LabsProtocol(BaseModel):
         fields = (self.socketio_path, self.query_event, self.progress_event, self.payload_version)
         labs = (*fields, self.source, self.origin, self.referer, _canonical(self.auth))
         web = (self.web_path, self.web_session_path, self.web_origin, self.web_referer, self.web_version)
-        return hash((*labs, *web, _canonical(self.web_params)))
+        return hash((*labs, *web, _canonical(self.web_params), _canonical(self.web_client_headers)))
 
     @classmethod
     def from_file(cls, path: str | Path) -> LabsProtocol:

@@ -30,6 +30,36 @@ DEFAULT_HEADERS: Mapping[str, str] = browser_headers()
 # Proxy schemes aiohttp-socks can dial (it has no https:// proxies).
 PROXY_SCHEMES = ("http", "socks4", "socks5")
 
+DEFAULT_IMPERSONATE = "chrome"
+"""The browser the web transport speaks as by default: curl_cffi's newest Chrome (docs/browser_voice.md)."""
+NO_IMPERSONATION = "none"
+"""What ``impersonate`` (and ``PPLX_LABS_IMPERSONATE``, ``--impersonate``) says for plain aiohttp."""
+
+
+def check_impersonate(value: str | None) -> str | None:
+    """``value`` as the web transport takes it: ``None`` (no impersonation) for ``None`` or ``"none"``, else
+    one of curl_cffi's targets, unchanged; any other name is refused with the targets curl_cffi knows."""
+    if value is None or value.strip().lower() == NO_IMPERSONATION:
+        return None
+    if value == DEFAULT_IMPERSONATE:
+        return value  # known to every curl_cffi the package allows: no need to import it to check
+    targets = impersonation_targets()
+    if value not in targets:
+        raise PerplexityLabsInputError(
+            f"Invalid impersonate {value!r}: use one of curl_cffi's targets ({', '.join(targets)}), "
+            f"or {NO_IMPERSONATION!r} for plain aiohttp (which Cloudflare challenges)"
+        )
+    return value
+
+
+def impersonation_targets() -> tuple[str, ...]:
+    """The browsers the installed curl_cffi can speak as (its ``BrowserTypeLiteral``), in its order."""
+    from typing import get_args
+
+    from curl_cffi.requests.impersonate import BrowserTypeLiteral  # imported only to check a name
+
+    return tuple(get_args(BrowserTypeLiteral))
+
 
 def check_base_url(value: str) -> str:
     """``value`` as a server root: ``http(s)://host[:port][/path]``, ``ws(s)://`` read as ``http(s)://``, no trailing slash."""

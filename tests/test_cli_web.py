@@ -10,6 +10,7 @@ from test_gateway_cli import _start, _stop
 
 from langchain_pplx_labs.cli import main
 from langchain_pplx_labs.emulator import LabsEmulator
+from langchain_pplx_labs.settings import BROWSER_USER_AGENT
 
 QUESTION = "What is the capital of France?"
 ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
@@ -59,6 +60,59 @@ def test_an_unknown_transport_is_a_usage_error(capsys: pytest.CaptureFixture[str
         main(["ask", "--transport", "sse", QUESTION])
     assert caught.value.code == 2
     assert "invalid choice: 'sse'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "ours"),
+    [
+        ([], {}, False),
+        (["--impersonate", "chrome152"], {}, False),
+        (["--impersonate", "none"], {}, True),
+        ([], {"PPLX_LABS_IMPERSONATE": "none"}, True),
+        (["--impersonate", "chrome"], {"PPLX_LABS_IMPERSONATE": "none"}, False),
+    ],
+    ids=["default", "flag", "flag-none", "environment-none", "flag-over-environment"],
+)
+def test_ask_speaks_as_the_browser_impersonate_names(
+    flags: list[str], env: dict[str, str], ours: bool, emulator: LabsEmulator
+) -> None:
+    emulator.script(answer=ANSWER, citations=CITATIONS)
+    result = run_cli("ask", "--base-url", emulator.base_url, *flags, QUESTION, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(ANSWER)
+    sent = [{name.lower(): value for name, value in headers.items()} for headers in emulator.web.headers]
+    assert len(sent) == 2  # the session check and the ask
+    # Plain aiohttp sends the model's own User-Agent; curl_cffi, the impersonated browser's with its hints.
+    for headers in sent:
+        if ours:
+            assert headers["user-agent"] == BROWSER_USER_AGENT
+            assert "sec-ch-ua" not in headers
+        else:
+            assert "Chrome/" in headers["user-agent"]
+            assert headers["user-agent"] != BROWSER_USER_AGENT
+            assert '"Chromium"' in headers["sec-ch-ua"]
+
+
+@pytest.mark.parametrize("command", ["ask", "doctor", "gateway"])
+def test_an_unknown_browser_is_a_usage_error_naming_the_targets(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([command, "--impersonate", "netscape4", *([QUESTION] if command == "ask" else [])])
+    assert caught.value.code == 2
+    error = capsys.readouterr().err
+    assert "argument --impersonate: Invalid impersonate 'netscape4'" in error
+    assert "chrome152" in error
+
+
+def test_the_gateway_hands_impersonate_to_its_model() -> None:
+    from langchain_pplx_labs.cli import build_parser
+    from langchain_pplx_labs.cli._shared import impersonate_option
+
+    assert impersonate_option(build_parser().parse_args(["gateway", "--impersonate", "none"])) == {
+        "impersonate": "none"
+    }
+    assert impersonate_option(build_parser().parse_args(["gateway"])) == {}  # the environment's, else chrome
 
 
 @pytest.mark.system  # `pplx-labs gateway` serves beside the test until a signal stops it

@@ -33,6 +33,7 @@ class Options:
     max_connections: int = 6
     pool_idle_timeout: float | None = 7.0
     proxy: str | None = None
+    impersonate: str | None = "chrome"
     verify_ssl: bool = True
     ssl_context: ssl.SSLContext | None = None
     drain_timeout: float = 8.0
@@ -46,6 +47,8 @@ def test_client_settings_map_each_field() -> None:
     assert connection.timeouts == Timeouts(connect=1.0, handshake=2.0, first_token=3.0, idle=4.0, total=5.0)
     assert connection.protocol == LabsProtocol()
     assert pool == PoolSettings(6, 7.0, "socks5://127.0.0.1:1080", True, drain_timeout=8.0)
+    assert pool.impersonate == "chrome"
+    assert client_settings(Options(impersonate=None))[1].impersonate is None
 
 
 def test_client_settings_headers_are_the_browsers_then_the_users_then_the_cookie() -> None:

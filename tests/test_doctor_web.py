@@ -28,6 +28,7 @@ from langchain_pplx_labs.emulator import FAILED_FRAME, LabsEmulator, Scenario
 from langchain_pplx_labs.emulator.script import Emit, Stall
 from langchain_pplx_labs.emulator.web import WebVariant
 from langchain_pplx_labs.recording import load_cassette
+from langchain_pplx_labs.settings import BROWSER_USER_AGENT
 
 ANSWER = "Paris is the capital of France [1]."
 SOURCES = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
@@ -55,8 +56,10 @@ def _no_cookies(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PPLX_LABS_COOKIES", raising=False)
 
 
-async def _walk(base_url: str, seconds: float = 5.0, *, model: str = "auto") -> Report:
-    return await diagnose_web(base_url, model, LabsProtocol(), seconds)
+async def _walk(
+    base_url: str, seconds: float = 5.0, *, model: str = "auto", impersonate: str | None = "chrome"
+) -> Report:
+    return await diagnose_web(base_url, model, LabsProtocol(), seconds, impersonate=impersonate)
 
 
 def _masked(text: str) -> list[str]:
@@ -264,7 +267,8 @@ async def test_a_failure_after_answer_text_fails_the_final_step() -> None:
 
 async def test_a_refused_port_fails_at_connect() -> None:
     port = _free_port()
-    report = await _walk(f"http://127.0.0.1:{port}")
+    # Plain aiohttp: the evidence quoted is the client's own text (curl's is the next test's).
+    report = await _walk(f"http://127.0.0.1:{port}", impersonate=None)
     refused = (
         f"Could not connect to http://127.0.0.1:{port} over web: Cannot connect to host 127.0.0.1:{port} "
         f"ssl:default [Connect call failed ('127.0.0.1', {port})]"
@@ -275,6 +279,19 @@ async def test_a_refused_port_fails_at_connect() -> None:
         f"Evidence: {refused}",
         "What to change: nothing answers at that host and port: check --base-url, the network or a proxy",
     ]
+
+
+async def test_a_refused_port_fails_at_connect_in_the_impersonating_clients_words() -> None:
+    port = _free_port()
+    report = await _walk(f"http://127.0.0.1:{port}")
+    lines = _lines(report)
+    assert lines[1].startswith(
+        f"✘ connect (TCP, TLS) | Could not connect to http://127.0.0.1:{port} over web: Failed to perform, "
+        f"curl: (7) Failed to connect to 127.0.0.1:{port}"
+    )
+    assert lines[-1] == (
+        "What to change: nothing answers at that host and port: check --base-url, the network or a proxy"
+    )
 
 
 # -- HTTP answers of the ask alone (the hand-written fake) -------------------------------------
@@ -433,8 +450,13 @@ def test_cli_walks_the_web_app_by_default_and_records_its_default_model(
     ("args", "env", "error"),
     [
         ([], {"PPLX_LABS_TRANSPORT": "sse"}, "Invalid PPLX_LABS_TRANSPORT 'sse': use 'labs' or 'web'"),
+        (
+            [],
+            {"PPLX_LABS_IMPERSONATE": "netscape4"},
+            "$PPLX_LABS_IMPERSONATE: Invalid impersonate 'netscape4'",
+        ),
     ],
-    ids=["bad-env"],
+    ids=["bad-env", "bad-browser-env"],
 )
 def test_cli_usage_errors_are_one_line(
     args: list[str], env: dict[str, str], error: str, tmp_path: Path
@@ -444,8 +466,25 @@ def test_cli_usage_errors_are_one_line(
     result = run_cli("doctor", "--base-url", "http://127.0.0.1:9", *args, env=env)
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr == f"pplx-labs: error: {error}\n"
+    assert result.stderr.startswith(f"pplx-labs: error: {error}")
+    assert result.stderr.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("flags", "ours"), [([], False), (["--impersonate", "none"], True)])
+def test_cli_walks_with_the_browser_impersonate_names(
+    flags: list[str], ours: bool, emulator: LabsEmulator, base_url: str
+) -> None:
+    emulator.script(answer=ANSWER, citations=[])
+    result = run_cli("doctor", "--transport", "web", "--base-url", base_url, *flags)
+    assert result.returncode == 0, result.stdout + result.stderr
+    agents = {
+        value
+        for headers in emulator.web.headers
+        for name, value in headers.items()
+        if name.lower() == "user-agent"
+    }
+    assert (agents == {BROWSER_USER_AGENT}) is ours  # plain aiohttp's is the model's own; curl's, Chrome's
 
 
 def test_cli_unknown_transport_is_argparses_one_line() -> None:

@@ -29,11 +29,12 @@ from langchain_pplx_labs.transports.base import (
     CertificateError,
     ConnectError,
     ConnectTimeout,
+    ProxyConnectError,
     ReadError,
     Request,
     TransportError,
 )
-from langchain_pplx_labs.transports.curl_cffi import CurlCffiTransport
+from langchain_pplx_labs.transports.curl_cffi import CurlCffiTransport, fetch_headers
 
 __all__ = ["pproxy_server"]  # the module-scoped fixture of the proxy tests
 
@@ -139,12 +140,92 @@ async def test_a_response_has_its_status_lowered_headers_and_body_as_it_arrives(
 async def test_the_request_speaks_as_the_impersonated_browser(
     server: _QuietServer, transport: CurlCffiTransport
 ) -> None:
-    async with await transport.handle_request(Request("GET", server.url + "/chunks")) as response:
+    given = {"User-Agent": "MyBot/1.0", "sec-ch-ua": '"MyBot";v="1"', "Accept": "application/json"}
+    async with await transport.handle_request(Request("GET", server.url + "/chunks", given)) as response:
         await response.read()
     sent = {name.lower(): value for name, value in server.headers[0].items()}
-    assert "Chrome/" in sent["user-agent"]
+    assert "Chrome/" in sent["user-agent"]  # the browser's, never a given one: they would disagree
     assert "Chromium" in sent["sec-ch-ua"]  # the pair comes from one browser, not ours and curl's
     assert "upgrade" not in sent  # no h2c upgrade in the clear: a browser speaks HTTP/2 over TLS only
+    # A page's fetch(), not a navigation: curl_cffi's Chrome headers are a navigation's.
+    assert sent["accept"] == "application/json"
+    assert (sent["sec-fetch-site"], sent["sec-fetch-mode"], sent["sec-fetch-dest"]) == (
+        "same-origin",
+        "cors",
+        "empty",
+    )
+    for navigation in ("upgrade-insecure-requests", "sec-fetch-user", "cache-control"):
+        assert navigation not in sent
+
+
+def test_fetch_headers_keep_the_callers_and_leave_the_voice_to_the_browser() -> None:
+    assert fetch_headers({"Accept": "text/event-stream", "Cache-Control": "no-cache", "user-agent": "x"}) == [
+        ("Accept", "text/event-stream"),
+        ("Cache-Control", "no-cache"),
+        ("sec-fetch-site", "same-origin"),
+        ("sec-fetch-mode", "cors"),
+        ("sec-fetch-dest", "empty"),
+        ("upgrade-insecure-requests", None),  # None: curl_cffi leaves its own out
+        ("sec-fetch-user", None),
+    ]
+
+
+async def test_the_response_is_handed_over_at_its_head_and_connected_before_it(
+    server: _QuietServer, transport: CurlCffiTransport
+) -> None:
+    # curl_cffi's stream mode returns at the body's first bytes: a head, then silence, would look
+    # unanswered (and "connected" would come only then).
+    connected: list[str] = []
+    asking = asyncio.create_task(
+        transport.handle_request(
+            Request("GET", server.url + "/slow-head", on_connected=lambda: connected.append("now"))
+        )
+    )
+    await asyncio.wait_for(server.asked.wait(), 5)
+    for _ in range(50):  # the request is out: "connected", while its answer has no head yet
+        if connected:
+            break
+        await asyncio.sleep(0.01)
+    assert connected == ["now"]
+    asking.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asking
+    async with _raw_server(_HEAD_THEN_SILENCE) as url:
+        response = await asyncio.wait_for(transport.handle_request(Request("GET", url)), 5)
+        assert response.status == 200  # the final head, past the 103 Early Hints before it
+        assert response.headers["content-type"] == "text/event-stream"
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(response.receive(), 0.2)  # nothing yet, and no b"" as if it ended
+        response.close()
+
+
+# A 103 Early Hints head (Cloudflare sends them), then the answer's head, then nothing.
+_HEAD_THEN_SILENCE = (
+    b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
+
+
+@contextlib.asynccontextmanager
+async def _raw_server(answer: bytes) -> AsyncIterator[str]:
+    """A loopback port that reads a request head, writes ``answer`` and holds the connection open."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def answering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        await reader.read()  # until the client goes
+
+    listener = await asyncio.start_server(answering, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}/"
+    finally:
+        for writer in writers:
+            writer.close()
+        listener.close()
+        await listener.wait_closed()
 
 
 async def test_read_with_a_limit_stops_there(server: _QuietServer, transport: CurlCffiTransport) -> None:
@@ -244,6 +325,19 @@ async def test_a_refused_connect_is_a_connect_error(transport: CurlCffiTransport
         await transport.handle_request(Request("GET", f"http://127.0.0.1:{port}/"))
     assert not isinstance(caught.value, ConnectTimeout)
     assert str(port) in str(caught.value)
+    assert caught.value.__cause__ is not None
+
+
+async def test_a_refused_proxy_is_a_proxy_connect_error_without_its_password() -> None:
+    port = _closed_port()
+    http = CurlCffiTransport(connect_timeout=2.0, proxy=f"socks5://user:secret@127.0.0.1:{port}")
+    try:
+        with pytest.raises(ProxyConnectError) as caught:
+            await http.handle_request(Request("GET", "http://127.0.0.1:9/"))
+    finally:
+        await http.aclose()
+    assert str(caught.value).startswith(f"Couldn't connect to proxy 127.0.0.1:{port} (")
+    assert "secret" not in str(caught.value)
     assert caught.value.__cause__ is not None
 
 

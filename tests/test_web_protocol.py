@@ -37,6 +37,7 @@ from langchain_pplx_labs.web.codec import (
     session_user_id,
     web_headers,
     web_model_preference,
+    web_page_headers,
     web_request_body,
     web_request_headers,
 )
@@ -335,12 +336,30 @@ def test_headers_carry_the_web_origin_and_the_request_id() -> None:
         "x-perplexity-request-reason": "perplexity-query-state-provider",
         "origin": "https://www.perplexity.ai",
         "referer": "https://www.perplexity.ai/",
+        "x-app-apiclient": "default",
+        "x-app-apiversion": "2.18",
         "x-request-id": "f-1",
     }
-    bare = web_headers(LabsProtocol(web_origin="", web_referer=""))
+    bare = web_headers(LabsProtocol(web_origin="", web_referer="", web_client_headers={}))
     assert "origin" not in bare
     assert "referer" not in bare
+    assert "x-app-apiclient" not in bare
     assert "x-request-id" not in bare
+
+
+def test_every_request_of_the_page_carries_its_origin_referer_and_client_headers() -> None:
+    assert web_page_headers(LabsProtocol()) == {
+        "origin": "https://www.perplexity.ai",
+        "referer": "https://www.perplexity.ai/",
+        "x-app-apiclient": "default",
+        "x-app-apiversion": "2.18",
+    }
+    moved = LabsProtocol(web_origin="https://p.example", web_client_headers={"x-app-apiversion": "2.19"})
+    assert web_page_headers(moved) == {
+        "origin": "https://p.example",
+        "referer": "https://www.perplexity.ai/",
+        "x-app-apiversion": "2.19",
+    }
 
 
 def test_session_user_id() -> None:
@@ -643,6 +662,7 @@ def test_protocol_web_fields_default_to_the_evidence() -> None:
     assert protocol.web_referer == "https://www.perplexity.ai/"
     assert protocol.web_version == "2.18"
     assert protocol.web_params == {}
+    assert protocol.web_client_headers == {"x-app-apiclient": "default", "x-app-apiversion": "2.18"}
 
 
 @pytest.mark.filterwarnings("ignore:The function `load` is in beta")
@@ -653,6 +673,7 @@ def test_protocol_web_fields_hash_load_and_survive_pickle(tmp_path: Path) -> Non
         LabsProtocol(web_path="/rest/sse/ask_v2", web_params={"b": [1], "mode": "copilot"})
     )
     assert hash(LabsProtocol(web_params={"mode": "a"})) != hash(LabsProtocol(web_params={"mode": "b"}))
+    assert hash(LabsProtocol(web_client_headers={})) != hash(LabsProtocol())
     path = tmp_path / "protocol.json"
     path.write_text('{"web_path": "/rest/sse/ask_v2", "web_params": {"mode": "copilot", "b": [1]}}')
     assert LabsProtocol.from_file(path) == moved
@@ -681,6 +702,10 @@ def test_request_headers_put_the_webs_origin_over_the_playgrounds_but_keep_what_
     assert (merged["accept"], merged["cookie"]) == ("x", "a=b")
     mine = web_request_headers(web, [("Origin", "https://mine.example")], protocol)
     assert mine.getall("origin") == ["https://mine.example"]
+    # A web protocol that sends no Origin (web_origin="") sends no Labs playground's either.
+    bare = web_request_headers({"Accept": "x"}, playground, protocol)
+    assert "origin" not in bare
+    assert "referer" not in bare
 
 
 def test_caused_by_finds_a_kind_down_the_chain_and_survives_a_loop() -> None:

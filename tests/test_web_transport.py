@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pickle
+import re
 import textwrap
 from collections.abc import AsyncIterator
 from typing import Any, get_type_hints
@@ -21,6 +22,7 @@ from webfake import FakeWebApp, answer_message, forever, serving, streaming
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.settings import BROWSER_USER_AGENT
 from langchain_pplx_labs.transports import aiohttp as aiohttp_transport
 from langchain_pplx_labs.transports.aiohttp import connector_keepalive_timeout
 
@@ -125,6 +127,61 @@ def test_the_unnamed_model_is_the_transports_in_profile_tracing_and_a_dump_loade
     assert (_reloaded(labs).transport, _reloaded(labs).model) == ("labs", "r1-1776")
 
 
+# -- the voice: impersonate --------------------------------------------------------------------
+
+
+def test_impersonate_defaults_to_chrome_and_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PPLX_LABS_IMPERSONATE", raising=False)
+    chat = ChatPerplexityLabs(base_url="http://127.0.0.1:9")
+    assert chat.impersonate == "chrome"
+    assert chat._settings()[1].impersonate == "chrome"
+    assert chat._identifying_params["impersonate"] == "chrome"
+    monkeypatch.setenv("PPLX_LABS_IMPERSONATE", "chrome152")
+    assert ChatPerplexityLabs(base_url="http://127.0.0.1:9").impersonate == "chrome152"
+    monkeypatch.setenv("PPLX_LABS_IMPERSONATE", "none")
+    assert ChatPerplexityLabs(base_url="http://127.0.0.1:9").impersonate is None
+
+
+@pytest.mark.parametrize("value", [None, "none", "None"])
+def test_impersonate_none_is_plain_aiohttp(value: str | None) -> None:
+    chat = ChatPerplexityLabs(base_url="http://127.0.0.1:9", impersonate=value)
+    assert chat.impersonate is None
+    assert chat._settings()[1].impersonate is None
+
+
+@pytest.mark.parametrize("value", ["chrome999", "Chrome", ""])
+def test_an_unknown_browser_is_an_input_error_naming_curl_cffis_targets(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ChatPerplexityLabs(base_url="http://127.0.0.1:9", impersonate=value)
+    error = caught.value.errors()[0]["ctx"]["error"]
+    assert isinstance(error, PerplexityLabsInputError)
+    assert f"Invalid impersonate {value!r}" in str(error)
+    assert "chrome152" in str(error)
+    assert "safari" in str(error)
+    assert "'none' for plain aiohttp" in str(error)
+    monkeypatch.setenv("PPLX_LABS_IMPERSONATE", value)  # the environment's is refused, not ignored
+    with pytest.raises(ValidationError, match="Invalid impersonate"):
+        ChatPerplexityLabs(base_url="http://127.0.0.1:9")
+
+
+def test_impersonate_keys_the_client_and_survives_dumpd_and_pickle() -> None:
+    chrome = ChatPerplexityLabs(base_url="http://127.0.0.1:9", impersonate="chrome152")
+    plain = chrome.model_copy(update={"impersonate": None})
+    assert chrome._client() is not plain._client()
+    loaded = load(
+        dumpd(chrome), valid_namespaces=["langchain_pplx_labs"], allowed_objects=[ChatPerplexityLabs]
+    )
+    assert loaded.impersonate == "chrome152"
+    assert pickle.loads(pickle.dumps(chrome)).impersonate == "chrome152"
+
+
+def test_labs_dials_with_aiohttp_whatever_the_browser() -> None:
+    chat = ChatPerplexityLabs(base_url="http://127.0.0.1:9", transport="labs", impersonate="chrome")
+    assert chat._settings()[1].impersonate == "chrome"  # carried, and read only by the web's transport
+
+
 # -- what the wire sends, and its warm connection (against a hand-written web app) ---------------
 
 
@@ -155,6 +212,65 @@ async def test_asks_carry_the_webs_origin_a_browser_agent_and_the_cookies(fake_w
     assert ask.headers["x-request-id"] == ask.body["params"]["frontend_uuid"]
     assert ask.body["query_str"] == "Capital of France?"
     assert ask.body["params"]["model_preference"] == "turbo"  # "auto", anonymous
+
+
+@pytest.mark.parametrize("impersonate", ["chrome", None])
+async def test_every_request_carries_the_webs_origin_referer_and_app_headers(
+    fake_web: FakeWebApp, impersonate: str | None
+) -> None:
+    async with ChatPerplexityLabs(
+        transport="web", base_url=fake_web.base_url, max_retries=0, impersonate=impersonate
+    ) as chat:
+        await chat.ainvoke("Q")
+    assert [request.path for request in fake_web.seen] == ["/api/auth/session", "/rest/sse/perplexity_ask"]
+    for request in fake_web.seen:  # the session check too, not the Labs playground's (issue #31, item 3)
+        assert request.headers.getall("Origin") == ["https://www.perplexity.ai"]
+        assert request.headers.getall("Referer") == ["https://www.perplexity.ai/"]
+        # perplexity-web-mcp PR #15 (2026-07-21): "to avoid Cloudflare 403"
+        assert request.headers["x-app-apiclient"] == "default"
+        assert request.headers["x-app-apiversion"] == "2.18"
+
+
+async def test_impersonating_sends_one_browsers_agent_and_hints_and_a_fetchs_metadata(
+    fake_web: FakeWebApp,
+) -> None:
+    async with ChatPerplexityLabs(
+        transport="web",
+        base_url=fake_web.base_url,
+        max_retries=0,
+        default_headers={"User-Agent": "MyBot/1.0"},  # never sent over the browser's: they would disagree
+    ) as chat:
+        await chat.ainvoke("Q")
+    session, ask = fake_web.seen
+    for request in (session, ask):
+        headers = request.headers
+        [agent] = headers.getall("User-Agent")
+        major = re.search(r"Chrome/(\d+)\.", agent)
+        assert major is not None, agent
+        assert f'"Chromium";v="{major.group(1)}"' in headers["sec-ch-ua"]  # one browser says both
+        assert "sec-ch-ua-platform" in headers
+        assert (headers["sec-fetch-site"], headers["sec-fetch-mode"], headers["sec-fetch-dest"]) == (
+            "same-origin",
+            "cors",
+            "empty",
+        )
+        for navigation in ("upgrade-insecure-requests", "sec-fetch-user"):
+            assert navigation not in headers
+        assert "Upgrade" not in headers  # no h2c upgrade in the clear: HTTP/1.1, as a browser
+    assert session.headers["Accept"] == "application/json"
+    assert "Cache-Control" not in session.headers  # curl's navigation max-age=0 is not a fetch's
+    assert ask.headers["Accept"] == "text/event-stream"
+    assert ask.headers["Cache-Control"] == "no-cache"  # the web app's own
+
+
+async def test_plain_aiohttp_sends_the_models_agent_and_no_hints(fake_web: FakeWebApp) -> None:
+    async with ChatPerplexityLabs(
+        transport="web", base_url=fake_web.base_url, max_retries=0, impersonate=None
+    ) as chat:
+        await chat.ainvoke("Q")
+    for request in fake_web.seen:
+        assert request.headers.getall("User-Agent") == [BROWSER_USER_AGENT]
+        assert "sec-ch-ua" not in request.headers
 
 
 async def test_an_origin_the_user_sets_replaces_the_webs(fake_web: FakeWebApp) -> None:
@@ -207,7 +323,11 @@ async def test_a_connection_idle_past_aiohttps_keepalive_is_still_warm_within_th
     monkeypatch.setattr(aiohttp, "TCPConnector", _QuickKeepaliveConnector)
     monkeypatch.setattr(aiohttp_transport, "AIOHTTP_KEEPALIVE_SECONDS", 0.3)
     async with ChatPerplexityLabs(
-        transport="web", base_url=fake_web.base_url, max_retries=0, pool_idle_timeout=5
+        transport="web",
+        base_url=fake_web.base_url,
+        max_retries=0,
+        pool_idle_timeout=5,
+        impersonate=None,  # aiohttp's own keep-alive timer is the subject (curl keeps one MAXAGE_CONN long)
     ) as chat:
         await chat.ainvoke("before")
         await asyncio.sleep(1.0)

@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import ipaddress
 import signal
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from langchain_pplx_labs._cliargs import CliError
+from langchain_pplx_labs._cliargs import CliError, ca_file, impersonation
 from langchain_pplx_labs.protocol import DEFAULT_MODEL, WEB_DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -48,6 +49,42 @@ def transport_option(args: argparse.Namespace) -> dict[str, str]:
     """``{"transport": ...}`` for ``ChatPerplexityLabs`` when ``--transport`` was given; ``{}`` leaves it to the env."""
     transport = getattr(args, "transport", None)
     return {} if transport is None else {"transport": transport}
+
+
+def add_impersonate_flag(parser: argparse.ArgumentParser) -> None:
+    """``--impersonate NAME|none``: the browser the web transport speaks as (read by ``impersonate_option``)."""
+    parser.add_argument(
+        "--impersonate",
+        type=impersonation,
+        default=None,
+        metavar="NAME|none",
+        help="the browser the web transport speaks as, one of curl_cffi's targets (chrome, chrome152, "
+        "safari, ...); none: plain aiohttp, which Cloudflare challenges (default $PPLX_LABS_IMPERSONATE, "
+        "else chrome)",
+    )
+
+
+def impersonate_option(args: argparse.Namespace) -> dict[str, str]:
+    """``{"impersonate": ...}`` for ``ChatPerplexityLabs`` when ``--impersonate`` was given; ``{}`` leaves it to the env."""
+    impersonate = getattr(args, "impersonate", None)
+    return {} if impersonate is None else {"impersonate": impersonate}
+
+
+def add_ca_file_flag(parser: argparse.ArgumentParser) -> None:
+    """``--ca-file PEM``: a CA to trust for TLS (read by ``trusted_context``), as ``ssl_context=`` does in code."""
+    parser.add_argument(
+        "--ca-file",
+        type=ca_file,
+        default=None,
+        metavar="PEM",
+        help="trust the CA certificates in this PEM file (the one pplx-labs serve --tls prints, a private CA)",
+    )
+
+
+def trusted_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """A TLS context trusting ``--ca-file``'s CAs, or ``None`` without the flag."""
+    path = getattr(args, "ca_file", None)
+    return None if path is None else ssl.create_default_context(cafile=path)
 
 
 def labs_protocol(args: argparse.Namespace) -> LabsProtocol:

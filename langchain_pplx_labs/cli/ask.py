@@ -8,11 +8,15 @@ from typing import TYPE_CHECKING, TextIO
 from langchain_pplx_labs._cliargs import positive_seconds
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
+    add_ca_file_flag,
+    add_impersonate_flag,
     add_protocol_flag,
     add_transport_flag,
+    impersonate_option,
     labs_protocol,
     maybe_emulator,
     transport_option,
+    trusted_context,
 )
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, KNOWN_MODELS
 
@@ -46,6 +50,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_protocol_flag(ask)
     add_transport_flag(ask)
+    add_impersonate_flag(ask)
+    add_ca_file_flag(ask)
     return ask
 
 
@@ -69,7 +75,12 @@ async def ask(args: argparse.Namespace, out: TextIO) -> int:
         # No --model: the model's own default, which follows the transport.
         named = {"model": args.model} if args.model else {}
         waits = {"first_token_timeout": args.first_token_timeout} if args.first_token_timeout else {}
-        model = ChatPerplexityLabs(protocol=protocol, **named, **transport_option(args), **where, **waits)
+        voice = impersonate_option(args)
+        trusted = trusted_context(args)
+        trust = {"ssl_context": trusted} if trusted is not None else {}
+        model = ChatPerplexityLabs(
+            protocol=protocol, **named, **transport_option(args), **voice, **trust, **where, **waits
+        )
         citations: list[str] = []
         thinking = False
         started = False

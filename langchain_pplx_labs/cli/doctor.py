@@ -13,10 +13,13 @@ from urllib.parse import urlsplit
 from langchain_pplx_labs._cliargs import CliError, proxy_url
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
+    add_ca_file_flag,
+    add_impersonate_flag,
     add_protocol_flag,
     add_transport_flag,
     is_loopback,
     labs_protocol,
+    trusted_context,
 )
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, default_model
 
@@ -51,6 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="http://, socks4:// or socks5:// proxy (with a port) to connect through, as proxy=... does",
     )
     add_transport_flag(doctor)
+    add_impersonate_flag(doctor)
+    add_ca_file_flag(doctor)
     doctor.set_defaults(run=run)
 
 
@@ -66,7 +71,20 @@ def run(args: argparse.Namespace) -> int:
         from langchain_pplx_labs.doctor.web import diagnose_web as diagnose
     else:
         from langchain_pplx_labs.doctor.labs import diagnose
-    report = asyncio.run(diagnose(base_url, model, protocol, args.timeout, args.question, proxy=args.proxy))
+    voice = {"impersonate": _impersonate(args)} if transport == "web" else {}
+    trust = trusted_context(args) or True
+    report = asyncio.run(
+        diagnose(
+            base_url,
+            model,
+            protocol,
+            args.timeout,
+            args.question,
+            proxy=args.proxy,
+            ssl_option=trust,
+            **voice,
+        )
+    )
     recorded = asyncio.run(_record(args, base_url, model, protocol, transport)) if args.record else ""
     if args.json:
         data = report.as_json()
@@ -88,6 +106,17 @@ def _transport(args: argparse.Namespace) -> Service:
     if transport == "labs":
         return "labs"
     raise CliError(f"Invalid PPLX_LABS_TRANSPORT {transport!r}: use 'labs' or 'web'")
+
+
+def _impersonate(args: argparse.Namespace) -> str | None:
+    """``--impersonate``, else ``$PPLX_LABS_IMPERSONATE``, else ``chrome`` (as ``ChatPerplexityLabs`` reads it)."""
+    from langchain_pplx_labs.settings import DEFAULT_IMPERSONATE, check_impersonate
+
+    given = args.impersonate or os.environ.get("PPLX_LABS_IMPERSONATE") or DEFAULT_IMPERSONATE
+    try:
+        return check_impersonate(given)
+    except ValueError as exc:  # a PPLX_LABS_IMPERSONATE that no curl_cffi target is
+        raise CliError(f"$PPLX_LABS_IMPERSONATE: {exc}") from None
 
 
 def _print(report: Report, protocol: LabsProtocol, out: TextIO) -> None:

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 from langchain_pplx_labs._cliargs import CliError, port, positive_int, positive_seconds, seconds
 from langchain_pplx_labs.cli._shared import (
     StopSignals,
+    add_impersonate_flag,
     add_protocol_flag,
     add_transport_flag,
+    impersonate_option,
     is_loopback,
     labs_protocol,
     listening,
@@ -87,6 +89,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "(default $PPLX_LABS_GATEWAY_PROTOCOL)",
     )
     add_transport_flag(parser)
+    add_impersonate_flag(parser)
     parser.add_argument(
         "--shutdown-timeout",
         type=seconds,
@@ -134,7 +137,7 @@ async def _serve(args: argparse.Namespace) -> int:
             queue_timeout=args.queue_timeout,
             max_body_bytes=args.max_body_bytes,
             max_messages=args.max_messages,
-            model_options={"protocol": protocol, **transport_option(args)},
+            model_options={"protocol": protocol, **transport_option(args), **impersonate_option(args)},
         )
         # handler_cancellation: a client that leaves mid-answer cancels its handler at once,
         # which releases the Labs socket even while Labs is silent.

@@ -13,6 +13,7 @@ from langchain_pplx_labs._cliargs import CliError, count, port, positive_int, se
 from langchain_pplx_labs.cli._shared import add_protocol_flag, labs_protocol, listening, stop_on_signals
 
 if TYPE_CHECKING:
+    from langchain_pplx_labs.emulator.gate import LocalhostTLS
     from langchain_pplx_labs.emulator.script import LabsRequest, Responder, Scenario, Step
     from langchain_pplx_labs.recording import CassetteResponder
 
@@ -68,6 +69,18 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         metavar="ORIGIN",
         help="accept only this Origin (repeatable); default: none, any https://*.perplexity.ai, its own",
+    )
+    serve.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve https on localhost with a self-signed CA (needs trustme); the CA's PEM file to trust is "
+        "printed on the second line",
+    )
+    serve.add_argument(
+        "--gate",
+        action="store_true",
+        help="with --tls, play Cloudflare's fingerprint check: a client whose TLS ClientHello (JA4) is not a "
+        "browser's gets its challenge (403, cf-mitigated: challenge); what passes gets __cf_bm",
     )
     add_protocol_flag(serve)
     serve.add_argument(
@@ -140,7 +153,7 @@ def _verdict_faults(args: argparse.Namespace) -> dict[str, object]:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from langchain_pplx_labs.emulator import LabsEmulator, Scenario
+    from langchain_pplx_labs.emulator import Scenario
 
     fields = (flag.replace("-", "_") for flag in _FAULT_FLAGS)
     faults: dict[str, object] = {
@@ -160,6 +173,34 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.follow_tools and args.cassettes:
         raise CliError("--follow-tools and --cassettes both choose the answers; pass one of them")
     replay = _cassette_responder(args)
+    if args.gate and not args.tls:
+        raise CliError("--gate reads the TLS ClientHello: pass --tls too")
+    tls = _localhost_tls() if args.tls else None
+    try:
+        return await _run_emulator(args, scenario, replay, tls)
+    finally:
+        if tls is not None:
+            tls.remove()
+
+
+def _localhost_tls() -> LocalhostTLS:
+    from langchain_pplx_labs.emulator.gate import localhost_tls
+
+    try:
+        return localhost_tls()
+    except RuntimeError as exc:  # no trustme
+        raise CliError(f"--tls: {exc}") from None
+
+
+async def _run_emulator(
+    args: argparse.Namespace, scenario: Scenario, replay: CassetteResponder | None, tls: LocalhostTLS | None
+) -> int:
+    from langchain_pplx_labs.emulator import LabsEmulator
+    from langchain_pplx_labs.emulator.gate import FingerprintGate
+
+    # A browser (and curl_cffi impersonating one) sends the server's name as SNI: the gate's allowlist
+    # holds fingerprints with one, so on this machine the name is localhost (the certificate's).
+    loopback = args.host in ("127.0.0.1", "::1", "localhost")
     emulator = LabsEmulator(
         replay or (_tool_follower(scenario) if args.follow_tools else lambda _request: scenario),
         host=args.host,
@@ -170,10 +211,22 @@ async def _serve(args: argparse.Namespace) -> int:
         main_site=args.main_site,
         protocol=labs_protocol(args),
         allowed_origins=args.allowed_origin,
+        ssl_context=tls.server_context if tls is not None else None,
+        gate=FingerprintGate() if args.gate else None,
+        server_name="localhost" if tls is not None and loopback else None,
     )
     stop = stop_on_signals()
     async with listening(args.host, args.port, emulator.start, emulator.stop):
         print(emulator.base_url, flush=True)
+        if tls is not None:
+            print(tls.ca_file, flush=True)
         print(f"Perplexity Labs emulator serving on {emulator.base_url} (Ctrl+C to stop)", file=sys.stderr)
+        if tls is not None:
+            gate = "; Cloudflare's fingerprint gate admits browsers' TLS only" if args.gate else ""
+            print(
+                f"TLS with a self-signed CA{gate}: trust {tls.ca_file} (--ca-file in pplx-labs, "
+                "ssl_context=ssl.create_default_context(cafile=...) in code), or verify_ssl=False",
+                file=sys.stderr,
+            )
         await stop.wait()
     return 0

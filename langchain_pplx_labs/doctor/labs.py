@@ -53,7 +53,10 @@ class _Walk(StepWalk):
         self.responses: list[tuple[float, str, int]] = []  # each HTTP answer: when, its URL, its status
         # A dialer as the pool's (``proxy``, the connect budget), also timing the connect and each answer.
         dialer = LabsDialer(
-            connect_timeout=self.settings.timeouts.connect, proxy=self.proxy, traces=[self._clock()]
+            connect_timeout=self.settings.timeouts.connect,
+            proxy=self.proxy,
+            ssl_option=self.ssl_option,
+            traces=[self._clock()],
         )
         async with contextlib.aclosing(dialer) as session:
             connection = await self._open(session)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -24,10 +25,17 @@ from langchain_pplx_labs.errors import (
     caused_by,
 )
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, LabsProtocol
-from langchain_pplx_labs.settings import ConnectionSettings, Service, Timeouts, browser_headers
+from langchain_pplx_labs.settings import (
+    DEFAULT_IMPERSONATE,
+    ConnectionSettings,
+    Service,
+    Timeouts,
+    browser_headers,
+)
 
-# The aiohttp transport's proxy failures, as both walks dial through it or through the Labs dialer built on it.
+# The aiohttp transport's proxy failures (the Labs dialer is built on it), and the seam's (the curl_cffi one's).
 from langchain_pplx_labs.transports.aiohttp import ProxyConnectionError, ProxyError
+from langchain_pplx_labs.transports.base import ProxyConnectError, ProxyTunnelError
 
 QUESTION = "What is the capital of France?"
 STEPS = (
@@ -111,6 +119,10 @@ class StepWalk:
         self.model = model
         self.question = question
         self.proxy = proxy
+        self.impersonate: str | None = DEFAULT_IMPERSONATE
+        """The browser the web walk's transport speaks as (``None``: plain aiohttp); Labs' dials with aiohttp."""
+        self.ssl_option: ssl.SSLContext | bool = True
+        """What TLS trusts: a context (a private CA), ``True`` (the default CAs) or ``False`` (nothing checked)."""
         self.mark = time.monotonic()
         self.tcp_at: float | None = None
 
@@ -124,12 +136,17 @@ class StepWalk:
         question: str = QUESTION,
         *,
         proxy: str | None = None,
+        impersonate: str | None = DEFAULT_IMPERSONATE,
+        ssl_option: ssl.SSLContext | bool = True,
     ) -> Report:
-        """Ask ``question`` through this walk's transport (and ``proxy``), timing and judging each step."""
+        """Ask ``question`` through this walk's transport (and ``proxy``, speaking as ``impersonate``),
+        timing and judging each step."""
         report = Report(base_url, transport=cls.transport, planned=cls.planned)
         settings = walk_settings(base_url, protocol, step_seconds)
+        walk = cls(report, settings, model, question, proxy)
+        walk.impersonate, walk.ssl_option = impersonate, ssl_option
         with contextlib.suppress(Failed):
-            await cls(report, settings, model, question, proxy).run()
+            await walk.run()
         return report
 
     async def run(self) -> None:
@@ -148,9 +165,11 @@ class StepWalk:
         return Failed(name)
 
     def connect_failed(self, exc: BaseException) -> Failed:
-        if self.proxy and caused_by(exc, (ProxyConnectionError, ProxyError)):
+        if self.proxy and caused_by(
+            exc, (ProxyConnectionError, ProxyError, ProxyConnectError, ProxyTunnelError)
+        ):
             where = proxy_address(self.proxy)
-            if caused_by(exc, ProxyConnectionError):
+            if caused_by(exc, (ProxyConnectionError, ProxyConnectError)):
                 detail = f"the proxy {where} refused the connection"
                 advice = (
                     f"nothing accepts connections at the proxy {where}: start the proxy, or check --proxy"

@@ -108,10 +108,14 @@ class _WebWalk(StepWalk, HTTPTap):
 
     async def run(self) -> None:
         # Dialling as the pool's transport does, watched by the walk's clocks.
-        http = TappedTransport(
-            http_transport(connect_timeout=self.settings.timeouts.connect, proxy=self.proxy), self
+        dialled = http_transport(
+            connect_timeout=self.settings.timeouts.connect,
+            proxy=self.proxy,
+            ssl_option=self.ssl_option,
+            impersonate=self.impersonate,
         )
-        connection = WebSession(self.settings, http, tap=self)
+        http = TappedTransport(dialled, self)
+        connection = WebSession(self.settings, http, tap=self, impersonate=self.impersonate)
         try:
             await self._open(connection)
             await self._ask(connection)
@@ -219,11 +223,26 @@ class _WebWalk(StepWalk, HTTPTap):
         seen = self.answers[path][1] if path in self.answers else None
         status = seen.status if seen is not None else None
         detail = self._detail(step, exc, seen)
+        if isinstance(exc, PerplexityLabsBlockedError) and exc.challenge:
+            self.report.verdict = self._challenge_verdict()
         return self.failed(step, detail, self._evidence(exc), self._advice(step, exc, status))
+
+    def _challenge_verdict(self) -> str:
+        if self.impersonate is None:
+            return (
+                "Cloudflare challenged this client's TLS fingerprint: --impersonate none (plain aiohttp) is "
+                "not a browser's; keep impersonate (the default, chrome)"
+            )
+        return (
+            f"Cloudflare challenged this client though it speaks as {self.impersonate} (--impersonate): it "
+            "does not admit that fingerprint, or this network; a newer browser target, a browser's cookies "
+            "or another network may pass"
+        )
 
     def _detail(self, step: str, exc: PerplexityLabsError, seen: Response | None) -> str:
         if isinstance(exc, PerplexityLabsBlockedError):
-            return f"HTTP {exc.status} from Cloudflare"
+            what = "Cloudflare's challenge (cf-mitigated)" if exc.challenge else "from Cloudflare"
+            return f"HTTP {exc.status} {what}"
         if isinstance(exc, PerplexityLabsRateLimitError):
             how = f"HTTP {seen.status}, " if seen is not None and seen.status == 429 else ""
             return f"{how}rate limited" + (f" ({exc.error_code})" if exc.error_code else "")
@@ -257,6 +276,17 @@ class _WebWalk(StepWalk, HTTPTap):
 
     def _advice(self, step: str, exc: PerplexityLabsError, status: int | None) -> str:
         protocol = self.protocol
+        if isinstance(exc, PerplexityLabsBlockedError) and exc.challenge and self.impersonate is None:
+            return (
+                "Cloudflare's fingerprint challenge: drop --impersonate none (impersonate=None in code, "
+                "PPLX_LABS_IMPERSONATE=none) so the web transport speaks as Chrome"
+            )
+        if isinstance(exc, PerplexityLabsBlockedError) and exc.challenge:
+            return (
+                f"Cloudflare's challenge, though speaking as {self.impersonate}: try --impersonate with a newer "
+                "browser (a newer curl_cffi), a browser's cookies (cf_clearance in $PPLX_LABS_COOKIES / "
+                "cookies=...), another network, or a proxy (--proxy / proxy=...)"
+            )
         if isinstance(exc, PerplexityLabsBlockedError):
             return (
                 "a Cloudflare page: the web app refuses this client from here. Send a browser's cookies "

@@ -15,6 +15,18 @@ from urllib.parse import urlsplit
 import socketio
 from aiohttp import web
 
+from langchain_pplx_labs.emulator.gate import (
+    BOT_COOKIE,
+    CHALLENGE_PAGE,
+    FingerprintGate,
+    PeekingListener,
+    Peer,
+    bot_cookie_header,
+    challenge_headers,
+    new_ray,
+    peer_of,
+    request_cookies,
+)
 from langchain_pplx_labs.emulator.script import (
     Drop,
     Emit,
@@ -44,6 +56,9 @@ MAIN_SITE_PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><
 """What a retired Labs answers at the Socket.IO path: the main site's HTML (``main_site=True``)."""
 
 MAX_RECORDED_REQUESTS = 1000
+_MAX_NOTED_HELLOS = 4096
+# An admitted request without Cloudflare's bot cookie: its answer sets one.
+_SETS_BOT_COOKIE = web.RequestKey("pplx_labs_sets_bot_cookie", bool)
 
 
 class LabsEmulator:
@@ -59,6 +74,11 @@ class LabsEmulator:
     origin, the protocol's origin and its own; ``allowed_origins`` narrows that to a list.
     The same server answers the web app's SSE ask at ``protocol.web_path`` (see :attr:`web`),
     worded as ``web_variant`` says, through the same responder.
+    ``gate`` plays Cloudflare's fingerprint check (over TLS: ``ssl_context`` is needed): each connection's
+    ClientHello is read before TLS, a fingerprint the gate does not admit gets Cloudflare's challenge on
+    every request, and what it admits gets ``__cf_bm`` (:mod:`~langchain_pplx_labs.emulator.gate`).
+    ``server_name``: the host name :attr:`base_url` says (``localhost`` for TLS: a client sends it as
+    its SNI, as a browser to the web app does); the listening address by default.
     """
 
     def __init__(
@@ -78,7 +98,17 @@ class LabsEmulator:
         protocol: LabsProtocol = DEFAULT_PROTOCOL,
         allowed_origins: Iterable[str] | None = None,
         web_variant: WebVariant | None = None,
+        gate: FingerprintGate | None = None,
+        server_name: str | None = None,
     ) -> None:
+        if gate is not None and ssl_context is None:
+            raise ValueError("the fingerprint gate reads the TLS ClientHello: give ssl_context too")
+        self.gate = gate
+        self.server_name = server_name
+        self.hellos: collections.OrderedDict[Peer, str | None] = collections.OrderedDict()
+        """With a gate: the JA4 of each connection's ClientHello by client address, the latest last
+        (``None``: it sent none)."""
+        self._listener: PeekingListener | None = None
         self.responder: Responder = responder or default_responder
         self.protocol = protocol
         self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
@@ -109,6 +139,7 @@ class LabsEmulator:
             max_http_buffer_size=16 * 1024 * 1024,
         )
         self.app = web.Application(middlewares=[self._gate])
+        self.app.on_response_prepare.append(self._set_bot_cookie)
         self.sio.attach(self.app, socketio_path=protocol.engineio_path)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
@@ -143,19 +174,30 @@ class LabsEmulator:
         self.requests.clear()
         self.connections = 0
         self.web.reset()
+        if self.gate is not None:
+            self.gate.reset()
 
     async def start(self) -> str:
         """Listen and return the base URL, e.g. ``http://127.0.0.1:43121`` (``https`` with ``ssl_context``)."""
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None)
-        assert sockets, "aiohttp did not open a listening socket"
-        self.port = sockets[0].getsockname()[1]
+        if self.gate is not None:
+            assert self.ssl_context is not None
+            assert self._runner.server is not None
+            self._listener = PeekingListener(
+                self._runner.server, self.ssl_context, self._hello, host=self.host, port=self.port
+            )
+            self.port = await self._listener.start()
+        else:
+            site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
+            await site.start()
+            server = site._server
+            sockets = getattr(server, "sockets", None)
+            assert sockets, "aiohttp did not open a listening socket"
+            self.port = sockets[0].getsockname()[1]
         scheme = "https" if self.ssl_context is not None else "http"
-        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literals need brackets in URLs
+        host = self.server_name or self.host
+        host = f"[{host}]" if ":" in host else host  # IPv6 literals need brackets in URLs
         self.base_url = f"{scheme}://{host}:{self.port}"
         return self.base_url
 
@@ -164,6 +206,9 @@ class LabsEmulator:
         for task in list(self._answers.values()):
             task.cancel()
         self.web.close()
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
         if self._runner is not None:
             # Close client sockets first: aiohttp waits for open WebSocket handlers on cleanup.
             for socket in list(self.sio.eio.sockets.values()):
@@ -187,10 +232,43 @@ class LabsEmulator:
         own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
         return origin in (own, self.protocol.origin) or _is_perplexity_origin(origin)
 
+    def _hello(self, peer: Peer, fingerprint: str | None) -> None:
+        """The fingerprint gate's listener read a connection's ClientHello (``None``: it sent none)."""
+        self.hellos[peer] = fingerprint
+        self.hellos.move_to_end(peer)
+        while len(self.hellos) > _MAX_NOTED_HELLOS:
+            self.hellos.popitem(last=False)
+
+    def _challenge(self, request: web.Request) -> web.Response | None:
+        """Cloudflare's answer to a fingerprint the gate does not admit; ``None`` lets the request through."""
+        assert self.gate is not None
+        peer = peer_of(request.transport)
+        fingerprint = self.hellos.get(peer) if peer is not None else None
+        cookies = request_cookies(request.headers.getall("Cookie", []))
+        admitted = self.gate.admits(fingerprint)
+        self.gate.note(request.path, fingerprint, admitted, cookies)
+        if admitted:
+            request[_SETS_BOT_COOKIE] = all(name != BOT_COOKIE for name, _ in cookies)
+            return None
+        ray = new_ray()
+        return web.Response(
+            status=403,
+            text=CHALLENGE_PAGE.replace("{ray}", ray.split("-")[0]),
+            content_type="text/html",
+            headers=challenge_headers(ray),
+        )
+
+    async def _set_bot_cookie(self, request: web.Request, response: web.StreamResponse) -> None:
+        if request.get(_SETS_BOT_COOKIE):
+            # A header, not set_cookie(): this hook runs after aiohttp wrote the response's cookies out.
+            response.headers.add("Set-Cookie", bot_cookie_header())
+
     @web.middleware
     async def _gate(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if self.gate is not None and (challenge := self._challenge(request)) is not None:
+            return challenge  # Cloudflare judges every path, before the app sees anything
         socketio = request.path.startswith(self.protocol.socketio_path.rstrip("/"))
         if not socketio and not self.web.serves(request.path):
             return await handler(request)

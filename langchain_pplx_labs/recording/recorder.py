@@ -24,7 +24,7 @@ from langchain_pplx_labs.labs.dial import PROXY_ERRORS, LabsDialer
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Cassette, Frame, HttpRefusal, Interaction, Transport
 from langchain_pplx_labs.recording.redact import Redactor
-from langchain_pplx_labs.settings import ConnectionSettings, Timeouts, browser_headers
+from langchain_pplx_labs.settings import DEFAULT_IMPERSONATE, ConnectionSettings, Timeouts, browser_headers
 from langchain_pplx_labs.transports import http_transport
 from langchain_pplx_labs.transports.base import Request, Response, TransportError
 from langchain_pplx_labs.transports.tap import HTTPTap, TappedTransport
@@ -87,6 +87,7 @@ async def record_interaction(
     connect_timeout: float = 10.0,
     connection_info: dict[str, Any] | None = None,
     protocol: LabsProtocol = DEFAULT_PROTOCOL,
+    impersonate: str | None = DEFAULT_IMPERSONATE,
 ) -> Interaction:
     """Ask ``payload`` on a fresh connection, as the model does, and record what the server answered.
 
@@ -100,15 +101,18 @@ async def record_interaction(
     ``headers`` (default: the browser-like headers of ``protocol``) and ``proxy`` are used as given; only
     their redacted form reaches the cassette. ``silence`` seconds without an answer (the session's
     first-token and idle timeouts) end the recording with a ``stall``; a connection that breaks off, with a
-    ``drop``. ``connection_info``, when given, is filled with the (redacted) headers and handshake. Raises
-    :class:`UpstreamUnreachableError` when the server gives no HTTP answer at all.
+    ``drop``. ``connection_info``, when given, is filled with the (redacted) headers and handshake.
+    ``impersonate``: the browser the web session speaks as, as the model's field of that name (``None``:
+    plain aiohttp). Raises :class:`UpstreamUnreachableError` when the server gives no HTTP answer at all.
     """
     redactor = redactor or Redactor()
     given = headers if headers is not None else browser_headers(protocol)
     timeouts = Timeouts(connect_timeout, connect_timeout, first_token=silence, idle=silence, total=None)
     settings = ConnectionSettings(base_url, tuple(given.items()), timeouts, protocol, transport)
     if transport == "web":
-        return await _record_web(settings, payload, body, proxy, redactor.for_web(), connection_info)
+        return await _record_web(
+            settings, payload, body, proxy, redactor.for_web(), connection_info, impersonate
+        )
     return await _record_labs(settings, payload, proxy, redactor, connection_info)
 
 
@@ -213,10 +217,12 @@ async def _record_web(
     proxy: str | None,
     redactor: Redactor,
     connection_info: dict[str, Any] | None,
+    impersonate: str | None,
 ) -> Interaction:
     tape = _Tape(redactor)
-    http = TappedTransport(http_transport(connect_timeout=settings.timeouts.connect, proxy=proxy), tape)
-    session = WebSession(settings, http)
+    dialled = http_transport(connect_timeout=settings.timeouts.connect, proxy=proxy, impersonate=impersonate)
+    http = TappedTransport(dialled, tape)
+    session = WebSession(settings, http, impersonate=impersonate)
     try:
         try:
             await session.open()

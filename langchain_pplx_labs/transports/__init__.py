@@ -19,8 +19,9 @@ def http_transport(
 
     ``keep_idle``: seconds an idle keep-alive connection is kept at the least (``None``: never dropped
     for idling), so a pool's warm connection does not lose its TCP (and TLS) connection under it.
-    ``impersonate``: a browser for curl_cffi to speak as (``"chrome"``), whose TLS and HTTP/2 fingerprint
-    Cloudflare admits (``docs/browser_voice.md``); ``None``, for now the default, is plain aiohttp.
+    ``impersonate``: a browser for curl_cffi to speak as (``"chrome"``, the model's default: checked by
+    ``settings.check_impersonate``), whose TLS and HTTP/2 fingerprint Cloudflare admits
+    (``docs/browser_voice.md``); ``None`` is plain aiohttp.
     """
     from langchain_pplx_labs.transports.aiohttp import AiohttpTransport, connector_keepalive_timeout
 

@@ -115,6 +115,14 @@ class ConnectTimeout(ConnectError):
     """No connection could be made within the transport's connect timeout."""
 
 
+class ProxyConnectError(ConnectError):
+    """No connection could be made to the proxy itself (refused, unresolvable)."""
+
+
+class ProxyTunnelError(ConnectError):
+    """The proxy answered but opened no tunnel to the server (its rules, its credentials)."""
+
+
 class ReadError(TransportError):
     """The connection broke while the request was sent or its response read."""
 

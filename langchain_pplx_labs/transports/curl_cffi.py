@@ -10,9 +10,16 @@ What curl_cffi 0.17 does not do for us, done here:
 - A stream left unread is not stopped: its ``aclose`` waits for the transfer's end (curl_cffi PR #751,
   open). :meth:`_Body.close` removes the easy handle from the multi handle, which aborts the transfer at
   once: HTTP/1.1 closes the TCP connection, HTTP/2 resets the stream.
-- It has no hook for "the request has its connection": ``on_connected`` is called when the response head
-  arrives (``Request.on_connected`` allows it). curl itself bounds the connect (TCP, proxy and TLS) by
-  ``connect_timeout``.
+- In stream mode its request returns at the body's first bytes, not at the head: an answer that sends its
+  head and then waits would look unanswered. And it has no hook for "the request has its connection"
+  (libcurl's PREREQFUNCTION is not exposed). Both are read from curl's debug callback, on for each request
+  until its answer's head (:class:`_Watch`): the request's head going out (after TCP, a proxy's tunnel and
+  TLS) calls ``on_connected``; the answer's head ending hands the response over at once (curl_cffi's own
+  write callback, given no bytes, marks the head as arrived). curl bounds the connect by ``connect_timeout``.
+- Its Chrome headers are a page navigation's (``sec-fetch-mode: navigate``, ``upgrade-insecure-requests``,
+  ``cache-control: max-age=0``, an HTML ``accept``): every request here is a page's ``fetch()``, so those
+  are replaced by a fetch's (:data:`FETCH_HEADERS`). The User-Agent and client hints are the impersonated
+  browser's alone: a given ``User-Agent`` or ``sec-ch-ua*`` is not sent, so they never disagree.
 - A request cancelled before its head arrived leaves its transfer running in curl_cffi's background
   task: the easy handle it holds is noted (:class:`_Session`) and removed from the multi handle.
 - It cannot take an ``ssl.SSLContext``: a context's CA certificates go to curl as a PEM file (CAINFO),
@@ -24,33 +31,56 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import os
 import ssl
 import tempfile
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from curl_cffi import Curl, CurlError, CurlHttpVersion, CurlOpt
+from curl_cffi.curl import CURLINFO_HEADER_IN, CURLINFO_HEADER_OUT
+from curl_cffi.curl import ffi as curl_ffi  # type: ignore[attr-defined]  # its cffi FFI (from_handle)
 from curl_cffi.requests import AsyncSession
 from curl_cffi.requests import Response as CurlResponse
 from curl_cffi.requests.streams import STREAM_END
 
 from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.settings import DEFAULT_IMPERSONATE
 from langchain_pplx_labs.transports.base import (
     CertificateError,
     ConnectError,
     ConnectTimeout,
+    ProxyConnectError,
+    ProxyTunnelError,
     ReadError,
     Request,
     Response,
 )
 
+logger = logging.getLogger(__name__)
+
+# What a page's fetch() sends where curl_cffi's Chrome sends a navigation's (the request's own win).
+FETCH_HEADERS = {
+    "accept": "*/*",
+    "sec-fetch-site": "same-origin",
+    "sec-fetch-mode": "cors",
+    "sec-fetch-dest": "empty",
+}
+# curl_cffi's navigation headers a fetch() does not send: left out (None) unless the request gives them.
+_NAVIGATION_ONLY = ("upgrade-insecure-requests", "sec-fetch-user", "cache-control")
+# The browser's own voice: the impersonated one's, never the caller's (a mismatch is a bot's mark).
+_BROWSER_OWN = frozenset({"user-agent", "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform"})
+
 # curl's own keep-alive cap (CURLOPT_MAXAGE_CONN's default, 118 s) would be fine; aiohttp's floor is
 # kept so both transports keep an idle connection as long.
 CURL_KEEPALIVE_SECONDS = 15.0
-DEFAULT_IMPERSONATE = "chrome"
 
 # libcurl error codes (https://curl.se/libcurl/c/libcurl-errors.html), by what they mean here.
 _TIMED_OUT = 28  # CURLE_OPERATION_TIMEDOUT: only the connect is timed (no other curl timeout is set)
+_PROXY_UNREACHED = frozenset({5, 7})  # COULDNT_RESOLVE_PROXY; COULDNT_CONNECT, through a proxy: to it
+_PROXY_REFUSED = 97  # CURLE_PROXY: the proxy's handshake failed (a SOCKS refusal, its credentials)
 _UNTRUSTED = frozenset({60, 83})  # CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_ISSUER_ERROR
 _NO_CONNECTION = frozenset(
     {
@@ -105,27 +135,27 @@ class CurlCffiTransport:
         session = self.session()
         held: list[Curl] = []
         noted = _HELD.set(held)
+        watch = _Watch(request.on_connected)
+        watching = _WATCH.set(watch)
         try:
             response = await session.request(
                 request.method,  # type: ignore[arg-type]  # curl_cffi's Literal of method names
                 request.url,
-                headers=list(request.headers.items()),
+                headers=fetch_headers(request.headers),  # type: ignore[arg-type]  # None drops one of curl's
                 data=request.body or None,
                 allow_redirects=False,
                 stream=True,
             )
         except CurlError as exc:
-            raise _transport_error(exc) from exc
+            raise _transport_error(exc, self._proxy) from exc
         except asyncio.CancelledError:
             for curl in list(held):  # its transfer runs on in curl_cffi's task: end it, drop its connection
                 session.abort(curl)
             raise
         finally:
             _HELD.reset(noted)
-        if request.on_connected is not None:
-            # curl_cffi has no connection hook (libcurl's PREREQFUNCTION is not exposed): the head's
-            # arrival is the first moment we know the request had its connection.
-            request.on_connected()
+            _WATCH.reset(watching)
+        watch.connected()  # its head's going out went unseen: its answer's head came, so it had one
         headers = [(name, value or "") for name, value in response.headers.multi_items()]
         return Response(response.status_code, headers, _Body(session, response))
 
@@ -170,8 +200,78 @@ class CurlCffiTransport:
         return self._session
 
 
+def fetch_headers(given: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``given`` as a page's ``fetch()`` sends them over curl_cffi's impersonated browser's own headers.
+
+    A fetch's metadata (:data:`FETCH_HEADERS`) where ``given`` names none, curl_cffi's navigation-only
+    headers removed (a ``None`` value), and no ``User-Agent`` or client hint but the browser's own.
+    """
+    headers: list[tuple[str, str | None]] = []
+    named: set[str] = set()
+    for name, value in given.items():
+        lowered = name.lower()
+        if lowered not in _BROWSER_OWN:
+            headers.append((name, value))
+            named.add(lowered)
+    headers.extend((name, value) for name, value in FETCH_HEADERS.items() if name not in named)
+    headers.extend((name, None) for name in _NAVIGATION_ONLY if name not in named)
+    return headers
+
+
 # The easy handles the running handle_request holds, taken from its session's pool and not yet released.
 _HELD: contextvars.ContextVar[list[Curl]] = contextvars.ContextVar("_HELD")
+# The running handle_request's watch, which its easy handle's debug callback reports to.
+_WATCH: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar("_WATCH", default=None)
+
+
+class _Watch:
+    """One request seen through curl's debug callback: its head going out, then its answer's head arriving.
+
+    The callback runs inside the multi handle's socket action, in the loop's thread. The first request
+    head out (not a proxy's CONNECT) means the connection is made: ``on_connected`` is called from the
+    loop (``call_soon``), outside curl's stack and before the answer's head is handed over. The blank line
+    ending a final (not 1xx) answer head hands the response over: curl_cffi's stream mode waits for its
+    write callback's first call, so it is called with no bytes (:meth:`_Body.receive` skips them). Then
+    the callback is turned off: nothing for each chunk of the body.
+    """
+
+    def __init__(self, on_connected: Callable[[], None] | None) -> None:
+        self._on_connected = on_connected
+        self._loop = asyncio.get_running_loop()
+        self.curl: Curl | None = None
+        self._sent = False
+        self._status = 0
+
+    def debug(self, kind: int, data: bytes) -> None:
+        """curl's DEBUGFUNCTION."""
+        if kind == CURLINFO_HEADER_OUT and not self._sent and not data.startswith(b"CONNECT "):
+            self._sent = True
+            self._loop.call_soon(self.connected)
+        elif kind == CURLINFO_HEADER_IN and self._sent:
+            if data.startswith(b"HTTP/"):
+                self._status = _status_of(data)
+            elif data.strip() == b"" and self._status >= 200:
+                self._head_arrived()
+
+    def _head_arrived(self) -> None:
+        curl, self.curl = self.curl, None
+        if curl is None:
+            return
+        curl.setopt(CurlOpt.VERBOSE, 0)
+        handle = getattr(curl, "_write_handle", None)  # curl_cffi's write callback: its stream's queue
+        if handle is not None:
+            curl_ffi.from_handle(handle).callback(b"")
+
+    def connected(self) -> None:
+        """Call ``on_connected``, once."""
+        on_connected, self._on_connected = self._on_connected, None
+        if on_connected is not None:
+            on_connected()
+
+
+def _status_of(status_line: bytes) -> int:
+    parts = status_line.split(None, 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
 class _Session(AsyncSession[CurlResponse]):
@@ -184,6 +284,7 @@ class _Session(AsyncSession[CurlResponse]):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._holders: dict[Curl, list[Curl]] = {}
+        self._watched: set[Curl] = set()
         self._shut = False
 
     async def pop_curl(self) -> Curl:
@@ -192,12 +293,23 @@ class _Session(AsyncSession[CurlResponse]):
         if held is not None:
             held.append(curl)
             self._holders[curl] = held
+        watch = _WATCH.get()
+        if watch is not None:
+            # On until the answer's head (curl_easy_reset, on release, clears both options).
+            watch.curl = curl
+            curl.setopt(CurlOpt.DEBUGFUNCTION, watch.debug)
+            curl.setopt(CurlOpt.VERBOSE, 1)
+            self._watched.add(curl)
         return curl
 
     def release_curl(self, curl: Curl) -> None:
         held = self._holders.pop(curl, None)
         if held is not None:
             held.remove(curl)
+        if curl in self._watched:
+            self._watched.discard(curl)
+            # Off before curl_cffi drops the callback's handle: curl must not call it once it is gone.
+            curl.setopt(CurlOpt.VERBOSE, 0)
         super().release_curl(curl)
 
     def abort(self, curl: Curl) -> None:
@@ -226,6 +338,8 @@ class _Body:
         if self._ended or self._closed or queue is None:
             return b""
         chunk = await queue.get()
+        while chunk == b"":  # the head's mark (see _Watch)
+            chunk = await queue.get()
         if chunk is STREAM_END:
             self._ended = True
             return b""
@@ -264,11 +378,18 @@ def _consume(task: asyncio.Future[Any]) -> None:
         task.exception()  # retrieved: a broken transfer nobody reads is not "never retrieved"
 
 
-def _transport_error(exc: CurlError) -> ConnectError | ReadError:
+def _transport_error(exc: CurlError, proxy: str | None = None) -> ConnectError | ReadError:
     code = exc.code
     message = _described(exc)
     if code == _TIMED_OUT:
         return ConnectTimeout(message)
+    if proxy is not None:
+        parts = urlsplit(proxy)
+        where = f"{parts.hostname}:{parts.port}"  # never its credentials: messages end up in reports
+        if code in _PROXY_UNREACHED:
+            return ProxyConnectError(f"Couldn't connect to proxy {where} ({message})")
+        if code == _PROXY_REFUSED or "CONNECT tunnel failed" in message:
+            return ProxyTunnelError(f"The proxy {where} opened no tunnel ({message})")
     if code in _UNTRUSTED:
         return CertificateError(message)
     if code in _NO_CONNECTION:

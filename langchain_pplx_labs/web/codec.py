@@ -221,13 +221,22 @@ def web_headers(protocol: LabsProtocol, *, request_id: str = "") -> dict[str, st
         "cache-control": "no-cache",
         "content-type": "application/json",
         "x-perplexity-request-reason": WEB_REQUEST_REASON,
+        **web_page_headers(protocol),
     }
-    if protocol.web_origin:
-        headers["origin"] = protocol.web_origin
-    if protocol.web_referer:
-        headers["referer"] = protocol.web_referer
     if request_id:
         headers["x-request-id"] = request_id
+    return headers
+
+
+def web_page_headers(protocol: LabsProtocol) -> dict[str, str]:
+    """What every request of the web app's page carries, its session check too: the web origin and
+    referer, and the web app client's own headers (``protocol.web_client_headers``)."""
+    headers = {
+        name: value
+        for name, value in (("origin", protocol.web_origin), ("referer", protocol.web_referer))
+        if value
+    }
+    headers.update(protocol.web_client_headers)
     return headers
 
 
@@ -236,13 +245,13 @@ def web_request_headers(
 ) -> CIMultiDict[str]:
     """The web app's own headers ``web``, then the ``given`` ones (User-Agent, cookies, the user's).
 
-    Given headers carry the Labs playground's Origin and Referer by default: on the web app the
-    web's replace those, while a value the user set replaces the web's.
+    Given headers carry the Labs playground's Origin and Referer by default: never sent to the web app
+    (the web's own, or none when the protocol's are ``""``), while a value the user set replaces the web's.
     """
     labs_defaults = {name.lower(): value for name, value in protocol.headers.items()}
     headers: CIMultiDict[str] = CIMultiDict(web)
     for name, value in given:
-        if labs_defaults.get(name.lower()) == value and name in headers:
+        if labs_defaults.get(name.lower()) == value:
             continue
         headers[name] = value
     return headers

@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, stop_tasks, track
 from langchain_pplx_labs._waiting import Deadline
 from langchain_pplx_labs.errors import (
+    PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
     PerplexityLabsError,
@@ -31,7 +32,7 @@ from langchain_pplx_labs.errors import (
 )
 from langchain_pplx_labs.events import StreamEvent
 from langchain_pplx_labs.refusals import shared_refusal
-from langchain_pplx_labs.settings import ConnectionSettings
+from langchain_pplx_labs.settings import DEFAULT_IMPERSONATE, ConnectionSettings
 from langchain_pplx_labs.transports.base import (
     CertificateError,
     ConnectTimeout,
@@ -46,6 +47,7 @@ from langchain_pplx_labs.web.codec import (
     message_json,
     session_user_id,
     web_headers,
+    web_page_headers,
     web_request_body,
     web_request_headers,
 )
@@ -86,10 +88,17 @@ class WebSession:
     stray_heard_at = 0.0
 
     def __init__(
-        self, settings: ConnectionSettings, http: HTTPTransport, *, tap: WebTap | None = None
+        self,
+        settings: ConnectionSettings,
+        http: HTTPTransport,
+        *,
+        tap: WebTap | None = None,
+        impersonate: str | None = DEFAULT_IMPERSONATE,
     ) -> None:
         self.settings = settings
         self._http = http
+        self.impersonate = impersonate
+        """The browser ``http`` speaks as (``None``: none): a Cloudflare challenge's error says what to change."""
         self.tap = tap
         self.signed_in = False
         """Whether the session check found the cookies signed in (the web app then asks with the user's id)."""
@@ -162,10 +171,11 @@ class WebSession:
 
     async def _check_session(self, connected: Callable[[], None]) -> None:
         url = self._url(self.settings.protocol.web_session_path)
-        request = Request("GET", url, self._headers({"Accept": "application/json"}), on_connected=connected)
+        headers = self._headers({"Accept": "application/json", **web_page_headers(self.settings.protocol)})
+        request = Request("GET", url, headers, on_connected=connected)
         async with await self._http.handle_request(request) as response:
             if response.status != 200:
-                raise await _refusal(url, response, "the session check")
+                raise await _refusal(url, response, "the session check", self.impersonate)
             # Read whole: an unread body would close the keep-alive connection we came to warm.
             body = await response.read()
         try:
@@ -301,7 +311,7 @@ class WebSession:
             ) from exc
         if is_event_stream(response):
             return response
-        raise await _refusal(url, response, "the question")
+        raise await _refusal(url, response, "the question", self.impersonate)
 
     def _broke_off(self, reason: str) -> PerplexityLabsDisconnectedError:
         """The stream ended without the answer's last message: this session is done for."""
@@ -385,7 +395,7 @@ async def _read_tail(response: Response) -> None:
         response.close()
 
 
-async def _refusal(url: str, response: Response, what: str) -> PerplexityLabsError:
+async def _refusal(url: str, response: Response, what: str, impersonate: str | None) -> PerplexityLabsError:
     """The typed error for an HTTP answer that is not what the web app sends (the response is closed)."""
     try:
         raw = await response.read(_REFUSAL_READ_BYTES)
@@ -393,7 +403,8 @@ async def _refusal(url: str, response: Response, what: str) -> PerplexityLabsErr
         raw = b""
     finally:
         response.close()
-    return web_refusal(url, response.status, response.headers, raw.decode("utf-8", "replace"), what=what)
+    body = raw.decode("utf-8", "replace")
+    return web_refusal(url, response.status, response.headers, body, what=what, impersonate=impersonate)
 
 
 def _named(exc: TransportError) -> str:
@@ -410,6 +421,7 @@ def web_refusal(
     *,
     what: str = "the question",
     expected: str = "an event stream",
+    impersonate: str | None = None,
 ) -> PerplexityLabsError:
     """The typed error for the web app answering ``status`` at ``url`` (``headers`` lower-cased).
 
@@ -418,13 +430,23 @@ def web_refusal(
 
     A redirect is not read as Labs' retirement: on the web app it means the endpoint moved (or
     wants a sign-in page), so it is a :class:`PerplexityLabsNotFoundError` naming both URLs.
+    Cloudflare's challenge (``cf-mitigated: challenge``) is told by what the client spoke as
+    (``impersonate``, the browser; ``None``: plain aiohttp).
     """
+    excerpt = excerpt_of(body.strip())
+    if headers.get("cf-mitigated", "").lower() == "challenge":
+        # Before the shared Cloudflare check: on the web app a challenge is about how the client speaks.
+        return PerplexityLabsBlockedError(
+            fingerprint_challenge(what, url, status, impersonate),
+            status=status,
+            excerpt=excerpt,
+            challenge=True,
+        )
     shared = shared_refusal(
         url, status, headers, body, blocked=f"Perplexity blocked {what}", behind="The web app"
     )
     if shared is not None:
         return shared
-    excerpt = excerpt_of(body.strip())
     if 300 <= status < 400:
         location = headers.get("location", "")
         return PerplexityLabsNotFoundError(
@@ -452,3 +474,19 @@ def web_refusal(
             "cookies (cookies=...)"
         )
     return PerplexityLabsConnectionError(f"The web app refused {what} at {url}: HTTP {status}: {excerpt!r}")
+
+
+def fingerprint_challenge(what: str, url: str, status: int, impersonate: str | None) -> str:
+    """What Cloudflare's challenge of ``what`` means, for a client that spoke as ``impersonate``."""
+    said = f"Cloudflare challenged {what} at {url} (HTTP {status}, cf-mitigated: challenge)"
+    if impersonate is None:
+        return (
+            f"{said}: it judged this client's TLS fingerprint not a browser's. impersonate=None speaks as "
+            'plain aiohttp, which it does not admit: keep impersonate="chrome" (the default; '
+            "PPLX_LABS_IMPERSONATE, --impersonate)"
+        )
+    return (
+        f"{said}, though this client speaks as {impersonate!r} (impersonate): Cloudflare did not admit its "
+        "TLS fingerprint, or this network. Try a newer browser (impersonate=..., a newer curl_cffi), a "
+        "browser's cookies (cf_clearance, cookies=...), another network or a proxy (proxy=...)"
+    )
