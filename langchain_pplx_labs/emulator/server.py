@@ -58,7 +58,8 @@ MAIN_SITE_PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><
 MAX_RECORDED_REQUESTS = 1000
 _MAX_NOTED_HELLOS = 4096
 # An admitted request without Cloudflare's bot cookie: its answer sets one.
-_SETS_BOT_COOKIE = web.RequestKey("pplx_labs_sets_bot_cookie", bool)
+# A plain key: aiohttp.web.RequestKey arrived after the lowest aiohttp we allow (3.11).
+_SETS_BOT_COOKIE = "pplx_labs_sets_bot_cookie"
 
 
 class LabsEmulator:
