@@ -33,7 +33,8 @@ ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
 CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
 SESSION = "__Secure-next-auth.session-token=s3ss10n"
 # Python's ssl (aiohttp's TLS) to a server name, measured here: docs/browser_voice.md's table.
-AIOHTTP_JA4 = "t13d1812h1_85036bcba153_d41ae481755e"
+# aiohttp as this project uses it; the lowest aiohttp we allow (3.11.2) offers no ALPN ("00", 11 extensions).
+AIOHTTP_JA4S = {"t13d1812h1_85036bcba153_d41ae481755e", "t13d181100_85036bcba153_d41ae481755e"}
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,8 @@ async def test_plain_aiohttp_is_challenged_at_once_with_a_typed_error_naming_the
     assert 'keep impersonate="chrome"' in str(error)
     assert error.attempts == 1  # at once: a challenge is not asked again (max_retries=2 stays unused)
     [passage] = _gate(gated).passages
-    assert (passage.path, passage.ja4, passage.admitted) == ("/api/auth/session", AIOHTTP_JA4, False)
+    assert (passage.path, passage.admitted) == ("/api/auth/session", False)
+    assert passage.ja4 in AIOHTTP_JA4S
     assert gated.web.asks == 0
 
 
