@@ -1,7 +1,7 @@
 """One client of ``web_cpu.py`` in a process of its own: an answer streamed per line read, its CPU printed."""
 
 # Run as a script, not a module: ``python benchmarks/_web_cpu_client.py KIND URL ROOT MODEL``. KIND is
-# ``labs-web`` (``ChatPerplexityLabs(transport="web")``), ``openai`` (langchain-openai's ``ChatOpenAI``) or
+# ``labs-web`` (``ChatPerplexityLabs(transport="web")``), ``labs-web-plain`` (the same with ``impersonate=None``), ``openai`` (langchain-openai's ``ChatOpenAI``) or
 # ``floor`` (this version's model over the answer's events played from memory: URL is then a JSON file);
 # ROOT goes first on ``sys.path``, so ``langchain_pplx_labs`` is imported from the source tree being measured
 # (this checkout, or a copy of an older commit); it imports nothing else of this repository for that reason.
@@ -41,6 +41,8 @@ def _model(kind: str, url: str, model: str) -> Any:
         return ChatOpenAI(base_url=url, api_key="sk-local", model=model, max_retries=0)
     from langchain_pplx_labs import ChatPerplexityLabs
 
+    if kind == "labs-web-plain":  # through aiohttp, as c2bcc78 (which had no impersonate field) always did
+        return ChatPerplexityLabs(transport="web", base_url=url, model=model, impersonate=None)
     return ChatPerplexityLabs(transport="web", base_url=url, model=model)
 
 

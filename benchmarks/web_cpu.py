@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CLIENT_SCRIPT = Path(__file__).resolve().parent / "_web_cpu_client.py"
 LABS_CALL = 'ChatPerplexityLabs(transport="web").astream'
 OPENAI_CALL = "langchain-openai ChatOpenAI.astream, loopback OpenAI SSE server"
+PLAIN_CALL = 'ChatPerplexityLabs(transport="web", impersonate=None).astream (aiohttp, as c2bcc78)'
 FLOOR_CALL = "this version above the wire: the same 2,000 deltas played from memory into astream"
 
 _PARAGRAPHS = (
@@ -122,7 +123,7 @@ def _reply(child: subprocess.Popen[str], name: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def client_process(name: str, kind: str, url: str, root: str) -> Iterator[Client]:
-    """A client (``kind``: ``labs-web``, ``openai`` or ``floor``) in a child process, ``root`` first on its path."""
+    """A client (``kind``: ``labs-web``, ``labs-web-plain``, ``openai`` or ``floor``) in a child process, ``root`` first."""
     child = subprocess.Popen(
         [sys.executable, str(CLIENT_SCRIPT), kind, url, root, MODEL],
         stdin=subprocess.PIPE,
@@ -232,7 +233,11 @@ def run(
         json.dump({"pieces": pieces, "sources": SOURCES}, played)
         played.flush()
         floor = stack.enter_context(client_process(FLOOR_CALL, "floor", played.name, str(ROOT)))
-        clients = [ours, *([baseline] if baseline else []), peer, floor]
+        # The codec's own share, on the baseline's HTTP client: this version over aiohttp.
+        plain = stack.enter_context(
+            client_process(f"this version, {PLAIN_CALL}", "labs-web-plain", emulator, str(ROOT))
+        )
+        clients = [ours, plain, *([baseline] if baseline else []), peer, floor]
         _measure(clients, text, warmup=1 if quick else 3, reps=reps or (3 if quick else 30))
     _table(clients, baseline, peer, baseline_ref)
     print(
