@@ -266,3 +266,35 @@ def test_chat_anthropic_invokes_streams_and_reads_citations(gateway: GatewayThre
     assert reply.response_metadata["stop_reason"] == "end_turn"
     chunks = list(chat.stream(QUESTION))
     assert "".join(chunk.text for chunk in chunks) == PARIS
+
+
+async def test_body_too_large_is_413_request_too_large(emulator: LabsEmulator) -> None:
+    body = {"model": "sonar", "max_tokens": 10, "messages": [{"role": "user", "content": "x" * 20_000}]}
+    with gateway_for(emulator, max_body_bytes=10_000) as running:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(running.root + "/v1/messages", json=body) as response,
+        ):
+            assert response.status == 413
+            assert await response.json() == {
+                "type": "error",
+                "error": {
+                    "type": "request_too_large",
+                    "message": "The request body is larger than 10000 bytes",
+                },
+            }
+
+
+async def test_busy_pool_is_529_overloaded(emulator: LabsEmulator) -> None:
+    emulator.script(answer=PARIS, chunk_size=10, delay=0.3)
+    request: Any = {"model": "sonar", "max_tokens": 10, "messages": [{"role": "user", "content": QUESTION}]}
+    with gateway_for(emulator, max_connections=1, queue_timeout=0.3) as running:
+        async with anthropic.AsyncAnthropic(base_url=running.root, api_key="x", max_retries=0) as sdk:
+            async with sdk.messages.stream(**request) as holding:
+                await anext(aiter(holding))  # the only socket is busy with this answer
+                with pytest.raises(anthropic.APIStatusError) as busy:
+                    await sdk.messages.create(**request)
+            assert busy.value.status_code == 529
+            assert busy.value.body["error"]["type"] == "overloaded_error"
+            # Once the first stream let go, the socket serves again.
+            assert (await sdk.messages.create(**request)).content[0].text == PARIS
