@@ -339,12 +339,18 @@ GATEWAY_PAGE_ADDRESS = "http://127.0.0.1:8000"  # `pplx-labs gateway`'s default,
 
 def test_gateway_page_runs_against_pplx_labs_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
     """The page's client blocks, with the address a `pplx-labs gateway --port 0` printed in place of the default."""
-    for client_package in ("openai", "langchain_openai", "langchain_perplexity"):
+    for client_package in (
+        "openai",
+        "langchain_openai",
+        "langchain_perplexity",
+        "anthropic",
+        "langchain_anthropic",
+    ):
         pytest.importorskip(client_package)
     monkeypatch.delenv("PERPLEXITY_BASE_URL", raising=False)  # the page sets it; undone after the test
     monkeypatch.delenv("PPLX_LABS_COOKIES", raising=False)
     text = GATEWAY_PAGE.read_text(encoding="utf-8")
-    assert sum(b.code.count(GATEWAY_PAGE_ADDRESS) for b in fenced_blocks(text) if b.lang == "python") == 3
+    assert sum(b.code.count(GATEWAY_PAGE_ADDRESS) for b in fenced_blocks(text) if b.lang == "python") == 5
     command = [sys.executable, "-m", "langchain_pplx_labs.cli", "gateway", "--emulator", "--follow-tools"]
     with subprocess.Popen(
         [*command, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -357,12 +363,13 @@ def test_gateway_page_runs_against_pplx_labs_gateway(monkeypatch: pytest.MonkeyP
                 replace(b, code=b.code.replace(GATEWAY_PAGE_ADDRESS, root)) for b in fenced_blocks(text)
             ]
             checked = sum(1 for a, b in itertools.pairwise(blocks) if (a.lang, b.lang) == ("python", "text"))
-            assert checked == 3
+            assert checked == 5
             namespace = run_blocks(blocks, GATEWAY_PAGE.name)
             # The clients keep keep-alive sockets to the gateway: close them before it goes.
             namespace["client"].close()
             namespace["chat_openai"].root_client.close()
             namespace["chat_perplexity"].client.close()
+            namespace["anthropic_client"].close()
         finally:
             server.terminate()
             server.wait(timeout=30)

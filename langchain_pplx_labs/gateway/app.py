@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from langchain_pplx_labs.chat_models import ChatPerplexityLabs
 from langchain_pplx_labs.errors import PerplexityLabsError
+from langchain_pplx_labs.gateway import anthropic
 from langchain_pplx_labs.gateway.errors import GatewayError, from_labs, internal
 from langchain_pplx_labs.gateway.responses import Completion, Ending, ReasoningMode, Translator
 from langchain_pplx_labs.gateway.schema import ChatRequest, parse_request, to_langchain
@@ -188,12 +189,14 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
     """The gateway as an aiohttp application (settings from the environment when not given)."""
     gateway = Gateway(settings or GatewaySettings.from_env())
     app = web.Application(
-        middlewares=[_in_flight, _errors, _auth], client_max_size=gateway.settings.max_body_bytes
+        middlewares=[_in_flight, _errors, anthropic.errors_and_key, _auth],
+        client_max_size=gateway.settings.max_body_bytes,
     )
     app[GATEWAY] = gateway
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
     app.router.add_get("/v1/models", models)
+    anthropic.register(app, gateway)
     app.router.add_get("/healthz", healthz)
     app.on_cleanup.append(_close_model)
     return app
