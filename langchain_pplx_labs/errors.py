@@ -74,9 +74,10 @@ class PerplexityLabsNotFoundError(PerplexityLabsConnectionError):
         self.excerpt = excerpt
 
 
-# Who an error names as having answered (failed, refused, gone silent): each service says its own name.
 LABS = "Perplexity Labs"
+"""The name a Labs (Socket.IO) error gives the service that failed, refused or went silent (``service=``)."""
 WEB_APP = "Perplexity's web app"
+"""The name a web transport's error gives the service that failed, refused or went silent (``service=``)."""
 
 RETIREMENT_EVIDENCE = (
     "Perplexity retired Labs in 2025-09: labs.perplexity.ai has redirected to www.perplexity.ai since "
