@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from langchain_pplx_labs.errors import PerplexityLabsTimeoutError
+from langchain_pplx_labs.errors import LABS, PerplexityLabsTimeoutError
 
 T = TypeVar("T")
 Item = tuple[str, Any]
@@ -58,8 +58,9 @@ class Deadline:
     budget, counted from ``started`` (``time.monotonic``), caps every wait.
     """
 
-    def __init__(self, started: float, total: float | None) -> None:
+    def __init__(self, started: float, total: float | None, *, service: str = LABS) -> None:
         self._loop = asyncio.get_running_loop()
+        self._service = service  # who the timeout names as silent
         self._total = total
         self._total_at = math.inf if total is None else started + total  # time.monotonic() clock
         self.which = "total"
@@ -91,7 +92,7 @@ class Deadline:
         self._timer = self._loop.call_later(at - now, self._fire)
 
     def error(self) -> PerplexityLabsTimeoutError:
-        return PerplexityLabsTimeoutError(self.which, self.limit)
+        return PerplexityLabsTimeoutError(self.which, self.limit, service=self._service)
 
     async def wait(self, start: Callable[[], Awaitable[T]]) -> T:
         """Await what ``start()`` returns, raising :meth:`error` if the deadline passes first."""

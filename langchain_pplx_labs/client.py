@@ -17,6 +17,8 @@ from typing import Any, Protocol
 from pydantic import SecretStr
 
 from langchain_pplx_labs.errors import (
+    LABS,
+    WEB_APP,
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsError,
@@ -135,7 +137,8 @@ class Client:
         while True:
             if total is not None and time.monotonic() - started >= total:
                 # Nothing left of the budget: do not send the question again.
-                timed_out = PerplexityLabsTimeoutError("total", total)
+                service = WEB_APP if self.settings.service == "web" else LABS
+                timed_out = PerplexityLabsTimeoutError("total", total, service=service)
                 raise self._account(timed_out, attempt, started, retryable=True)
             yielded = False
             try:

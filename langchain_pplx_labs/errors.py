@@ -4,7 +4,9 @@ from __future__ import annotations
 
 __all__ = [
     "INSTEAD",
+    "LABS",
     "RETIREMENT_EVIDENCE",
+    "WEB_APP",
     "PerplexityLabsBlockedError",
     "PerplexityLabsConnectionError",
     "PerplexityLabsDisconnectedError",
@@ -72,6 +74,11 @@ class PerplexityLabsNotFoundError(PerplexityLabsConnectionError):
         self.excerpt = excerpt
 
 
+LABS = "Perplexity Labs"
+"""The name a Labs (Socket.IO) error gives the service that failed, refused or went silent (``service=``)."""
+WEB_APP = "Perplexity's web app"
+"""The name a web transport's error gives the service that failed, refused or went silent (``service=``)."""
+
 RETIREMENT_EVIDENCE = (
     "Perplexity retired Labs in 2025-09: labs.perplexity.ai has redirected to www.perplexity.ai since "
     "(gpt4free issue #3193, 2025-09-28), and gpt4free marked its Labs client not working (2025-10-02)"
@@ -115,14 +122,17 @@ class PerplexityLabsDisconnectedError(PerplexityLabsConnectionError):
 class PerplexityLabsServerError(PerplexityLabsError):
     """The server reported ``status: failed``; ``server_message`` is its own text."""
 
-    def __init__(self, server_message: str, *, model: str = "", partial_content: str = "") -> None:
+    def __init__(
+        self, server_message: str, *, model: str = "", partial_content: str = "", service: str = LABS
+    ) -> None:
         where = f" (model {model!r})" if model else ""
         super().__init__(
-            f"Perplexity Labs failed the query{where}: {server_message}",
-            partial_content=partial_content,
+            f"{service} failed the query{where}: {server_message}", partial_content=partial_content
         )
         self.server_message = server_message
         self.model = model
+        self.service = service
+        """Who failed it: :data:`LABS` or :data:`WEB_APP`."""
 
 
 class PerplexityLabsRateLimitError(PerplexityLabsServerError):
@@ -132,16 +142,21 @@ class PerplexityLabsRateLimitError(PerplexityLabsServerError):
     """
 
     def __init__(
-        self, server_message: str, *, error_code: str = "", model: str = "", partial_content: str = ""
+        self,
+        server_message: str,
+        *,
+        error_code: str = "",
+        model: str = "",
+        partial_content: str = "",
+        service: str = LABS,
     ) -> None:
-        super().__init__(server_message, model=model, partial_content=partial_content)
+        super().__init__(server_message, model=model, partial_content=partial_content, service=service)
         self.error_code = error_code
         named = [f"model {model!r}"] * bool(model) + [f"error_code {error_code}"] * bool(error_code)
         where = f" ({', '.join(named)})" if named else ""
-        said = f": {server_message}" if server_message else ""
-        self.args = (
-            f"Perplexity Labs refused the query for a rate limit{where}{said}. Wait before asking again",
-        )
+        # A message that is only the code (the web app's, with no text) is said once, in the parentheses.
+        said = f": {server_message}" if server_message and server_message != error_code else ""
+        self.args = (f"{service} refused the query for a rate limit{where}{said}. Wait before asking again",)
 
 
 class PerplexityLabsProtocolError(PerplexityLabsError):
@@ -160,8 +175,8 @@ class PerplexityLabsTimeoutError(PerplexityLabsError, TimeoutError):
     could have made, and the whole call's time: ``... (attempt 1 of 1, 0.52s in total)``.
     """
 
-    def __init__(self, which: str, seconds: float, *, partial_content: str = "") -> None:
-        self._fired = f"Perplexity Labs {which} timeout fired after {seconds:g}s"
+    def __init__(self, which: str, seconds: float, *, partial_content: str = "", service: str = LABS) -> None:
+        self._fired = f"{service} {which} timeout fired after {seconds:g}s"
         super().__init__(self._fired, partial_content=partial_content)
         self.which = which
         self.seconds = seconds

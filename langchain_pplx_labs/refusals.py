@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import orjson
 
 from langchain_pplx_labs.errors import (
+    LABS,
     PerplexityLabsBlockedError,
     PerplexityLabsError,
     PerplexityLabsRateLimitError,
@@ -32,7 +33,14 @@ def is_cloudflare_block(status: int, headers: Mapping[str, str], body: str) -> b
 
 
 def shared_refusal(
-    url: str, status: int, headers: Mapping[str, str], body: str, *, blocked: str, behind: str
+    url: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: str,
+    *,
+    blocked: str,
+    behind: str,
+    service: str = LABS,
 ) -> PerplexityLabsError | None:
     """Cloudflare's block (``blocked`` says what, ``behind`` which service) or HTTP 429's rate limit, else ``None``
     (a redirect, a page that is not the service's, an auth failure: each service's classifier reads those)."""
@@ -50,7 +58,9 @@ def shared_refusal(
     if status == 429:
         code, text = _json_detail(body)
         return PerplexityLabsRateLimitError(
-            f"HTTP 429 at {url}: {text or excerpt_of(body.strip()) or 'Too Many Requests'}", error_code=code
+            f"HTTP 429 at {url}: {text or excerpt_of(body.strip()) or 'Too Many Requests'}",
+            error_code=code,
+            service=service,
         )
     return None
 

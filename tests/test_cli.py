@@ -163,10 +163,29 @@ def test_serve_follow_tools_answers_tool_and_schema_prompts() -> None:
     assert max(len(str(c.content)) for c in chunks) <= 4 < len("".join(str(c.content) for c in chunks))
 
 
-def test_serve_follow_tools_and_cassettes_are_exclusive(tmp_path: Path) -> None:
-    result = run_cli("serve", "--follow-tools", "--cassettes", str(tmp_path))
-    assert result.returncode == 1
-    assert "--follow-tools and --cassettes" in result.stderr
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (
+            ["serve", "--follow-tools", "--cassettes", "CASSETTES"],
+            "--follow-tools and --cassettes both choose",
+        ),
+        (
+            ["serve", "--cassettes", "CASSETTES", "--follow-tools"],
+            "--follow-tools and --cassettes both choose",
+        ),
+        (["gateway", "--follow-tools"], "--follow-tools needs --emulator"),
+        (["doctor", "--timeout", "-1"], "argument --timeout: invalid value -1: must be > 0"),
+    ],
+)
+def test_flags_that_do_not_go_together_are_usage_errors(tmp_path: Path, argv: list[str], words: str) -> None:
+    result = run_cli(*(str(tmp_path) if arg == "CASSETTES" else arg for arg in argv))
+    assert result.returncode == 2  # usage errors exit 2, as argparse's own
+    assert result.stdout == ""
+    err = result.stderr
+    assert err.splitlines() == [err.strip()]
+    assert err.startswith("pplx-labs: error: ")
+    assert words in err
 
 
 def _free_port() -> int:

@@ -233,10 +233,14 @@ def test_cli_prints_the_failing_step_and_records_a_redacted_cassette(
     assert "anonymous-ask-user" not in out.read_text()
 
 
-def test_cli_bad_timeout_is_one_error_line() -> None:
-    result = run_cli("doctor", "--timeout", "0")
-    assert result.returncode == 1
-    assert result.stderr == "pplx-labs: error: Invalid --timeout 0.0: use a positive number of seconds\n"
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan"])
+def test_cli_bad_timeout_is_one_usage_error_line(timeout: str) -> None:
+    result = run_cli("doctor", "--timeout", timeout)
+    assert result.returncode == 2  # a usage error, as argparse's own
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"pplx-labs: error: argument --timeout: invalid value {timeout}: must be > 0 (see pplx-labs doctor --help)\n"
+    )
 
 
 async def test_a_web_page_at_the_socketio_path_is_no_endpoint() -> None:

@@ -213,8 +213,8 @@ async def test_a_silent_stream_fails_at_the_first_message_with_timeout_advice() 
         report = await _walk(emulator.base_url, 0.5)
     assert _lines(report) == [
         *_accepted(emulator.base_url),
-        *_failed("first SSE message", "Perplexity Labs first_token timeout fired after 0.5s"),
-        "Evidence: Perplexity Labs first_token timeout fired after 0.5s; SSE messages that arrived: none",
+        *_failed("first SSE message", "Perplexity's web app first_token timeout fired after 0.5s"),
+        "Evidence: Perplexity's web app first_token timeout fired after 0.5s; SSE messages that arrived: none",
         f"What to change: a silent event stream: {RAISE_IT}; if it stays silent, the web app may want other "
         "request fields: LabsProtocol(web_params=..., web_version=...) (--protocol FILE.json), now version '2.18'",
     ]
@@ -228,8 +228,8 @@ async def test_messages_without_answer_text_point_at_the_stream_format() -> None
         report = await _walk(emulator.base_url, 0.5)
     assert _lines(report)[-6:] == [
         "✔ first SSE message | event 'thread_widgets'",
-        *_failed("first answer text", "Perplexity Labs first_token timeout fired after 0.5s"),
-        "Evidence: Perplexity Labs first_token timeout fired after 0.5s; SSE messages that arrived: 2 "
+        *_failed("first answer text", "Perplexity's web app first_token timeout fired after 0.5s"),
+        "Evidence: Perplexity's web app first_token timeout fired after 0.5s; SSE messages that arrived: 2 "
         "(thread_widgets ×2)",
         "What to change: messages came, none with answer text this client reads: if the web app is only "
         f"slow, {RAISE_IT}; else its stream may have changed: try the older text stream, {TEXT_STREAM}, or "
@@ -368,11 +368,11 @@ async def test_a_stream_that_ends_early_fails_the_final_step(fake_web: FakeWebAp
     lines = _lines(await _walk(fake_web.base_url))
     assert lines[5:] == [
         "✔ first answer text | 'Paris is' (message 1)",
-        "✘ final message with sources | Perplexity Labs closed the connection mid-answer (the server ended "
+        "✘ final message with sources | Perplexity's web app closed the connection mid-answer (the server ended "
         "the event stream before the answer's last message)",
         "",
         "Failed at: final message with sources",
-        "Evidence: Perplexity Labs closed the connection mid-answer (the server ended the event stream before "
+        "Evidence: Perplexity's web app closed the connection mid-answer (the server ended the event stream before "
         "the answer's last message)",
         "What to change: the web app ended the stream mid-answer: ask again; if it repeats, report it with "
         "this output (--json)",

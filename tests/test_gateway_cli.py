@@ -128,7 +128,6 @@ def test_two_tool_agent_loop_on_the_plain_openai_sdk(follow_tools_gateway: str) 
     [
         (["--host", "0.0.0.0"], "refusing to serve on 0.0.0.0 without --api-key"),
         (["--host", "192.0.2.10", "--emulator"], "refusing to serve on 192.0.2.10 without --api-key"),
-        (["--follow-tools"], "--follow-tools needs --emulator"),
     ],
 )
 def test_refusals_are_one_line(argv: list[str], words: str) -> None:

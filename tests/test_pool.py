@@ -399,11 +399,14 @@ def test_sockets_left_in_the_pool_close_when_asyncio_run_ends(transport: str) ->
     with EmulatorThread(LabsEmulator(refuse_websocket=transport == "polling")) as thread:
         chat = _chat(thread.base_url, model="sonar", max_retries=0)
 
-        async def three_questions() -> None:
-            await asyncio.gather(*(chat.ainvoke(f"question {n}") for n in range(3)))
+        async def three_questions() -> list[object]:
+            return [
+                m.content for m in await asyncio.gather(*(chat.ainvoke(f"question {n}") for n in range(3)))
+            ]
 
-        asyncio.run(three_questions())
+        assert all(asyncio.run(three_questions()))  # three answers, over sockets left open in the pool
         _wait_until(lambda: thread.emulator.open_sockets == 0, "the server to see every socket closed", 5)
+        assert thread.emulator.open_sockets == 0  # every socket closed, the server told, with no aclose()
 
 
 def test_cancelled_aclose_still_closes_polling_sessions() -> None:

@@ -88,3 +88,24 @@ async def test_failures_do_not_log_or_carry_headers(
             await chat.ainvoke("hello")
     _assert_clean(debug_logs.text)
     _assert_clean(str(caught.value) + repr(caught.value) + repr(vars(caught.value)))
+
+
+async def test_web_asks_send_the_cookie_but_never_log_it(
+    base_url: str, emulator: LabsEmulator, debug_logs: pytest.LogCaptureFixture
+) -> None:
+    emulator.script(answer="ok")
+    chat = ChatPerplexityLabs(
+        transport="web",
+        base_url=base_url,
+        model="sonar",
+        default_headers={"Cookie": COOKIE, "Authorization": TOKEN},
+        max_retries=0,
+    )
+    async with chat:
+        message = await chat.ainvoke("hello")
+    assert message.content == "ok"
+    assert emulator.web.asks == 1
+    assert emulator.web.headers[-1].get("Cookie") == COOKIE  # the ask carried it: the test is not vacuous
+    assert debug_logs.records, "nothing was logged at DEBUG"
+    _assert_clean(debug_logs.text)
+    _assert_clean(" ".join(repr(record.args) for record in debug_logs.records))

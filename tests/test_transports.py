@@ -13,6 +13,7 @@ import trustme
 from aiohttp import web
 from loopback import serving_app
 
+from langchain_pplx_labs.transports import http_transport
 from langchain_pplx_labs.transports.aiohttp import AiohttpTransport
 from langchain_pplx_labs.transports.base import (
     CertificateError,
@@ -221,3 +222,18 @@ async def test_a_closed_transport_refuses_requests(server: _Server) -> None:
     await http.aclose()
     with pytest.raises(ConnectError, match="closed"):
         await http.handle_request(Request("GET", server.url + "/chunks"))
+
+
+@pytest.mark.parametrize("proxy", [None, "http://127.0.0.1:3128", "socks5://127.0.0.1:1080"])
+async def test_the_connector_keeps_idle_connections_as_long_as_the_pool_direct_or_through_a_proxy(
+    proxy: str | None,
+) -> None:
+    # Through a proxy as directly: a connector with aiohttp's own 15 s would drop the pool's warm connection.
+    transport = http_transport(connect_timeout=1.0, proxy=proxy, keep_idle=300.0)
+    assert isinstance(transport, AiohttpTransport)
+    try:
+        connector = transport.session().connector
+        assert connector is not None
+        assert connector._keepalive_timeout == 300.0
+    finally:
+        await transport.aclose()

@@ -34,11 +34,15 @@ async def test_expiry_while_waiting_raises_the_named_timeout() -> None:
 
 
 async def test_moving_the_deadline_on_keeps_a_wait_alive() -> None:
-    deadline = Deadline(time.monotonic(), total=None)
-    for _ in range(6):  # six waits of 30 ms, each within its own 80 ms: 180 ms in all
+    started = time.monotonic()
+    deadline = Deadline(started, total=None)
+    said: list[int] = []
+    for turn in range(6):  # six waits of 30 ms, each within its own 80 ms: 180 ms in all
         deadline.applies("idle", 0.08)
-        await deadline.wait(lambda: asyncio.sleep(0.03))
+        said.append(await deadline.wait(lambda turn=turn: asyncio.sleep(0.03, turn)))
     deadline.cancel()
+    assert said == list(range(6))  # every wait gave its result: none timed out
+    assert time.monotonic() - started > 0.08  # longer than one limit lasts: each wait moved the deadline on
 
 
 async def test_total_caps_every_later_limit() -> None:

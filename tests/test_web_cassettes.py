@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from test_recording import scripted_conftest
-from webfake import answer_message, serving, streaming
+from webfake import answer_message, forever, serving, streaming
 
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.cli import main
@@ -31,6 +31,7 @@ from langchain_pplx_labs.recording import (
     load_cassette,
     record_cassette,
     record_web_interaction,
+    recorder,
     save_cassette,
 )
 from langchain_pplx_labs.recording.recorder import upstream_headers
@@ -285,6 +286,34 @@ async def test_a_stream_ended_early_is_recorded_as_it_came_without_a_drop() -> N
         ("event", answer_message("Par")),
         ("raw", "not json"),
     ]
+
+
+async def test_an_html_page_with_200_for_the_ask_is_recorded_as_a_refusal() -> None:
+    page = "<!doctype html><html><body>Sign in</body></html>"
+
+    async def html(request: web.Request) -> web.StreamResponse:
+        return web.Response(text=page, content_type="text/html")
+
+    async with serving() as fake:
+        fake.ask = html
+        interaction = await record_web_interaction(fake.base_url, _payload("A page?"))
+    assert interaction.frames == []  # no event stream was recorded ...
+    refusal = interaction.refusal
+    assert refusal is not None  # ... but the page, as the refusal it is
+    assert (refusal.status, refusal.body) == (200, page)
+    assert refusal.headers["content-type"].startswith("text/html")
+
+
+async def test_silence_after_a_finished_answer_is_not_recorded_as_a_stall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The answer's final message, then a stream the server keeps open: the answer is whole.
+    monkeypatch.setattr(recorder, "_TAIL_SECONDS", 0.2)
+    async with serving() as fake:
+        fake.ask = streaming([answer_message("Par"), answer_message("Paris.", final=True)], then=forever)
+        interaction = await record_web_interaction(fake.base_url, _payload("Quiet after?"), silence=0.3)
+    assert [frame.kind for frame in interaction.frames] == ["event", "event"]
+    assert interaction.refusal is None
 
 
 # --- the shipped synthetic web cassettes, through the pytest plugin ---------------------------

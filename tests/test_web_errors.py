@@ -212,6 +212,9 @@ async def test_silent_event_stream_is_a_first_token_timeout_not_retried(fake_web
 
     fake_web.ask = silent
     error = await _ask_fails(fake_web, PerplexityLabsTimeoutError, first_token_timeout=0.3, max_retries=2)
+    # The plain timeout, not Labs' PerplexityLabsSilentError ("Labs may be retired... use transport=web").
+    assert type(error) is PerplexityLabsTimeoutError
+    assert "retired" not in str(error)
     assert error.which == "first_token"
     assert fake_web.hits["ask"] == 1
 
@@ -223,6 +226,7 @@ async def test_response_headers_that_never_come_are_a_first_token_timeout(fake_w
 
     fake_web.ask = mute
     error = await _ask_fails(fake_web, PerplexityLabsTimeoutError, first_token_timeout=0.3, max_retries=0)
+    assert type(error) is PerplexityLabsTimeoutError
     assert error.which == "first_token"
 
 
@@ -282,6 +286,7 @@ async def test_message_that_is_not_json_is_a_protocol_error_quoting_it(fake_web:
 async def test_silence_after_the_first_message_is_an_idle_timeout(fake_web: FakeWebApp) -> None:
     fake_web.ask = streaming([answer_message("Paris")], then=forever)
     error = await _ask_fails(fake_web, PerplexityLabsTimeoutError, idle_timeout=0.3, max_retries=2)
+    assert type(error) is PerplexityLabsTimeoutError
     assert error.which == "idle"
     assert error.partial_content == "Paris"
     assert fake_web.hits["ask"] == 1

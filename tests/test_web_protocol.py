@@ -150,6 +150,26 @@ def test_parser_ignores_unknown_fields_empty_blocks_and_a_bom() -> None:
     assert parser.retry is None
 
 
+def test_parser_removes_one_space_after_the_colon_and_keeps_the_rest() -> None:
+    # Only the one space the format puts after "data:" goes; a value's own leading spaces stay
+    # (a chunk " [1]." must not lose its space), on the fast path and in a line left for close().
+    parser = SSEParser()
+    assert parser.feed(b"data:  two\ndata:\tkept\nevent:  spaced\n\n") == [
+        SSEMessage(" spaced", " two\n\tkept")
+    ]
+    assert parser.feed(b"data:   three") == []
+    assert parser.close() == [SSEMessage("message", "  three")]
+
+
+def test_parser_dispatches_an_event_without_data() -> None:
+    # A bare end marker (``event: end_of_stream`` and a blank line) is a message: dropped, an answer
+    # with no final flag would wait for the idle timeout.
+    parser = SSEParser()
+    assert parser.feed(b"event: end_of_stream\n\n") == [SSEMessage("end_of_stream", "")]
+    assert parser.feed(b"event: end_of_stream") == []
+    assert parser.close() == [SSEMessage("end_of_stream", "")]
+
+
 def test_parser_replaces_invalid_utf8_instead_of_failing() -> None:
     parser = SSEParser()
     assert parser.feed(b"data: \xff\xfe ok\n\n") == [SSEMessage("message", "\ufffd\ufffd ok")]
@@ -521,6 +541,19 @@ def test_web_results_keep_every_field_the_stream_sends() -> None:
     # The answer holds its own copy: a later change to the message does not reach it.
     results[0]["snippet"] = "changed"
     assert _said(schematized.finish()) == [("finished", expected)]
+
+
+def test_an_empty_web_results_in_a_later_block_keeps_the_citations_received() -> None:
+    answer = WebDecoder()
+    found = {"web_result_block": {"web_results": [{"name": "A", "url": "https://a.example/"}]}}
+    empty = {"web_result_block": {"web_results": []}}
+    emptied = {"sources_mode_block": {"web_results": []}}
+    assert answer.feed({"blocks": [found]}) == []
+    assert answer.feed({"blocks": [empty, emptied]}) == []
+    assert _said(answer.feed({"text": orjson.dumps({"answer": "A.", "web_results": []}).decode()})) == [
+        ("text", "A.")
+    ]
+    assert _said(answer.finish()) == [("finished", [{"url": "https://a.example/", "title": "A"}])]
 
 
 def test_status_completed_alone_waits_for_the_end_of_the_stream() -> None:

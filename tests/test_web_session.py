@@ -15,15 +15,17 @@ from webfake import ASK, SESSION, answer_message
 from langchain_pplx_labs.errors import (
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
+    PerplexityLabsNotFoundError,
     PerplexityLabsRateLimitError,
     PerplexityLabsServerError,
     PerplexityLabsTimeoutError,
 )
 from langchain_pplx_labs.events import TextDelta
 from langchain_pplx_labs.protocol import build_payload
-from langchain_pplx_labs.settings import ConnectionSettings
+from langchain_pplx_labs.settings import ConnectionSettings, Timeouts
 from langchain_pplx_labs.transports.base import ConnectError, ConnectTimeout, Request, Response
 from langchain_pplx_labs.transports.tap import HTTPTap, TappedTransport
+from langchain_pplx_labs.web import session as web_session
 from langchain_pplx_labs.web.session import WebSession
 
 BASE_URL = "http://web.test"
@@ -181,3 +183,117 @@ async def test_a_tapped_transport_tells_each_request_its_head_its_bytes_and_its_
         ("body", b""),
         ("closed", "POST"),
     ]
+
+
+async def test_each_session_has_its_own_visitor_id_and_each_question_its_own_request_id(connect: Any) -> None:
+    first = _web_app(*(sse_response([answer_message("Paris.", final=True)])[0] for _ in range(2)))
+    second = _web_app(sse_response([answer_message("Lyon.", final=True)])[0])
+    one = await connect(first)
+    await _texts(one)
+    await _texts(one)
+    await _texts(await connect(second))
+    asks = [r for r in first.requests + second.requests if r.method == "POST"]
+    params = [orjson.loads(r.body)["params"] for r in asks]
+    # A visitor id per session (a browser tab's), shared by its questions, never by two sessions.
+    assert params[0]["visitor_id"] == params[1]["visitor_id"] != params[2]["visitor_id"]
+    # A request id per question, sent in the header and the body alike.
+    assert len({p["frontend_uuid"] for p in params}) == 3
+    assert [r.headers["x-request-id"] for r in asks] == [p["frontend_uuid"] for p in params]
+
+
+async def test_a_finished_answers_tail_is_read_in_a_later_write_so_the_connection_is_reused(
+    connect: Any,
+) -> None:
+    # The final message, then (in a later read) the stream's own end marker, then its end: the session
+    # leaves the query at the final message and reads the rest in the background.
+    tail = b"event: end_of_stream\ndata: {}\n\n"
+    answer, body = sse_response([answer_message("Paris.", final=True), tail, b": bye\n\n"])
+    connection = await connect(_web_app(answer))
+    assert await _texts(connection) == ["Paris."]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert body.ended  # read to its end ...
+    assert body.closed
+    assert not body.dropped  # ... so a real transport gives the connection back warm
+
+
+async def test_the_tail_read_after_the_final_message_is_bounded_by_its_deadline(
+    connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web_session, "GRACEFUL_CLOSE_SECONDS", 0.05)
+    answer, body = sse_response([answer_message("Paris.", final=True)], hold=True)  # never ends
+    connection = await connect(_web_app(answer))
+    assert await _texts(connection) == ["Paris."]
+    tails = list(connection._tails)
+    assert tails  # the stream's tail is being read in the background
+    async with asyncio.timeout(5):
+        await asyncio.gather(*tails)
+    assert body.closed
+    assert body.dropped  # given up on at its deadline: the connection is dropped, not kept waiting
+
+
+# -- what the web transport's errors say: the web app's name, never Labs' -----------------------
+
+
+async def test_a_failed_answer_names_the_web_app(connect: Any) -> None:
+    answer, _ = sse_response([{"status": "failed", "text": "Error in processing query"}])
+    connection = await connect(_web_app(answer))
+    with pytest.raises(PerplexityLabsServerError) as caught:
+        await _texts(connection)
+    assert (
+        str(caught.value)
+        == "Perplexity's web app failed the query (model 'sonar'): Error in processing query"
+    )
+
+
+async def test_a_rate_limit_with_only_its_code_says_the_code_once(connect: Any) -> None:
+    answer, _ = sse_response([{"status": "failed", "error_code": "FREE_TIER_RATE_LIMITED"}])
+    connection = await connect(_web_app(answer))
+    with pytest.raises(PerplexityLabsRateLimitError) as caught:
+        await _texts(connection)
+    assert str(caught.value) == (
+        "Perplexity's web app refused the query for a rate limit (model 'sonar', error_code "
+        "FREE_TIER_RATE_LIMITED). Wait before asking again"
+    )
+
+
+async def test_a_refused_question_for_a_rate_limit_names_the_web_app(connect: Any) -> None:
+    limited = ScriptedStream([orjson.dumps({"error_code": "FREE_TIER_RATE_LIMITED", "message": "slow down"})])
+    connection = await connect(_web_app(Response(429, [("Content-Type", "application/json")], limited)))
+    with pytest.raises(PerplexityLabsRateLimitError) as caught:
+        await _texts(connection)
+    assert str(caught.value).startswith("Perplexity's web app refused the query for a rate limit")
+
+
+async def test_silence_names_the_web_app(connect: Any) -> None:
+    settings = ConnectionSettings(base_url=BASE_URL, service="web", timeouts=Timeouts(first_token=0.05))
+    silent, _ = sse_response([b": keep-alive\n\n"], hold=True)
+    connection = WebSession(settings, _web_app(silent))
+    await connection.open()
+    try:
+        with pytest.raises(PerplexityLabsTimeoutError) as caught:
+            await _texts(connection)
+    finally:
+        await connection.close()
+    assert type(caught.value) is PerplexityLabsTimeoutError
+    assert str(caught.value) == "Perplexity's web app first_token timeout fired after 0.05s"
+
+
+async def test_a_redirected_session_check_advises_the_session_path(connect: Any) -> None:
+    def moved(request: Request) -> Response:
+        return Response(302, [("Location", "https://web.test/login")], ScriptedStream([b""]))
+
+    with pytest.raises(PerplexityLabsNotFoundError) as caught:
+        await connect(MockTransport(moved))
+    said = str(caught.value)
+    assert "LabsProtocol(web_session_path=...) if the session endpoint was renamed" in said
+    assert "web_path=" not in said.replace("web_session_path=", "")
+    assert "Perplexity Labs" not in said
+
+
+async def test_a_redirected_question_advises_the_ask_path(connect: Any) -> None:
+    moved = Response(302, [("Location", "https://web.test/login")], ScriptedStream([b""]))
+    connection = await connect(_web_app(moved))
+    with pytest.raises(PerplexityLabsNotFoundError) as caught:
+        await _texts(connection)
+    assert "LabsProtocol(web_path=...) if the ask endpoint was renamed" in str(caught.value)

@@ -112,6 +112,11 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(
             "--proxy is for recording a --base-url server; the in-process --emulator is reached directly"
         )
+    if getattr(args, "follow_tools", False):
+        if getattr(args, "cassettes", None):  # serve
+            parser.error("--follow-tools and --cassettes both choose the answers; pass one of them")
+        if not getattr(args, "emulator", True):  # gateway
+            parser.error("--follow-tools needs --emulator (it chooses how the emulator answers)")
 
 
 def build_parser() -> argparse.ArgumentParser:

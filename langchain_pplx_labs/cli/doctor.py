@@ -10,7 +10,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
-from langchain_pplx_labs._cliargs import CliError, proxy_url
+from langchain_pplx_labs._cliargs import CliError, number, proxy_url
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
     add_ca_file_flag,
@@ -41,7 +41,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     doctor.add_argument("--model", default=None, help=MODEL_DEFAULT_HELP)
     doctor.add_argument("--question", default=QUESTION)
-    doctor.add_argument("--timeout", type=float, default=15.0, help="seconds each step may take")
+    doctor.add_argument(
+        "--timeout",
+        type=number(float, minimum=0, inclusive=False),
+        default=15.0,
+        help="seconds each step may take",
+    )
     doctor.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     doctor.add_argument(
         "--record", metavar="FILE", default=None, help="also save a redacted cassette of the session"
@@ -61,8 +66,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Run the doctor; exit 0 when the question got an answer, 1 otherwise."""
-    if not args.timeout > 0:
-        raise CliError(f"Invalid --timeout {args.timeout!r}: use a positive number of seconds")
     transport = _transport(args)
     protocol = labs_protocol(args)
     base_url = (args.base_url or os.environ.get("PPLX_LABS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")

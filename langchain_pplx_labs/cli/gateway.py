@@ -106,8 +106,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Check the flags, then serve until SIGINT (exit 130) or SIGTERM (exit 0)."""
-    if args.follow_tools and not args.emulator:
-        raise CliError("--follow-tools needs --emulator (it chooses how the emulator answers)")
     if not is_loopback(args.host) and args.api_key is None and not args.insecure_no_auth:
         raise CliError(
             f"refusing to serve on {args.host} without --api-key: anyone who can reach it could use it; "

@@ -170,8 +170,6 @@ async def _serve(args: argparse.Namespace) -> int:
         **faults,
         **verdict,
     )
-    if args.follow_tools and args.cassettes:
-        raise CliError("--follow-tools and --cassettes both choose the answers; pass one of them")
     replay = _cassette_responder(args)
     if args.gate and not args.tls:
         raise CliError("--gate reads the TLS ClientHello: pass --tls too")

@@ -14,6 +14,7 @@ import orjson
 from multidict import CIMultiDict
 
 from langchain_pplx_labs.errors import (
+    WEB_APP,
     PerplexityLabsInputError,
     PerplexityLabsProtocolError,
     PerplexityLabsRateLimitError,
@@ -469,10 +470,10 @@ def web_failure(message: Mapping[str, Any], *, model: str = "") -> PerplexityLab
     code = str(error_code) if error_code else ""
     said = text if isinstance(text, str) and text else code
     if "RATE_LIMIT" in code.upper():
-        return PerplexityLabsRateLimitError(said, error_code=code, model=model)
+        return PerplexityLabsRateLimitError(said, error_code=code, model=model, service=WEB_APP)
     if not said:
         said = "(the server gave no message)"
-    return PerplexityLabsServerError(said, model=model)
+    return PerplexityLabsServerError(said, model=model, service=WEB_APP)
 
 
 def _markdown_text(block: Mapping[str, Any]) -> str:

@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, stop_tasks, track
 from langchain_pplx_labs._waiting import Deadline
 from langchain_pplx_labs.errors import (
+    WEB_APP,
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
@@ -193,9 +194,9 @@ class WebSession:
         """The typed error for a failed open, or None to re-raise ``exc`` (a cancel) as is."""
         timeouts = self.settings.timeouts
         if isinstance(exc, ConnectTimeout) or (isinstance(exc, TimeoutError) and not tcp_connected):
-            return PerplexityLabsTimeoutError("connect", timeouts.connect)
+            return PerplexityLabsTimeoutError("connect", timeouts.connect, service=WEB_APP)
         if isinstance(exc, TimeoutError):
-            return PerplexityLabsTimeoutError("handshake", timeouts.handshake)
+            return PerplexityLabsTimeoutError("handshake", timeouts.handshake, service=WEB_APP)
         if isinstance(exc, PerplexityLabsError):
             return exc  # a refusal, already typed (a rate limit among them)
         if isinstance(exc, TransportError):
@@ -230,7 +231,7 @@ class WebSession:
         if not self.alive:
             raise _not_sent(self._lost or "the connection was closed")
         timeouts = self.settings.timeouts
-        deadline = Deadline(time.monotonic() if started is None else started, timeouts.total)
+        deadline = Deadline(time.monotonic() if started is None else started, timeouts.total, service=WEB_APP)
         deadline.applies("first_token", timeouts.first_token)
         decoder = WebDecoder(str(payload.get("model", "")))
         self._busy = True
@@ -304,7 +305,9 @@ class WebSession:
             )
         except ConnectTimeout:
             # A new TCP connection was needed (the warm one expired) and could not be made in time.
-            raise PerplexityLabsTimeoutError("connect", self.settings.timeouts.connect) from None
+            raise PerplexityLabsTimeoutError(
+                "connect", self.settings.timeouts.connect, service=WEB_APP
+            ) from None
         except TransportError as exc:
             raise PerplexityLabsDisconnectedError(
                 f"The web app at {url} dropped the connection before answering ({_named(exc)})"
@@ -316,7 +319,7 @@ class WebSession:
     def _broke_off(self, reason: str) -> PerplexityLabsDisconnectedError:
         """The stream ended without the answer's last message: this session is done for."""
         self._lost = reason
-        return PerplexityLabsDisconnectedError(f"Perplexity Labs closed the connection mid-answer ({reason})")
+        return PerplexityLabsDisconnectedError(f"{WEB_APP} closed the connection mid-answer ({reason})")
 
     # -- responses ---------------------------------------------------------------------
 
@@ -372,7 +375,7 @@ def _closed_while_connecting() -> PerplexityLabsConnectionError:
 
 def _not_sent(reason: str) -> PerplexityLabsDisconnectedError:
     return PerplexityLabsDisconnectedError(
-        f"Perplexity Labs closed the connection before the question was sent ({reason})"
+        f"{WEB_APP} closed the connection before the question was sent ({reason})"
     )
 
 
@@ -443,7 +446,13 @@ def web_refusal(
             challenge=True,
         )
     shared = shared_refusal(
-        url, status, headers, body, blocked=f"Perplexity blocked {what}", behind="The web app"
+        url,
+        status,
+        headers,
+        body,
+        blocked=f"Perplexity blocked {what}",
+        behind="The web app",
+        service=WEB_APP,
     )
     if shared is not None:
         return shared
@@ -452,7 +461,7 @@ def web_refusal(
         return PerplexityLabsNotFoundError(
             f"The web app did not answer {what} at {url}: HTTP {status}, a redirect to {location or '(nowhere)'}. "
             "Its endpoint moved, or it wants a sign-in; check base_url (and cookies=...), or set "
-            "LabsProtocol(web_path=...) if the ask endpoint was renamed",
+            f"LabsProtocol({_path_field(what)}=...) if {_endpoint(what)} was renamed",
             url=url,
             status=status,
             excerpt=location or excerpt,
@@ -474,6 +483,15 @@ def web_refusal(
             "cookies (cookies=...)"
         )
     return PerplexityLabsConnectionError(f"The web app refused {what} at {url}: HTTP {status}: {excerpt!r}")
+
+
+def _path_field(what: str) -> str:
+    """The ``LabsProtocol`` field that holds the path of ``what`` (the session check's, or the ask's)."""
+    return "web_session_path" if what == "the session check" else "web_path"
+
+
+def _endpoint(what: str) -> str:
+    return "the session endpoint" if what == "the session check" else "the ask endpoint"
 
 
 def fingerprint_challenge(what: str, url: str, status: int, impersonate: str | None) -> str:
