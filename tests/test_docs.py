@@ -350,7 +350,7 @@ def test_gateway_page_runs_against_pplx_labs_gateway(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("PERPLEXITY_BASE_URL", raising=False)  # the page sets it; undone after the test
     monkeypatch.delenv("PPLX_LABS_COOKIES", raising=False)
     text = GATEWAY_PAGE.read_text(encoding="utf-8")
-    assert sum(b.code.count(GATEWAY_PAGE_ADDRESS) for b in fenced_blocks(text) if b.lang == "python") == 5
+    assert sum(b.code.count(GATEWAY_PAGE_ADDRESS) for b in fenced_blocks(text) if b.lang == "python") == 6
     command = [sys.executable, "-m", "langchain_pplx_labs.cli", "gateway", "--emulator", "--follow-tools"]
     with subprocess.Popen(
         [*command, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -363,7 +363,7 @@ def test_gateway_page_runs_against_pplx_labs_gateway(monkeypatch: pytest.MonkeyP
                 replace(b, code=b.code.replace(GATEWAY_PAGE_ADDRESS, root)) for b in fenced_blocks(text)
             ]
             checked = sum(1 for a, b in itertools.pairwise(blocks) if (a.lang, b.lang) == ("python", "text"))
-            assert checked == 5
+            assert checked == 6
             namespace = run_blocks(blocks, GATEWAY_PAGE.name)
             # The clients keep keep-alive sockets to the gateway: close them before it goes.
             namespace["client"].close()

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from langchain_pplx_labs.chat_models import ChatPerplexityLabs
 from langchain_pplx_labs.errors import PerplexityLabsError
-from langchain_pplx_labs.gateway import anthropic
+from langchain_pplx_labs.gateway import anthropic, responses_api
 from langchain_pplx_labs.gateway.errors import GatewayError, from_labs, internal
 from langchain_pplx_labs.gateway.responses import Completion, Ending, ReasoningMode, Translator
 from langchain_pplx_labs.gateway.schema import ChatRequest, parse_request, to_langchain
@@ -197,6 +197,7 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
     app.router.add_post("/chat/completions", chat_completions)
     app.router.add_get("/v1/models", models)
     anthropic.register(app, gateway)
+    responses_api.register(app, gateway)
     app.router.add_get("/healthz", healthz)
     app.on_cleanup.append(_close_model)
     return app
