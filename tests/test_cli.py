@@ -175,6 +175,7 @@ def test_serve_follow_tools_answers_tool_and_schema_prompts() -> None:
             "--follow-tools and --cassettes both choose",
         ),
         (["gateway", "--follow-tools"], "--follow-tools needs --emulator"),
+        (["serve", "--gate"], "--gate reads the TLS ClientHello: pass --tls too"),
         (["doctor", "--timeout", "-1"], "argument --timeout: invalid value -1: must be > 0"),
     ],
 )

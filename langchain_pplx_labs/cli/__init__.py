@@ -112,6 +112,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(
             "--proxy is for recording a --base-url server; the in-process --emulator is reached directly"
         )
+    if getattr(args, "gate", False) and not args.tls:  # serve
+        parser.error("--gate reads the TLS ClientHello: pass --tls too")
     if getattr(args, "follow_tools", False):
         if getattr(args, "cassettes", None):  # serve
             parser.error("--follow-tools and --cassettes both choose the answers; pass one of them")

@@ -171,8 +171,6 @@ async def _serve(args: argparse.Namespace) -> int:
         **verdict,
     )
     replay = _cassette_responder(args)
-    if args.gate and not args.tls:
-        raise CliError("--gate reads the TLS ClientHello: pass --tls too")
     tls = _localhost_tls() if args.tls else None
     try:
         return await _run_emulator(args, scenario, replay, tls)
