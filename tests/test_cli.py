@@ -297,6 +297,8 @@ def test_record_sends_cookies_and_headers_but_saves_them_redacted(
     assert "COOKIE-SECRET-2" not in saved
     assert "TEAM-SECRET-1" not in saved
     assert "X-Team-Token: <redacted>" in saved
+    # A loopback server is an emulator or a stand-in, never the live service (as the doctor's --record says).
+    assert "provenance: synthetic" in saved
 
 
 def test_record_goes_through_the_given_proxy(emulator: LabsEmulator, tmp_path: Path) -> None:
@@ -405,6 +407,18 @@ def test_cassette_show_errors_are_one_line_naming_the_file_and_first_problem(
     assert main(["cassette", "show", str(not_yaml)]) == 1
     assert _one_error_line(capsys.readouterr().err).startswith(
         f"Cassette {not_yaml} is not valid YAML: line 2, column 1: "
+    )
+    binary = tmp_path / "binary.labs.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    assert main(["cassette", "show", str(binary)]) == 1
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"Cassette {binary} is not a text file: byte 0 is not UTF-8 (a cassette is YAML text)"
+    )
+    future = tmp_path / "future.labs.yaml"
+    future.write_text("version: 99\n" + MALFORMED)
+    assert main(["cassette", "show", str(future)]) == 1
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"Cassette {future} has version 99: this pplx-labs reads version 1 only"
     )
     assert main(["cassette", "show", str(tmp_path / "nope.labs.yaml")]) == 1
     assert _one_error_line(capsys.readouterr().err) == (

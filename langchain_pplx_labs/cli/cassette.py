@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from urllib.parse import urlsplit
 
 from langchain_pplx_labs._cliargs import positive_seconds, proxy_url
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
     add_protocol_flag,
     add_transport_flag,
+    is_loopback,
     labs_protocol,
     maybe_emulator,
     transport_option,
@@ -39,7 +41,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     where = record.add_mutually_exclusive_group()
     where.add_argument("--emulator", action="store_true", help="record an in-process emulator (synthetic)")
-    where.add_argument("--base-url", default=DEFAULT_BASE_URL, help="server to record (live)")
+    where.add_argument("--base-url", default=DEFAULT_BASE_URL, help="server to record (live; synthetic on loopback)")
     record.add_argument("--note", default="", help="free text stored in the cassette header")
     record.add_argument("--redact-user-agent", action="store_true", help="also hide the User-Agent")
     record.add_argument(
@@ -110,11 +112,13 @@ async def _record(args: argparse.Namespace) -> int:
     extra = dict(args.header)
     # Headers given on the command line are usually credentials: none is saved in clear.
     redactor = Redactor(user_agent=args.redact_user_agent, extra_headers=tuple(extra))
+    # A loopback server is an emulator or a stand-in, never the live service (as the doctor's --record).
+    loopback = is_loopback(urlsplit(args.base_url).hostname or "")
     async with maybe_emulator(args.emulator, protocol) as emulator_url:
         cassette = await record_cassette(
             emulator_url or args.base_url,
             [payload],
-            provenance="synthetic" if emulator_url else "live",
+            provenance="synthetic" if emulator_url or loopback else "live",
             note=args.note,
             server="pplx-labs emulator" if emulator_url else args.base_url,
             headers=upstream_headers(extra, protocol=protocol),
