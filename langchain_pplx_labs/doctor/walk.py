@@ -7,6 +7,7 @@ import os
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -76,6 +77,14 @@ class Report:
     transport: Service = "labs"
     planned: tuple[str, ...] = STEPS
     """The walk's steps in order (the Labs playground's, or the web app's)."""
+    on_step: Callable[[Step], None] | None = field(default=None, repr=False, compare=False)
+    """Called with each step as it completes (the CLI prints it at once)."""
+
+    def add(self, step: Step) -> None:
+        """Note ``step`` and tell ``on_step``."""
+        self.steps.append(step)
+        if self.on_step is not None:
+            self.on_step(step)
 
     @property
     def ok(self) -> bool:
@@ -138,10 +147,11 @@ class StepWalk:
         proxy: str | None = None,
         impersonate: str | None = DEFAULT_IMPERSONATE,
         ssl_option: ssl.SSLContext | bool = True,
+        on_step: Callable[[Step], None] | None = None,
     ) -> Report:
         """Ask ``question`` through this walk's transport (and ``proxy``, speaking as ``impersonate``),
-        timing and judging each step."""
-        report = Report(base_url, transport=cls.transport, planned=cls.planned)
+        timing and judging each step; ``on_step`` is called with each step as it completes."""
+        report = Report(base_url, transport=cls.transport, planned=cls.planned, on_step=on_step)
         settings = walk_settings(base_url, protocol, step_seconds)
         walk = cls(report, settings, model, question, proxy)
         walk.impersonate, walk.ssl_option = impersonate, ssl_option
@@ -155,12 +165,12 @@ class StepWalk:
 
     def passed(self, name: str, detail: str = "", *, until: float | None = None) -> None:
         now = time.monotonic() if until is None else until
-        self.report.steps.append(Step(name, True, round((now - self.mark) * 1000, 1), detail))
+        self.report.add(Step(name, True, round((now - self.mark) * 1000, 1), detail))
         self.mark = now
 
     def failed(self, name: str, detail: str, evidence: str, advice: str) -> Failed:
         now = time.monotonic()
-        self.report.steps.append(Step(name, False, round((now - self.mark) * 1000, 1), detail))
+        self.report.add(Step(name, False, round((now - self.mark) * 1000, 1), detail))
         self.report.evidence, self.report.advice = evidence, advice
         return Failed(name)
 
