@@ -17,7 +17,7 @@ from langchain_pplx_labs.cli._shared import (
     maybe_emulator,
     transport_option,
 )
-from langchain_pplx_labs.cli.ask import DEFAULT_SYSTEM, conversation
+from langchain_pplx_labs.cli.ask import SYSTEM_HELP, conversation, default_system
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL
 
 
@@ -36,12 +36,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     record.add_argument("--model", default=None, help=MODEL_DEFAULT_HELP)
     record.add_argument(
         "--system",
-        default=DEFAULT_SYSTEM,
-        help='system prompt, the same default as ask; --system "" sends none',
+        default=None,
+        help=f"{SYSTEM_HELP}, as ask",
     )
     where = record.add_mutually_exclusive_group()
     where.add_argument("--emulator", action="store_true", help="record an in-process emulator (synthetic)")
-    where.add_argument("--base-url", default=DEFAULT_BASE_URL, help="server to record (live; synthetic on loopback)")
+    where.add_argument(
+        "--base-url", default=DEFAULT_BASE_URL, help="server to record (live; synthetic on loopback)"
+    )
     record.add_argument("--note", default="", help="free text stored in the cassette header")
     record.add_argument("--redact-user-agent", action="store_true", help="also hide the User-Agent")
     record.add_argument(
@@ -104,7 +106,7 @@ async def _record(args: argparse.Namespace) -> int:
     named = {"model": args.model} if args.model else {}
     defaults = ChatPerplexityLabs(protocol=protocol, **named, **transport_option(args))
     payload = to_payload(
-        conversation(args.question, args.system),
+        conversation(args.question, default_system(args.system, defaults.transport)),
         defaults.model,
         protocol=protocol,
         max_input_chars=defaults.max_input_chars,
