@@ -7,6 +7,7 @@ signals, a closed pipe, a fresh interpreter): those tests are marked ``system``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -25,7 +26,7 @@ from clirun import command, run_cli
 from pydantic import BaseModel
 
 from langchain_pplx_labs import ChatPerplexityLabs, cli
-from langchain_pplx_labs.cli import main
+from langchain_pplx_labs.cli import build_parser, main
 from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.emulator.script import default_citations, made_up_answer
 
@@ -598,3 +599,37 @@ def test_readme_bind_tools_snippet_gives_what_it_shows_against_serve_follow_tool
         )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [["get_weather", {"city": "Paris"}]]
+
+
+def test_help_lists_every_command_and_every_flag_has_help() -> None:
+    """Issue #31: --help omitted doctor and cassette, showed ``double backquotes``; flags had no help."""
+    from langchain_pplx_labs.protocol import KNOWN_MODELS, WEB_MODELS
+
+    top = run_cli("--help")
+    assert top.returncode == 0
+    description = top.stdout.split("positional arguments:")[0]
+    for cmd in ("ask", "doctor", "serve", "cassette", "gateway"):
+        assert f"({cmd})" in description
+    assert "``" not in top.stdout
+    cmds = [["ask"], ["serve"], ["doctor"], ["gateway"], ["cassette", "show"], ["cassette", "record"]]
+    for cmd in cmds:
+        shown = run_cli(*cmd, "--help")
+        assert shown.returncode == 0
+        assert "``" not in shown.stdout
+        parser = build_parser()
+        for name in cmd:
+            parser = next(
+                action.choices[name]
+                for action in parser._actions
+                if isinstance(action, argparse._SubParsersAction)
+            )
+        silent = [
+            action.option_strings[0]
+            for action in parser._actions
+            if action.option_strings and not action.help
+        ]
+        assert silent == [], cmd
+    for cmd in (["ask"], ["doctor"], ["cassette", "record"]):
+        help_text = " ".join(run_cli(*cmd, "--help").stdout.split())
+        for model in (*WEB_MODELS, *KNOWN_MODELS):
+            assert model in help_text, (cmd, model)

@@ -18,7 +18,7 @@ from langchain_pplx_labs.cli._shared import (
     transport_option,
     trusted_context,
 )
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, KNOWN_MODELS
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -48,7 +48,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ask.add_argument(
         "--model",
         default=None,
-        help=f"one of {', '.join(KNOWN_MODELS)} or newer ({MODEL_DEFAULT_HELP})",
+        help=MODEL_DEFAULT_HELP,
     )
     where = ask.add_mutually_exclusive_group()
     where.add_argument("--emulator", action="store_true", help="answer offline from an in-process emulator")

@@ -40,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--base-url", default=None, help=f"server root (default $PPLX_LABS_BASE_URL or {DEFAULT_BASE_URL})"
     )
     doctor.add_argument("--model", default=None, help=MODEL_DEFAULT_HELP)
-    doctor.add_argument("--question", default=QUESTION)
+    doctor.add_argument("--question", default=QUESTION, help=f"what to ask (default {QUESTION!r})")
     doctor.add_argument(
         "--timeout",
         type=number(float, minimum=0, inclusive=False),
