@@ -633,3 +633,11 @@ def test_help_lists_every_command_and_every_flag_has_help() -> None:
         help_text = " ".join(run_cli(*cmd, "--help").stdout.split())
         for model in (*WEB_MODELS, *KNOWN_MODELS):
             assert model in help_text, (cmd, model)
+
+
+def test_a_count_of_one_is_singular() -> None:
+    """Issue #31: "1 frames"."""
+    one_frame = Path(__file__).parent.parent / "cassettes/test_retirement/test_public_failed_frame.labs.yaml"
+    shown = run_cli("cassette", "show", str(one_frame))
+    assert shown.returncode == 0, shown.stderr
+    assert ", 1 progress frame\n" in shown.stdout

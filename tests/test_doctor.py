@@ -354,8 +354,10 @@ def test_cli_prints_each_step_as_it_completes_and_says_where_it_was_interrupted(
     """Issue #31: the doctor printed nothing until its whole walk ended, and nothing if interrupted."""
     emulator.script(Scenario(answer=ANSWER, stall_after=0))  # takes the question, never answers
     process = subprocess.Popen(
-        [sys.executable, "-m", "langchain_pplx_labs.cli", "doctor", "--transport", "labs"]
-        + ["--base-url", emulator.base_url, "--timeout", "30"],
+        [
+            *(sys.executable, "-m", "langchain_pplx_labs.cli", "doctor", "--transport", "labs"),
+            *("--base-url", emulator.base_url, "--timeout", "30"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -8,6 +8,7 @@ import sys
 from urllib.parse import urlsplit
 
 from langchain_pplx_labs._cliargs import positive_seconds, proxy_url
+from langchain_pplx_labs._plural import counted
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
     add_protocol_flag,
@@ -131,6 +132,6 @@ async def _record(args: argparse.Namespace) -> int:
             transport=defaults.transport,
         )
     path = save_cassette(cassette, args.out)
-    what = "messages" if cassette.transport == "web" else "frames"
-    print(f"recorded {len(cassette.interactions[0].frames)} {what} to {path}", file=sys.stderr)
+    what = "message" if cassette.transport == "web" else "frame"
+    print(f"recorded {counted(len(cassette.interactions[0].frames), what)} to {path}", file=sys.stderr)
     return 0

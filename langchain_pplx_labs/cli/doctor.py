@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
 from langchain_pplx_labs._cliargs import CliError, number, proxy_url
+from langchain_pplx_labs._plural import counted
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
     add_ca_file_flag,
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         step = planned[len(done)] if len(done) < len(planned) else planned[-1]
         print(
-            f"pplx-labs doctor: interrupted during {step!r} ({len(done)} of {len(planned)} steps passed)",
+            f"pplx-labs doctor: interrupted during {step!r} ({len(done)} of {counted(len(planned), 'step')} passed)",
             file=sys.stderr,
             flush=True,
         )
@@ -219,5 +220,5 @@ async def _record(
     except UpstreamUnreachableError as exc:
         return f"nothing recorded: {exc}"
     path = save_cassette(cassette, args.record)
-    what = "messages" if transport == "web" else "frames"
-    return f"recorded {len(cassette.interactions[0].frames)} {what} to {path}"
+    what = "message" if transport == "web" else "frame"
+    return f"recorded {counted(len(cassette.interactions[0].frames), what)} to {path}"

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from langchain_pplx_labs._plural import counted
 from langchain_pplx_labs.doctor.walk import (
     STEPS,
     Failed,
@@ -174,11 +175,11 @@ class _WebWalk(StepWalk, HTTPTap):
             raise self.failed(
                 pending,
                 "the final message carried no answer text",
-                f"{_counted(self.messages, 'SSE message')} ({event_summary(self.events)}), no answer text in any",
+                f"{counted(self.messages, 'SSE message')} ({event_summary(self.events)}), no answer text in any",
                 f"the web app's stream may have changed: try the older text stream, {_TEXT_STREAM}, "
                 "else report a bug with this output (--json)",
             )
-        self.passed(FINAL, f"{_counted(self.messages, 'message')}, {_counted(sources, 'source')}")
+        self.passed(FINAL, f"{counted(self.messages, 'message')}, {counted(sources, 'source')}")
 
     def _pass_reached(self) -> str:
         """Pass every step of the ask whose moment came; the name of the first whose moment did not."""
@@ -352,10 +353,6 @@ class _WebWalk(StepWalk, HTTPTap):
 
 diagnose_web = _WebWalk.diagnose
 """Ask a question through the web transport's own connection code, timing and judging each step."""
-
-
-def _counted(count: int, thing: str) -> str:
-    return f"{count} {thing}{'s' * (count != 1)}"
 
 
 def _media_type(response: Response) -> str:
