@@ -185,7 +185,9 @@ class _Walk(StepWalk):
             return self.failed(
                 STEPS[5], str(exc), evidence, _first_frame_advice(exc, connection.events, self)
             )
-        return self.failed(STEPS[6], f"after {counted(count, 'frame')}: {exc}", evidence_of(exc), advice_for(exc))
+        return self.failed(
+            STEPS[6], f"after {counted(count, 'frame')}: {exc}", evidence_of(exc), advice_for(exc)
+        )
 
     def _refused(self, reason: str) -> Failed:
         auth = _keys(self.settings.protocol.auth)
