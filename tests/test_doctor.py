@@ -379,3 +379,17 @@ def test_cli_prints_each_step_as_it_completes_and_says_where_it_was_interrupted(
     assert exited == 130, stderr
     assert rest == ""
     assert stderr == "pplx-labs doctor: interrupted during 'question sent' (4 of 7 steps passed)\n"
+
+
+def test_cli_system_goes_before_the_question_as_ask_sends_it(emulator: LabsEmulator, tmp_path: Path) -> None:
+    """Issue #31: with no --system the doctor could never match a cassette recorded by ask."""
+    out = tmp_path / "doctor.labs.yaml"
+    flags = ("--transport", "labs", "--base-url", emulator.base_url, "--model", "sonar", "--record", str(out))
+    result = run_cli("doctor", *flags, "--system", "Be brief.", "--question", "Hi?")
+    assert result.returncode == 0, result.stdout
+    asked = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    assert [request["messages"] for request in emulator.requests] == [asked, asked]  # the walk, the record
+    assert load_cassette(out).interactions[0].request["messages"] == asked
+    plain = run_cli("doctor", "--transport", "labs", "--base-url", emulator.base_url, "--question", "Hi?")
+    assert plain.returncode == 0, plain.stdout
+    assert emulator.requests[-1]["messages"] == [{"role": "user", "content": "Hi?"}]

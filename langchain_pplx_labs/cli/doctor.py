@@ -43,6 +43,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     doctor.add_argument("--model", default=None, help=MODEL_DEFAULT_HELP)
     doctor.add_argument("--question", default=QUESTION, help=f"what to ask (default {QUESTION!r})")
     doctor.add_argument(
+        "--system",
+        default=None,
+        help="system prompt sent before the question, as ask --system (default none), so --record matches ask's",
+    )
+    doctor.add_argument(
         "--timeout",
         type=number(float, minimum=0, inclusive=False),
         default=15.0,
@@ -106,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
                 proxy=args.proxy,
                 ssl_option=trust,
                 on_step=on_step,
+                system=args.system,
                 **voice,
             )
         )
@@ -197,11 +203,12 @@ async def _record(
     args: argparse.Namespace, base_url: str, model: str, protocol: LabsProtocol, transport: Service
 ) -> str:
     """Ask again through the recorder (over ``transport``) and save a redacted cassette; says what happened."""
+    from langchain_pplx_labs.doctor.walk import asked
     from langchain_pplx_labs.protocol import build_payload
     from langchain_pplx_labs.recording import UpstreamUnreachableError, record_cassette, save_cassette
     from langchain_pplx_labs.recording.recorder import upstream_headers
 
-    payload = build_payload(model, [{"role": "user", "content": args.question}], protocol=protocol)
+    payload = build_payload(model, asked(args.question, args.system), protocol=protocol)
     # A loopback server is an emulator or a stand-in, never the live playground.
     loopback = is_loopback(urlsplit(base_url).hostname or "")
     try:

@@ -139,7 +139,7 @@ class _Walk(StepWalk):
 
     async def _ask(self, connection: _Observed) -> None:
         protocol = self.settings.protocol
-        payload = build_payload(self.model, [{"role": "user", "content": self.question}], protocol=protocol)
+        payload = build_payload(self.model, self.conversation(), protocol=protocol)
         events = connection.query(payload)
         try:
             await self._events(connection, events)

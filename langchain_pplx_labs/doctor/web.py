@@ -144,9 +144,7 @@ class _WebWalk(StepWalk, HTTPTap):
         return "anonymous (no cookies sent)"
 
     async def _ask(self, connection: WebSession) -> None:
-        payload = build_payload(
-            self.model, [{"role": "user", "content": self.question}], protocol=self.protocol
-        )
+        payload = build_payload(self.model, self.conversation(), protocol=self.protocol)
         # The body the session will send, by the codec's own function: what the server was asked for.
         ids = {"frontend_uuid": "", "visitor_id": "", "frontend_context_uuid": ""}
         params = web_request_body(payload, signed_in=self.signed_in, protocol=self.protocol, **ids)["params"]
