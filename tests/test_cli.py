@@ -7,6 +7,7 @@ signals, a closed pipe, a fresh interpreter): those tests are marked ``system``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -25,7 +26,7 @@ from clirun import command, run_cli
 from pydantic import BaseModel
 
 from langchain_pplx_labs import ChatPerplexityLabs, cli
-from langchain_pplx_labs.cli import main
+from langchain_pplx_labs.cli import build_parser, main
 from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.emulator.script import default_citations, made_up_answer
 
@@ -175,6 +176,7 @@ def test_serve_follow_tools_answers_tool_and_schema_prompts() -> None:
             "--follow-tools and --cassettes both choose",
         ),
         (["gateway", "--follow-tools"], "--follow-tools needs --emulator"),
+        (["serve", "--gate"], "--gate reads the TLS ClientHello: pass --tls too"),
         (["doctor", "--timeout", "-1"], "argument --timeout: invalid value -1: must be > 0"),
     ],
 )
@@ -296,6 +298,8 @@ def test_record_sends_cookies_and_headers_but_saves_them_redacted(
     assert "COOKIE-SECRET-2" not in saved
     assert "TEAM-SECRET-1" not in saved
     assert "X-Team-Token: <redacted>" in saved
+    # A loopback server is an emulator or a stand-in, never the live service (as the doctor's --record says).
+    assert "provenance: synthetic" in saved
 
 
 def test_record_goes_through_the_given_proxy(emulator: LabsEmulator, tmp_path: Path) -> None:
@@ -404,6 +408,18 @@ def test_cassette_show_errors_are_one_line_naming_the_file_and_first_problem(
     assert main(["cassette", "show", str(not_yaml)]) == 1
     assert _one_error_line(capsys.readouterr().err).startswith(
         f"Cassette {not_yaml} is not valid YAML: line 2, column 1: "
+    )
+    binary = tmp_path / "binary.labs.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    assert main(["cassette", "show", str(binary)]) == 1
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"Cassette {binary} is not a text file: byte 0 is not UTF-8 (a cassette is YAML text)"
+    )
+    future = tmp_path / "future.labs.yaml"
+    future.write_text("version: 99\n" + MALFORMED)
+    assert main(["cassette", "show", str(future)]) == 1
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"Cassette {future} has version 99: this pplx-labs reads version 1 only"
     )
     assert main(["cassette", "show", str(tmp_path / "nope.labs.yaml")]) == 1
     assert _one_error_line(capsys.readouterr().err) == (
@@ -583,3 +599,45 @@ def test_readme_bind_tools_snippet_gives_what_it_shows_against_serve_follow_tool
         )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [["get_weather", {"city": "Paris"}]]
+
+
+def test_help_lists_every_command_and_every_flag_has_help() -> None:
+    """Issue #31: --help omitted doctor and cassette, showed ``double backquotes``; flags had no help."""
+    from langchain_pplx_labs.protocol import KNOWN_MODELS, WEB_MODELS
+
+    top = run_cli("--help")
+    assert top.returncode == 0
+    description = top.stdout.split("positional arguments:")[0]
+    for cmd in ("ask", "doctor", "serve", "cassette", "gateway"):
+        assert f"({cmd})" in description
+    assert "``" not in top.stdout
+    cmds = [["ask"], ["serve"], ["doctor"], ["gateway"], ["cassette", "show"], ["cassette", "record"]]
+    for cmd in cmds:
+        shown = run_cli(*cmd, "--help")
+        assert shown.returncode == 0
+        assert "``" not in shown.stdout
+        parser = build_parser()
+        for name in cmd:
+            parser = next(
+                action.choices[name]
+                for action in parser._actions
+                if isinstance(action, argparse._SubParsersAction)
+            )
+        silent = [
+            action.option_strings[0]
+            for action in parser._actions
+            if action.option_strings and not action.help
+        ]
+        assert silent == [], cmd
+    for cmd in (["ask"], ["doctor"], ["cassette", "record"]):
+        help_text = " ".join(run_cli(*cmd, "--help").stdout.split())
+        for model in (*WEB_MODELS, *KNOWN_MODELS):
+            assert model in help_text, (cmd, model)
+
+
+def test_a_count_of_one_is_singular() -> None:
+    """Issue #31: "1 frames"."""
+    one_frame = Path(__file__).parent.parent / "cassettes/test_retirement/test_public_failed_frame.labs.yaml"
+    shown = run_cli("cassette", "show", str(one_frame))
+    assert shown.returncode == 0, shown.stderr
+    assert ", 1 progress frame\n" in shown.stdout

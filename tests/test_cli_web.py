@@ -144,3 +144,20 @@ def test_the_openai_sdk_streams_from_the_gateway_over_the_web(emulator: LabsEmul
     assert emulator.web.asks == 2
     assert sum(emulator.handshakes.values()) == 0
     assert [request["model"] for request in emulator.requests] == ["turbo", "sonar-pro"]
+
+
+def test_ask_over_the_web_sends_the_question_itself(emulator: LabsEmulator) -> None:
+    """Issue #31: ask's default system prompt made every CLI web question a transcript."""
+    result = run_cli("ask", "--transport", "web", "--base-url", emulator.base_url, QUESTION)
+    assert result.returncode == 0, result.stderr
+    assert emulator.web.bodies[-1]["query_str"] == QUESTION
+
+
+def test_ask_over_the_web_sends_a_system_prompt_only_when_given(emulator: LabsEmulator) -> None:
+    flags = ("--transport", "web", "--base-url", emulator.base_url, "--system", "Be brief.")
+    result = run_cli("ask", *flags, QUESTION)
+    assert result.returncode == 0, result.stderr
+    sent = emulator.web.bodies[-1]["query_str"]
+    assert "Be brief." in sent
+    assert QUESTION in sent
+    assert sent != QUESTION

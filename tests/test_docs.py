@@ -330,7 +330,28 @@ def test_readme_is_a_front_door() -> None:
     assert len(readme.encode("utf-8")) < 12_000
     assert "make demo" in readme
     assert "make test" in readme  # CI runs the README's test command
-    assert "pip install langchain-pplx-labs" in readme
+    # Not on PyPI (issue #31): how to install from a checkout or a wheel, and where `make demo` puts the command.
+    assert "pip install langchain-pplx-labs" not in readme
+    assert "pip install ." in readme
+    assert "pip install dist/*.whl" in readme
+    assert ".venv/bin/pplx-labs" in readme
+
+
+def test_no_page_recommends_langgraphs_deprecated_create_react_agent() -> None:
+    """Issue #31: deprecated since LangGraph 1.0; langchain's ``create_agent`` is the loop to use."""
+    pages = [
+        ROOT / "README.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+        *sorted((ROOT / "examples").glob("*")),
+    ]
+    for page in pages:
+        if not page.is_file():
+            continue
+        paragraphs = re.split(r"\n\s*\n", page.read_text(encoding="utf-8"))
+        for paragraph in paragraphs:
+            if "create_react_agent" in paragraph:
+                assert "deprecated" in paragraph, (page.name, paragraph)
+                assert "create_agent`" in paragraph, (page.name, paragraph)
 
 
 GATEWAY_PAGE = ROOT / "docs" / "gateway.md"

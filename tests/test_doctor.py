@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import signal
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
@@ -342,3 +345,51 @@ def test_cli_records_without_model_with_the_default_model(
     assert re.fullmatch(rf"recorded \d+ frames to {re.escape(str(out))}", result.stdout.splitlines()[-1])
     cassette = load_cassette(out)
     assert (cassette.transport, cassette.model) == ("labs", "r1-1776")
+
+
+@pytest.mark.system  # Ctrl-C to a real process is the subject
+def test_cli_prints_each_step_as_it_completes_and_says_where_it_was_interrupted(
+    emulator: LabsEmulator,
+) -> None:
+    """Issue #31: the doctor printed nothing until its whole walk ended, and nothing if interrupted."""
+    emulator.script(Scenario(answer=ANSWER, stall_after=0))  # takes the question, never answers
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "langchain_pplx_labs.cli", "doctor", "--transport", "labs"),
+            *("--base-url", emulator.base_url, "--timeout", "30"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    try:
+        # The header and every step up to the question, while the walk still waits for the first frame
+        # ("question sent" is timed when its answer starts, so it is the step under way).
+        lines = [process.stdout.readline() for _ in range(1 + STEPS.index("question sent"))]
+        assert lines[0].startswith(f"pplx-labs doctor: {emulator.base_url}")
+        assert [line[2:].split("  ")[0].rstrip() for line in lines[1:]] == list(STEPS[:4])
+        assert process.poll() is None
+        process.send_signal(signal.SIGINT)
+        exited = process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        rest, stderr = process.communicate(timeout=15)
+    assert exited == 130, stderr
+    assert rest == ""
+    assert stderr == "pplx-labs doctor: interrupted during 'question sent' (4 of 7 steps passed)\n"
+
+
+def test_cli_system_goes_before_the_question_as_ask_sends_it(emulator: LabsEmulator, tmp_path: Path) -> None:
+    """Issue #31: with no --system the doctor could never match a cassette recorded by ask."""
+    out = tmp_path / "doctor.labs.yaml"
+    flags = ("--transport", "labs", "--base-url", emulator.base_url, "--model", "sonar", "--record", str(out))
+    result = run_cli("doctor", *flags, "--system", "Be brief.", "--question", "Hi?")
+    assert result.returncode == 0, result.stdout
+    asked = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    assert [request["messages"] for request in emulator.requests] == [asked, asked]  # the walk, the record
+    assert load_cassette(out).interactions[0].request["messages"] == asked
+    plain = run_cli("doctor", "--transport", "labs", "--base-url", emulator.base_url, "--question", "Hi?")
+    assert plain.returncode == 0, plain.stdout
+    assert emulator.requests[-1]["messages"] == [{"role": "user", "content": "Hi?"}]

@@ -469,3 +469,22 @@ def test_bad_base_url_is_one_line() -> None:
     assert err.startswith("pplx-labs: error: ")
     assert "Invalid base_url 'ftp://labs.example'" in err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.system  # the flags reach the model of a real gateway process
+def test_the_input_limit_and_the_first_token_timeout_are_flags(emulator: LabsEmulator) -> None:
+    """Issue #31: the gateway's 400 said "raise the limit" with no way to; a silent upstream held a minute."""
+    emulator.script(stall_after=0)  # takes the question, never answers
+    process, root = _start(
+        *("--transport", "labs", "--base-url", emulator.base_url),
+        *("--max-input-chars", "50", "--first-token-timeout", "0.5"),
+    )
+    try:
+        client = openai.OpenAI(base_url=f"{root}/v1", api_key="unused", max_retries=0, timeout=20)
+        with pytest.raises(openai.BadRequestError, match="over the max_input_chars limit of 50"):
+            client.chat.completions.create(model="sonar", messages=[{"role": "user", "content": "x" * 60}])
+        assert emulator.requests == []
+        with pytest.raises(openai.APIStatusError, match="first_token timeout"):
+            client.chat.completions.create(model="sonar", messages=[{"role": "user", "content": "Hi?"}])
+    finally:
+        _stop(process)

@@ -197,6 +197,7 @@ LAYERS: dict[str, int] = {
     "_first_call": 0,
     "_waiting": 0,
     "_version": 0,
+    "_plural": 0,
     # 1: the protocol as data, settings, what LangChain messages become
     "protocol": 1,
     "web_evidence": 1,

@@ -383,8 +383,8 @@ def test_cli_record_transport_web_then_replay(
     assert "messages to" in capsys.readouterr().err
     cassette = load_cassette(out)
     assert (cassette.transport, cassette.provenance, cassette.model) == ("web", "synthetic", "auto")
-    # The default --system prompt travels in the query as a transcript, as `ask` sends it.
-    assert cassette.interactions[0].request["query_str"].endswith("[User]\nSay hello.")
+    # No system prompt by default over the web: the question itself, as `ask` sends it.
+    assert cassette.interactions[0].request["query_str"] == "Say hello."
     assert cassette.connection["signed_in"] is False
 
 

@@ -34,6 +34,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"pplx-labs: error: {message} (see {self.prog} --help)\n")
 
 
+DESCRIPTION = (
+    "Perplexity from the command line: ask a question (ask), check why asking fails (doctor), serve the "
+    "offline emulator (serve), show or record cassettes (cassette), or serve the chat-completions "
+    "gateway (gateway). Run pplx-labs COMMAND --help for a command's flags."
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``pplx-labs``: every failure is one ``pplx-labs: error:`` line, never a traceback.
 
@@ -112,6 +119,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(
             "--proxy is for recording a --base-url server; the in-process --emulator is reached directly"
         )
+    if getattr(args, "gate", False) and not args.tls:  # serve
+        parser.error("--gate reads the TLS ClientHello: pass --tls too")
     if getattr(args, "follow_tools", False):
         if getattr(args, "cassettes", None):  # serve
             parser.error("--follow-tools and --cassettes both choose the answers; pass one of them")
@@ -121,7 +130,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``pplx-labs`` parser: each command's flags, and in ``run`` the function that carries it out."""
-    parser = _Parser(prog="pplx-labs", description=__doc__)
+    parser = _Parser(prog="pplx-labs", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     # Subcommand parsers are _Parser too (argparse uses the parent's class); typed as the base for add_parser().
     commands: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(  # type: ignore[assignment]

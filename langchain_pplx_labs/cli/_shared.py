@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from langchain_pplx_labs._cliargs import CliError, ca_file, impersonation
-from langchain_pplx_labs.protocol import DEFAULT_MODEL, WEB_DEFAULT_MODEL
+from langchain_pplx_labs.protocol import DEFAULT_MODEL, KNOWN_MODELS, WEB_DEFAULT_MODEL, WEB_MODELS
 
 if TYPE_CHECKING:
     from langchain_pplx_labs.protocol import LabsProtocol
@@ -30,7 +30,10 @@ def add_protocol_flag(
     parser.add_argument("--protocol", metavar="FILE.json", default=default, help=help_text)
 
 
-MODEL_DEFAULT_HELP = f"default {WEB_DEFAULT_MODEL}; {DEFAULT_MODEL} with --transport labs"
+MODEL_DEFAULT_HELP = (
+    f"web: {', '.join(WEB_MODELS)}; labs: {', '.join(KNOWN_MODELS)}; or newer "
+    f"(default {WEB_DEFAULT_MODEL}; {DEFAULT_MODEL} with --transport labs)"
+)
 """What ``--model`` defaults to: the model's own default, which follows the transport."""
 
 

@@ -18,13 +18,27 @@ from langchain_pplx_labs.cli._shared import (
     transport_option,
     trusted_context,
 )
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, KNOWN_MODELS
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
 
 DEFAULT_SYSTEM = "Answer concisely and cite your sources."
-"""The system prompt of ``ask`` and ``cassette record`` alike, so a CLI recording replays with ``ask``."""
+"""The system prompt of ``ask`` and ``cassette record`` alike over Labs, so a CLI recording replays with ``ask``.
+
+Over the web there is none by default: the web app takes one question, and a system turn would make it a
+transcript of the conversation instead of the question itself."""
+
+SYSTEM_HELP = (
+    f'system prompt (default over labs: "{DEFAULT_SYSTEM}"; over the web: none); --system "" sends none'
+)
+
+
+def default_system(system: str | None, transport: str) -> str | None:
+    """``--system`` as given, else ``DEFAULT_SYSTEM`` over Labs and none over the web."""
+    if system is not None:
+        return system
+    return DEFAULT_SYSTEM if transport == "labs" else None
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -34,12 +48,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ask.add_argument(
         "--model",
         default=None,
-        help=f"one of {', '.join(KNOWN_MODELS)} or newer ({MODEL_DEFAULT_HELP})",
+        help=MODEL_DEFAULT_HELP,
     )
     where = ask.add_mutually_exclusive_group()
     where.add_argument("--emulator", action="store_true", help="answer offline from an in-process emulator")
     where.add_argument("--base-url", default=None, help=f"server root (default {DEFAULT_BASE_URL})")
-    ask.add_argument("--system", default=DEFAULT_SYSTEM, help='system prompt; --system "" sends none')
+    ask.add_argument("--system", default=None, help=SYSTEM_HELP)
     ask.add_argument("--show-reasoning", action="store_true", help="also print the model's thinking")
     ask.add_argument(
         "--first-token-timeout",
@@ -85,7 +99,8 @@ async def ask(args: argparse.Namespace, out: TextIO) -> int:
         thinking = False
         started = False
         try:
-            async for chunk in model.astream(conversation(args.question, args.system)):
+            messages = conversation(args.question, default_system(args.system, model.transport))
+            async for chunk in model.astream(messages):
                 reasoning = chunk.additional_kwargs.get("reasoning_content", "")
                 if args.show_reasoning and reasoning:
                     out.write(("" if thinking else "[thinking] ") + reasoning)

@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from urllib.parse import urlsplit
 
 from langchain_pplx_labs._cliargs import positive_seconds, proxy_url
+from langchain_pplx_labs._plural import counted
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
     add_protocol_flag,
     add_transport_flag,
+    is_loopback,
     labs_protocol,
     maybe_emulator,
     transport_option,
 )
-from langchain_pplx_labs.cli.ask import DEFAULT_SYSTEM, conversation
+from langchain_pplx_labs.cli.ask import SYSTEM_HELP, conversation, default_system
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL
 
 
@@ -34,12 +37,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     record.add_argument("--model", default=None, help=MODEL_DEFAULT_HELP)
     record.add_argument(
         "--system",
-        default=DEFAULT_SYSTEM,
-        help='system prompt, the same default as ask; --system "" sends none',
+        default=None,
+        help=f"{SYSTEM_HELP}, as ask",
     )
     where = record.add_mutually_exclusive_group()
     where.add_argument("--emulator", action="store_true", help="record an in-process emulator (synthetic)")
-    where.add_argument("--base-url", default=DEFAULT_BASE_URL, help="server to record (live)")
+    where.add_argument(
+        "--base-url", default=DEFAULT_BASE_URL, help="server to record (live; synthetic on loopback)"
+    )
     record.add_argument("--note", default="", help="free text stored in the cassette header")
     record.add_argument("--redact-user-agent", action="store_true", help="also hide the User-Agent")
     record.add_argument(
@@ -102,7 +107,7 @@ async def _record(args: argparse.Namespace) -> int:
     named = {"model": args.model} if args.model else {}
     defaults = ChatPerplexityLabs(protocol=protocol, **named, **transport_option(args))
     payload = to_payload(
-        conversation(args.question, args.system),
+        conversation(args.question, default_system(args.system, defaults.transport)),
         defaults.model,
         protocol=protocol,
         max_input_chars=defaults.max_input_chars,
@@ -110,11 +115,13 @@ async def _record(args: argparse.Namespace) -> int:
     extra = dict(args.header)
     # Headers given on the command line are usually credentials: none is saved in clear.
     redactor = Redactor(user_agent=args.redact_user_agent, extra_headers=tuple(extra))
+    # A loopback server is an emulator or a stand-in, never the live service (as the doctor's --record).
+    loopback = is_loopback(urlsplit(args.base_url).hostname or "")
     async with maybe_emulator(args.emulator, protocol) as emulator_url:
         cassette = await record_cassette(
             emulator_url or args.base_url,
             [payload],
-            provenance="synthetic" if emulator_url else "live",
+            provenance="synthetic" if emulator_url or loopback else "live",
             note=args.note,
             server="pplx-labs emulator" if emulator_url else args.base_url,
             headers=upstream_headers(extra, protocol=protocol),
@@ -125,6 +132,6 @@ async def _record(args: argparse.Namespace) -> int:
             transport=defaults.transport,
         )
     path = save_cassette(cassette, args.out)
-    what = "messages" if cassette.transport == "web" else "frames"
-    print(f"recorded {len(cassette.interactions[0].frames)} {what} to {path}", file=sys.stderr)
+    what = "message" if cassette.transport == "web" else "frame"
+    print(f"recorded {counted(len(cassette.interactions[0].frames), what)} to {path}", file=sys.stderr)
     return 0

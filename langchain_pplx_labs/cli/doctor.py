@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
 from langchain_pplx_labs._cliargs import CliError, number, proxy_url
+from langchain_pplx_labs._plural import counted
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
     add_ca_file_flag,
@@ -24,7 +25,7 @@ from langchain_pplx_labs.cli._shared import (
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, default_model
 
 if TYPE_CHECKING:
-    from langchain_pplx_labs.doctor.walk import Report
+    from langchain_pplx_labs.doctor.walk import Report, Step
     from langchain_pplx_labs.protocol import LabsProtocol
     from langchain_pplx_labs.settings import Service
 
@@ -40,7 +41,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--base-url", default=None, help=f"server root (default $PPLX_LABS_BASE_URL or {DEFAULT_BASE_URL})"
     )
     doctor.add_argument("--model", default=None, help=MODEL_DEFAULT_HELP)
-    doctor.add_argument("--question", default=QUESTION)
+    doctor.add_argument("--question", default=QUESTION, help=f"what to ask (default {QUESTION!r})")
+    doctor.add_argument(
+        "--system",
+        default=None,
+        help="system prompt sent before the question, as ask --system (default none), so --record matches ask's",
+    )
     doctor.add_argument(
         "--timeout",
         type=number(float, minimum=0, inclusive=False),
@@ -70,24 +76,53 @@ def run(args: argparse.Namespace) -> int:
     protocol = labs_protocol(args)
     base_url = (args.base_url or os.environ.get("PPLX_LABS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
     model = args.model or default_model(transport)
+    planned: tuple[str, ...]
     if transport == "web":
+        from langchain_pplx_labs.doctor.web import WEB_STEPS
         from langchain_pplx_labs.doctor.web import diagnose_web as diagnose
+
+        planned = WEB_STEPS
     else:
         from langchain_pplx_labs.doctor.labs import diagnose
+        from langchain_pplx_labs.doctor.walk import STEPS
+
+        planned = STEPS
     voice = {"impersonate": _impersonate(args)} if transport == "web" else {}
     trust = trusted_context(args) or True
-    report = asyncio.run(
-        diagnose(
-            base_url,
-            model,
-            protocol,
-            args.timeout,
-            args.question,
-            proxy=args.proxy,
-            ssl_option=trust,
-            **voice,
+    # Without --json each step prints as it completes: a silent step takes up to --timeout seconds.
+    lines = None if args.json else _StepLines(protocol, sys.stdout)
+    done: list[Step] = []
+
+    def on_step(step: Step) -> None:
+        done.append(step)
+        if lines is not None:
+            lines.step(step)
+
+    if lines is not None:
+        lines.header(base_url, transport, planned)
+    try:
+        report = asyncio.run(
+            diagnose(
+                base_url,
+                model,
+                protocol,
+                args.timeout,
+                args.question,
+                proxy=args.proxy,
+                ssl_option=trust,
+                on_step=on_step,
+                system=args.system,
+                **voice,
+            )
         )
-    )
+    except KeyboardInterrupt:
+        step = planned[len(done)] if len(done) < len(planned) else planned[-1]
+        print(
+            f"pplx-labs doctor: interrupted during {step!r} ({len(done)} of {counted(len(planned), 'step')} passed)",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise
     recorded = asyncio.run(_record(args, base_url, model, protocol, transport)) if args.record else ""
     if args.json:
         data = report.as_json()
@@ -95,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             data["recorded"] = recorded
         print(json.dumps(data, ensure_ascii=False))
     else:
-        _print(report, protocol, sys.stdout)
+        _conclude(report, sys.stdout)
         if recorded:
             print(recorded)
     return 0 if report.ok else 1
@@ -122,15 +157,40 @@ def _impersonate(args: argparse.Namespace) -> str | None:
         raise CliError(f"$PPLX_LABS_IMPERSONATE: {exc}") from None
 
 
-def _print(report: Report, protocol: LabsProtocol, out: TextIO) -> None:
-    web = report.transport == "web"
-    out.write(f"pplx-labs doctor: {report.base_url}{protocol.web_path if web else protocol.socketio_path}\n")
-    width = max(len(name) for name in report.planned)
-    for step in report.steps:
+class _StepLines:
+    """The doctor's lines: the header, then each step the moment it completes, aligned on the planned names."""
+
+    def __init__(self, protocol: LabsProtocol, out: TextIO) -> None:
+        self.protocol, self.out, self.width = protocol, out, 0
+
+    def header(self, base_url: str, transport: Service, planned: tuple[str, ...]) -> None:
+        web = transport == "web"
+        path = self.protocol.web_path if web else self.protocol.socketio_path
+        self.width = max(len(name) for name in planned)
+        self.out.write(f"pplx-labs doctor: {base_url}{path}\n")
+        self.out.flush()
+
+    def step(self, step: Step) -> None:
         mark = "✔" if step.ok else "✘"
-        out.write(f"{mark} {step.name:<{width}} {step.ms:>7.0f} ms  {step.detail}\n".rstrip() + "\n")
+        self.out.write(f"{mark} {step.name:<{self.width}} {step.ms:>7.0f} ms  {step.detail}".rstrip() + "\n")
+        self.out.flush()
+
+
+def _print(report: Report, protocol: LabsProtocol, out: TextIO) -> None:
+    """The whole report at once, as the lines print while it is walked."""
+    lines = _StepLines(protocol, out)
+    lines.header(report.base_url, report.transport, report.planned)
+    for step in report.steps:
+        lines.step(step)
+    _conclude(report, out)
+
+
+def _conclude(report: Report, out: TextIO) -> None:
+    """What the walk found, after its steps."""
     if report.ok:
-        out.write(f"{'The web app' if web else 'Labs'} answered: {report.answer[:200]}\n")
+        out.write(
+            f"{'The web app' if report.transport == 'web' else 'Labs'} answered: {report.answer[:200]}\n"
+        )
         return
     failed = report.steps[-1].name if report.steps else report.planned[0]
     verdict = f"Verdict: {report.verdict}\n" if report.verdict else ""
@@ -143,11 +203,12 @@ async def _record(
     args: argparse.Namespace, base_url: str, model: str, protocol: LabsProtocol, transport: Service
 ) -> str:
     """Ask again through the recorder (over ``transport``) and save a redacted cassette; says what happened."""
+    from langchain_pplx_labs.doctor.walk import asked
     from langchain_pplx_labs.protocol import build_payload
     from langchain_pplx_labs.recording import UpstreamUnreachableError, record_cassette, save_cassette
     from langchain_pplx_labs.recording.recorder import upstream_headers
 
-    payload = build_payload(model, [{"role": "user", "content": args.question}], protocol=protocol)
+    payload = build_payload(model, asked(args.question, args.system), protocol=protocol)
     # A loopback server is an emulator or a stand-in, never the live playground.
     loopback = is_loopback(urlsplit(base_url).hostname or "")
     try:
@@ -166,5 +227,5 @@ async def _record(
     except UpstreamUnreachableError as exc:
         return f"nothing recorded: {exc}"
     path = save_cassette(cassette, args.record)
-    what = "messages" if transport == "web" else "frames"
-    return f"recorded {len(cassette.interactions[0].frames)} {what} to {path}"
+    what = "message" if transport == "web" else "frame"
+    return f"recorded {counted(len(cassette.interactions[0].frames), what)} to {path}"

@@ -98,10 +98,42 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="on SIGINT / SIGTERM, seconds the answers in flight get to finish before they are cancelled "
         f"(default {SHUTDOWN_TIMEOUT:g}; a second signal cancels them at once)",
     )
-    parser.add_argument("--max-body-bytes", type=positive_int, default=4 * 1024 * 1024)
-    parser.add_argument("--max-messages", type=positive_int, default=512)
+    parser.add_argument(
+        "--max-body-bytes",
+        type=positive_int,
+        default=4 * 1024 * 1024,
+        metavar="BYTES",
+        help="largest request body accepted, a 413 above it (default 4 MiB)",
+    )
+    parser.add_argument(
+        "--max-messages",
+        type=positive_int,
+        default=512,
+        metavar="N",
+        help="most messages in one request, a 400 above it (default 512)",
+    )
+    parser.add_argument(
+        "--max-input-chars",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="most characters of one conversation, a 400 above it (default 256000, as max_input_chars)",
+    )
+    parser.add_argument(
+        "--first-token-timeout",
+        type=positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds each answer may wait for its first frame (default 60, as first_token_timeout)",
+    )
     parser.set_defaults(run=run)
     return parser
+
+
+def _limits(args: argparse.Namespace) -> dict[str, float]:
+    """``--max-input-chars`` and ``--first-token-timeout`` as the model's fields, when given."""
+    given = {"max_input_chars": args.max_input_chars, "first_token_timeout": args.first_token_timeout}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,7 +167,12 @@ async def _serve(args: argparse.Namespace) -> int:
             queue_timeout=args.queue_timeout,
             max_body_bytes=args.max_body_bytes,
             max_messages=args.max_messages,
-            model_options={"protocol": protocol, **transport_option(args), **impersonate_option(args)},
+            model_options={
+                "protocol": protocol,
+                **transport_option(args),
+                **impersonate_option(args),
+                **_limits(args),
+            },
         )
         # handler_cancellation: a client that leaves mid-answer cancels its handler at once,
         # which releases the Labs socket even while Labs is silent.

@@ -39,7 +39,7 @@ _VERDICT_SWITCHES = {
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``serve`` and its flags."""
     serve = commands.add_parser("serve", help="run the Labs emulator; prints its base URL first")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     serve.add_argument("--port", type=port, default=0, help="0 picks a free port")
     serve.add_argument("--chunk-size", type=positive_int, default=24, help="characters per progress frame")
     # Paced like the recorded cassettes by default, so a client that polls sees frames arrive.
@@ -171,8 +171,6 @@ async def _serve(args: argparse.Namespace) -> int:
         **verdict,
     )
     replay = _cassette_responder(args)
-    if args.gate and not args.tls:
-        raise CliError("--gate reads the TLS ClientHello: pass --tls too")
     tls = _localhost_tls() if args.tls else None
     try:
         return await _run_emulator(args, scenario, replay, tls)

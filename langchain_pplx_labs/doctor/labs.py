@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 
+from langchain_pplx_labs._plural import counted
 from langchain_pplx_labs.doctor.walk import (
     STEPS,
     Failed,
@@ -138,7 +139,7 @@ class _Walk(StepWalk):
 
     async def _ask(self, connection: _Observed) -> None:
         protocol = self.settings.protocol
-        payload = build_payload(self.model, [{"role": "user", "content": self.question}], protocol=protocol)
+        payload = build_payload(self.model, self.conversation(), protocol=protocol)
         events = connection.query(payload)
         try:
             await self._events(connection, events)
@@ -158,7 +159,7 @@ class _Walk(StepWalk):
                 elif isinstance(event, Finished):
                     self.report.answer = "".join(text)
                     sources, count = len(event.sources), connection.frames
-                    self.passed(STEPS[6], f"{count} frames, {sources} source{'s' * (sources != 1)}")
+                    self.passed(STEPS[6], f"{counted(count, 'frame')}, {counted(sources, 'source')}")
                     return
         except PerplexityLabsError as exc:
             if first and connection.frames:
@@ -184,7 +185,9 @@ class _Walk(StepWalk):
             return self.failed(
                 STEPS[5], str(exc), evidence, _first_frame_advice(exc, connection.events, self)
             )
-        return self.failed(STEPS[6], f"after {count} frames: {exc}", evidence_of(exc), advice_for(exc))
+        return self.failed(
+            STEPS[6], f"after {counted(count, 'frame')}: {exc}", evidence_of(exc), advice_for(exc)
+        )
 
     def _refused(self, reason: str) -> Failed:
         auth = _keys(self.settings.protocol.auth)

@@ -7,6 +7,7 @@ import os
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -24,7 +25,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsTimeoutError,
     caused_by,
 )
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, LabsProtocol
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, LabsMessage, LabsProtocol
 from langchain_pplx_labs.settings import (
     DEFAULT_IMPERSONATE,
     ConnectionSettings,
@@ -76,6 +77,14 @@ class Report:
     transport: Service = "labs"
     planned: tuple[str, ...] = STEPS
     """The walk's steps in order (the Labs playground's, or the web app's)."""
+    on_step: Callable[[Step], None] | None = field(default=None, repr=False, compare=False)
+    """Called with each step as it completes (the CLI prints it at once)."""
+
+    def add(self, step: Step) -> None:
+        """Note ``step`` and tell ``on_step``."""
+        self.steps.append(step)
+        if self.on_step is not None:
+            self.on_step(step)
 
     @property
     def ok(self) -> bool:
@@ -105,6 +114,12 @@ def walk_settings(base_url: str, protocol: LabsProtocol, timeout: float) -> Conn
     return ConnectionSettings(base_url, tuple(headers.items()), timeouts, protocol)
 
 
+def asked(question: str, system: str | None) -> list[LabsMessage]:
+    """The doctor's conversation: ``question``, after ``system`` if not empty (as ``ask --system`` sends it)."""
+    turns: list[LabsMessage] = [{"role": "system", "content": system}] if system and system.strip() else []
+    return [*turns, {"role": "user", "content": question}]
+
+
 class StepWalk:
     """What both walks do alike: time each step from the end of the one before, and judge the connect."""
 
@@ -123,6 +138,8 @@ class StepWalk:
         """The browser the web walk's transport speaks as (``None``: plain aiohttp); Labs' dials with aiohttp."""
         self.ssl_option: ssl.SSLContext | bool = True
         """What TLS trusts: a context (a private CA), ``True`` (the default CAs) or ``False`` (nothing checked)."""
+        self.system: str | None = None
+        """A system prompt sent before the question (``--system``); none when empty."""
         self.mark = time.monotonic()
         self.tcp_at: float | None = None
 
@@ -138,16 +155,24 @@ class StepWalk:
         proxy: str | None = None,
         impersonate: str | None = DEFAULT_IMPERSONATE,
         ssl_option: ssl.SSLContext | bool = True,
+        on_step: Callable[[Step], None] | None = None,
+        system: str | None = None,
     ) -> Report:
         """Ask ``question`` through this walk's transport (and ``proxy``, speaking as ``impersonate``),
-        timing and judging each step."""
-        report = Report(base_url, transport=cls.transport, planned=cls.planned)
+        timing and judging each step; ``on_step`` is called with each step as it completes. ``system``, if
+        not empty, goes before the question as ``pplx-labs ask --system`` sends it."""
+        report = Report(base_url, transport=cls.transport, planned=cls.planned, on_step=on_step)
         settings = walk_settings(base_url, protocol, step_seconds)
         walk = cls(report, settings, model, question, proxy)
         walk.impersonate, walk.ssl_option = impersonate, ssl_option
+        walk.system = system
         with contextlib.suppress(Failed):
             await walk.run()
         return report
+
+    def conversation(self) -> list[LabsMessage]:
+        """The conversation asked: the question, after the system prompt if there is one."""
+        return asked(self.question, self.system)
 
     async def run(self) -> None:
         """Walk every step; a failing one raises ``Failed`` once it is in the report."""
@@ -155,12 +180,12 @@ class StepWalk:
 
     def passed(self, name: str, detail: str = "", *, until: float | None = None) -> None:
         now = time.monotonic() if until is None else until
-        self.report.steps.append(Step(name, True, round((now - self.mark) * 1000, 1), detail))
+        self.report.add(Step(name, True, round((now - self.mark) * 1000, 1), detail))
         self.mark = now
 
     def failed(self, name: str, detail: str, evidence: str, advice: str) -> Failed:
         now = time.monotonic()
-        self.report.steps.append(Step(name, False, round((now - self.mark) * 1000, 1), detail))
+        self.report.add(Step(name, False, round((now - self.mark) * 1000, 1), detail))
         self.report.evidence, self.report.advice = evidence, advice
         return Failed(name)
 

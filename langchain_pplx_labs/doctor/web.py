@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from langchain_pplx_labs._plural import counted
 from langchain_pplx_labs.doctor.walk import (
     STEPS,
     Failed,
@@ -143,9 +144,7 @@ class _WebWalk(StepWalk, HTTPTap):
         return "anonymous (no cookies sent)"
 
     async def _ask(self, connection: WebSession) -> None:
-        payload = build_payload(
-            self.model, [{"role": "user", "content": self.question}], protocol=self.protocol
-        )
+        payload = build_payload(self.model, self.conversation(), protocol=self.protocol)
         # The body the session will send, by the codec's own function: what the server was asked for.
         ids = {"frontend_uuid": "", "visitor_id": "", "frontend_context_uuid": ""}
         params = web_request_body(payload, signed_in=self.signed_in, protocol=self.protocol, **ids)["params"]
@@ -174,11 +173,11 @@ class _WebWalk(StepWalk, HTTPTap):
             raise self.failed(
                 pending,
                 "the final message carried no answer text",
-                f"{_counted(self.messages, 'SSE message')} ({event_summary(self.events)}), no answer text in any",
+                f"{counted(self.messages, 'SSE message')} ({event_summary(self.events)}), no answer text in any",
                 f"the web app's stream may have changed: try the older text stream, {_TEXT_STREAM}, "
                 "else report a bug with this output (--json)",
             )
-        self.passed(FINAL, f"{_counted(self.messages, 'message')}, {_counted(sources, 'source')}")
+        self.passed(FINAL, f"{counted(self.messages, 'message')}, {counted(sources, 'source')}")
 
     def _pass_reached(self) -> str:
         """Pass every step of the ask whose moment came; the name of the first whose moment did not."""
@@ -352,10 +351,6 @@ class _WebWalk(StepWalk, HTTPTap):
 
 diagnose_web = _WebWalk.diagnose
 """Ask a question through the web transport's own connection code, timing and judging each step."""
-
-
-def _counted(count: int, thing: str) -> str:
-    return f"{count} {thing}{'s' * (count != 1)}"
 
 
 def _media_type(response: Response) -> str:

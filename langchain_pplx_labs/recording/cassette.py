@@ -104,6 +104,11 @@ def parse_cassette(text: str, *, source: str = "<string>") -> Cassette:
         raise CassetteError(f"Cassette {source} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(document, dict):
         raise CassetteError(f"Cassette {source} is not a mapping")
+    version = document.get("version", CASSETTE_VERSION)
+    if version != CASSETTE_VERSION:  # a newer format read by an older pplx-labs, or a typo
+        raise CassetteError(
+            f"Cassette {source} has version {version!r}: this pplx-labs reads version {CASSETTE_VERSION} only"
+        )
     for interaction in document.get("interactions") or []:
         if isinstance(interaction, dict):
             _expand_frames(interaction.get("frames") or [])
@@ -136,6 +141,10 @@ def load_cassette(path: str | Path) -> Cassette:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CassetteError(f"Cannot read cassette {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # a binary file (an archive, a pcap) given by mistake
+        raise CassetteError(
+            f"Cassette {path} is not a text file: byte {exc.start} is not UTF-8 (a cassette is YAML text)"
+        ) from None
     return parse_cassette(text, source=str(path))
 
 

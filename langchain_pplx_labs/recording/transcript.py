@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from langchain_pplx_labs._plural import counted
 from langchain_pplx_labs.errors import PerplexityLabsServerError
 from langchain_pplx_labs.events import ReasoningDelta, Source, StreamEvent, TextDelta
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, THINK_CLOSE, THINK_OPEN, LabsProtocol
@@ -83,11 +84,11 @@ def _web_turn(interaction: Interaction, model: str) -> list[str]:
             f"  [{n}] {_source(s.model_dump(exclude_none=True))}" for n, s in enumerate(read.sources, 1)
         ]
     if not read.times:
-        lines.append(f"timing: no answer message ({len(interaction.frames)} messages)")
+        lines.append(f"timing: no answer message ({counted(len(interaction.frames), 'message')})")
     else:
         lines.append(
             f"timing: first +{read.times[0]:.3f}s, last +{read.times[-1]:.3f}s, "
-            f"{len(read.times)} messages with news of {len(interaction.frames)}"
+            f"{counted(len(read.times), 'message')} with news of {len(interaction.frames)}"
         )
     lines.append(f"ended: {read.ending(interaction.frames)}")
     return lines
@@ -170,12 +171,12 @@ def _source(citation: Any) -> str:
 
 def _timing(frames: list[Frame], progress: list[Frame]) -> str:
     if not progress:
-        return f"timing: no progress frame ({len(frames)} frames)"
+        return f"timing: no progress frame ({counted(len(frames), 'frame')})"
     others = len(frames) - len(progress)
     extra = f", {others} other" if others else ""
     return (
         f"timing: first frame +{progress[0].at:.3f}s, last +{progress[-1].at:.3f}s, "
-        f"{len(progress)} progress frames{extra}"
+        f"{counted(len(progress), 'progress frame')}{extra}"
     )
 
 
