@@ -197,7 +197,7 @@ def web_request_body(
         "is_sponsored": False,
         "prompt_source": "user",
         "query_source": "home",
-        "is_incognito": False,
+        "is_incognito": True,
         "time_from_first_type": 0,
         "local_search_enabled": False,
         "use_schematized_api": STREAM_PARAMS["use_schematized_api"],
