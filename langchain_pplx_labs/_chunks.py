@@ -45,6 +45,10 @@ def response_metadata(event: Finished, model: str) -> dict[str, Any]:
         metadata["search_results"] = [source.model_dump(exclude_none=True) for source in event.sources]
     if event.elapsed_time is not None:
         metadata["elapsed_time"] = event.elapsed_time
+    if event.extras:
+        metadata.update(event.extras)
+    if event.thread:
+        metadata.update(event.thread)
     return metadata
 
 

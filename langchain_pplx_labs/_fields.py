@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 # Header names whose values are credentials: masked by dumpd and never logged.
 _SECRET_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization", "x-api-key"})
+SEARCH_SOURCES: Mapping[str, str] = {"web": "web", "academic": "scholar", "sec": "edgar", "social": "social"}
+"""ChatPerplexity's ``search_mode`` -> the web app's ``sources`` entry (perplexity-webui-scraper 1.2.1 ``SourceFocus``)."""
+RECENCY_FILTERS = ("day", "week", "month", "year")
+
 # Common chat-model arguments Labs has no use for: accepted without a warning (documented).
 _IGNORED_PARAMS = frozenset({"temperature", "max_tokens"})
 
@@ -115,6 +119,20 @@ class ModelFields(BaseChatModel):
     """Cut the answer at the first of these strings (Labs has no server-side stop)."""
     cookies: SecretStr | None = Field(default_factory=secret_from_env("PPLX_LABS_COOKIES", default=None))
     """``Cookie`` header value (e.g. a session); a secret: masked, and a secret in ``dumpd``. Env: ``PPLX_LABS_COOKIES``."""
+    search_mode: str | None = None
+    """ChatPerplexity's name, on the web app's sources: ``"web"``, ``"academic"`` (scholar), ``"sec"``
+    (edgar filings) or ``"social"``; ``None``: the web app's default (web)."""
+    search_recency_filter: str | None = None
+    """Only sources from the last ``"day"``, ``"week"``, ``"month"`` or ``"year"`` (ChatPerplexity's name)."""
+    disable_search: bool = False
+    """Answer without searching: the web app's writing mode (ChatPerplexity's name)."""
+    incognito: bool = True
+    """Ask incognito (``is_incognito``): nothing lands in the account's history unless ``False``."""
+    return_images: bool = False
+    """Accepted for a swap from ChatPerplexity: images come in ``response_metadata["images"]`` whenever
+    the web app sends them."""
+    return_related_questions: bool = False
+    """Accepted for a swap from ChatPerplexity: ``response_metadata["related_questions"]`` whenever sent."""
     protocol: LabsProtocol = Field(default_factory=LabsProtocol)
     """Labs' and the web app's paths, event names, payload versions, Origins and auth, as data: change it when they change."""
 
@@ -145,6 +163,35 @@ class ModelFields(BaseChatModel):
         if value not in ("labs", "web"):
             raise PerplexityLabsInputError(f"Invalid transport {value!r}: use 'labs' or 'web'")
         return value
+
+    @field_validator("search_mode")
+    @classmethod
+    def _check_search_mode(cls, value: str | None) -> str | None:
+        if value is not None and value not in SEARCH_SOURCES:
+            raise PerplexityLabsInputError(
+                f"Invalid search_mode {value!r}: use one of {', '.join(map(repr, SEARCH_SOURCES))}"
+            )
+        return value
+
+    @field_validator("search_recency_filter")
+    @classmethod
+    def _check_recency(cls, value: str | None) -> str | None:
+        if value is not None and value not in RECENCY_FILTERS:
+            raise PerplexityLabsInputError(
+                f"Invalid search_recency_filter {value!r}: use one of {', '.join(map(repr, RECENCY_FILTERS))}"
+            )
+        return value
+
+    def _web_params(self) -> dict[str, Any]:
+        """The web ask's ``params`` these fields set (laid over the defaults by ``web_request_body``)."""
+        params: dict[str, Any] = {"is_incognito": self.incognito}
+        if self.disable_search:
+            params.update(search_focus="writing", sources=[])
+        elif self.search_mode is not None:
+            params["sources"] = [SEARCH_SOURCES[self.search_mode]]
+        if self.search_recency_filter is not None:
+            params["search_recency_filter"] = self.search_recency_filter
+        return params
 
     @field_validator("base_url")
     @classmethod

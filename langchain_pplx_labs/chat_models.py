@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from contextlib import aclosing
+from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LangSmithParams, LanguageModelInput
@@ -23,7 +24,7 @@ from langchain_pplx_labs._stop import normalise_stop
 from langchain_pplx_labs._sync import iterate_sync, run_sync
 from langchain_pplx_labs.client import Client, ClientCache, client_settings
 from langchain_pplx_labs.errors import PerplexityLabsInputError
-from langchain_pplx_labs.messages import to_payload
+from langchain_pplx_labs.messages import THREAD_DIGEST, conversation_digest, follow_up, to_payload, to_turns
 from langchain_pplx_labs.pool import PoolSettings
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, validate_model_name
 from langchain_pplx_labs.settings import ConnectionSettings
@@ -260,14 +261,17 @@ class ChatPerplexityLabs(ModelFields):
 
         Sources come in the order the answer's `[n]` markers use, in
         `response_metadata["citations"]` (and `additional_kwargs["citations"]`); over Labs the
-        server's `elapsed_time` comes too:
+        server's `elapsed_time` comes too. Over the web, `images` and `related_questions` come
+        when the web app sends them, and the thread's ids (`backend_uuid`, `read_write_token`, a
+        credential, and `thread_url_slug`): given back at the end of a history, the next question
+        is a follow-up in that thread (`docs/web_transport.md`, "Threads and search options"):
 
         ```python
         print(msg.response_metadata)
         ```
 
         ```text
-        {'model_provider': 'perplexity_labs', 'model_name': 'sonar-pro', 'finish_reason': 'stop', 'citations': ['https://en.wikipedia.org/wiki/Paris', 'https://www.britannica.com/place/Paris']}
+        {'model_provider': 'perplexity_labs', 'model_name': 'sonar-pro', 'finish_reason': 'stop', 'citations': ['https://en.wikipedia.org/wiki/Paris', 'https://www.britannica.com/place/Paris']...}
         ```
 
         When the sources carry titles, `response_metadata["search_results"]` lists them
@@ -438,13 +442,21 @@ class ChatPerplexityLabs(ModelFields):
         model = validate_model_name(kwargs["model"]) if kwargs.get("model") else self.model
         # An instruction may be prepended: errors must still name the caller's message indexes.
         first_index = len(messages) - len(prepared)
+        thread = follow_up(prepared) if self.transport == "web" else None
+        asked = prepared[-1:] if thread else prepared
         payload = to_payload(
-            prepared,
+            asked,
             model,
             protocol=self.protocol,
             max_input_chars=self.max_input_chars,
-            first_index=first_index,
+            first_index=len(messages) - 1 if thread else first_index,
         )
+        if self.transport == "web":
+            if thread:
+                payload["thread"] = thread  # a follow-up: the new turn alone, in the answer's thread
+            web_params = self._web_params()
+            if web_params:
+                payload["web_params"] = web_params
         chunks = answer_chunks(
             self._client,
             payload,
@@ -452,6 +464,9 @@ class ChatPerplexityLabs(ModelFields):
             stops=normalise_stop(stop if stop is not None else self.stop),
             usage=not streamed or bool(kwargs.get("stream_usage", self.stream_usage)),
         )
+        if self.transport == "web":
+            answer = cast("AsyncGenerator[ChatGenerationChunk, None]", chunks)  # answer_chunks is one
+            chunks = _with_thread_digest(answer, to_turns(prepared, first_index=first_index))
         return parse_tool_stream(chunks, tools, seed=request_seed(prepared)) if tools else chunks
 
     def _astream(
@@ -519,3 +534,20 @@ class ChatPerplexityLabs(ModelFields):
 
 
 pay_first_call_costs(lambda: ChatPerplexityLabs(base_url=DEFAULT_BASE_URL, model=DEFAULT_MODEL, cookies=None))
+
+
+async def _with_thread_digest(
+    chunks: AsyncGenerator[ChatGenerationChunk, None], turns: list[Any]
+) -> AsyncIterator[ChatGenerationChunk]:
+    """``chunks``, the closing one with the digest of ``turns`` and the answer when it has thread ids
+    (:func:`~langchain_pplx_labs.messages.follow_up` checks it against the history given back)."""
+    text: list[str] = []
+    async with aclosing(chunks):  # a reader that leaves closes the answer's stream at once
+        async for chunk in chunks:
+            message = chunk.message
+            if isinstance(message.content, str):
+                text.append(message.content)
+            if "backend_uuid" in message.response_metadata:
+                answered = [*turns, {"role": "assistant", "content": "".join(text)}]
+                message.response_metadata[THREAD_DIGEST] = conversation_digest(answered)
+            yield chunk

@@ -34,12 +34,16 @@ class ReasoningDelta:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """The answer's end: its sources and the server's counters."""
+    """The answer's end: its sources, the server's counters, and the web app's thread ids when sent."""
 
     sources: tuple[Source, ...]
     rich_sources: bool
     tokens_streamed: int | None
     elapsed_time: float | None
+    thread: dict[str, str] | None = None
+    """``backend_uuid``, ``read_write_token``, ``thread_url_slug`` as the web stream sent them (a follow-up's ids)."""
+    extras: dict[str, Any] | None = None
+    """What else the stream sent for the answer, in ChatPerplexity's names: ``images``, ``related_questions``."""
 
 
 StreamEvent = TextDelta | ReasoningDelta | Finished
@@ -50,6 +54,8 @@ def finished(
     *,
     tokens_streamed: int | None = None,
     elapsed_time: float | None = None,
+    thread: dict[str, str] | None = None,
+    extras: dict[str, Any] | None = None,
 ) -> Finished:
     """The end event for ``citations`` as a server sent them: bare URLs, or objects with a ``url``."""
     sources = tuple(
@@ -57,4 +63,4 @@ def finished(
         for c in citations
     )
     rich = any(not isinstance(c, str) for c in citations)
-    return Finished(sources, rich, tokens_streamed, elapsed_time)
+    return Finished(sources, rich, tokens_streamed, elapsed_time, thread or None, extras or None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -170,3 +171,42 @@ def _decoded(args: Any) -> Any:
         except ValueError:
             break
     return args
+
+
+THREAD_DIGEST = "thread_digest"
+"""``response_metadata`` key of an answer's digest of its whole conversation (*ours*): a history whose
+turns hash the same comes from that thread, unedited."""
+
+
+def conversation_digest(turns: Sequence[LabsMessage]) -> str:
+    """A digest of ``turns`` (roles and texts), to tell a thread's own history from an edited one."""
+    text = json.dumps([[turn["role"], turn["content"]] for turn in turns], ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def follow_up(messages: Sequence[BaseMessage]) -> dict[str, str] | None:
+    """The web thread ``messages`` continue, or ``None`` when the history is not one thread's.
+
+    A follow-up is a human question right after an AI answer whose ``response_metadata`` has the
+    thread's ids (``backend_uuid``, ``read_write_token``) and the digest of the conversation it
+    answered plus itself: an edited, foreign or re-prompted history hashes differently.
+    """
+    if len(messages) < 2 or not isinstance(messages[-1], HumanMessage):
+        return None
+    answer = messages[-2]
+    if not isinstance(answer, AIMessage):
+        return None
+    meta = answer.response_metadata
+    backend_uuid, token, digest = (meta.get(k) for k in ("backend_uuid", "read_write_token", THREAD_DIGEST))
+    if not (isinstance(backend_uuid, str) and isinstance(token, str) and isinstance(digest, str)):
+        return None
+    try:
+        turns = to_turns(messages[:-1])
+    except PerplexityLabsInputError:
+        return None
+    if conversation_digest(turns) != digest:
+        return None
+    thread = {"last_backend_uuid": backend_uuid, "read_write_token": token}
+    if isinstance(meta.get("thread_url_slug"), str):
+        thread["thread_url_slug"] = meta["thread_url_slug"]
+    return thread

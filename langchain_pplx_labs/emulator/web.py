@@ -181,6 +181,11 @@ class WebEndpoint:
         """Answered asks by ``thread_url_slug``, as ``GET /rest/thread/<slug>`` gives them (the latest 64)."""
         self.bodies: collections.deque[dict[str, Any]] = collections.deque(maxlen=64)
         """Bodies of the latest asks, oldest first."""
+        self.conversations: collections.OrderedDict[str, tuple[str, str, list[dict[str, str]]]] = (
+            collections.OrderedDict()
+        )
+        """Answered asks by ``backend_uuid``: the thread's ``read_write_token``, its slug and its turns so far
+        (a follow-up names the last one with ``last_backend_uuid``; the latest 256 kept)."""
         self.headers: collections.deque[dict[str, str]] = collections.deque(maxlen=64)
         """HTTP headers of the latest asks and session checks."""
         self._closing = False
@@ -211,6 +216,7 @@ class WebEndpoint:
         self.session_checks = 0
         self.calls.clear()
         self.threads.clear()
+        self.conversations.clear()
         self.bodies.clear()
         self.headers.clear()
 
@@ -310,11 +316,19 @@ class WebEndpoint:
         self.bodies.append(body)
         params: dict[str, Any] = body["params"]
         preference = params.get("model_preference")
+        turns = transcript_turns(body["query_str"])
+        thread: tuple[str, str, list[dict[str, str]]] | None = None
+        if params.get("query_source") == "followup":
+            # A follow-up: ``query_str`` is the new turn alone, the thread holds the rest.
+            thread = self.conversations.get(str(params.get("last_backend_uuid")))
+            if thread is None or params.get("read_write_token") != thread[0]:
+                return _bad_request("follow-up to an unknown thread, or with another read_write_token")
+            turns = [*thread[2], *turns]
         payload = {
             "version": str(params.get("version", "")),
             "source": str(params.get("source", "default")),
             "model": _labs_model_name(preference if isinstance(preference, str) and preference else "turbo"),
-            "messages": transcript_turns(body["query_str"]),
+            "messages": turns,
         }
         self._record(payload)
         labs_request = LabsRequest(payload, self.emulator.protocol, web_body=body)
@@ -329,13 +343,22 @@ class WebEndpoint:
             headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
-        renderer = WebRenderer(self.variant, labs_request, params)
+        renderer = WebRenderer(self.variant, labs_request, params, thread=thread[:2] if thread else None)
         try:
             await self._play(request, response, renderer, steps)
         except ConnectionError:
             logger.debug("web client went away during its answer")  # the client's choice, not an error
         if renderer.ended and renderer.answer:
             self._store_thread(body, renderer)
+            envelope = renderer.envelope
+            answered = [*turns, {"role": "assistant", "content": renderer.answer}]
+            self.conversations[envelope["backend_uuid"]] = (
+                envelope["read_write_token"],
+                envelope["thread_url_slug"],
+                answered,
+            )
+            while len(self.conversations) > 256:
+                self.conversations.popitem(last=False)
         return response
 
     def _record(self, payload: dict[str, Any]) -> None:
@@ -391,7 +414,14 @@ class WebRenderer:
     """Renders one answer's cumulative Labs frames as the web app's SSE JSON messages, in the form the
     ask's ``params`` chose (:func:`~langchain_pplx_labs.web_evidence.text_form`, ``diff_form``)."""
 
-    def __init__(self, variant: WebVariant, request: LabsRequest, params: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        variant: WebVariant,
+        request: LabsRequest,
+        params: Mapping[str, Any],
+        *,
+        thread: tuple[str, str] | None = None,
+    ) -> None:
         self.variant = variant
         self.model = request.model
         self.progress_event = request.progress_event
@@ -421,8 +451,11 @@ class WebRenderer:
             "display_model": params.get("model_preference"),
             "mode": mode.upper() if isinstance(mode, str) else "CONCISE",
             "thread_title": question[:80],
-            "thread_url_slug": _slug(question),
+            "thread_url_slug": thread[1] if thread else _slug(question),
+            # The thread's write token (jamiemills' messages carry it), kept by its follow-ups.
+            "read_write_token": thread[0] if thread else uuid.uuid4().hex,
         }
+        self.question = question
 
     def render(self, frame: Any) -> list[dict[str, Any]]:
         """The messages for one frame (none when it adds nothing the web app would send)."""
@@ -443,9 +476,17 @@ class WebRenderer:
         if new_sources:
             self.citations = citations
             blocks += self._source_blocks()
+        if final and self.citations and self.form != "text":
+            blocks.append(self._media_block())
         if not blocks and not final:
             return []
         message: dict[str, Any] = {}
+        if final:
+            # Suggested next questions with the answer's end (gpt4free 35e3fa95, 8.8.6 ``related_query_items``).
+            message["related_query_items"] = [
+                {"text": f"Tell me more about {self.question[:60]}"},
+                {"text": "What are the sources?"},
+            ]
         if self.form == "text":
             message["text"] = self._text(new_sources, final)
             if self.variant.text == "answer":
@@ -553,6 +594,14 @@ class WebRenderer:
                 {"intended_usage": "sources_answer_mode", "sources_mode_block": copy.deepcopy(results)}
             )
         return blocks
+
+    def _media_block(self) -> dict[str, Any]:
+        """An image per source, as a ``media_items`` block (gpt4free 35e3fa95 reads ``media_block.media_items``)."""
+        items = [
+            {"medium": "image", "image": _web_result(c)["url"] + "/image.png", "url": _web_result(c)["url"]}
+            for c in self.citations
+        ]
+        return {"intended_usage": "media_items", "media_block": {"media_items": items}}
 
     def _text(self, new_sources: bool, final: bool) -> str:
         """The ``text`` field of this message: every message of the ``text`` form has one."""

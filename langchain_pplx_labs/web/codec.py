@@ -41,6 +41,11 @@ AUTO_MODELS = frozenset({"auto", "perplexity"})
 """Names that let the account pick: ``pplx_pro`` when signed in, ``turbo`` when anonymous (as gpt4free does)."""
 _LABS_NAMES = {web: labs for labs, web in WEB_MODEL_ALIASES.items()}
 
+THREAD_FIELDS = ("backend_uuid", "read_write_token", "thread_url_slug")
+"""The thread ids every answer message's envelope carries; a follow-up sends the first two back
+(gpt4free db299525, perplexity-webui-scraper 1.2.1). ``read_write_token`` is a credential: never logged."""
+FOLLOWUP_FIELDS = ("last_backend_uuid", "read_write_token")
+
 SUPPORTED_BLOCK_USE_CASES = BLOCK_USE_CASES
 """Block kinds the client says it renders (``web_evidence.BLOCK_USE_CASES``); ``diff_blocks`` asks for patches."""
 
@@ -164,7 +169,9 @@ def web_request_body(
 
     ``params`` follow gpt4free's anonymous body (2025-10): ``mode`` is ``concise`` anonymous and
     ``copilot`` signed in; ``protocol.web_params`` is laid over them. The conversation travels in
-    ``query_str`` (and ``dsl_query``) as :func:`query_from_messages` writes it.
+    ``query_str`` (and ``dsl_query``) as :func:`query_from_messages` writes it. The payload's
+    ``web_params`` (the model's search options) are laid over the defaults; its ``thread``
+    (``last_backend_uuid``, ``read_write_token``) makes the ask a follow-up in that thread.
     """
     protocol = protocol or LabsProtocol()
     model = payload.get("model")
@@ -190,7 +197,7 @@ def web_request_body(
         "is_sponsored": False,
         "prompt_source": "user",
         "query_source": "home",
-        "is_incognito": False,
+        "is_incognito": True,
         "time_from_first_type": 0,
         "local_search_enabled": False,
         "use_schematized_api": STREAM_PARAMS["use_schematized_api"],
@@ -206,6 +213,16 @@ def web_request_body(
         "source": protocol.source,
         "version": protocol.web_version,
     }
+    options = payload.get("web_params")
+    if isinstance(options, Mapping):
+        params.update(options)
+    thread = payload.get("thread")
+    if isinstance(thread, Mapping) and all(isinstance(thread.get(k), str) for k in FOLLOWUP_FIELDS):
+        # A follow-up in the thread the ids name: ``query_str`` is the new turn alone.
+        params["last_backend_uuid"] = thread["last_backend_uuid"]
+        params["read_write_token"] = thread["read_write_token"]
+        params["query_source"] = "followup"
+        params["followup_source"] = "link"
     params.update(protocol.web_params)
     return {"params": params, "query_str": query}
 
@@ -298,6 +315,9 @@ class WebDecoder:
         self._answer_started = False
         self._reasoning = ""
         self._citations: list[Citation] = []
+        self._thread: dict[str, str] = {}
+        self._related: list[str] = []
+        self._images: list[dict[str, Any]] = []
         self._events: list[StreamEvent] = []
         self.completed = False
         """A ``status: COMPLETED`` (or ``text_completed: true``) message arrived."""
@@ -322,6 +342,15 @@ class WebDecoder:
                 self.completed = True
         if get("text_completed") is True:
             self.completed = True  # the answer's text is whole (henrique-coder's reader ends there)
+        if len(self._thread) < len(THREAD_FIELDS):
+            self._take_thread(message)
+        related = get("related_query_items")
+        if isinstance(related, list) and related:
+            self._related = [
+                item["text"]
+                for item in related
+                if isinstance(item, dict) and isinstance(item.get("text"), str)
+            ]
         events = self._events = []
         blocks = get("blocks")
         if isinstance(blocks, list):
@@ -341,7 +370,19 @@ class WebDecoder:
         if self.finished:
             return []
         self.finished = True
-        return [finished(self._citations)]
+        extras: dict[str, Any] = {}
+        if self._images:
+            extras["images"] = self._images
+        if self._related:
+            extras["related_questions"] = self._related
+        return [finished(self._citations, thread=dict(self._thread), extras=extras)]
+
+    def _take_thread(self, message: Mapping[str, Any]) -> None:
+        """The thread ids a message's envelope carries (``backend_uuid`` is the latest answer's)."""
+        for name in THREAD_FIELDS:
+            value = message.get(name)
+            if isinstance(value, str) and value:
+                self._thread[name] = value
 
     # Answer text and reasoning, as deltas.
 
@@ -435,6 +476,10 @@ class WebDecoder:
             self._sources_are(document.get("web_results"))
         elif field == "workflow_block":
             self._answer_is(_workflow_text(document))
+        elif field == "media_block":
+            images = _images_of(document.get("media_items"))
+            if images:
+                self._images = images
 
     def _sources_are(self, results: object) -> None:
         citations = _citations_of(results)
@@ -573,6 +618,29 @@ def _goals_text(goals: object) -> str:
                 if isinstance(chunks, list):
                     parts.append("".join(c for c in chunks if isinstance(c, str)))
     return "\n".join(part for part in parts if part)
+
+
+def _images_of(items: object) -> list[dict[str, Any]]:
+    """A ``media_block``'s image items in ChatPerplexity's ``images`` shape: ``image_url``, ``origin_url``
+    (the page it is on), ``width`` and ``height`` when sent."""
+    if not isinstance(items, list):
+        return []
+    images: list[dict[str, Any]] = []
+    for item in items:
+        if not isinstance(item, Mapping) or item.get("medium", "image") != "image":
+            continue
+        image = item.get("image") or item.get("url")
+        if not isinstance(image, str) or not image:
+            continue
+        entry: dict[str, Any] = {"image_url": image}
+        origin = item.get("url") if item.get("image") else None
+        if isinstance(origin, str) and origin:
+            entry["origin_url"] = origin
+        for key in ("width", "height"):
+            if isinstance(item.get(key), int):
+                entry[key] = item[key]
+        images.append(entry)
+    return images
 
 
 def _citations_of(results: object) -> list[Citation]:
