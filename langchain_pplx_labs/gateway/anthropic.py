@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from langchain_pplx_labs._chunks import estimate_tokens
 from langchain_pplx_labs._stop import StopScanner, normalise_stop
 from langchain_pplx_labs.errors import PerplexityLabsError
-from langchain_pplx_labs.gateway.errors import GatewayError, from_labs, internal, invalid
+from langchain_pplx_labs.gateway.errors import GatewayError, from_labs, internal, invalid, next_chunk
 from langchain_pplx_labs.gateway.responses import Ending, Translator
 from langchain_pplx_labs.gateway.schema import ChatRequest, parse_request, to_langchain
 
@@ -480,25 +480,16 @@ async def messages(request: web.Request) -> web.StreamResponse:
     answer = Answer(anthropic.model, anthropic.stop_sequences)
     async with gateway.admission(), aclosing(gateway.stream(chat, to_langchain(chat))) as chunks:
         # The first chunk comes before any byte is sent, so failing to start is a plain HTTP error.
-        first = await _next(chunks)
+        first = await next_chunk(chunks)
         if not anthropic.stream:
             events = answer.start()
             chunk = first
             while chunk is not None and not answer.done:
                 events += answer.add(chunk)
-                chunk = None if answer.done else await _next(chunks)
+                chunk = None if answer.done else await next_chunk(chunks)
             events += answer.finish()
             return web.json_response(fold(events), dumps=_dumps)
         return await _serve(request, gateway, answer, first, chunks)
-
-
-async def _next(chunks: AsyncGenerator[AIMessageChunk, None]) -> AIMessageChunk | None:
-    try:
-        return await anext(chunks)
-    except StopAsyncIteration:
-        return None
-    except PerplexityLabsError as exc:
-        raise from_labs(exc) from exc
 
 
 async def _serve(
@@ -517,7 +508,7 @@ async def _serve(
         try:
             while chunk is not None and not answer.done:
                 await _write(response, answer.add(chunk))
-                chunk = None if answer.done else await _next(chunks)
+                chunk = None if answer.done else await next_chunk(chunks)
             await _write(response, answer.finish())
         except GatewayError as exc:
             await _write_error(response, gateway, exc)

@@ -18,9 +18,8 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from pydantic import SecretStr
 
 from langchain_pplx_labs.chat_models import ChatPerplexityLabs
-from langchain_pplx_labs.errors import PerplexityLabsError
 from langchain_pplx_labs.gateway import anthropic, responses_api
-from langchain_pplx_labs.gateway.errors import GatewayError, from_labs, internal
+from langchain_pplx_labs.gateway.errors import GatewayError, internal, next_chunk
 from langchain_pplx_labs.gateway.responses import Completion, Ending, ReasoningMode, Translator
 from langchain_pplx_labs.gateway.schema import ChatRequest, parse_request, to_langchain
 from langchain_pplx_labs.protocol import KNOWN_MODELS, WEB_MODELS, LabsProtocol
@@ -294,20 +293,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     translator = Translator(chat.model, gateway.settings.reasoning)
     async with gateway.admission(), aclosing(gateway.stream(chat, messages)) as chunks:
         # The first chunk comes before any byte is sent, so failing to start is a plain HTTP error.
-        first = await _next(chunks)
+        first = await next_chunk(chunks)
         if not chat.stream:
             return await _complete(translator, first, chunks)
         hold = gateway.settings.perplexity_stream == "sources-first" and not request.path.startswith("/v1/")
         return await _serve_events(request, gateway, chat, translator, first, chunks, hold=hold)
-
-
-async def _next(chunks: AsyncGenerator[AIMessageChunk, None]) -> AIMessageChunk | None:
-    try:
-        return await anext(chunks)
-    except StopAsyncIteration:
-        return None
-    except PerplexityLabsError as exc:
-        raise from_labs(exc) from exc
 
 
 async def _complete(
@@ -317,7 +307,7 @@ async def _complete(
     message = first
     while message is not None:
         completion.add(translator.delta(message))
-        message = await _next(chunks)
+        message = await next_chunk(chunks)
     return web.json_response(completion.body(), dumps=_dumps)
 
 
@@ -355,7 +345,7 @@ async def _send_all(
         message = first
         while message is not None:
             await events.send(events.translator.delta(message))
-            message = await _next(chunks)
+            message = await next_chunk(chunks)
         await events.finish(include_usage=include_usage)
     except GatewayError as exc:
         await _end_with_error(gateway, events, exc)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any
+
+from langchain_core.messages import AIMessageChunk
 
 from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
@@ -96,3 +99,13 @@ def internal() -> GatewayError:
     return GatewayError(
         500, "The gateway failed unexpectedly; see its log", type="server_error", code="internal_error"
     )
+
+
+async def next_chunk(chunks: AsyncGenerator[AIMessageChunk, None]) -> AIMessageChunk | None:
+    """The answer's next chunk, ``None`` at its end; a failure of the service as the gateway's own error."""
+    try:
+        return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+    except PerplexityLabsError as exc:
+        raise from_labs(exc) from exc

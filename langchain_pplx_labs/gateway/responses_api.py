@@ -23,9 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from langchain_pplx_labs._chunks import estimate_tokens
 from langchain_pplx_labs._content_blocks import citation_annotations
-from langchain_pplx_labs.errors import PerplexityLabsError
 from langchain_pplx_labs.gateway.anthropic import GATEWAY, Gateway
-from langchain_pplx_labs.gateway.errors import GatewayError, from_labs, internal, invalid
+from langchain_pplx_labs.gateway.errors import GatewayError, internal, invalid, next_chunk
 from langchain_pplx_labs.gateway.responses import Ending, Translator
 from langchain_pplx_labs.gateway.schema import ChatRequest, parse_request, to_langchain
 
@@ -376,24 +375,15 @@ async def responses(request: web.Request) -> web.StreamResponse:
     answer = Answer(asked)
     async with gateway.admission(), aclosing(gateway.stream(chat, to_langchain(chat))) as chunks:
         # The first chunk comes before any byte is sent, so failing to start is a plain HTTP error.
-        first = await _next(chunks)
+        first = await next_chunk(chunks)
         if not asked.stream:
             chunk = first
             while chunk is not None:
                 answer.add(chunk)
-                chunk = await _next(chunks)
+                chunk = await next_chunk(chunks)
             answer.finish()
             return web.json_response(answer.response(), dumps=_dumps)
         return await _serve(request, gateway, answer, first, chunks)
-
-
-async def _next(chunks: AsyncGenerator[AIMessageChunk, None]) -> AIMessageChunk | None:
-    try:
-        return await anext(chunks)
-    except StopAsyncIteration:
-        return None
-    except PerplexityLabsError as exc:
-        raise from_labs(exc) from exc
 
 
 async def _serve(
@@ -411,7 +401,7 @@ async def _serve(
         try:
             while chunk is not None:
                 await _write(response, answer.add(chunk))
-                chunk = await _next(chunks)
+                chunk = await next_chunk(chunks)
             await _write(response, answer.finish())
         except GatewayError as exc:
             await _write_error(response, gateway, answer, exc)
