@@ -79,6 +79,9 @@ LABS = "Perplexity Labs"
 WEB_APP = "Perplexity's web app"
 """The name a web transport's error gives the service that failed, refused or went silent (``service=``)."""
 
+UNTRUSTED_CERTIFICATE = " (TLS certificate not trusted: pass ssl_context= with your CA, or verify_ssl=False)"
+"""What a connect failure adds when the server's certificate was not trusted (both services' connects)."""
+
 RETIREMENT_EVIDENCE = (
     "Perplexity retired Labs in 2025-09: labs.perplexity.ai has redirected to www.perplexity.ai since "
     "(gpt4free issue #3193, 2025-09-28), and gpt4free marked its Labs client not working (2025-10-02)"

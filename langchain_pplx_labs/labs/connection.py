@@ -14,6 +14,7 @@ from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, being_cancelle
 from langchain_pplx_labs._tracing import OPENING, Opening
 from langchain_pplx_labs._waiting import Deadline, Inbox
 from langchain_pplx_labs.errors import (
+    UNTRUSTED_CERTIFICATE,
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
     PerplexityLabsError,
@@ -50,7 +51,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
-_UNTRUSTED = " (TLS certificate not trusted: pass ssl_context= with your CA, or verify_ssl=False)"
 
 
 class PipelinedQueryDropped(PerplexityLabsDisconnectedError):
@@ -188,7 +188,7 @@ class LabsConnection:
         if failure is not None:
             if isinstance(failure, ConnectTimeout):
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
-            hint = _UNTRUSTED if isinstance(failure, CertificateError) else ""
+            hint = UNTRUSTED_CERTIFICATE if isinstance(failure, CertificateError) else ""
             return PerplexityLabsConnectionError(f"Could not connect to {url} over {transport}: {exc}{hint}")
         if isinstance(exc, Exception):
             # The server's first message is not Engine.IO (a plain WebSocket, a proxy's page):
@@ -443,7 +443,7 @@ async def diagnose_refusal(
             url, settings.header_dict, total=settings.timeouts.connect, limit=65536
         )
     except TransportError as exc:
-        hint = _UNTRUSTED if isinstance(exc, CertificateError) else ""
+        hint = UNTRUSTED_CERTIFICATE if isinstance(exc, CertificateError) else ""
         return PerplexityLabsConnectionError(
             f"Cannot reach Perplexity Labs at {settings.base_url}: {exc}{hint}"
         )

@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, stop_tasks, track
 from langchain_pplx_labs._waiting import Deadline
 from langchain_pplx_labs.errors import (
+    UNTRUSTED_CERTIFICATE,
     WEB_APP,
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
@@ -61,7 +62,6 @@ _REFUSAL_READ_BYTES = 4096
 # After an answer's last message the server still ends its stream; read that far (within
 # GRACEFUL_CLOSE_SECONDS) so the keep-alive connection goes back to the transport's pool warm.
 _TAIL_READ_BYTES = 64 * 1024
-_CERTIFICATE_HINT = " (TLS certificate not trusted: pass ssl_context= with your CA, or verify_ssl=False)"
 
 
 class WebTap(Protocol):
@@ -200,7 +200,7 @@ class WebSession:
         if isinstance(exc, PerplexityLabsError):
             return exc  # a refusal, already typed (a rate limit among them)
         if isinstance(exc, TransportError):
-            hint = _CERTIFICATE_HINT if isinstance(exc, CertificateError) else ""
+            hint = UNTRUSTED_CERTIFICATE if isinstance(exc, CertificateError) else ""
             return PerplexityLabsConnectionError(
                 f"Could not connect to {self.settings.base_url} over web: {exc}{hint}"
             )
