@@ -26,7 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from langchain_pplx_labs._chunks import estimate_tokens
 from langchain_pplx_labs._stop import StopScanner, normalise_stop
 from langchain_pplx_labs.errors import PerplexityLabsError
-from langchain_pplx_labs.gateway.errors import GatewayError, from_labs, internal, invalid, next_chunk
+from langchain_pplx_labs.gateway.errors import (
+    GatewayError,
+    field_error,
+    from_labs,
+    internal,
+    invalid,
+    next_chunk,
+)
 from langchain_pplx_labs.gateway.responses import Ending, Translator
 from langchain_pplx_labs.gateway.schema import ChatRequest, parse_request, to_langchain
 
@@ -195,7 +202,7 @@ def parse(body: bytes, *, max_messages: int) -> tuple[MessagesRequest, ChatReque
     try:
         request = MessagesRequest.model_validate_json(body)
     except ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise field_error(exc) from None
     try:
         normalise_stop(request.stop_sequences)
     except PerplexityLabsError as exc:
@@ -216,20 +223,6 @@ def parse(body: bytes, *, max_messages: int) -> tuple[MessagesRequest, ChatReque
         chat["tool_choice"] = _tool_choice(request.tool_choice)
     # Validated again as a chat request: the same limits and question checks as the OpenAI door.
     return request, parse_request(orjson.dumps(chat), max_messages=max_messages)
-
-
-def _validation_error(exc: ValidationError) -> GatewayError:
-    error = exc.errors()[0]
-    if error["type"] in ("json_invalid", "json_type"):
-        return invalid(f"The request body is not valid JSON: {error['msg']}")
-    param = ".".join(str(part) for part in error["loc"] if isinstance(part, int) or not _is_type(str(part)))
-    if error["type"] == "missing":
-        return invalid(f"{param}: Field required", param)
-    return invalid(f"{param}: {error['msg']}", param)
-
-
-def _is_type(part: str) -> bool:
-    return part == "str" or "[" in part or part[:1].isupper()
 
 
 def _tool_choice(choice: ToolChoice | None) -> str | dict[str, Any]:

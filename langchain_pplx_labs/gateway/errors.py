@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from langchain_core.messages import AIMessageChunk
+from pydantic import ValidationError
 
 from langchain_pplx_labs.errors import (
     PerplexityLabsBlockedError,
@@ -109,3 +110,22 @@ async def next_chunk(chunks: AsyncGenerator[AIMessageChunk, None]) -> AIMessageC
         return None
     except PerplexityLabsError as exc:
         raise from_labs(exc) from exc
+
+
+def field_error(exc: ValidationError) -> GatewayError:
+    """A request body's first validation error as a 400 naming its field (``input.0.content``), as the
+    Anthropic and Responses doors word it."""
+    error = exc.errors()[0]
+    if error["type"] in ("json_invalid", "json_type"):
+        return invalid(f"The request body is not valid JSON: {error['msg']}")
+    param = ".".join(
+        str(part) for part in error["loc"] if isinstance(part, int) or not is_type_name(str(part))
+    )
+    if error["type"] == "missing":
+        return invalid(f"{param}: Field required", param)
+    return invalid(f"{param}: {error['msg']}", param)
+
+
+def is_type_name(part: str) -> bool:
+    """Whether a validation error's path part is a union member's name (``str``, ``list[Part]``), not a field."""
+    return part == "str" or "[" in part or part[:1].isupper()

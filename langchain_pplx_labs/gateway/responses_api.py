@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from langchain_pplx_labs._chunks import estimate_tokens
 from langchain_pplx_labs._content_blocks import citation_annotations
 from langchain_pplx_labs.gateway.anthropic import GATEWAY, Gateway
-from langchain_pplx_labs.gateway.errors import GatewayError, internal, invalid, next_chunk
+from langchain_pplx_labs.gateway.errors import GatewayError, field_error, internal, invalid, next_chunk
 from langchain_pplx_labs.gateway.responses import Ending, Translator
 from langchain_pplx_labs.gateway.schema import ChatRequest, parse_request, to_langchain
 
@@ -89,26 +89,12 @@ def parse(body: bytes, *, max_messages: int) -> tuple[ResponsesRequest, ChatRequ
     try:
         request = ResponsesRequest.model_validate_json(body)
     except ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise field_error(exc) from None
     chat: dict[str, Any] = {"model": request.model, "messages": _chat_messages(request)}
     if request.tools:
         chat["tools"] = [_tool(tool, index) for index, tool in enumerate(request.tools)]
         chat["tool_choice"] = _tool_choice(request.tool_choice)
     return request, parse_request(orjson.dumps(chat), max_messages=max_messages)
-
-
-def _validation_error(exc: ValidationError) -> GatewayError:
-    error = exc.errors()[0]
-    if error["type"] in ("json_invalid", "json_type"):
-        return invalid(f"The request body is not valid JSON: {error['msg']}")
-    param = ".".join(str(part) for part in error["loc"] if isinstance(part, int) or not _is_type(str(part)))
-    if error["type"] == "missing":
-        return invalid(f"{param}: Field required", param)
-    return invalid(f"{param}: {error['msg']}", param)
-
-
-def _is_type(part: str) -> bool:
-    return part == "str" or "[" in part or part[:1].isupper()
 
 
 def _tool(tool: FunctionTool, index: int) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from langchain_core.messages import (
 )
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from langchain_pplx_labs.gateway.errors import GatewayError, invalid
+from langchain_pplx_labs.gateway.errors import GatewayError, invalid, is_type_name
 
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 
@@ -162,15 +162,11 @@ def _validation_error(exc: ValidationError) -> GatewayError:
 
 def _param(loc: tuple[int | str, ...]) -> str:
     # pydantic puts union member names (``str``, ``list[ContentPart]``) into the path; they are not fields.
-    parts = [part for part in loc if isinstance(part, int) or not _is_type_name(part)]
+    parts = [part for part in loc if isinstance(part, int) or not is_type_name(part)]
     text = ""
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text
-
-
-def _is_type_name(part: str) -> bool:
-    return part == "str" or "[" in part or part[:1].isupper()
 
 
 def to_langchain(request: ChatRequest) -> list[BaseMessage]:
