@@ -1,8 +1,8 @@
-"""The seam's curl_cffi transport against real loopback servers: head, body, drop, keep-alive, errors, voice.
+"""What only the seam's curl_cffi transport has, against real loopback servers: voice, early head, TLS files, proxies, cookie jar.
 
-The same cases as ``test_transports.py`` for aiohttp, and what only this transport has: a stream left
-unread stops at once (curl_cffi 0.17 alone would read it to its end), the browser's ClientHello, an
-``ssl.SSLContext`` turned into curl's CA file, proxies and the cookie jar.
+The seam's contract (head, body, drop, keep-alive, errors) runs on it in ``test_transports.py``; here,
+the browser's ClientHello and headers, a head handed over before its body, an ``ssl.SSLContext`` turned
+into curl's CA file, proxies and the cookie jar.
 """
 
 from __future__ import annotations
@@ -19,88 +19,24 @@ import trustme
 from aiohttp import web
 from loopback import serving_app
 from test_proxy_tls import _tunnels_to, pproxy_server
-from test_transports import _closed_port, _full_backlog, _Server
+from test_transports import _closed_port, _Server, server
 
 from langchain_pplx_labs.emulator.ja4 import ClientHello, Incomplete, ja4
 from langchain_pplx_labs.errors import PerplexityLabsInputError
 from langchain_pplx_labs.transports import http_transport
 from langchain_pplx_labs.transports.aiohttp import AiohttpTransport
 from langchain_pplx_labs.transports.base import (
-    CertificateError,
     ConnectError,
-    ConnectTimeout,
     ProxyConnectError,
-    ReadError,
     Request,
     TransportError,
 )
 from langchain_pplx_labs.transports.curl_cffi import CurlCffiTransport, fetch_headers
 
-__all__ = ["pproxy_server"]  # the module-scoped fixture of the proxy tests
+__all__ = ["pproxy_server", "server"]  # fixtures: the proxy tests' (module-scoped) and the contract's server
 
 # Debian's Chromium 156 (headless), captured on loopback with a server name: docs/browser_voice.md.
 CHROMIUM_156_JA4 = "t13d1517h2_8daaf6152771_cb7bf5808d99"
-# Within this bound the server sees a reader that left (the issue's "Done when").
-LEFT_WITHIN_SECONDS = 1.0
-
-
-class _QuietServer(_Server):
-    """Adds a stream that says one thing and then nothing: only a dropped connection tells it the client left."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.asked = asyncio.Event()
-
-    async def quiet(self, request: web.Request) -> web.StreamResponse:
-        await self._note(request)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(b"data: 1\n\n")
-        for _ in range(3000):  # 30 s at most; nothing written, so no write error tells of a leaver
-            if request.transport is None or request.transport.is_closing():
-                self.left.set()
-                break
-            await asyncio.sleep(0.01)
-        return response
-
-    async def slow_head(self, request: web.Request) -> web.Response:
-        await self._note(request)
-        self.asked.set()
-        for _ in range(3000):  # 30 s before any answer, unless the client goes
-            if request.transport is None or request.transport.is_closing():
-                self.left.set()
-                break
-            await asyncio.sleep(0.01)
-        return web.Response(text="late")
-
-    async def cookies(self, request: web.Request) -> web.Response:
-        await self._note(request)
-        return web.Response(text="\n".join(request.headers.getall("Cookie", [])))
-
-    async def set_cookie(self, request: web.Request) -> web.Response:
-        response = web.Response(text="set")
-        response.set_cookie("__cf_bm", "bm-1", path="/")
-        return response
-
-    async def moved(self, request: web.Request) -> web.Response:
-        raise web.HTTPFound("/chunks")
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[_QuietServer]:
-    served = _QuietServer()
-    app = web.Application()
-    app.router.add_post("/chunks", served.chunks)
-    app.router.add_get("/chunks", served.chunks)
-    app.router.add_get("/endless", served.endless)
-    app.router.add_get("/quiet", served.quiet)
-    app.router.add_get("/broken", served.broken)
-    app.router.add_get("/slow-head", served.slow_head)
-    app.router.add_get("/cookies", served.cookies)
-    app.router.add_get("/set-cookie", served.set_cookie)
-    app.router.add_get("/moved", served.moved)
-    async with serving_app(app) as served.url:
-        yield served
 
 
 @pytest.fixture
@@ -112,33 +48,8 @@ async def transport() -> AsyncIterator[CurlCffiTransport]:
         await http.aclose()
 
 
-async def test_a_response_has_its_status_lowered_headers_and_body_as_it_arrives(
-    server: _QuietServer, transport: CurlCffiTransport
-) -> None:
-    connected: list[str] = []
-    request = Request(
-        "POST",
-        server.url + "/chunks",
-        {"X-Asked": "yes", "Content-Type": "application/json"},
-        b'{"q": 1}',
-        on_connected=lambda: connected.append("now"),
-    )
-    async with await transport.handle_request(request) as response:
-        assert response.status == 201
-        assert response.headers["content-type"] == "text/event-stream"
-        assert response.headers["x-seen"] == "one, two"
-        parts = [part async for part in response.aiter_bytes()]
-        assert response.ended
-    assert b"".join(parts) == b"first second third"
-    assert len(parts) > 1  # streamed as it came, not read whole first
-    assert connected == ["now"]
-    assert server.bodies == [b'{"q": 1}']
-    assert server.headers[0]["X-Asked"] == "yes"
-    assert "Expect" not in server.headers[0]  # libcurl's 100-continue, which no browser sends
-
-
 async def test_the_request_speaks_as_the_impersonated_browser(
-    server: _QuietServer, transport: CurlCffiTransport
+    server: _Server, transport: CurlCffiTransport
 ) -> None:
     given = {"User-Agent": "MyBot/1.0", "sec-ch-ua": '"MyBot";v="1"', "Accept": "application/json"}
     async with await transport.handle_request(Request("GET", server.url + "/chunks", given)) as response:
@@ -171,7 +82,7 @@ def test_fetch_headers_keep_the_callers_and_leave_the_voice_to_the_browser() -> 
 
 
 async def test_the_response_is_handed_over_at_its_head_and_connected_before_it(
-    server: _QuietServer, transport: CurlCffiTransport
+    server: _Server, transport: CurlCffiTransport
 ) -> None:
     # curl_cffi's stream mode returns at the body's first bytes: a head, then silence, would look
     # unanswered (and "connected" would come only then).
@@ -228,85 +139,8 @@ async def _raw_server(answer: bytes) -> AsyncIterator[str]:
         await listener.wait_closed()
 
 
-async def test_read_with_a_limit_stops_there(server: _QuietServer, transport: CurlCffiTransport) -> None:
-    async with await transport.handle_request(Request("GET", server.url + "/chunks")) as response:
-        assert await response.read(8) == b"first se"
-
-
-async def test_a_reader_that_leaves_a_quiet_stream_drops_the_connection_at_once(
-    server: _QuietServer, transport: CurlCffiTransport
-) -> None:
-    # curl_cffi 0.17's own close waits for the transfer's end (its PR #751): here that would be 30 s,
-    # and a server writing nothing has no write error to find out sooner.
-    response = await transport.handle_request(Request("GET", server.url + "/quiet"))
-    assert await response.receive() == b"data: 1\n\n"
-    response.close()
-    assert not response.ended
-    assert await response.receive() == b""
-    await asyncio.wait_for(server.left.wait(), LEFT_WITHIN_SECONDS)
-    # The next request cannot have reused the dropped connection.
-    async with await transport.handle_request(Request("GET", server.url + "/chunks")) as again:
-        assert await again.read() == b"first second third"
-    assert server.ports[0] != server.ports[1]
-
-
-async def test_a_reader_that_leaves_a_talking_stream_is_seen_to_go(
-    server: _QuietServer, transport: CurlCffiTransport
-) -> None:
-    response = await transport.handle_request(Request("GET", server.url + "/endless"))
-    assert await response.receive() == b"data: 1\n\n"
-    response.close()
-    await asyncio.wait_for(server.left.wait(), LEFT_WITHIN_SECONDS)
-
-
-async def test_a_request_cancelled_before_its_head_drops_its_connection(
-    server: _QuietServer, transport: CurlCffiTransport
-) -> None:
-    # curl_cffi runs the transfer in a task of its own, which a cancel of the request does not reach.
-    asking = asyncio.create_task(transport.handle_request(Request("GET", server.url + "/slow-head")))
-    await asyncio.wait_for(server.asked.wait(), 5)
-    asking.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asking
-    await asyncio.wait_for(server.left.wait(), LEFT_WITHIN_SECONDS)
-    async with await transport.handle_request(Request("GET", server.url + "/chunks")) as again:
-        assert await again.read() == b"first second third"  # the session still works
-
-
-async def test_two_requests_read_to_their_end_share_one_keep_alive_connection(
-    server: _QuietServer, transport: CurlCffiTransport
-) -> None:
-    connected: list[int] = []
-    for number in (1, 2):
-        request = Request("GET", server.url + "/chunks", on_connected=lambda n=number: connected.append(n))
-        async with await transport.handle_request(request) as response:
-            assert await response.read() == b"first second third"
-    assert connected == [1, 2]  # a reused connection is reported too
-    assert len(server.ports) == 2
-    assert server.ports[0] == server.ports[1]
-
-
-async def test_a_body_that_breaks_off_is_a_read_error(
-    server: _QuietServer, transport: CurlCffiTransport
-) -> None:
-    response = await transport.handle_request(Request("GET", server.url + "/broken"))
-    with pytest.raises(ReadError) as caught:
-        await response.read()
-    response.close()
-    assert caught.value.__cause__ is not None  # curl_cffi's error, kept for whoever names it
-
-
-async def test_a_redirect_is_returned_not_followed(
-    server: _QuietServer, transport: CurlCffiTransport
-) -> None:
-    async with await transport.handle_request(Request("GET", server.url + "/moved")) as response:
-        assert response.status == 302
-        assert response.headers["location"] == "/chunks"
-    assert server.bodies == []  # /chunks was never asked
-
-
 async def test_a_cookie_the_server_set_goes_back_beside_the_given_cookie_header(
-    server: _QuietServer, transport: CurlCffiTransport
+    server: _Server, transport: CurlCffiTransport
 ) -> None:
     # Cloudflare's __cf_bm lives in the jar; the session cookie comes as a header. curl_cffi 0.17 sends
     # both (as two Cookie lines over HTTP/1.1, two crumbs over HTTP/2): neither drops the other.
@@ -317,15 +151,6 @@ async def test_a_cookie_the_server_set_goes_back_beside_the_given_cookie_header(
         sent = (await response.read()).decode()
     assert "__cf_bm=bm-1" in sent
     assert "session=abc" in sent
-
-
-async def test_a_refused_connect_is_a_connect_error(transport: CurlCffiTransport) -> None:
-    port = _closed_port()
-    with pytest.raises(ConnectError) as caught:
-        await transport.handle_request(Request("GET", f"http://127.0.0.1:{port}/"))
-    assert not isinstance(caught.value, ConnectTimeout)
-    assert str(port) in str(caught.value)
-    assert caught.value.__cause__ is not None
 
 
 async def test_a_refused_proxy_is_a_proxy_connect_error_without_its_password() -> None:
@@ -339,31 +164,6 @@ async def test_a_refused_proxy_is_a_proxy_connect_error_without_its_password() -
     assert str(caught.value).startswith(f"Couldn't connect to proxy 127.0.0.1:{port} (")
     assert "secret" not in str(caught.value)
     assert caught.value.__cause__ is not None
-
-
-async def test_a_connect_past_its_timeout_is_a_connect_timeout() -> None:
-    http = CurlCffiTransport(connect_timeout=0.2)
-    try:
-        with _full_backlog() as port, pytest.raises(ConnectTimeout):
-            await http.handle_request(Request("GET", f"http://127.0.0.1:{port}/"))
-    finally:
-        await http.aclose()
-
-
-async def test_a_stream_closed_after_its_transport_is_quietly_closed(server: _QuietServer) -> None:
-    http = CurlCffiTransport()
-    response = await http.handle_request(Request("GET", server.url + "/quiet"))
-    assert await response.receive() == b"data: 1\n\n"
-    await http.aclose()  # the session ends every transfer, this one too
-    response.close()
-    await asyncio.wait_for(server.left.wait(), LEFT_WITHIN_SECONDS)
-
-
-async def test_a_closed_transport_refuses_requests(server: _QuietServer) -> None:
-    http = CurlCffiTransport()
-    await http.aclose()
-    with pytest.raises(ConnectError, match="closed"):
-        await http.handle_request(Request("GET", server.url + "/chunks"))
 
 
 # -- TLS ------------------------------------------------------------------------------------------
@@ -385,15 +185,6 @@ async def _tls_app(authority: trustme.CA) -> AsyncIterator[str]:
     authority.issue_cert("127.0.0.1", "localhost").configure_cert(context)
     async with serving_app(app, ssl_context=context) as url:
         yield url
-
-
-async def test_an_untrusted_certificate_is_a_certificate_error(
-    authority: trustme.CA, transport: CurlCffiTransport
-) -> None:
-    async with _tls_app(authority) as url:
-        with pytest.raises(CertificateError) as caught:
-            await transport.handle_request(Request("GET", url + "/"))
-    assert "certificate" in str(caught.value).lower()
 
 
 async def test_an_ssl_context_with_the_ca_is_trusted_and_its_file_removed_on_close(
@@ -515,7 +306,7 @@ async def test_http_transport_picks_curl_cffi_when_asked_to_impersonate() -> Non
 @pytest.mark.system  # the proxy is a real pproxy process
 @pytest.mark.parametrize("scheme", ["http", "socks5"])
 async def test_requests_go_through_the_proxy(
-    scheme: str, pproxy_server: tuple[int, Path], server: _QuietServer
+    scheme: str, pproxy_server: tuple[int, Path], server: _Server
 ) -> None:
     proxy_port, log = pproxy_server
     target_port = int(server.url.rsplit(":", 1)[1])
@@ -533,7 +324,7 @@ async def test_requests_go_through_the_proxy(
     assert _tunnels_to(log, target_port) > before
 
 
-async def test_a_dead_proxy_is_a_connect_error(server: _QuietServer) -> None:
+async def test_a_dead_proxy_is_a_connect_error(server: _Server) -> None:
     http = CurlCffiTransport(proxy=f"socks5://127.0.0.1:{_closed_port()}", connect_timeout=2.0)
     try:
         with pytest.raises(ConnectError):

@@ -121,8 +121,11 @@ class _Body:
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
+        self._closed = False
 
     async def receive(self) -> bytes:
+        if self._closed:
+            return b""  # the seam's contract: a closed body reads as ended, as curl_cffi's does
         try:
             return await self._response.content.readany()
         except (*_READ_FAILURES, ProxyError) as exc:
@@ -133,6 +136,7 @@ class _Body:
         return self._response.content.at_eof()
 
     def close(self) -> None:
+        self._closed = True
         if self.ended:
             self._response.release()
         else:

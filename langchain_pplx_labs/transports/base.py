@@ -70,7 +70,10 @@ class Response:
         return body if limit is None else body[:limit]
 
     def close(self) -> None:
-        """Reuse the connection if the body was read to its end, else drop it at once (the reader left)."""
+        """Reuse the connection if the body was read to its end, else drop it at once (the reader left).
+
+        A closed body reads as ended: :meth:`receive` returns ``b""``.
+        """
         self.stream.close()
 
     async def aclose(self) -> None:
