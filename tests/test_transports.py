@@ -79,6 +79,15 @@ class _Server:
         finally:
             self.left.set()
 
+    async def many(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for number in range(200):
+            await response.write(b"data: %03d\n\n" % number)
+            await asyncio.sleep(0)  # one socket write each: the client's side sees many reads
+        await response.write_eof()
+        return response
+
     async def broken(self, request: web.Request) -> web.StreamResponse:
         await self._note(request)
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
@@ -133,6 +142,7 @@ async def server() -> AsyncIterator[_Server]:
     app.router.add_get("/endless", served.endless)
     app.router.add_get("/quiet", served.quiet)
     app.router.add_get("/broken", served.broken)
+    app.router.add_get("/many", served.many)
     app.router.add_get("/slow-head", served.slow_head)
     app.router.add_get("/cookies", served.cookies)
     app.router.add_get("/set-cookie", served.set_cookie)
@@ -251,6 +261,19 @@ async def test_a_body_that_breaks_off_is_a_read_error(server: _Server, transport
         await response.read()
     response.close()
     assert caught.value.__cause__ is not None  # the HTTP client's error, kept for whoever names it
+
+
+async def test_bytes_that_arrived_while_nobody_read_come_as_one_read_and_the_end_after_them(
+    server: _Server, transport: HTTPTransport
+) -> None:
+    # A reader behind the stream pays one wake-up per read, not one per socket read that queued up.
+    expected = b"".join(b"data: %03d\n\n" % number for number in range(200))
+    async with await transport.handle_request(Request("GET", server.url + "/many")) as response:
+        await asyncio.sleep(0.5)  # the server writes all 200 meanwhile
+        parts = [part async for part in response.aiter_bytes()]
+        assert response.ended
+    assert b"".join(parts) == expected
+    assert len(parts) < 20
 
 
 async def test_a_redirect_is_returned_not_followed(server: _Server, transport: HTTPTransport) -> None:

@@ -28,6 +28,7 @@ from langchain_pplx_labs.transports.aiohttp import AiohttpTransport
 from langchain_pplx_labs.transports.base import (
     ConnectError,
     ProxyConnectError,
+    ReadError,
     Request,
     TransportError,
 )
@@ -137,6 +138,18 @@ async def _raw_server(answer: bytes) -> AsyncIterator[str]:
             writer.close()
         listener.close()
         await listener.wait_closed()
+
+
+async def test_a_body_that_breaks_off_hands_over_what_came_before_its_read_error(
+    server: _Server, transport: CurlCffiTransport
+) -> None:
+    # aiohttp's StreamReader raises its error before the bytes it still holds: only curl_cffi keeps them.
+    response = await transport.handle_request(Request("GET", server.url + "/broken"))
+    await asyncio.sleep(0.3)  # the half answer and the break have both arrived
+    assert await response.receive() == b"half an answer"
+    with pytest.raises(ReadError):
+        await response.receive()
+    response.close()
 
 
 async def test_a_cookie_the_server_set_goes_back_beside_the_given_cookie_header(
