@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from urllib.parse import urlencode
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -81,7 +82,10 @@ async def upload_attachments(
     own presigned form with no cookie (it is another host: the clients post it from a fresh session).
     """
     files = {str(uuid.uuid4()): attachment for attachment in attachments}
-    url = settings.base_url.rstrip("/") + UPLOAD_URLS_PATH
+    protocol = settings.protocol
+    # The web app's own query (its request names ``?version=2.18&source=default``); the released clients send none.
+    query = urlencode({"version": protocol.web_version, "source": protocol.source})
+    url = f"{settings.base_url.rstrip('/')}{UPLOAD_URLS_PATH}?{query}"
     extra = {
         "accept": "application/json",
         "content-type": "application/json",
