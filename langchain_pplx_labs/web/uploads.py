@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from urllib.parse import urlencode
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 
@@ -89,9 +89,9 @@ async def upload_attachments(
     extra = {
         "accept": "application/json",
         "content-type": "application/json",
-        **web_page_headers(settings.protocol),
+        **web_page_headers(protocol),
     }
-    headers = web_request_headers(extra, settings.headers, settings.protocol)
+    headers = web_request_headers(extra, settings.headers, protocol)
     body = orjson.dumps(upload_urls_body(files))
     status, answer_headers, raw = await _send(http, Request("POST", url, headers, body), "the upload URLs")
     if status != 200:
