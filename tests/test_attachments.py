@@ -13,9 +13,18 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
 from langchain_pplx_labs import ChatPerplexityLabs
-from langchain_pplx_labs.attachments import MAX_ATTACHMENT_BYTES
+from langchain_pplx_labs.attachments import MAX_ATTACHMENT_BYTES, Attachment
 from langchain_pplx_labs.emulator import LabsEmulator
-from langchain_pplx_labs.errors import AttachmentError, AttachmentsNotSupportedError, PerplexityLabsInputError
+from langchain_pplx_labs.errors import (
+    AttachmentError,
+    AttachmentsNotSupportedError,
+    PerplexityLabsConnectionError,
+    PerplexityLabsInputError,
+)
+from langchain_pplx_labs.settings import ConnectionSettings
+from langchain_pplx_labs.transports import http_transport
+from langchain_pplx_labs.web.session import web_refusal
+from langchain_pplx_labs.web.uploads import multipart_form, upload_attachments
 
 SIGNED_IN = "__Secure-next-auth.session-token=attach-test-token"
 
@@ -209,3 +218,40 @@ async def test_the_emulators_form_refuses_a_key_it_never_issued_in_s3s_words(bas
     ):
         assert reply.status == 403
         assert "<Code>AccessDenied</Code>" in await reply.text()
+
+
+async def test_a_refused_upload_batch_carries_the_servers_words(
+    emulator: LabsEmulator, base_url: str
+) -> None:
+    # The model refuses an anonymous session first; asked anyway, the web app's 401 is a typed error in its words.
+    http = http_transport(connect_timeout=5)
+    try:
+        with pytest.raises(
+            PerplexityLabsConnectionError, match=r"HTTP 401.*sign in to upload files"
+        ) as caught:
+            await upload_attachments(
+                http,
+                ConnectionSettings(base_url, service="web"),
+                [Attachment(PNG, "image/png", "x.png")],
+                refusal=web_refusal,
+            )
+    finally:
+        await http.aclose()
+    assert "/rest/uploads/batch_create_upload_urls?version=2.18&source=default" in str(caught.value)
+    assert (emulator.web.uploads.batches, emulator.web.uploads.form_posts) == (0, 0)
+
+
+def test_the_form_is_the_fields_then_the_file() -> None:
+    content_type, body = multipart_form(
+        {"key": "k1", "policy": "p"}, Attachment(b"%PDF", "application/pdf", 'a "b".pdf')
+    )
+    boundary = content_type.removeprefix("multipart/form-data; boundary=")
+    assert (
+        body
+        == (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="key"\r\n\r\nk1\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="policy"\r\n\r\np\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a %22b%22.pdf"\r\n'
+            f"Content-Type: application/pdf\r\n\r\n%PDF\r\n--{boundary}--\r\n"
+        ).encode()
+    )
