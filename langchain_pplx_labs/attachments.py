@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from langchain_pplx_labs.errors import AttachmentError
+from langchain_pplx_labs.errors import PerplexityLabsAttachmentError
 
 MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
 """A file's size cap: 50 MB (perplexity-webui-scraper 1.2.1 and perplexity-web-mcp-cli 0.16.1 ``MAX_FILE_SIZE``)."""
@@ -139,7 +139,7 @@ def _checked(data: bytes, mime: str, name: str, kind: str, where: str) -> Attach
     return Attachment(data, mime, filename, f"{where} ({kind})")
 
 
-def _too_big(where: str, kind: str, filename: str, size: int) -> AttachmentError:
+def _too_big(where: str, kind: str, filename: str, size: int) -> PerplexityLabsAttachmentError:
     limit = MAX_ATTACHMENT_BYTES // (1024 * 1024)
     return _error(
         where, kind, filename, f"is {size / (1024 * 1024):.1f} MB, over the {limit} MB limit per file"
@@ -171,6 +171,6 @@ def _text(value: object) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def _error(where: str, kind: str, name: str, problem: str) -> AttachmentError:
+def _error(where: str, kind: str, name: str, problem: str) -> PerplexityLabsAttachmentError:
     named = f" {name!r}" if name else ""
-    return AttachmentError(f"{where} ({kind}{named}) {problem}", filename=name)
+    return PerplexityLabsAttachmentError(f"{where} ({kind}{named}) {problem}", filename=name)

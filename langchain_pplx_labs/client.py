@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from langchain_pplx_labs.errors import (
     LABS,
     WEB_APP,
-    AttachmentsNotSupportedError,
+    PerplexityLabsAttachmentsNotSupportedError,
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsError,
@@ -136,7 +136,7 @@ class Client:
         attachments = payload.get("attachments")
         if attachments and self.settings.service != "web":
             files = ", ".join(map(str, attachments))
-            raise AttachmentsNotSupportedError(
+            raise PerplexityLabsAttachmentsNotSupportedError(
                 f"The question attaches {files}, and only the web app takes images and files: the Labs "
                 'playground (transport="labs") answered text alone. Use transport="web" with a signed-in '
                 "session's cookies (cookies=...)"

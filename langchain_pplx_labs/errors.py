@@ -7,8 +7,8 @@ __all__ = [
     "LABS",
     "RETIREMENT_EVIDENCE",
     "WEB_APP",
-    "AttachmentError",
-    "AttachmentsNotSupportedError",
+    "PerplexityLabsAttachmentError",
+    "PerplexityLabsAttachmentsNotSupportedError",
     "PerplexityLabsBlockedError",
     "PerplexityLabsConnectionError",
     "PerplexityLabsDisconnectedError",
@@ -46,7 +46,7 @@ class PerplexityLabsInputError(PerplexityLabsError, ValueError):
     """The request cannot be sent as given (bad message, model name, URL, size)."""
 
 
-class AttachmentError(PerplexityLabsInputError):
+class PerplexityLabsAttachmentError(PerplexityLabsInputError):
     """An image or file content block cannot be attached as given (too big, bad base64, a URL, a type).
 
     ``filename`` names the file (the block's own name, or the one made from its type).
@@ -57,7 +57,7 @@ class AttachmentError(PerplexityLabsInputError):
         self.filename = filename
 
 
-class AttachmentsNotSupportedError(PerplexityLabsInputError):
+class PerplexityLabsAttachmentsNotSupportedError(PerplexityLabsInputError):
     """The conversation has attachments where they cannot go: over Labs, or a web session not signed in.
 
     Raised before anything is sent or uploaded.

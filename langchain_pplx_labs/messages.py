@@ -23,7 +23,7 @@ from langchain_pplx_labs.attachments import (
     Attachment,
     attachment_from_part,
 )
-from langchain_pplx_labs.errors import AttachmentError, PerplexityLabsInputError
+from langchain_pplx_labs.errors import PerplexityLabsAttachmentError, PerplexityLabsInputError
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsMessage, LabsProtocol, Role, build_payload
 
 _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
@@ -89,7 +89,7 @@ def to_payload(
     _check_question(messages, turns, first_index)
     payload = build_payload(model, turns, protocol=protocol, max_input_chars=max_input_chars)
     if len(attachments) > MAX_ATTACHMENTS:
-        raise AttachmentError(
+        raise PerplexityLabsAttachmentError(
             f"The conversation attaches {len(attachments)} files; a question takes at most {MAX_ATTACHMENTS}"
         )
     if attachments:

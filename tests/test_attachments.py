@@ -16,8 +16,8 @@ from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.attachments import MAX_ATTACHMENT_BYTES, Attachment
 from langchain_pplx_labs.emulator import LabsEmulator
 from langchain_pplx_labs.errors import (
-    AttachmentError,
-    AttachmentsNotSupportedError,
+    PerplexityLabsAttachmentError,
+    PerplexityLabsAttachmentsNotSupportedError,
     PerplexityLabsConnectionError,
     PerplexityLabsInputError,
 )
@@ -135,7 +135,7 @@ def test_an_anonymous_session_is_refused_before_anything_is_uploaded_or_asked(
 ) -> None:
     with (
         web_model(base_url) as chat,
-        pytest.raises(AttachmentsNotSupportedError, match="not signed in") as caught,
+        pytest.raises(PerplexityLabsAttachmentsNotSupportedError, match="not signed in") as caught,
     ):
         chat.invoke([HumanMessage(v1_blocks())])
     assert "'report.pdf'" in str(caught.value)
@@ -146,7 +146,7 @@ def test_an_anonymous_session_is_refused_before_anything_is_uploaded_or_asked(
 
 def test_labs_refuses_attachments_before_connecting(emulator: LabsEmulator, base_url: str) -> None:
     chat = ChatPerplexityLabs(transport="labs", base_url=base_url, max_retries=0)
-    with chat, pytest.raises(AttachmentsNotSupportedError, match='transport="labs"') as caught:
+    with chat, pytest.raises(PerplexityLabsAttachmentsNotSupportedError, match='transport="labs"') as caught:
         chat.invoke([HumanMessage(v0_blocks())])
     assert "image_url" in str(caught.value)
     assert emulator.requests == []
@@ -185,7 +185,9 @@ def test_a_bad_attachment_is_a_typed_error_naming_it_and_nothing_is_sent(
     emulator: LabsEmulator, signed_in: ChatPerplexityLabs, part: dict[str, object], error: str
 ) -> None:
     message = HumanMessage([{"type": "text", "text": "Look"}, part])
-    with pytest.raises(AttachmentError, match=r"^message 0 \(human\): content part 1 \(" + "(?s:.*)" + error):
+    with pytest.raises(
+        PerplexityLabsAttachmentError, match=r"^message 0 \(human\): content part 1 \(" + "(?s:.*)" + error
+    ):
         signed_in.invoke([message])
     assert (emulator.web.uploads.batches, emulator.web.asks, emulator.web.session_checks) == (0, 0, 0)
 
@@ -194,7 +196,7 @@ def test_more_files_than_a_question_takes_are_refused(
     emulator: LabsEmulator, signed_in: ChatPerplexityLabs
 ) -> None:
     image = {"type": "image", "base64": b64(PNG), "mime_type": "image/png"}
-    with pytest.raises(AttachmentError, match="attaches 31 files; a question takes at most 30"):
+    with pytest.raises(PerplexityLabsAttachmentError, match="attaches 31 files; a question takes at most 30"):
         signed_in.invoke([HumanMessage([{"type": "text", "text": "Many"}, *[image] * 31])])
     assert emulator.web.uploads.batches == 0
 

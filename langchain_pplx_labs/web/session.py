@@ -25,7 +25,7 @@ from langchain_pplx_labs.attachments import Attachment
 from langchain_pplx_labs.errors import (
     UNTRUSTED_CERTIFICATE,
     WEB_APP,
-    AttachmentsNotSupportedError,
+    PerplexityLabsAttachmentsNotSupportedError,
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
@@ -295,7 +295,7 @@ class WebSession:
         attachments = [a for a in payload.get("attachments") or () if isinstance(a, Attachment)]
         if attachments and not self.signed_in:
             names = ", ".join(map(str, attachments))
-            raise AttachmentsNotSupportedError(
+            raise PerplexityLabsAttachmentsNotSupportedError(
                 f"The question attaches {names}, and the web session is not signed in: the web app "
                 "uploads files for signed-in accounts only (and some need a paid plan). Give a signed-in "
                 "session's cookies (cookies=..., PPLX_LABS_COOKIES)"
