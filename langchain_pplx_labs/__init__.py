@@ -9,6 +9,8 @@ from langchain_pplx_labs._lazy import lazy_names
 if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first use (PEP 562)
     from langchain_pplx_labs.chat_models import ChatPerplexityLabs
     from langchain_pplx_labs.errors import (
+        PerplexityLabsAttachmentError,
+        PerplexityLabsAttachmentsNotSupportedError,
         PerplexityLabsBlockedError,
         PerplexityLabsConnectionError,
         PerplexityLabsDisconnectedError,
@@ -32,6 +34,8 @@ _LAZY = {
     "ChatPerplexityLabs": "langchain_pplx_labs.chat_models",
     "KNOWN_MODELS": "langchain_pplx_labs.protocol",
     "LabsProtocol": "langchain_pplx_labs.protocol",
+    "PerplexityLabsAttachmentError": "langchain_pplx_labs.errors",
+    "PerplexityLabsAttachmentsNotSupportedError": "langchain_pplx_labs.errors",
     "PerplexityLabsBlockedError": "langchain_pplx_labs.errors",
     "PerplexityLabsConnectionError": "langchain_pplx_labs.errors",
     "PerplexityLabsDisconnectedError": "langchain_pplx_labs.errors",
@@ -50,6 +54,8 @@ __all__ = [
     "KNOWN_MODELS",
     "ChatPerplexityLabs",
     "LabsProtocol",
+    "PerplexityLabsAttachmentError",
+    "PerplexityLabsAttachmentsNotSupportedError",
     "PerplexityLabsBlockedError",
     "PerplexityLabsConnectionError",
     "PerplexityLabsDisconnectedError",

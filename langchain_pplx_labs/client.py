@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from langchain_pplx_labs.errors import (
     LABS,
     WEB_APP,
+    PerplexityLabsAttachmentsNotSupportedError,
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsError,
@@ -129,7 +130,17 @@ class Client:
         asked again and again); once an event was yielded nothing is re-asked, so callers
         never see duplicated text. The ``total`` timeout covers the whole call, retries
         and backoff included. Errors say how many attempts were made and the time spent.
+        Images and files (the payload's ``attachments``) go to the web app only: over Labs
+        they are refused before anything is sent.
         """
+        attachments = payload.get("attachments")
+        if attachments and self.settings.service != "web":
+            files = ", ".join(map(str, attachments))
+            raise PerplexityLabsAttachmentsNotSupportedError(
+                f"The question attaches {files}, and only the web app takes images and files: the Labs "
+                'playground (transport="labs") answered text alone. Use transport="web" with a signed-in '
+                "session's cookies (cookies=...)"
+            )
         pool = await self.pool()
         total = self.settings.timeouts.total
         started = time.monotonic()

@@ -7,6 +7,8 @@ __all__ = [
     "LABS",
     "RETIREMENT_EVIDENCE",
     "WEB_APP",
+    "PerplexityLabsAttachmentError",
+    "PerplexityLabsAttachmentsNotSupportedError",
     "PerplexityLabsBlockedError",
     "PerplexityLabsConnectionError",
     "PerplexityLabsDisconnectedError",
@@ -42,6 +44,24 @@ class PerplexityLabsError(Exception):
 
 class PerplexityLabsInputError(PerplexityLabsError, ValueError):
     """The request cannot be sent as given (bad message, model name, URL, size)."""
+
+
+class PerplexityLabsAttachmentError(PerplexityLabsInputError):
+    """An image or file content block cannot be attached as given (too big, bad base64, a URL, a type).
+
+    ``filename`` names the file (the block's own name, or the one made from its type).
+    """
+
+    def __init__(self, message: str, *, filename: str = "") -> None:
+        super().__init__(message)
+        self.filename = filename
+
+
+class PerplexityLabsAttachmentsNotSupportedError(PerplexityLabsInputError):
+    """The conversation has attachments where they cannot go: over Labs, or a web session not signed in.
+
+    Raised before anything is sent or uploaded.
+    """
 
 
 class PerplexityLabsConnectionError(PerplexityLabsError, ConnectionError):

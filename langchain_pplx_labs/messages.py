@@ -17,7 +17,13 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.attachments import (
+    ATTACHMENT_PART_TYPES,
+    MAX_ATTACHMENTS,
+    Attachment,
+    attachment_from_part,
+)
+from langchain_pplx_labs.errors import PerplexityLabsAttachmentError, PerplexityLabsInputError
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsMessage, LabsProtocol, Role, build_payload
 
 _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
@@ -48,12 +54,19 @@ _CHAT_ROLES: dict[str, Role] = {
 }
 
 
-def to_turns(messages: Sequence[BaseMessage], *, first_index: int = 0) -> list[LabsMessage]:
+def to_turns(
+    messages: Sequence[BaseMessage], *, first_index: int = 0, attachments: list[Attachment] | None = None
+) -> list[LabsMessage]:
     """Convert a LangChain conversation to Labs turns, raising on unsupported content.
 
-    ``first_index`` numbers the messages in errors (-1 when an instruction was prepended).
+    ``first_index`` numbers the messages in errors (-1 when an instruction was prepended). The
+    human messages' images and files are not text: each is checked and added to ``attachments``.
     """
-    return [to_labs_message(message, index) for index, message in enumerate(messages, start=first_index)]
+    collected: list[Attachment] = [] if attachments is None else attachments
+    return [
+        to_labs_message(message, index, attachments=collected)
+        for index, message in enumerate(messages, start=first_index)
+    ]
 
 
 def to_payload(
@@ -68,10 +81,20 @@ def to_payload(
 
     A conversation that asks nothing (no human, tool or function message, or a last human message
     without text) is refused here, before anything is sent: the service would answer a blank.
+    The human messages' images and files go as the payload's ``attachments`` (:class:`Attachment`),
+    uploaded with the question (the web transport; Labs refuses them).
     """
-    turns = to_turns(messages, first_index=first_index)
+    attachments: list[Attachment] = []
+    turns = to_turns(messages, first_index=first_index, attachments=attachments)
     _check_question(messages, turns, first_index)
-    return build_payload(model, turns, protocol=protocol, max_input_chars=max_input_chars)
+    payload = build_payload(model, turns, protocol=protocol, max_input_chars=max_input_chars)
+    if len(attachments) > MAX_ATTACHMENTS:
+        raise PerplexityLabsAttachmentError(
+            f"The conversation attaches {len(attachments)} files; a question takes at most {MAX_ATTACHMENTS}"
+        )
+    if attachments:
+        payload["attachments"] = attachments
+    return payload
 
 
 def _check_question(messages: Sequence[BaseMessage], turns: list[LabsMessage], first_index: int) -> None:
@@ -93,10 +116,17 @@ def _check_question(messages: Sequence[BaseMessage], turns: list[LabsMessage], f
         )
 
 
-def to_labs_message(message: BaseMessage, index: int = 0) -> LabsMessage:
-    """Convert one message; ``index`` only sharpens error messages."""
+def to_labs_message(
+    message: BaseMessage, index: int = 0, *, attachments: list[Attachment] | None = None
+) -> LabsMessage:
+    """Convert one message; ``index`` only sharpens error messages.
+
+    A human message's images and files are checked and added to ``attachments`` (a new list when
+    ``None``); any other message's are refused.
+    """
     role = _role_of(message, index)
-    text = content_text(message.content, where=f"message {index} ({message.type})")
+    kept = ([] if attachments is None else attachments) if isinstance(message, HumanMessage) else None
+    text = content_text(message.content, where=f"message {index} ({message.type})", attachments=kept)
     if isinstance(message, AIMessage) and (message.tool_calls or message.invalid_tool_calls):
         text = _with_tool_calls(text, message)
     if isinstance(message, ToolMessage):
@@ -126,8 +156,13 @@ def _role_of(message: BaseMessage, index: int) -> Role:
     )
 
 
-def content_text(content: str | list[str | dict[Any, Any]], *, where: str) -> str:
-    """Join the text parts of message content; raise naming any non-text part."""
+def content_text(
+    content: str | list[str | dict[Any, Any]], *, where: str, attachments: list[Attachment] | None = None
+) -> str:
+    """Join the text parts of message content; raise naming any non-text part.
+
+    With ``attachments``, image and file parts are taken as files (checked, then added to it) instead.
+    """
     if isinstance(content, str):
         return content
     pieces: list[str] = []
@@ -140,11 +175,15 @@ def content_text(content: str | list[str | dict[Any, Any]], *, where: str) -> st
             pieces.append(part["text"])
         elif kind in _SKIPPED_PART_TYPES:
             continue
+        elif attachments is not None and kind in ATTACHMENT_PART_TYPES:
+            attachments.append(attachment_from_part(part, where=f"{where}: content part {number}"))
         else:
-            raise PerplexityLabsInputError(
-                f"{where}: content part {number} has type {kind!r}; Perplexity Labs "
-                f"accepts text only (no images, audio or files)"
+            problem = (
+                "only a human message attaches images and files"
+                if kind in ATTACHMENT_PART_TYPES
+                else "Perplexity takes text, and images and files in human messages (no audio or video)"
             )
+            raise PerplexityLabsInputError(f"{where}: content part {number} has type {kind!r}; {problem}")
     return "\n".join(pieces)
 
 

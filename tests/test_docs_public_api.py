@@ -116,6 +116,8 @@ def test_the_errors_are_exported_from_the_package() -> None:
         "PerplexityLabsRetiredError",
         "PerplexityLabsRateLimitError",
         "PerplexityLabsSilentError",
+        "PerplexityLabsAttachmentError",
+        "PerplexityLabsAttachmentsNotSupportedError",
     }
     assert error_classes <= set(langchain_pplx_labs.__all__)
 

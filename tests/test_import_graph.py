@@ -205,6 +205,7 @@ LAYERS: dict[str, int] = {
     "refusals": 1,
     "_profiles": 1,
     "messages": 1,
+    "attachments": 1,
     "tools": 1,
     "structured": 1,
     # 2: sans-IO codecs: bytes and messages <-> events

@@ -66,18 +66,19 @@ def test_multi_part_string_content_is_joined() -> None:
     assert to_turns([message]) == [{"role": "user", "content": "First part.\nSecond part."}]
 
 
-def test_image_part_raises_value_error_naming_the_part_index_and_message() -> None:
+def test_audio_part_raises_value_error_naming_the_part_index_and_message() -> None:
+    # Images and files in a human message are attachments (tests/test_attachments.py); audio is not.
     message = HumanMessage(
         content=[
-            {"type": "text", "text": "What is in this picture?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            {"type": "text", "text": "What is in this recording?"},
+            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
         ]
     )
     with pytest.raises(ValueError, match="part 1") as caught:
         to_turns([SystemMessage("sys"), message])
     assert isinstance(caught.value, PerplexityLabsInputError)
     assert "message 1" in str(caught.value)
-    assert "image_url" in str(caught.value)
+    assert "input_audio" in str(caught.value)
 
 
 def test_v1_blocks_without_text_are_skipped_and_invalid_calls_rendered() -> None:

@@ -19,6 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Raw, Responder, Scenario, Stall, Step
+from langchain_pplx_labs.emulator.uploads import UploadsEndpoint
 from langchain_pplx_labs.protocol import IMPLICIT_THINK_MODELS, THINK_CLOSE, THINK_OPEN, LabsProtocol
 from langchain_pplx_labs.web_evidence import (
     BEARER_PREFIX,
@@ -188,6 +189,8 @@ class WebEndpoint:
         (a follow-up names the last one with ``last_backend_uuid``; the latest 256 kept)."""
         self.headers: collections.deque[dict[str, str]] = collections.deque(maxlen=64)
         """HTTP headers of the latest asks and session checks."""
+        self.uploads = UploadsEndpoint(lambda request: bool(_session_token(request)))
+        """The upload routes (:mod:`langchain_pplx_labs.emulator.uploads`): what arrived, to read back."""
         self._closing = False
 
     def install(self, app: web.Application) -> None:
@@ -200,6 +203,7 @@ class WebEndpoint:
         app.router.add_get(MODELS_CONFIG, self._models_config)
         app.router.add_get(RATE_LIMITS, self._rate_limits)
         app.router.add_get(THREAD + "/{slug}", self._thread)
+        self.uploads.install(app)
 
     def paths(self) -> tuple[str, ...]:
         """The paths this endpoint serves (a thread's path is :data:`THREAD` and its slug)."""
@@ -219,6 +223,7 @@ class WebEndpoint:
         self.conversations.clear()
         self.bodies.clear()
         self.headers.clear()
+        self.uploads.reset()
 
     def close(self) -> None:
         """End every answer in progress: the emulator is stopping."""

@@ -164,6 +164,7 @@ def web_request_body(
     frontend_context_uuid: str,
     signed_in: bool = False,
     protocol: LabsProtocol | None = None,
+    attachments: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The web app's ask body for a Labs-shaped payload ``{"model", "messages", ...}``.
 
@@ -172,6 +173,7 @@ def web_request_body(
     ``query_str`` (and ``dsl_query``) as :func:`query_from_messages` writes it. The payload's
     ``web_params`` (the model's search options) are laid over the defaults; its ``thread``
     (``last_backend_uuid``, ``read_write_token``) makes the ask a follow-up in that thread.
+    ``attachments``: the uploaded files' URLs (:mod:`langchain_pplx_labs.web.uploads`), as ``params.attachments``.
     """
     protocol = protocol or LabsProtocol()
     model = payload.get("model")
@@ -182,7 +184,7 @@ def web_request_body(
         raise PerplexityLabsInputError(f"Labs payload's messages are not a list: {type(messages).__name__}")
     query = query_from_messages(messages)
     params: dict[str, Any] = {
-        "attachments": [],
+        "attachments": list(attachments),
         "language": "en-US",
         "timezone": "UTC",
         "search_focus": "internet",

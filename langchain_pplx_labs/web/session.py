@@ -21,9 +21,11 @@ from multidict import CIMultiDict
 
 from langchain_pplx_labs._teardown import GRACEFUL_CLOSE_SECONDS, stop_tasks, track
 from langchain_pplx_labs._waiting import Deadline
+from langchain_pplx_labs.attachments import Attachment
 from langchain_pplx_labs.errors import (
     UNTRUSTED_CERTIFICATE,
     WEB_APP,
+    PerplexityLabsAttachmentsNotSupportedError,
     PerplexityLabsBlockedError,
     PerplexityLabsConnectionError,
     PerplexityLabsDisconnectedError,
@@ -54,6 +56,7 @@ from langchain_pplx_labs.web.codec import (
     web_request_headers,
 )
 from langchain_pplx_labs.web.sse import SSEMessage, SSEParser
+from langchain_pplx_labs.web.uploads import upload_attachments
 
 logger = logging.getLogger(__name__)
 
@@ -230,14 +233,17 @@ class WebSession:
             raise RuntimeError("a web session runs one query at a time")
         if not self.alive:
             raise _not_sent(self._lost or "the connection was closed")
+        attachments = self._attachments(payload)
         timeouts = self.settings.timeouts
         deadline = Deadline(time.monotonic() if started is None else started, timeouts.total, service=WEB_APP)
-        deadline.applies("first_token", timeouts.first_token)
         decoder = WebDecoder(str(payload.get("model", "")))
         self._busy = True
         self.queries_run += 1
         try:
-            response = self._response = await deadline.wait(lambda: self._ask(payload, body))
+            # The files go first, under the total budget alone: the first token is waited for once asked.
+            urls = await deadline.wait(lambda: self._upload(attachments)) if attachments else []
+            deadline.applies("first_token", timeouts.first_token)
+            response = self._response = await deadline.wait(lambda: self._ask(payload, body, urls))
             parser = SSEParser()
             while not decoder.finished:
                 try:
@@ -284,7 +290,24 @@ class WebSession:
                 raise self._broke_off("the server ended the event stream before the answer's last message")
             yield from decoder.finish()  # COMPLETED, then the end of the stream: the answer is whole
 
-    async def _ask(self, payload: Mapping[str, Any], body: Mapping[str, Any] | None) -> Response:
+    def _attachments(self, payload: Mapping[str, Any]) -> list[Attachment]:
+        """The payload's files; refused before anything is sent when the session is not signed in."""
+        attachments = [a for a in payload.get("attachments") or () if isinstance(a, Attachment)]
+        if attachments and not self.signed_in:
+            names = ", ".join(map(str, attachments))
+            raise PerplexityLabsAttachmentsNotSupportedError(
+                f"The question attaches {names}, and the web session is not signed in: the web app "
+                "uploads files for signed-in accounts only (and some need a paid plan). Give a signed-in "
+                "session's cookies (cookies=..., PPLX_LABS_COOKIES)"
+            )
+        return attachments
+
+    async def _upload(self, attachments: list[Attachment]) -> list[str]:
+        return await upload_attachments(self._http, self.settings, attachments, refusal=web_refusal)
+
+    async def _ask(
+        self, payload: Mapping[str, Any], body: Mapping[str, Any] | None, attachments: list[str]
+    ) -> Response:
         protocol = self.settings.protocol
         if body is None:
             body = web_request_body(
@@ -294,6 +317,7 @@ class WebSession:
                 frontend_context_uuid=str(uuid.uuid4()),
                 signed_in=self.signed_in,
                 protocol=protocol,
+                attachments=attachments,
             )
         params = body.get("params")
         request_id = str(params.get("frontend_uuid", "")) if isinstance(params, Mapping) else ""
