@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, get_type_hints
 
-from langchain_pplx_labs.protocol import KNOWN_MODELS, REASONING_MODELS, WEB_MODELS, WEB_REASONING_MODELS
+from langchain_pplx_labs.protocol import (
+    KNOWN_MODELS,
+    REASONING_MODELS,
+    WEB_DEFAULT_MODEL,
+    WEB_MODELS,
+    WEB_REASONING_MODELS,
+)
 
 # Context windows Perplexity documents for its API models (models.dev data, as shipped in
 # langchain-perplexity's profiles: sonar, sonar-pro, sonar-reasoning-pro). r1-1776 and
@@ -73,7 +79,9 @@ def default_profile(
         "max_input_tokens": window,
         "reasoning_output": known_reasoning if listed_reasoning is None else listed_reasoning,
     }
-    if model in KNOWN_MODELS or model in WEB_MODELS or listed_reasoning is not None:
+    # ``auto`` names no model (the account picks one), so it gets no name, as an unknown model.
+    web_name = model in WEB_MODELS and model != WEB_DEFAULT_MODEL
+    if model in KNOWN_MODELS or web_name or listed_reasoning is not None:
         profile["name"] = model
     return DefaultProfile(_known_keys(profile))
 

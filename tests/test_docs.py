@@ -199,7 +199,7 @@ def test_docs_page_runs_and_prints_what_it_shows(docs_server: EmulatorThread) ->
     checked = sum(1 for a, b in itertools.pairwise(blocks) if (a.lang, b.lang) == ("python", "text"))
     assert checked >= 12
     namespace = run_blocks(blocks, DOCS_PAGE.name)
-    assert close_models(namespace) == 3  # llm, v1_llm, reasoner
+    assert close_models(namespace) == 5  # llm, web_llm, paid, v1_llm, reasoner
     assert {payload["model"] for payload in docs_server.emulator.requests} == {"sonar-pro", "sonar-reasoning"}
 
 

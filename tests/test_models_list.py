@@ -193,7 +193,9 @@ async def test_a_paid_model_fails_before_the_ask_on_an_anonymous_session(emulato
 async def test_once_read_the_list_judges_known_names_too(emulator: LabsEmulator) -> None:
     async with web_model(emulator, model="sonar") as llm:  # the web's "experimental", pro in the list
         await llm.alist_models()
-        with pytest.raises(PerplexityLabsModelAccessError, match=r"'sonar' \('experimental' on the web app\)"):
+        with pytest.raises(
+            PerplexityLabsModelAccessError, match=r"'sonar' \('experimental' on the web app\)"
+        ):
             await llm.ainvoke("Capital of France?")
     assert emulator.web.asks == 0
 
@@ -224,7 +226,9 @@ def test_tiers_rank_none_pro_max() -> None:
 
 
 def test_the_paid_apis_name_warns_naming_the_web_models() -> None:
-    with pytest.warns(UserWarning, match=r"model='sonar-pro' is a name of Labs.*auto, turbo, pplx_pro") as seen:
+    with pytest.warns(
+        UserWarning, match=r"model='sonar-pro' is a name of Labs.*auto, turbo, pplx_pro"
+    ) as seen:
         ChatPerplexityLabs(transport="web", model="sonar-pro", base_url="http://127.0.0.1:9")
     assert len(seen) == 1
     assert seen[0].filename == __file__  # pointed at the caller's line
