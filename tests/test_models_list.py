@@ -50,7 +50,8 @@ async def test_the_list_is_read_live_as_typed_rows(emulator: LabsEmulator) -> No
         "anthropic",
         "pro",
     )
-    assert thinking.reasoning and not thinking.is_default
+    assert thinking.reasoning
+    assert not thinking.is_default
     assert models.get("pplx_pro") is None  # described in ``models`` but in no picker row
 
 
@@ -101,9 +102,11 @@ async def test_a_failed_list_falls_back_to_the_records_and_says_why(
     assert f"/rest/models/config answered HTTP {status}" in models.reason
     assert models.identifiers[:3] == ("auto", "turbo", "pplx_pro")
     pro = models.get("pplx_pro")
-    assert pro is not None and pro.subscription_tier == "pro"
+    assert pro is not None
+    assert pro.subscription_tier == "pro"
     assert answer.content  # the record's tiers refuse nothing: the web app decides
-    assert again is models and emulator.web.calls[MODELS_CONFIG] == 1
+    assert again is models
+    assert emulator.web.calls[MODELS_CONFIG] == 1
 
 
 async def test_a_blocked_list_falls_back_without_breaking(emulator: LabsEmulator) -> None:
@@ -253,11 +256,14 @@ def test_a_bad_web_model_name_lists_the_web_models() -> None:
 
 async def test_the_profile_follows_the_live_list(emulator: LabsEmulator) -> None:
     async with web_model(emulator, model="claude45sonnet") as llm:
-        assert llm.profile is not None and "name" in llm.profile and llm.profile["reasoning_output"] is False
+        assert llm.profile is not None
+        assert "name" in llm.profile
+        assert llm.profile["reasoning_output"] is False
         assert llm.profile["name"] == "claude45sonnet"
         async with web_model(emulator, model="claude45sonnetthinking") as thinker:
             await thinker.alist_models()
-            assert thinker.profile is not None and thinker.profile["reasoning_output"] is True
+            assert thinker.profile is not None
+            assert thinker.profile["reasoning_output"] is True
             assert thinker.profile["name"] == "claude45sonnetthinking"
     given = web_model(emulator, model="pplx_reasoning", profile={"reasoning_output": False})
     async with given:
@@ -304,7 +310,8 @@ def test_the_cli_reads_its_own_emulator_and_refuses_a_bad_flag() -> None:
     assert [row["identifier"] for row in json.loads(result.stdout)["models"]] == list(LIVE)
     bad = run_cli("models", "--emulator", "--base-url", "http://127.0.0.1:9")
     assert bad.returncode == 2
-    assert bad.stderr.startswith("pplx-labs: error: ") and len(bad.stderr.splitlines()) == 1
+    assert bad.stderr.startswith("pplx-labs: error: ")
+    assert len(bad.stderr.splitlines()) == 1
 
 
 def test_the_gateways_models_are_the_live_list(emulator: LabsEmulator) -> None:
@@ -320,9 +327,12 @@ def test_the_gateways_models_are_the_live_list(emulator: LabsEmulator) -> None:
 def test_the_gateways_bad_model_name_names_the_param(emulator: LabsEmulator) -> None:
     import openai
 
-    with gateway_for(emulator, model_options={"transport": "web"}) as running, sdk_for(running.root) as sdk:
-        with pytest.raises(openai.BadRequestError) as caught:
-            sdk.chat.completions.create(model="no spaces!", messages=[{"role": "user", "content": "Hi"}])
+    with (
+        gateway_for(emulator, model_options={"transport": "web"}) as running,
+        sdk_for(running.root) as sdk,
+        pytest.raises(openai.BadRequestError) as caught,
+    ):
+        sdk.chat.completions.create(model="no spaces!", messages=[{"role": "user", "content": "Hi"}])
     body = caught.value.body
     assert isinstance(body, dict)
     assert body["param"] == "model"
