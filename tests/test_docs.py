@@ -242,7 +242,7 @@ def test_outputs_shown_are_what_pplx_labs_serve_follow_tools_gives(monkeypatch: 
             monkeypatch.delenv("PPLX_LABS_COOKIES", raising=False)
             for name, text, models in [
                 ("ChatPerplexityLabs docstring", inspect.cleandoc(ChatPerplexityLabs.__doc__ or ""), 4),
-                (DOCS_PAGE.name, DOCS_PAGE.read_text(encoding="utf-8"), 3),
+                (DOCS_PAGE.name, DOCS_PAGE.read_text(encoding="utf-8"), 5),
             ]:
                 assert close_models(run_blocks(fenced_blocks(text), name)) == models
         finally:
