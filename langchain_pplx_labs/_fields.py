@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Self, cast
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.utils import from_env, secret_from_env
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from langchain_pplx_labs._profiles import default_profile, drop_default_profile, profile_outdated
 from langchain_pplx_labs.errors import PerplexityLabsInputError
@@ -154,8 +154,10 @@ class ModelFields(BaseChatModel):
 
     @field_validator("model")
     @classmethod
-    def _check_model(cls, value: str) -> str:
-        return validate_model_name(value)
+    def _check_model(cls, value: str, info: ValidationInfo) -> str:
+        return validate_model_name(
+            value, info.data.get("transport")
+        )  # a bad name lists its transport's models
 
     @field_validator("transport", mode="before")
     @classmethod

@@ -1,11 +1,17 @@
-"""Model profiles (langchain-core's ``ModelProfile``) for the Labs models: what each one takes and gives."""
+"""Model profiles (langchain-core's ``ModelProfile``) for the Labs and web models: what each one takes and gives."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, get_type_hints
 
-from langchain_pplx_labs.protocol import KNOWN_MODELS, REASONING_MODELS
+from langchain_pplx_labs.protocol import (
+    KNOWN_MODELS,
+    REASONING_MODELS,
+    WEB_DEFAULT_MODEL,
+    WEB_MODELS,
+    WEB_REASONING_MODELS,
+)
 
 # Context windows Perplexity documents for its API models (models.dev data, as shipped in
 # langchain-perplexity's profiles: sonar, sonar-pro, sonar-reasoning-pro). r1-1776 and
@@ -53,22 +59,29 @@ class DefaultProfile(dict[str, Any]):
     """A profile made from the model's settings, not given by the user: remade when they change."""
 
 
-def default_profile(model: str, max_input_chars: int | None) -> DefaultProfile:
-    """The profile of Labs model ``model`` for a client that sends at most ``max_input_chars``.
+def default_profile(
+    model: str, max_input_chars: int | None, *, listed_reasoning: bool | None = None
+) -> DefaultProfile:
+    """The profile of model ``model`` for a client that sends at most ``max_input_chars``.
 
     ``max_input_tokens`` is the smaller of the model's documented context window and
     ``max_input_chars`` / 4 (an estimate: Labs counts no input tokens), since the client
-    refuses longer conversations before sending them.
+    refuses longer conversations before sending them. ``listed_reasoning``: whether the web app's
+    live model list names it as a reasoning model (``None``: not listed, or the list not read), which
+    then decides ``reasoning_output`` over the record's names.
     """
     window = DOCUMENTED_CONTEXT_TOKENS.get(model, UNKNOWN_MODEL_CONTEXT_TOKENS)
     if max_input_chars is not None:
         window = min(window, max_input_chars // CHARS_PER_TOKEN)
+    known_reasoning = model in REASONING_MODELS or model in WEB_REASONING_MODELS or model.endswith("thinking")
     profile = {
         **_COMMON,
         "max_input_tokens": window,
-        "reasoning_output": model in REASONING_MODELS,
+        "reasoning_output": known_reasoning if listed_reasoning is None else listed_reasoning,
     }
-    if model in KNOWN_MODELS:
+    # ``auto`` names no model (the account picks one), so it gets no name, as an unknown model.
+    web_name = model in WEB_MODELS and model != WEB_DEFAULT_MODEL
+    if model in KNOWN_MODELS or web_name or listed_reasoning is not None:
         profile["name"] = model
     return DefaultProfile(_known_keys(profile))
 

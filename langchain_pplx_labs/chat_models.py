@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import aclosing
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LangSmithParams, LanguageModelInput
@@ -13,12 +14,13 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from pydantic import PrivateAttr
+from pydantic import PrivateAttr, model_validator
 
 from langchain_pplx_labs._answer import answer_chunks
 from langchain_pplx_labs._content_blocks import PROVIDER
 from langchain_pplx_labs._fields import ModelFields
 from langchain_pplx_labs._first_call import pay_first_call_costs
+from langchain_pplx_labs._profiles import DefaultProfile, default_profile
 from langchain_pplx_labs._reporting import areported, nothing_to_report, reported
 from langchain_pplx_labs._stop import normalise_stop
 from langchain_pplx_labs._sync import iterate_sync, run_sync
@@ -26,7 +28,14 @@ from langchain_pplx_labs.client import Client, ClientCache, client_settings
 from langchain_pplx_labs.errors import PerplexityLabsInputError
 from langchain_pplx_labs.messages import THREAD_DIGEST, conversation_digest, follow_up, to_payload, to_turns
 from langchain_pplx_labs.pool import PoolSettings
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, DEFAULT_MODEL, validate_model_name
+from langchain_pplx_labs.protocol import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
+    KNOWN_MODELS,
+    LABS_ONLY_MODELS,
+    WEB_MODELS,
+    validate_model_name,
+)
 from langchain_pplx_labs.settings import ConnectionSettings
 from langchain_pplx_labs.structured import Method, SchemaSpec, structured_output
 from langchain_pplx_labs.tools import (
@@ -38,6 +47,8 @@ from langchain_pplx_labs.tools import (
     restore_errors,
     tool_choice_name,
 )
+from langchain_pplx_labs.web.codec import web_model_preference
+from langchain_pplx_labs.web.models import ModelList
 
 
 class ChatPerplexityLabs(ModelFields):
@@ -311,6 +322,19 @@ class ChatPerplexityLabs(ModelFields):
     # The client for the current settings, and those a setting change replaced (closed by close()).
     _clients: ClientCache = PrivateAttr(default_factory=ClientCache)
 
+    @model_validator(mode="after")
+    def _warn_labs_name_on_the_web(self) -> Self:
+        # Issue #31: the paid API's (and Labs') names have no web name in any source; say so once, here.
+        if self.transport == "web" and self.model in LABS_ONLY_MODELS:
+            warnings.warn(
+                f"model={self.model!r} is a name of Labs and the paid API, not of the web app (transport='web'): "
+                "it is sent as given, and the web app will most likely refuse it or pick its default. Web "
+                f"models: {', '.join(WEB_MODELS)} (llm.list_models() reads the live list)",
+                UserWarning,
+                stacklevel=4,  # past pydantic and Serializable.__init__: the caller
+            )
+        return self
+
     @property
     def _llm_type(self) -> str:
         return "perplexity-labs-chat"
@@ -360,6 +384,39 @@ class ChatPerplexityLabs(ModelFields):
         if clients is not self._clients:
             self._clients = clients
         return client
+
+    # -- the web app's models ------------------------------------------------------------
+
+    async def alist_models(self) -> ModelList:
+        """The web app's models (``GET /rest/models/config``), read once per pool with this model's cookies.
+
+        Typed rows (:class:`~langchain_pplx_labs.web.models.WebModel`: identifier, label, mode,
+        provider, subscription tier, default, reasoning); ``.source`` says which list: ``"live"``, or
+        ``"fallback"`` (the record's :data:`~langchain_pplx_labs.protocol.WEB_MODELS`, ``.reason`` says
+        why) when the web app's could not be read within the connect timeout. Once read live, a default
+        profile follows the list, and asking a model the session's tier lacks raises
+        :class:`~langchain_pplx_labs.errors.PerplexityLabsModelAccessError` before sending.
+        """
+        if self.transport != "web":
+            raise PerplexityLabsInputError(
+                "The model list is the web app's (transport='web'); the Labs playground has none to read: "
+                f"its models were {', '.join(KNOWN_MODELS)}"
+            )
+        models = await self._client().model_list()
+        self._follow_model_list(models)
+        return models
+
+    def list_models(self) -> ModelList:
+        """The web app's models; see :meth:`alist_models`."""
+        return run_sync(self.alist_models())
+
+    def _follow_model_list(self, models: ModelList) -> None:
+        """A default profile made again from the live list's row of this model (its reasoning flag)."""
+        row = models.get(web_model_preference(self.model)) if models.source == "live" else None
+        if row is not None and isinstance(self.profile, DefaultProfile):
+            self.profile = cast(
+                "Any", default_profile(self.model, self.max_input_chars, listed_reasoning=row.reasoning)
+            )
 
     async def awarmup(self) -> None:
         """Open a socket now, on this event loop, so the first question skips the handshake."""
@@ -439,7 +496,7 @@ class ChatPerplexityLabs(ModelFields):
     ) -> AsyncIterator[ChatGenerationChunk]:
         # Labs has no tools parameter: tools and JSON formats travel as a system instruction.
         prepared, tools = prepare_request(messages, kwargs)
-        model = validate_model_name(kwargs["model"]) if kwargs.get("model") else self.model
+        model = validate_model_name(kwargs["model"], self.transport) if kwargs.get("model") else self.model
         # An instruction may be prepended: errors must still name the caller's message indexes.
         first_index = len(messages) - len(prepared)
         thread = follow_up(prepared) if self.transport == "web" else None

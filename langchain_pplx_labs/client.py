@@ -32,8 +32,11 @@ from langchain_pplx_labs.errors import (
 from langchain_pplx_labs.events import Finished, StreamEvent
 from langchain_pplx_labs.labs.connection import PipelinedQueryDropped
 from langchain_pplx_labs.pool import ConnectionPool, PoolClosedError, PoolSettings
-from langchain_pplx_labs.protocol import LabsProtocol
+from langchain_pplx_labs.protocol import WEB_MODELS, LabsProtocol
 from langchain_pplx_labs.settings import ConnectionSettings, Service, Timeouts, browser_headers
+from langchain_pplx_labs.web.codec import web_model_preference
+from langchain_pplx_labs.web.models import ModelList, access_refusal
+from langchain_pplx_labs.web.session import WebSession
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +114,10 @@ class Client:
     async def warmup(self) -> None:
         """Open a socket now so the first question skips the handshake."""
         await (await self.pool()).warmup()
+
+    async def model_list(self) -> ModelList:
+        """The web app's model list, read once per pool (see :meth:`ConnectionPool.model_list`)."""
+        return await (await self.pool()).model_list()
 
     async def aclose(self) -> None:
         """Close this loop's pool (other loops close theirs when they shut down)."""
@@ -194,6 +201,10 @@ class Client:
     ) -> AsyncGenerator[StreamEvent, None]:
         # ``started`` is when stream() began: each attempt gets only what is left of ``total``.
         async with pool.lease() as lease:
+            if isinstance(lease.connection, WebSession):
+                lease.reusable = True  # until the question is sent: a refused model leaves the session warm
+                await _check_access(pool, payload, lease.connection)
+                lease.reusable = False
             streamed = False
             try:
                 # A failed answer raises its error here, before any event, so stream() can retry it.
@@ -239,6 +250,26 @@ class Client:
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
         return random.uniform(ceiling / 2, ceiling)
+
+
+async def _check_access(pool: ConnectionPool, payload: Mapping[str, Any], session: WebSession) -> None:
+    """Refuse, before it is sent, a model the web app's list says this session may not ask.
+
+    The list is read here only for a name outside the record's (:data:`WEB_MODELS`): asking a known
+    name never waits on it; once read (by any caller), every ask is judged on it.
+    """
+    model = str(payload.get("model", ""))
+    preference = web_model_preference(model, signed_in=session.signed_in)
+    models = pool.models_read
+    if models is None and preference not in WEB_MODELS:
+        models = await pool.model_list()
+    if models is None:
+        return
+    refusal = access_refusal(
+        model, preference, models, signed_in=session.signed_in, tier=session.subscription_tier
+    )
+    if refusal is not None:
+        raise refusal
 
 
 # What forked children inherited from their parent (see Client._forget_closed_loops).

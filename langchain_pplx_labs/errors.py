@@ -14,6 +14,7 @@ __all__ = [
     "PerplexityLabsDisconnectedError",
     "PerplexityLabsError",
     "PerplexityLabsInputError",
+    "PerplexityLabsModelAccessError",
     "PerplexityLabsNotFoundError",
     "PerplexityLabsProtocolError",
     "PerplexityLabsRateLimitError",
@@ -43,7 +44,37 @@ class PerplexityLabsError(Exception):
 
 
 class PerplexityLabsInputError(PerplexityLabsError, ValueError):
-    """The request cannot be sent as given (bad message, model name, URL, size)."""
+    """The request cannot be sent as given (bad message, model name, URL, size).
+
+    ``param``: the request field at fault (``"model"``), when one is (the gateway's 400 names it).
+    """
+
+    def __init__(self, message: str, *, partial_content: str = "", param: str | None = None) -> None:
+        super().__init__(message, partial_content=partial_content)
+        self.param = param
+
+
+class PerplexityLabsModelAccessError(PerplexityLabsInputError):
+    """The web app's model list says ``model`` needs a session this one is not: signed in, or a paid tier.
+
+    Raised before the question is sent. ``required_tier``: the list's ``subscription_tier`` for it;
+    ``session_tier``: this session's (``None`` anonymous); ``usable``: the listed models this session has.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        required_tier: str,
+        session_tier: str | None,
+        usable: tuple[str, ...],
+    ) -> None:
+        super().__init__(message, param="model")
+        self.model = model
+        self.required_tier = required_tier
+        self.session_tier = session_tier
+        self.usable = usable
 
 
 class PerplexityLabsAttachmentError(PerplexityLabsInputError):

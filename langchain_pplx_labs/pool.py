@@ -22,6 +22,7 @@ from langchain_pplx_labs.labs.dial import LabsDialer
 from langchain_pplx_labs.settings import DEFAULT_IMPERSONATE, ConnectionSettings, Transport
 from langchain_pplx_labs.transports import http_transport
 from langchain_pplx_labs.transports.base import HTTPTransport
+from langchain_pplx_labs.web.models import ModelList, read_model_list
 from langchain_pplx_labs.web.session import WebSession
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,22 @@ class ConnectionPool:
         self._closed = False
         # Sockets reading an abandoned answer to its end; each holds its slot of ``_limit``.
         self._draining: dict[Session, asyncio.Task[None]] = {}
+        # The web app's model list, read once (live, or the record's after a failed read).
+        self._models: ModelList | None = None
+        self._models_read = asyncio.Lock()
+
+    @property
+    def models_read(self) -> ModelList | None:
+        """The web app's model list if this pool read it already, else ``None`` (nothing is read)."""
+        return self._models
+
+    async def model_list(self) -> ModelList:
+        """The web app's model list, read on first call through the pool's HTTP transport with the
+        session's headers and cookies (bounded by the connect timeout); the record's list if that failed."""
+        async with self._models_read:  # concurrent first callers share one read
+            if self._models is None:
+                self._models = await read_model_list(self._http_transport(), self.settings)
+        return self._models
 
     @property
     def idle_count(self) -> int:

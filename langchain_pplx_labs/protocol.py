@@ -35,6 +35,29 @@ WEB_MODELS = (
 lets the account pick, the rest are the web app's ``model_preference`` values; other names are accepted too."""
 
 
+WEB_MODELS_PATH = "/rest/models/config"
+"""The web app's model list (its model picker): ``models`` by identifier and ``config`` rows, each with its
+``subscription_tier`` (perplexity-web-mcp-cli 0.16.1 ``catalog.py``, ``constants.ENDPOINT_MODELS_CONFIG``)."""
+WEB_MODEL_TIERS: dict[str, str | None] = {
+    "auto": None,
+    "turbo": None,
+    "pplx_pro": "pro",
+    "experimental": "pro",
+    "pplx_reasoning": "pro",
+    "r1": "pro",
+    "pplx_alpha": "pro",
+    "claude45sonnet": "pro",
+    "gpt5": "pro",
+}
+"""The tier each of :data:`WEB_MODELS` needs by the record, listed when the live list cannot be read: ``turbo``
+answers anonymous sessions (gpt4free 9931e874), ``pplx_pro`` only Pro ones (perplexity-webui-scraper 1.1.0),
+the rest ``pro`` as perplexity-web-mcp-cli 0.16.1 ``shared.py`` has them (``minimum_tier`` "pro")."""
+WEB_REASONING_MODELS = frozenset({"pplx_reasoning", "r1"})
+"""Web models that stream a plan (reasoning) in the record, besides every ``*thinking`` name."""
+LABS_ONLY_MODELS = frozenset({"sonar-pro", "sonar-reasoning", "sonar-reasoning-pro"})
+"""Labs (and the paid API's) names with no web name in any source: over the web they are sent as given."""
+
+
 def default_model(transport: str | None) -> str:
     """The model asked when none is named: each service's own (Labs' default does not exist on the web app)."""
     return DEFAULT_MODEL if transport == "labs" else WEB_DEFAULT_MODEL
@@ -60,12 +83,14 @@ class LabsMessage(TypedDict):
     content: str
 
 
-def validate_model_name(model: str) -> str:
-    """Return ``model`` if it is a plausible Labs model name, else raise."""
+def validate_model_name(model: str, transport: str | None = None) -> str:
+    """Return ``model`` if it is a plausible model name, else raise naming the transport's own models."""
     if not isinstance(model, str) or not _MODEL_NAME.fullmatch(model):
+        service, known = ("web", WEB_MODELS) if transport == "web" else ("Labs", KNOWN_MODELS)
         raise PerplexityLabsInputError(
-            f"Invalid Labs model name {model!r}: use letters, digits and . _ : / - "
-            f"(known models: {', '.join(KNOWN_MODELS)})"
+            f"Invalid {service} model name {model!r}: use letters, digits and . _ : / - "
+            f"(known {service} models: {', '.join(known)})",
+            param="model",
         )
     return model
 

@@ -199,7 +199,7 @@ def _free_port() -> int:
 @pytest.mark.parametrize(
     ("args", "code", "expected"),
     [
-        (["ask", "--model", "bad model!", QUESTION], 1, "model: Invalid Labs model name 'bad model!'"),
+        (["ask", "--model", "bad model!", QUESTION], 1, "model: Invalid web model name 'bad model!'"),
         (["ask", "--base-url", "notaurl", QUESTION], 1, "base_url: Invalid base_url 'notaurl'"),
         (["ask", "--base-url", "ftp://x", QUESTION], 1, "Invalid base_url 'ftp://x'"),
         (["serve", "--port", "-5"], 2, "invalid port -5: use 0-65535"),

@@ -199,7 +199,7 @@ def test_docs_page_runs_and_prints_what_it_shows(docs_server: EmulatorThread) ->
     checked = sum(1 for a, b in itertools.pairwise(blocks) if (a.lang, b.lang) == ("python", "text"))
     assert checked >= 12
     namespace = run_blocks(blocks, DOCS_PAGE.name)
-    assert close_models(namespace) == 4  # llm, v1_llm, reasoner, signed_in
+    assert close_models(namespace) == 6  # llm, web_llm, paid, v1_llm, reasoner, signed_in
     assert {payload["model"] for payload in docs_server.emulator.requests} == {"sonar-pro", "sonar-reasoning"}
 
 
@@ -242,7 +242,7 @@ def test_outputs_shown_are_what_pplx_labs_serve_follow_tools_gives(monkeypatch: 
             monkeypatch.delenv("PPLX_LABS_COOKIES", raising=False)
             for name, text, models in [
                 ("ChatPerplexityLabs docstring", inspect.cleandoc(ChatPerplexityLabs.__doc__ or ""), 4),
-                (DOCS_PAGE.name, DOCS_PAGE.read_text(encoding="utf-8"), 4),
+                (DOCS_PAGE.name, DOCS_PAGE.read_text(encoding="utf-8"), 6),
             ]:
                 assert close_models(run_blocks(fenced_blocks(text), name)) == models
         finally:

@@ -106,6 +106,7 @@ def test_the_errors_are_exported_from_the_package() -> None:
     assert error_classes == {
         "PerplexityLabsError",
         "PerplexityLabsInputError",
+        "PerplexityLabsModelAccessError",
         "PerplexityLabsConnectionError",
         "PerplexityLabsBlockedError",
         "PerplexityLabsDisconnectedError",

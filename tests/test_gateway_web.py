@@ -58,17 +58,15 @@ def _listed_models(emulator: LabsEmulator, **overrides: Any) -> list[Model]:
 
 def test_models_lists_the_web_transports_models(emulator: LabsEmulator) -> None:
     models = _listed_models(emulator)
+    # The web app's live list (the emulator's /rest/models/config picker rows), read once.
     assert [m.id for m in models] == [
-        "auto",
         "turbo",
-        "pplx_pro",
         "experimental",
-        "pplx_reasoning",
-        "r1",
-        "pplx_alpha",
         "claude45sonnet",
-        "gpt5",
+        "claude45sonnetthinking",
+        "pplx_reasoning",
     ]
+    assert emulator.web.calls["/rest/models/config"] == 1
     assert {m.owned_by for m in models} == {"perplexity"}
     assert {m.object for m in models} == {"model"}
 

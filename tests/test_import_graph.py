@@ -219,6 +219,7 @@ LAYERS: dict[str, int] = {
     # 4: a session on one service (the Labs wing, the web app)
     "labs": 4,
     "web": 4,
+    "web.models": 4,
     # 5: sessions pooled, one question = one stream of events with retries
     "pool": 5,
     "client": 5,

@@ -469,7 +469,8 @@ def test_invalid_model_names_are_refused(name: str) -> None:
     with pytest.raises(ValidationError) as caught:
         ChatPerplexityLabs(model=name)
     assert isinstance(caught.value.errors()[0]["ctx"]["error"], PerplexityLabsInputError)
-    assert "Invalid Labs model name" in str(caught.value)
+    assert "Invalid web model name" in str(caught.value)  # the default transport's (issue #31)
+    assert "known web models: auto" in str(caught.value)
 
 
 @pytest.mark.parametrize("url", ["", "nonsense", "ftp://example.org", "http://", "file:///etc/passwd"])

@@ -178,6 +178,8 @@ class WebEndpoint:
         self.session_checks = 0
         self.calls: collections.Counter[str] = collections.Counter()
         """GET requests per route of :data:`ROUTES` (``/search/new``, ``/rest/user/settings``, ...)."""
+        self.models_config_status = 200
+        """The HTTP status ``/rest/models/config`` answers: another rehearses a list that failed or moved."""
         self.threads: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         """Answered asks by ``thread_url_slug``, as ``GET /rest/thread/<slug>`` gives them (the latest 64)."""
         self.bodies: collections.deque[dict[str, Any]] = collections.deque(maxlen=64)
@@ -219,6 +221,7 @@ class WebEndpoint:
         self.asks = 0
         self.session_checks = 0
         self.calls.clear()
+        self.models_config_status = 200
         self.threads.clear()
         self.conversations.clear()
         self.bodies.clear()
@@ -257,6 +260,8 @@ class WebEndpoint:
     async def _models_config(self, request: web.Request) -> web.Response:
         """``GET /rest/models/config``: the model picker, in the shape perplexity-web-mcp-cli 0.16.1 parses."""
         self.calls[MODELS_CONFIG] += 1
+        if self.models_config_status != 200:
+            return web.json_response({"error": "models config failed"}, status=self.models_config_status)
         return web.json_response(MODELS_CONFIG_BODY)
 
     async def _rate_limits(self, request: web.Request) -> web.Response:

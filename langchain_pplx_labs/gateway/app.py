@@ -22,7 +22,7 @@ from langchain_pplx_labs.gateway import anthropic, responses_api
 from langchain_pplx_labs.gateway.errors import GatewayError, internal, next_chunk
 from langchain_pplx_labs.gateway.responses import Completion, Ending, ReasoningMode, Translator
 from langchain_pplx_labs.gateway.schema import ChatRequest, parse_request, to_langchain
-from langchain_pplx_labs.protocol import KNOWN_MODELS, WEB_MODELS, LabsProtocol
+from langchain_pplx_labs.protocol import KNOWN_MODELS, LabsProtocol
 
 logger = logging.getLogger("langchain_pplx_labs.gateway")
 
@@ -279,9 +279,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    """The models of the transport the gateway's model speaks: Labs' names, or the web app's."""
-    web_transport = request.app[GATEWAY].model.transport == "web"
-    names, owner = (WEB_MODELS, "perplexity") if web_transport else (KNOWN_MODELS, "perplexity-labs")
+    """The models of the transport the gateway's model speaks: Labs' names, or the web app's list (read live
+    once, the record's when it cannot be: ``ChatPerplexityLabs.alist_models``)."""
+    model = request.app[GATEWAY].model
+    if model.transport == "web":
+        names, owner = (await model.alist_models()).identifiers, "perplexity"
+    else:
+        names, owner = KNOWN_MODELS, "perplexity-labs"
     data = [{"id": name, "object": "model", "created": 0, "owned_by": owner} for name in names]
     return web.json_response({"object": "list", "data": data})
 

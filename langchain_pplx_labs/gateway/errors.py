@@ -58,7 +58,7 @@ def from_labs(exc: PerplexityLabsError) -> GatewayError:
     """The answer to a Labs failure: 400 bad input, 429 rate limit, 502 Labs failed, retired, blocked or not there, 504 timeout."""
     message = _with_notes(exc)
     if isinstance(exc, PerplexityLabsInputError):
-        return GatewayError(400, message, code="invalid_request")
+        return GatewayError(400, message, param=exc.param, code="invalid_request")
     if isinstance(exc, PerplexityLabsTimeoutError):
         # A silent Labs (PerplexityLabsSilentError) stays the timeout it is; its note says it may be retired.
         return GatewayError(504, message, type="timeout_error", code=f"labs_{exc.which}_timeout")

@@ -55,6 +55,7 @@ from langchain_pplx_labs.web.codec import (
     web_request_body,
     web_request_headers,
 )
+from langchain_pplx_labs.web.models import session_tier
 from langchain_pplx_labs.web.sse import SSEMessage, SSEParser
 from langchain_pplx_labs.web.uploads import upload_attachments
 
@@ -106,6 +107,8 @@ class WebSession:
         self.tap = tap
         self.signed_in = False
         """Whether the session check found the cookies signed in (the web app then asks with the user's id)."""
+        self.subscription_tier: str | None = None
+        """The signed-in user's ``subscription_tier`` as the session check gave it (``None``: not said)."""
         self.queries_run = 0
         self.stray_news = asyncio.Event()
         self._connected = False
@@ -192,6 +195,7 @@ class WebSession:
                 url, 200, response.headers, text, what="the session check", expected="JSON"
             ) from None
         self.signed_in = session_user_id(session) is not None
+        self.subscription_tier = session_tier(session)
 
     def _open_error(self, exc: BaseException, *, tcp_connected: bool) -> BaseException | None:
         """The typed error for a failed open, or None to re-raise ``exc`` (a cancel) as is."""
