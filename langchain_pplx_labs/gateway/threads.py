@@ -49,7 +49,11 @@ class Threads:
         if len(messages) < 2 or not isinstance(messages[-1], HumanMessage):
             return messages
         answer = messages[-2]
-        if not isinstance(answer, AIMessage) or answer.tool_calls or "backend_uuid" in answer.response_metadata:
+        if (
+            not isinstance(answer, AIMessage)
+            or answer.tool_calls
+            or "backend_uuid" in answer.response_metadata
+        ):
             return messages
         key = digest_of(messages[:-1])
         ids = None if key is None else self._ids.get(key)
