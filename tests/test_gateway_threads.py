@@ -13,7 +13,6 @@ from test_gateway import PARIS, PARIS_SOURCES, QUESTION, GatewayThread, gateway_
 
 from langchain_pplx_labs.emulator import LabsEmulator
 
-
 IMAGES = [{"image_url": url + "/image.png", "origin_url": url} for url in PARIS_SOURCES]
 RELATED = [f"Tell me more about {QUESTION}", "What are the sources?"]
 
@@ -54,7 +53,14 @@ def test_streamed_chunks_carry_them_from_the_chunk_that_ends_the_answer(
     client: openai.OpenAI, emulator: LabsEmulator
 ) -> None:
     emulator.script(answer=PARIS, citations=PARIS_SOURCES, chunk_size=10)
-    chunks = list(ask(client, [{"role": "user", "content": QUESTION}], stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        ask(
+            client,
+            [{"role": "user", "content": QUESTION}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     ending = [c for c in chunks if c.choices and c.choices[0].finish_reason == "stop"]
     assert len(ending) == 1
     assert ending[0].model_extra["images"] == IMAGES
@@ -109,7 +115,8 @@ def test_a_second_turn_repeating_the_first_answer_is_a_follow_up_in_its_thread(
     first = raw.parse()
     backend_uuid, token = _only_thread(emulator)
     # The thread's credential stays in the gateway: not in the answer the client got.
-    assert token not in raw.text and backend_uuid not in raw.text
+    assert token not in raw.text
+    assert backend_uuid not in raw.text
     assert emulator.web.bodies[-1]["params"]["query_source"] != "followup"
 
     emulator.script(answer="About 2 million.", citations=[])
@@ -138,7 +145,9 @@ def test_a_third_turn_continues_the_second(client: openai.OpenAI, emulator: Labs
     assert [t["content"] for t in turns if t["role"] == "user"] == ["One?", "Two?", "Three?"]
 
 
-def test_an_edited_history_is_a_transcript_in_a_new_thread(client: openai.OpenAI, emulator: LabsEmulator) -> None:
+def test_an_edited_history_is_a_transcript_in_a_new_thread(
+    client: openai.OpenAI, emulator: LabsEmulator
+) -> None:
     emulator.script(answer="Paris.", citations=PARIS_SOURCES)
     history = [{"role": "user", "content": QUESTION}]
     ask(client, history)
@@ -149,7 +158,8 @@ def test_an_edited_history_is_a_transcript_in_a_new_thread(client: openai.OpenAI
     assert body["params"].get("query_source") != "followup"
     assert "last_backend_uuid" not in body["params"]
     assert "read_write_token" not in body["params"]
-    assert "Paris, of course." in body["query_str"] and "And its population?" in body["query_str"]
+    assert "Paris, of course." in body["query_str"]
+    assert "And its population?" in body["query_str"]
 
 
 def test_anthropic_second_turn_is_a_follow_up_too(gateway: GatewayThread, emulator: LabsEmulator) -> None:
@@ -198,7 +208,9 @@ def _gateway_of(running: GatewayThread) -> Any:
     return running._runner.app[GATEWAY]
 
 
-def test_no_thread_id_reaches_the_log(client: openai.OpenAI, emulator: LabsEmulator, caplog: pytest.LogCaptureFixture) -> None:
+def test_no_thread_id_reaches_the_log(
+    client: openai.OpenAI, emulator: LabsEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level("DEBUG")
     emulator.script(answer="Paris.", citations=[])
     ask(client, [{"role": "user", "content": QUESTION}])

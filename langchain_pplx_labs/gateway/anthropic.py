@@ -129,7 +129,7 @@ class MessagesRequest(_Open):
     @property
     def thinks(self) -> bool:
         """Whether the request enables thinking (``{"type": "enabled", ...}`` or ``"adaptive"``)."""
-        return bool(self.thinking) and self.thinking.get("type") in ("enabled", "adaptive")  # type: ignore[union-attr]
+        return self.thinking is not None and self.thinking.get("type") in ("enabled", "adaptive")
 
 
 def register(app: web.Application, gateway: Gateway) -> None:

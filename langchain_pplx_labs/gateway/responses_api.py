@@ -25,7 +25,7 @@ from langchain_pplx_labs._chunks import estimate_tokens
 from langchain_pplx_labs._content_blocks import citation_annotations
 from langchain_pplx_labs.gateway.anthropic import GATEWAY, Gateway
 from langchain_pplx_labs.gateway.errors import GatewayError, field_error, internal, invalid, next_chunk
-from langchain_pplx_labs.gateway.responses import Ending, Translator
+from langchain_pplx_labs.gateway.responses import Ending, ReasoningMode, Translator
 from langchain_pplx_labs.gateway.schema import ChatRequest, parse_request, to_langchain
 from langchain_pplx_labs.gateway.stored_responses import ChatMessages, StoredResponses
 
@@ -222,7 +222,7 @@ class Answer:
         self.message_id = f"msg_{uuid.uuid4().hex}"
         self.created_at = int(time.time())
         # The reasoning (the web answer's plan) becomes a ``reasoning`` item when the request asks for its summary.
-        reasoning = "separate" if request.summarises else "drop"
+        reasoning: ReasoningMode = "separate" if request.summarises else "drop"
         self.translator = Translator(request.model, reasoning, max_tokens=request.max_output_tokens)
         self.text = ""
         self.output: list[dict[str, Any]] = []
