@@ -205,7 +205,6 @@ def test_previous_response_id_continues_the_conversation_in_its_thread(
 ) -> None:
     emulator.script(answer="Paris.", citations=PARIS_SOURCES)
     first = client.responses.create(model="auto", instructions="Be brief.", input=QUESTION)
-    [(backend_uuid, (token, _slug, _turns))] = emulator.web.conversations.items()
     emulator.script(answer="About 2 million.", citations=[])
     second = client.responses.create(
         model="auto", instructions="Be brief.", input="And its population?", previous_response_id=first.id
@@ -214,21 +213,19 @@ def test_previous_response_id_continues_the_conversation_in_its_thread(
     assert second.previous_response_id == first.id
     body = emulator.web.bodies[-1]
     assert body["query_str"] == "And its population?"  # the rest is in the web thread
+    # The emulator answers a follow-up only with an answer's id and its thread's token (else a 400).
     assert body["params"]["query_source"] == "followup"
-    assert body["params"]["last_backend_uuid"] == backend_uuid
-    assert body["params"]["read_write_token"] == token
-    # A third turn continues the second.
+    # A third turn continues the second, in the same thread.
     emulator.script(answer="Île-de-France.", citations=[])
-    client.responses.create(
+    third = client.responses.create(
         model="auto", instructions="Be brief.", input="Its region?", previous_response_id=second.id
     )
-    assert emulator.web.bodies[-1]["params"]["query_source"] == "followup"
-    turns = list(emulator.web.conversations.values())[-1][2]
-    assert [t["content"] for t in turns if t["role"] == "user"] == [
-        QUESTION,
-        "And its population?",
-        "Its region?",
-    ]
+    assert third.output_text == "Île-de-France."
+    latest = emulator.web.bodies[-1]
+    assert latest["query_str"] == "Its region?"
+    assert latest["params"]["query_source"] == "followup"
+    assert latest["params"]["read_write_token"] == body["params"]["read_write_token"]
+    assert latest["params"]["last_backend_uuid"] != body["params"]["last_backend_uuid"]
 
 
 def test_previous_response_id_over_labs_sends_the_whole_conversation(over_labs: LabsEmulator) -> None:
@@ -292,3 +289,37 @@ def test_stored_responses_are_bounded_by_count_and_by_characters() -> None:
     stored.put("e", [{"role": "user", "content": "e" * 101}])  # larger than the whole store: not kept
     assert stored.get("e") is None
     assert stored.get("d") is not None
+
+
+def test_previous_response_id_carries_a_function_call_to_its_output(over_labs: LabsEmulator) -> None:
+    from langchain_pplx_labs.emulator.rules import tool_call_answer
+
+    emulator = over_labs
+    tools: Any = [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        }
+    ]
+    with gateway_for(emulator) as running, sdk_for(running.root) as sdk:
+        emulator.script(answer=tool_call_answer(("get_weather", {"city": "Rome"})), citations=[])
+        first = sdk.responses.create(model="sonar", input="Weather in Rome?", tools=tools)
+        [call] = first.output
+        assert call.type == "function_call"
+        emulator.script(answer="Sunny in Rome.", citations=[])
+        output: Any = [{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}]
+        later = sdk.responses.create(model="sonar", input=output, tools=tools, previous_response_id=first.id)
+    assert later.output_text == "Sunny in Rome."
+    messages = emulator.requests[-1]["messages"]
+    assert [m["role"] for m in messages] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+    ]  # tools' instruction first
+    assert messages[1]["content"] == "Weather in Rome?"  # the stored turn
+    assert call.call_id in messages[2]["content"]  # the stored call, as the model shows it
+    assert "get_weather" in messages[2]["content"]
+    assert messages[3]["content"] == f"Result of tool call {call.call_id} (get_weather):\nsunny"

@@ -3,7 +3,6 @@ continuing the first answer's web thread (#29), through the unmodified openai an
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -101,9 +100,12 @@ def test_a_labs_answer_has_neither(over_labs: LabsEmulator) -> None:
 # -- follow-ups ---------------------------------------------------------------------------------------
 
 
-def _only_thread(emulator: LabsEmulator) -> tuple[str, str]:
-    [(backend_uuid, (token, _slug, _turns))] = emulator.web.conversations.items()
-    return backend_uuid, token
+def _followed(emulator: LabsEmulator) -> dict[str, Any]:
+    """The last ask's params, checked to be a follow-up. The emulator answers a follow-up only when its
+    ``last_backend_uuid`` is an answer's it gave and its ``read_write_token`` that thread's (else a 400)."""
+    params: dict[str, Any] = emulator.web.bodies[-1]["params"]
+    assert params["query_source"] == "followup"
+    return params
 
 
 def test_a_second_turn_repeating_the_first_answer_is_a_follow_up_in_its_thread(
@@ -113,21 +115,17 @@ def test_a_second_turn_repeating_the_first_answer_is_a_follow_up_in_its_thread(
     history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": QUESTION}]
     raw = client.chat.completions.with_raw_response.create(model="auto", messages=history)  # type: ignore[arg-type]
     first = raw.parse()
-    backend_uuid, token = _only_thread(emulator)
-    # The thread's credential stays in the gateway: not in the answer the client got.
-    assert token not in raw.text
-    assert backend_uuid not in raw.text
     assert emulator.web.bodies[-1]["params"]["query_source"] != "followup"
 
     emulator.script(answer="About 2 million.", citations=[])
     answer = {"role": "assistant", "content": first.choices[0].message.content}
     second = ask(client, [*history, answer, {"role": "user", "content": "And its population?"}])
     assert second.choices[0].message.content == "About 2 million."
-    body = emulator.web.bodies[-1]
-    assert body["query_str"] == "And its population?"
-    assert body["params"]["query_source"] == "followup"
-    assert body["params"]["last_backend_uuid"] == backend_uuid
-    assert body["params"]["read_write_token"] == token
+    assert emulator.web.bodies[-1]["query_str"] == "And its population?"
+    params = _followed(emulator)
+    # The thread's ids stayed in the gateway: not in the answer the client got.
+    assert params["read_write_token"] not in raw.text
+    assert params["last_backend_uuid"] not in raw.text
 
 
 def test_a_third_turn_continues_the_second(client: openai.OpenAI, emulator: LabsEmulator) -> None:
@@ -137,12 +135,15 @@ def test_a_third_turn_continues_the_second(client: openai.OpenAI, emulator: Labs
         history.append({"role": "user", "content": question})
         reply = ask(client, history).choices[0].message.content
         history.append({"role": "assistant", "content": reply})
-    body = emulator.web.bodies[-1]
-    assert body["query_str"] == "Three?"
-    assert body["params"]["query_source"] == "followup"
-    # One thread: the emulator knows its last answer's turns as all six.
-    turns = list(emulator.web.conversations.values())[-1][2]
-    assert [t["content"] for t in turns if t["role"] == "user"] == ["One?", "Two?", "Three?"]
+    assert history[-1]["content"] == "Answer to Three?"
+    assert emulator.web.bodies[-1]["query_str"] == "Three?"
+    third = _followed(emulator)
+    assert emulator.web.bodies[-2]["query_str"] == "Two?"
+    second = emulator.web.bodies[-2]["params"]
+    assert second["query_source"] == "followup"
+    # The third follows the second answer, in the same thread (same token), not the first answer.
+    assert third["last_backend_uuid"] != second["last_backend_uuid"]
+    assert third["read_write_token"] == second["read_write_token"]
 
 
 def test_an_edited_history_is_a_transcript_in_a_new_thread(
@@ -174,10 +175,8 @@ def test_anthropic_second_turn_is_a_follow_up_too(gateway: GatewayThread, emulat
             {"role": "user", "content": "And its population?"},
         ]
         sdk.messages.create(model="auto", max_tokens=1024, messages=history)  # type: ignore[arg-type]
-    backend_uuid = next(iter(emulator.web.conversations))  # the first answer's thread
-    params = emulator.web.bodies[-1]["params"]
-    assert params["query_source"] == "followup"
-    assert params["last_backend_uuid"] == backend_uuid
+    assert emulator.web.bodies[-1]["query_str"] == "And its population?"
+    _followed(emulator)
 
 
 def test_the_gateway_remembers_a_bounded_number_of_threads(over_the_web: LabsEmulator) -> None:
@@ -213,7 +212,8 @@ def test_no_thread_id_reaches_the_log(
 ) -> None:
     caplog.set_level("DEBUG")
     emulator.script(answer="Paris.", citations=[])
-    ask(client, [{"role": "user", "content": QUESTION}])
-    _backend_uuid, token = _only_thread(emulator)
+    history = [{"role": "user", "content": QUESTION}]
+    ask(client, history)
+    ask(client, [*history, {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "More?"}])
+    token = _followed(emulator)["read_write_token"]
     assert token not in caplog.text
-    assert json.dumps(token)[1:-1] not in caplog.text

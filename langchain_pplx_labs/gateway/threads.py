@@ -23,6 +23,7 @@ MAX_THREADS = 4096
 """Threads remembered per process: a history older than the latest ones is sent as a transcript again."""
 
 _KEPT = (*THREAD_FIELDS, THREAD_DIGEST)
+_NEEDED = ("backend_uuid", "read_write_token", THREAD_DIGEST)
 
 
 def digest_of(messages: Sequence[BaseMessage]) -> str | None:
@@ -74,9 +75,10 @@ class Threads:
                 if isinstance(chunk.content, str):
                     text.append(chunk.content)
                 meta = chunk.response_metadata
-                if isinstance(meta.get("read_write_token"), str) and isinstance(meta.get(THREAD_DIGEST), str):
-                    ids = {name: meta.pop(name) for name in _KEPT if isinstance(meta.get(name), str)}
-                    self._remember([*messages, AIMessage(content="".join(text))], ids)
+                if "read_write_token" in meta:
+                    ids = {name: meta.pop(name) for name in _KEPT if name in meta}
+                    if all(isinstance(ids.get(name), str) for name in _NEEDED):
+                        self._remember([*messages, AIMessage(content="".join(text))], ids)
                 yield chunk
 
     def _remember(self, conversation: list[BaseMessage], ids: dict[str, str]) -> None:
