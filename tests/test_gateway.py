@@ -447,8 +447,10 @@ def test_a_question_may_come_before_the_last_message(client: openai.OpenAI, emul
 def test_bad_model_name_and_oversized_conversation_are_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="Invalid Labs model name"):
         ask(client, model="no spaces allowed")
-    with pytest.raises(openai.BadRequestError, match="max_input_chars"):
+    with pytest.raises(openai.BadRequestError, match="max_input_chars") as too_long:
         client.chat.completions.create(model="sonar", messages=[{"role": "user", "content": "x" * 300_000}])
+    # Issue #31: "raise the limit" names how, for the gateway's operator.
+    assert "raise the limit (pplx-labs gateway --max-input-chars)" in too_long.value.message
 
 
 def test_body_over_the_limit_is_413(emulator: LabsEmulator) -> None:

@@ -287,7 +287,7 @@ async def test_body_too_large_is_413_request_too_large(emulator: LabsEmulator) -
 
 async def test_busy_pool_is_529_overloaded(emulator: LabsEmulator) -> None:
     emulator.script(answer=PARIS, chunk_size=10, delay=0.3)
-    request: Any = {"model": "sonar", "max_tokens": 10, "messages": [{"role": "user", "content": QUESTION}]}
+    request: Any = {"model": "sonar", "max_tokens": 1024, "messages": [{"role": "user", "content": QUESTION}]}
     with gateway_for(emulator, max_connections=1, queue_timeout=0.3) as running:
         async with anthropic.AsyncAnthropic(base_url=running.root, api_key="x", max_retries=0) as sdk:
             async with sdk.messages.stream(**request) as holding:

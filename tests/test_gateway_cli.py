@@ -480,11 +480,15 @@ def test_the_input_limit_and_the_first_token_timeout_are_flags(emulator: LabsEmu
         *("--max-input-chars", "50", "--first-token-timeout", "0.5"),
     )
     try:
-        client = openai.OpenAI(base_url=f"{root}/v1", api_key="unused", max_retries=0, timeout=20)
-        with pytest.raises(openai.BadRequestError, match="over the max_input_chars limit of 50"):
-            client.chat.completions.create(model="sonar", messages=[{"role": "user", "content": "x" * 60}])
-        assert emulator.requests == []
-        with pytest.raises(openai.APIStatusError, match="first_token timeout"):
-            client.chat.completions.create(model="sonar", messages=[{"role": "user", "content": "Hi?"}])
+        with openai.OpenAI(base_url=f"{root}/v1", api_key="unused", max_retries=0, timeout=20) as client:
+            with pytest.raises(
+                openai.BadRequestError, match=r"over the max_input_chars limit of 50.*--max-input-chars"
+            ):
+                client.chat.completions.create(
+                    model="sonar", messages=[{"role": "user", "content": "x" * 60}]
+                )
+            assert emulator.requests == []
+            with pytest.raises(openai.APIStatusError, match="first_token timeout"):
+                client.chat.completions.create(model="sonar", messages=[{"role": "user", "content": "Hi?"}])
     finally:
         _stop(process)

@@ -8,6 +8,7 @@ events, or folded into one message. Sources become ``web_search_result_location`
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import logging
@@ -23,7 +24,6 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from langchain_pplx_labs._chunks import estimate_tokens
 from langchain_pplx_labs._stop import StopScanner, normalise_stop
 from langchain_pplx_labs.errors import PerplexityLabsError
 from langchain_pplx_labs.gateway.errors import (
@@ -117,13 +117,19 @@ class MessagesRequest(_Open):
     """The fields of a Messages API request the gateway acts on."""
 
     model: str = Field(min_length=1)
-    max_tokens: int
+    max_tokens: int = Field(ge=1)
     messages: list[MessageParam] = Field(min_length=1)
     system: str | list[Block] | None = None
     stop_sequences: list[str] | None = None
     stream: StrictBool = False
     tools: list[ToolParam] | None = None
     tool_choice: ToolChoice | None = None
+    thinking: dict[str, Any] | None = None
+
+    @property
+    def thinks(self) -> bool:
+        """Whether the request enables thinking (``{"type": "enabled", ...}`` or ``"adaptive"``)."""
+        return self.thinking is not None and self.thinking.get("type") in ("enabled", "adaptive")
 
 
 def register(app: web.Application, gateway: Gateway) -> None:
@@ -291,10 +297,13 @@ def _text(content: str | list[Block], where: str) -> str:
 class Answer:
     """The model's chunks as the Messages API's stream events (``fold`` makes one message of them)."""
 
-    def __init__(self, model: str, stops: list[str] | None) -> None:
+    def __init__(
+        self, model: str, stops: list[str] | None, *, max_tokens: int | None = None, thinking: bool = False
+    ) -> None:
         self.model = model
         self.id = f"msg_{uuid.uuid4().hex}"
-        self.translator = Translator(model, "drop")
+        # The thinking is the model's reasoning, as a ``thinking`` block, when the request enables it.
+        self.translator = Translator(model, "separate" if thinking else "drop", max_tokens=max_tokens)
         self.stops = list(normalise_stop(stops))
         self.scanner = StopScanner(self.stops)
         self.stop_sequence: str | None = None
@@ -302,10 +311,12 @@ class Answer:
         self._text = ""
         self._index = 0
         self._text_open = False
+        self._thinking: list[str] | None = None  # the thinking block's text while it is open
 
     @property
     def done(self) -> bool:
-        return self.scanner.stopped
+        """Cut at a stop sequence or at ``max_tokens``: nothing more is read."""
+        return self.scanner.stopped or self.translator.cut
 
     def start(self) -> list[Event]:
         message: dict[str, Any] = {
@@ -323,7 +334,9 @@ class Answer:
     def add(self, chunk: AIMessageChunk) -> list[Event]:
         delta = self.translator.delta(chunk)
         text = delta.get("content", "")
-        events: list[Event] = []
+        events: list[Event] = self._think(delta.get("reasoning_content", ""))
+        if text or self.translator.ending is not None:
+            events += self._close_thinking()
         if self.stops:
             self._raw += text
             text = self.scanner.feed(text)
@@ -349,26 +362,55 @@ class Answer:
 
     def finish(self) -> list[Event]:
         ending = self.translator.ending
+        events = self._close_thinking()
         if self.done or ending is None:
-            # Cut at a stop sequence, or ended without its closing chunk: no sources came.
+            # Cut at a stop sequence or at max_tokens, or ended without its closing chunk: no sources came.
             ending = Ending()
-            events = self._close_text(ending)
-        else:
-            events = []
+            events += self._close_text(ending)
         if self.stop_sequence is not None:
             reason = "stop_sequence"
+        elif self.translator.cut:
+            reason = "max_tokens"
         elif ending.finish_reason == "tool_calls":
             reason = "tool_use"
         else:
             reason = "end_turn"
         usage = ending.usage if not self.done else None
-        output = usage["completion_tokens"] if usage else estimate_tokens(len(self._text))
+        output = usage["completion_tokens"] if usage else self.translator.budget.tokens(len(self._text))
         message_delta = {
             "type": "message_delta",
             "delta": {"stop_reason": reason, "stop_sequence": self.stop_sequence},
             "usage": {"input_tokens": usage["prompt_tokens"] if usage else 0, "output_tokens": output},
         }
         return [*events, ("message_delta", message_delta), ("message_stop", {"type": "message_stop"})]
+
+    def _think(self, thinking: str) -> list[Event]:
+        if not thinking:
+            return []
+        events: list[Event] = []
+        if self._thinking is None:
+            self._thinking = []
+            block = {"type": "thinking", "thinking": "", "signature": ""}
+            start = {"type": "content_block_start", "index": self._index, "content_block": block}
+            events.append(("content_block_start", start))
+        self._thinking.append(thinking)
+        delta = {"type": "thinking_delta", "thinking": thinking}
+        events.append(
+            ("content_block_delta", {"type": "content_block_delta", "index": self._index, "delta": delta})
+        )
+        return events
+
+    def _close_thinking(self) -> list[Event]:
+        if self._thinking is None:
+            return []
+        # Opaque to clients, as Anthropic's is (here a digest of the thinking): clients send it back unread.
+        digest = hashlib.sha256("".join(self._thinking).encode()).digest()
+        delta = {"type": "signature_delta", "signature": base64.b64encode(digest).decode()}
+        index, self._index, self._thinking = self._index, self._index + 1, None
+        return [
+            ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}),
+            ("content_block_stop", {"type": "content_block_stop", "index": index}),
+        ]
 
     def _open_text(self) -> list[Event]:
         if self._text_open:
@@ -455,6 +497,10 @@ def fold(events: list[Event]) -> dict[str, Any]:
             block, delta = message["content"][event["index"]], event["delta"]
             if delta["type"] == "text_delta":
                 block["text"] += delta["text"]
+            elif delta["type"] == "thinking_delta":
+                block["thinking"] += delta["thinking"]
+            elif delta["type"] == "signature_delta":
+                block["signature"] = delta["signature"]
             elif delta["type"] == "citations_delta":
                 block["citations"] = [*(block["citations"] or []), delta["citation"]]
             else:
@@ -470,7 +516,9 @@ def fold(events: list[Event]) -> dict[str, Any]:
 async def messages(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     anthropic, chat = parse(await request.read(), max_messages=gateway.settings.max_messages)
-    answer = Answer(anthropic.model, anthropic.stop_sequences)
+    answer = Answer(
+        anthropic.model, anthropic.stop_sequences, max_tokens=anthropic.max_tokens, thinking=anthropic.thinks
+    )
     async with gateway.admission(), aclosing(gateway.stream(chat, to_langchain(chat))) as chunks:
         # The first chunk comes before any byte is sent, so failing to start is a plain HTTP error.
         first = await next_chunk(chunks)

@@ -22,6 +22,7 @@ from langchain_pplx_labs.gateway import anthropic, responses_api
 from langchain_pplx_labs.gateway.errors import GatewayError, internal, next_chunk
 from langchain_pplx_labs.gateway.responses import Completion, Ending, ReasoningMode, Translator
 from langchain_pplx_labs.gateway.schema import ChatRequest, parse_request, to_langchain
+from langchain_pplx_labs.gateway.threads import Threads
 from langchain_pplx_labs.protocol import KNOWN_MODELS, LabsProtocol
 
 logger = logging.getLogger("langchain_pplx_labs.gateway")
@@ -120,6 +121,8 @@ class Gateway:
         self._secrets = settings.secrets()
         self._slots: asyncio.Semaphore | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()
+        self.threads = Threads()
+        """The web threads of this process's answers, so a client's next turn continues its thread."""
 
     @property
     def in_flight(self) -> int:
@@ -177,8 +180,10 @@ class Gateway:
     def stream(
         self, request: ChatRequest, messages: list[BaseMessage]
     ) -> AsyncGenerator[AIMessageChunk, None]:
-        chunks = self.model.astream(messages, stop=request.stop_list(), **request.model_kwargs())
-        return cast("AsyncGenerator[AIMessageChunk, None]", chunks)
+        """The answer's chunks; a history this process answered continues that answer's web thread."""
+        asked = self.threads.continued(messages)
+        chunks = self.model.astream(asked, stop=request.stop_list(), **request.model_kwargs())
+        return self.threads.kept(messages, cast("AsyncGenerator[AIMessageChunk, None]", chunks))
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -294,7 +299,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     chat = parse_request(await request.read(), max_messages=gateway.settings.max_messages)
     messages = to_langchain(chat)
-    translator = Translator(chat.model, gateway.settings.reasoning)
+    translator = Translator(chat.model, gateway.settings.reasoning, max_tokens=chat.output_limit)
     async with gateway.admission(), aclosing(gateway.stream(chat, messages)) as chunks:
         # The first chunk comes before any byte is sent, so failing to start is a plain HTTP error.
         first = await next_chunk(chunks)
@@ -311,7 +316,7 @@ async def _complete(
     message = first
     while message is not None:
         completion.add(translator.delta(message))
-        message = await next_chunk(chunks)
+        message = None if translator.cut else await next_chunk(chunks)
     return web.json_response(completion.body(), dumps=_dumps)
 
 
@@ -349,7 +354,8 @@ async def _send_all(
         message = first
         while message is not None:
             await events.send(events.translator.delta(message))
-            message = await next_chunk(chunks)
+            # Cut at the client's limit: the rest is not read (closing the stream gives its socket back).
+            message = None if events.translator.cut else await next_chunk(chunks)
         await events.finish(include_usage=include_usage)
     except GatewayError as exc:
         await _end_with_error(gateway, events, exc)

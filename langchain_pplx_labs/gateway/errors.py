@@ -58,6 +58,8 @@ def from_labs(exc: PerplexityLabsError) -> GatewayError:
     """The answer to a Labs failure: 400 bad input, 429 rate limit, 502 Labs failed, retired, blocked or not there, 504 timeout."""
     message = _with_notes(exc)
     if isinstance(exc, PerplexityLabsInputError):
+        # The model's "raise the limit" means its max_input_chars: the gateway's operator sets it by a flag.
+        message = message.replace("raise the limit", "raise the limit (pplx-labs gateway --max-input-chars)")
         return GatewayError(400, message, param=exc.param, code="invalid_request")
     if isinstance(exc, PerplexityLabsTimeoutError):
         # A silent Labs (PerplexityLabsSilentError) stays the timeout it is; its note says it may be retired.

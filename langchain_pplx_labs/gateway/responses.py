@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessageChunk
 
+from langchain_pplx_labs.gateway.budget import OutputBudget
 from langchain_pplx_labs.protocol import THINK_CLOSE, THINK_OPEN
 from langchain_pplx_labs.tools import unquoted
 
@@ -22,13 +23,18 @@ class Ending:
     finish_reason: str = "stop"
     citations: list[str] = field(default_factory=list)
     search_results: list[dict[str, Any]] | None = None
+    images: list[dict[str, Any]] | None = None
+    """``[{image_url, origin_url, width, height}]`` as Perplexity's API returns them (the web app sends them)."""
+    related_questions: list[str] | None = None
     usage: dict[str, int] | None = None
 
     def sources(self) -> dict[str, Any]:
-        """Top-level fields as Perplexity's API sends them."""
+        """Top-level fields as Perplexity's API sends them: ``citations`` always, the rest when the answer had them."""
         fields: dict[str, Any] = {"citations": self.citations}
-        if self.search_results is not None:
-            fields["search_results"] = self.search_results
+        for name in ("search_results", "images", "related_questions"):
+            value = getattr(self, name)
+            if value is not None:
+                fields[name] = value
         return fields
 
 
@@ -39,9 +45,12 @@ class Translator:
     ``<think>`` tags as Perplexity's API sends it (``inline``), or is left out (``drop``).
     """
 
-    def __init__(self, model: str, reasoning: ReasoningMode = "separate") -> None:
+    def __init__(
+        self, model: str, reasoning: ReasoningMode = "separate", *, max_tokens: int | None = None
+    ) -> None:
         self.model = model
         self.reasoning = reasoning
+        self.budget = OutputBudget(max_tokens)
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.ending: Ending | None = None
@@ -53,8 +62,8 @@ class Translator:
         """The delta for one model chunk (empty when it adds nothing); notes the ending on the last one."""
         delta: dict[str, Any] = {}
         content = self._reasoning(message.additional_kwargs.get("reasoning_content"), delta)
-        text = message.content if isinstance(message.content, str) else ""
-        last = message.chunk_position == "last"
+        text = self.budget.take(message.content if isinstance(message.content, str) else "")
+        last = message.chunk_position == "last" or self.budget.spent
         if self._thinking and (text or last):
             content += THINK_CLOSE + ("\n\n" if text else "")
             self._thinking = False
@@ -62,9 +71,19 @@ class Translator:
         if content:
             delta["content"] = content
             self._wrote_text = True
-        if last:
+        if self.budget.spent:
+            self._cut()
+        elif last:
             self._end(message, delta)
         return delta
+
+    @property
+    def cut(self) -> bool:
+        """The client's output limit was reached: the answer ends here, without its sources (they come last)."""
+        return self.budget.spent
+
+    def _cut(self) -> None:
+        self.ending = Ending(finish_reason="length")
 
     def _reasoning(self, reasoning: Any, delta: dict[str, Any]) -> str:
         if not isinstance(reasoning, str) or not reasoning or self.reasoning == "drop":
@@ -87,6 +106,8 @@ class Translator:
             finish_reason="tool_calls" if calls else "stop",
             citations=list(citations),
             search_results=metadata.get("search_results"),
+            images=metadata.get("images"),
+            related_questions=metadata.get("related_questions"),
             usage=None
             if usage is None
             else {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any, Literal
 
@@ -25,8 +25,9 @@ from langchain_pplx_labs._chunks import estimate_tokens
 from langchain_pplx_labs._content_blocks import citation_annotations
 from langchain_pplx_labs.gateway.anthropic import GATEWAY, Gateway
 from langchain_pplx_labs.gateway.errors import GatewayError, field_error, internal, invalid, next_chunk
-from langchain_pplx_labs.gateway.responses import Ending, Translator
+from langchain_pplx_labs.gateway.responses import Ending, ReasoningMode, Translator
 from langchain_pplx_labs.gateway.schema import ChatRequest, parse_request, to_langchain
+from langchain_pplx_labs.gateway.stored_responses import ChatMessages, StoredResponses
 
 logger = logging.getLogger("langchain_pplx_labs.gateway")
 
@@ -72,29 +73,63 @@ class ResponsesRequest(_Open):
     stream: StrictBool = False
     tools: list[FunctionTool] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    previous_response_id: str | None = None
+    reasoning: dict[str, Any] | None = None
+    store: StrictBool | None = None
+
+    @property
+    def summarises(self) -> bool:
+        """Whether the request asks for the reasoning's summary (``reasoning: {"summary": ...}``)."""
+        return bool(self.reasoning and self.reasoning.get("summary"))
+
+
+STORED = web.AppKey("stored_responses", StoredResponses)
 
 
 def register(app: web.Application, gateway: Gateway) -> None:
     """Add ``POST /v1/responses`` over ``gateway`` to its application (its errors: the app's OpenAI shape)."""
     if GATEWAY not in app:
         app[GATEWAY] = gateway
+    app[STORED] = StoredResponses()
     app.router.add_post(PATH, responses)
 
 
 # -- requests -------------------------------------------------------------------------------------
 
 
-def parse(body: bytes, *, max_messages: int) -> tuple[ResponsesRequest, ChatRequest]:
-    """The Responses request and the chat-completions request it means (validated as the OpenAI door's)."""
+def parse(
+    body: bytes, *, max_messages: int, stored: StoredResponses | None = None
+) -> tuple[ResponsesRequest, ChatRequest, ChatMessages]:
+    """The Responses request, the chat-completions request it means (validated as the OpenAI door's), and
+    its conversation without the instructions (a ``previous_response_id``'s turns first), to store."""
     try:
         request = ResponsesRequest.model_validate_json(body)
     except ValidationError as exc:
         raise field_error(exc) from None
-    chat: dict[str, Any] = {"model": request.model, "messages": _chat_messages(request)}
+    conversation = [*_previous(request, stored), *_chat_messages(request)]
+    # As OpenAI's API does, the instructions are this request's: a previous response's are not carried over.
+    system = [{"role": "system", "content": request.instructions}] if request.instructions else []
+    chat: dict[str, Any] = {"model": request.model, "messages": [*system, *conversation]}
     if request.tools:
         chat["tools"] = [_tool(tool, index) for index, tool in enumerate(request.tools)]
         chat["tool_choice"] = _tool_choice(request.tool_choice)
-    return request, parse_request(orjson.dumps(chat), max_messages=max_messages)
+    return request, parse_request(orjson.dumps(chat), max_messages=max_messages), conversation
+
+
+def _previous(request: ResponsesRequest, stored: StoredResponses | None) -> ChatMessages:
+    if request.previous_response_id is None:
+        return []
+    turns = None if stored is None else stored.get(request.previous_response_id)
+    if turns is None:
+        raise GatewayError(
+            400,
+            f"Previous response with id {request.previous_response_id!r} not found: this gateway process "
+            "keeps the latest responses stored with it (store not false); send the turns as input instead",
+            param="previous_response_id",
+            code="previous_response_not_found",
+        )
+    return turns
 
 
 def _tool(tool: FunctionTool, index: int) -> dict[str, Any]:
@@ -118,8 +153,6 @@ def _tool_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any]:
 
 def _chat_messages(request: ResponsesRequest) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
-    if request.instructions:
-        messages.append({"role": "system", "content": request.instructions})
     if isinstance(request.input, str):
         messages.append({"role": "user", "content": request.input})
         return messages
@@ -188,14 +221,39 @@ class Answer:
         self.id = f"resp_{uuid.uuid4().hex}"
         self.message_id = f"msg_{uuid.uuid4().hex}"
         self.created_at = int(time.time())
-        self.translator = Translator(request.model, "drop")
+        # The reasoning (the web answer's plan) becomes a ``reasoning`` item when the request asks for its summary.
+        reasoning: ReasoningMode = "separate" if request.summarises else "drop"
+        self.translator = Translator(request.model, reasoning, max_tokens=request.max_output_tokens)
         self.text = ""
         self.output: list[dict[str, Any]] = []
         self._sequence = 0
         self._text_open = False
+        self._reasoning_id = f"rs_{uuid.uuid4().hex}"
+        self._summary: list[str] | None = None  # the reasoning summary's text while its item is open
+
+    @property
+    def status(self) -> str:
+        """``incomplete`` when cut at ``max_output_tokens``, else ``completed``."""
+        return "incomplete" if self.translator.cut else "completed"
+
+    def conversation(self) -> ChatMessages:
+        """The output as the chat message a later turn has in its history (for ``previous_response_id``)."""
+        calls = [
+            {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
+            for item in self.output
+            if item["type"] == "function_call"
+        ]
+        message: dict[str, Any] = {"role": "assistant", "content": self.text}
+        if calls:
+            message["tool_calls"] = calls
+        return [message]
 
     def response(self, status: str = "completed") -> dict[str, Any]:
-        done = status == "completed"
+        done = status != "in_progress"
         ending = self.translator.ending or Ending()
         usage = None
         if done:
@@ -215,12 +273,14 @@ class Answer:
             "created_at": self.created_at,
             "status": status,
             "error": None,
-            "incomplete_details": None,
+            "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
             "instructions": self.request.instructions,
+            "max_output_tokens": self.request.max_output_tokens,
             "metadata": {},
             "model": self.request.model,
             "output": self.output if done else [],
             "parallel_tool_calls": True,
+            "previous_response_id": self.request.previous_response_id,
             "temperature": None,
             "tool_choice": self.request.tool_choice or "auto",
             "tools": [tool.model_dump(exclude_none=True) for tool in self.request.tools or ()],
@@ -240,7 +300,9 @@ class Answer:
     def add(self, chunk: AIMessageChunk) -> list[Event]:
         delta = self.translator.delta(chunk)
         text = delta.get("content", "")
-        events: list[Event] = []
+        events = self._summarise(delta.get("reasoning_content", ""))
+        if text or self.translator.ending is not None:
+            events += self._close_summary()
         if text:
             events += self._open_text()
             self.text += text
@@ -262,17 +324,50 @@ class Answer:
         return events
 
     def finish(self) -> list[Event]:
-        events: list[Event] = []
+        events = self._close_summary()
         if self.translator.ending is None:
             # Ended without its closing chunk: no sources came.
             self.translator.ending = Ending()
             events += self._close_text(self.translator.ending, empty=True)
-        return [*events, self.event("response.completed", response=self.response())]
+        status = self.status
+        return [*events, self.event(f"response.{status}", response=self.response(status))]
 
     def event(self, kind: str, **fields: Any) -> Event:
         event = {"type": kind, "sequence_number": self._sequence, **fields}
         self._sequence += 1
         return event
+
+    def _summarise(self, reasoning: str) -> list[Event]:
+        if not reasoning:
+            return []
+        events: list[Event] = []
+        where = {"item_id": self._reasoning_id, "output_index": len(self.output), "summary_index": 0}
+        if self._summary is None:
+            self._summary = []
+            item = {"id": self._reasoning_id, "type": "reasoning", "summary": [], "status": "in_progress"}
+            part = {"type": "summary_text", "text": ""}
+            events += [
+                self.event("response.output_item.added", output_index=len(self.output), item=item),
+                self.event("response.reasoning_summary_part.added", **where, part=part),
+            ]
+        self._summary.append(reasoning)
+        events.append(self.event("response.reasoning_summary_text.delta", **where, delta=reasoning))
+        return events
+
+    def _close_summary(self) -> list[Event]:
+        if self._summary is None:
+            return []
+        text, self._summary = "".join(self._summary), None
+        index = len(self.output)
+        where = {"item_id": self._reasoning_id, "output_index": index, "summary_index": 0}
+        part = {"type": "summary_text", "text": text}
+        item = {"id": self._reasoning_id, "type": "reasoning", "summary": [part], "status": "completed"}
+        self.output.append(item)
+        return [
+            self.event("response.reasoning_summary_text.done", **where, text=text),
+            self.event("response.reasoning_summary_part.done", **where, part=part),
+            self.event("response.output_item.done", output_index=index, item=item),
+        ]
 
     def _message(self, status: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -319,7 +414,7 @@ class Answer:
                 )
             )
         part = {"type": "output_text", "text": self.text, "annotations": found, "logprobs": []}
-        item = self._message("completed", [part])
+        item = self._message(self.status, [part])
         events += [
             self.event("response.output_text.done", **where, text=self.text, logprobs=[]),
             self.event("response.content_part.done", **where, part=part),
@@ -356,8 +451,10 @@ class Answer:
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
-    gateway = request.app[GATEWAY]
-    asked, chat = parse(await request.read(), max_messages=gateway.settings.max_messages)
+    gateway, stored = request.app[GATEWAY], request.app[STORED]
+    asked, chat, conversation = parse(
+        await request.read(), max_messages=gateway.settings.max_messages, stored=stored
+    )
     answer = Answer(asked)
     async with gateway.admission(), aclosing(gateway.stream(chat, to_langchain(chat))) as chunks:
         # The first chunk comes before any byte is sent, so failing to start is a plain HTTP error.
@@ -366,10 +463,22 @@ async def responses(request: web.Request) -> web.StreamResponse:
             chunk = first
             while chunk is not None:
                 answer.add(chunk)
-                chunk = await next_chunk(chunks)
+                # Cut at max_output_tokens: the rest is not read (closing the stream gives its socket back).
+                chunk = None if answer.translator.cut else await next_chunk(chunks)
             answer.finish()
-            return web.json_response(answer.response(), dumps=_dumps)
-        return await _serve(request, gateway, answer, first, chunks)
+            _store(stored, asked, answer, conversation)
+            return web.json_response(answer.response(answer.status), dumps=_dumps)
+        return await _serve(
+            request, gateway, answer, first, chunks, lambda: _store(stored, asked, answer, conversation)
+        )
+
+
+def _store(
+    stored: StoredResponses, asked: ResponsesRequest, answer: Answer, conversation: ChatMessages
+) -> None:
+    """Keep a finished response for ``previous_response_id`` unless the request said ``store: false``."""
+    if asked.store is not False:
+        stored.put(answer.id, [*conversation, *answer.conversation()])
 
 
 async def _serve(
@@ -378,6 +487,7 @@ async def _serve(
     answer: Answer,
     first: AIMessageChunk | None,
     chunks: AsyncGenerator[AIMessageChunk, None],
+    finished: Callable[[], None],
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers=_SSE_HEADERS)
     await response.prepare(request)
@@ -387,8 +497,10 @@ async def _serve(
         try:
             while chunk is not None:
                 await _write(response, answer.add(chunk))
-                chunk = await next_chunk(chunks)
-            await _write(response, answer.finish())
+                chunk = None if answer.translator.cut else await next_chunk(chunks)
+            events = answer.finish()
+            finished()  # stored before its last event: a client may continue it as soon as it has the id
+            await _write(response, events)
         except GatewayError as exc:
             await _write_error(response, gateway, answer, exc)
         except ConnectionResetError:

@@ -79,6 +79,13 @@ class ChatRequest(_Open):
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     n: int | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+    @property
+    def output_limit(self) -> int | None:
+        """The answer's most tokens: ``max_completion_tokens``, or the older ``max_tokens``."""
+        return self.max_completion_tokens or self.max_tokens
 
     @property
     def include_usage(self) -> bool:
