@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from langchain_pplx_labs import __version__
 from langchain_pplx_labs._cliargs import CliError
-from langchain_pplx_labs.cli import ask, cassette, doctor, gateway, serve
+from langchain_pplx_labs.cli import ask, cassette, doctor, gateway, login, serve
 from langchain_pplx_labs.cli.ask import DEFAULT_SYSTEM, conversation
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
 DESCRIPTION = (
     "Perplexity from the command line: ask a question (ask), check why asking fails (doctor), serve the "
     "offline emulator (serve), show or record cassettes (cassette), or serve the chat-completions "
-    "gateway (gateway). Run pplx-labs COMMAND --help for a command's flags."
+    "gateway (gateway); sign in (login, logout). Run pplx-labs COMMAND --help for a command's flags."
 )
 
 
@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     cassette.add_parser(commands)
     gateway.add_parser(commands)
     doctor.add_parser(commands)
+    login.add_parsers(commands)
     return parser
 
 
