@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first
     from langchain_pplx_labs.errors import (
         PerplexityLabsBlockedError,
         PerplexityLabsConnectionError,
+        PerplexityLabsCookieError,
         PerplexityLabsDisconnectedError,
         PerplexityLabsError,
         PerplexityLabsInputError,
@@ -19,6 +20,8 @@ if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first
         PerplexityLabsRateLimitError,
         PerplexityLabsRetiredError,
         PerplexityLabsServerError,
+        PerplexityLabsSessionExpiredError,
+        PerplexityLabsSignInError,
         PerplexityLabsSilentError,
         PerplexityLabsTimeoutError,
     )
@@ -44,6 +47,9 @@ _LAZY = {
     "PerplexityLabsRateLimitError": "langchain_pplx_labs.errors",
     "PerplexityLabsRetiredError": "langchain_pplx_labs.errors",
     "PerplexityLabsSilentError": "langchain_pplx_labs.errors",
+    "PerplexityLabsCookieError": "langchain_pplx_labs.errors",
+    "PerplexityLabsSessionExpiredError": "langchain_pplx_labs.errors",
+    "PerplexityLabsSignInError": "langchain_pplx_labs.errors",
 }
 
 __all__ = [
@@ -52,6 +58,7 @@ __all__ = [
     "LabsProtocol",
     "PerplexityLabsBlockedError",
     "PerplexityLabsConnectionError",
+    "PerplexityLabsCookieError",
     "PerplexityLabsDisconnectedError",
     "PerplexityLabsError",
     "PerplexityLabsInputError",
@@ -60,6 +67,8 @@ __all__ = [
     "PerplexityLabsRateLimitError",
     "PerplexityLabsRetiredError",
     "PerplexityLabsServerError",
+    "PerplexityLabsSessionExpiredError",
+    "PerplexityLabsSignInError",
     "PerplexityLabsSilentError",
     "PerplexityLabsTimeoutError",
     "__version__",

@@ -135,7 +135,8 @@ class ModelFields(BaseChatModel):
     ``cookies.txt``, a Cookie-Editor JSON export or a HAR file (only perplexity.ai cookies are kept); checked at
     construction (a control character, a malformed file: :class:`~langchain_pplx_labs.errors.PerplexityLabsCookieError`).
     A secret: masked, and a secret in ``dumpd``. Env: ``PPLX_LABS_COOKIES``. Neither given: the ``session_file``'s."""
-    session_file: str | None = Field(default_factory=_default_session_file)
+    # Not serialized: a path of this machine means nothing where the model is loaded (it finds its own there).
+    session_file: str | None = Field(default_factory=_default_session_file, exclude=True)
     """The session ``pplx-labs login`` saved, used when no ``cookies`` (nor ``PPLX_LABS_COOKIES``) are given and
     the file exists: ``$XDG_CONFIG_HOME/pplx-labs/session.json`` or the platform's config folder; ``None``: never.
     Env: ``PPLX_LABS_SESSION_FILE`` (empty: none)."""

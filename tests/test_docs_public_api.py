@@ -116,6 +116,9 @@ def test_the_errors_are_exported_from_the_package() -> None:
         "PerplexityLabsRetiredError",
         "PerplexityLabsRateLimitError",
         "PerplexityLabsSilentError",
+        "PerplexityLabsCookieError",
+        "PerplexityLabsSessionExpiredError",
+        "PerplexityLabsSignInError",
     }
     assert error_classes <= set(langchain_pplx_labs.__all__)
 

@@ -204,7 +204,9 @@ def test_the_session_file_is_in_xdg_config_home(monkeypatch: pytest.MonkeyPatch,
     )
 
 
-def _login(emulator: LabsEmulator, email: str, session: Path, *extra: str) -> tuple[int, str]:
+def _login(
+    emulator: LabsEmulator, email: str, session: Path, *extra: str, typed: str = ""
+) -> tuple[int, str]:
     """``login --email`` without a terminal (the code is sent), then ``login --code`` with the code the emulator
     mailed; the second run's exit code and stderr."""
     common = ("--base-url", emulator.base_url, "--session-file", str(session), "--email", email)
@@ -216,7 +218,7 @@ def _login(emulator: LabsEmulator, email: str, session: Path, *extra: str) -> tu
     assert code is not None
     assert len(code) == 6
     assert code.isdigit()
-    done = run_cli("login", *common, "--code", code, *extra)
+    done = run_cli("login", *common, "--code", code, *extra, stdin=typed)
     return done.returncode, done.stderr
 
 
@@ -291,6 +293,11 @@ def test_an_account_with_totp_needs_its_code(emulator: LabsEmulator, tmp_path: P
     code, stderr = _login(emulator, "t@b.c", tmp_path / "s", "--totp-code", "654321")
     assert code == 0, stderr
     assert stat.S_IMODE((tmp_path / "s").stat().st_mode) == 0o600
+    # On a terminal, the TOTP code is asked for.
+    code, stderr = _login(emulator, "t@b.c", tmp_path / "typed", typed="654321\n")
+    assert code == 0, stderr
+    assert "TOTP code from your authenticator: " in stderr
+    assert (tmp_path / "typed").exists()
 
 
 def test_a_malformed_session_file_is_a_cookie_error_naming_it(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ the session cookie, a TOTP challenge, and sessions that expire.
 The routes and bodies are those perplexity-webui-scraper 1.2.1 (``cli/commands/get_session_token.py``) and
 perplexity-web-mcp-cli 0.16.1 (``auth.py``) send; what the service answers beyond what those clients read is ours,
 listed in docs/web_transport.md ("Sign-in"). No mail goes anywhere: a code is kept in :attr:`Accounts.last_code`
-(and :attr:`Accounts.codes`) for a test, or a person at ``pplx-labs serve``, to read.
+(and :attr:`Accounts.codes`) for a test to read.
 """
 
 from __future__ import annotations
