@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first
         PerplexityLabsAttachmentsNotSupportedError,
         PerplexityLabsBlockedError,
         PerplexityLabsConnectionError,
+        PerplexityLabsCookieError,
         PerplexityLabsDisconnectedError,
         PerplexityLabsError,
         PerplexityLabsInputError,
@@ -22,6 +23,8 @@ if TYPE_CHECKING:  # mypy and IDEs see the names; at run time they load on first
         PerplexityLabsRateLimitError,
         PerplexityLabsRetiredError,
         PerplexityLabsServerError,
+        PerplexityLabsSessionExpiredError,
+        PerplexityLabsSignInError,
         PerplexityLabsSilentError,
         PerplexityLabsTimeoutError,
     )
@@ -50,6 +53,9 @@ _LAZY = {
     "PerplexityLabsRateLimitError": "langchain_pplx_labs.errors",
     "PerplexityLabsRetiredError": "langchain_pplx_labs.errors",
     "PerplexityLabsSilentError": "langchain_pplx_labs.errors",
+    "PerplexityLabsCookieError": "langchain_pplx_labs.errors",
+    "PerplexityLabsSessionExpiredError": "langchain_pplx_labs.errors",
+    "PerplexityLabsSignInError": "langchain_pplx_labs.errors",
 }
 
 __all__ = [
@@ -60,6 +66,7 @@ __all__ = [
     "PerplexityLabsAttachmentsNotSupportedError",
     "PerplexityLabsBlockedError",
     "PerplexityLabsConnectionError",
+    "PerplexityLabsCookieError",
     "PerplexityLabsDisconnectedError",
     "PerplexityLabsError",
     "PerplexityLabsInputError",
@@ -69,6 +76,8 @@ __all__ = [
     "PerplexityLabsRateLimitError",
     "PerplexityLabsRetiredError",
     "PerplexityLabsServerError",
+    "PerplexityLabsSessionExpiredError",
+    "PerplexityLabsSignInError",
     "PerplexityLabsSilentError",
     "PerplexityLabsTimeoutError",
     "__version__",

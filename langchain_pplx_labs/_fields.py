@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, cast
 
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -12,6 +14,7 @@ from langchain_core.utils import from_env, secret_from_env
 from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from langchain_pplx_labs._profiles import default_profile, drop_default_profile, profile_outdated
+from langchain_pplx_labs.cookies import cookie_header
 from langchain_pplx_labs.errors import PerplexityLabsInputError
 from langchain_pplx_labs.protocol import (
     DEFAULT_BASE_URL,
@@ -19,6 +22,7 @@ from langchain_pplx_labs.protocol import (
     default_model,
     validate_model_name,
 )
+from langchain_pplx_labs.session_file import load_session, session_path
 from langchain_pplx_labs.settings import (
     DEFAULT_IMPERSONATE,
     Service,
@@ -42,6 +46,11 @@ RECENCY_FILTERS = ("day", "week", "month", "year")
 _IGNORED_PARAMS = frozenset({"temperature", "max_tokens"})
 
 
+def _default_session_file() -> str | None:
+    path = session_path()
+    return None if path is None else str(path)
+
+
 class ModelFields(BaseChatModel):
     """ChatPerplexityLabs's settings as pydantic fields, checked when the model is built.
 
@@ -49,7 +58,8 @@ class ModelFields(BaseChatModel):
     as langchain-openai keeps ``BaseChatOpenAI`` apart from ``ChatOpenAI``.
     """
 
-    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+    # Inputs kept out of validation errors: a cookie or header refused must not be quoted back into logs.
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True, hide_input_in_errors=True)
 
     # Declared before ``model``: the default model is the transport's, and a default factory sees
     # only the fields validated before it.
@@ -117,8 +127,19 @@ class ModelFields(BaseChatModel):
     """Refuse conversations longer than this before sending them."""
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
     """Cut the answer at the first of these strings (Labs has no server-side stop)."""
-    cookies: SecretStr | None = Field(default_factory=secret_from_env("PPLX_LABS_COOKIES", default=None))
-    """``Cookie`` header value (e.g. a session); a secret: masked, and a secret in ``dumpd``. Env: ``PPLX_LABS_COOKIES``."""
+    cookies: SecretStr | None = Field(
+        default_factory=secret_from_env("PPLX_LABS_COOKIES", default=None),
+        validate_default=True,  # $PPLX_LABS_COOKIES may name a file, and is checked as cookies= is
+    )
+    """The session's cookies: a ``Cookie`` header (``"name=value; ..."``), a dict, or the path of a Netscape
+    ``cookies.txt``, a Cookie-Editor JSON export or a HAR file (only perplexity.ai cookies are kept); checked at
+    construction (a control character, a malformed file: :class:`~langchain_pplx_labs.errors.PerplexityLabsCookieError`).
+    A secret: masked, and a secret in ``dumpd``. Env: ``PPLX_LABS_COOKIES``. Neither given: the ``session_file``'s."""
+    # Not serialized: a path of this machine means nothing where the model is loaded (it finds its own there).
+    session_file: str | None = Field(default_factory=_default_session_file, exclude=True)
+    """The session ``pplx-labs login`` saved, used when no ``cookies`` (nor ``PPLX_LABS_COOKIES``) are given and
+    the file exists: ``$XDG_CONFIG_HOME/pplx-labs/session.json`` or the platform's config folder; ``None``: never.
+    Env: ``PPLX_LABS_SESSION_FILE`` (empty: none)."""
     search_mode: str | None = None
     """ChatPerplexity's name, on the web app's sources: ``"web"``, ``"academic"`` (scholar), ``"sec"``
     (edgar filings) or ``"social"``; ``None``: the web app's default (web)."""
@@ -151,6 +172,29 @@ class ModelFields(BaseChatModel):
                         stacklevel=4,  # past pydantic and Serializable.__init__: the caller
                     )
         return values
+
+    @field_validator("cookies", mode="before")
+    @classmethod
+    def _read_cookies(cls, value: Any) -> Any:
+        # Every form becomes the one header it stands for, checked here rather than at the first connect.
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value is None or not isinstance(value, str | os.PathLike | Mapping):
+            return value
+        return SecretStr(cookie_header(value))
+
+    @field_validator("session_file", mode="before")
+    @classmethod
+    def _session_file_path(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @model_validator(mode="after")
+    def _cookies_from_session_file(self) -> Self:
+        if self.cookies is None and self.session_file is not None:
+            header = load_session(Path(self.session_file))
+            if header is not None:
+                self.cookies = SecretStr(header)
+        return self
 
     @field_validator("model")
     @classmethod

@@ -590,7 +590,11 @@ class ChatPerplexityLabs(ModelFields):
         return restore_errors(await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs))
 
 
-pay_first_call_costs(lambda: ChatPerplexityLabs(base_url=DEFAULT_BASE_URL, model=DEFAULT_MODEL, cookies=None))
+pay_first_call_costs(
+    lambda: ChatPerplexityLabs(
+        base_url=DEFAULT_BASE_URL, model=DEFAULT_MODEL, cookies=None, session_file=None
+    )
+)
 
 
 async def _with_thread_digest(

@@ -27,6 +27,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsRateLimitError,
     PerplexityLabsRetiredError,
     PerplexityLabsServerError,
+    PerplexityLabsSessionExpiredError,
     PerplexityLabsTimeoutError,
 )
 from langchain_pplx_labs.events import Finished, StreamEvent
@@ -238,6 +239,7 @@ class Client:
             | PerplexityLabsRetiredError
             | PerplexityLabsNotFoundError
             | PerplexityLabsRateLimitError
+            | PerplexityLabsSessionExpiredError
         )
         if isinstance(exc, refusals | PoolClosedError):
             return False

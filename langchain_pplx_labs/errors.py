@@ -6,11 +6,13 @@ __all__ = [
     "INSTEAD",
     "LABS",
     "RETIREMENT_EVIDENCE",
+    "SIGN_IN_AGAIN",
     "WEB_APP",
     "PerplexityLabsAttachmentError",
     "PerplexityLabsAttachmentsNotSupportedError",
     "PerplexityLabsBlockedError",
     "PerplexityLabsConnectionError",
+    "PerplexityLabsCookieError",
     "PerplexityLabsDisconnectedError",
     "PerplexityLabsError",
     "PerplexityLabsInputError",
@@ -20,6 +22,8 @@ __all__ = [
     "PerplexityLabsRateLimitError",
     "PerplexityLabsRetiredError",
     "PerplexityLabsServerError",
+    "PerplexityLabsSessionExpiredError",
+    "PerplexityLabsSignInError",
     "PerplexityLabsSilentError",
     "PerplexityLabsTimeoutError",
     "caused_by",
@@ -95,8 +99,40 @@ class PerplexityLabsAttachmentsNotSupportedError(PerplexityLabsInputError):
     """
 
 
+class PerplexityLabsCookieError(PerplexityLabsInputError):
+    """The cookies given cannot be sent: a malformed cookie file, a value with a control character.
+
+    ``source`` names where they came from (a file's path, ``cookies=``, ``$PPLX_LABS_COOKIES``); the
+    message names the problem and never quotes a cookie's value.
+    """
+
+    def __init__(self, message: str, *, source: str) -> None:
+        super().__init__(message)
+        self.source = source
+
+
 class PerplexityLabsConnectionError(PerplexityLabsError, ConnectionError):
     """The Socket.IO connection could not be opened or was lost."""
+
+
+SIGN_IN_AGAIN = "run `pplx-labs login` again (or send a fresh browser session's cookies, cookies=...)"
+"""The way back from an expired session."""
+
+
+class PerplexityLabsSessionExpiredError(PerplexityLabsConnectionError):
+    """The session cookies were sent but the web app no longer knows them: the sign-in expired or was revoked.
+
+    Seen as the session check answering no user (``{}``) to a session token, or a 401/403 to one.
+    ``evidence`` says which; never retried (asking again sends the same dead token).
+    """
+
+    def __init__(self, evidence: str, *, url: str = "", status: int | None = None) -> None:
+        super().__init__(
+            f"The web app's session has expired: {evidence} at {url}. To sign in, {SIGN_IN_AGAIN}"
+        )
+        self.evidence = evidence
+        self.url = url
+        self.status = status
 
 
 class PerplexityLabsBlockedError(PerplexityLabsConnectionError):
@@ -169,6 +205,15 @@ class PerplexityLabsRetiredError(PerplexityLabsConnectionError):
         return cls(message, evidence=evidence, url=url, status=status, excerpt=excerpt)
 
 
+class PerplexityLabsSignInError(PerplexityLabsError):
+    """``pplx-labs login`` could not sign in: ``step`` names where, the message carries the server's words."""
+
+    def __init__(self, message: str, *, step: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.status = status
+
+
 class PerplexityLabsDisconnectedError(PerplexityLabsConnectionError):
     """The socket closed in the middle of an answer."""
 
@@ -206,6 +251,8 @@ class PerplexityLabsRateLimitError(PerplexityLabsServerError):
     ) -> None:
         super().__init__(server_message, model=model, partial_content=partial_content, service=service)
         self.error_code = error_code
+        self.quota: dict[str, object] | None = None
+        """A signed-in session's remaining quotas (``/rest/rate-limit/all``) when they could be read, else ``None``."""
         named = [f"model {model!r}"] * bool(model) + [f"error_code {error_code}"] * bool(error_code)
         where = f" ({', '.join(named)})" if named else ""
         # A message that is only the code (the web app's, with no text) is said once, in the parentheses.

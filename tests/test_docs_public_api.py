@@ -119,6 +119,9 @@ def test_the_errors_are_exported_from_the_package() -> None:
         "PerplexityLabsSilentError",
         "PerplexityLabsAttachmentError",
         "PerplexityLabsAttachmentsNotSupportedError",
+        "PerplexityLabsCookieError",
+        "PerplexityLabsSessionExpiredError",
+        "PerplexityLabsSignInError",
     }
     assert error_classes <= set(langchain_pplx_labs.__all__)
 

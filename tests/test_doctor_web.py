@@ -118,7 +118,8 @@ async def test_a_signed_in_session_is_named_and_its_cookie_never_printed(
         report = await _walk(emulator.base_url)
     lines = _lines(report)
     assert lines[2:4] == [
-        "✔ session check | signed in (the session names a user)",
+        "✔ session check | signed in (the session names a user); quota: Pro Search 300 left, Deep Research "
+        "20 left, Labs 50 left, Browser Agent 10 left",
         "✔ ask accepted | HTTP 200 text/event-stream; model_preference 'pplx_pro', mode 'copilot'",
     ]
     assert lines[-2:] == [

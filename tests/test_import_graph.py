@@ -203,6 +203,8 @@ LAYERS: dict[str, int] = {
     "web_evidence": 1,
     "settings": 1,
     "refusals": 1,
+    "cookies": 1,
+    "session_file": 1,
     "_profiles": 1,
     "messages": 1,
     "attachments": 1,

@@ -26,6 +26,7 @@ from langchain_pplx_labs.errors import (
     caused_by,
 )
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, LabsMessage, LabsProtocol
+from langchain_pplx_labs.session_file import model_cookies
 from langchain_pplx_labs.settings import (
     DEFAULT_IMPERSONATE,
     ConnectionSettings,
@@ -105,9 +106,10 @@ class Failed(Exception):
 
 
 def walk_settings(base_url: str, protocol: LabsProtocol, timeout: float) -> ConnectionSettings:
-    """The settings a walk connects with: the model's headers, ``$PPLX_LABS_COOKIES``, every timeout ``timeout``."""
+    """The settings a walk connects with: the model's headers, its cookies (``$PPLX_LABS_COOKIES``, else the
+    ``pplx-labs login`` session), every timeout ``timeout``."""
     headers = browser_headers(protocol)
-    cookies = os.environ.get("PPLX_LABS_COOKIES")
+    cookies = model_cookies(os.environ.get("PPLX_LABS_COOKIES"))
     if cookies:
         headers["Cookie"] = cookies
     timeouts = Timeouts(connect=timeout, handshake=timeout, first_token=timeout, idle=timeout, total=None)

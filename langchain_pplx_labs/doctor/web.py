@@ -28,6 +28,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsProtocolError,
     PerplexityLabsRateLimitError,
     PerplexityLabsServerError,
+    PerplexityLabsSessionExpiredError,
     PerplexityLabsTimeoutError,
     excerpt_of,
 )
@@ -35,8 +36,9 @@ from langchain_pplx_labs.events import Finished, StreamEvent, TextDelta
 from langchain_pplx_labs.protocol import LabsProtocol, build_payload
 from langchain_pplx_labs.settings import ConnectionSettings
 from langchain_pplx_labs.transports import http_transport
-from langchain_pplx_labs.transports.base import Request, Response
+from langchain_pplx_labs.transports.base import HTTPTransport, Request, Response
 from langchain_pplx_labs.transports.tap import HTTPTap, TappedTransport
+from langchain_pplx_labs.web.account import quota_summary, read_quota
 from langchain_pplx_labs.web.codec import WEB_SESSION_COOKIES, web_request_body
 from langchain_pplx_labs.web.session import WebSession, is_event_stream
 from langchain_pplx_labs.web.sse import SSEMessage
@@ -77,6 +79,8 @@ class _WebWalk(StepWalk, HTTPTap):
         self.first_message: tuple[float, SSEMessage] | None = None
         self.first_text: tuple[float, str] | None = None
         self.text_in_message = 0
+        self.quota = ""
+        """A signed-in account's remaining quotas, as the session step says them (``""``: none read)."""
 
     @property
     def protocol(self) -> LabsProtocol:
@@ -118,13 +122,13 @@ class _WebWalk(StepWalk, HTTPTap):
         http = TappedTransport(dialled, self)
         connection = WebSession(self.settings, http, tap=self, impersonate=self.impersonate)
         try:
-            await self._open(connection)
+            await self._open(connection, http)
             await self._ask(connection)
         finally:
             await connection.close(graceful=False)
             await http.aclose()
 
-    async def _open(self, connection: WebSession) -> None:
+    async def _open(self, connection: WebSession, http: HTTPTransport) -> None:
         try:
             await connection.open()
         except PerplexityLabsError as exc:
@@ -134,11 +138,15 @@ class _WebWalk(StepWalk, HTTPTap):
             raise self._judged(SESSION, exc) from None
         self.passed(CONNECT, self.connect_detail(), until=self.tcp_at)
         self.signed_in = connection.signed_in
+        if self.signed_in:  # one GET more, counted in the session check's time (the account's own question)
+            quota = await read_quota(http, self.settings, within=self.settings.timeouts.connect)
+            self.quota = quota_summary(quota) if quota is not None else ""
         self.passed(SESSION, self._session_detail())
 
     def _session_detail(self) -> str:
         if self.signed_in:
-            return "signed in (the session names a user)"
+            quota = f"; quota: {self.quota}" if self.quota else ""
+            return f"signed in (the session names a user){quota}"
         if any(name.lower() == "cookie" for name, _ in self.settings.headers):
             return "anonymous: the cookies sent ($PPLX_LABS_COOKIES) are not signed in"
         return "anonymous (no cookies sent)"
@@ -307,6 +315,10 @@ class _WebWalk(StepWalk, HTTPTap):
             return (
                 f"the web endpoint moved ({moved} at {path}): check --base-url{sign_in}; set "
                 f"LabsProtocol({field}=...) to where it is now (--protocol FILE.json)"
+            )
+        if isinstance(exc, PerplexityLabsSessionExpiredError):
+            return (
+                "the session expired: run pplx-labs login again (or send fresh cookies, $PPLX_LABS_COOKIES)"
             )
         if status in (401, 403):
             return f"the web app wants a signed-in session: {_SIGN_IN}"

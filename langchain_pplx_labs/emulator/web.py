@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from langchain_pplx_labs.emulator.accounts import Accounts
 from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Raw, Responder, Scenario, Stall, Step
 from langchain_pplx_labs.emulator.uploads import UploadsEndpoint
 from langchain_pplx_labs.protocol import IMPLICIT_THINK_MODELS, THINK_CLOSE, THINK_OPEN, LabsProtocol
@@ -193,6 +194,8 @@ class WebEndpoint:
         """HTTP headers of the latest asks and session checks."""
         self.uploads = UploadsEndpoint(lambda request: bool(_session_token(request)))
         """The upload routes (:mod:`langchain_pplx_labs.emulator.uploads`): what arrived, to read back."""
+        self.accounts = Accounts()
+        """The email sign-in (``accounts.last_code``) and sessions that expire (``accounts.expire()``)."""
         self._closing = False
 
     def install(self, app: web.Application) -> None:
@@ -206,10 +209,12 @@ class WebEndpoint:
         app.router.add_get(RATE_LIMITS, self._rate_limits)
         app.router.add_get(THREAD + "/{slug}", self._thread)
         self.uploads.install(app)
+        self.accounts.install(app, protocol)
 
     def paths(self) -> tuple[str, ...]:
         """The paths this endpoint serves (a thread's path is :data:`THREAD` and its slug)."""
-        return (self.emulator.protocol.web_path, self.emulator.protocol.web_session_path, *ROUTES)
+        protocol = self.emulator.protocol
+        return (protocol.web_path, protocol.web_session_path, *ROUTES, *self.accounts.paths())
 
     def serves(self, path: str) -> bool:
         """Whether ``path`` is one of this endpoint's (the server's faults apply to them)."""
@@ -227,6 +232,7 @@ class WebEndpoint:
         self.bodies.clear()
         self.headers.clear()
         self.uploads.reset()
+        self.accounts.reset()
 
     def close(self) -> None:
         """End every answer in progress: the emulator is stopping."""

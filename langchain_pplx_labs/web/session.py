@@ -31,6 +31,8 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsDisconnectedError,
     PerplexityLabsError,
     PerplexityLabsNotFoundError,
+    PerplexityLabsRateLimitError,
+    PerplexityLabsSessionExpiredError,
     PerplexityLabsTimeoutError,
     excerpt_of,
 )
@@ -45,7 +47,9 @@ from langchain_pplx_labs.transports.base import (
     Response,
     TransportError,
 )
+from langchain_pplx_labs.web.account import quota_summary, read_quota
 from langchain_pplx_labs.web.codec import (
+    WEB_SESSION_COOKIES,
     WebDecoder,
     is_end_marker,
     message_json,
@@ -182,7 +186,7 @@ class WebSession:
         request = Request("GET", url, headers, on_connected=connected)
         async with await self._http.handle_request(request) as response:
             if response.status != 200:
-                raise await _refusal(url, response, "the session check", self.impersonate)
+                raise await _refusal(url, response, "the session check", self.impersonate, self._session_sent)
             # Read whole: an unread body would close the keep-alive connection we came to warm.
             body = await response.read()
         try:
@@ -196,6 +200,11 @@ class WebSession:
             ) from None
         self.signed_in = session_user_id(session) is not None
         self.subscription_tier = session_tier(session)
+        if not self.signed_in and self._session_sent:
+            # next-auth answers {} to a session token it no longer knows: asking on would be anonymous.
+            raise PerplexityLabsSessionExpiredError(
+                "the session check named no user for the session cookie sent", url=url
+            )
 
     def _open_error(self, exc: BaseException, *, tcp_connected: bool) -> BaseException | None:
         """The typed error for a failed open, or None to re-raise ``exc`` (a cancel) as is."""
@@ -259,6 +268,9 @@ class WebSession:
                     yield event
                     # Set after the yield: the caller's own time between events is not the server's silence.
                     deadline.applies("idle", timeouts.idle)
+        except PerplexityLabsRateLimitError as exc:
+            await self._add_quota(exc)
+            raise
         finally:
             deadline.cancel()
             self._busy = False
@@ -342,7 +354,7 @@ class WebSession:
             ) from exc
         if is_event_stream(response):
             return response
-        raise await _refusal(url, response, "the question", self.impersonate)
+        raise await _refusal(url, response, "the question", self.impersonate, self._session_sent)
 
     def _broke_off(self, reason: str) -> PerplexityLabsDisconnectedError:
         """The stream ended without the answer's last message: this session is done for."""
@@ -389,6 +401,24 @@ class WebSession:
 
     # -- helpers -----------------------------------------------------------------------
 
+    @property
+    def _session_sent(self) -> bool:
+        """Whether the session's cookies carry a session token (so an answer without a user means it expired)."""
+        cookies = ";".join(value for name, value in self.settings.headers if name.lower() == "cookie")
+        names = {part.partition("=")[0].strip() for part in cookies.split(";")}
+        return any(
+            name in WEB_SESSION_COOKIES or name.rpartition(".")[0] in WEB_SESSION_COOKIES for name in names
+        )
+
+    async def _add_quota(self, error: PerplexityLabsRateLimitError) -> None:
+        """A signed-in session's rate limit says what quota is left (one cheap GET; nothing if it fails)."""
+        if not self.signed_in:
+            return
+        quota = await read_quota(self._http, self.settings, within=self.settings.timeouts.connect)
+        if quota is not None and (summary := quota_summary(quota)):
+            error.quota = quota
+            error.args = (f"{error.args[0]}. Quota left: {summary}",)
+
     def _url(self, path: str) -> str:
         return self.settings.base_url.rstrip("/") + path
 
@@ -426,7 +456,9 @@ async def _read_tail(response: Response) -> None:
         response.close()
 
 
-async def _refusal(url: str, response: Response, what: str, impersonate: str | None) -> PerplexityLabsError:
+async def _refusal(
+    url: str, response: Response, what: str, impersonate: str | None, session_sent: bool = False
+) -> PerplexityLabsError:
     """The typed error for an HTTP answer that is not what the web app sends (the response is closed)."""
     try:
         raw = await response.read(_REFUSAL_READ_BYTES)
@@ -435,7 +467,15 @@ async def _refusal(url: str, response: Response, what: str, impersonate: str | N
     finally:
         response.close()
     body = raw.decode("utf-8", "replace")
-    return web_refusal(url, response.status, response.headers, body, what=what, impersonate=impersonate)
+    return web_refusal(
+        url,
+        response.status,
+        response.headers,
+        body,
+        what=what,
+        impersonate=impersonate,
+        session_sent=session_sent,
+    )
 
 
 def _named(exc: TransportError) -> str:
@@ -453,8 +493,10 @@ def web_refusal(
     what: str = "the question",
     expected: str = "an event stream",
     impersonate: str | None = None,
+    session_sent: bool = False,
 ) -> PerplexityLabsError:
-    """The typed error for the web app answering ``status`` at ``url`` (``headers`` lower-cased).
+    """The typed error for the web app answering ``status`` at ``url`` (``headers`` lower-cased); a 401/403
+    to a session token (``session_sent``) is :class:`PerplexityLabsSessionExpiredError`.
 
     ``expected`` names what a 2xx answer should have been (an event stream for the question, JSON
     for the session check).
@@ -504,6 +546,10 @@ def web_refusal(
             url=url,
             status=status,
             excerpt=excerpt,
+        )
+    if status in (401, 403) and session_sent:
+        return PerplexityLabsSessionExpiredError(
+            f"HTTP {status} ({excerpt!r}) to {what}", url=url, status=status
         )
     if status in (401, 403):
         return PerplexityLabsConnectionError(
