@@ -19,6 +19,12 @@ from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
 
 
+@pytest.fixture(autouse=True)
+def _no_login_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's ``pplx-labs login`` session: a model's default cookies stay none."""
+    monkeypatch.setenv("PPLX_LABS_SESSION_FILE", "")
+
+
 @pytest.fixture(scope="session")
 def emulator_thread() -> Iterator[EmulatorThread]:
     """The emulator serving on its own loop in a thread, so sync and async tests share it."""

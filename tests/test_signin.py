@@ -20,6 +20,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsRateLimitError,
     PerplexityLabsSessionExpiredError,
 )
+from langchain_pplx_labs.recording.recorder import upstream_headers
 from langchain_pplx_labs.session_file import default_session_path
 
 TOKEN = "tok-7f3a"
@@ -119,6 +120,14 @@ def test_the_environment_may_name_a_cookie_file(
 ) -> None:
     monkeypatch.setenv("PPLX_LABS_COOKIES", str(_netscape(tmp_path / "cookies.txt")))
     assert _ask(emulator) == EXPECTED
+
+
+def test_the_recorder_sends_the_cookies_the_model_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A recording stands in for the model: a cookie file named by the environment is read, not sent as a path.
+    monkeypatch.setenv("PPLX_LABS_COOKIES", str(_netscape(tmp_path / "cookies.txt")))
+    assert upstream_headers()["Cookie"] == EXPECTED
 
 
 def _cookie_error(**fields: object) -> PerplexityLabsCookieError:

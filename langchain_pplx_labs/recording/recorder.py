@@ -24,6 +24,7 @@ from langchain_pplx_labs.labs.dial import PROXY_ERRORS, LabsDialer
 from langchain_pplx_labs.protocol import DEFAULT_PROTOCOL, LabsProtocol
 from langchain_pplx_labs.recording.cassette import Cassette, Frame, HttpRefusal, Interaction, Transport
 from langchain_pplx_labs.recording.redact import Redactor
+from langchain_pplx_labs.session_file import model_cookies
 from langchain_pplx_labs.settings import DEFAULT_IMPERSONATE, ConnectionSettings, Timeouts, browser_headers
 from langchain_pplx_labs.transports import http_transport
 from langchain_pplx_labs.transports.base import Request, Response, TransportError
@@ -62,13 +63,14 @@ def upstream_headers(
     cookies: str | None = None,
     protocol: LabsProtocol = DEFAULT_PROTOCOL,
 ) -> dict[str, str]:
-    """The headers ``ChatPerplexityLabs`` sends: defaults, ``extra``, and ``cookies`` (else ``$PPLX_LABS_COOKIES``).
+    """The headers ``ChatPerplexityLabs`` sends: defaults, ``extra``, and ``cookies`` (else ``$PPLX_LABS_COOKIES`` in
+    any form ``cookies=`` takes, else the ``pplx-labs login`` session file's).
 
     A recording must look like the client it stands in for, or a session that
     works for the user (cookies, custom headers) is refused while recording.
     """
     headers = {**browser_headers(protocol), **(extra or {})}
-    cookie = cookies if cookies is not None else os.environ.get("PPLX_LABS_COOKIES")
+    cookie = cookies if cookies is not None else model_cookies(os.environ.get("PPLX_LABS_COOKIES"))
     if cookie:
         headers["Cookie"] = cookie
     return headers
