@@ -237,6 +237,7 @@ LAYERS: dict[str, int] = {
     "recording": 7,
     "emulator": 7,
     "gateway": 7,
+    "gateway.mcp": 7,  # the MCP server: the mcp SDK, over the chat model
     "pytest_plugin": 7,
     "_cliargs": 7,
     "cli": 8,

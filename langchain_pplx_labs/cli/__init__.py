@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from langchain_pplx_labs import __version__
 from langchain_pplx_labs._cliargs import CliError
-from langchain_pplx_labs.cli import ask, cassette, doctor, gateway, login, models, serve
+from langchain_pplx_labs.cli import ask, cassette, doctor, gateway, login, mcp, models, serve
 from langchain_pplx_labs.cli.ask import DEFAULT_SYSTEM, conversation
 
 if TYPE_CHECKING:
@@ -37,7 +37,8 @@ class _Parser(argparse.ArgumentParser):
 DESCRIPTION = (
     "Perplexity from the command line: ask a question (ask), list the web app's models (models), check why "
     "asking fails (doctor), sign in (login, logout), serve the offline emulator (serve), show or record "
-    "cassettes (cassette), or serve the gateway (gateway). Run pplx-labs COMMAND --help for a command's flags."
+    "cassettes (cassette), serve the gateway (gateway), or serve the MCP tools (mcp). Run pplx-labs "
+    "COMMAND --help for a command's flags."
 )
 
 
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_parser(commands)
     models.add_parser(commands)
     login.add_parsers(commands)
+    mcp.add_parser(commands)
     return parser
 
 

@@ -98,6 +98,26 @@ def labs_protocol(args: argparse.Namespace) -> LabsProtocol:
     return DEFAULT_PROTOCOL if path is None else LabsProtocol.from_file(path)
 
 
+def refusal_to_open(
+    host: str, api_key: str | None, *, insecure_no_auth: bool, key_variable: str
+) -> str | None:
+    """Why a server must not listen on ``host`` as asked (beyond loopback, no key, no waiver), or ``None``.
+
+    Every server command applies this rule: ``gateway`` and ``mcp``.
+    """
+    if is_loopback(host) or api_key is not None or insecure_no_auth:
+        return None
+    return (
+        f"refusing to serve on {host} without --api-key: anyone who can reach it could use it; "
+        f"pass --api-key KEY (or set {key_variable}), or --insecure-no-auth"
+    )
+
+
+def root_url(host: str, port: int) -> str:
+    """``http://HOST:PORT`` of a server listening there (an IPv6 address in brackets)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (a name or an address) reaches only this machine."""
     if host.lower() in _LOOPBACK_NAMES:

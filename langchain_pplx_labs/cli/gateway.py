@@ -16,10 +16,11 @@ from langchain_pplx_labs.cli._shared import (
     add_protocol_flag,
     add_transport_flag,
     impersonate_option,
-    is_loopback,
     labs_protocol,
     listening,
     maybe_emulator,
+    refusal_to_open,
+    root_url,
     transport_option,
 )
 
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from langchain_pplx_labs.gateway.app import Gateway
+
+KEY_VARIABLE = "PPLX_LABS_GATEWAY_API_KEY"
+"""The environment variable that holds the key clients must send (``--api-key``'s default)."""
 
 SHUTDOWN_TIMEOUT = 3.0
 """Seconds the answers in flight get to finish after SIGINT / SIGTERM before they are cancelled."""
@@ -54,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--api-key",
-        default=os.environ.get("PPLX_LABS_GATEWAY_API_KEY") or None,
+        default=os.environ.get(KEY_VARIABLE) or None,
         help="bearer token clients must send (default $PPLX_LABS_GATEWAY_API_KEY); required off loopback",
     )
     parser.add_argument(
@@ -138,11 +142,11 @@ def _limits(args: argparse.Namespace) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     """Check the flags, then serve until SIGINT (exit 130) or SIGTERM (exit 0)."""
-    if not is_loopback(args.host) and args.api_key is None and not args.insecure_no_auth:
-        raise CliError(
-            f"refusing to serve on {args.host} without --api-key: anyone who can reach it could use it; "
-            "pass --api-key KEY (or set PPLX_LABS_GATEWAY_API_KEY), or --insecure-no-auth"
-        )
+    refusal = refusal_to_open(
+        args.host, args.api_key, insecure_no_auth=args.insecure_no_auth, key_variable=KEY_VARIABLE
+    )
+    if refusal is not None:
+        raise CliError(refusal)
     return asyncio.run(_serve(args))
 
 
@@ -189,7 +193,7 @@ async def _serve(args: argparse.Namespace) -> int:
             await _shut_down(runner, app[GATEWAY], signals, args.shutdown_timeout)
 
         async with listening(args.host, args.port, site.start, shut_down):
-            root = _root_url(args.host, _bound_port(site))
+            root = root_url(args.host, _bound_port(site))
             print(root, flush=True)
             print(
                 f"pplx-labs gateway on {root}: OpenAI clients use {root}/v1, Perplexity clients {root} (Ctrl+C to stop)",
@@ -227,7 +231,3 @@ def _bound_port(site: Any) -> int:
     sockets = getattr(site._server, "sockets", None)
     assert sockets, "aiohttp did not open a listening socket"
     return int(sockets[0].getsockname()[1])
-
-
-def _root_url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

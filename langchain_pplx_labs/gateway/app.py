@@ -270,13 +270,18 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     key = request.app[GATEWAY].settings.api_key
     if key is None or request.path in _OPEN_PATHS:
         return await handler(request)
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+    if not bearer_accepted(request.headers.get("Authorization", ""), key):
         # The token sent is not echoed back, not even masked.
         raise GatewayError(
             401, "Missing or incorrect API key (send Authorization: Bearer KEY)", code="invalid_api_key"
         )
     return await handler(request)
+
+
+def bearer_accepted(authorization: str, key: str) -> bool:
+    """Whether an ``Authorization`` header value is ``Bearer KEY``, compared in constant time."""
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
 
 
 async def healthz(request: web.Request) -> web.Response:
