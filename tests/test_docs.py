@@ -272,6 +272,7 @@ RUNNABLE_PAGES = (
     Page("docs/cassettes.md", checked_outputs=0, models=0),  # a pytest file: tests/test_recording.py runs it
     Page("docs/web_transport.md", checked_outputs=1, models=0),  # the codec alone, on a stream written out
     Page("docs/retirement.md", checked_outputs=0, models=0),  # the emulator options of each verdict
+    Page("docs/mcp.md", checked_outputs=1, models=0),  # the SDK's stdio client on `pplx-labs mcp --emulator`
 )
 RUN_BY_THEIR_OWN_TESTS = {
     "docs/chat_perplexity_labs.md": "test_docs_page_runs_and_prints_what_it_shows",

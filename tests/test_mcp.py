@@ -111,6 +111,8 @@ async def test_search_options_reach_the_ask(emulator: LabsEmulator, base_url: st
         assert params["search_focus"] == "writing"
         assert params["sources"] == []
         assert params["search_recency_filter"] is None  # the earlier call's options stayed with it
+        # Each call's copy of the model shared its one pool: one session, checked once, for both asks.
+        assert emulator.web.session_checks == 1
 
 
 async def test_the_model_argument_is_sent(emulator: LabsEmulator, base_url: str) -> None:
