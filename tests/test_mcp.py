@@ -117,17 +117,51 @@ async def test_search_options_reach_the_ask(emulator: LabsEmulator, base_url: st
 
 async def test_the_model_argument_is_sent(emulator: LabsEmulator, base_url: str) -> None:
     async with in_memory(base_url) as web_client:
-        result = await web_client.call_tool("ask", {"question": "Capital of France?", "model": "pplx_pro"})
+        result = await web_client.call_tool("ask", {"question": "Capital of France?", "model": "turbo"})
         assert result.structured_content is not None
-        assert result.structured_content["model"] == "pplx_pro"
-        assert emulator.web.bodies[-1]["params"]["model_preference"] == "pplx_pro"
+        assert result.structured_content["model"] == "turbo"
+        assert emulator.web.bodies[-1]["params"]["model_preference"] == "turbo"
+
+
+async def test_list_models_is_the_web_apps_live_list(emulator: LabsEmulator, base_url: str) -> None:
+    async with in_memory(base_url) as web_client:
+        result = await web_client.call_tool("list_models", {})
+    listed = result.structured_content
+    assert listed is not None
+    assert (listed["transport"], listed["source"], listed["default"]) == ("web", "live", "auto")
+    assert [row["name"] for row in listed["models"]] == [
+        "turbo",
+        "experimental",
+        "claude45sonnet",
+        "claude45sonnetthinking",
+        "pplx_reasoning",
+    ]
+    assert listed["models"][0] == {
+        "name": "turbo",
+        "label": "Best",
+        "subscription_tier": None,
+        "reasoning": False,
+    }
+
+
+async def test_a_model_beyond_the_sessions_tier_is_refused_in_the_packages_words(
+    emulator: LabsEmulator, base_url: str
+) -> None:
+    async with in_memory(base_url) as web_client:
+        result = await web_client.call_tool("ask", {"question": "Hi?", "model": "claude45sonnet"})
+    assert result.is_error
+    assert "Model 'claude45sonnet' needs a signed-in session on the 'pro' tier" in _text(result)
+    assert emulator.web.asks == 0
 
 
 @pytest.mark.parametrize(
     ("arguments", "words"),
     [
         ({"question": "   "}, "The question is empty"),
-        ({"question": "Hi?", "model": "gpt-9"}, "Unknown model 'gpt-9': use one of auto, turbo"),
+        (
+            {"question": "Hi?", "model": "gpt-9"},
+            "Unknown model 'gpt-9': use one of auto, turbo, experimental",
+        ),
         ({"question": "Hi?", "continue_thread": "nope"}, "Unknown thread 'nope'"),
         ({"question": "Hi?", "search_mode": "images"}, "search_mode"),
         ({}, "question"),
@@ -156,11 +190,16 @@ async def test_a_server_failure_is_a_tool_error_in_the_servers_words(
 async def test_labs_has_its_models_and_no_threads(base_url: str, emulator: LabsEmulator) -> None:
     async with in_memory(base_url, "labs") as client:
         models = await client.call_tool("list_models", {})
-        assert models.structured_content == {
-            "transport": "labs",
-            "default": "r1-1776",
-            "models": ["r1-1776", "sonar-pro", "sonar", "sonar-reasoning", "sonar-reasoning-pro"],
-        }
+        assert models.structured_content is not None
+        assert models.structured_content["transport"] == "labs"
+        assert models.structured_content["default"] == "r1-1776"
+        assert [row["name"] for row in models.structured_content["models"]] == [
+            "r1-1776",
+            "sonar-pro",
+            "sonar",
+            "sonar-reasoning",
+            "sonar-reasoning-pro",
+        ]
         emulator.script(answer="Paris.", citations=CITATIONS[:1])
         answer = await client.call_tool("ask", {"question": "Capital of France?", "model": "sonar"})
         assert answer.structured_content is not None

@@ -16,7 +16,7 @@ from langchain_pplx_labs._version import __version__
 from langchain_pplx_labs.chat_models import ChatPerplexityLabs
 from langchain_pplx_labs.errors import PerplexityLabsError
 from langchain_pplx_labs.gateway.app import bearer_accepted
-from langchain_pplx_labs.protocol import KNOWN_MODELS, WEB_MODELS
+from langchain_pplx_labs.protocol import KNOWN_MODELS
 
 THREADS_KEPT = 256
 """Threads a server remembers for ``continue_thread`` (the latest answers'), as the emulator keeps 256."""
@@ -63,12 +63,24 @@ class Answer(BaseModel):
     thread_url_slug: str | None = Field(description="The thread's slug on the web app, when it sent one.")
 
 
+class ModelInfo(BaseModel):
+    """One model ``ask`` can name."""
+
+    name: str = Field(description="The value of ask's model argument.")
+    label: str = Field(description="The web app's name for it.")
+    subscription_tier: str | None = Field(description="The tier it needs (pro, max); null: any session.")
+    reasoning: bool = Field(description="It thinks before it answers.")
+
+
 class Models(BaseModel):
     """What ``list_models`` returns as structured content."""
 
     transport: str = Field(description="web (the web app) or labs (the retired playground).")
+    source: str = Field(
+        description="live: the web app's own list; fallback: the names on record (it could not be read)."
+    )
     default: str = Field(description="The model ask uses when none is named.")
-    models: list[str] = Field(description="The names ask's model argument takes.")
+    models: list[ModelInfo] = Field(description="The models ask's model argument takes.")
 
 
 class Threads:
@@ -111,12 +123,27 @@ class Asker:
         # Built now, so every per-call copy (search options) shares this client and its pool.
         model._client()
 
-    @property
-    def models(self) -> tuple[str, ...]:
-        return WEB_MODELS if self.model.transport == "web" else KNOWN_MODELS
+    async def list_models(self) -> Models:
+        """The transport's models: the web app's live list (read once per pool), or Labs' names."""
+        if self.model.transport != "web":
+            rows = [
+                ModelInfo(name=name, label=name, subscription_tier=None, reasoning=False)
+                for name in KNOWN_MODELS
+            ]
+            return Models(transport="labs", source="fallback", default=self.model.model, models=rows)
+        listed = await self.model.alist_models()
+        rows = [
+            ModelInfo(
+                name=m.identifier, label=m.label, subscription_tier=m.subscription_tier, reasoning=m.reasoning
+            )
+            for m in listed
+        ]
+        return Models(transport="web", source=listed.source, default=self.model.model, models=rows)
 
-    def list_models(self) -> Models:
-        return Models(transport=self.model.transport, default=self.model.model, models=list(self.models))
+    async def _known_names(self) -> list[str]:
+        """The names ``ask`` takes: the default (the web app's ``auto`` lets the account pick), then the list's."""
+        listed = await self.list_models()
+        return list(dict.fromkeys([listed.default, *(row.name for row in listed.models)]))
 
     async def ask(
         self,
@@ -131,8 +158,9 @@ class Asker:
         if not question.strip():
             raise ToolError("The question is empty")
         name = model or self.model.model
-        if name not in self.models:
-            raise ToolError(f"Unknown model {name!r}: use one of {', '.join(self.models)} (see list_models)")
+        known = await self._known_names()
+        if name not in known:
+            raise ToolError(f"Unknown model {name!r}: use one of {', '.join(known)} (see list_models)")
         history = self._history(continue_thread)
         messages = [*history, HumanMessage(question)]
         options = {
@@ -142,10 +170,7 @@ class Asker:
         }
         # A shallow copy shares the model's client (its pool); only the ask's parameters differ.
         chat = self.model.model_copy(update=options)
-        try:
-            reply = await chat.ainvoke(messages, model=name)
-        except PerplexityLabsError as exc:
-            raise ToolError(_words(exc)) from None
+        reply = await chat.ainvoke(messages, model=name)
         assert isinstance(reply, AIMessage)
         answer = _answer(reply, name, self.threads.keep(messages, reply))
         return CallToolResult(
@@ -224,7 +249,7 @@ def create_server(asker: Asker) -> MCPServer[Any]:
     server.add_tool(
         _list_models_tool(asker),
         name="list_models",
-        description="The models ask can use, and the one it uses when none is named.",
+        description="The models ask can use (the web app's live list: name, label, tier it needs), and its default.",
         annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False),
     )
     return server
@@ -248,21 +273,27 @@ def _ask_tool(asker: Asker) -> Callable[..., Awaitable[Annotated[CallToolResult,
             str | None, Field(description="A previous answer's thread_id: ask this as its follow-up.")
         ] = None,
     ) -> Annotated[CallToolResult, Answer]:
-        return await asker.ask(
-            question,
-            model=model,
-            search_mode=search_mode,
-            search_recency_filter=search_recency_filter,
-            disable_search=disable_search,
-            continue_thread=continue_thread,
-        )
+        try:
+            return await asker.ask(
+                question,
+                model=model,
+                search_mode=search_mode,
+                search_recency_filter=search_recency_filter,
+                disable_search=disable_search,
+                continue_thread=continue_thread,
+            )
+        except PerplexityLabsError as exc:  # our typed errors: a tool error in their own (the server's) words
+            raise ToolError(_words(exc)) from None
 
     return ask
 
 
-def _list_models_tool(asker: Asker) -> Callable[[], Models]:
-    def list_models() -> Models:
-        return asker.list_models()
+def _list_models_tool(asker: Asker) -> Callable[[], Awaitable[Models]]:
+    async def list_models() -> Models:
+        try:
+            return await asker.list_models()
+        except PerplexityLabsError as exc:
+            raise ToolError(_words(exc)) from None
 
     return list_models
 
