@@ -38,8 +38,10 @@ def _text(result: CallToolResult) -> str:
 
 
 def _environment() -> dict[str, str]:
-    """This process's environment without ``PPLX_LABS_*``: the child's flags alone choose."""
-    return {key: value for key, value in os.environ.items() if not key.startswith("PPLX_LABS_")}
+    """This process's environment without ``PPLX_LABS_*``: the child's flags alone choose (and it reads no
+    login session file, as conftest keeps this process from reading one)."""
+    kept = {key: value for key, value in os.environ.items() if not key.startswith("PPLX_LABS_")}
+    return {**kept, "PPLX_LABS_SESSION_FILE": ""}
 
 
 def _stdio(*flags: str) -> StdioServerParameters:
@@ -239,7 +241,12 @@ def test_usage_errors_are_one_line_and_exit_2(argv: list[str], words: str) -> No
 def test_a_key_from_the_environment_allows_a_wide_host() -> None:
     # The check passes; the bind then fails on an address this machine does not have, in one line.
     result = run_cli(
-        "mcp", "--http", "--host", "192.0.2.10", "--emulator", env={"PPLX_LABS_MCP_API_KEY": "k"}
+        "mcp",
+        "--http",
+        "--host",
+        "192.0.2.10",
+        "--emulator",
+        env={"PPLX_LABS_MCP_API_KEY": "k", "PPLX_LABS_SESSION_FILE": ""},
     )
     assert result.returncode == 1
     assert result.stderr.startswith("pplx-labs: error: cannot serve on 192.0.2.10:8000: ")
