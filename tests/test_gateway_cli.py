@@ -133,7 +133,7 @@ def test_two_tool_agent_loop_on_the_plain_openai_sdk(follow_tools_gateway: str) 
 def test_refusals_are_one_line(argv: list[str], words: str) -> None:
     # run_cli drops PPLX_LABS_* from the environment: a gateway API key there would serve, not refuse.
     result = run_cli("gateway", *argv)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error: the key flag is missing (as pplx-labs mcp)
     out, err = result.stdout, result.stderr
     assert out == ""
     assert err.splitlines() == [err.strip()]

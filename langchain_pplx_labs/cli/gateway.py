@@ -9,7 +9,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from langchain_pplx_labs._cliargs import CliError, port, positive_int, positive_seconds, seconds
+from langchain_pplx_labs._cliargs import port, positive_int, positive_seconds, seconds
 from langchain_pplx_labs.cli._shared import (
     StopSignals,
     add_impersonate_flag,
@@ -130,7 +130,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="SECONDS",
         help="seconds each answer may wait for its first frame (default 60, as first_token_timeout)",
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=lambda args: run(args, parser))
     return parser
 
 
@@ -140,13 +140,13 @@ def _limits(args: argparse.Namespace) -> dict[str, float]:
     return {name: value for name, value in given.items() if value is not None}
 
 
-def run(args: argparse.Namespace) -> int:
-    """Check the flags, then serve until SIGINT (exit 130) or SIGTERM (exit 0)."""
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Check the flags (a usage error exits 2), then serve until SIGINT (exit 130) or SIGTERM (exit 0)."""
     refusal = refusal_to_open(
         args.host, args.api_key, insecure_no_auth=args.insecure_no_auth, key_variable=KEY_VARIABLE
     )
     if refusal is not None:
-        raise CliError(refusal)
+        parser.error(refusal)  # as `pplx-labs mcp`: a flag is missing, so a usage error
     return asyncio.run(_serve(args))
 
 
