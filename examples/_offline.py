@@ -1,18 +1,30 @@
-"""Shared by the examples: run against the in-process Labs emulator unless --base-url is given."""
+"""Shared by the examples: run against the in-process emulator unless --base-url is given."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator, Responder
+from langchain_pplx_labs.protocol import WEB_MODELS, default_model
 
 
 def parse_args(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--base-url", help="a live Labs server; default: the offline emulator")
-    parser.add_argument("--model", default="sonar-pro", help="Labs model name")
+    parser.add_argument(
+        "--base-url", help="another server, e.g. https://www.perplexity.ai; default: the offline emulator"
+    )
+    # The examples ask over the model's own transport: the web app unless PPLX_LABS_TRANSPORT=labs.
+    # So the default is that transport's model: a Labs name over the web warns (and is most likely refused).
+    transport = os.environ.get("PPLX_LABS_TRANSPORT", "web")
+    parser.add_argument(
+        "--model",
+        default=default_model(transport),
+        help=f"model name (default: %(default)s); web: {', '.join(WEB_MODELS)}; "
+        "with PPLX_LABS_TRANSPORT=labs, a Labs name such as r1-1776 or sonar-pro",
+    )
     return parser.parse_args()
 
 

@@ -72,9 +72,11 @@ class ModelFields(BaseChatModel):
     model: str = Field(
         default_factory=lambda fields: default_model(fields.get("transport")), alias="model_name"
     )
-    """Model name; when not given, the transport's default: ``WEB_DEFAULT_MODEL`` (``auto``) on web,
-    ``DEFAULT_MODEL`` (``r1-1776``) on labs. Labs knew r1-1776, sonar-pro, sonar, sonar-reasoning and
-    sonar-reasoning-pro; any newer name is accepted."""
+    """Model name; when not given, the transport's default: ``WEB_DEFAULT_MODEL`` (``auto``, the account
+    picks) on web, ``DEFAULT_MODEL`` (``r1-1776``) on labs. Web names: ``turbo``, ``pplx_reasoning``, ``r1``
+    and the rest of ``WEB_MODELS`` (``list_models()`` reads the live list). Labs knew ``KNOWN_MODELS``
+    (r1-1776, sonar-pro, sonar, sonar-reasoning, sonar-reasoning-pro); those with no web name
+    (``LABS_ONLY_MODELS``) warn over the web. Any newer name is accepted."""
     base_url: str = Field(default_factory=from_env("PPLX_LABS_BASE_URL", default=DEFAULT_BASE_URL))
     """Server root; ``/rest/sse/perplexity_ask`` (web) or ``/socket.io/`` (labs) is appended. Env: ``PPLX_LABS_BASE_URL``."""
     timeout: float | None = Field(default=300.0, alias="request_timeout")

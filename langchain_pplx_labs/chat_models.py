@@ -87,7 +87,7 @@ class ChatPerplexityLabs(ModelFields):
         from langchain_pplx_labs import ChatPerplexityLabs
 
         llm = ChatPerplexityLabs(
-            model="sonar-pro",
+            # model="turbo",                      # default "auto": the account picks (llm.list_models())
             timeout=60,
             max_retries=2,
             # base_url="http://127.0.0.1:PORT",  # or env PPLX_LABS_BASE_URL
@@ -236,12 +236,13 @@ class ChatPerplexityLabs(ModelFields):
 
     ??? info "Reasoning output"
 
-        `r1-1776`, `sonar-reasoning` and `sonar-reasoning-pro` think first; the thinking
-        streams into `additional_kwargs["reasoning_content"]`, not into `content`
-        (`reasoning=False` drops it):
+        Over the web, `pplx_reasoning` and `r1` (and every `*thinking` name) stream the web app's
+        plan (its `plan_block` goals) before the answer; over Labs, `r1-1776`, `sonar-reasoning` and
+        `sonar-reasoning-pro` think in a `<think>` section first. Either way the reasoning streams
+        into `additional_kwargs["reasoning_content"]`, not into `content` (`reasoning=False` drops it):
 
         ```python
-        reasoner = ChatPerplexityLabs(model="sonar-reasoning-pro")
+        reasoner = ChatPerplexityLabs(model="pplx_reasoning")
         msg = reasoner.invoke("What is the capital of France?")
         print(msg.additional_kwargs["reasoning_content"])
         print(msg.content_blocks[0]["type"], msg.content_blocks[1]["type"])
@@ -282,7 +283,7 @@ class ChatPerplexityLabs(ModelFields):
         ```
 
         ```text
-        {'model_provider': 'perplexity_labs', 'model_name': 'sonar-pro', 'finish_reason': 'stop', 'citations': ['https://en.wikipedia.org/wiki/Paris', 'https://www.britannica.com/place/Paris']...}
+        {'model_provider': 'perplexity_labs', 'model_name': 'auto', 'finish_reason': 'stop', 'citations': ['https://en.wikipedia.org/wiki/Paris', 'https://www.britannica.com/place/Paris']...}
         ```
 
         When the sources carry titles, `response_metadata["search_results"]` lists them
@@ -293,7 +294,7 @@ class ChatPerplexityLabs(ModelFields):
         for result in msg.response_metadata.get("search_results", []):
             print(result["title"], result["url"])
 
-        with ChatPerplexityLabs(model="sonar-pro", output_version="v1") as v1_llm:
+        with ChatPerplexityLabs(output_version="v1") as v1_llm:
             v1 = v1_llm.invoke("What is the capital of France?")
         print(v1.content[0]["annotations"][0])
         ```

@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -82,7 +83,9 @@ def _run(block: Block, namespace: dict[str, Any], where: str) -> str:
     flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT  # docs show `await llm.ainvoke(...)` as in a notebook
     code = compile(block.code, f"<{where}, line {block.line}>", "exec", flags=flags)
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    # A block that warns fails: a reader's first example must not print a warning (a Labs name on the web).
+    with contextlib.redirect_stdout(out), warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
         if code.co_flags & inspect.CO_COROUTINE:
             asyncio.run(eval(code, namespace))
         else:
@@ -128,6 +131,15 @@ def test_run_blocks_fails_when_printed_output_differs() -> None:
     assert run_blocks(ok, "sample")["x"] == 2
 
 
+def test_run_blocks_fails_when_a_block_warns() -> None:
+    code = 'from langchain_pplx_labs import ChatPerplexityLabs\nChatPerplexityLabs(transport="web", model="sonar-pro")\n'
+    with pytest.raises(UserWarning, match=r"model='sonar-pro' is a name of Labs and the paid API"):
+        run_blocks(fenced_blocks(f"```python\n{code}```\n"), "sample")
+    warned = fenced_blocks('```python\nimport warnings\nwarnings.warn("deprecated soon")\n```\n')
+    with pytest.raises(UserWarning, match="deprecated soon"):
+        run_blocks(warned, "sample")
+
+
 # -- ChatPerplexityLabs's docstring -----------------------------------------------------------
 
 DOCSTRING_SECTIONS = [
@@ -164,9 +176,10 @@ def test_docstring_examples_run_and_print_what_they_show(docs_server: EmulatorTh
     assert checked >= 11  # every section with output has its output checked
     namespace = run_blocks(blocks, "ChatPerplexityLabs docstring")
     assert namespace["llm"].base_url == docs_server.base_url  # the env variable reached the model
-    assert close_models(namespace) == 4  # llm, web, reasoner, v1_llm
-    asked = [payload["model"] for payload in docs_server.emulator.requests]
-    assert {"sonar-pro", "sonar-reasoning-pro"} <= set(asked)
+    assert close_models(namespace) == 4  # llm, labs, reasoner, v1_llm
+    asked = {payload["model"] for payload in docs_server.emulator.requests}
+    # Web names only, and Labs' default over Labs: `auto` asks `turbo` for an anonymous session.
+    assert asked == {"turbo", "pplx_reasoning", "r1-1776"}
 
 
 # -- docs/chat_perplexity_labs.md -------------------------------------------------------------
@@ -200,7 +213,9 @@ def test_docs_page_runs_and_prints_what_it_shows(docs_server: EmulatorThread) ->
     assert checked >= 12
     namespace = run_blocks(blocks, DOCS_PAGE.name)
     assert close_models(namespace) == 6  # llm, web_llm, paid, v1_llm, reasoner, signed_in
-    assert {payload["model"] for payload in docs_server.emulator.requests} == {"sonar-pro", "sonar-reasoning"}
+    # `auto` asks `turbo` anonymously and `pplx_pro` signed in (the attachment's session).
+    asked = {payload["model"] for payload in docs_server.emulator.requests}
+    assert asked == {"turbo", "pplx_pro", "pplx_reasoning"}
 
 
 def test_every_field_says_what_it_is_for() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -50,10 +51,11 @@ EXPECTED: dict[str, list[str]] = {
 }
 
 
-def start(name: str, *args: str) -> subprocess.Popen[str]:
-    command = [sys.executable, str(EXAMPLES / name), *args]
+def start(name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    # A warning is an error: an example must not greet its reader with one (a Labs name on the web).
+    command = [sys.executable, "-W", "error::UserWarning", str(EXAMPLES / name), *args]
     return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8"
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", env=env
     )
 
 
@@ -94,7 +96,36 @@ def test_base_url_sends_the_example_to_that_server(emulator: LabsEmulator) -> No
     emulator.script(
         answer="Answered by the server behind --base-url [1].", citations=["https://example.org/x"]
     )
-    process = start("quickstart.py", "--base-url", emulator.base_url, "--model", "sonar")
+    process = start("quickstart.py", "--base-url", emulator.base_url, "--model", "pplx_reasoning")
     lines = output_of(process).splitlines()
     assert lines[:2] == ["Answered by the server behind --base-url [1].", "  [1] https://example.org/x"]
-    assert [request["model"] for request in emulator.requests] == ["sonar", "sonar"]
+    assert [request["model"] for request in emulator.requests] == ["pplx_reasoning", "pplx_reasoning"]
+
+
+@pytest.mark.parametrize(
+    ("transport", "asked"),
+    [
+        (None, "turbo"),  # the web's `auto`, which an anonymous session asks as `turbo`
+        ("labs", "r1-1776"),  # Labs' own default, never a web name over Labs
+    ],
+)
+def test_the_default_model_is_the_transports_own(
+    emulator: LabsEmulator, transport: str | None, asked: str
+) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "PPLX_LABS_TRANSPORT"}
+    if transport is not None:
+        env["PPLX_LABS_TRANSPORT"] = transport
+    emulator.script(answer="Asked with the transport's default model.")
+    process = start("quickstart.py", "--base-url", emulator.base_url, env=env)
+    assert output_of(process).splitlines()[0] == "Asked with the transport's default model."
+    assert [request["model"] for request in emulator.requests] == [asked, asked]
+
+
+def test_an_example_that_warns_fails(emulator: LabsEmulator) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "PPLX_LABS_TRANSPORT"}
+    process = start("quickstart.py", "--base-url", emulator.base_url, "--model", "sonar-pro", env=env)
+    stdout, stderr = process.communicate(timeout=90)
+    assert process.returncode == 1
+    assert stdout == ""
+    assert "UserWarning: model='sonar-pro' is a name of Labs and the paid API" in stderr
+    assert emulator.requests == []  # refused at construction, before any question
