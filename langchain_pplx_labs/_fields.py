@@ -75,7 +75,10 @@ class ModelFields(BaseChatModel):
     """Model name; when not given, the transport's default: ``WEB_DEFAULT_MODEL`` (``auto``) on web,
     ``DEFAULT_MODEL`` (``r1-1776``) on labs. Labs knew r1-1776, sonar-pro, sonar, sonar-reasoning and
     sonar-reasoning-pro; any newer name is accepted."""
-    base_url: str = Field(default_factory=from_env("PPLX_LABS_BASE_URL", default=DEFAULT_BASE_URL))
+    base_url: str = Field(
+        default_factory=from_env("PPLX_LABS_BASE_URL", default=DEFAULT_BASE_URL),
+        validate_default=True,  # a bad PPLX_LABS_BASE_URL is refused here, not after a call's retries
+    )
     """Server root; ``/rest/sse/perplexity_ask`` (web) or ``/socket.io/`` (labs) is appended. Env: ``PPLX_LABS_BASE_URL``."""
     timeout: float | None = Field(default=300.0, alias="request_timeout")
     """Upper bound in seconds on a whole call, retries and backoff included; ``None`` for no bound. Not retried."""
