@@ -44,6 +44,42 @@ RECENCY_FILTERS = ("day", "week", "month", "year")
 
 # Common chat-model arguments Labs has no use for: accepted without a warning (documented).
 _IGNORED_PARAMS = frozenset({"temperature", "max_tokens"})
+CALL_ARGUMENTS = frozenset({"model", "stream_usage", "tools", "tool_choice", "response_format"})
+"""What a call may pass besides ``stop``: read by the model (``model`` and ``stream_usage`` override the
+fields; the rest is how ``bind_tools`` and ``with_structured_output`` bind)."""
+# What LangChain itself passes down a call (its callbacks and run config, with_structured_output's
+# tracing hint), and what other providers' helpers bind (create_agent's parallel_tool_calls, strict):
+# never the caller's mistake, so never warned about.
+_LANGCHAIN_CALL_ARGUMENTS = frozenset(
+    {
+        "callbacks",
+        "tags",
+        "metadata",
+        "run_name",
+        "run_id",
+        "run_manager",
+        "config",
+        "ls_structured_output_format",
+        "parallel_tool_calls",
+        "strict",
+    }
+)
+
+
+def unknown_argument_warning(owner: str, what: str, name: str) -> str:
+    """The one wording for an argument nobody reads, at construction (``parameter``) or per call (``call argument``)."""
+    return f"{owner} got unknown {what} {name!r}; it is ignored"
+
+
+def unknown_call_arguments(kwargs: Mapping[str, Any]) -> list[str]:
+    """The names among a call's ``kwargs`` that neither the model nor LangChain reads, in the order given."""
+    return [
+        name
+        for name in kwargs
+        if name not in CALL_ARGUMENTS
+        and name not in _LANGCHAIN_CALL_ARGUMENTS
+        and name not in _IGNORED_PARAMS
+    ]
 
 
 def _default_session_file() -> str | None:
@@ -170,7 +206,7 @@ class ModelFields(BaseChatModel):
             for key in values:
                 if key not in known and key not in _IGNORED_PARAMS:
                     warnings.warn(
-                        f"{cls.__name__} got unknown parameter {key!r}; it is ignored",
+                        unknown_argument_warning(cls.__name__, "parameter", key),
                         UserWarning,
                         stacklevel=4,  # past pydantic and Serializable.__init__: the caller
                     )

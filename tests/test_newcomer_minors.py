@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
+import warnings
 
 import pytest
 from clirun import command, run_cli
-from pydantic import ValidationError
+from langchain_core.tools import tool
+from pydantic import BaseModel, ValidationError
 
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
+from langchain_pplx_labs.emulator.rules import schema_follower
 from langchain_pplx_labs.emulator.script import made_up_answer
 from langchain_pplx_labs.errors import PerplexityLabsInputError
 from langchain_pplx_labs.protocol import LabsProtocol
@@ -149,6 +153,93 @@ def test_a_base_url_path_is_kept_on_every_transport(transport: str, refuse_webso
         asked = server.call(lambda: (sum(server.emulator.handshakes.values()), server.emulator.web.asks))
     assert message.content == made_up_answer(QUESTION)
     assert asked == ((1, 0) if transport == "labs" else (0, 1))
+
+
+# -- call arguments: an unknown one warns once per name, as the constructor's unknown field does ----------
+
+
+def unknown(name: str) -> str:
+    return f"ChatPerplexityLabs got unknown call argument {name!r}; it is ignored"
+
+
+def _calls(chat: ChatPerplexityLabs, how: str, **kwargs: object) -> None:
+    """Ask ``QUESTION`` once the way ``how`` names, with ``kwargs`` as call arguments."""
+    if how == "invoke":
+        chat.invoke(QUESTION, **kwargs)
+    elif how == "ainvoke":
+        asyncio.run(chat.ainvoke(QUESTION, **kwargs))
+    elif how == "stream":
+        assert list(chat.stream(QUESTION, **kwargs))
+    elif how == "astream":
+
+        async def drain() -> None:
+            assert [chunk async for chunk in chat.astream(QUESTION, **kwargs)]
+
+        asyncio.run(drain())
+    else:
+        assert len(chat.batch([QUESTION, QUESTION], **kwargs)) == 2
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream", "batch"])
+def test_an_unknown_call_argument_warns_once_per_name(emulator: LabsEmulator, how: str) -> None:
+    with ChatPerplexityLabs(transport="labs", base_url=emulator.base_url, max_retries=0, timeout=20) as chat:
+        with pytest.warns(UserWarning, match="got unknown") as first:
+            _calls(chat, how, top_p=0.5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the same name again, and arguments the model knows: silent
+            _calls(chat, how, top_p=0.5, temperature=0, max_tokens=10)
+        with pytest.warns(UserWarning, match="got unknown") as second:
+            _calls(chat, how, top_k=3, top_p=0.1)
+    assert [str(w.message) for w in first] == [unknown("top_p")]
+    assert [str(w.message) for w in second] == [unknown("top_k")]
+
+
+def test_the_call_warning_reads_like_the_constructors() -> None:
+    with pytest.warns(UserWarning, match="got unknown") as caught:
+        ChatPerplexityLabs(top_p=0.5)
+    assert [str(w.message) for w in caught] == [
+        "ChatPerplexityLabs got unknown parameter 'top_p'; it is ignored"
+    ]
+
+
+@tool
+def get_weather(city: str) -> str:
+    """Look up the weather in a city."""
+    return f"Sunny in {city}"
+
+
+class Weather(BaseModel):
+    """The weather in a city."""
+
+    city: str
+    celsius: int
+
+
+def test_what_langchain_itself_passes_is_no_unknown_argument(emulator: LabsEmulator) -> None:
+    from langchain.agents import create_agent
+    from langchain_core.messages import HumanMessage
+
+    emulator.script(schema_follower)
+    with (
+        ChatPerplexityLabs(transport="labs", base_url=emulator.base_url, max_retries=0, timeout=20) as chat,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("error")  # -W error: any warning fails the test
+        called = chat.bind_tools([get_weather], tool_choice="any").invoke(
+            "Weather in 'Lyon'?", stop=["\n\n\n"]
+        )
+        bound = chat.bind_tools([get_weather], parallel_tool_calls=False)
+        streamed = list(bound.stream("Weather in 'Lyon'?"))
+        parsed = [
+            chat.with_structured_output(Weather, method=method).invoke("It is 21 degrees in 'Nice'.")
+            for method in ("function_calling", "json_mode", "json_schema")
+        ]
+        agent = create_agent(chat, tools=[get_weather])
+        answered = agent.invoke({"messages": [HumanMessage("Weather in 'Lyon'?")]}, {"recursion_limit": 6})
+    assert [call["name"] for call in called.tool_calls] == ["get_weather"]  # type: ignore[attr-defined]
+    assert streamed
+    assert all(isinstance(one, Weather) and one.city == "Nice" for one in parsed)
+    assert "Sunny in Lyon" in [message.content for message in answered["messages"]]
 
 
 # -- exit codes ---------------------------------------------------------------------------------------
