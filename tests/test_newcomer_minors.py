@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 import subprocess
 import warnings
 
@@ -13,10 +14,10 @@ from langchain_core.tools import tool
 from pydantic import BaseModel, ValidationError
 
 from langchain_pplx_labs import ChatPerplexityLabs
-from langchain_pplx_labs.emulator import EmulatorThread, LabsEmulator
+from langchain_pplx_labs.emulator import FAILED_FRAME, RATE_LIMIT_FRAME, EmulatorThread, LabsEmulator
 from langchain_pplx_labs.emulator.rules import schema_follower
 from langchain_pplx_labs.emulator.script import made_up_answer
-from langchain_pplx_labs.errors import PerplexityLabsInputError
+from langchain_pplx_labs.errors import PerplexityLabsError, PerplexityLabsInputError
 from langchain_pplx_labs.protocol import LabsProtocol
 from langchain_pplx_labs.settings import check_base_url
 
@@ -240,6 +241,134 @@ def test_what_langchain_itself_passes_is_no_unknown_argument(emulator: LabsEmula
     assert streamed
     assert all(isinstance(one, Weather) and one.city == "Nice" for one in parsed)
     assert "Sunny in Lyon" in [message.content for message in answered["messages"]]
+
+
+# -- error wording: the transport's words without its connector key, each prefix said once -------------
+
+VOICES = [
+    pytest.param("labs", None, id="labs"),
+    pytest.param("web", None, id="web-aiohttp"),
+    pytest.param("web", "chrome", id="web-curl"),
+]
+
+
+def _failure(base_url: str, transport: str, impersonate: str | None, **fields: object) -> str:
+    """The message of the error one question to ``base_url`` ends with."""
+    chat = ChatPerplexityLabs(
+        transport=transport,
+        impersonate=impersonate,
+        base_url=base_url,
+        max_retries=0,
+        first_token_timeout=1,
+        idle_timeout=1,
+        timeout=20,
+        **fields,
+    )
+    with chat, pytest.raises(PerplexityLabsError) as caught:
+        chat.invoke(QUESTION)
+    return str(caught.value)
+
+
+def assert_said_once(message: str) -> None:
+    """No ``ssl:default`` (aiohttp's connector key), curl_cffi's wrapping, or a prefix said twice."""
+    assert "ssl:" not in message
+    assert "Failed to perform" not in message
+    assert "See https://curl.se" not in message
+    opening = message.split(":", 1)[0]
+    assert message.count(opening) == 1, message
+
+
+@pytest.mark.parametrize(("transport", "impersonate"), VOICES)
+def test_a_refused_port_says_refused_in_the_transports_words(
+    refused_url: str, transport: str, impersonate: str | None
+) -> None:
+    message = _failure(refused_url, transport, impersonate)
+    assert_said_once(message)
+    address = refused_url.removeprefix("http://")
+    host, port = address.split(":")
+    refused = f"Cannot connect to host {address}: connection refused (Connect call failed ('{host}', {port}))"
+    if transport == "labs":  # the refusal's diagnosis (a GET of the polling endpoint) tells it
+        assert message == f"Cannot reach Perplexity Labs at {refused_url}: {refused}"
+    elif impersonate is None:
+        assert message == f"Could not connect to {refused_url} over web: {refused}"
+    else:  # curl: the time it took varies, the rest does not
+        assert message.startswith(
+            f"Could not connect to {refused_url} over web: curl: (7) Failed to connect to {address} after "
+        )
+        assert message.endswith(" ms: Could not connect to server")
+
+
+@pytest.mark.parametrize(("transport", "impersonate"), VOICES)
+def test_an_untrusted_certificate_is_named_without_the_connectors_key(
+    untrusted_tls: ssl.SSLContext, transport: str, impersonate: str | None
+) -> None:
+    with EmulatorThread(LabsEmulator(ssl_context=untrusted_tls)) as server:
+        message = _failure(server.base_url, transport, impersonate)
+    assert_said_once(message)
+    assert message.endswith(
+        "(TLS certificate not trusted: pass ssl_context= with your CA, or verify_ssl=False)"
+    )
+    address = server.base_url.removeprefix("https://")
+    if impersonate is None:
+        assert (
+            f"Cannot connect to host {address}: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"
+            in message
+        )
+    else:
+        assert (
+            ": curl: (60) SSL certificate OpenSSL verify result: unable to get local issuer certificate (20) (TLS"
+            in message
+        )
+
+
+@pytest.mark.parametrize(("transport", "impersonate"), VOICES)
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        pytest.param({"fail": "boom"}, "failed the query (model", id="fail"),
+        pytest.param({"failure": FAILED_FRAME}, "Error in processing query", id="failed"),
+        pytest.param({"failure": RATE_LIMIT_FRAME}, "error_code FREE_TIER_RATE_LIMITED)", id="rate-limited"),
+        pytest.param({"stall_after": 0}, "first_token timeout fired after 1s", id="silent"),
+        pytest.param({"drop_after": 1}, "closed the connection mid-answer", id="dropped"),
+    ],
+)
+def test_the_emulators_failures_say_each_thing_once(
+    emulator: LabsEmulator, transport: str, impersonate: str | None, fault: dict[str, object], said: str
+) -> None:
+    emulator.script(**fault)
+    message = _failure(emulator.base_url, transport, impersonate)
+    assert_said_once(message)
+    assert message.count(said) == 1, message
+    assert message.count("FREE_TIER_RATE_LIMITED") <= 1
+
+
+def test_a_stream_curl_broke_off_is_quoted_in_curls_words(emulator: LabsEmulator) -> None:
+    emulator.script(drop_after=1)
+    message = _failure(emulator.base_url, "web", "chrome")
+    assert message == (
+        "Perplexity's web app closed the connection mid-answer (the event stream broke off "
+        "(IncompleteRead: curl: (18) transfer closed with outstanding read data remaining))"
+    )
+
+
+def test_the_doctor_quotes_a_refused_labs_connect_without_the_connectors_key(refused_url: str) -> None:
+    result = run_cli("doctor", "--transport", "labs", "--base-url", refused_url, "--timeout", "5")
+    assert result.returncode == 1
+    address = refused_url.removeprefix("http://")
+    host, port = address.split(":")
+    evidence = (
+        f"Evidence: Could not connect to {refused_url} over websocket: Cannot connect to host {address}: "
+        f"connection refused (Connect call failed ('{host}', {port}))"
+    )
+    assert evidence in result.stdout.splitlines()
+
+
+def test_a_bad_PPLX_LABS_BASE_URL_is_named_once_by_the_cli() -> None:
+    result = run_cli("ask", QUESTION, env={"PPLX_LABS_BASE_URL": "foo"})
+    assert result.returncode == 1
+    assert (
+        result.stderr == f"pplx-labs: error: Invalid base_url 'foo': {EXPECTED_ROOT}\n"
+    )  # not "base_url: Invalid base_url"
 
 
 # -- exit codes ---------------------------------------------------------------------------------------
