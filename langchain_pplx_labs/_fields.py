@@ -115,7 +115,9 @@ class ModelFields(BaseChatModel):
         default_factory=from_env("PPLX_LABS_BASE_URL", default=DEFAULT_BASE_URL),
         validate_default=True,  # a bad PPLX_LABS_BASE_URL is refused here, not after a call's retries
     )
-    """Server root; ``/rest/sse/perplexity_ask`` (web) or ``/socket.io/`` (labs) is appended. Env: ``PPLX_LABS_BASE_URL``."""
+    """Server root, a path kept (``http://host/perplexity`` asks at ``/perplexity/rest/sse/...``); ``/rest/sse/perplexity_ask``
+    (web) or ``/socket.io/`` (labs) is appended. A ``?query``, ``#fragment`` or port out of 1-65535 is refused when the
+    model is built, from here or from the environment. Env: ``PPLX_LABS_BASE_URL``."""
     timeout: float | None = Field(default=300.0, alias="request_timeout")
     """Upper bound in seconds on a whole call, retries and backoff included; ``None`` for no bound. Not retried."""
     connect_timeout: float = 10.0

@@ -75,7 +75,9 @@ def check_base_url(value: str) -> str:
         raise PerplexityLabsInputError(
             f"Invalid base_url {value!r}: expected http(s)://host[:port], e.g. {DEFAULT_BASE_URL}"
         )
-    _check_port(value, parts.netloc.rpartition("@")[2])
+    host_port = parts.netloc.rpartition("@")[2]
+    _check_host(value, host_port)
+    _check_port(value, host_port)
     if parts.query or parts.fragment:
         # Each service appends its own path and query (/rest/sse/..., /socket.io/?EIO=4...): a query
         # or fragment of the root would be dropped on one transport and kept on another.
@@ -85,6 +87,16 @@ def check_base_url(value: str) -> str:
         )
     scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
     return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def _check_host(value: str, host_port: str) -> None:
+    """Refuse ``value`` if its ``host[:port]`` holds a character no URL host may hold (a space, a control)."""
+    bad = next(
+        (char for char in host_port if char.isspace() or not char.isprintable() or char in '<>"{}|\\^`'), None
+    )
+    if bad is not None:
+        # curl refuses such a host only once asked, and aiohttp quotes it mangled: refuse it here.
+        raise PerplexityLabsInputError(f"Invalid base_url {value!r}: a host cannot hold {bad!r}")
 
 
 def _check_port(value: str, host_port: str) -> None:

@@ -42,6 +42,12 @@ NO_QUERY = (
         ("http://127.0.0.1:8123/labs?x=1", NO_QUERY),
         ("http://127.0.0.1:8123/#top", NO_QUERY),
         ("foo", EXPECTED_ROOT),
+        (
+            "http://a b",
+            "a host cannot hold ' '",
+        ),  # curl refused it only at the call, leaving a task unretrieved
+        ("http://h\x01st", "a host cannot hold '\\x01'"),
+        ("http://h{x}:8", "a host cannot hold '{'"),
     ],
 )
 def test_check_base_url_names_what_is_wrong(bad: str, why: str) -> None:
@@ -57,6 +63,7 @@ def test_check_base_url_names_what_is_wrong(bad: str, why: str) -> None:
         ("http://[::1]:8080/root/", "http://[::1]:8080/root"),
         ("https://user:pw@host:65535", "https://user:pw@host:65535"),
         ("http://host:1", "http://host:1"),
+        ("http://bücher.example/x", "http://bücher.example/x"),
     ],
 )
 def test_check_base_url_keeps_ports_in_range_and_ipv6_hosts(given: str, kept: str) -> None:
