@@ -118,7 +118,8 @@ def lowest(session: nox.Session) -> None:
 @nox.session(python=PYTHONS[0])
 def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check, mypy --strict on the package and the benchmarks."""
-    session.install("-e", ".[test,test-perplexity,lint]")  # mypy reads pytest's types in the plugin, mcp's in gateway/mcp
+    # mypy reads pytest's types in the plugin, and mcp's in gateway/mcp.
+    session.install("-e", ".[test,test-perplexity,lint]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "--strict", "langchain_pplx_labs", "benchmarks")

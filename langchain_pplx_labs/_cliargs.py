@@ -77,3 +77,22 @@ def ca_file(text: str) -> str:
     except (OSError, ssl.SSLError) as exc:
         raise argparse.ArgumentTypeError(f"cannot load CA certificates from {text!r}: {exc}") from None
     return text
+
+
+def server_root(text: str) -> str:
+    """An argparse type for ``--base-url``: a server root as ``ChatPerplexityLabs.base_url`` accepts it."""
+    from langchain_pplx_labs.settings import check_base_url  # pydantic's import, paid only with the flag
+
+    try:
+        return check_base_url(text)  # the one check: the model's field and PPLX_LABS_BASE_URL use it too
+    except ValueError as exc:  # its PerplexityLabsInputError, naming the problem
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def model_name(text: str) -> str:
+    """An argparse type for ``--model``: any name but an empty one (the model's own check judges the rest)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "the model name is empty: leave --model out for the transport's default"
+        )
+    return text

@@ -44,6 +44,42 @@ RECENCY_FILTERS = ("day", "week", "month", "year")
 
 # Common chat-model arguments Labs has no use for: accepted without a warning (documented).
 _IGNORED_PARAMS = frozenset({"temperature", "max_tokens"})
+CALL_ARGUMENTS = frozenset({"model", "stream_usage", "tools", "tool_choice", "response_format"})
+"""What a call may pass besides ``stop``: read by the model (``model`` and ``stream_usage`` override the
+fields; the rest is how ``bind_tools`` and ``with_structured_output`` bind)."""
+# What LangChain itself passes down a call (its callbacks and run config, with_structured_output's
+# tracing hint), and what other providers' helpers bind (create_agent's parallel_tool_calls, strict):
+# never the caller's mistake, so never warned about.
+_LANGCHAIN_CALL_ARGUMENTS = frozenset(
+    {
+        "callbacks",
+        "tags",
+        "metadata",
+        "run_name",
+        "run_id",
+        "run_manager",
+        "config",
+        "ls_structured_output_format",
+        "parallel_tool_calls",
+        "strict",
+    }
+)
+
+
+def unknown_argument_warning(owner: str, what: str, name: str) -> str:
+    """The one wording for an argument nobody reads, at construction (``parameter``) or per call (``call argument``)."""
+    return f"{owner} got unknown {what} {name!r}; it is ignored"
+
+
+def unknown_call_arguments(kwargs: Mapping[str, Any]) -> list[str]:
+    """The names among a call's ``kwargs`` that neither the model nor LangChain reads, in the order given."""
+    return [
+        name
+        for name in kwargs
+        if name not in CALL_ARGUMENTS
+        and name not in _LANGCHAIN_CALL_ARGUMENTS
+        and name not in _IGNORED_PARAMS
+    ]
 
 
 def _default_session_file() -> str | None:
@@ -77,8 +113,13 @@ class ModelFields(BaseChatModel):
     and the rest of ``WEB_MODELS`` (``list_models()`` reads the live list). Labs knew ``KNOWN_MODELS``
     (r1-1776, sonar-pro, sonar, sonar-reasoning, sonar-reasoning-pro); those with no web name
     (``LABS_ONLY_MODELS``) warn over the web. Any newer name is accepted."""
-    base_url: str = Field(default_factory=from_env("PPLX_LABS_BASE_URL", default=DEFAULT_BASE_URL))
-    """Server root; ``/rest/sse/perplexity_ask`` (web) or ``/socket.io/`` (labs) is appended. Env: ``PPLX_LABS_BASE_URL``."""
+    base_url: str = Field(
+        default_factory=from_env("PPLX_LABS_BASE_URL", default=DEFAULT_BASE_URL),
+        validate_default=True,  # a bad PPLX_LABS_BASE_URL is refused here, not after a call's retries
+    )
+    """Server root, a path kept (``http://host/perplexity`` asks at ``/perplexity/rest/sse/...``); ``/rest/sse/perplexity_ask``
+    (web) or ``/socket.io/`` (labs) is appended. A ``?query``, ``#fragment`` or port out of 1-65535 is refused when the
+    model is built, from here or from the environment. Env: ``PPLX_LABS_BASE_URL``."""
     timeout: float | None = Field(default=300.0, alias="request_timeout")
     """Upper bound in seconds on a whole call, retries and backoff included; ``None`` for no bound. Not retried."""
     connect_timeout: float = 10.0
@@ -169,7 +210,7 @@ class ModelFields(BaseChatModel):
             for key in values:
                 if key not in known and key not in _IGNORED_PARAMS:
                     warnings.warn(
-                        f"{cls.__name__} got unknown parameter {key!r}; it is ignored",
+                        unknown_argument_warning(cls.__name__, "parameter", key),
                         UserWarning,
                         stacklevel=4,  # past pydantic and Serializable.__init__: the caller
                     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, Self, cast
 
@@ -18,7 +18,7 @@ from pydantic import PrivateAttr, model_validator
 
 from langchain_pplx_labs._answer import answer_chunks
 from langchain_pplx_labs._content_blocks import PROVIDER
-from langchain_pplx_labs._fields import ModelFields
+from langchain_pplx_labs._fields import ModelFields, unknown_argument_warning, unknown_call_arguments
 from langchain_pplx_labs._first_call import pay_first_call_costs
 from langchain_pplx_labs._profiles import DefaultProfile, default_profile
 from langchain_pplx_labs._reporting import areported, nothing_to_report, reported
@@ -322,6 +322,8 @@ class ChatPerplexityLabs(ModelFields):
 
     # The client for the current settings, and those a setting change replaced (closed by close()).
     _clients: ClientCache = PrivateAttr(default_factory=ClientCache)
+    # Unknown call arguments already warned about: once per name, not once per call of a loop.
+    _warned_arguments: set[str] = PrivateAttr(default_factory=set)
 
     @model_validator(mode="after")
     def _warn_labs_name_on_the_web(self) -> Self:
@@ -495,6 +497,7 @@ class ChatPerplexityLabs(ModelFields):
     def _chunks_for(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], *, streamed: bool
     ) -> AsyncIterator[ChatGenerationChunk]:
+        self._warn_unknown_arguments(kwargs)
         # Labs has no tools parameter: tools and JSON formats travel as a system instruction.
         prepared, tools = prepare_request(messages, kwargs)
         model = validate_model_name(kwargs["model"], self.transport) if kwargs.get("model") else self.model
@@ -526,6 +529,17 @@ class ChatPerplexityLabs(ModelFields):
             answer = cast("AsyncGenerator[ChatGenerationChunk, None]", chunks)  # answer_chunks is one
             chunks = _with_thread_digest(answer, to_turns(prepared, first_index=first_index))
         return parse_tool_stream(chunks, tools, seed=request_seed(prepared)) if tools else chunks
+
+    def _warn_unknown_arguments(self, kwargs: Mapping[str, Any]) -> None:
+        # As the constructor warns about unknown fields: llm.invoke("Hi", top_p=0.5) must not pass silently.
+        for name in unknown_call_arguments(kwargs):
+            if name not in self._warned_arguments:
+                self._warned_arguments.add(name)
+                warnings.warn(
+                    unknown_argument_warning(type(self).__name__, "call argument", name),
+                    UserWarning,
+                    stacklevel=2,
+                )
 
     def _astream(
         self,

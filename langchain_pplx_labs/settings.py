@@ -62,14 +62,59 @@ def impersonation_targets() -> tuple[str, ...]:
 
 
 def check_base_url(value: str) -> str:
-    """``value`` as a server root: ``http(s)://host[:port][/path]``, ``ws(s)://`` read as ``http(s)://``, no trailing slash."""
-    parts = urlsplit(value)
+    """``value`` as a server root: ``http(s)://host[:port][/path]``, ``ws(s)://`` read as ``http(s)://``, no trailing slash.
+
+    Every refusal is a ``PerplexityLabsInputError`` naming the problem: the model's field, its
+    environment variable and the CLI's ``--base-url`` all check here, before anything is dialled.
+    """
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:  # "Invalid IPv6 URL"
+        raise PerplexityLabsInputError(f"Invalid base_url {value!r}: {_lowered(str(exc))}") from None
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
         raise PerplexityLabsInputError(
             f"Invalid base_url {value!r}: expected http(s)://host[:port], e.g. {DEFAULT_BASE_URL}"
         )
+    host_port = parts.netloc.rpartition("@")[2]
+    _check_host(value, host_port)
+    _check_port(value, host_port)
+    if parts.query or parts.fragment:
+        # Each service appends its own path and query (/rest/sse/..., /socket.io/?EIO=4...): a query
+        # or fragment of the root would be dropped on one transport and kept on another.
+        raise PerplexityLabsInputError(
+            f"Invalid base_url {value!r}: a server root takes no ?query or #fragment "
+            "(a path is kept: the service's own path is appended to it)"
+        )
     scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
     return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def _check_host(value: str, host_port: str) -> None:
+    """Refuse ``value`` if its ``host[:port]`` holds a character no URL host may hold (a space, a control)."""
+    bad = next(
+        (char for char in host_port if char.isspace() or not char.isprintable() or char in '<>"{}|\\^`'), None
+    )
+    if bad is not None:
+        # curl refuses such a host only once asked, and aiohttp quotes it mangled: refuse it here.
+        raise PerplexityLabsInputError(f"Invalid base_url {value!r}: a host cannot hold {bad!r}")
+
+
+def _check_port(value: str, host_port: str) -> None:
+    """Refuse ``value`` unless the port of its ``host[:port]`` is absent or 1-65535 (urllib lets 0 by)."""
+    host, colon, port = host_port.rpartition(":")
+    if not colon or not port or host.endswith(":") or "]" in port:  # none given; an IPv6 address's colons
+        return
+    if not port.isdigit():
+        raise PerplexityLabsInputError(f"Invalid base_url {value!r}: port {port!r} is not a number")
+    if not 1 <= int(port) <= 65535:
+        raise PerplexityLabsInputError(
+            f"Invalid base_url {value!r}: port {port} is out of range (use 1-65535)"
+        )
+
+
+def _lowered(text: str) -> str:
+    """``text`` with its first letter lower-cased, to follow a colon (urllib's "Invalid IPv6 URL")."""
+    return text[:1].lower() + text[1:]
 
 
 def check_proxy_url(value: str) -> str:

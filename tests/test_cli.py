@@ -200,8 +200,8 @@ def _free_port() -> int:
     ("args", "code", "expected"),
     [
         (["ask", "--model", "bad model!", QUESTION], 1, "model: Invalid web model name 'bad model!'"),
-        (["ask", "--base-url", "notaurl", QUESTION], 1, "base_url: Invalid base_url 'notaurl'"),
-        (["ask", "--base-url", "ftp://x", QUESTION], 1, "Invalid base_url 'ftp://x'"),
+        (["ask", "--base-url", "notaurl", QUESTION], 2, "argument --base-url: Invalid base_url 'notaurl'"),
+        (["ask", "--base-url", "ftp://x", QUESTION], 2, "Invalid base_url 'ftp://x'"),
         (["serve", "--port", "-5"], 2, "invalid port -5: use 0-65535"),
         (["serve", "--port", "99999"], 2, "invalid port 99999"),
         (["serve", "--host", "nosuch.invalid"], 1, "cannot serve on nosuch.invalid:0"),

@@ -271,8 +271,8 @@ async def test_a_refused_port_fails_at_connect() -> None:
     # Plain aiohttp: the evidence quoted is the client's own text (curl's is the next test's).
     report = await _walk(f"http://127.0.0.1:{port}", impersonate=None)
     refused = (
-        f"Could not connect to http://127.0.0.1:{port} over web: Cannot connect to host 127.0.0.1:{port} "
-        f"ssl:default [Connect call failed ('127.0.0.1', {port})]"
+        f"Could not connect to http://127.0.0.1:{port} over web: Cannot connect to host 127.0.0.1:{port}: "
+        f"connection refused (Connect call failed ('127.0.0.1', {port}))"  # without aiohttp's "ssl:default"
     )
     assert _lines(report) == [
         _header(f"http://127.0.0.1:{port}"),
@@ -287,8 +287,8 @@ async def test_a_refused_port_fails_at_connect_in_the_impersonating_clients_word
     report = await _walk(f"http://127.0.0.1:{port}")
     lines = _lines(report)
     assert lines[1].startswith(
-        f"✘ connect (TCP, TLS) | Could not connect to http://127.0.0.1:{port} over web: Failed to perform, "
-        f"curl: (7) Failed to connect to 127.0.0.1:{port}"
+        f"✘ connect (TCP, TLS) | Could not connect to http://127.0.0.1:{port} over web: "
+        f"curl: (7) Failed to connect to 127.0.0.1:{port}"  # without curl_cffi's "Failed to perform, "
     )
     assert lines[-1] == (
         "What to change: nothing answers at that host and port: check --base-url, the network or a proxy"

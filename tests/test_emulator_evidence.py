@@ -267,4 +267,4 @@ async def test_serve_with_a_protocol_file_and_an_allowed_origin(tmp_path: Path) 
         assert message.content == made_up_answer("What is the capital of France?")
     finally:
         process.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(process.wait(), 60) == 0
+        assert await asyncio.wait_for(process.wait(), 60) == 130  # Ctrl+C: interrupted

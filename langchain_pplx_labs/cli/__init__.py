@@ -95,10 +95,13 @@ def _reader_gone() -> int:
 
 def _validation_message(exc: ValidationError) -> str:
     # pydantic's text spans lines and links to its docs; the user needs the field and why.
-    return "; ".join(
-        f"{'.'.join(map(str, error['loc']))}: {error['msg'].removeprefix('Value error, ')}"
-        for error in exc.errors()
-    )
+    return "; ".join(_field_message(error["loc"], error["msg"]) for error in exc.errors())
+
+
+def _field_message(loc: tuple[int | str, ...], msg: str) -> str:
+    field, message = ".".join(map(str, loc)), msg.removeprefix("Value error, ")
+    # Our checks name their field ("Invalid base_url 'foo': ..."): not "base_url: Invalid base_url".
+    return message if message.startswith(f"Invalid {field} ") else f"{field}: {message}"
 
 
 def _os_message(exc: OSError) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, TextIO
 
-from langchain_pplx_labs._cliargs import positive_seconds
+from langchain_pplx_labs._cliargs import model_name, positive_seconds, server_root
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
     add_ca_file_flag,
@@ -45,14 +45,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Register ``ask`` and its flags; the caller binds the command to ``ask``."""
     ask = commands.add_parser("ask", help="stream an answer and print its sources as footnotes")
     ask.add_argument("question")
-    ask.add_argument(
-        "--model",
-        default=None,
-        help=MODEL_DEFAULT_HELP,
-    )
+    ask.add_argument("--model", type=model_name, default=None, help=MODEL_DEFAULT_HELP)
     where = ask.add_mutually_exclusive_group()
     where.add_argument("--emulator", action="store_true", help="answer offline from an in-process emulator")
-    where.add_argument("--base-url", default=None, help=f"server root (default {DEFAULT_BASE_URL})")
+    where.add_argument(
+        "--base-url", type=server_root, default=None, help=f"server root (default {DEFAULT_BASE_URL})"
+    )
     ask.add_argument("--system", default=None, help=SYSTEM_HELP)
     ask.add_argument("--show-reasoning", action="store_true", help="also print the model's thinking")
     ask.add_argument(
@@ -87,7 +85,7 @@ async def ask(args: argparse.Namespace, out: TextIO) -> int:
         base_url = emulator_url or args.base_url
         where = {"base_url": base_url} if base_url else {}
         # No --model: the model's own default, which follows the transport.
-        named = {"model": args.model} if args.model else {}
+        named = {"model": args.model} if args.model is not None else {}
         waits = {"first_token_timeout": args.first_token_timeout} if args.first_token_timeout else {}
         voice = impersonate_option(args)
         trusted = trusted_context(args)

@@ -10,7 +10,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
-from langchain_pplx_labs._cliargs import CliError, number, proxy_url
+from langchain_pplx_labs._cliargs import CliError, model_name, number, proxy_url, server_root
 from langchain_pplx_labs._plural import counted
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
@@ -38,9 +38,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "doctor", help="ask one question step by step and say which step fails and why"
     )
     doctor.add_argument(
-        "--base-url", default=None, help=f"server root (default $PPLX_LABS_BASE_URL or {DEFAULT_BASE_URL})"
+        "--base-url",
+        type=server_root,
+        default=None,
+        help=f"server root (default $PPLX_LABS_BASE_URL or {DEFAULT_BASE_URL})",
     )
-    doctor.add_argument("--model", default=None, help=MODEL_DEFAULT_HELP)
+    doctor.add_argument("--model", type=model_name, default=None, help=MODEL_DEFAULT_HELP)
     doctor.add_argument("--question", default=QUESTION, help=f"what to ask (default {QUESTION!r})")
     doctor.add_argument(
         "--system",
@@ -74,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the doctor; exit 0 when the question got an answer, 1 otherwise."""
     transport = _transport(args)
     protocol = labs_protocol(args)
-    base_url = (args.base_url or os.environ.get("PPLX_LABS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-    model = args.model or default_model(transport)
+    base_url = args.base_url or _environment_base_url()
+    model = args.model if args.model is not None else default_model(transport)
     planned: tuple[str, ...]
     if transport == "web":
         from langchain_pplx_labs.doctor.web import WEB_STEPS
@@ -144,6 +147,16 @@ def _transport(args: argparse.Namespace) -> Service:
     if transport == "labs":
         return "labs"
     raise CliError(f"Invalid PPLX_LABS_TRANSPORT {transport!r}: use 'labs' or 'web'")
+
+
+def _environment_base_url() -> str:
+    """``$PPLX_LABS_BASE_URL``, else the live site, checked as ``ChatPerplexityLabs.base_url`` checks it."""
+    from langchain_pplx_labs.settings import check_base_url
+
+    try:
+        return check_base_url(os.environ.get("PPLX_LABS_BASE_URL") or DEFAULT_BASE_URL)
+    except ValueError as exc:  # its PerplexityLabsInputError
+        raise CliError(f"$PPLX_LABS_BASE_URL: {exc}") from None
 
 
 def _impersonate(args: argparse.Namespace) -> str | None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from langchain_pplx_labs._cliargs import CliError, count, port, positive_int, seconds
-from langchain_pplx_labs.cli._shared import add_protocol_flag, labs_protocol, listening, stop_on_signals
+from langchain_pplx_labs.cli._shared import StopSignals, add_protocol_flag, labs_protocol, listening
 
 if TYPE_CHECKING:
     from langchain_pplx_labs.emulator.gate import LocalhostTLS
@@ -99,7 +99,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT / SIGTERM."""
+    """Serve until SIGINT (exit 130, as the gateway) or SIGTERM (exit 0)."""
     return asyncio.run(_serve(args))
 
 
@@ -211,7 +211,7 @@ async def _run_emulator(
         gate=FingerprintGate() if args.gate else None,
         server_name="localhost" if tls is not None and loopback else None,
     )
-    stop = stop_on_signals()
+    signals = StopSignals()  # before the URL is printed: whoever reads it may stop us at once
     async with listening(args.host, args.port, emulator.start, emulator.stop):
         print(emulator.base_url, flush=True)
         if tls is not None:
@@ -224,5 +224,7 @@ async def _run_emulator(
                 "ssl_context=ssl.create_default_context(cafile=...) in code), or verify_ssl=False",
                 file=sys.stderr,
             )
-        await stop.wait()
-    return 0
+        await signals.next()
+    return (
+        signals.exit_code
+    )  # 130 after Ctrl+C, as the gateway and every interrupted command; 0 after SIGTERM

@@ -189,7 +189,10 @@ class LabsConnection:
             if isinstance(failure, ConnectTimeout):
                 return PerplexityLabsTimeoutError("connect", timeouts.connect)
             hint = UNTRUSTED_CERTIFICATE if isinstance(failure, CertificateError) else ""
-            return PerplexityLabsConnectionError(f"Could not connect to {url} over {transport}: {exc}{hint}")
+            # The seam's wording (failure), not aiohttp's own (exc): no "ssl:default" connector key.
+            return PerplexityLabsConnectionError(
+                f"Could not connect to {url} over {transport}: {failure}{hint}"
+            )
         if isinstance(exc, Exception):
             # The server's first message is not Engine.IO (a plain WebSocket, a proxy's page):
             # our wire says so, engine.io lets its parsing errors escape. A connection failure, retried.

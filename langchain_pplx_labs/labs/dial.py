@@ -12,7 +12,7 @@ from socketio import exceptions as sio_exceptions
 
 from langchain_pplx_labs._tracing import current_opening
 from langchain_pplx_labs.errors import caused_by
-from langchain_pplx_labs.transports.aiohttp import AiohttpTransport, connector_keepalive_timeout
+from langchain_pplx_labs.transports.aiohttp import AiohttpTransport, connector_keepalive_timeout, described
 from langchain_pplx_labs.transports.base import CertificateError, ConnectError, ConnectTimeout, TransportError
 
 # aiohttp-socks raises these outside aiohttp's hierarchy.
@@ -68,7 +68,7 @@ def connect_failure(exc: BaseException) -> TransportError | None:
 
 
 def _seam_error(exc: BaseException) -> TransportError:
-    text = str(exc) or type(exc).__name__
+    text = described(exc)
     if caused_by(exc, _CONNECT_TIMEOUTS):
         return ConnectTimeout(text)
     if caused_by(exc, aiohttp.ClientConnectorCertificateError):

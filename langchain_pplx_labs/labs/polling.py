@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import engineio
@@ -121,11 +122,11 @@ class PollingWire:
         self._refusal = asyncio.get_running_loop().create_future()
         connecting = asyncio.ensure_future(
             self._sio.connect(
-                self._settings.base_url,
+                self._settings.base_url,  # python-socketio keeps its scheme and host: the path goes below
                 headers=self._settings.header_dict,
                 auth=dict(self._settings.protocol.auth),
                 transports=["polling", "websocket"],
-                socketio_path=self._settings.protocol.engineio_path,
+                socketio_path=engineio_path(self._settings),
                 wait_timeout=self._settings.timeouts.handshake,
             )
         )
@@ -197,6 +198,15 @@ class PollingWire:
 
 def _refuse_new_session() -> aiohttp.ClientSession:
     raise PoolSessionClosed("The Labs connection pool is closed")
+
+
+def engineio_path(settings: ConnectionSettings) -> str:
+    """The Engine.IO path under the server's host, the base URL's own path first (``/labs`` + ``socket.io``).
+
+    python-socketio drops a path given in the URL; the WebSocket and the web app keep it, so must we.
+    """
+    root = urlsplit(settings.base_url).path.strip("/")
+    return "/".join(part for part in (root, settings.protocol.engineio_path) if part)
 
 
 def say_goodbye(eio: Any) -> None:

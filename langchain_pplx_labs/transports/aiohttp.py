@@ -75,13 +75,13 @@ class AiohttpTransport:
                 trace_request_ctx=request,
             )
         except (aiohttp.ConnectionTimeoutError, ProxyTimeoutError) as exc:
-            raise ConnectTimeout(_described(exc)) from exc
+            raise ConnectTimeout(described(exc)) from exc
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise CertificateError(_described(exc)) from exc
+            raise CertificateError(described(exc)) from exc
         except _CONNECT_FAILURES as exc:
-            raise ConnectError(_described(exc)) from exc
+            raise ConnectError(described(exc)) from exc
         except _READ_FAILURES as exc:
-            raise ReadError(_described(exc)) from exc
+            raise ReadError(described(exc)) from exc
         return Response(response.status, response.headers.items(), _Body(response))
 
     async def aclose(self) -> None:
@@ -129,7 +129,7 @@ class _Body:
         try:
             return await self._response.content.readany()
         except (*_READ_FAILURES, ProxyError) as exc:
-            raise ReadError(_described(exc)) from exc
+            raise ReadError(described(exc)) from exc
 
     @property
     def ended(self) -> bool:
@@ -157,8 +157,22 @@ def _connected_trace() -> aiohttp.TraceConfig:
     return trace
 
 
-def _described(exc: BaseException) -> str:
+def described(exc: BaseException) -> str:
+    """aiohttp's error in its own words, less its connector's key: ``ssl:default`` (or a context's repr)
+    says nothing to a user, and on an http:// URL it reads as if TLS were involved."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"Cannot connect to host {exc.host}:{exc.port}: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"Cannot connect to host {exc.host}:{exc.port}: {_os_reason(exc.os_error)}"
     return str(exc) or type(exc).__name__
+
+
+def _os_reason(error: OSError) -> str:
+    """The socket's reason: asyncio's "Connect call failed (...)" with the errno's name it leaves out."""
+    reason = error.strerror or str(error) or type(error).__name__
+    if isinstance(error, ConnectionRefusedError) and "refused" not in reason.lower():
+        return f"connection refused ({reason})"
+    return reason
 
 
 # Every session not closed yet. A dropped model caught in a reference cycle (an error's

@@ -33,6 +33,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import re
 import ssl
 import tempfile
 from collections.abc import Callable, Mapping
@@ -440,4 +441,12 @@ def _ca_file_of(context: ssl.SSLContext) -> str:
 
 
 def _described(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    """curl's error as curl says it (``curl: (7) Failed to connect to ...``), less curl_cffi's wrapping:
+    the libcurl call that failed ("Failed to perform, ") and its pointer to libcurl's error list."""
+    text = str(exc) or type(exc).__name__
+    text = _CURL_CALL.sub("", text, count=1)
+    return _CURL_DOCS.sub("", text).rstrip().removesuffix(".")  # the pointer's sentence ended at it
+
+
+_CURL_CALL = re.compile(r"^Failed to \w+(?: \d+)?, (?=curl: )")
+_CURL_DOCS = re.compile(r"\s*See https://curl\.se/libcurl/c/libcurl-errors\.html first for more details\.?")

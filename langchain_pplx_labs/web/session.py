@@ -479,9 +479,9 @@ async def _refusal(
 
 
 def _named(exc: TransportError) -> str:
-    """The error under a transport's (``ServerDisconnectedError: ...``), as the message names it."""
+    """The error under a transport's, named by its type and worded by the transport (``IncompleteRead: curl: (18) ...``)."""
     cause = exc.__cause__ or exc
-    return f"{type(cause).__name__}: {cause}"
+    return f"{type(cause).__name__}: {exc}"
 
 
 def web_refusal(
