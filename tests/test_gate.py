@@ -29,6 +29,11 @@ from langchain_pplx_labs.emulator.gate import (
 from langchain_pplx_labs.emulator.ja4 import ja4
 from langchain_pplx_labs.errors import PerplexityLabsBlockedError
 
+# These tests ask Labs names over the web on purpose (what code written for Labs does); the warning that
+# names the web models is tested in test_models_list.py.
+pytestmark = pytest.mark.filterwarnings("ignore:model=.* is a name of Labs:UserWarning")
+
+
 ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
 CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
 SESSION = "__Secure-next-auth.session-token=s3ss10n"

@@ -12,6 +12,10 @@ from langchain_pplx_labs import KNOWN_MODELS, ChatPerplexityLabs
 from langchain_pplx_labs.emulator import LabsEmulator, LabsRequest
 from langchain_pplx_labs.emulator.rules import offered_tools, schema_follower, wants_json
 
+# These tests ask Labs names over the web on purpose (what code written for Labs does); the warning that
+# names the web models is tested in test_models_list.py.
+pytestmark = pytest.mark.filterwarnings("ignore:model=.* is a name of Labs:UserWarning")
+
 
 def declared(profile: dict[str, Any]) -> dict[str, Any]:
     """``profile`` without the keys the installed langchain-core's ``ModelProfile`` does not know yet

@@ -14,7 +14,11 @@ from langchain_pplx_labs.emulator import EmulatorThread
 class TestChatPerplexityLabsWebUnit(test_standard.TestChatPerplexityLabsUnit):
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {**super().chat_model_params, "transport": "web"}
+        return {
+            **super().chat_model_params,
+            "transport": "web",
+            "model": "turbo",
+        }  # a web name: sonar-pro warns
 
     @property
     def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
@@ -36,4 +40,8 @@ class TestChatPerplexityLabsWebIntegration(test_standard.TestChatPerplexityLabsI
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {**super().chat_model_params, "transport": "web"}
+        return {
+            **super().chat_model_params,
+            "transport": "web",
+            "model": "turbo",
+        }  # a web name: sonar-pro warns

@@ -62,6 +62,10 @@ from test_tools import (  # noqa: F401
 from langchain_pplx_labs import ChatPerplexityLabs
 from langchain_pplx_labs.emulator import LabsEmulator
 
+# These tests ask Labs names over the web on purpose (what code written for Labs does); the warning that
+# names the web models is tested in test_models_list.py.
+pytestmark = pytest.mark.filterwarnings("ignore:model=.* is a name of Labs:UserWarning")
+
 
 @pytest.fixture(autouse=True)
 def _over_the_web(over_the_web: LabsEmulator) -> Iterator[None]:

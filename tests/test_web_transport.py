@@ -26,6 +26,11 @@ from langchain_pplx_labs.settings import BROWSER_USER_AGENT
 from langchain_pplx_labs.transports import aiohttp as aiohttp_transport
 from langchain_pplx_labs.transports.aiohttp import connector_keepalive_timeout
 
+# These tests ask Labs names over the web on purpose (what code written for Labs does); the warning that
+# names the web models is tested in test_models_list.py.
+pytestmark = pytest.mark.filterwarnings("ignore:model=.* is a name of Labs:UserWarning")
+
+
 ANSWER = "Paris is the capital of France [1]. It hosts the government [2]."
 THINKING = "The user asks about France; check both sources."
 CITATIONS = ["https://en.wikipedia.org/wiki/Paris", "https://www.britannica.com/place/Paris"]
@@ -76,6 +81,7 @@ def test_transport_is_an_identifying_param_and_keys_the_client() -> None:
     assert labs._settings()[0] != web._settings()[0]  # separate pools: a Labs socket never answers web
 
 
+@pytest.mark.filterwarnings("ignore:The function `load` is in beta")
 def test_dumpd_load_and_pickle_keep_the_transport_and_the_web_model() -> None:
     chat = ChatPerplexityLabs(transport="web", base_url="http://127.0.0.1:9")
     data = dumpd(chat)

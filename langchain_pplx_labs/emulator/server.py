@@ -58,8 +58,11 @@ MAIN_SITE_PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><
 MAX_RECORDED_REQUESTS = 1000
 _MAX_NOTED_HELLOS = 4096
 # An admitted request without Cloudflare's bot cookie: its answer sets one.
-# A plain key: aiohttp.web.RequestKey arrived after the lowest aiohttp we allow (3.11).
-_SETS_BOT_COOKIE = "pplx_labs_sets_bot_cookie"
+# aiohttp.web.RequestKey where there is one (newer aiohttp warns on a plain key); a plain key on the lowest
+# aiohttp we allow (3.11), which has none.
+_SETS_BOT_COOKIE: Any = getattr(web, "RequestKey", lambda name, _kind: name)(
+    "pplx_labs_sets_bot_cookie", bool
+)
 
 
 class LabsEmulator:
