@@ -357,9 +357,13 @@ def _chat(**fields: Any) -> dict[str, Any]:
         (_chat(messages=[]), "messages", "at least 1"),
         (_chat(messages=[{"role": "robot", "content": "hi"}]), "messages[0].role", "Input should be"),
         (
-            _chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
+            _chat(
+                messages=[
+                    {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]}
+                ]
+            ),
             "messages[0].content[0].type",
-            "text only",
+            "the gateway takes text parts, and image_url and file parts in user messages",
         ),
         (_chat(messages=[{"role": "user", "content": "a"}] * 513), "messages", "at most 512"),
         (_chat(n=2), "n", "n=1"),

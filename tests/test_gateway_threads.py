@@ -3,6 +3,7 @@ continuing the first answer's web thread (#29), through the unmodified openai an
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -217,3 +218,62 @@ def test_no_thread_id_reaches_the_log(
     ask(client, [*history, {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "More?"}])
     token = _followed(emulator)["read_write_token"]
     assert token not in caplog.text
+
+
+# -- images and files (#29's attachments through the gateway) ---------------------------------------
+
+SIGNED_IN = "__Secure-next-auth.session-token=gateway-attach-token"
+PNG = (
+    b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
+)  # a PNG's signature and bytes: what arrives is compared byte for byte
+
+
+def _image_question(url: str) -> list[dict[str, Any]]:
+    parts = [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]
+    return [{"role": "user", "content": parts}]
+
+
+def test_an_image_part_is_uploaded_and_named_in_the_ask(over_the_web: LabsEmulator) -> None:
+    data_url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    with (
+        gateway_for(over_the_web, model_options={"cookies": SIGNED_IN}) as running,
+        sdk_for(running.root) as sdk,
+    ):
+        completion = ask(sdk, _image_question(data_url))
+    assert completion.choices[0].message.content
+    uploads = over_the_web.web.uploads
+    assert [(stored.data, stored.content_type) for stored in uploads.stored.values()] == [(PNG, "image/png")]
+    params = over_the_web.web.bodies[-1]["params"]
+    assert params["attachments"] == [stored.url for stored in uploads.stored.values()]
+    assert over_the_web.web.bodies[-1]["query_str"].endswith("What is in this picture?")
+
+
+def test_an_image_an_anonymous_session_cannot_send_is_a_400_in_the_models_words(
+    client: openai.OpenAI, emulator: LabsEmulator
+) -> None:
+    data_url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client, _image_question(data_url))
+    assert (
+        "and the web session is not signed in: the web app uploads files for signed-in accounts only"
+        in str(caught.value)
+    )
+    assert (emulator.web.uploads.batches, emulator.web.asks) == (0, 0)
+
+
+def test_an_image_in_an_assistant_message_is_a_400_naming_it(
+    client: openai.OpenAI, emulator: LabsEmulator
+) -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    messages = [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": [image]},
+        {"role": "user", "content": "And?"},
+    ]
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client, messages)
+    assert "messages[1] is a assistant message with 'image_url' parts" in str(caught.value)
+    assert emulator.web.asks == 0

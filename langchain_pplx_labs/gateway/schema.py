@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from langchain_pplx_labs.gateway.errors import GatewayError, invalid, is_type_name
 
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+# OpenAI's image and file parts, passed on as the client sent them: the model uploads them (web, signed in)
+# or refuses them in its own words (labs, anonymous, a link, a size).
+_ATTACHMENT_PARTS = frozenset({"image_url", "file"})
 
 
 class _Open(BaseModel):
@@ -181,11 +184,12 @@ def to_langchain(request: ChatRequest) -> list[BaseMessage]:
     names: dict[str, str] = {}
     messages: list[BaseMessage] = []
     for index, message in enumerate(request.messages):
+        if message.role == "user":
+            messages.append(HumanMessage(content=_user_content(message, index)))
+            continue
         content = _content(message, index)
         if message.role in ("system", "developer"):
             messages.append(SystemMessage(content=content))
-        elif message.role == "user":
-            messages.append(HumanMessage(content=content))
         elif message.role == "assistant":
             messages.append(_assistant(message, content, names))
         elif message.role == "tool":
@@ -200,20 +204,43 @@ def to_langchain(request: ChatRequest) -> list[BaseMessage]:
 
 
 def _content(message: MessageIn, index: int) -> str:
+    text, attachments = _parts(message, index)
+    if attachments:
+        raise invalid(
+            f"messages[{index}] is a {message.role} message with {attachments[0]['type']!r} parts; "
+            "images and files go in user messages",
+            f"messages[{index}].content",
+            code="unsupported_content",
+        )
+    return text
+
+
+def _user_content(message: MessageIn, index: int) -> str | list[str | dict[str, Any]]:
+    """A user message's text, or its text and its image and file parts as LangChain content blocks."""
+    text, attachments = _parts(message, index)
+    return [{"type": "text", "text": text}, *attachments] if attachments else text
+
+
+def _parts(message: MessageIn, index: int) -> tuple[str, list[dict[str, Any]]]:
     if message.content is None:
-        return ""
+        return "", []
     if isinstance(message.content, str):
-        return message.content
-    texts = []
+        return message.content, []
+    texts: list[str] = []
+    attachments: list[dict[str, Any]] = []
     for number, part in enumerate(message.content):
-        if part.type not in _TEXT_PARTS or part.text is None:
+        if part.type in _TEXT_PARTS and part.text is not None:
+            texts.append(part.text)
+        elif part.type in _ATTACHMENT_PARTS:
+            attachments.append(part.model_dump(exclude_none=True))
+        else:
             raise invalid(
-                f"messages[{index}].content[{number}] has type {part.type!r}; Perplexity Labs takes text only",
+                f"messages[{index}].content[{number}] has type {part.type!r}; the gateway takes text parts, "
+                "and image_url and file parts in user messages",
                 f"messages[{index}].content[{number}].type",
                 code="unsupported_content",
             )
-        texts.append(part.text)
-    return "\n".join(texts)
+    return "\n".join(texts), attachments
 
 
 def _assistant(message: MessageIn, content: str, names: dict[str, str]) -> AIMessage:
