@@ -18,6 +18,8 @@ from langchain_pplx_labs.cookies import cookie_header
 from langchain_pplx_labs.errors import PerplexityLabsInputError
 from langchain_pplx_labs.protocol import (
     DEFAULT_BASE_URL,
+    RECENCY_FILTERS,
+    SEARCH_SOURCES,
     LabsProtocol,
     default_model,
     validate_model_name,
@@ -38,9 +40,6 @@ if TYPE_CHECKING:
 
 # Header names whose values are credentials: masked by dumpd and never logged.
 _SECRET_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization", "x-api-key"})
-SEARCH_SOURCES: Mapping[str, str] = {"web": "web", "academic": "scholar", "sec": "edgar", "social": "social"}
-"""ChatPerplexity's ``search_mode`` -> the web app's ``sources`` entry (perplexity-webui-scraper 1.2.1 ``SourceFocus``)."""
-RECENCY_FILTERS = ("day", "week", "month", "year")
 
 # Common chat-model arguments Labs has no use for: accepted without a warning (documented).
 _IGNORED_PARAMS = frozenset({"temperature", "max_tokens"})

@@ -20,6 +20,11 @@ DEFAULT_MODEL = "r1-1776"
 """The model a Labs question (``transport="labs"``) asks when none is named."""
 WEB_DEFAULT_MODEL = "auto"
 """The model a web question (``transport="web"``) asks when none is named: the account picks (``turbo`` anonymous)."""
+SEARCH_SOURCES: dict[str, str] = {"web": "web", "academic": "scholar", "sec": "edgar", "social": "social"}
+"""ChatPerplexity's ``search_mode`` -> the web app's ``sources`` entry (perplexity-webui-scraper 1.2.1 ``SourceFocus``)."""
+RECENCY_FILTERS = ("day", "week", "month", "year")
+"""ChatPerplexity's ``search_recency_filter`` values, sent as the web app's ``search_recency_filter``."""
+
 WEB_MODELS = (
     "auto",
     "turbo",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import openai
 import pytest
 from clirun import run_cli
@@ -161,3 +163,57 @@ def test_ask_over_the_web_sends_a_system_prompt_only_when_given(emulator: LabsEm
     assert "Be brief." in sent
     assert QUESTION in sent
     assert sent != QUESTION
+
+
+def test_ask_sends_the_search_options_under_their_field_names(emulator: LabsEmulator) -> None:
+    flags = ("--base-url", emulator.base_url, "--search-mode", "academic", "--search-recency-filter", "week")
+    result = run_cli("ask", *flags, QUESTION)
+    assert result.returncode == 0, result.stderr
+    params = emulator.web.bodies[-1]["params"]
+    assert params["sources"] == ["scholar"]
+    assert params["search_recency_filter"] == "week"
+    result = run_cli("ask", "--base-url", emulator.base_url, "--disable-search", QUESTION)
+    assert result.returncode == 0, result.stderr
+    assert emulator.web.bodies[-1]["params"]["search_focus"] == "writing"
+    assert emulator.web.bodies[-1]["params"]["sources"] == []
+
+
+def test_an_unknown_search_mode_is_a_usage_error(emulator: LabsEmulator) -> None:
+    result = run_cli("ask", "--base-url", emulator.base_url, "--search-mode", "news", QUESTION)
+    assert result.returncode == 2
+    assert "argument --search-mode: invalid choice: 'news'" in result.stderr
+    assert emulator.web.asks == 0
+
+
+def test_ask_attaches_files_a_signed_in_session_uploads(emulator: LabsEmulator, tmp_path: Path) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+    (tmp_path / "dot.png").write_bytes(png)
+    (tmp_path / "notes.txt").write_bytes(b"two lines\nof notes\n")
+    signed_in = {"PPLX_LABS_COOKIES": "__Secure-next-auth.session-token=cli-attach-token"}
+    files = ("--attach", str(tmp_path / "dot.png"), "--attach", str(tmp_path / "notes.txt"))
+    result = run_cli("ask", "--base-url", emulator.base_url, *files, QUESTION, env=signed_in)
+    assert result.returncode == 0, result.stderr
+    stored = [(item.data, item.filename, item.content_type) for item in emulator.web.uploads.stored.values()]
+    assert stored == [(png, "dot.png", "image/png"), (b"two lines\nof notes\n", "notes.txt", "text/plain")]
+    assert emulator.web.bodies[-1]["params"]["attachments"] == [
+        item.url for item in emulator.web.uploads.stored.values()
+    ]
+    assert emulator.web.bodies[-1]["query_str"] == QUESTION
+
+
+def test_ask_attaching_without_a_session_or_a_file_is_one_line(
+    emulator: LabsEmulator, tmp_path: Path
+) -> None:
+    (tmp_path / "dot.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    anonymous = run_cli(
+        "ask", "--base-url", emulator.base_url, "--attach", str(tmp_path / "dot.png"), QUESTION
+    )
+    assert anonymous.returncode == 1
+    assert anonymous.stderr.startswith("pplx-labs: error: The question attaches 'dot.png'")
+    assert "the web session is not signed in" in anonymous.stderr
+    missing = run_cli(
+        "ask", "--base-url", emulator.base_url, "--attach", str(tmp_path / "gone.pdf"), QUESTION
+    )
+    assert missing.returncode == 1
+    assert missing.stderr == f"pplx-labs: error: {tmp_path / 'gone.pdf'}: No such file or directory\n"
+    assert (emulator.web.asks, emulator.web.uploads.batches) == (0, 0)

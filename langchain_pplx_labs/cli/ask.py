@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, TextIO
+import base64
+import mimetypes
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from langchain_pplx_labs._cliargs import model_name, positive_seconds, server_root
 from langchain_pplx_labs.cli._shared import (
@@ -18,7 +21,7 @@ from langchain_pplx_labs.cli._shared import (
     transport_option,
     trusted_context,
 )
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL
+from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, RECENCY_FILTERS, SEARCH_SOURCES
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -60,6 +63,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="seconds to wait for the first frame (default 60): a silent server fails after it",
     )
+    _add_web_flags(ask)
     add_protocol_flag(ask)
     add_transport_flag(ask)
     add_impersonate_flag(ask)
@@ -67,12 +71,50 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     return ask
 
 
-def conversation(question: str, system: str | None) -> list[BaseMessage]:
+def _add_web_flags(ask: argparse.ArgumentParser) -> None:
+    """The web app's search options and attachments, under ChatPerplexityLabs' field names."""
+    ask.add_argument("--search-mode", choices=list(SEARCH_SOURCES), help="where to search (web)")
+    ask.add_argument(
+        "--search-recency-filter", choices=RECENCY_FILTERS, help="only sources this recent (web)"
+    )
+    ask.add_argument("--disable-search", action="store_true", help="answer without searching (web)")
+    ask.add_argument(
+        "--attach",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an image or a file to send with the question, repeatable (web, signed in: pplx-labs login)",
+    )
+
+
+def _web_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The model fields the web flags set (none when not given, so the model's defaults stand)."""
+    given = {"search_mode": args.search_mode, "search_recency_filter": args.search_recency_filter}
+    options: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+    return {**options, "disable_search": True} if args.disable_search else options
+
+
+def attachment_block(path: str) -> dict[str, Any]:
+    """``path``'s bytes as a LangChain v1 content block (the model checks its type and size)."""
+    data = Path(path).read_bytes()  # a missing file: one OSError line naming it
+    mime = mimetypes.guess_type(path)[0] or ""
+    return {
+        "type": "image" if mime.startswith("image/") else "file",
+        "base64": base64.b64encode(data).decode("ascii"),
+        "mime_type": mime,
+        "filename": Path(path).name,
+    }
+
+
+def conversation(
+    question: str, system: str | None, files: list[dict[str, Any]] | None = None
+) -> list[BaseMessage]:
     """The messages ``ask`` sends and ``cassette record`` records: one builder, so recordings replay."""
     from langchain_core.messages import HumanMessage, SystemMessage
 
     # An empty system turn is still a message the server sees; "" means "no system prompt".
-    return [*([SystemMessage(system)] if system and system.strip() else []), HumanMessage(question)]
+    asked = HumanMessage([{"type": "text", "text": question}, *files]) if files else HumanMessage(question)
+    return [*([SystemMessage(system)] if system and system.strip() else []), asked]
 
 
 async def ask(args: argparse.Namespace, out: TextIO) -> int:
@@ -90,14 +132,22 @@ async def ask(args: argparse.Namespace, out: TextIO) -> int:
         voice = impersonate_option(args)
         trusted = trusted_context(args)
         trust = {"ssl_context": trusted} if trusted is not None else {}
+        files = [attachment_block(path) for path in args.attach]
         model = ChatPerplexityLabs(
-            protocol=protocol, **named, **transport_option(args), **voice, **trust, **where, **waits
+            protocol=protocol,
+            **named,
+            **transport_option(args),
+            **voice,
+            **trust,
+            **where,
+            **waits,
+            **_web_options(args),
         )
         citations: list[str] = []
         thinking = False
         started = False
         try:
-            messages = conversation(args.question, default_system(args.system, model.transport))
+            messages = conversation(args.question, default_system(args.system, model.transport), files)
             async for chunk in model.astream(messages):
                 reasoning = chunk.additional_kwargs.get("reasoning_content", "")
                 if args.show_reasoning and reasoning:
