@@ -93,7 +93,9 @@ def test_a_port_out_of_range_is_refused_when_the_model_is_built() -> None:
     )
 
 
-@pytest.mark.parametrize("command_name", ["ask", "doctor"])
+@pytest.mark.parametrize(
+    "command_name", ["ask", "doctor", "models", "gateway", "mcp", "login", "cassette record"]
+)
 @pytest.mark.parametrize(
     ("bad", "why"),
     [
@@ -103,8 +105,9 @@ def test_a_port_out_of_range_is_refused_when_the_model_is_built() -> None:
     ],
 )
 def test_a_bad_base_url_flag_is_a_usage_error(command_name: str, bad: str, why: str) -> None:
-    question = [QUESTION] if command_name == "ask" else []
-    result = run_cli(command_name, "--base-url", bad, *question)
+    # Every command that takes --base-url checks it as the model does: the flag is refused before anything runs.
+    question = [QUESTION] if command_name in ("ask", "cassette record") else []
+    result = run_cli(*command_name.split(), "--base-url", bad, *question)
     assert result.returncode == 2, result.stderr
     assert result.stderr == (
         f"pplx-labs: error: argument --base-url: Invalid base_url {bad!r}: {why} "

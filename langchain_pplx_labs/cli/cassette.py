@@ -7,7 +7,7 @@ import asyncio
 import sys
 from urllib.parse import urlsplit
 
-from langchain_pplx_labs._cliargs import positive_seconds, proxy_url
+from langchain_pplx_labs._cliargs import positive_seconds, proxy_url, server_root
 from langchain_pplx_labs._plural import counted
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
@@ -43,7 +43,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     where = record.add_mutually_exclusive_group()
     where.add_argument("--emulator", action="store_true", help="record an in-process emulator (synthetic)")
     where.add_argument(
-        "--base-url", default=DEFAULT_BASE_URL, help="server to record (live; synthetic on loopback)"
+        "--base-url",
+        type=server_root,
+        default=DEFAULT_BASE_URL,
+        help="server to record (live; synthetic on loopback)",
     )
     record.add_argument("--note", default="", help="free text stored in the cassette header")
     record.add_argument("--redact-user-agent", action="store_true", help="also hide the User-Agent")

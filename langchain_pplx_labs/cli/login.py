@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from langchain_pplx_labs._cliargs import CliError, positive_seconds
+from langchain_pplx_labs._cliargs import CliError, positive_seconds, server_root
 from langchain_pplx_labs.cli._shared import add_impersonate_flag
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL
 
@@ -34,7 +34,10 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--totp-code", default=None, help="the authenticator's 6-digit code, for accounts with TOTP"
     )
     login.add_argument(
-        "--base-url", default=None, help=f"server root (default $PPLX_LABS_BASE_URL, else {DEFAULT_BASE_URL})"
+        "--base-url",
+        type=server_root,
+        default=None,
+        help=f"server root (default $PPLX_LABS_BASE_URL, else {DEFAULT_BASE_URL})",
     )
     login.add_argument(
         "--timeout", type=positive_seconds, default=30.0, help="seconds each request may take (default 30)"

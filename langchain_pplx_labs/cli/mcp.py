@@ -11,7 +11,7 @@ import sys
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
-from langchain_pplx_labs._cliargs import CliError, port, positive_int
+from langchain_pplx_labs._cliargs import CliError, port, positive_int, server_root
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
     StopSignals,
@@ -66,7 +66,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
-        "--base-url", default=None, help="server root (default $PPLX_LABS_BASE_URL or the live site)"
+        "--base-url",
+        type=server_root,
+        default=None,
+        help="server root (default $PPLX_LABS_BASE_URL or the live site)",
     )
     where.add_argument("--emulator", action="store_true", help="answer from an in-process emulator (offline)")
     parser.add_argument(

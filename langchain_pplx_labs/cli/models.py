@@ -9,6 +9,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, TextIO
 
+from langchain_pplx_labs._cliargs import server_root
 from langchain_pplx_labs.cli._shared import (
     add_ca_file_flag,
     add_impersonate_flag,
@@ -33,7 +34,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     where = models.add_mutually_exclusive_group()
     where.add_argument("--emulator", action="store_true", help="list an in-process emulator's models")
-    where.add_argument("--base-url", default=None, help=f"server root (default {DEFAULT_BASE_URL})")
+    where.add_argument(
+        "--base-url", type=server_root, default=None, help=f"server root (default {DEFAULT_BASE_URL})"
+    )
     models.add_argument(
         "--json", action="store_true", help="one JSON object: source, reason and the models' fields"
     )
