@@ -464,7 +464,7 @@ def test_bad_protocol_file_is_one_line(tmp_path: Any) -> None:
 
 def test_bad_base_url_is_one_line() -> None:
     result = run_cli("gateway", "--port", "0", "--base-url", "ftp://labs.example")
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error: the flag is checked as the model's base_url
     err = result.stderr
     assert err.startswith("pplx-labs: error: ")
     assert "Invalid base_url 'ftp://labs.example'" in err
