@@ -10,6 +10,7 @@ import pytest
 from clirun import run_cli
 from pydantic import ValidationError
 from test_gateway import gateway_for, sdk_for
+from test_profile import declared
 
 from langchain_pplx_labs import ChatPerplexityLabs, PerplexityLabsInputError, PerplexityLabsModelAccessError
 from langchain_pplx_labs.emulator import LabsEmulator
@@ -255,16 +256,16 @@ def test_a_bad_web_model_name_lists_the_web_models() -> None:
 
 
 async def test_the_profile_follows_the_live_list(emulator: LabsEmulator) -> None:
+    # The keys the installed langchain-core's ModelProfile declares (1.1.0 has no "name": left out there).
     async with web_model(emulator, model="claude45sonnet") as llm:
         assert llm.profile is not None
-        assert "name" in llm.profile
         assert llm.profile["reasoning_output"] is False
-        assert llm.profile["name"] == "claude45sonnet"
+        assert declared({"name": "claude45sonnet"}).items() <= llm.profile.items()
         async with web_model(emulator, model="claude45sonnetthinking") as thinker:
             await thinker.alist_models()
             assert thinker.profile is not None
             assert thinker.profile["reasoning_output"] is True
-            assert thinker.profile["name"] == "claude45sonnetthinking"
+            assert declared({"name": "claude45sonnetthinking"}).items() <= thinker.profile.items()
     given = web_model(emulator, model="pplx_reasoning", profile={"reasoning_output": False})
     async with given:
         await given.alist_models()
