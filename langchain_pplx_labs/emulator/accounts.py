@@ -161,7 +161,7 @@ class Accounts:
 
         @web.middleware
         async def expired_sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if _session_token(request) not in self.expired:
+            if session_token(request) not in self.expired:
                 return await handler(request)
             self.refused[request.path] += 1
             if request.path == protocol.web_session_path:
@@ -175,7 +175,8 @@ class Accounts:
         return expired_sessions
 
 
-def _session_token(request: web.Request) -> str:
+def session_token(request: web.Request) -> str:
+    """The session's token: a next-auth session cookie, or an ``Authorization: Bearer`` token (pxcli)."""
     for name in WEB_SESSION_COOKIES:
         if request.cookies.get(name):
             return request.cookies[name]

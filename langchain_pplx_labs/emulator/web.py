@@ -18,18 +18,16 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from langchain_pplx_labs.emulator.accounts import Accounts
+from langchain_pplx_labs.emulator.accounts import Accounts, session_token
 from langchain_pplx_labs.emulator.script import Drop, Emit, LabsRequest, Raw, Responder, Scenario, Stall, Step
 from langchain_pplx_labs.emulator.uploads import UploadsEndpoint
 from langchain_pplx_labs.protocol import IMPLICIT_THINK_MODELS, THINK_CLOSE, THINK_OPEN, LabsProtocol
 from langchain_pplx_labs.web_evidence import (
-    BEARER_PREFIX,
     RATE_LIMITED,
     TRANSCRIPT_PREAMBLE,
     TRANSCRIPT_ROLES,
     WEB_END_EVENT,
     WEB_MODEL_ALIASES,
-    WEB_SESSION_COOKIES,
     diff_form,
     text_form,
 )
@@ -192,7 +190,7 @@ class WebEndpoint:
         (a follow-up names the last one with ``last_backend_uuid``; the latest 256 kept)."""
         self.headers: collections.deque[dict[str, str]] = collections.deque(maxlen=64)
         """HTTP headers of the latest asks and session checks."""
-        self.uploads = UploadsEndpoint(lambda request: bool(_session_token(request)))
+        self.uploads = UploadsEndpoint(lambda request: bool(session_token(request)))
         """The upload routes (:mod:`langchain_pplx_labs.emulator.uploads`): what arrived, to read back."""
         self.accounts = Accounts()
         """The email sign-in (``accounts.last_code``) and sessions that expire (``accounts.expire()``)."""
@@ -241,7 +239,7 @@ class WebEndpoint:
     async def _session(self, request: web.Request) -> web.Response:
         self.session_checks += 1
         self.headers.append(dict(request.headers))
-        token = _session_token(request)
+        token = session_token(request)
         if not token:
             return web.json_response({})
         return web.json_response({"user": _user(token), "expires": "2099-01-01T00:00:00.000Z"})
@@ -259,7 +257,7 @@ class WebEndpoint:
         """``GET /rest/user/settings``: the signed-in account's settings (the fields henrique-coder 1.2.1
         and perplexity-web-mcp-cli 0.16.1 read); without a session, 401 (not in the record: our choice)."""
         self.calls[USER_SETTINGS] += 1
-        if not _session_token(request):
+        if not session_token(request):
             return web.json_response({"error": "unauthorized"}, status=401)
         return web.json_response(USER_SETTINGS_BODY)
 
@@ -273,7 +271,7 @@ class WebEndpoint:
     async def _rate_limits(self, request: web.Request) -> web.Response:
         """``GET /rest/rate-limit/all``: remaining quotas, in the shape perplexity-web-mcp-cli 0.16.1 parses."""
         self.calls[RATE_LIMITS] += 1
-        if not _session_token(request):
+        if not session_token(request):
             return web.json_response({"error": "unauthorized"}, status=401)
         return web.json_response(RATE_LIMITS_BODY)
 
@@ -348,7 +346,7 @@ class WebEndpoint:
         }
         self._record(payload)
         labs_request = LabsRequest(payload, self.emulator.protocol, web_body=body)
-        if self.variant.anonymous == "rate_limited" and not _session_token(request):
+        if self.variant.anonymous == "rate_limited" and not session_token(request):
             steps: Sequence[Step] = [Emit(labs_request.progress_event, dict(RATE_LIMITED))]
         else:
             reply: Any = self.emulator.responder(labs_request)
@@ -716,15 +714,6 @@ def _body_problem(body: object) -> str:
 
 def _bad_request(problem: str) -> web.Response:
     return web.json_response({"error": "bad_request", "message": problem}, status=400)
-
-
-def _session_token(request: web.Request) -> str:
-    """The session's token: a next-auth session cookie, or an ``Authorization: Bearer`` token (pxcli)."""
-    for name in WEB_SESSION_COOKIES:
-        if request.cookies.get(name):
-            return request.cookies[name]
-    authorization = request.headers.get("Authorization", "")
-    return authorization[len(BEARER_PREFIX) :].strip() if authorization.startswith(BEARER_PREFIX) else ""
 
 
 def _slug(question: str) -> str:
