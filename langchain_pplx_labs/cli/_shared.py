@@ -147,21 +147,11 @@ async def maybe_emulator(
         yield emulator.base_url
 
 
-def stop_on_signals() -> asyncio.Event:
-    """An event SIGINT and SIGTERM set, so a server stops cleanly (exit 0) instead of dying mid-answer."""
-    # Install it before the URL is printed: whoever read it may stop us at once, and must get a clean exit.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    return stop
-
-
 class StopSignals:
     """SIGINT and SIGTERM as they arrive, for a server that stops in steps: the first signal asks it to
     stop, a second to stop now; :meth:`restore` hands any further one back to Python's defaults.
 
-    Install it before the URL is printed, as :func:`stop_on_signals`: whoever read it may stop us at once.
+    Install it before the URL is printed: whoever read it may stop us at once, and must get a clean exit.
     """
 
     def __init__(self) -> None:
