@@ -352,3 +352,47 @@ def test_streamable_http_with_a_key_then_ctrl_c_exits_130() -> None:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+def _stdio_server() -> subprocess.Popen[str]:
+    """``pplx-labs mcp --emulator`` over stdio, answered once so it is serving (initialize, then ping)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "langchain_pplx_labs.cli", "mcp", "--emulator"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_environment(),
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+    process.stdin.write(json.dumps(initialize) + "\n")
+    process.stdin.flush()
+    assert json.loads(process.stdout.readline())["id"] == 1  # it answers: the server is up
+    return process
+
+
+@pytest.mark.system
+@pytest.mark.parametrize(("how", "code"), [("ctrl-c", 130), ("end of stdin", 0)])
+def test_a_stdio_server_stops_on_ctrl_c_or_at_the_end_of_its_input(how: str, code: int) -> None:
+    process = _stdio_server()
+    try:
+        if how == "ctrl-c":
+            process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=15)  # closes its stdin: the end of its input
+        assert process.returncode == code, stderr
+        assert "Traceback" not in stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
