@@ -216,4 +216,10 @@ def test_ask_attaching_without_a_session_or_a_file_is_one_line(
     )
     assert missing.returncode == 1
     assert missing.stderr == f"pplx-labs: error: {tmp_path / 'gone.pdf'}: No such file or directory\n"
+    big = tmp_path / "big.pdf"
+    with big.open("wb") as sparse:
+        sparse.truncate(51 * 1024 * 1024)  # 51 MB without writing them
+    too_big = run_cli("ask", "--base-url", emulator.base_url, "--attach", str(big), QUESTION)
+    assert too_big.returncode == 1
+    assert too_big.stderr == f"pplx-labs: error: {big} is 51.0 MB, over the 50 MB limit per file\n"
     assert (emulator.web.asks, emulator.web.uploads.batches) == (0, 0)
