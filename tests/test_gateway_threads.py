@@ -7,6 +7,7 @@ import base64
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from test_gateway import PARIS, PARIS_SOURCES, QUESTION, GatewayThread, gateway_for, sdk_for
@@ -277,3 +278,31 @@ def test_an_image_in_an_assistant_message_is_a_400_naming_it(
         ask(client, messages)
     assert "messages[1] is a assistant message with 'image_url' parts" in str(caught.value)
     assert emulator.web.asks == 0
+
+
+# -- a model the session may not ask ----------------------------------------------------------------
+
+
+def test_a_model_the_session_may_not_ask_is_openais_model_not_found(
+    client: openai.OpenAI, gateway: GatewayThread, emulator: LabsEmulator
+) -> None:
+    assert "claude45sonnet" in [model.id for model in client.models.list()]  # the live list, now read
+    with pytest.raises(openai.NotFoundError) as caught:
+        ask_model(client, "claude45sonnet")
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert (error["code"], error["param"]) == ("model_not_found", "model")
+    assert "Model 'claude45sonnet' needs a signed-in session on the 'pro' tier" in error["message"]
+    with (
+        anthropic.Anthropic(base_url=gateway.root, api_key="unused", max_retries=0) as claude,
+        pytest.raises(anthropic.NotFoundError) as refused,
+    ):
+        claude.messages.create(
+            model="claude45sonnet", max_tokens=64, messages=[{"role": "user", "content": QUESTION}]
+        )
+    assert refused.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    assert emulator.web.asks == 0
+
+
+def ask_model(client: openai.OpenAI, model: str) -> Any:
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": QUESTION}])

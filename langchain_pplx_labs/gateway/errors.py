@@ -13,6 +13,7 @@ from langchain_pplx_labs.errors import (
     PerplexityLabsConnectionError,
     PerplexityLabsError,
     PerplexityLabsInputError,
+    PerplexityLabsModelAccessError,
     PerplexityLabsNotFoundError,
     PerplexityLabsProtocolError,
     PerplexityLabsRateLimitError,
@@ -55,8 +56,11 @@ def invalid(message: str, param: str | None = None, code: str = "invalid_request
 
 
 def from_labs(exc: PerplexityLabsError) -> GatewayError:
-    """The answer to a Labs failure: 400 bad input, 429 rate limit, 502 Labs failed, retired, blocked or not there, 504 timeout."""
+    """The answer to a Labs failure: 400 bad input (404 a model the session may not ask), 429 rate limit, 502 Labs failed, retired, blocked or not there, 504 timeout."""
     message = _with_notes(exc)
+    if isinstance(exc, PerplexityLabsModelAccessError):
+        # OpenAI's answer to a model the key may not use ("does not exist or you do not have access to it").
+        return GatewayError(404, message, param="model", code="model_not_found")
     if isinstance(exc, PerplexityLabsInputError):
         # The model's "raise the limit" means its max_input_chars: the gateway's operator sets it by a flag.
         message = message.replace("raise the limit", "raise the limit (pplx-labs gateway --max-input-chars)")
