@@ -190,6 +190,14 @@ def test_errors_in_anthropic_shape(client: Any, gateway: GatewayThread, emulator
     with pytest.raises(anthropic.BadRequestError) as image:
         ask(client, [{"type": "image", "source": {"type": "url", "url": "https://a.example/x.png"}}])
     assert "image" in image.value.body["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError) as system:
+        client.messages.create(
+            model="sonar",
+            max_tokens=10,
+            system=[{"type": "image", "source": {"type": "url", "url": "https://a.example/x.png"}}],
+            messages=[{"role": "user", "content": "hi"}],
+        )
+    assert system.value.body["error"]["message"] == "system.0: only text blocks are supported here"
     with pytest.raises(anthropic.NotFoundError) as missing:
         client.messages.count_tokens(model="sonar", messages=[{"role": "user", "content": "hi"}])
     assert missing.value.body["error"]["type"] == "not_found_error"

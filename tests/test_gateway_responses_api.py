@@ -132,6 +132,7 @@ def test_errors_in_openai_shape(client: openai.OpenAI, emulator: LabsEmulator) -
     assert bad.value.status_code == 400
     assert bad.value.body["type"] == "invalid_request_error"  # type: ignore[index]
     assert bad.value.body["param"] == "input.0.content.0.type"  # type: ignore[index]
+    assert bad.value.body["message"] == "input.0.content.0: only text parts are supported here"  # type: ignore[index]
     emulator.script(fail="model overloaded, try later")
     with pytest.raises(openai.InternalServerError) as failed:
         client.responses.create(model="sonar", input=QUESTION)

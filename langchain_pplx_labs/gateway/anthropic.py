@@ -35,13 +35,14 @@ from langchain_pplx_labs.gateway.errors import (
     next_chunk,
 )
 from langchain_pplx_labs.gateway.responses import Ending, Translator
-from langchain_pplx_labs.gateway.schema import ChatRequest, parse_request, to_langchain
+from langchain_pplx_labs.gateway.schema import ChatRequest, joined_text, parse_request, to_langchain
 
 logger = logging.getLogger("langchain_pplx_labs.gateway")
 
 PATH = "/v1/messages"
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _MARKER = re.compile(r"\[(\d+)\]")
+_TEXT_BLOCKS = frozenset({"text"})  # the Messages API's one text block type
 # Anthropic's error type per status; the gateway's 503 (no socket free in time) is Anthropic's 529.
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -281,14 +282,7 @@ def _chat_messages(request: MessagesRequest) -> list[dict[str, Any]]:
 
 
 def _text(content: str | list[Block], where: str) -> str:
-    if isinstance(content, str):
-        return content
-    texts = []
-    for number, block in enumerate(content):
-        if block.type != "text":
-            raise invalid(f"{where}.{number}: only text blocks are supported here", f"{where}.{number}.type")
-        texts.append(block.text or "")
-    return "\n".join(texts)
+    return joined_text(content, where, kinds=_TEXT_BLOCKS, noun="text blocks")
 
 
 # -- answers --------------------------------------------------------------------------------------

@@ -26,7 +26,13 @@ from langchain_pplx_labs._content_blocks import citation_annotations
 from langchain_pplx_labs.gateway.anthropic import GATEWAY, Gateway
 from langchain_pplx_labs.gateway.errors import GatewayError, field_error, internal, invalid, next_chunk
 from langchain_pplx_labs.gateway.responses import Ending, ReasoningMode, Translator
-from langchain_pplx_labs.gateway.schema import ChatRequest, parse_request, to_langchain
+from langchain_pplx_labs.gateway.schema import (
+    TEXT_PARTS,
+    ChatRequest,
+    joined_text,
+    parse_request,
+    to_langchain,
+)
 from langchain_pplx_labs.gateway.stored_responses import ChatMessages, StoredResponses
 
 logger = logging.getLogger("langchain_pplx_labs.gateway")
@@ -185,14 +191,7 @@ def _chat_messages(request: ResponsesRequest) -> list[dict[str, Any]]:
 
 
 def _text(content: str | list[Part], where: str) -> str:
-    if isinstance(content, str):
-        return content
-    texts = []
-    for number, part in enumerate(content):
-        if part.type not in ("input_text", "output_text", "text"):
-            raise invalid(f"{where}.{number}: only text parts are supported here", f"{where}.{number}.type")
-        texts.append(part.text or "")
-    return "\n".join(texts)
+    return joined_text(content, where, kinds=TEXT_PARTS, noun="text parts")
 
 
 # -- answers --------------------------------------------------------------------------------------

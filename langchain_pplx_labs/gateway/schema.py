@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
 
 from langchain_core.messages import (
     AIMessage,
@@ -19,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from langchain_pplx_labs.gateway.errors import GatewayError, invalid, is_type_name
 
-_TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+"""Part types that are text, in chat completions and the Responses API alike."""
 # OpenAI's image and file parts, passed on as the client sent them: the model uploads them (web, signed in)
 # or refuses them in its own words (labs, anonymous, a link, a size).
 _ATTACHMENT_PARTS = frozenset({"image_url", "file"})
@@ -155,7 +157,7 @@ def _is_blank(content: str | list[ContentPart] | None) -> bool:
         return True
     if isinstance(content, str):
         return not content.strip()
-    return all(part.type in _TEXT_PARTS and not (part.text or "").strip() for part in content)
+    return all(part.type in TEXT_PARTS and not (part.text or "").strip() for part in content)
 
 
 def _validation_error(exc: ValidationError) -> GatewayError:
@@ -177,6 +179,29 @@ def _param(loc: tuple[int | str, ...]) -> str:
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text
+
+
+class TextPart(Protocol):
+    """A content part or block of any door's request: its ``type`` and, for text, its ``text``."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def text(self) -> str | None: ...
+
+
+def joined_text(content: str | Sequence[TextPart], where: str, *, kinds: frozenset[str], noun: str) -> str:
+    """``content`` as one text: a string as it is, or its parts of ``kinds`` joined by newlines; any other
+    part is a 400 naming it (``where``) and saying that only ``noun`` are supported there."""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for number, part in enumerate(content):
+        if part.type not in kinds:
+            raise invalid(f"{where}.{number}: only {noun} are supported here", f"{where}.{number}.type")
+        texts.append(part.text or "")
+    return "\n".join(texts)
 
 
 def to_langchain(request: ChatRequest) -> list[BaseMessage]:
@@ -229,7 +254,7 @@ def _parts(message: MessageIn, index: int) -> tuple[str, list[dict[str, Any]]]:
     texts: list[str] = []
     attachments: list[dict[str, Any]] = []
     for number, part in enumerate(message.content):
-        if part.type in _TEXT_PARTS and part.text is not None:
+        if part.type in TEXT_PARTS and part.text is not None:
             texts.append(part.text)
         elif part.type in _ATTACHMENT_PARTS:
             attachments.append(part.model_dump(exclude_none=True))
