@@ -139,11 +139,13 @@ def _checked(data: bytes, mime: str, name: str, kind: str, where: str) -> Attach
     return Attachment(data, mime, filename, f"{where} ({kind})")
 
 
+def over_the_limit(size: int) -> str:
+    """What a file of ``size`` bytes over :data:`MAX_ATTACHMENT_BYTES` is told: ``is 51.0 MB, over the 50 MB ...``."""
+    return f"is {size / (1024 * 1024):.1f} MB, over the {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB limit per file"
+
+
 def _too_big(where: str, kind: str, filename: str, size: int) -> PerplexityLabsAttachmentError:
-    limit = MAX_ATTACHMENT_BYTES // (1024 * 1024)
-    return _error(
-        where, kind, filename, f"is {size / (1024 * 1024):.1f} MB, over the {limit} MB limit per file"
-    )
+    return _error(where, kind, filename, over_the_limit(size))
 
 
 def _given_name(part: Mapping[str, Any]) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from langchain_pplx_labs._cliargs import CliError, model_name, positive_seconds, server_root
-from langchain_pplx_labs.attachments import MAX_ATTACHMENT_BYTES
+from langchain_pplx_labs.attachments import MAX_ATTACHMENT_BYTES, over_the_limit
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
     add_ca_file_flag,
@@ -98,9 +98,8 @@ def _web_options(args: argparse.Namespace) -> dict[str, Any]:
 def attachment_block(path: str) -> dict[str, Any]:
     """``path``'s bytes as a LangChain v1 content block (the model checks its type and size)."""
     size = Path(path).stat().st_size  # a missing file: one OSError line naming it
-    if size > MAX_ATTACHMENT_BYTES:  # said before reading it all in
-        limit = MAX_ATTACHMENT_BYTES // (1024 * 1024)
-        raise CliError(f"{path} is {size / (1024 * 1024):.1f} MB, over the {limit} MB limit per file")
+    if size > MAX_ATTACHMENT_BYTES:  # said before reading it all in, in the model's words
+        raise CliError(f"{path} {over_the_limit(size)}")
     data = Path(path).read_bytes()
     mime = mimetypes.guess_type(path)[0] or ""
     return {
