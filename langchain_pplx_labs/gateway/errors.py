@@ -57,7 +57,7 @@ def invalid(message: str, param: str | None = None, code: str = "invalid_request
 
 def from_labs(exc: PerplexityLabsError) -> GatewayError:
     """The answer to a Labs failure: 400 bad input (404 a model the session may not ask), 429 rate limit, 502 Labs failed, retired, blocked or not there, 504 timeout."""
-    message = _with_notes(exc)
+    message = with_notes(exc)
     if isinstance(exc, PerplexityLabsModelAccessError):
         # OpenAI's answer to a model the key may not use ("does not exist or you do not have access to it").
         return GatewayError(404, message, param="model", code="model_not_found")
@@ -91,9 +91,13 @@ def from_labs(exc: PerplexityLabsError) -> GatewayError:
     return GatewayError(502, message, type="upstream_error", code="labs_error")
 
 
-def _with_notes(exc: BaseException) -> str:
-    """The message and the notes added to it (a silent Labs' retirement note), as one line."""
-    notes = [" ".join(note.split()) for note in getattr(exc, "__notes__", ()) if note.strip()]
+def with_notes(exc: BaseException) -> str:
+    """The message (the server's words) and the notes added to it (a silent Labs' retirement note), as one line."""
+    notes = [
+        " ".join(note.split())
+        for note in getattr(exc, "__notes__", ())
+        if isinstance(note, str) and note.strip()
+    ]
     return "; ".join([str(exc) or type(exc).__name__, *notes])
 
 

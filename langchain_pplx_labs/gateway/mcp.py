@@ -16,6 +16,7 @@ from langchain_pplx_labs._version import __version__
 from langchain_pplx_labs.chat_models import ChatPerplexityLabs
 from langchain_pplx_labs.errors import PerplexityLabsError
 from langchain_pplx_labs.gateway.app import bearer_accepted
+from langchain_pplx_labs.gateway.errors import with_notes
 from langchain_pplx_labs.protocol import KNOWN_MODELS
 
 THREADS_KEPT = 256
@@ -189,12 +190,6 @@ class Asker:
         return self.threads.history(thread_id)
 
 
-def _words(exc: PerplexityLabsError) -> str:
-    """The error's own message (the server's words), and its notes (what it may mean), on one line."""
-    notes = [" ".join(note.split()) for note in getattr(exc, "__notes__", ()) if isinstance(note, str)]
-    return "; ".join([str(exc) or type(exc).__name__, *notes])
-
-
 def _answer(reply: AIMessage, model: str, thread_id: str | None) -> Answer:
     meta = reply.response_metadata
     citations = [url for url in meta.get("citations", []) if isinstance(url, str)]
@@ -283,7 +278,7 @@ def _ask_tool(asker: Asker) -> Callable[..., Awaitable[Annotated[CallToolResult,
                 continue_thread=continue_thread,
             )
         except PerplexityLabsError as exc:  # our typed errors: a tool error in their own (the server's) words
-            raise ToolError(_words(exc)) from None
+            raise ToolError(with_notes(exc)) from None
 
     return ask
 
@@ -293,7 +288,7 @@ def _list_models_tool(asker: Asker) -> Callable[[], Awaitable[Models]]:
         try:
             return await asker.list_models()
         except PerplexityLabsError as exc:
-            raise ToolError(_words(exc)) from None
+            raise ToolError(with_notes(exc)) from None
 
     return list_models
 
