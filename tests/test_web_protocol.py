@@ -127,19 +127,26 @@ def test_parser_takes_a_lf_after_a_cr_at_the_end_of_a_read_as_one_line_end() -> 
 def test_parser_scans_each_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # The unfinished line is kept in pieces: no read makes the parser search earlier text again.
     scanned: list[int] = []
-    pattern = sse._LINE_END
+    split_lines = sse._split_lines
 
-    class Counting:
-        def split(self, text: str) -> list[str]:
-            scanned.append(len(text))
-            return pattern.split(text)
+    def counting(text: str) -> tuple[list[str], str]:
+        scanned.append(len(text))
+        return split_lines(text)
 
-    monkeypatch.setattr(sse, "_LINE_END", Counting())
+    monkeypatch.setattr(sse, "_split_lines", counting)
     stream = f"data: {LONG_LINE}\r\n\r\n".encode()
     parser = SSEParser()
     messages = [m for start in range(0, len(stream), 100) for m in parser.feed(stream[start : start + 100])]
     assert messages == [SSEMessage("message", LONG_LINE)]
     assert sum(scanned) == len(f"data: {LONG_LINE}\r\n\r\n")  # characters, once each
+
+
+@pytest.mark.parametrize("other", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"])
+def test_parser_ends_lines_only_at_cr_and_lf(other: str) -> None:
+    # Python's str.splitlines also ends lines at these; in SSE they are text (raw in JSON strings, too).
+    parser = SSEParser()
+    stream = f'data: {{"a": "x{other}y"}}\r\ndata: z{other}\n\r'.encode()
+    assert parser.feed(stream) == [SSEMessage("message", f'{{"a": "x{other}y"}}\nz{other}')]
 
 
 def test_parser_ignores_unknown_fields_empty_blocks_and_a_bom() -> None:

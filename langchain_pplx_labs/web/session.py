@@ -264,9 +264,13 @@ class WebSession:
                 except TransportError as exc:
                     raise self._broke_off(f"the event stream broke off ({_named(exc)})") from exc
                 messages = parser.feed(chunk) if chunk else parser.close()
+                fresh = False
                 for event in self._decode(messages, decoder, ended=not chunk):
                     yield event
-                    # Set after the yield: the caller's own time between events is not the server's silence.
+                    fresh = True
+                if fresh:
+                    # Set after the read's last yield: the caller's own time between events is not the
+                    # server's silence, and a read that brought no event (a comment) does not count.
                     deadline.applies("idle", timeouts.idle)
         except PerplexityLabsRateLimitError as exc:
             await self._add_quota(exc)

@@ -16,6 +16,9 @@ class SSEMessage(NamedTuple):
 
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
+# ``str.splitlines`` ends lines at CR, LF and CRLF, as SSE does, and also at these, which SSE does not:
+# text with none of them (nearly every read) is split by it, several times faster than by ``_LINE_END``.
+_OTHER_BREAKS = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 
 
 class SSEParser:
@@ -66,10 +69,8 @@ class SSEParser:
         if self._after_cr and text.startswith("\n"):
             text = text[1:]
         self._after_cr = text.endswith("\r")
-        # Only the new text is split: the pending pieces have no line end. The last piece is
-        # what follows the last line end: the start of a line still to come.
-        lines = _LINE_END.split(text)
-        rest = lines.pop()
+        # Only the new text is split: the pending pieces have no line end.
+        lines, rest = _split_lines(text)
         if lines and self._pending:
             lines[0] = self._take_line(lines[0])
         for line in lines:
@@ -124,6 +125,18 @@ class SSEParser:
             messages.append(SSEMessage(self._event or "message", "\n".join(self._data)))
         self._event = ""
         self._data = []
+
+
+def _split_lines(text: str) -> tuple[list[str], str]:
+    """The lines ``text`` ends, and what follows the last line end: the start of a line still to come."""
+    for other in _OTHER_BREAKS:
+        if other in text:
+            lines = _LINE_END.split(text)
+            return lines, lines.pop()
+    lines = text.splitlines()
+    if not lines or text.endswith(("\n", "\r")):
+        return lines, ""
+    return lines, lines.pop()
 
 
 def sse_message(data: str, event: str = "", *, newline: str = "\n") -> bytes:
