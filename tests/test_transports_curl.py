@@ -32,7 +32,12 @@ from langchain_pplx_labs.transports.base import (
     Request,
     TransportError,
 )
-from langchain_pplx_labs.transports.curl_cffi import CurlCffiTransport, fetch_headers
+from langchain_pplx_labs.transports.curl_cffi import (
+    CURL_WRITEFUNC_ERROR,
+    CurlCffiTransport,
+    _Sink,
+    fetch_headers,
+)
 
 __all__ = ["pproxy_server", "server"]  # fixtures: the proxy tests' (module-scoped) and the contract's server
 
@@ -150,6 +155,30 @@ async def test_a_body_that_breaks_off_hands_over_what_came_before_its_read_error
     with pytest.raises(ReadError):
         await response.receive()
     response.close()
+
+
+def test_the_sink_wakes_curl_cffi_s_queue_once_per_batch_and_refuses_once_closed() -> None:
+    # libcurl writes each HTTP chunk alone: one wake-up per batch the reader takes, not one per chunk.
+    woken: list[bytes] = []
+
+    def wake(chunk: bytes) -> int:
+        woken.append(chunk)
+        return 0
+
+    sink = _Sink(wake)
+    assert [sink.write(b"ab"), sink.write(b"cde"), sink.write(b"f")] == [2, 3, 1]
+    assert woken == [b""]
+    assert sink.take() == [b"ab", b"cde", b"f"]
+    assert sink.write(b"g") == 1
+    assert woken == [b"", b""]  # the next batch wakes the reader again
+    sink.closed = True  # the reader left
+    assert sink.write(b"h") == CURL_WRITEFUNC_ERROR
+    assert sink.take() == [b"g"]
+
+
+def test_the_sink_passes_on_curl_cffi_s_refusal_of_a_quit_stream() -> None:
+    sink = _Sink(lambda chunk: CURL_WRITEFUNC_ERROR)
+    assert sink.write(b"late") == CURL_WRITEFUNC_ERROR
 
 
 async def test_a_cookie_the_server_set_goes_back_beside_the_given_cookie_header(

@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from curl_cffi import Curl, CurlError, CurlHttpVersion, CurlOpt
-from curl_cffi.curl import CURLINFO_HEADER_IN, CURLINFO_HEADER_OUT
+from curl_cffi.curl import CURL_WRITEFUNC_ERROR, CURLINFO_HEADER_IN, CURLINFO_HEADER_OUT
 from curl_cffi.curl import ffi as curl_ffi  # type: ignore[attr-defined]  # its cffi FFI (from_handle)
 from curl_cffi.requests import AsyncSession
 from curl_cffi.requests import Response as CurlResponse
@@ -158,7 +158,7 @@ class CurlCffiTransport:
             _WATCH.reset(watching)
         watch.connected()  # its head's going out went unseen: its answer's head came, so it had one
         headers = [(name, value or "") for name, value in response.headers.multi_items()]
-        return Response(response.status_code, headers, _Body(session, response))
+        return Response(response.status_code, headers, _Body(session, response, watch.sink))
 
     async def aclose(self) -> None:
         self._closed = True
@@ -233,13 +233,14 @@ class _Watch:
     loop (``call_soon``), outside curl's stack and before the answer's head is handed over. The blank line
     ending a final (not 1xx) answer head hands the response over: curl_cffi's stream mode waits for its
     write callback's first call, so it is called with no bytes (:meth:`_Body.receive` skips them). Then
-    the callback is turned off: nothing for each chunk of the body.
+    the callback is turned off, and the body's chunks go to a :class:`_Sink` in place of curl_cffi's queue.
     """
 
     def __init__(self, on_connected: Callable[[], None] | None) -> None:
         self._on_connected = on_connected
         self._loop = asyncio.get_running_loop()
         self.curl: Curl | None = None
+        self.sink: _Sink | None = None
         self._sent = False
         self._status = 0
 
@@ -261,13 +262,47 @@ class _Watch:
         curl.setopt(CurlOpt.VERBOSE, 0)
         handle = getattr(curl, "_write_handle", None)  # curl_cffi's write callback: its stream's queue
         if handle is not None:
-            curl_ffi.from_handle(handle).callback(b"")
+            context = curl_ffi.from_handle(handle)
+            context.callback(b"")
+            self.sink = _Sink(context.callback)
+            context.callback = self.sink.write  # what libcurl's write callback calls from now on
 
     def connected(self) -> None:
         """Call ``on_connected``, once."""
         on_connected, self._on_connected = self._on_connected, None
         if on_connected is not None:
             on_connected()
+
+
+class _Sink:
+    """The body's chunks as libcurl writes them, kept in a list: curl_cffi's queue gets a wake-up per batch.
+
+    libcurl writes each HTTP chunk (each SSE message of a web answer) on its own: through the queue that
+    was a put and a get apiece, more than the reader's own work on the chunk.
+    """
+
+    __slots__ = ("_wake", "closed", "parts")
+
+    def __init__(self, wake: Callable[[bytes], int]) -> None:
+        self.parts: list[bytes] = []
+        self.closed = False
+        self._wake = wake  # curl_cffi's queue writer: b"" into the queue, or its refusal once the stream quit
+
+    def write(self, chunk: bytes) -> int:
+        """libcurl's write callback: how much was taken, or CURL_WRITEFUNC_ERROR to end the transfer."""
+        if self.closed:
+            return CURL_WRITEFUNC_ERROR
+        parts = self.parts
+        parts.append(chunk)
+        if len(parts) == 1:
+            refused = self._wake(b"")
+            if refused:
+                return refused
+        return len(chunk)
+
+    def take(self) -> list[bytes]:
+        parts, self.parts = self.parts, []
+        return parts
 
 
 def _status_of(status_line: bytes) -> int:
@@ -326,11 +361,13 @@ class _Session(AsyncSession[CurlResponse]):
 
 
 class _Body:
-    """A curl_cffi streamed response as the seam's byte stream: its chunks come through curl_cffi's queue."""
+    """A curl_cffi streamed response as the seam's byte stream: its chunks come through curl_cffi's queue,
+    or from the :class:`_Sink` that queue's wake-ups announce."""
 
-    def __init__(self, session: _Session, response: CurlResponse) -> None:
+    def __init__(self, session: _Session, response: CurlResponse, sink: _Sink | None = None) -> None:
         self._session = session
         self._response = response
+        self._sink = sink
         self._ended = False
         self._closed = False
         self._last: object = None  # the stream's end or failure, met behind bytes still to hand over
@@ -341,19 +378,23 @@ class _Body:
             return b""
         if self._last is not None:
             return self._finish(self._last)
-        # libcurl hands over each socket read (2,000 for a 2,000-message answer where aiohttp's buffer
-        # made 6): what has queued up already leaves as one read, so each costs one wake-up, not one each.
+        # libcurl hands over each HTTP chunk (2,000 for a 2,000-message answer where aiohttp's buffer
+        # made 6): what has come already leaves as one read, so each costs one wake-up, not one each.
         parts: list[bytes] = []
         chunk = await queue.get()
         while True:
             if chunk is STREAM_END or isinstance(chunk, BaseException):
+                if self._sink is not None:
+                    parts += self._sink.take()  # written before the end
                 if not parts:
                     return self._finish(chunk)
                 self._last = chunk
                 break
-            if chunk:  # b"" is the head's mark (see _Watch)
+            if chunk:
                 assert isinstance(chunk, bytes)
                 parts.append(chunk)
+            elif self._sink is not None:  # b"": the head's mark (see _Watch), or the sink's wake-up
+                parts += self._sink.take()
             if queue.empty():
                 if parts:
                     break
@@ -381,6 +422,9 @@ class _Body:
         if self._closed:
             return
         self._closed = True
+        if self._sink is not None:
+            self._sink.closed = True  # a chunk already on its way is refused, and nothing kept
+            self._sink.parts = []
         response = self._response
         task = response.astream_task
         if self._ended or not isinstance(task, asyncio.Future) or task.done():
