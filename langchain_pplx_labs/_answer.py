@@ -25,14 +25,16 @@ async def answer_chunks(
     keep_reasoning: bool,
     stops: tuple[str, ...],
     usage: bool,
+    turns: list[Any] | None = None,
 ) -> AsyncIterator[ChatGenerationChunk]:
     """Ask ``payload`` on the client ``open_client`` returns, and yield its answer's chunks.
 
     The client is opened at the first ``__anext__``, so a sync caller's question takes it on
     the background loop, as every other does. ``usage``: the last chunk carries token usage.
+    ``turns``: the conversation asked, digested into the closing chunk (see :class:`AnswerChunks`).
     """
     input_tokens = estimate_tokens(sum(len(m["content"]) for m in payload["messages"])) if usage else None
-    chunks = AnswerChunks(payload["model"], input_tokens)
+    chunks = AnswerChunks(payload["model"], input_tokens, turns)
     scanner = StopScanner(stops)
     logger.debug("query: model=%s, %d messages", chunks.model, len(payload["messages"]))
     try:

@@ -12,6 +12,7 @@ from langchain_pplx_labs._content_blocks import PROVIDER
 from langchain_pplx_labs._profiles import CHARS_PER_TOKEN
 from langchain_pplx_labs._text_chunks import TextChunks
 from langchain_pplx_labs.events import Finished, ReasoningDelta, StreamEvent, TextDelta
+from langchain_pplx_labs.messages import THREAD_DIGEST, conversation_digest
 
 # One chunk per frame is the hot path: validating each one cost more than the rest of the layer.
 text_chunk = TextChunks({"model_provider": PROVIDER}).make
@@ -84,11 +85,16 @@ def closing_message(
 
 
 class AnswerChunks:
-    """One answer's chunks, event by event: it keeps the text so far for usage and partial answers."""
+    """One answer's chunks, event by event: it keeps the text so far for usage and partial answers.
 
-    def __init__(self, model: str, input_tokens: int | None) -> None:
+    ``turns``: the conversation asked (web), whose digest with the answer the closing chunk carries when it
+    has thread ids (:func:`~langchain_pplx_labs.messages.follow_up` checks it against the history given back).
+    """
+
+    def __init__(self, model: str, input_tokens: int | None, turns: list[Any] | None = None) -> None:
         self.model = model
         self.input_tokens = input_tokens
+        self.turns = turns
         self._text: list[str] = []
         self.answer_chars = 0
 
@@ -104,6 +110,9 @@ class AnswerChunks:
             return text_chunk(event.text)
         if isinstance(event, ReasoningDelta):
             return reasoning_chunk(event.text)
-        return ChatGenerationChunk(
-            message=closing_message(event, self.model, self.answer_chars, self.input_tokens)
-        )
+        message = closing_message(event, self.model, self.answer_chars, self.input_tokens)
+        metadata = message.response_metadata
+        if self.turns is not None and "backend_uuid" in metadata:
+            answered = [*self.turns, {"role": "assistant", "content": self.answer_so_far}]
+            metadata[THREAD_DIGEST] = conversation_digest(answered)
+        return ChatGenerationChunk(message=message)

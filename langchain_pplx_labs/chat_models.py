@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Self, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -26,7 +25,7 @@ from langchain_pplx_labs._stop import normalise_stop
 from langchain_pplx_labs._sync import iterate_sync, run_sync
 from langchain_pplx_labs.client import Client, ClientCache, client_settings
 from langchain_pplx_labs.errors import PerplexityLabsInputError
-from langchain_pplx_labs.messages import THREAD_DIGEST, conversation_digest, follow_up, to_payload, to_turns
+from langchain_pplx_labs.messages import follow_up, to_payload, to_turns
 from langchain_pplx_labs.pool import PoolSettings
 from langchain_pplx_labs.protocol import (
     DEFAULT_BASE_URL,
@@ -524,10 +523,8 @@ class ChatPerplexityLabs(ModelFields):
             keep_reasoning=self.reasoning is not False,
             stops=normalise_stop(stop if stop is not None else self.stop),
             usage=not streamed or bool(kwargs.get("stream_usage", self.stream_usage)),
+            turns=to_turns(prepared, first_index=first_index) if self.transport == "web" else None,
         )
-        if self.transport == "web":
-            answer = cast("AsyncGenerator[ChatGenerationChunk, None]", chunks)  # answer_chunks is one
-            chunks = _with_thread_digest(answer, to_turns(prepared, first_index=first_index))
         return parse_tool_stream(chunks, tools, seed=request_seed(prepared)) if tools else chunks
 
     def _warn_unknown_arguments(self, kwargs: Mapping[str, Any]) -> None:
@@ -610,20 +607,3 @@ pay_first_call_costs(
         base_url=DEFAULT_BASE_URL, model=DEFAULT_MODEL, cookies=None, session_file=None
     )
 )
-
-
-async def _with_thread_digest(
-    chunks: AsyncGenerator[ChatGenerationChunk, None], turns: list[Any]
-) -> AsyncIterator[ChatGenerationChunk]:
-    """``chunks``, the closing one with the digest of ``turns`` and the answer when it has thread ids
-    (:func:`~langchain_pplx_labs.messages.follow_up` checks it against the history given back)."""
-    text: list[str] = []
-    async with aclosing(chunks):  # a reader that leaves closes the answer's stream at once
-        async for chunk in chunks:
-            message = chunk.message
-            if isinstance(message.content, str):
-                text.append(message.content)
-            if "backend_uuid" in message.response_metadata:
-                answered = [*turns, {"role": "assistant", "content": "".join(text)}]
-                message.response_metadata[THREAD_DIGEST] = conversation_digest(answered)
-            yield chunk
