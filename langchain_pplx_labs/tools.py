@@ -32,7 +32,6 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from langchain_core.utils.json import parse_partial_json
 
 from langchain_pplx_labs.errors import PerplexityLabsInputError
-from langchain_pplx_labs.protocol import LabsMessage
 
 TOOLS_HEADER = (
     "You can call these tools (each line is one tool as JSON, with a JSON Schema for its arguments):"
@@ -140,15 +139,6 @@ def tool_instruction(tools: Sequence[dict[str, Any]], choice: str) -> str:
     elif choice != "auto":
         lines.append(f"You must call the tool {choice!r} now.")
     return "\n".join(lines)
-
-
-def add_system_instruction(messages: Sequence[LabsMessage], instruction: str) -> list[LabsMessage]:
-    """Append ``instruction`` to the leading system turn, or prepend one."""
-    turns = list(messages)
-    if turns and turns[0]["role"] == "system":
-        turns[0] = {"role": "system", "content": f"{turns[0]['content']}\n\n{instruction}"}
-        return turns
-    return [{"role": "system", "content": instruction}, *turns]
 
 
 # -- parsing answers -------------------------------------------------------------------------
