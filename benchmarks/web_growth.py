@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import statistics
 import time
 from collections.abc import Sequence
@@ -60,6 +61,7 @@ class Sample:
     """What the asks of one answer size gave."""
 
     cpu: list[float] = field(default_factory=list)
+    collector: list[float] = field(default_factory=list)  # of ``cpu``, the garbage collector's passes
     wall: list[float] = field(default_factory=list)
     read_bytes: int = 0
     messages: int = 0
@@ -73,10 +75,14 @@ def _answer(size: int) -> str:
 async def _ask(chat: ChatPerplexityLabs, size: int, found: Sample) -> None:
     CountingParser.read_bytes = CountingParser.messages = 0
     received = 0
-    started, cpu = time.perf_counter(), time.thread_time()
+    # Untimed: the collector's debt from the answer before (a longer one, every round) would land in this
+    # one: without it a 50k answer measured dearer than a 100k one. Each pays for what its own chunks cost.
+    gc.collect()
+    started, cpu, collected = time.perf_counter(), time.thread_time(), COLLECTOR.total
     async for chunk in chat.astream("a long answer"):
         received += len(chunk.content)
     found.cpu.append(time.thread_time() - cpu)
+    found.collector.append(COLLECTOR.total - collected)
     found.wall.append(time.perf_counter() - started)
     assert received == size, (received, size)
     found.read_bytes, found.messages = CountingParser.read_bytes, CountingParser.messages
@@ -96,6 +102,23 @@ async def _measure(urls: dict[int, str], reps: int, stream: str) -> dict[int, Sa
         for chat in chats.values():
             await chat.aclose()
     return found
+
+
+class CollectorTime:
+    """The asking thread's CPU in the garbage collector's passes, summed (a ``gc.callbacks`` entry)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.total += time.thread_time() - self._started
+
+
+COLLECTOR = CollectorTime()
 
 
 def _model(base_url: str, stream: str) -> ChatPerplexityLabs:
@@ -138,18 +161,23 @@ def _table(stream: str, found: dict[int, Sample]) -> None:
     )
     print(
         "| answer | SSE messages | bytes read | bytes / message | bytes growth | client CPU median (p95) "
-        "| CPU growth | wall median |"
+        "| CPU growth | of it the collector, median | CPU growth without it | wall median |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     sent = [float(found[size].read_bytes) for size in SIZES]
     cpu = [statistics.median(found[size].cpu) for size in SIZES]
+    # Per ask, then the median: the collector's full passes come every few answers, not in each.
+    own = [
+        statistics.median(c - g for c, g in zip(found[s].cpu, found[s].collector, strict=True)) for s in SIZES
+    ]
     for index, size in enumerate(SIZES):
         sample = found[size]
         print(
             f"| {size // 1000}k | {sample.messages:,} | {sample.read_bytes / 1e6:.2f} MB "
             f"| {sample.read_bytes / max(1, sample.messages):,.0f} B | {_growth(sent, index)} "
             f"| {cpu[index] * 1000:.0f} ms ({percentile(sample.cpu, 95) * 1000:.0f} ms) "
-            f"| {_growth(cpu, index)} | {statistics.median(sample.wall) * 1000:.0f} ms |"
+            f"| {_growth(cpu, index)} | {statistics.median(sample.collector) * 1000:.0f} ms "
+            f"| {_growth(own, index)} | {statistics.median(sample.wall) * 1000:.0f} ms |"
         )
 
 
@@ -157,6 +185,8 @@ def run(quick: bool, rtt: float = 0.0, reps: int | None = None, streams: Sequenc
     """Print one table per stream form. ``rtt`` is ignored: growth is measured at 0 RTT."""
     del rtt
     setattr(web_session, "SSEParser", CountingParser)  # noqa: B010  # the session's parser, counting
+    if COLLECTOR not in gc.callbacks:
+        gc.callbacks.append(COLLECTOR)
     for stream in streams[:1] if quick else streams:
         _table(stream, _measure_stream(stream, reps or (1 if quick else 5)))
 
