@@ -11,8 +11,14 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from langchain_pplx_labs._cliargs import CliError, ca_file, impersonation
-from langchain_pplx_labs.protocol import DEFAULT_MODEL, KNOWN_MODELS, WEB_DEFAULT_MODEL, WEB_MODELS
+from langchain_pplx_labs._cliargs import CliError, ca_file, impersonation, server_root
+from langchain_pplx_labs.protocol import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MODEL,
+    KNOWN_MODELS,
+    WEB_DEFAULT_MODEL,
+    WEB_MODELS,
+)
 
 if TYPE_CHECKING:
     from langchain_pplx_labs.protocol import LabsProtocol
@@ -52,6 +58,16 @@ def transport_option(args: argparse.Namespace) -> dict[str, str]:
     """``{"transport": ...}`` for ``ChatPerplexityLabs`` when ``--transport`` was given; ``{}`` leaves it to the env."""
     transport = getattr(args, "transport", None)
     return {} if transport is None else {"transport": transport}
+
+
+def add_base_url_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--base-url URL``: the server to ask, a server root; none given, the model reads the environment's."""
+    parser.add_argument(
+        "--base-url",
+        type=server_root,
+        default=None,
+        help=f"server root (default $PPLX_LABS_BASE_URL, else {DEFAULT_BASE_URL})",
+    )
 
 
 def add_impersonate_flag(parser: argparse.ArgumentParser) -> None:

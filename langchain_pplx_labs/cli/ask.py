@@ -8,10 +8,11 @@ import mimetypes
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from langchain_pplx_labs._cliargs import CliError, model_name, positive_seconds, server_root
+from langchain_pplx_labs._cliargs import CliError, model_name, positive_seconds
 from langchain_pplx_labs.attachments import MAX_ATTACHMENT_BYTES, over_the_limit
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
+    add_base_url_flag,
     add_ca_file_flag,
     add_impersonate_flag,
     add_protocol_flag,
@@ -22,7 +23,7 @@ from langchain_pplx_labs.cli._shared import (
     transport_option,
     trusted_context,
 )
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL, RECENCY_FILTERS, SEARCH_SOURCES
+from langchain_pplx_labs.protocol import RECENCY_FILTERS, SEARCH_SOURCES
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -52,9 +53,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ask.add_argument("--model", type=model_name, default=None, help=MODEL_DEFAULT_HELP)
     where = ask.add_mutually_exclusive_group()
     where.add_argument("--emulator", action="store_true", help="answer offline from an in-process emulator")
-    where.add_argument(
-        "--base-url", type=server_root, default=None, help=f"server root (default {DEFAULT_BASE_URL})"
-    )
+    add_base_url_flag(where)
     ask.add_argument("--system", default=None, help=SYSTEM_HELP)
     ask.add_argument("--show-reasoning", action="store_true", help="also print the model's thinking")
     ask.add_argument(

@@ -10,10 +10,11 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
-from langchain_pplx_labs._cliargs import CliError, model_name, number, proxy_url, server_root
+from langchain_pplx_labs._cliargs import CliError, model_name, number, proxy_url
 from langchain_pplx_labs._plural import counted
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
+    add_base_url_flag,
     add_ca_file_flag,
     add_impersonate_flag,
     add_protocol_flag,
@@ -37,12 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     doctor = subparsers.add_parser(
         "doctor", help="ask one question step by step and say which step fails and why"
     )
-    doctor.add_argument(
-        "--base-url",
-        type=server_root,
-        default=None,
-        help=f"server root (default $PPLX_LABS_BASE_URL or {DEFAULT_BASE_URL})",
-    )
+    add_base_url_flag(doctor)
     doctor.add_argument("--model", type=model_name, default=None, help=MODEL_DEFAULT_HELP)
     doctor.add_argument("--question", default=QUESTION, help=f"what to ask (default {QUESTION!r})")
     doctor.add_argument(

@@ -9,9 +9,10 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from langchain_pplx_labs._cliargs import port, positive_int, positive_seconds, seconds, server_root
+from langchain_pplx_labs._cliargs import port, positive_int, positive_seconds, seconds
 from langchain_pplx_labs.cli._shared import (
     StopSignals,
+    add_base_url_flag,
     add_impersonate_flag,
     add_protocol_flag,
     add_transport_flag,
@@ -47,12 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     parser.add_argument("--port", type=port, default=8000, help="0 picks a free port")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--base-url",
-        type=server_root,
-        default=None,
-        help="server root (default $PPLX_LABS_BASE_URL or the live site)",
-    )
+    add_base_url_flag(where)
     where.add_argument(
         "--emulator", action="store_true", help="answer from an in-process Labs emulator (offline)"
     )

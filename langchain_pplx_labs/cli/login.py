@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from langchain_pplx_labs._cliargs import CliError, positive_seconds, server_root
-from langchain_pplx_labs.cli._shared import add_impersonate_flag
+from langchain_pplx_labs._cliargs import CliError, positive_seconds
+from langchain_pplx_labs.cli._shared import add_base_url_flag, add_impersonate_flag
 from langchain_pplx_labs.protocol import DEFAULT_BASE_URL
 
 if TYPE_CHECKING:
@@ -33,12 +33,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     login.add_argument(
         "--totp-code", default=None, help="the authenticator's 6-digit code, for accounts with TOTP"
     )
-    login.add_argument(
-        "--base-url",
-        type=server_root,
-        default=None,
-        help=f"server root (default $PPLX_LABS_BASE_URL, else {DEFAULT_BASE_URL})",
-    )
+    add_base_url_flag(login)
     login.add_argument(
         "--timeout", type=positive_seconds, default=30.0, help="seconds each request may take (default 30)"
     )

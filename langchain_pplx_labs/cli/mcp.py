@@ -11,10 +11,11 @@ import sys
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
-from langchain_pplx_labs._cliargs import CliError, port, positive_int, server_root
+from langchain_pplx_labs._cliargs import CliError, port, positive_int
 from langchain_pplx_labs.cli._shared import (
     MODEL_DEFAULT_HELP,
     StopSignals,
+    add_base_url_flag,
     add_impersonate_flag,
     add_protocol_flag,
     add_transport_flag,
@@ -65,12 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="with --http: allow a non-loopback --host without a key",
     )
     where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--base-url",
-        type=server_root,
-        default=None,
-        help="server root (default $PPLX_LABS_BASE_URL or the live site)",
-    )
+    add_base_url_flag(where)
     where.add_argument("--emulator", action="store_true", help="answer from an in-process emulator (offline)")
     parser.add_argument(
         "--model", default=None, help=f"the model ask uses when none is named: {MODEL_DEFAULT_HELP}"

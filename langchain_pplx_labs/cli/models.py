@@ -9,8 +9,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from langchain_pplx_labs._cliargs import server_root
 from langchain_pplx_labs.cli._shared import (
+    add_base_url_flag,
     add_ca_file_flag,
     add_impersonate_flag,
     add_protocol_flag,
@@ -19,7 +19,6 @@ from langchain_pplx_labs.cli._shared import (
     maybe_emulator,
     trusted_context,
 )
-from langchain_pplx_labs.protocol import DEFAULT_BASE_URL
 
 if TYPE_CHECKING:
     from langchain_pplx_labs.web.models import ModelList
@@ -34,9 +33,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     where = models.add_mutually_exclusive_group()
     where.add_argument("--emulator", action="store_true", help="list an in-process emulator's models")
-    where.add_argument(
-        "--base-url", type=server_root, default=None, help=f"server root (default {DEFAULT_BASE_URL})"
-    )
+    add_base_url_flag(where)
     models.add_argument(
         "--json", action="store_true", help="one JSON object: source, reason and the models' fields"
     )
