@@ -36,11 +36,11 @@ from langchain_pplx_labs.gateway.errors import (
 )
 from langchain_pplx_labs.gateway.responses import Ending, Translator
 from langchain_pplx_labs.gateway.schema import ChatRequest, joined_text, parse_request, to_langchain
+from langchain_pplx_labs.gateway.streaming import dumps, event_stream, sse_event
 
 logger = logging.getLogger("langchain_pplx_labs.gateway")
 
 PATH = "/v1/messages"
-_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _MARKER = re.compile(r"\[(\d+)\]")
 _TEXT_BLOCKS = frozenset({"text"})  # the Messages API's one text block type
 # Anthropic's error type per status; the gateway's 503 (no socket free in time) is Anthropic's 529.
@@ -198,7 +198,7 @@ def error_response(gateway: Gateway, exc: GatewayError) -> web.Response:
         logger.warning("answered %d: %s", exc.status, message)
     status, body = error_body(exc, message)
     headers = None if exc.retry else {"x-should-retry": "false"}
-    return web.json_response(body, status=status, dumps=_dumps, headers=headers)
+    return web.json_response(body, status=status, dumps=dumps, headers=headers)
 
 
 # -- requests -------------------------------------------------------------------------------------
@@ -523,7 +523,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
                 events += answer.add(chunk)
                 chunk = None if answer.done else await next_chunk(chunks)
             events += answer.finish()
-            return web.json_response(fold(events), dumps=_dumps)
+            return web.json_response(fold(events), dumps=dumps)
         return await _serve(request, gateway, answer, first, chunks)
 
 
@@ -534,8 +534,7 @@ async def _serve(
     first: AIMessageChunk | None,
     chunks: AsyncGenerator[AIMessageChunk, None],
 ) -> web.StreamResponse:
-    response = web.StreamResponse(headers=_SSE_HEADERS)
-    await response.prepare(request)
+    response = await event_stream(request)
     try:
         await _write(response, answer.start())
         await _write(response, [("ping", {"type": "ping"})])
@@ -568,13 +567,4 @@ async def _write_error(response: web.StreamResponse, gateway: Gateway, exc: Gate
 
 async def _write(response: web.StreamResponse, events: list[Event]) -> None:
     if events:
-        await response.write(
-            b"".join(
-                b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-                for name, data in events
-            )
-        )
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+        await response.write(b"".join(sse_event(data, name) for name, data in events))

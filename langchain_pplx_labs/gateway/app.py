@@ -12,7 +12,6 @@ from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-import orjson
 from aiohttp import web
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from pydantic import SecretStr
@@ -22,6 +21,7 @@ from langchain_pplx_labs.gateway import anthropic, responses_api
 from langchain_pplx_labs.gateway.errors import GatewayError, internal, next_chunk
 from langchain_pplx_labs.gateway.responses import Completion, Ending, ReasoningMode, Translator
 from langchain_pplx_labs.gateway.schema import ChatRequest, parse_request, to_langchain
+from langchain_pplx_labs.gateway.streaming import dumps, event_stream, sse_event
 from langchain_pplx_labs.gateway.threads import Threads
 from langchain_pplx_labs.protocol import KNOWN_MODELS, LabsProtocol
 
@@ -30,7 +30,6 @@ logger = logging.getLogger("langchain_pplx_labs.gateway")
 PerplexityStream = Literal["sources-first", "live"]
 PERPLEXITY_STREAMS: tuple[PerplexityStream, ...] = ("sources-first", "live")
 REASONING_MODES: tuple[ReasoningMode, ...] = ("separate", "inline", "drop")
-_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _DONE = b"data: [DONE]\n\n"
 _OPEN_PATHS = frozenset({"/healthz"})
 
@@ -262,7 +261,7 @@ def _error_response(gateway: Gateway, exc: GatewayError) -> web.Response:
     body = exc.body()
     body["error"]["message"] = gateway.scrub(exc.message)
     headers = None if exc.retry else {"x-should-retry": "false"}
-    return web.json_response(body, status=exc.status, dumps=_dumps, headers=headers)
+    return web.json_response(body, status=exc.status, dumps=dumps, headers=headers)
 
 
 @web.middleware
@@ -322,7 +321,7 @@ async def _complete(
     while message is not None:
         completion.add(translator.delta(message))
         message = None if translator.cut else await next_chunk(chunks)
-    return web.json_response(completion.body(), dumps=_dumps)
+    return web.json_response(completion.body(), dumps=dumps)
 
 
 async def _serve_events(
@@ -335,8 +334,7 @@ async def _serve_events(
     *,
     hold: bool,
 ) -> web.StreamResponse:
-    response = web.StreamResponse(headers=_SSE_HEADERS)
-    await response.prepare(request)
+    response = await event_stream(request)
     events = _Events(response, translator, hold=hold)
     try:
         await _send_all(gateway, events, first, chunks, include_usage=chat.include_usage)
@@ -377,7 +375,7 @@ async def _end_with_error(gateway: Gateway, events: _Events, exc: GatewayError) 
     logger.warning("stream failed with %d: %s", exc.status, gateway.scrub(exc.message))
     body = exc.body()
     body["error"]["message"] = gateway.scrub(exc.message)
-    await events.response.write(b"data: " + _dumps_bytes(body) + b"\n\n")
+    await events.response.write(sse_event(body))
 
 
 class _Events:
@@ -419,12 +417,4 @@ class _Events:
 
     async def _write(self, chunk: dict[str, Any]) -> None:
         self._first = False
-        await self.response.write(b"data: " + _dumps_bytes(chunk) + b"\n\n")
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _dumps_bytes(value: Any) -> bytes:
-    return orjson.dumps(value)
+        await self.response.write(sse_event(chunk))

@@ -34,11 +34,11 @@ from langchain_pplx_labs.gateway.schema import (
     to_langchain,
 )
 from langchain_pplx_labs.gateway.stored_responses import ChatMessages, StoredResponses
+from langchain_pplx_labs.gateway.streaming import dumps, event_stream, sse_event
 
 logger = logging.getLogger("langchain_pplx_labs.gateway")
 
 PATH = "/v1/responses"
-_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 Event = dict[str, Any]
 
@@ -466,7 +466,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
                 chunk = None if answer.translator.cut else await next_chunk(chunks)
             answer.finish()
             _store(stored, asked, answer, conversation)
-            return web.json_response(answer.response(answer.status), dumps=_dumps)
+            return web.json_response(answer.response(answer.status), dumps=dumps)
         return await _serve(
             request, gateway, answer, first, chunks, lambda: _store(stored, asked, answer, conversation)
         )
@@ -488,8 +488,7 @@ async def _serve(
     chunks: AsyncGenerator[AIMessageChunk, None],
     finished: Callable[[], None],
 ) -> web.StreamResponse:
-    response = web.StreamResponse(headers=_SSE_HEADERS)
-    await response.prepare(request)
+    response = await event_stream(request)
     try:
         await _write(response, answer.start())
         chunk = first
@@ -529,13 +528,4 @@ async def _write_error(
 
 async def _write(response: web.StreamResponse, events: list[Event]) -> None:
     if events:
-        await response.write(
-            b"".join(
-                b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
-                for event in events
-            )
-        )
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+        await response.write(b"".join(sse_event(event, event["type"]) for event in events))
